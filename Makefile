@@ -1,0 +1,30 @@
+# Two commands for a fresh machine (see README):
+#   make example   set up (install, Docker, images) and optimize the bundled MLP
+#   make test      set up and run the tests
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+
+.PHONY: example test setup images install docker
+
+example: setup
+	$(BIN)/nav-orch optimize examples/mlp.py:make_mlp --input input:8,64:float32 --images cpu --gpus none --workspace nav-workspace
+
+test: setup
+	$(BIN)/python -m pytest -v -rs
+
+setup: install images
+
+install: $(BIN)/nav-orch
+
+$(BIN)/nav-orch: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q -e '.[test]'
+	touch $@
+
+docker:
+	bash scripts/ensure-docker.sh
+
+images: install docker
+	$(BIN)/nav-orch images bootstrap --if-missing
+	$(BIN)/nav-orch images build --flavor cpu

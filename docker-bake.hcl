@@ -1,0 +1,157 @@
+# nav-orch runner images: one image per toolchain, built with `docker buildx bake` where
+# buildx exists, and otherwise by `nav-orch images build` through the Docker API from this
+# same file (orchestrator/bake.py reads it).
+#
+# Keep to the subset both paths understand:
+#   - variables with a plain string `default`;
+#   - interpolation ONLY of the form ${VAR}, VAR being a variable declared here
+#     (no functions, no ternaries, no ${target.x.y}, no %{ } directives, no $${ } escapes);
+#   - groups list targets or other groups; targets set context, dockerfile, args, tags, labels.
+# Precedence of a variable's value: an explicit override (`--set VAR=...`) > the environment
+# variable of the same name > the default below (the same order as bake's own).
+#
+# Images hold frameworks only (Python + packages): the runner code is mounted read-only at
+# run time. `python` on PATH must be the interpreter holding the frameworks.
+
+variable "NAV_ORCH_VERSION" {
+  # The nav-orch release these images belong to (kept equal to orchestrator.__version__ by a test).
+  default = "0.1.0"
+}
+
+variable "SOURCE_URL" {
+  # Where nav-orch's source lives; set it for published builds (--set SOURCE_URL=https://...).
+  default = ""
+}
+
+# --- CUDA flavor: every image FROM the same NVIDIA NGC release ---------------------------
+
+variable "NGC_RELEASE" {
+  default = "25.10"
+}
+
+variable "REGISTRY" {
+  # Prefix of the NGC base images (a local mirror on air-gapped clusters).
+  default = "nvcr.io/nvidia/"
+}
+
+# What the default NGC_RELEASE documents; change them together with NGC_RELEASE.
+# Sources: NVIDIA's Triton compatibility matrix lists the NGC 25.10 PyTorch build as
+# torch 2.9.0a0+145a3a7bda.nv25.10; the Triton Inference Server release notes 25.10 (same NGC
+# release) say it is based on CUDA 13.0.2.006. The TensorRT version of the PyTorch 25.10
+# container could not be confirmed here, hence "from-base" (read it in the image:
+# `python -c "import tensorrt; print(tensorrt.__version__)"`).
+variable "NGC_TORCH_VERSION" {
+  default = "2.9.0a0+145a3a7bda.nv25.10"
+}
+
+variable "NGC_CUDA_VERSION" {
+  default = "13.0.2.006"
+}
+
+variable "NGC_TENSORRT_VERSION" {
+  default = "from-base"
+}
+
+variable "ONNXRUNTIME_GPU_VERSION" {
+  # PyPI's onnxruntime-gpu 1.31.1 is built for CUDA 13 (its `cuda` extra requires
+  # nvidia-cuda-runtime~=13.0), matching the CUDA 13.0 of NGC 25.10.
+  default = "1.31.1"
+}
+
+# --- CPU flavor: a local Debian base (see `nav-orch images bootstrap`) ---------------------
+
+variable "DEBIAN_BASE" {
+  default = "nav-orch/debian:bookworm"
+}
+
+variable "TORCH_CPU_VERSION" {
+  # Installed from the CPU wheel that `nav-orch images build` copies into the build context.
+  default = "2.13.0"
+}
+
+variable "ONNX_VERSION" {
+  default = "1.23.2"
+}
+
+variable "ONNXRUNTIME_VERSION" {
+  default = "1.32.0"
+}
+
+variable "ONNXSCRIPT_VERSION" {
+  default = "0.7.2"
+}
+
+variable "NUMPY_VERSION" {
+  default = "2.4.6"
+}
+
+# --- groups ------------------------------------------------------------------------------
+
+group "default" {
+  targets = ["cpu"]
+}
+
+group "cpu" {
+  targets = ["pytorch-cpu"]
+}
+
+group "cuda" {
+  targets = ["pytorch-cuda"]
+}
+
+# --- targets -----------------------------------------------------------------------------
+
+target "pytorch-cpu" {
+  context    = "images/pytorch-cpu"
+  dockerfile = "Dockerfile"
+  args = {
+    BASE_IMAGE          = "${DEBIAN_BASE}"
+    TORCH_CPU_VERSION   = "${TORCH_CPU_VERSION}"
+    ONNX_VERSION        = "${ONNX_VERSION}"
+    ONNXRUNTIME_VERSION = "${ONNXRUNTIME_VERSION}"
+    ONNXSCRIPT_VERSION  = "${ONNXSCRIPT_VERSION}"
+    NUMPY_VERSION       = "${NUMPY_VERSION}"
+  }
+  tags = ["nav-orch/pytorch:cpu"]
+  labels = {
+    "org.opencontainers.image.title"       = "nav-orch PyTorch (CPU)"
+    "org.opencontainers.image.description" = "nav-orch runner image: PyTorch ${TORCH_CPU_VERSION} (CPU), ONNX ${ONNX_VERSION}, ONNX Runtime ${ONNXRUNTIME_VERSION}, onnxscript ${ONNXSCRIPT_VERSION} on Debian bookworm"
+    "org.opencontainers.image.version"     = "${NAV_ORCH_VERSION}"
+    "org.opencontainers.image.source"      = "${SOURCE_URL}"
+    # torch and numpy: BSD-3-Clause; onnx: Apache-2.0; onnxruntime, onnxscript: MIT.
+    "org.opencontainers.image.licenses"    = "BSD-3-Clause AND Apache-2.0 AND MIT"
+    "org.opencontainers.image.base.name"   = "${DEBIAN_BASE}"
+    "org.nav-orch.flavor"                  = "cpu"
+    "org.nav-orch.ngc-release"             = "none"
+    "org.nav-orch.torch"                   = "${TORCH_CPU_VERSION}"
+    "org.nav-orch.onnxruntime"             = "${ONNXRUNTIME_VERSION}"
+    "org.nav-orch.cuda"                    = "none"
+    "org.nav-orch.tensorrt"                = "none"
+  }
+}
+
+target "pytorch-cuda" {
+  context    = "images/pytorch"
+  dockerfile = "Dockerfile"
+  args = {
+    BASE_IMAGE              = "${REGISTRY}pytorch:${NGC_RELEASE}-py3"
+    ONNXRUNTIME_GPU_VERSION = "${ONNXRUNTIME_GPU_VERSION}"
+    ONNXSCRIPT_VERSION      = "${ONNXSCRIPT_VERSION}"
+  }
+  tags = ["nav-orch/pytorch:${NGC_RELEASE}"]
+  labels = {
+    "org.opencontainers.image.title"       = "nav-orch PyTorch (NGC ${NGC_RELEASE})"
+    "org.opencontainers.image.description" = "nav-orch runner image: NVIDIA NGC PyTorch ${NGC_RELEASE} plus onnxruntime-gpu ${ONNXRUNTIME_GPU_VERSION} and onnxscript ${ONNXSCRIPT_VERSION}"
+    "org.opencontainers.image.version"     = "${NAV_ORCH_VERSION}"
+    "org.opencontainers.image.source"      = "${SOURCE_URL}"
+    # The NGC base is under the NVIDIA Deep Learning Container License; the added packages: MIT.
+    "org.opencontainers.image.licenses"    = "LicenseRef-NVIDIA-Deep-Learning-Container-License AND MIT"
+    "org.opencontainers.image.base.name"   = "${REGISTRY}pytorch:${NGC_RELEASE}-py3"
+    "org.nav-orch.flavor"                  = "cuda"
+    "org.nav-orch.ngc-release"             = "${NGC_RELEASE}"
+    "org.nav-orch.torch"                   = "${NGC_TORCH_VERSION}"
+    "org.nav-orch.onnxruntime"             = "${ONNXRUNTIME_GPU_VERSION}"
+    "org.nav-orch.cuda"                    = "${NGC_CUDA_VERSION}"
+    "org.nav-orch.tensorrt"                = "${NGC_TENSORRT_VERSION}"
+  }
+}

@@ -1,0 +1,200 @@
+"""The `nav-orch` command line."""
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Callable, Optional, TypeVar
+
+import typer
+from pydantic import ValidationError
+from rich.console import Console
+
+from orchestrator import api, docker_engine, images
+from orchestrator.errors import BadInput, ExitCode, NavOrchError
+from orchestrator.model_ref import parse_model
+from orchestrator.models import FRAMEWORK_FORMATS, OptimizeConfig, Tolerances
+from orchestrator.progress import LiveReporter, ProgressMode, make_reporter, print_summary, stderr_console
+from orchestrator.samples import parse_input_spec
+
+app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
+                  help="Find the fastest correct deployment of a trained model.")
+images_app = typer.Typer(no_args_is_help=True, help="Build the runner images.")
+app.add_typer(images_app, name="images")
+
+T = TypeVar("T")
+
+
+def guarded(action: Callable[[], T]) -> T:
+    """Run a command body; known failures become one line on stderr and their exit code."""
+    try:
+        return action()
+    except NavOrchError as error:
+        typer.echo(f"nav-orch: {error}", err=True)
+        raise typer.Exit(error.exit_code) from None
+    except ValidationError as error:
+        first = error.errors()[0]
+        where = ".".join(str(part) for part in first["loc"])
+        typer.echo(f"nav-orch: invalid option {where}: {first['msg']}", err=True)
+        raise typer.Exit(ExitCode.BAD_INPUT) from None
+    except KeyboardInterrupt:
+        typer.echo("nav-orch: interrupted; containers removed, finished results kept", err=True)
+        raise typer.Exit(ExitCode.INTERRUPTED) from None
+
+
+def split_list(text: Optional[str]) -> list[str]:
+    return [item.strip() for item in (text or "").split(",") if item.strip()]
+
+
+def parse_tolerances(atol: list[str], rtol: list[str]) -> Tolerances:
+    """Each of --atol/--rtol is a global VALUE or NAME=VALUE for one output."""
+    values: dict[str, dict] = {"atol": {}, "rtol": {}}
+    globals_: dict[str, Optional[float]] = {"atol": None, "rtol": None}
+    for option, items in (("atol", atol), ("rtol", rtol)):
+        for item in items:
+            name, sep, value = item.rpartition("=")
+            try:
+                number = float(value)
+            except ValueError:
+                raise BadInput(f"--{option} {item!r}: expected a number or OUTPUT=NUMBER") from None
+            if sep:
+                values[option][name] = number
+            else:
+                globals_[option] = number
+    return Tolerances(atol=globals_["atol"], rtol=globals_["rtol"],
+                      output_atol=values["atol"], output_rtol=values["rtol"])
+
+
+def resolve_gpus(gpus: str, images_release: str) -> str:
+    """`auto`: every GPU when the host has any and the images can use them."""
+    if gpus != "auto":
+        docker_engine.gpu_requests(gpus)  # validates the syntax
+        return gpus
+    if images_release == "cpu":
+        return "none"
+    return "all" if Path("/dev/nvidiactl").exists() else "none"
+
+
+@app.command()
+def optimize(
+    model: str = typer.Argument(..., help="file.py:factory, a TorchScript file (.pt/.ts) or an ExportedProgram (.pt2)"),
+    framework: Optional[str] = typer.Option(None, help="The model's framework; inferred where possible."),
+    model_arg: list[str] = typer.Option([], "--model-arg", help="key=value passed to the factory (repeatable)."),
+    samples: Optional[Path] = typer.Option(None, help=".npz with one array per model input, batch on axis 0."),
+    input_spec: list[str] = typer.Option([], "--input", help="NAME:SHAPE:DTYPE for seeded random samples (repeatable)."),
+    seed: int = typer.Option(0, help="Seed of the random samples."),
+    formats: Optional[str] = typer.Option(None, help="Comma-separated formats; default: all of the framework's."),
+    batch_sizes: str = typer.Option("1,8,64", help="Comma-separated batch sizes to profile."),
+    atol: list[str] = typer.Option([], help="Absolute tolerance: VALUE, or OUTPUT=VALUE (repeatable)."),
+    rtol: list[str] = typer.Option([], help="Relative tolerance: VALUE, or OUTPUT=VALUE (repeatable)."),
+    objective: str = typer.Option("throughput", help="throughput or latency."),
+    latency_budget_ms: Optional[float] = typer.Option(None, help="Only consider points with p99 under this."),
+    workspace: Path = typer.Option(Path("nav-workspace"), help="Folder for artifacts, logs and results.json."),
+    images_release: str = typer.Option("cpu", "--images", help="cpu, or the NGC release of the CUDA images."),
+    gpus: str = typer.Option("auto", help="Docker's syntax: all, N, device=0,2 or none; auto: all if present."),
+    jobs: int = typer.Option(os.cpu_count() or 1, help="Variants built in parallel."),
+    timeout: float = typer.Option(900.0, help="Seconds each job may take."),
+    memory: Optional[str] = typer.Option(None, help="Memory limit of each runner container, e.g. 8g."),
+    pids: int = typer.Option(4096, help="Process limit of each runner container."),
+    executor: str = typer.Option("docker", help="docker, or local: runners as subprocesses of --python."),
+    python: Optional[str] = typer.Option(None, help="With --executor local: the Python holding the frameworks."),
+    force: bool = typer.Option(False, help="Redo every job, even those finished earlier in this workspace."),
+    json_output: bool = typer.Option(False, "--json", help="Print results.json on stdout."),
+    progress: str = typer.Option("auto", help="auto, plain or quiet."),
+) -> None:
+    """Export, verify and profile MODEL in every format, and pick the best variant."""
+    console = stderr_console()
+
+    def run() -> int:
+        if progress not in ("auto", "plain", "quiet"):
+            raise BadInput(f"--progress {progress!r}: use auto, plain or quiet")
+        if executor not in ("docker", "local"):
+            raise BadInput(f"--executor {executor!r}: use docker or local")
+        ref = parse_model(model, model_arg, framework)
+        known = FRAMEWORK_FORMATS[ref.framework]
+        chosen = split_list(formats) or known
+        unknown = [f for f in chosen if f not in known]
+        if unknown:
+            raise BadInput(f"--formats: {', '.join(unknown)} not available for {ref.framework}; "
+                           f"choose from {', '.join(known)}")
+        try:
+            sizes = [int(size) for size in split_list(batch_sizes)]
+        except ValueError:
+            raise BadInput(f"--batch-sizes {batch_sizes!r}: expected integers like 1,8,64") from None
+        config = OptimizeConfig(
+            model=ref, samples=samples, inputs=[parse_input_spec(s) for s in input_spec], seed=seed,
+            formats=chosen, batch_sizes=sizes, tolerances=parse_tolerances(atol, rtol), objective=objective,
+            latency_budget_ms=latency_budget_ms, workspace=workspace, images=images_release,
+            gpus=resolve_gpus(gpus, images_release), jobs=jobs, job_timeout_s=timeout, memory=memory, pids=pids,
+        )
+        reporter = make_reporter(progress, console)  # type: ignore[arg-type]
+        if isinstance(reporter, LiveReporter):
+            with reporter:
+                results = api.optimize(config, reporter, executor, python, force)  # type: ignore[arg-type]
+        else:
+            results = api.optimize(config, reporter, executor, python, force)  # type: ignore[arg-type]
+        if json_output:
+            sys.stdout.write(results.model_dump_json(indent=2) + "\n")
+        if progress != "quiet" or not json_output:
+            print_summary(results, console if json_output else Console(), str(config.workspace))
+        return ExitCode.OK if results.best else ExitCode.NO_VARIANT
+
+    raise typer.Exit(guarded(run))
+
+
+@images_app.command("build")
+def images_build(
+    flavor: str = typer.Option("cpu", help="cpu or cuda: the bake group to build."),
+    target: list[str] = typer.Option([], help="Build only these bake targets (repeatable)."),
+    set_var: list[str] = typer.Option([], "--set", help="VAR=VALUE for a docker-bake.hcl variable (repeatable)."),
+    pip_config: Optional[Path] = typer.Option(None, help="pip configuration for builds; default: the host's."),
+    ca_bundle: Optional[Path] = typer.Option(None, help="CA bundle pip trusts in builds; default: the host's."),
+) -> None:
+    """Build the runner images from docker-bake.hcl (buildx bake, or the Docker API without buildx)."""
+
+    def run() -> None:
+        overrides = dict(item.split("=", 1) for item in set_var if "=" in item)
+        if len(overrides) != len(set_var):
+            raise BadInput("--set takes VAR=VALUE")
+        client = docker_engine.connect()
+        built = images.build_images(client, images.BAKE_FILE, target or flavor, overrides,
+                                    pip_config, ca_bundle, lambda line: typer.echo(line, err=True))
+        for tag in built:
+            typer.echo(tag)
+
+    guarded(run)
+
+
+@images_app.command("bootstrap")
+def images_bootstrap(
+    tag: str = typer.Option(images.DEBIAN_BASE, help="Tag of the Debian base image to make."),
+    mirror: Optional[str] = typer.Option(None, help="Debian mirror; default: the one the host's apt uses."),
+    if_missing: bool = typer.Option(False, help="Do nothing when the image exists already."),
+) -> None:
+    """Make the Debian base image locally with debootstrap (no registry needed)."""
+
+    def run() -> None:
+        client = docker_engine.connect()
+        existing = docker_engine.inspect_image(client, tag)
+        if if_missing and existing is not None:
+            typer.echo(f"{tag} {existing.id}")
+            return
+        image_id = images.bootstrap_base(client, tag, mirror, lambda line: typer.echo(line, err=True))
+        typer.echo(f"{tag} {image_id}")
+
+    guarded(run)
+
+
+@app.command()
+def clean() -> None:
+    """Remove containers that interrupted runs left behind (found by label)."""
+
+    def run() -> None:
+        removed = docker_engine.remove_labelled(docker_engine.connect())
+        typer.echo(f"removed {removed} container(s)")
+
+    guarded(run)
+
+
+if __name__ == "__main__":
+    app()

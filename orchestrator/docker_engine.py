@@ -1,0 +1,237 @@
+"""Every call nav-orch makes to Docker: the SDK for containers and images, the CLI only
+for `docker buildx bake` where it exists."""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import tarfile
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable, Optional
+
+import docker
+import docker.errors
+from docker.models.containers import Container
+from docker.types import DeviceRequest
+
+from orchestrator.errors import EnvironmentProblem, NavOrchError
+
+LABEL_PREFIX = "org.nav-orch"
+RUN_LABEL = f"{LABEL_PREFIX}.run"
+ROLE_LABEL = f"{LABEL_PREFIX}.role"
+
+
+def connect() -> docker.DockerClient:
+    try:
+        client = docker.from_env(timeout=120, max_pool_size=32)
+        client.ping()
+    except docker.errors.DockerException as error:
+        raise EnvironmentProblem(
+            f"cannot reach the Docker daemon ({str(error).splitlines()[0]}): start it (e.g. `dockerd &`) "
+            "or point DOCKER_HOST at it"
+        ) from None
+    return client
+
+
+def engine_version(client: docker.DockerClient) -> str:
+    return client.version().get("Version", "unknown")
+
+
+@dataclass
+class ImageInfo:
+    tag: str
+    id: str
+    labels: dict[str, str]
+
+
+def inspect_image(client: docker.DockerClient, tag: str) -> Optional[ImageInfo]:
+    try:
+        image = client.images.get(tag)
+    except docker.errors.ImageNotFound:
+        return None
+    return ImageInfo(tag=tag, id=image.id, labels=dict(image.labels or {}))
+
+
+def gpu_requests(gpus: str) -> list[DeviceRequest]:
+    """Docker's `--gpus` syntax (`all`, `N`, `device=0,2`, `none`) as device requests."""
+    value = gpus.strip()
+    if value in ("", "none"):
+        return []
+    if value == "all":
+        return [DeviceRequest(count=-1, capabilities=[["gpu"]])]
+    if value.isdigit():
+        return [DeviceRequest(count=int(value), capabilities=[["gpu"]])]
+    if value.startswith("device="):
+        return [DeviceRequest(device_ids=value.removeprefix("device=").split(","), capabilities=[["gpu"]])]
+    raise NavOrchError(f"--gpus {gpus!r} is not docker's syntax: use all, a count, device=0,2 or none")
+
+
+def container_user() -> str:
+    """Runners never run as root: as the calling user, or as nobody when that is root."""
+    uid, gid = os.getuid(), os.getgid()
+    return f"{uid}:{gid}" if uid != 0 else "65534:65534"
+
+
+def grant_container_user(path: Path) -> None:
+    """Let the container user write a folder the host (as root) prepared for it."""
+    if os.getuid() == 0:
+        os.chown(path, 65534, 65534)
+
+
+@dataclass
+class Mount:
+    source: Path
+    target: str
+    read_only: bool = True
+
+
+@dataclass
+class ContainerSpec:
+    image: str
+    command: list[str]
+    mounts: list[Mount]
+    labels: dict[str, str]
+    environment: dict[str, str] = field(default_factory=dict)
+    gpus: str = "none"
+    network: str = "none"  # runners get no network; servers get "host"
+    memory: Optional[str] = None
+    pids: Optional[int] = 4096
+
+
+def start_container(client: docker.DockerClient, spec: ContainerSpec) -> Container:
+    """Start a sandboxed container: no capabilities, no privilege gain, read-only root."""
+    volumes = {str(m.source): {"bind": m.target, "mode": "ro" if m.read_only else "rw"} for m in spec.mounts}
+    try:
+        return client.containers.run(
+            spec.image,
+            spec.command,
+            detach=True,
+            volumes=volumes,
+            labels=spec.labels,
+            environment={"HOME": "/tmp", **spec.environment},
+            network_mode=spec.network,
+            device_requests=gpu_requests(spec.gpus),
+            user=container_user(),
+            read_only=True,
+            tmpfs={"/tmp": "rw,exec,size=2g"},
+            cap_drop=["ALL"],
+            security_opt=["no-new-privileges"],
+            init=True,
+            mem_limit=spec.memory,
+            pids_limit=spec.pids,
+            working_dir="/tmp",
+        )
+    except docker.errors.ImageNotFound:
+        raise EnvironmentProblem(
+            f"image {spec.image} is not built: run `nav-orch images build` (see README, Images)"
+        ) from None
+    except docker.errors.APIError as error:
+        raise EnvironmentProblem(f"Docker could not start {spec.image}: {error.explanation or error}") from None
+
+
+@dataclass
+class ExitState:
+    code: int
+    oom_killed: bool
+    error: str
+
+
+def exit_state(container: Container) -> Optional[ExitState]:
+    """The container's exit, or None while it still runs."""
+    container.reload()
+    state = container.attrs["State"]
+    if state.get("Running") or container.status in ("created", "restarting"):
+        return None
+    return ExitState(code=state.get("ExitCode", -1), oom_killed=bool(state.get("OOMKilled")),
+                     error=state.get("Error", ""))
+
+
+def container_logs(container: Container) -> str:
+    try:
+        return container.logs(stdout=True, stderr=True).decode(errors="replace")
+    except docker.errors.APIError:
+        return ""
+
+
+def remove_container(container: Container) -> None:
+    try:
+        container.remove(force=True)
+    except docker.errors.NotFound:
+        pass
+    except docker.errors.APIError as error:
+        if "already in progress" not in str(error):
+            raise
+
+
+def remove_labelled(client: docker.DockerClient, run_id: Optional[str] = None) -> int:
+    """Remove the containers of one run (or of every nav-orch run); returns how many."""
+    label = f"{RUN_LABEL}={run_id}" if run_id else RUN_LABEL
+    containers = client.containers.list(all=True, filters={"label": label})
+    for container in containers:
+        remove_container(container)
+    return len(containers)
+
+
+# --- images -------------------------------------------------------------------------
+
+def buildx_available() -> bool:
+    if shutil.which("docker") is None:
+        return False
+    probe = subprocess.run(["docker", "buildx", "version"], capture_output=True)
+    return probe.returncode == 0
+
+
+def bake(bake_file: Path, targets: Iterable[str], overrides: dict[str, str]) -> None:
+    """Build with `docker buildx bake`; `overrides` are the bake file's variables."""
+    command = ["docker", "buildx", "bake", "--file", str(bake_file), "--load", *targets]
+    # buildx resolves each target's context against the working directory, not the file.
+    result = subprocess.run(command, env={**os.environ, **overrides}, cwd=bake_file.parent)
+    if result.returncode != 0:
+        raise EnvironmentProblem(f"`{' '.join(command)}` failed with exit code {result.returncode}")
+
+
+def build_image(
+    client: docker.DockerClient,
+    context: Path,
+    dockerfile: str,
+    tags: list[str],
+    build_args: dict[str, str],
+    labels: dict[str, str],
+    on_line: Callable[[str], None],
+) -> str:
+    """Build through the Docker API's classic builder; returns the image ID."""
+    image_id = None
+    stream = client.api.build(
+        path=str(context), dockerfile=dockerfile, tag=tags[0], buildargs=build_args, labels=labels,
+        rm=True, forcerm=True, decode=True,
+    )
+    for chunk in stream:
+        if "error" in chunk:
+            raise EnvironmentProblem(f"building {tags[0]} failed: {chunk['error'].strip()}")
+        if "stream" in chunk:
+            on_line(chunk["stream"].rstrip("\n"))
+        if "aux" in chunk and "ID" in chunk["aux"]:
+            image_id = chunk["aux"]["ID"]
+    image = client.images.get(image_id or tags[0])
+    for tag in tags[1:]:
+        repository, _, version = tag.rpartition(":")
+        image.tag(repository, version)
+    return image.id
+
+
+def import_rootfs(client: docker.DockerClient, rootfs: Path, tag: str) -> str:
+    """Make an image from a root filesystem folder (`docker import`)."""
+    repository, _, version = tag.rpartition(":")
+    with tempfile.TemporaryDirectory() as scratch:
+        archive = Path(scratch) / "rootfs.tar"
+        with tarfile.open(archive, mode="w") as tar:
+            tar.add(str(rootfs), arcname=".")
+        client.api.import_image_from_file(str(archive), repository=repository, tag=version)
+    return client.images.get(tag).id
+
+
+def tail(text: str, lines: int = 20) -> str:
+    return "\n".join(text.splitlines()[-lines:])
+

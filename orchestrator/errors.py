@@ -1,0 +1,26 @@
+"""Errors the CLI turns into one line and a documented exit code (see README, "Exit codes")."""
+from __future__ import annotations
+
+from enum import IntEnum
+
+
+class ExitCode(IntEnum):
+    OK = 0
+    NO_VARIANT = 1  # the run finished, but no variant passed verification and profiling
+    BAD_INPUT = 2  # the command line, the model or the samples are wrong
+    ENVIRONMENT = 3  # Docker, an image or a GPU is missing
+    INTERRUPTED = 130  # Ctrl-C
+
+
+class NavOrchError(Exception):
+    """A failure the user can act on: `str(error)` says what is wrong and what to do."""
+
+    exit_code = ExitCode.BAD_INPUT
+
+
+class BadInput(NavOrchError):
+    exit_code = ExitCode.BAD_INPUT
+
+
+class EnvironmentProblem(NavOrchError):
+    exit_code = ExitCode.ENVIRONMENT

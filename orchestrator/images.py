@@ -1,0 +1,345 @@
+"""The runner images: which one a run uses, making the local Debian base without a registry,
+and building the images of docker-bake.hcl (buildx bake where it exists, else the Docker API
+from the same parsed definition)."""
+from __future__ import annotations
+
+import configparser
+import io
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Callable, Iterable, Mapping, Optional, Sequence, Union
+
+import docker
+
+from orchestrator import docker_engine
+from orchestrator.bake import BakeFile, BakeTarget, load_bake_file
+from orchestrator.errors import BadInput, EnvironmentProblem
+
+ROOT = Path(__file__).resolve().parent.parent
+BAKE_FILE = ROOT / "docker-bake.hcl"
+
+# The image repository of each framework's runners; the tag is the NGC release, or "cpu".
+FRAMEWORK_IMAGES: dict[str, str] = {
+    "torch": "nav-orch/pytorch",
+}
+CPU_RELEASE = "cpu"
+
+DEBIAN_BASE = "nav-orch/debian:bookworm"
+DEBIAN_SUITE = "bookworm"
+DEBIAN_FALLBACK_MIRROR = "http://deb.debian.org/debian"
+# Python of the CPU images (Debian bookworm's python3): the torch wheel must match it.
+CPU_IMAGE_PYTHON = "3.11"
+
+EXTRAS_DIR = ".build-extras"  # in each target's context; gitignored
+# Host pip settings given as environment variables that are worth carrying into builds.
+PIP_ENV_SETTINGS = ("INDEX_URL", "EXTRA_INDEX_URL", "TRUSTED_HOST", "PROXY", "DEFAULT_TIMEOUT", "RETRIES")
+
+OnLine = Callable[[str], None]
+
+
+def image_for(framework: str, release: str) -> str:
+    """The image a run uses: `nav-orch/pytorch:cpu`, or `nav-orch/pytorch:<NGC release>`."""
+    try:
+        repository = FRAMEWORK_IMAGES[framework]
+    except KeyError:
+        raise BadInput(f"no runner image for framework {framework!r} "
+                       f"(known: {', '.join(sorted(FRAMEWORK_IMAGES))})") from None
+    return f"{repository}:{release}"
+
+
+# --- the Debian base ------------------------------------------------------------------------
+
+def bootstrap_base(client: docker.DockerClient, tag: str = DEBIAN_BASE, mirror: Optional[str] = None,
+                   on_line: OnLine = lambda line: None) -> str:
+    """Make the Debian base image from Debian's own packages (debootstrap + import), with no
+    registry. Returns the image ID."""
+    if shutil.which("debootstrap") is None:
+        raise EnvironmentProblem("debootstrap is missing: install it (`apt-get install debootstrap`) "
+                                 "and run `nav-orch images bootstrap` again")
+    if os.geteuid() != 0:
+        raise EnvironmentProblem("debootstrap needs root: run `sudo nav-orch images bootstrap`")
+    if mirror is None:
+        mirror = host_debian_mirror(DEBIAN_SUITE)
+        if mirror is None:
+            mirror = DEBIAN_FALLBACK_MIRROR
+            on_line(f"no {DEBIAN_SUITE} mirror in this host's apt sources; using {mirror} (--mirror to change)")
+    on_line(f"debootstrap --variant=minbase {DEBIAN_SUITE} from {mirror}")
+    scratch = Path(tempfile.mkdtemp(prefix="nav-orch-rootfs-"))
+    rootfs = scratch / "rootfs"
+    try:
+        _stream(["debootstrap", "--variant=minbase", DEBIAN_SUITE, str(rootfs), mirror], on_line,
+                failure=f"debootstrap of {DEBIAN_SUITE} from {mirror} failed")
+        on_line(f"importing the root filesystem as {tag}")
+        return docker_engine.import_rootfs(client, rootfs, tag)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def host_debian_mirror(suite: str = DEBIAN_SUITE, sources_dir: Path = Path("/etc/apt")) -> Optional[str]:
+    """The mirror this host's apt uses for `suite` (deb822 `.sources` files first, then
+    sources.list), or None."""
+    for uri, suites in _apt_sources(sources_dir):
+        if suite in suites and uri.split(":", 1)[0] in ("http", "https", "file"):
+            return uri.rstrip("/")
+    return None
+
+
+def _apt_sources(sources_dir: Path) -> Iterable[tuple[str, list[str]]]:
+    """(uri, suites) of each enabled `deb` source."""
+    parts = sources_dir / "sources.list.d"
+    for path in sorted(parts.glob("*.sources")) if parts.is_dir() else []:
+        for paragraph in _deb822(_read(path)):
+            if paragraph.get("enabled", "yes").lower() == "no" or "deb" not in paragraph.get("types", "").split():
+                continue
+            for uri in paragraph.get("uris", "").split():
+                yield uri, paragraph.get("suites", "").split()
+    lists = [sources_dir / "sources.list"]
+    lists += sorted(parts.glob("*.list")) if parts.is_dir() else []
+    for path in lists:
+        for line in _read(path).splitlines():
+            words = line.split("#", 1)[0].split()
+            if not words or words[0] != "deb":
+                continue
+            words = words[1:]
+            if words and words[0].startswith("["):  # [arch=amd64 signed-by=...]
+                while words and not words[0].endswith("]"):
+                    words = words[1:]
+                words = words[1:]
+            if len(words) >= 2:
+                yield words[0], [words[1]]
+
+
+def _deb822(text: str) -> list[dict[str, str]]:
+    paragraphs, current, key = [], {}, None
+    for line in text.splitlines() + [""]:
+        if line.startswith("#"):
+            continue
+        if not line.strip():
+            if current:
+                paragraphs.append(current)
+            current, key = {}, None
+        elif line[0] in " \t" and key:
+            current[key] += " " + line.strip()
+        elif ":" in line:
+            key, value = line.split(":", 1)
+            key = key.strip().lower()
+            current[key] = value.strip()
+    return paragraphs
+
+
+def _read(path: Path) -> str:
+    try:
+        return path.read_text()
+    except OSError:
+        return ""
+
+
+# --- building ---------------------------------------------------------------------------------
+
+def build_images(client: docker.DockerClient, bake_file: Path,
+                 flavor_or_targets: Union[str, Sequence[str]], overrides: Mapping[str, str],
+                 pip_config: Optional[Path], ca_bundle: Optional[Path],
+                 on_line: OnLine = lambda line: None) -> list[str]:
+    """Build a bake group (`cpu`, `cuda`, `default`) or the named targets; returns their tags.
+
+    pip_config / ca_bundle: what pip uses inside builds (only in build stages, never in the
+    final images); None means the host's own (see `host_pip_config` and `host_ca_bundle`).
+    """
+    bake = load_bake_file(Path(bake_file))
+    variables = bake.resolve_variables(overrides)
+    targets = [bake.resolve_target(name, variables) for name in bake.target_names(flavor_or_targets)]
+    _warn_stale_ngc_versions(bake, variables, targets, on_line)
+
+    pip_text = _pip_config_text(pip_config, on_line)
+    ca_path = _ca_bundle_path(ca_bundle, pip_text, on_line)
+
+    for target in targets:
+        base = target.args.get("BASE_IMAGE")
+        if base and base == variables.get("DEBIAN_BASE") and docker_engine.inspect_image(client, base) is None:
+            option = "" if base == DEBIAN_BASE else f" --tag {base}"
+            raise EnvironmentProblem(f"base image {base} is missing: run `nav-orch images bootstrap{option}` first")
+        prepare_extras(bake.root / target.context, target, pip_text, ca_path, on_line)
+
+    if docker_engine.buildx_available():
+        on_line(f"building {', '.join(t.name for t in targets)} with docker buildx bake")
+        docker_engine.bake(bake.path, [t.name for t in targets], dict(overrides))
+    else:
+        for target in targets:
+            on_line(f"building {target.name} ({', '.join(target.tags)}) through the Docker API")
+            docker_engine.build_image(client, bake.root / target.context, target.dockerfile, target.tags,
+                                      target.args, target.labels, on_line)
+    return [tag for target in targets for tag in target.tags]
+
+
+def prepare_extras(context: Path, target: BakeTarget, pip_text: Optional[str], ca_path: Optional[Path],
+                   on_line: OnLine) -> Path:
+    """Fill `<context>/.build-extras/`: pip.conf and ca.crt (when given; stale ones removed) and,
+    for targets that install the CPU torch, `wheels/` with that wheel (kept between builds)."""
+    if not (context / target.dockerfile).is_file():
+        raise BadInput(f"target {target.name}: {context / target.dockerfile} does not exist")
+    extras = context / EXTRAS_DIR
+    wheels = extras / "wheels"
+    wheels.mkdir(parents=True, exist_ok=True)
+    (extras / "pip.conf").unlink(missing_ok=True)  # never build with an earlier run's settings
+    (extras / "ca.crt").unlink(missing_ok=True)
+    if pip_text is not None:
+        (extras / "pip.conf").write_text(pip_text)
+    if ca_path is not None:
+        shutil.copyfile(ca_path, extras / "ca.crt")
+    version = target.args.get("TORCH_CPU_VERSION")
+    if version:
+        torch_cpu_wheel(version, wheels, on_line)
+    return extras
+
+
+def torch_cpu_wheel(version: str, wheels: Path, on_line: OnLine) -> Path:
+    """The torch wheel for the CPU images, fetched by the host's pip (which knows where the CPU
+    build lies); reused when already there, other torch versions removed."""
+    def matching() -> list[Path]:
+        return sorted(p for p in wheels.glob("torch-*.whl")
+                      if p.name.split("-")[1].split("+")[0] == version)
+
+    for stale in set(wheels.glob("torch-*.whl")) - set(matching()):
+        stale.unlink()
+    found = matching()
+    if not found:
+        on_line(f"fetching the torch {version} wheel with the host's pip")
+        _stream([sys.executable, "-m", "pip", "download", "--no-deps", "--disable-pip-version-check",
+                 "--python-version", CPU_IMAGE_PYTHON, f"torch=={version}", "-d", str(wheels)], on_line,
+                failure=f"`pip download torch=={version}` failed: the host's pip must be able to find "
+                        "that torch (a CPU build, for Python " + CPU_IMAGE_PYTHON + ")")
+        found = matching()
+        if not found:
+            raise EnvironmentProblem(f"pip download torch=={version} left no torch wheel in {wheels}")
+    wheel = found[-1]
+    if "+cpu" not in wheel.name:
+        on_line(f"warning: {wheel.name} is not a +cpu build: the CPU image will pull CUDA libraries")
+    return wheel
+
+
+# --- the host's pip configuration -------------------------------------------------------------
+
+def host_pip_config_files(environ: Optional[Mapping[str, str]] = None, home: Optional[Path] = None) -> list[Path]:
+    """The existing pip configuration files, lowest priority first (pip's order: global, user,
+    site, then PIP_CONFIG_FILE; the user files are skipped when PIP_CONFIG_FILE exists)."""
+    environ = os.environ if environ is None else environ
+    home = Path.home() if home is None else home
+    env_file = environ.get("PIP_CONFIG_FILE")
+    if env_file == os.devnull:
+        return []
+    xdg_dirs = environ.get("XDG_CONFIG_DIRS", "/etc/xdg").split(":")
+    candidates = [Path(d) / "pip" / "pip.conf" for d in xdg_dirs if d] + [Path("/etc/pip.conf")]
+    if not (env_file and Path(env_file).is_file()):
+        config_home = Path(environ.get("XDG_CONFIG_HOME") or home / ".config")
+        candidates += [home / ".pip" / "pip.conf", config_home / "pip" / "pip.conf"]
+    candidates.append(Path(sys.prefix) / "pip.conf")
+    if env_file:
+        candidates.append(Path(env_file))
+    seen, found = set(), []
+    for path in candidates:
+        if path.is_file() and path.resolve() not in seen:
+            seen.add(path.resolve())
+            found.append(path)
+    return found
+
+
+def host_pip_config(environ: Optional[Mapping[str, str]] = None, home: Optional[Path] = None) -> Optional[str]:
+    """The host's pip configuration merged into one file (later files win, as in pip), plus
+    the PIP_INDEX_URL-like settings of the environment; None when there is nothing."""
+    environ = os.environ if environ is None else environ
+    parser = configparser.RawConfigParser()
+    for path in host_pip_config_files(environ, home):
+        try:
+            parser.read(path)
+        except configparser.Error as error:
+            raise BadInput(f"cannot read the pip configuration {path}: {error}") from None
+    for setting in PIP_ENV_SETTINGS:
+        if environ.get(f"PIP_{setting}"):
+            if not parser.has_section("global"):
+                parser.add_section("global")
+            parser.set("global", setting.lower().replace("_", "-"), environ[f"PIP_{setting}"])
+    if not parser.sections():
+        return None
+    out = io.StringIO()
+    parser.write(out)
+    return out.getvalue()
+
+
+def host_ca_bundle(pip_text: Optional[str] = None, environ: Optional[Mapping[str, str]] = None) -> Optional[Path]:
+    """The CA bundle the host's pip trusts: PIP_CERT, the pip configuration's `cert`,
+    REQUESTS_CA_BUNDLE, SSL_CERT_FILE (the first that names an existing file)."""
+    environ = os.environ if environ is None else environ
+    candidates = [environ.get("PIP_CERT")]
+    if pip_text:
+        parser = configparser.RawConfigParser()
+        parser.read_string(pip_text)
+        candidates += [parser.get(section, "cert", fallback=None) for section in ("install", "download", "global")]
+    candidates += [environ.get("REQUESTS_CA_BUNDLE"), environ.get("SSL_CERT_FILE")]
+    for candidate in candidates:
+        if candidate and Path(candidate).is_file():
+            return Path(candidate)
+    return None
+
+
+def _pip_config_text(pip_config: Optional[Path], on_line: OnLine) -> Optional[str]:
+    if pip_config is None:
+        text = host_pip_config()
+        files = host_pip_config_files()
+        if files:
+            on_line(f"pip configuration for builds: {', '.join(map(str, files))}")
+        return text
+    if not Path(pip_config).is_file():
+        raise BadInput(f"--pip-config {pip_config}: no such file")
+    return Path(pip_config).read_text()
+
+
+def _ca_bundle_path(ca_bundle: Optional[Path], pip_text: Optional[str], on_line: OnLine) -> Optional[Path]:
+    if ca_bundle is None:
+        found = host_ca_bundle(pip_text)
+        if found is not None:
+            on_line(f"CA bundle for builds: {found}")
+        return found
+    if not Path(ca_bundle).is_file():
+        raise BadInput(f"--ca-bundle {ca_bundle}: no such file")
+    return Path(ca_bundle)
+
+
+def _warn_stale_ngc_versions(bake: BakeFile, variables: Mapping[str, str], targets: list[BakeTarget],
+                             on_line: OnLine) -> None:
+    """The NGC_* version labels document the default NGC release only."""
+    if not any(t.labels.get("org.nav-orch.flavor") == "cuda" for t in targets):
+        return
+    release = "NGC_RELEASE"
+    if release in bake.variables and variables[release] != bake.variables[release]:
+        same = [name for name in bake.variables if name.startswith("NGC_") and name != release
+                and variables[name] == bake.variables[name]]
+        if same:
+            on_line(f"warning: NGC_RELEASE={variables[release]} but {', '.join(same)} still describe "
+                    f"{bake.variables[release]}: set them too (--set), or the image labels will be wrong")
+
+
+def _stream(command: list[str], on_line: OnLine, failure: str) -> None:
+    """Run a command (an argument list, never a shell string), passing its output line by line."""
+    try:
+        process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                   errors="replace")
+    except OSError as error:
+        raise EnvironmentProblem(f"{failure}: {error.strerror}") from None
+    assert process.stdout is not None
+    last: list[str] = []
+    try:
+        for line in process.stdout:
+            line = line.rstrip("\n")
+            on_line(line)
+            last = (last + [line])[-5:]
+    finally:
+        if process.poll() is None and sys.exc_info()[0] is not None:
+            process.kill()  # interrupted: leave no debootstrap or pip behind
+        process.wait()
+    if process.returncode != 0:
+        detail = f" (last output: {' | '.join(l for l in last if l.strip())})" if last else ""
+        raise EnvironmentProblem(f"{failure}: exit code {process.returncode}{detail}")

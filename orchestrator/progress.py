@@ -1,0 +1,137 @@
+"""What people see: a live view of each variant's stage, and the final table."""
+from __future__ import annotations
+
+import sys
+import threading
+import time
+from typing import Literal, Optional
+
+from rich.console import Console
+from rich.live import Live
+from rich.table import Table
+
+from orchestrator.models import RunResults, VariantResult
+
+ProgressMode = Literal["auto", "plain", "quiet"]
+STAGE_STYLE = {"failed": "red", "skipped": "yellow", "done": "green", "verified": "cyan"}
+
+
+class PlainReporter:
+    """One line per event on stderr: for logs and CI."""
+
+    def __init__(self, console: Console):
+        self.console = console
+        self.start = time.monotonic()
+
+    def _print(self, text: str) -> None:
+        self.console.print(f"[{time.monotonic() - self.start:6.1f}s] {text}", markup=False, highlight=False)
+
+    def stage(self, variant: str, stage: str, detail: str = "") -> None:
+        self._print(f"{variant}: {stage}" + (f" ({detail})" if detail else ""))
+
+    def note(self, text: str) -> None:
+        self._print(text)
+
+
+class LiveReporter:
+    """A table redrawn in place while the run goes on (terminals only)."""
+
+    def __init__(self, console: Console):
+        self.stages: dict[str, tuple[str, str]] = {}
+        self.status = ""
+        self.lock = threading.Lock()
+        self.live = Live(self._render(), console=console, refresh_per_second=8, transient=True)
+
+    def _render(self) -> Table:
+        table = Table(title=self.status or None, title_justify="left", box=None)
+        table.add_column("variant")
+        table.add_column("stage")
+        table.add_column("detail", overflow="ellipsis", max_width=80)
+        for name, (stage, detail) in self.stages.items():
+            style = STAGE_STYLE.get(stage, "")
+            table.add_row(name, f"[{style}]{stage}[/]" if style else stage, detail)
+        return table
+
+    def stage(self, variant: str, stage: str, detail: str = "") -> None:
+        with self.lock:
+            self.stages[variant] = (stage, detail)
+            self.live.update(self._render())
+
+    def note(self, text: str) -> None:
+        with self.lock:
+            self.status = text
+            self.live.update(self._render())
+
+    def __enter__(self) -> "LiveReporter":
+        self.live.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.live.stop()
+
+
+class QuietReporter:
+    def stage(self, variant: str, stage: str, detail: str = "") -> None:
+        pass
+
+    def note(self, text: str) -> None:
+        pass
+
+
+def make_reporter(mode: ProgressMode, console: Console):
+    if mode == "quiet":
+        return QuietReporter()
+    if mode == "auto" and console.is_terminal:
+        return LiveReporter(console)
+    return PlainReporter(console)
+
+
+def _max_error(variant: VariantResult) -> str:
+    if variant.verification is None or not variant.verification.outputs:
+        return "-"
+    return f"{max(o.max_abs_err for o in variant.verification.outputs.values()):.2e}"
+
+
+def _p50_smallest(variant: VariantResult) -> str:
+    if not variant.profile:
+        return "-"
+    entry = min(variant.profile, key=lambda e: e.batch_size)
+    return f"{entry.latency_ms.p50:.3f} (bs{entry.batch_size})"
+
+
+def _throughput_largest(variant: VariantResult) -> str:
+    if not variant.profile:
+        return "-"
+    entry = max(variant.profile, key=lambda e: e.batch_size)
+    return f"{entry.throughput:,.0f} (bs{entry.batch_size})"
+
+
+def results_table(results: RunResults) -> Table:
+    table = Table(box=None, header_style="bold")
+    for column in ("", "variant", "status", "max abs err", "p50 ms", "throughput/s"):
+        table.add_column(column)
+    for variant in results.variants:
+        style = {"ok": "green", "failed": "red", "skipped": "yellow"}.get(variant.status, "")
+        table.add_row("*" if variant.name == results.best else "", variant.name,
+                      f"[{style}]{variant.status}[/]" if style else variant.status,
+                      _max_error(variant), _p50_smallest(variant), _throughput_largest(variant))
+    return table
+
+
+def print_summary(results: RunResults, console: Console, workspace: str) -> None:
+    console.print(results_table(results))
+    for variant in results.variants:
+        if variant.error:
+            console.print(f"{variant.name}: {variant.status}: {variant.error}", markup=False, highlight=False)
+    if results.best:
+        console.print(f"best: {results.best} ({results.selection.reason})", markup=False, highlight=False)
+    elif results.selection:
+        console.print(f"no best variant: {results.selection.reason}", markup=False, highlight=False)
+    if results.jobs.reused:
+        console.print(f"jobs: ran {results.jobs.run}, reused {results.jobs.reused} finished earlier "
+                      "(--force redoes them)", markup=False, highlight=False)
+    console.print(f"results: {workspace}/results.json", markup=False, highlight=False)
+
+
+def stderr_console(no_color: Optional[bool] = None) -> Console:
+    return Console(file=sys.stderr, no_color=no_color)

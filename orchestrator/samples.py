@@ -1,0 +1,63 @@
+"""Samples a run feeds the model: a user's .npz, or seeded random arrays from `--input`."""
+from __future__ import annotations
+
+import zipfile
+from pathlib import Path
+
+import numpy as np
+
+from orchestrator.errors import BadInput
+from orchestrator.models import InputSpec
+
+
+def parse_input_spec(text: str) -> InputSpec:
+    """`NAME:SHAPE:DTYPE`, e.g. `x:8,64:float32` (batch first)."""
+    parts = text.split(":")
+    if len(parts) != 3:
+        raise BadInput(f"--input {text!r}: expected NAME:SHAPE:DTYPE, e.g. x:8,64:float32")
+    name, shape_text, dtype = parts
+    try:
+        shape = [int(d) for d in shape_text.replace("x", ",").split(",") if d.strip()]
+        np.dtype(dtype)
+    except (ValueError, TypeError):
+        raise BadInput(f"--input {text!r}: SHAPE must be integers like 8,64 and DTYPE a numpy dtype") from None
+    if not shape or min(shape) < 1:
+        raise BadInput(f"--input {text!r}: the shape needs at least the batch axis, all sizes >= 1")
+    return InputSpec(name=name, shape=shape, dtype=dtype)
+
+
+def random_samples(specs: list[InputSpec], seed: int) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    arrays = {}
+    for spec in specs:
+        dtype = np.dtype(spec.dtype)
+        if dtype.kind == "f":
+            arrays[spec.name] = rng.standard_normal(spec.shape).astype(dtype)
+        elif dtype.kind in "iu":
+            arrays[spec.name] = rng.integers(0, 10, size=spec.shape).astype(dtype)
+        elif dtype.kind == "b":
+            arrays[spec.name] = rng.integers(0, 2, size=spec.shape).astype(bool)
+        else:
+            raise BadInput(f"--input {spec.name}: cannot make random samples of dtype {spec.dtype}")
+    return arrays
+
+
+def load_samples(path: Path) -> dict[str, np.ndarray]:
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            arrays = {name: data[name] for name in data.files}
+    except FileNotFoundError:
+        raise BadInput(f"--samples {path}: no such file") from None
+    except (ValueError, OSError, zipfile.BadZipFile) as error:
+        raise BadInput(f"--samples {path}: not a readable .npz file ({error})") from None
+    if not arrays:
+        raise BadInput(f"--samples {path}: the file holds no arrays")
+    batches = {name: a.shape[0] if a.ndim else 0 for name, a in arrays.items()}
+    if min(batches.values()) < 1 or len(set(batches.values())) != 1:
+        raise BadInput(f"--samples {path}: every array needs the same batch size on axis 0, got {batches}")
+    return arrays
+
+
+def write_samples(arrays: dict[str, np.ndarray], target: Path) -> Path:
+    np.savez(target, **arrays)
+    return target

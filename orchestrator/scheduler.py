@@ -1,0 +1,88 @@
+"""Runs a graph of units (each one runner session) as soon as their inputs exist.
+
+Placement rules: a unit that uses a GPU takes one free GPU for itself (one GPU unit per
+GPU at a time); CPU units run up to `jobs` at a time. An *exclusive* unit (profiling) runs
+alone on its GPU — or, on a machine without GPUs, alone on the machine — so nothing
+competes with what it measures.
+"""
+from __future__ import annotations
+
+import threading
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Callable, Optional
+
+
+@dataclass
+class Unit:
+    name: str
+    run: Callable[[Optional[str]], None]  # called with the GPU it was given, or None
+    needs: list[str] = field(default_factory=list)
+    gpu: bool = False
+    exclusive: bool = False
+
+
+class Scheduler:
+    def __init__(self, gpus: list[str], jobs: int):
+        self.gpus = gpus
+        self.jobs = max(1, jobs)
+
+    def run(self, units: list[Unit], on_abort: Callable[[], None] = lambda: None) -> None:
+        """Run every unit. The first exception of a unit stops scheduling and is raised once
+        the running units have returned; on Ctrl-C, `on_abort` is called first so that
+        running units can stop."""
+        by_name = {unit.name: unit for unit in units}
+        for unit in units:
+            missing = [need for need in unit.needs if need not in by_name]
+            if missing:
+                raise ValueError(f"unit {unit.name} needs unknown units {missing}")
+        waiting = list(units)
+        done: set[str] = set()
+        running: dict[str, Optional[str]] = {}  # unit name -> GPU
+        changed = threading.Condition()
+        errors: list[BaseException] = []
+
+        def finished(unit: Unit, future: Future) -> None:
+            with changed:
+                running.pop(unit.name)
+                done.add(unit.name)
+                if future.exception() is not None:
+                    errors.append(future.exception())
+                changed.notify_all()
+
+        workers = max(self.jobs, len(self.gpus)) + 1
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            try:
+                with changed:
+                    while waiting and not errors:
+                        for unit in [u for u in waiting if all(n in done for n in u.needs)]:
+                            placed, gpu = self._place(unit, running, by_name)
+                            if placed:
+                                waiting.remove(unit)
+                                running[unit.name] = gpu
+                                future = pool.submit(unit.run, gpu)
+                                future.add_done_callback(lambda f, u=unit: finished(u, f))
+                        if waiting and not errors:
+                            if not running and not any(all(n in done for n in u.needs) for u in waiting):
+                                raise RuntimeError("the job graph has a cycle")
+                            changed.wait(timeout=1.0)
+                    while running:
+                        changed.wait(timeout=1.0)
+            except BaseException:
+                on_abort()
+                raise
+        if errors:
+            raise errors[0]
+
+    def _place(self, unit: Unit, running: dict[str, Optional[str]], units: dict[str, Unit]) -> tuple[bool, Optional[str]]:
+        """Whether `unit` may start now, and on which GPU."""
+        if any(units[name].exclusive and gpu is None for name, gpu in running.items()):
+            return False, None  # an exclusive unit has the whole machine
+        if unit.gpu and self.gpus:
+            busy = set(running.values())
+            free = [gpu for gpu in self.gpus if gpu not in busy]
+            return (True, free[0]) if free else (False, None)
+        if unit.exclusive:
+            return (not running), None
+        cpu_units = sum(1 for gpu in running.values() if gpu is None)
+        return cpu_units < self.jobs, None

@@ -1,0 +1,48 @@
+"""The layout of a run's workspace folder."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from orchestrator.models import RunResults
+from runners.protocol import write_json_atomic
+
+
+class Workspace:
+    """WORKSPACE/
+    results.json        the run's results (rewritten atomically after every session)
+    inputs/samples.npz  the samples as given or generated
+    reference/          the source model's outputs and the samples keyed by input name
+    variants/NAME/      one folder per variant, holding its artifact
+    jobs/ID/            job.json, result.json and runner.log of each job
+    logs/SESSION.log    what each runner process printed
+    """
+
+    def __init__(self, root: Path):
+        self.root = root.resolve()
+        self.inputs = self.root / "inputs"
+        self.reference = self.root / "reference"
+        self.variants = self.root / "variants"
+        self.jobs = self.root / "jobs"
+        self.logs = self.root / "logs"
+        self.results_path = self.root / "results.json"
+
+    def create(self) -> "Workspace":
+        for folder in (self.inputs, self.reference, self.variants, self.jobs, self.logs):
+            folder.mkdir(parents=True, exist_ok=True)
+        return self
+
+    def job_dir(self, job_id: str) -> Path:
+        path = self.jobs / job_id
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    def variant_dir(self, name: str) -> Path:
+        path = self.variants / name
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    def relative(self, path: Path) -> str:
+        return str(path.relative_to(self.root))
+
+    def write_results(self, results: RunResults) -> None:
+        write_json_atomic(self.results_path, results.model_dump_json(indent=2))

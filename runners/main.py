@@ -1,0 +1,79 @@
+"""Runner entry point: `python -m runners.main JOB.json [JOB.json ...]`.
+
+Runs the jobs in order in this one process (so a framework is imported once), writes
+each job's result next to its job file, and exits 0 whenever every result was written:
+a job that failed is a result, not a crash.
+"""
+from __future__ import annotations
+
+import importlib
+import platform
+import sys
+import time
+import traceback
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from runners.protocol import LOG_FILE, RESULT_FILE, Job, JobResult, read_job, to_json, write_json_atomic
+
+
+class Skip(Exception):
+    """Raised by a handler when the job cannot apply to this model (status `skipped`)."""
+
+
+def base_versions() -> dict[str, str]:
+    return {"python": platform.python_version(), "numpy": np.__version__}
+
+
+def load_npz(path: str) -> dict[str, np.ndarray]:
+    with np.load(path, allow_pickle=False) as data:
+        return {name: data[name] for name in data.files}
+
+
+def one_line(error: BaseException) -> str:
+    text = str(error).strip().splitlines()
+    message = text[0] if text else ""
+    message = f"{type(error).__name__}: {message}" if message else type(error).__name__
+    return message if len(message) <= 400 else message[:397] + "..."
+
+
+def run_job(job: Job, job_dir: Path, done: dict[str, str]) -> JobResult:
+    """Run one job through its runner module and return its result."""
+    unmet = [need for need in job.needs if done.get(need) != "ok"]
+    if unmet:
+        return JobResult(job.id, job.kind, "skipped", error=f"needs {', '.join(unmet)}, which did not succeed")
+    start = time.perf_counter()
+    try:
+        module = importlib.import_module(f"runners.{job.runner}_runner")
+        handler: Callable[[Job], JobResult] = module.HANDLERS[job.kind]
+        result = handler(job)
+    except Skip as reason:
+        result = JobResult(job.id, job.kind, "skipped", error=str(reason))
+    except Exception as error:  # noqa: BLE001 - every failure of a job becomes its result
+        (job_dir / LOG_FILE).write_text(traceback.format_exc())
+        result = JobResult(job.id, job.kind, "failed", error=one_line(error))
+        module = sys.modules.get(f"runners.{job.runner}_runner")
+    result.duration_s = time.perf_counter() - start
+    result.versions = {**base_versions(), **(module.versions() if module else {})}
+    return result
+
+
+def main(argv: list[str]) -> int:
+    if not argv:
+        print("usage: python -m runners.main JOB.json [JOB.json ...]", file=sys.stderr)
+        return 2
+    done: dict[str, str] = {}
+    for job_path in map(Path, argv):
+        job = read_job(job_path)
+        print(f"[nav-orch runner] {job.kind} {job.id}", flush=True)
+        result = run_job(job, job_path.parent, done)
+        done[job.id] = result.status
+        write_json_atomic(job_path.parent / RESULT_FILE, to_json(result))
+        print(f"[nav-orch runner] {job.id}: {result.status} {result.error or ''}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

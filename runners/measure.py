@@ -1,0 +1,97 @@
+"""Framework-neutral measurement: output comparison and the timing loop (numpy only)."""
+from __future__ import annotations
+
+import time
+from typing import Callable, Mapping
+
+import numpy as np
+
+from runners.protocol import Job, JobResult, LatencyStats, OutputError, ProfileEntry, ProfileSettings, Tolerance, Verification
+
+
+def compare_output(actual: np.ndarray, reference: np.ndarray, tolerance: Tolerance) -> OutputError:
+    """Compare one output with numpy.allclose's rule, |a - r| <= atol + rtol * |r|.
+
+    The reported relative error divides by |r| + atol, so elements at or near zero
+    are judged by absolute error instead of blowing up.
+    """
+    a = np.asarray(actual, dtype=np.float64)
+    r = np.asarray(reference, dtype=np.float64)
+    if a.shape != r.shape:
+        raise ValueError(f"shape {list(a.shape)} differs from the reference's {list(r.shape)}")
+    if a.size == 0:
+        return OutputError(0.0, 0.0, tolerance.atol, tolerance.rtol, True)
+    finite = bool(np.isfinite(a).all())
+    diff = np.abs(a - r)
+    max_abs = float(diff.max()) if finite else float("inf")
+    max_rel = float((diff / (np.abs(r) + tolerance.atol)).max()) if finite else float("inf")
+    passed = finite and bool((diff <= tolerance.atol + tolerance.rtol * np.abs(r)).all())
+    return OutputError(max_abs, max_rel, tolerance.atol, tolerance.rtol, passed)
+
+
+def verify_outputs(
+    actual: Mapping[str, np.ndarray],
+    reference: Mapping[str, np.ndarray],
+    tolerances: Mapping[str, Tolerance],
+) -> Verification:
+    if list(actual) != list(reference):
+        raise ValueError(f"outputs {list(actual)} differ from the reference's {list(reference)}")
+    outputs = {name: compare_output(actual[name], reference[name], tolerances[name]) for name in reference}
+    return Verification(passed=all(o.passed for o in outputs.values()), outputs=outputs)
+
+
+def verification_result(job: Job, verification: Verification) -> JobResult:
+    """A verify job's result: `failed` with the outputs that missed their tolerance."""
+    if verification.passed:
+        return JobResult(job.id, job.kind, "ok", verification=verification)
+    failed = [name for name, o in verification.outputs.items() if not o.passed]
+    return JobResult(job.id, job.kind, "failed", error=f"outside tolerance: {', '.join(failed)}",
+                     verification=verification)
+
+
+def batch_of(samples: Mapping[str, np.ndarray], batch_size: int, batch_axis: int = 0) -> dict[str, np.ndarray]:
+    """Repeat the samples along the batch axis until there are `batch_size` of them."""
+    out = {}
+    for name, array in samples.items():
+        n = array.shape[batch_axis]
+        index = np.arange(batch_size) % n
+        out[name] = np.ascontiguousarray(np.take(array, index, axis=batch_axis))
+    return out
+
+
+def time_calls(run: Callable[[], None], settings: ProfileSettings, batch_size: int) -> ProfileEntry:
+    """Time `run` (one synchronous inference, device work included) until stable.
+
+    Calls are timed one by one in windows of at least `window_ms` and `min_window_calls`
+    calls. After `stable_windows` windows the measurement is stable when the medians of
+    the last `stable_windows` windows lie within `stability` of their mean; at most
+    `max_windows` windows are run. Statistics come from the calls of those last windows.
+    """
+    for _ in range(settings.warmup_calls):
+        run()
+    windows: list[np.ndarray] = []
+    stable = False
+    window_ns = settings.window_ms * 1e6
+    while len(windows) < settings.max_windows:
+        samples = []
+        start = time.perf_counter_ns()
+        while len(samples) < settings.min_window_calls or time.perf_counter_ns() - start < window_ns:
+            t0 = time.perf_counter_ns()
+            run()
+            samples.append(time.perf_counter_ns() - t0)
+        windows.append(np.asarray(samples, dtype=np.float64) / 1e6)
+        if len(windows) >= settings.stable_windows:
+            medians = np.array([np.median(w) for w in windows[-settings.stable_windows:]])
+            if np.all(np.abs(medians - medians.mean()) <= settings.stability * medians.mean()):
+                stable = True
+                break
+    latencies = np.concatenate(windows[-settings.stable_windows:])
+    p50, p90, p95, p99 = (float(v) for v in np.percentile(latencies, [50, 90, 95, 99]))
+    mean = float(latencies.mean())
+    return ProfileEntry(
+        batch_size=batch_size,
+        latency_ms=LatencyStats(p50=p50, p90=p90, p95=p95, p99=p99, mean=mean),
+        throughput=batch_size * 1000.0 / mean,
+        windows=len(windows),
+        stable=stable,
+    )

@@ -1,0 +1,213 @@
+"""The job/result protocol shared by the host and the runners.
+
+Standard library only: this module is imported inside every runner image, whatever
+framework it carries, and by the host, which validates results with pydantic.
+
+A *job* is one typed step (reference, export, verify, profile) written as JSON; the
+runner answers each job with a *result* JSON next to it. Several jobs may run in one
+runner process, in order; a job whose `needs` did not all succeed is skipped.
+All paths inside a job are as the runner sees them; artifact paths inside a result are
+relative to the job's `output_dir`, so the host never has to map container paths back.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Optional, Union
+
+PROTOCOL_VERSION = 1
+JOB_FILE = "job.json"
+RESULT_FILE = "result.json"
+LOG_FILE = "runner.log"
+
+JobKind = Literal["reference", "export", "verify", "profile"]
+Status = Literal["ok", "failed", "skipped"]
+Precision = Literal["fp32", "fp16", "bf16"]
+
+# Which runner module loads each format to verify and profile it. Export jobs run in the
+# runner of the source model's framework instead.
+FORMAT_RUNNER: dict[str, str] = {
+    "torchscript-trace": "torch",
+    "torchscript-script": "torch",
+    "exported-program": "torch",
+    "onnx": "onnx",
+}
+
+# Artifact file name of each format inside its variant folder.
+FORMAT_ARTIFACT: dict[str, str] = {
+    "torchscript-trace": "model.ts",
+    "torchscript-script": "model.ts",
+    "exported-program": "model.pt2",
+    "onnx": "model.onnx",
+}
+
+# Tolerance defaults per precision: fp32 keeps export round-off, half precisions keep
+# their mantissa's worth of error.
+DEFAULT_TOLERANCES: dict[str, tuple[float, float]] = {
+    "fp32": (1e-4, 1e-3),
+    "fp16": (1e-2, 1e-2),
+    "bf16": (5e-2, 5e-2),
+}
+
+
+@dataclass
+class ModelSource:
+    """What the user handed over, as the runner should load it."""
+
+    kind: Literal["factory", "torchscript", "exported_program"]
+    file: str  # file name inside the job's "model" input folder
+    factory: Optional[str] = None
+    args: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class TensorSpec:
+    name: str
+    dtype: str
+    shape: list[Optional[int]]  # None marks a dynamic axis
+
+
+@dataclass
+class IOSpec:
+    inputs: list[TensorSpec]
+    outputs: list[TensorSpec]
+    batch_axis: int = 0
+
+
+@dataclass
+class Tolerance:
+    atol: float
+    rtol: float
+
+
+@dataclass
+class ProfileSettings:
+    """How a variant is timed; see `runners/measure.py` for the stability criterion."""
+
+    warmup_calls: int = 10
+    window_ms: float = 100.0
+    min_window_calls: int = 10
+    stable_windows: int = 3
+    max_windows: int = 10
+    stability: float = 0.10
+
+
+@dataclass
+class Job:
+    id: str
+    kind: JobKind
+    runner: str  # module under runners/ that runs it: "torch", "onnx", ...
+    output_dir: str  # the one folder the job may write artifacts into
+    # Read-only inputs by role: "model" (folder), "samples", "reference" (npz files),
+    # "artifact" (the variant's file).
+    inputs: dict[str, str] = field(default_factory=dict)
+    needs: list[str] = field(default_factory=list)
+    model: Optional[ModelSource] = None
+    format: Optional[str] = None
+    precision: Precision = "fp32"
+    io: Optional[IOSpec] = None
+    tolerances: dict[str, Tolerance] = field(default_factory=dict)
+    batch_sizes: list[int] = field(default_factory=list)
+    profiling: ProfileSettings = field(default_factory=ProfileSettings)
+    device: str = "cpu"
+    protocol: int = PROTOCOL_VERSION
+
+
+@dataclass
+class OutputError:
+    max_abs_err: float
+    max_rel_err: float
+    atol: float
+    rtol: float
+    passed: bool
+
+
+@dataclass
+class Verification:
+    passed: bool
+    outputs: dict[str, OutputError]
+
+
+@dataclass
+class LatencyStats:
+    p50: float
+    p90: float
+    p95: float
+    p99: float
+    mean: float
+
+
+@dataclass
+class ProfileEntry:
+    batch_size: int
+    latency_ms: LatencyStats
+    throughput: float  # samples per second, one stream
+    windows: int
+    stable: bool
+
+
+@dataclass
+class JobResult:
+    job_id: str
+    kind: JobKind
+    status: Status
+    error: Optional[str] = None
+    versions: dict[str, str] = field(default_factory=dict)
+    io: Optional[IOSpec] = None  # reference jobs
+    artifact: Optional[str] = None  # export jobs; relative to output_dir
+    verification: Optional[Verification] = None  # verify jobs
+    profile: list[ProfileEntry] = field(default_factory=list)  # profile jobs
+    duration_s: float = 0.0
+    protocol: int = PROTOCOL_VERSION
+
+
+class ProtocolError(ValueError):
+    """A job or result document does not fit the protocol."""
+
+
+def to_json(obj: Any) -> str:
+    return json.dumps(dataclasses.asdict(obj), indent=2, sort_keys=True)
+
+
+def write_json_atomic(path: Path, text: str) -> None:
+    """Write via a temporary file and rename, so readers never see half a document."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def from_dict(cls: Any, data: Any) -> Any:
+    """Build a dataclass (recursively) from parsed JSON, checking the keys it knows."""
+    if dataclasses.is_dataclass(cls):
+        if not isinstance(data, dict):
+            raise ProtocolError(f"{cls.__name__}: expected an object, got {type(data).__name__}")
+        hints = typing.get_type_hints(cls)
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(data) - names
+        if unknown:
+            raise ProtocolError(f"{cls.__name__}: unknown fields {sorted(unknown)}")
+        return cls(**{k: from_dict(hints[k], v) for k, v in data.items()})
+    origin = typing.get_origin(cls)
+    args = typing.get_args(cls)
+    if origin in (Union, types.UnionType):
+        if data is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return from_dict(inner[0], data) if len(inner) == 1 else data
+    if origin is list:
+        return [from_dict(args[0], item) for item in data]
+    if origin is dict:
+        return {k: from_dict(args[1], v) for k, v in data.items()}
+    return data
+
+
+def read_job(path: Path) -> Job:
+    job = from_dict(Job, json.loads(Path(path).read_text()))
+    if job.protocol != PROTOCOL_VERSION:
+        raise ProtocolError(f"job protocol {job.protocol}, runner speaks {PROTOCOL_VERSION}")
+    return job

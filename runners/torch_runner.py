@@ -1,0 +1,225 @@
+"""PyTorch runner: loads the source model, exports it, and verifies and profiles the
+TorchScript and ExportedProgram variants in torch."""
+from __future__ import annotations
+
+import importlib.util
+import inspect
+import re
+import sys
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from runners.main import Skip, load_npz
+from runners.measure import batch_of, time_calls, verification_result, verify_outputs
+from runners.protocol import FORMAT_ARTIFACT, IOSpec, Job, JobResult, TensorSpec
+
+REFERENCE_OUTPUTS = "reference.npz"
+NORMALIZED_SAMPLES = "samples.npz"
+DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+def versions() -> dict[str, str]:
+    found = {"torch": torch.__version__, "cuda": torch.version.cuda or "none"}
+    if importlib.util.find_spec("onnx") is not None:
+        import onnx
+
+        found["onnx"] = onnx.__version__
+    return found
+
+
+def load_source(job: Job) -> torch.nn.Module:
+    source = job.model
+    path = Path(job.inputs["model"]) / source.file
+    if source.kind == "factory":
+        # The model's own folder goes on sys.path so its sibling modules import.
+        sys.path.insert(0, str(path.parent))
+        spec = importlib.util.spec_from_file_location(path.stem, path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        factory = getattr(module, source.factory, None)
+        if not callable(factory):
+            raise ValueError(f"{source.file} has no function {source.factory!r}")
+        model = factory(**source.args)
+        if not isinstance(model, torch.nn.Module):
+            raise TypeError(f"{source.factory}() returned {type(model).__name__}, not a torch.nn.Module")
+        return model.eval()
+    if source.kind == "torchscript":
+        return torch.jit.load(str(path), map_location="cpu").eval()
+    if source.kind == "exported_program":
+        return torch.export.load(str(path)).module()
+    raise ValueError(f"unknown model kind {source.kind!r}")
+
+
+def forward_names(model: torch.nn.Module) -> list[str] | None:
+    if isinstance(model, torch.jit.ScriptModule):
+        return [arg.name for arg in model.forward.schema.arguments[1:]]
+    try:
+        params = inspect.signature(model.forward).parameters.values()
+    except (TypeError, ValueError):
+        return None
+    positional = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    return [p.name for p in params if p.kind in positional]
+
+
+def order_samples(samples: dict[str, np.ndarray], names: list[str] | None) -> dict[str, np.ndarray]:
+    """Key the samples by forward()'s parameter names: by name where all match, else in order."""
+    if names and set(samples) == set(names):
+        return {name: samples[name] for name in names}
+    if names and len(names) != len(samples):
+        raise ValueError(
+            f"the samples hold {len(samples)} arrays ({', '.join(samples)}) "
+            f"but forward() takes {len(names)} ({', '.join(names)})"
+        )
+    names = names or [f"input_{i}" for i in range(len(samples))]
+    return dict(zip(names, samples.values()))
+
+
+def flatten_outputs(outputs: Any, names: list[str] | None = None) -> dict[str, np.ndarray]:
+    if isinstance(outputs, torch.Tensor):
+        arrays = {"output": outputs}
+    elif isinstance(outputs, dict):
+        arrays = dict(outputs)
+    elif isinstance(outputs, (tuple, list)):
+        arrays = {f"output_{i}": t for i, t in enumerate(outputs)}
+    else:
+        raise TypeError(f"the model returned {type(outputs).__name__}; expected tensors")
+    if names is not None:
+        if len(names) != len(arrays):
+            raise ValueError(f"the variant returned {len(arrays)} outputs, the source model {len(names)}")
+        arrays = dict(zip(names, arrays.values()))
+    return {name: t.detach().float().cpu().numpy() if t.dtype.is_floating_point else t.detach().cpu().numpy()
+            for name, t in arrays.items()}
+
+
+def to_tensors(samples: dict[str, np.ndarray], device: str, precision: str = "fp32") -> list[torch.Tensor]:
+    tensors = []
+    for array in samples.values():
+        tensor = torch.from_numpy(array).to(device)
+        if tensor.dtype.is_floating_point:
+            tensor = tensor.to(DTYPES[precision])
+        tensors.append(tensor)
+    return tensors
+
+
+def tensor_spec(name: str, array: np.ndarray, batch_axis: int) -> TensorSpec:
+    shape: list[int | None] = list(array.shape)
+    if shape:
+        shape[batch_axis] = None
+    return TensorSpec(name=name, dtype=str(array.dtype), shape=shape)
+
+
+def reference(job: Job) -> JobResult:
+    model = load_source(job)
+    samples = order_samples(load_npz(job.inputs["samples"]), forward_names(model))
+    with torch.inference_mode():
+        outputs = flatten_outputs(model(*to_tensors(samples, job.device)))
+    for name, array in outputs.items():
+        if np.issubdtype(array.dtype, np.floating) and not np.isfinite(array).all():
+            raise ValueError(f"the source model's output {name!r} contains NaN or Inf; nothing to verify against")
+    out = Path(job.output_dir)
+    np.savez(out / NORMALIZED_SAMPLES, **samples)
+    np.savez(out / REFERENCE_OUTPUTS, **outputs)
+    io = IOSpec(
+        inputs=[tensor_spec(n, a, 0) for n, a in samples.items()],
+        outputs=[tensor_spec(n, a, 0) for n, a in outputs.items()],
+    )
+    return JobResult(job.id, job.kind, "ok", io=io)
+
+
+def export(job: Job) -> JobResult:
+    model = load_source(job)
+    samples = load_npz(job.inputs["samples"])
+    # Export from a batch of at least 2, so exporters don't specialize the batch axis to 1.
+    batch = max(2, next(iter(samples.values())).shape[0])
+    example = tuple(to_tensors(batch_of(samples, batch), job.device))
+    target = Path(job.output_dir) / FORMAT_ARTIFACT[job.format]
+    EXPORTERS[job.format](model, example, job.io, target)
+    return JobResult(job.id, job.kind, "ok", artifact=target.name)
+
+
+def export_torchscript_trace(model, example, io: IOSpec, target: Path) -> None:
+    if isinstance(model, torch.jit.ScriptModule):
+        raise Skip("the source is already TorchScript: see the torchscript-script variant")
+    traced = torch.jit.trace(model, example)
+    torch.jit.save(torch.jit.freeze(traced), str(target))
+
+
+def export_torchscript_script(model, example, io: IOSpec, target: Path) -> None:
+    if isinstance(model, torch.fx.GraphModule):
+        raise Skip("an ExportedProgram cannot be scripted")
+    try:
+        scripted = model if isinstance(model, torch.jit.ScriptModule) else torch.jit.script(model)
+    except Exception as error:  # noqa: BLE001 - TorchScript raises many types; say where it stopped
+        places = re.findall(r'File "([^"]+)", line (\d+)', str(error))
+        where = f" at {Path(places[-1][0]).name}:{places[-1][1]}" if places else ""
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise RuntimeError(f"torch.jit.script cannot compile the model{where}: {first}") from error
+    torch.jit.save(torch.jit.freeze(scripted.eval()), str(target))
+
+
+def export_exported_program(model, example, io: IOSpec, target: Path) -> None:
+    if isinstance(model, torch.jit.ScriptModule):
+        raise Skip("torch.export cannot take a TorchScript module")
+    batch = torch.export.Dim("batch")
+    dynamic = tuple({0: batch} for _ in example)
+    torch.export.save(torch.export.export(model, example, dynamic_shapes=dynamic), str(target))
+
+
+def export_onnx(model, example, io: IOSpec, target: Path) -> None:
+    input_names = [spec.name for spec in io.inputs]
+    output_names = [spec.name for spec in io.outputs]
+    axes = {name: {0: "batch"} for name in input_names + output_names}
+    # TorchScript modules go through the TorchScript-based exporter; everything else
+    # through torch.export (dynamo), the maintained path.
+    dynamo = not isinstance(model, torch.jit.ScriptModule)
+    torch.onnx.export(
+        model, example, str(target), input_names=input_names, output_names=output_names,
+        dynamic_axes=axes, dynamo=dynamo, external_data=False,
+    )
+
+
+EXPORTERS: dict[str, Callable[[torch.nn.Module, tuple, IOSpec, Path], None]] = {
+    "torchscript-trace": export_torchscript_trace,
+    "torchscript-script": export_torchscript_script,
+    "exported-program": export_exported_program,
+    "onnx": export_onnx,
+}
+
+
+def load_variant(job: Job) -> torch.nn.Module:
+    path = job.inputs["artifact"]
+    if job.format == "exported-program":
+        return torch.export.load(path).module()
+    return torch.jit.load(path, map_location=job.device)
+
+
+def verify(job: Job) -> JobResult:
+    model = load_variant(job)
+    samples = load_npz(job.inputs["samples"])
+    reference_outputs = load_npz(job.inputs["reference"])
+    with torch.inference_mode():
+        outputs = flatten_outputs(model(*to_tensors(samples, job.device, job.precision)), list(reference_outputs))
+    return verification_result(job, verify_outputs(outputs, reference_outputs, job.tolerances))
+
+
+def profile(job: Job) -> JobResult:
+    model = load_variant(job)
+    samples = load_npz(job.inputs["samples"])
+    sync = torch.cuda.synchronize if job.device.startswith("cuda") else (lambda: None)
+    entries = []
+    with torch.inference_mode():
+        for batch_size in job.batch_sizes:
+            tensors = to_tensors(batch_of(samples, batch_size), job.device, job.precision)
+
+            def run() -> None:
+                model(*tensors)
+                sync()
+
+            entries.append(time_calls(run, job.profiling, batch_size))
+    return JobResult(job.id, job.kind, "ok", profile=entries)
+
+
+HANDLERS = {"reference": reference, "export": export, "verify": verify, "profile": profile}

@@ -1,0 +1,134 @@
+"""Fault injection through real containers: every fault becomes a status with a reason,
+the rest of the run goes on, results.json stays intact, and no container is left."""
+from __future__ import annotations
+
+import json
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import ROOT, leftover_containers, nav_orch, read_results
+
+pytestmark = [pytest.mark.docker, pytest.mark.usefixtures("cpu_images", "no_leftovers")]
+FAULTS = Path(__file__).resolve().parent / "models" / "faults.py"
+FORMATS = "torchscript-trace,onnx"
+
+
+def optimize_args(workspace: Path, factory: str, *options: str) -> list[str]:
+    return ["optimize", f"{FAULTS}:{factory}", "--input", "x:2,4:float32", "--images", "cpu", "--gpus", "none",
+            "--workspace", str(workspace), "--batch-sizes", "1", "--progress", "plain", "--formats", FORMATS,
+            *options]
+
+
+def by_format(results: dict) -> dict:
+    return {v["format"]: v for v in results["variants"]}
+
+
+@pytest.mark.parametrize("factory, options, reason", [
+    ("make_segfault_on_trace", [], "runner died on SIGSEGV"),
+    ("make_hang_on_trace", ["--timeout", "15"], "timed out after 15 s"),
+    ("make_oom_on_trace", ["--memory", "512m"], "killed: out of memory"),
+])
+def test_a_runner_fault_fails_only_its_variant(tmp_path, factory, options, reason):
+    workspace = tmp_path / "ws"
+    run = nav_orch(*optimize_args(workspace, factory, *options))
+    assert run.returncode == 0, run.stderr
+    results = read_results(workspace)
+    variants = by_format(results)
+    trace = variants["torchscript-trace"]
+    assert trace["status"] == "failed"
+    assert trace["error"].startswith(f"export: {reason}"), trace["error"]
+    assert "log: logs/build-torchscript-trace-fp32.log" in trace["error"]
+    assert (workspace / "logs" / "build-torchscript-trace-fp32.log").exists()
+    assert variants["onnx"]["status"] == "ok"
+    assert results["best"] == variants["onnx"]["name"] and results["state"] == "complete"
+
+
+def test_writing_into_the_model_folder_is_refused(tmp_path):
+    workspace = tmp_path / "ws"
+    run = nav_orch(*optimize_args(workspace, "make_writes_input"))
+    assert run.returncode == 2
+    assert "Read-only file system" in run.stderr and "Traceback" not in run.stderr
+    assert not (FAULTS.parent / "planted.txt").exists()
+    assert read_results(workspace)["state"] == "failed"
+
+
+def test_runners_have_no_network(tmp_path):
+    received: list[bytes] = []
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        server.settimeout(1)
+        port = server.getsockname()[1]
+        stop = threading.Event()
+
+        def accept() -> None:
+            while not stop.is_set():
+                try:
+                    conn, _ = server.accept()
+                except OSError:
+                    continue
+                with conn:
+                    received.append(conn.recv(1024))
+
+        listener = threading.Thread(target=accept)
+        listener.start()
+        try:
+            run = nav_orch(*optimize_args(tmp_path / "ws", "make_opens_network", "--model-arg", f"port={port}"))
+        finally:
+            stop.set()
+            listener.join()
+    assert received == []
+    assert run.returncode == 2
+    assert "Connection refused" in run.stderr or "unreachable" in run.stderr
+
+
+def test_nan_in_the_source_model_is_a_clear_error(tmp_path):
+    run = nav_orch(*optimize_args(tmp_path / "ws", "make_nan_outputs"))
+    assert run.returncode == 2
+    assert "contains NaN or Inf" in run.stderr and "Traceback" not in run.stderr
+
+
+def test_ctrl_c_stops_the_run_and_a_rerun_finishes_only_missing_jobs(tmp_path):
+    workspace = tmp_path / "ws"
+    args = optimize_args(workspace, "make_slow_on_trace", "--model-arg", "seconds=20", "--jobs", "2")
+    process = subprocess.Popen([sys.executable, "-m", "orchestrator.cli", *args], cwd=ROOT,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # Wait until the ONNX variant is verified while the trace export still sleeps.
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        verify = workspace / "jobs" / "verify-onnx-fp32" / "result.json"
+        if verify.exists() and json.loads(verify.read_text())["status"] == "ok":
+            break
+        time.sleep(0.2)
+    else:
+        process.kill()
+        pytest.fail("the ONNX variant was never verified")
+    interrupted_at = time.monotonic()
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=30)
+    assert process.returncode == 130, stderr
+    assert time.monotonic() - interrupted_at < 10
+    assert "interrupted" in stderr and "Traceback" not in stderr
+    assert leftover_containers() == []
+    first = read_results(workspace)
+    assert first["state"] == "interrupted"
+    done_before = {p.parent.name for p in (workspace / "jobs").glob("*/result.json")
+                   if json.loads(p.read_text())["status"] == "ok"}
+    assert {"reference", "export-onnx-fp32", "verify-onnx-fp32"} <= done_before
+
+    # The same command again on the same workspace.
+    rerun = nav_orch(*args)
+    assert rerun.returncode == 0, rerun.stderr
+    second = read_results(workspace)
+    total_jobs = 1 + 2 * 2 + 2  # reference, export + verify per variant, profile per variant
+    assert second["jobs"]["reused"] == len(done_before)
+    assert second["jobs"]["run"] == total_jobs - len(done_before)
+    assert f"reused {len(done_before)}" in rerun.stderr
+    assert {v["status"] for v in second["variants"]} == {"ok"}

@@ -1,0 +1,114 @@
+import signal
+from pathlib import Path
+
+from orchestrator.executor import Executor, Exit, MountPlan, describe_exit
+from orchestrator.workspace import Workspace
+from runners.protocol import RESULT_FILE, Job, JobResult, to_json
+
+
+def test_mount_plan_reuses_writable_folders_for_later_inputs(tmp_path):
+    variant = tmp_path / "variants" / "onnx"
+    variant.mkdir(parents=True)
+    samples = tmp_path / "reference" / "samples.npz"
+    samples.parent.mkdir()
+    samples.write_bytes(b"x")
+    plan = MountPlan()
+    out = plan.writable(variant)
+    # The artifact does not exist yet: it resolves inside the writable mount.
+    assert plan.readable(variant / "model.onnx") == f"{out}/model.onnx"
+    inside = plan.readable(samples)
+    assert inside.endswith("/samples.npz")
+    mounts = {m.target: m for m in plan.mounts}
+    assert mounts[out].read_only is False
+    assert mounts[inside.rsplit("/", 1)[0] + "/samples.npz"].read_only is True
+    assert plan.readable(samples) == inside  # mounted once
+
+
+def test_exit_reasons_are_one_line():
+    assert describe_exit(Exit(code=-signal.SIGKILL, timed_out=True), 30) == "timed out after 30 s"
+    assert describe_exit(Exit(code=137, oom_killed=True), 30) == "killed: out of memory"
+    assert describe_exit(Exit(code=139), 30) == "runner died on SIGSEGV"
+    assert describe_exit(Exit(code=-11), 30) == "runner died on SIGSEGV"
+    assert describe_exit(Exit(code=3), 30) == "runner exited with code 3 before writing a result"
+    assert describe_exit(Exit(code=0), 30) == "runner wrote no result"
+
+
+class FakeProcess:
+    """Writes the results it is given, then exits with `code` (or never, to time out)."""
+
+    def __init__(self, workspace, results, code):
+        self.workspace, self.results, self.code, self.stopped = workspace, results, code, False
+
+    def poll(self):
+        for result in self.results:
+            (self.workspace.job_dir(result.job_id) / RESULT_FILE).write_text(to_json(result))
+        return None if self.code is None else Exit(code=self.code)
+
+    def stop(self):
+        self.stopped = True
+
+    def output(self):
+        return "runner output\n"
+
+
+class FakeExecutor(Executor):
+    def __init__(self, workspace, results, code, timeout_s=60):
+        super().__init__(workspace, timeout_s)
+        self.process = FakeProcess(workspace, results, code)
+
+    def start(self, name, image, jobs, gpu):
+        return self.process
+
+
+def jobs(tmp_path):
+    return [Job(id=f"j{i}", kind="verify", runner="onnx", output_dir=str(tmp_path)) for i in range(2)]
+
+
+def test_jobs_without_result_fail_with_the_reason(tmp_path):
+    workspace = Workspace(tmp_path / "ws").create()
+    seen = []
+    executor = FakeExecutor(workspace, [JobResult("j0", "verify", "ok")], code=139)
+    results = executor.run("session", "image", jobs(tmp_path), seen.append)
+    assert results["j0"].status == "ok"
+    assert results["j1"].status == "failed"
+    assert results["j1"].error.startswith("runner died on SIGSEGV")
+    assert [r.job_id for r in seen] == ["j0", "j1"]
+    assert (workspace.logs / "session.log").read_text() == "runner output\n"
+    assert executor.process.stopped
+
+
+def test_a_hanging_session_times_out(tmp_path):
+    workspace = Workspace(tmp_path / "ws").create()
+    executor = FakeExecutor(workspace, [], code=None, timeout_s=0.2)
+    results = executor.run("session", "image", jobs(tmp_path), lambda r: None)
+    assert {r.error.split(" (")[0] for r in results.values()} == {"timed out after 0 s"}
+
+
+def test_an_invalid_result_file_is_a_failure(tmp_path):
+    workspace = Workspace(tmp_path / "ws").create()
+
+    class Garbage(FakeProcess):
+        def poll(self):
+            (workspace.job_dir("j0") / RESULT_FILE).write_text('{"job_id": "j0", "status": 5}')
+            return Exit(code=0)
+
+    executor = FakeExecutor(workspace, [], code=0)
+    executor.process = Garbage(workspace, [], 0)
+    results = executor.run("session", "image", jobs(tmp_path)[:1], lambda r: None)
+    assert results["j0"].status == "failed" and "invalid result" in results["j0"].error
+
+
+def test_unreadable_input_is_reported_before_a_container_starts(tmp_path, monkeypatch):
+    import pytest
+
+    from orchestrator import docker_engine
+    from orchestrator.errors import BadInput
+    from orchestrator.executor import check_readable_by_runner
+
+    monkeypatch.setattr(docker_engine, "container_user", lambda: "65534:65534")
+    private = tmp_path / "private"
+    private.mkdir(mode=0o700)
+    with pytest.raises(BadInput, match="chmod o\\+rx"):
+        check_readable_by_runner(private)
+    private.chmod(0o755)
+    check_readable_by_runner(private)

@@ -1,0 +1,77 @@
+import numpy as np
+import pytest
+
+from runners.measure import batch_of, compare_output, time_calls, verify_outputs
+from runners.protocol import ProfileSettings, Tolerance
+
+TOL = Tolerance(atol=1e-4, rtol=1e-3)
+
+
+def test_identical_outputs_pass_with_zero_error():
+    ref = np.linspace(-1, 1, 50, dtype=np.float32)
+    error = compare_output(ref.copy(), ref, TOL)
+    assert error.passed and error.max_abs_err == 0.0 and error.max_rel_err == 0.0
+
+
+def test_relative_error_stays_bounded_at_zero_reference():
+    ref = np.zeros(10, dtype=np.float32)
+    actual = np.full(10, 5e-5, dtype=np.float32)
+    error = compare_output(actual, ref, TOL)
+    assert error.passed
+    assert error.max_rel_err == pytest.approx(5e-5 / 1e-4, rel=1e-3)
+
+
+def test_error_outside_tolerance_fails_with_numbers():
+    ref = np.ones(4)
+    error = compare_output(ref + 0.01, ref, TOL)
+    assert not error.passed
+    assert error.max_abs_err == pytest.approx(0.01)
+    assert error.max_rel_err == pytest.approx(0.01 / (1 + 1e-4))
+
+
+def test_nan_in_variant_output_fails():
+    ref = np.ones(3)
+    error = compare_output(np.array([1.0, np.nan, 1.0]), ref, TOL)
+    assert not error.passed and error.max_abs_err == float("inf")
+
+
+def test_shape_mismatch_is_an_error():
+    with pytest.raises(ValueError, match="shape"):
+        compare_output(np.ones((2, 3)), np.ones((3, 2)), TOL)
+
+
+def test_verification_names_each_output():
+    ref = {"a": np.ones(2), "b": np.zeros(2)}
+    result = verify_outputs({"a": np.ones(2), "b": np.ones(2)}, ref, {"a": TOL, "b": TOL})
+    assert not result.passed
+    assert result.outputs["a"].passed and not result.outputs["b"].passed
+
+
+def test_batch_of_repeats_samples_along_batch_axis():
+    samples = {"x": np.arange(6).reshape(3, 2)}
+    out = batch_of(samples, 5)["x"]
+    assert out.shape == (5, 2)
+    assert out[3].tolist() == [0, 1] and out[4].tolist() == [2, 3]
+
+
+def test_time_calls_reports_percentiles_and_throughput():
+    settings = ProfileSettings(warmup_calls=2, window_ms=5, min_window_calls=5, stable_windows=3, max_windows=10)
+    entry = time_calls(lambda: sum(range(2000)), settings, batch_size=4)
+    stats = entry.latency_ms
+    assert 0 < stats.p50 <= stats.p90 <= stats.p95 <= stats.p99
+    assert entry.throughput == pytest.approx(4 * 1000 / stats.mean)
+    assert 3 <= entry.windows <= 10
+
+
+def test_time_calls_stops_unstable_after_max_windows():
+    calls = iter(range(10**6))
+    settings = ProfileSettings(warmup_calls=0, window_ms=0, min_window_calls=2, stable_windows=3, max_windows=4,
+                               stability=0.0001)
+
+    def growing() -> None:
+        # Each call is slower than the last, so windows never agree.
+        n = next(calls)
+        sum(range(2000 * (n + 1)))
+
+    entry = time_calls(growing, settings, batch_size=1)
+    assert entry.windows == 4 and entry.stable is False

@@ -1,0 +1,51 @@
+import json
+
+import pytest
+
+from orchestrator.models import JOB_RESULT
+from runners.protocol import (
+    IOSpec, Job, JobResult, LatencyStats, ModelSource, ProfileEntry, ProtocolError, TensorSpec, Tolerance,
+    from_dict, read_job, to_json,
+)
+
+
+def sample_job() -> Job:
+    io = IOSpec(inputs=[TensorSpec("x", "float32", [None, 4])], outputs=[TensorSpec("output", "float32", [None, 2])])
+    return Job(id="verify-onnx-fp32", kind="verify", runner="onnx", output_dir="/out",
+               inputs={"artifact": "/in/model.onnx"}, needs=["export-onnx-fp32"],
+               model=ModelSource(kind="factory", file="m.py", factory="make", args={"n": 3}),
+               format="onnx", io=io, tolerances={"output": Tolerance(1e-4, 1e-3)})
+
+
+def test_job_round_trips_through_json(tmp_path):
+    job = sample_job()
+    path = tmp_path / "job.json"
+    path.write_text(to_json(job))
+    assert read_job(path) == job
+
+
+def test_unknown_job_field_is_rejected():
+    data = json.loads(to_json(sample_job()))
+    data["surprise"] = 1
+    with pytest.raises(ProtocolError, match="surprise"):
+        from_dict(Job, data)
+
+
+def test_newer_protocol_is_refused(tmp_path):
+    data = json.loads(to_json(sample_job()))
+    data["protocol"] = 99
+    path = tmp_path / "job.json"
+    path.write_text(json.dumps(data))
+    with pytest.raises(ProtocolError, match="protocol 99"):
+        read_job(path)
+
+
+def test_host_validates_runner_results_with_pydantic():
+    result = JobResult("profile-onnx-fp32", "profile", "ok", profile=[
+        ProfileEntry(8, LatencyStats(1.0, 2.0, 3.0, 4.0, 1.5), 5333.3, 3, True)])
+    parsed = JOB_RESULT.validate_json(to_json(result))
+    assert parsed == result
+    broken = json.loads(to_json(result))
+    broken["status"] = "great"
+    with pytest.raises(Exception, match="status"):
+        JOB_RESULT.validate_python(broken)
