@@ -85,18 +85,60 @@ variable "NUMPY_VERSION" {
   default = "2.4.6"
 }
 
+# --- Triton Inference Server (the Triton stage; README, "Triton stage") ---------------------
+
+variable "PYTRITON_VERSION" {
+  # CPU flavor: the nvidia-pytriton wheel whose tritonserver (Triton 2.51.0, the NGC 24.10
+  # server, Python backend only) the image carries.
+  default = "0.7.0"
+}
+
+variable "TRITON_CPU_SERVER_VERSION" {
+  # What that tritonserver reports (GET /v2); change it together with PYTRITON_VERSION.
+  default = "2.51.0"
+}
+
+variable "PERF_ANALYZER_CLIENT_VERSION" {
+  # CPU flavor: the tritonclient manylinux1 wheel carrying a perf_analyzer binary. Later wheels
+  # need glibc 2.38 (2.55+) or carry no binary (2.61+).
+  default = "2.41.0"
+}
+
+variable "CUDA_RUNTIME_CU12_VERSION" {
+  # libcudart.so.12, which that perf_analyzer links against (it never uses a GPU on the CPU flavor).
+  default = "12.9.79"
+}
+
+variable "PYTHON_BACKEND_NUMPY_VERSION" {
+  # The CPU flavor's Python backend stub is built against numpy 1's ABI (see its Dockerfile).
+  default = "1.26.4"
+}
+
+variable "NGC_TRITON_VERSION" {
+  # The Triton version of NGC's tritonserver:${NGC_RELEASE}-py3 (its release notes say).
+  default = "from-base"
+}
+
+variable "TRITON_PYTHON_TORCH_VERSION" {
+  # CUDA flavor: torch for the Python backend (ExportedProgram variants have no native backend).
+  # Same major.minor as NGC_TORCH_VERSION, so programs exported there load here.
+  default = "2.9.0"
+}
+
 # --- groups ------------------------------------------------------------------------------
 
 group "default" {
   targets = ["cpu"]
 }
 
+# A target built FROM another's image names it in `contexts` ("target:NAME"): buildx bake then
+# builds that one first, and so does `nav-orch images build` without buildx.
 group "cpu" {
-  targets = ["pytorch-cpu"]
+  targets = ["pytorch-cpu", "triton-cpu"]
 }
 
 group "cuda" {
-  targets = ["pytorch-cuda"]
+  targets = ["pytorch-cuda", "triton", "triton-sdk"]
 }
 
 # --- targets -----------------------------------------------------------------------------
@@ -151,6 +193,89 @@ target "pytorch-cuda" {
     "org.nav-orch.ngc-release"             = "${NGC_RELEASE}"
     "org.nav-orch.torch"                   = "${NGC_TORCH_VERSION}"
     "org.nav-orch.onnxruntime"             = "${ONNXRUNTIME_GPU_VERSION}"
+    "org.nav-orch.cuda"                    = "${NGC_CUDA_VERSION}"
+    "org.nav-orch.tensorrt"                = "${NGC_TENSORRT_VERSION}"
+  }
+}
+
+target "triton-cpu" {
+  context    = "images/triton-cpu"
+  dockerfile = "Dockerfile"
+  contexts = {
+    "nav-orch/pytorch:cpu" = "target:pytorch-cpu"
+  }
+  args = {
+    BASE_IMAGE                   = "nav-orch/pytorch:cpu"
+    PYTRITON_VERSION             = "${PYTRITON_VERSION}"
+    PERF_ANALYZER_CLIENT_VERSION = "${PERF_ANALYZER_CLIENT_VERSION}"
+    CUDA_RUNTIME_CU12_VERSION    = "${CUDA_RUNTIME_CU12_VERSION}"
+    PYTHON_BACKEND_NUMPY_VERSION = "${PYTHON_BACKEND_NUMPY_VERSION}"
+  }
+  tags = ["nav-orch/triton:cpu"]
+  labels = {
+    "org.opencontainers.image.title"       = "nav-orch Triton Inference Server (CPU)"
+    "org.opencontainers.image.description" = "tritonserver ${TRITON_CPU_SERVER_VERSION} (Python backend) from nvidia-pytriton ${PYTRITON_VERSION} and perf_analyzer from tritonclient ${PERF_ANALYZER_CLIENT_VERSION}, on nav-orch/pytorch:cpu"
+    "org.opencontainers.image.version"     = "${NAV_ORCH_VERSION}"
+    "org.opencontainers.image.source"      = "${SOURCE_URL}"
+    # tritonserver, perf_analyzer, pytriton: BSD-3-Clause; the CUDA runtime: NVIDIA's license.
+    "org.opencontainers.image.licenses"    = "BSD-3-Clause AND Apache-2.0 AND MIT AND LicenseRef-NVIDIA-CUDA-Toolkit-EULA"
+    "org.opencontainers.image.base.name"   = "nav-orch/pytorch:cpu"
+    "org.nav-orch.flavor"                  = "cpu"
+    "org.nav-orch.ngc-release"             = "none"
+    "org.nav-orch.tritonserver"            = "${TRITON_CPU_SERVER_VERSION}"
+    "org.nav-orch.perf-analyzer"           = "${PERF_ANALYZER_CLIENT_VERSION}"
+    "org.nav-orch.triton-backends"         = "python"
+    "org.nav-orch.torch"                   = "${TORCH_CPU_VERSION}"
+    "org.nav-orch.onnxruntime"             = "${ONNXRUNTIME_VERSION}"
+    "org.nav-orch.cuda"                    = "none"
+    "org.nav-orch.tensorrt"                = "none"
+  }
+}
+
+target "triton" {
+  context    = "images/triton"
+  dockerfile = "Dockerfile"
+  args = {
+    BASE_IMAGE                  = "${REGISTRY}tritonserver:${NGC_RELEASE}-py3"
+    TRITON_PYTHON_TORCH_VERSION = "${TRITON_PYTHON_TORCH_VERSION}"
+  }
+  tags = ["nav-orch/triton:${NGC_RELEASE}"]
+  labels = {
+    "org.opencontainers.image.title"       = "nav-orch Triton Inference Server (NGC ${NGC_RELEASE})"
+    "org.opencontainers.image.description" = "NVIDIA NGC tritonserver ${NGC_RELEASE} plus torch ${TRITON_PYTHON_TORCH_VERSION} for the Python backend"
+    "org.opencontainers.image.version"     = "${NAV_ORCH_VERSION}"
+    "org.opencontainers.image.source"      = "${SOURCE_URL}"
+    "org.opencontainers.image.licenses"    = "LicenseRef-NVIDIA-Deep-Learning-Container-License AND BSD-3-Clause"
+    "org.opencontainers.image.base.name"   = "${REGISTRY}tritonserver:${NGC_RELEASE}-py3"
+    "org.nav-orch.flavor"                  = "cuda"
+    "org.nav-orch.ngc-release"             = "${NGC_RELEASE}"
+    "org.nav-orch.tritonserver"            = "${NGC_TRITON_VERSION}"
+    "org.nav-orch.torch"                   = "${TRITON_PYTHON_TORCH_VERSION}"
+    "org.nav-orch.onnxruntime"             = "from-base"
+    "org.nav-orch.cuda"                    = "${NGC_CUDA_VERSION}"
+    # The plan version guard compares this with the TensorRT that built a plan: set
+    # NGC_TENSORRT_VERSION for TensorRT plans to be served.
+    "org.nav-orch.tensorrt"                = "${NGC_TENSORRT_VERSION}"
+  }
+}
+
+target "triton-sdk" {
+  context    = "images/triton-sdk"
+  dockerfile = "Dockerfile"
+  args = {
+    BASE_IMAGE = "${REGISTRY}tritonserver:${NGC_RELEASE}-py3-sdk"
+  }
+  tags = ["nav-orch/triton-sdk:${NGC_RELEASE}"]
+  labels = {
+    "org.opencontainers.image.title"       = "nav-orch perf_analyzer (NGC ${NGC_RELEASE})"
+    "org.opencontainers.image.description" = "NVIDIA NGC tritonserver ${NGC_RELEASE} SDK: perf_analyzer of the same release as the server"
+    "org.opencontainers.image.version"     = "${NAV_ORCH_VERSION}"
+    "org.opencontainers.image.source"      = "${SOURCE_URL}"
+    "org.opencontainers.image.licenses"    = "LicenseRef-NVIDIA-Deep-Learning-Container-License"
+    "org.opencontainers.image.base.name"   = "${REGISTRY}tritonserver:${NGC_RELEASE}-py3-sdk"
+    "org.nav-orch.flavor"                  = "cuda"
+    "org.nav-orch.ngc-release"             = "${NGC_RELEASE}"
+    "org.nav-orch.tritonserver"            = "${NGC_TRITON_VERSION}"
     "org.nav-orch.cuda"                    = "${NGC_CUDA_VERSION}"
     "org.nav-orch.tensorrt"                = "${NGC_TENSORRT_VERSION}"
   }

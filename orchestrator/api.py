@@ -16,6 +16,7 @@ from orchestrator.images import image_for
 from orchestrator.models import Environment, ImageRecord, OptimizeConfig, RunResults
 from orchestrator.pipeline import REFERENCE, Pipeline, ReferenceFailed, Reporter
 from orchestrator.samples import load_samples, random_samples, write_samples
+from orchestrator.triton_stage import run_triton_stage
 from orchestrator.workspace import Workspace
 
 ExecutorKind = Literal["docker", "local"]
@@ -62,7 +63,7 @@ def optimize(config: OptimizeConfig, reporter: Optional[Reporter] = None, execut
             flavor = "cpu" if config.images == "cpu" else "cuda"
             raise EnvironmentProblem(f"image {tag} is not built: run `nav-orch images build --flavor {flavor}`")
         image = ImageRecord(tag=tag, id=info.id, labels=info.labels)
-        runner: Executor = DockerExecutor(workspace, config.job_timeout_s, client, run_id, config.gpus,
+        runner: Executor = DockerExecutor(workspace, config.job_timeout_s, client, run_id,
                                           config.memory, config.pids)
     else:
         python = python or sys.executable
@@ -73,7 +74,12 @@ def optimize(config: OptimizeConfig, reporter: Optional[Reporter] = None, execut
     base_key = cache.base_key(config.model.path, arrays, image.id)
     pipeline = Pipeline(config, workspace, runner, image, reporter, results, base_key, gpus, force)
     try:
-        return pipeline.execute(samples)
+        pipeline.execute(samples)
+        if client is not None:  # the Triton stage; its failures are recorded, never raised
+            run_triton_stage(client, workspace, results, pipeline.io, run_id, config, gpus, reporter, pipeline.save)
+        elif config.triton.enabled:
+            reporter.note("Triton stage skipped: it needs Docker (--executor docker)")
+        return results
     except ReferenceFailed as error:
         results.state, results.error = "failed", f"the source model failed on the samples: {error}"
         details = "" if "(log:" in str(error) else f" (traceback: {workspace.jobs / REFERENCE / 'runner.log'})"

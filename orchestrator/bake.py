@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from orchestrator.errors import BadInput
 
-TARGET_FIELDS = ("context", "dockerfile", "args", "tags", "labels")
+TARGET_FIELDS = ("context", "dockerfile", "args", "tags", "labels", "contexts")
 DEFAULT_GROUP = "default"
 
 # `$${` and `%%{` are HCL's escapes for a literal `${` / `%{`; `${...}` is interpolation and
@@ -43,6 +43,12 @@ class BakeTarget(BaseModel):
     args: dict[str, str] = Field(default_factory=dict)
     tags: list[str] = Field(default_factory=list)
     labels: dict[str, str] = Field(default_factory=dict)
+    # Named build contexts; "target:NAME" values make this target build after NAME (see
+    # `build_order`), as bake itself does.
+    contexts: dict[str, str] = Field(default_factory=dict)
+
+    def depends_on(self) -> list[str]:
+        return [value.removeprefix("target:") for value in self.contexts.values() if value.startswith("target:")]
 
 
 class BakeFile(BaseModel):
@@ -116,7 +122,28 @@ class BakeFile(BaseModel):
             args={key: sub(value, f"args.{key}") for key, value in target.args.items()},
             tags=[sub(tag, "tags") for tag in target.tags],
             labels={key: sub(value, f"labels[{key!r}]") for key, value in target.labels.items()},
+            contexts={sub(key, "contexts"): sub(value, f"contexts[{key!r}]") for key, value in target.contexts.items()},
         )
+
+    def build_order(self, names: Sequence[str]) -> list[str]:
+        """`names` plus the targets they build FROM (`contexts` = "target:NAME"), each after what it
+        needs; otherwise in the given order."""
+        ordered: list[str] = []
+
+        def visit(name: str, trail: tuple[str, ...]) -> None:
+            if name in ordered:
+                return
+            if name in trail:
+                raise BakeError(f"{self.path.name}: target {name!r} builds from itself ({' -> '.join((*trail, name))})")
+            if name not in self.targets:
+                raise BakeError(f"{self.path.name}: a target's contexts name {name!r}, which is no target")
+            for needed in self.targets[name].depends_on():
+                visit(needed, (*trail, name))
+            ordered.append(name)
+
+        for name in names:
+            visit(name, ())
+        return ordered
 
     def select(self, selection: Union[str, Sequence[str], None] = None,
                overrides: Optional[Mapping[str, str]] = None,
@@ -192,7 +219,7 @@ def load_bake_file(path: Path) -> BakeFile:
         for key in ("context", "dockerfile"):
             if key in body:
                 fields[key] = _scalar(body[key], f"{where} {key}")
-        for key in ("args", "labels"):
+        for key in ("args", "labels", "contexts"):
             if key in body:
                 if not isinstance(body[key], dict):
                     raise BakeError(f"{path.name}: {where} {key} must be a map of strings")

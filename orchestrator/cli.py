@@ -13,9 +13,10 @@ from rich.console import Console
 from orchestrator import api, docker_engine, images
 from orchestrator.errors import BadInput, ExitCode, NavOrchError
 from orchestrator.model_ref import parse_model
-from orchestrator.models import FRAMEWORK_FORMATS, OptimizeConfig, Tolerances
+from orchestrator.models import FRAMEWORK_FORMATS, OptimizeConfig, Tolerances, TritonSettings
 from orchestrator.progress import LiveReporter, ProgressMode, make_reporter, print_summary, stderr_console
 from orchestrator.samples import parse_input_spec
+from runners.protocol import ALL_PRECISIONS
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
                   help="Find the fastest correct deployment of a trained model.")
@@ -83,7 +84,10 @@ def optimize(
     samples: Optional[Path] = typer.Option(None, help=".npz with one array per model input, batch on axis 0."),
     input_spec: list[str] = typer.Option([], "--input", help="NAME:SHAPE:DTYPE for seeded random samples (repeatable)."),
     seed: int = typer.Option(0, help="Seed of the random samples."),
-    formats: Optional[str] = typer.Option(None, help="Comma-separated formats; default: all of the framework's."),
+    formats: Optional[str] = typer.Option(None, help="Comma-separated formats; default: all of the framework's "
+                                          "that the device runs."),
+    precisions: Optional[str] = typer.Option(None, help="Comma-separated fp32,fp16,bf16; default: fp32 on CPUs, "
+                                             "all three on GPUs."),
     batch_sizes: str = typer.Option("1,8,64", help="Comma-separated batch sizes to profile."),
     atol: list[str] = typer.Option([], help="Absolute tolerance: VALUE, or OUTPUT=VALUE (repeatable)."),
     rtol: list[str] = typer.Option([], help="Relative tolerance: VALUE, or OUTPUT=VALUE (repeatable)."),
@@ -101,6 +105,10 @@ def optimize(
     force: bool = typer.Option(False, help="Redo every job, even those finished earlier in this workspace."),
     json_output: bool = typer.Option(False, "--json", help="Print results.json on stdout."),
     progress: str = typer.Option("auto", help="auto, plain or quiet."),
+    no_triton: bool = typer.Option(False, "--no-triton", help="Skip the Triton stage (serving the best variant "
+                                   "from Triton Inference Server and measuring it with perf_analyzer)."),
+    triton_all: bool = typer.Option(False, "--triton-all", help="Serve and measure every verified variant."),
+    triton_concurrency: str = typer.Option("1,2,4", help="Concurrency sweep of perf_analyzer (comma-separated)."),
 ) -> None:
     """Export, verify and profile MODEL in every format, and pick the best variant."""
     console = stderr_console()
@@ -112,21 +120,26 @@ def optimize(
             raise BadInput(f"--executor {executor!r}: use docker or local")
         ref = parse_model(model, model_arg, framework)
         known = FRAMEWORK_FORMATS[ref.framework]
-        chosen = split_list(formats) or known
-        unknown = [f for f in chosen if f not in known]
+        chosen = split_list(formats) or None
+        unknown = [f for f in chosen or [] if f not in known]
         if unknown:
             raise BadInput(f"--formats: {', '.join(unknown)} not available for {ref.framework}; "
                            f"choose from {', '.join(known)}")
+        chosen_precisions = split_list(precisions) or None
+        wrong = [p for p in chosen_precisions or [] if p not in ALL_PRECISIONS]
+        if wrong:
+            raise BadInput(f"--precisions: {', '.join(wrong)} unknown; choose from {', '.join(ALL_PRECISIONS)}")
         try:
             sizes = [int(size) for size in split_list(batch_sizes)]
         except ValueError:
             raise BadInput(f"--batch-sizes {batch_sizes!r}: expected integers like 1,8,64") from None
         config = OptimizeConfig(
             model=ref, samples=samples, inputs=[parse_input_spec(s) for s in input_spec], seed=seed,
-            formats=chosen, batch_sizes=sizes, tolerances=parse_tolerances(atol, rtol), objective=objective,
+            formats=chosen, precisions=chosen_precisions, batch_sizes=sizes, tolerances=parse_tolerances(atol, rtol), objective=objective,
             latency_budget_ms=latency_budget_ms, workspace=workspace, images=images_release,
             gpus=resolve_gpus(gpus, images_release), jobs=jobs, job_timeout_s=timeout, memory=memory, pids=pids,
         )
+        config.triton = triton_settings(no_triton, triton_all, triton_concurrency)
         reporter = make_reporter(progress, console)  # type: ignore[arg-type]
         if isinstance(reporter, LiveReporter):
             with reporter:
@@ -181,6 +194,35 @@ def images_bootstrap(
             return
         image_id = images.bootstrap_base(client, tag, mirror, lambda line: typer.echo(line, err=True))
         typer.echo(f"{tag} {image_id}")
+
+    guarded(run)
+
+
+def triton_settings(no_triton: bool, triton_all: bool, concurrency: str) -> TritonSettings:
+    try:
+        values = [int(value) for value in split_list(concurrency)]
+    except ValueError:
+        raise BadInput(f"--triton-concurrency {concurrency!r}: expected integers like 1,2,4") from None
+    if not values or min(values) < 1:
+        raise BadInput(f"--triton-concurrency {concurrency!r}: expected positive integers like 1,2,4")
+    return TritonSettings(enabled=not no_triton, all_variants=triton_all, concurrency=values)
+
+
+@app.command()
+def serve(
+    workspace: Path = typer.Argument(..., help="A workspace that `nav-orch optimize` wrote."),
+    variant: Optional[str] = typer.Option(None, help="The variant to serve; default: the best."),
+    http_port: int = typer.Option(0, help="HTTP port on 127.0.0.1; default: a free one."),
+    grpc_port: int = typer.Option(0, help="gRPC port on 127.0.0.1; default: a free one."),
+    gpus: str = typer.Option("auto", help="Docker's syntax: all, N, device=0,2 or none; auto: all if present "
+                             "(CUDA images only)."),
+) -> None:
+    """Serve a variant from Triton Inference Server until Ctrl-C; prints the endpoints and a request."""
+    from orchestrator.triton_serve import serve as serve_workspace
+
+    def run() -> None:
+        serve_workspace(workspace, variant, http_port, grpc_port, gpus, typer.echo,
+                        lambda line: typer.echo(f"nav-orch: {line}", err=True))
 
     guarded(run)
 

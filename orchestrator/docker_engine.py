@@ -7,6 +7,7 @@ import shutil
 import subprocess
 import tarfile
 import tempfile
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Optional
@@ -98,6 +99,7 @@ class ContainerSpec:
     network: str = "none"  # runners get no network; servers get "host"
     memory: Optional[str] = None
     pids: Optional[int] = 4096
+    shm_size: Optional[str] = None  # /dev/shm; Triton's Python backend talks to its stubs through it
 
 
 def start_container(client: docker.DockerClient, spec: ContainerSpec) -> Container:
@@ -121,6 +123,7 @@ def start_container(client: docker.DockerClient, spec: ContainerSpec) -> Contain
             init=True,
             mem_limit=spec.memory,
             pids_limit=spec.pids,
+            shm_size=spec.shm_size,
             working_dir="/tmp",
         )
     except docker.errors.ImageNotFound:
@@ -163,6 +166,22 @@ def remove_container(container: Container) -> None:
     except docker.errors.APIError as error:
         if "already in progress" not in str(error):
             raise
+
+
+def run_to_exit(client: docker.DockerClient, spec: ContainerSpec, timeout_s: float,
+                poll_s: float = 0.2) -> tuple[Optional[ExitState], str]:
+    """Run a short-lived container to its end: (its exit, or None when it ran past `timeout_s`
+    and was killed; its output). The container is removed in every case, Ctrl-C included."""
+    container = start_container(client, spec)
+    try:
+        deadline = time.monotonic() + timeout_s
+        state = exit_state(container)
+        while state is None and time.monotonic() < deadline:
+            time.sleep(poll_s)
+            state = exit_state(container)
+        return state, container_logs(container)
+    finally:
+        remove_container(container)
 
 
 def remove_labelled(client: docker.DockerClient, run_id: Optional[str] = None) -> int:

@@ -9,6 +9,7 @@ class ExitCode(IntEnum):
     NO_VARIANT = 1  # the run finished, but no variant passed verification and profiling
     BAD_INPUT = 2  # the command line, the model or the samples are wrong
     ENVIRONMENT = 3  # Docker, an image or a GPU is missing
+    SERVER = 4  # `nav-orch serve`: Triton could not start, load the model or keep running
     INTERRUPTED = 130  # Ctrl-C
 
 
@@ -24,3 +25,13 @@ class BadInput(NavOrchError):
 
 class EnvironmentProblem(NavOrchError):
     exit_code = ExitCode.ENVIRONMENT
+
+
+class ServerFailed(NavOrchError):
+    """Triton Inference Server did not come up with the models asked for, or stopped."""
+
+    exit_code = ExitCode.SERVER
+
+    def __init__(self, message: str, failed_models: dict[str, str] | None = None):
+        super().__init__(message)
+        self.failed_models = failed_models or {}  # model -> why it failed to load

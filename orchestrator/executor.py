@@ -31,8 +31,28 @@ from runners.protocol import JOB_FILE, RESULT_FILE, Job, JobResult
 
 RUNNERS_DIR = Path(__file__).resolve().parent.parent / "runners"
 CONTAINER_CODE = "/nav/code"
+CONTAINER_CACHE = "/nav/cache"
+
+
+def cache_environment(cache_dir: str) -> dict[str, str]:
+    """Where compilers keep their caches, so a variant compiled to verify it is not
+    compiled from scratch again to profile it in another process."""
+    return {"TORCHINDUCTOR_CACHE_DIR": f"{cache_dir}/torchinductor", "TRITON_CACHE_DIR": f"{cache_dir}/triton"}
 
 OnResult = Callable[[JobResult], None]
+
+
+@dataclass
+class Placement:
+    """Where a session runs: on one GPU (an index) or none, and with how many CPU threads
+    per framework (None: all; sessions that share the CPUs split them, instead of each
+    starting a thread per core)."""
+
+    gpu: Optional[str] = None
+    threads: Optional[int] = None
+
+    def environment(self) -> dict[str, str]:
+        return {"OMP_NUM_THREADS": str(self.threads), "MKL_NUM_THREADS": str(self.threads)} if self.threads else {}
 
 
 @dataclass
@@ -85,8 +105,8 @@ class Executor:
         self.timeout_s = timeout_s
         self.cancelled = threading.Event()
 
-    def start(self, name: str, image: str, jobs: list[Job], gpu: Optional[str]) -> Process:
-        """Start one runner process for the jobs, on `gpu` (an index) if given."""
+    def start(self, name: str, image: str, jobs: list[Job], placement: Placement) -> Process:
+        """Start one runner process for the jobs."""
         raise NotImplementedError
 
     def cancel(self) -> None:
@@ -94,10 +114,10 @@ class Executor:
         self.cancelled.set()
 
     def run(self, name: str, image: str, jobs: list[Job], on_result: OnResult,
-            gpu: Optional[str] = None) -> dict[str, JobResult]:
+            placement: Placement = Placement()) -> dict[str, JobResult]:
         for job in jobs:
             (self.workspace.job_dir(job.id) / RESULT_FILE).unlink(missing_ok=True)
-        process = self.start(name, image, jobs, gpu)
+        process = self.start(name, image, jobs, placement)
         reported: dict[str, JobResult] = {}
         exit = None
         try:
@@ -209,17 +229,18 @@ class DockerExecutor(Executor):
     """Each session runs in a fresh, sandboxed, labelled container of the run."""
 
     def __init__(self, workspace: Workspace, timeout_s: float, client: docker.DockerClient, run_id: str,
-                 gpus: str, memory: Optional[str] = None, pids: int = 4096):
+                 memory: Optional[str] = None, pids: int = 4096):
         super().__init__(workspace, timeout_s)
         self.client = client
         self.run_id = run_id
-        self.gpus = gpus
         self.memory = memory
         self.pids = pids
 
-    def start(self, name: str, image: str, jobs: list[Job], gpu: Optional[str]) -> Process:
+    def start(self, name: str, image: str, jobs: list[Job], placement: Placement) -> Process:
         plan = MountPlan()
         plan.add(RUNNERS_DIR, f"{CONTAINER_CODE}/runners", read_only=True)
+        docker_engine.grant_container_user(self.workspace.cache)
+        plan.add(self.workspace.cache, CONTAINER_CACHE, read_only=False)
         job_files = []
         for job in jobs:
             for folder in (self.workspace.job_dir(job.id), Path(job.output_dir)):
@@ -242,8 +263,9 @@ class DockerExecutor(Executor):
             command=["python", "-m", "runners.main", *job_files],
             mounts=plan.mounts,
             labels={docker_engine.RUN_LABEL: self.run_id, docker_engine.ROLE_LABEL: f"runner:{name}"},
-            environment={"PYTHONPATH": CONTAINER_CODE, "PYTHONUNBUFFERED": "1"},
-            gpus=f"device={gpu}" if gpu is not None else self.gpus,
+            environment={"PYTHONPATH": CONTAINER_CODE, "PYTHONUNBUFFERED": "1", **cache_environment(CONTAINER_CACHE),
+                         **placement.environment()},
+            gpus=f"device={placement.gpu}" if placement.gpu is not None else "none",
             memory=self.memory,
             pids=self.pids,
         )
@@ -275,11 +297,12 @@ class LocalExecutor(Executor):
         super().__init__(workspace, timeout_s)
         self.python = python
 
-    def start(self, name: str, image: str, jobs: list[Job], gpu: Optional[str]) -> Process:
+    def start(self, name: str, image: str, jobs: list[Job], placement: Placement) -> Process:
         job_files = [str(write_job(job, self.workspace.job_dir(job.id))) for job in jobs]
-        environment = {**os.environ, "PYTHONPATH": str(RUNNERS_DIR.parent), "PYTHONUNBUFFERED": "1"}
-        if gpu is not None:
-            environment["CUDA_VISIBLE_DEVICES"] = gpu
+        environment = {**os.environ, "PYTHONPATH": str(RUNNERS_DIR.parent), "PYTHONUNBUFFERED": "1",
+                       **cache_environment(str(self.workspace.cache)), **placement.environment(),
+                       # A session without a GPU must not see one: the scheduler gave it none.
+                       "CUDA_VISIBLE_DEVICES": placement.gpu if placement.gpu is not None else ""}
         log_path = self.workspace.logs / f"{name}.log"
         with log_path.open("w") as log:
             popen = subprocess.Popen(

@@ -151,7 +151,9 @@ def build_images(client: docker.DockerClient, bake_file: Path,
     """
     bake = load_bake_file(Path(bake_file))
     variables = bake.resolve_variables(overrides)
-    targets = [bake.resolve_target(name, variables) for name in bake.target_names(flavor_or_targets)]
+    # Images built FROM another target's image come after it (and bring it along when asked alone).
+    names = bake.build_order(bake.target_names(flavor_or_targets))
+    targets = [bake.resolve_target(name, variables) for name in names]
     _warn_stale_ngc_versions(bake, variables, targets, on_line)
 
     pip_text = _pip_config_text(pip_config, on_line)

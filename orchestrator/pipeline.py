@@ -9,25 +9,32 @@ measures. results.json is rewritten after every finished job.
 from __future__ import annotations
 
 import dataclasses
+import os
 import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Protocol
 
+import numpy as np
+
 from orchestrator import cache
-from orchestrator.executor import Executor, OnResult
-from orchestrator.models import ImageRecord, OptimizeConfig, RunResults, VariantResult
+from orchestrator.executor import Executor, OnResult, Placement
+from orchestrator.models import (
+    COMPILED_FORMATS, ImageRecord, OptimizeConfig, RunResults, VariantResult, default_formats, default_precisions,
+)
 from orchestrator.scheduler import Scheduler, Unit
 from orchestrator.selection import select_best
 from orchestrator.workspace import Workspace
-from runners.protocol import FORMAT_ARTIFACT, FORMAT_RUNNER, IOSpec, Job, JobResult
+from runners.protocol import (
+    ALL_PRECISIONS, FORMAT_ARTIFACT, FORMAT_CONVERSION, FORMAT_PRECISIONS, FORMAT_RUNNER, IOSpec, Job, JobResult,
+)
 
 REFERENCE = "reference"
 NORMALIZED_SAMPLES = "samples.npz"
 REFERENCE_OUTPUTS = "reference.npz"
 
 # The stage a variant enters when a job of this kind succeeds.
-NEXT_STAGE = {"export": "verifying", "verify": "verified", "profile": "done"}
+NEXT_STAGE = {"export": "exported", "convert": "converted", "verify": "verified", "profile": "done"}
 
 
 class Reporter(Protocol):
@@ -46,9 +53,13 @@ class ReferenceFailed(Exception):
     """The source model could not be loaded or run on the samples."""
 
 
-def plan_variants(config: OptimizeConfig) -> list[Variant]:
-    return [Variant(f"{fmt}-{precision}", fmt, precision)
-            for fmt in config.formats for precision in config.precisions]
+def plan_variants(config: OptimizeConfig, on_gpu: bool) -> list[Variant]:
+    """Every format in every precision it supports (asked-for formats are kept even where
+    the device can't run them: their runner says why they are skipped)."""
+    formats = config.formats or default_formats(config.model.framework, on_gpu)
+    precisions = config.precisions or default_precisions(on_gpu)
+    return [Variant(f"{fmt}-{precision}", fmt, precision) for fmt in formats for precision in precisions
+            if precision in FORMAT_PRECISIONS.get(fmt, ALL_PRECISIONS)]
 
 
 class Pipeline:
@@ -57,6 +68,7 @@ class Pipeline:
         self.config = config
         self.gpus = gpus
         self.io: Optional[IOSpec] = None
+        self.output_scale: dict[str, float] = {}
         self.base_key = base_key
         self.force = force
         self.keys: dict[str, str] = {}
@@ -78,12 +90,16 @@ class Pipeline:
     def record_versions(self, result: JobResult) -> None:
         with self.lock:
             self.image.versions.update(result.versions)
+            known = {gpu.uuid for gpu in self.results.environment.gpus}
+            if result.gpu is not None and result.gpu.uuid not in known:
+                self.results.environment.gpus.append(result.gpu)
 
     def on_variant_result(self, variant: Variant, result: JobResult) -> None:
         self.record_versions(result)
         with self.lock:
             entry = self.variants[variant.name]
-            if result.kind == "export" and result.artifact:
+            was_final = entry.status not in ("pending", "ok")
+            if result.kind in ("export", "convert") and result.artifact:
                 entry.artifact = self.workspace.relative(self.workspace.variant_dir(variant.name) / result.artifact)
             if result.verification is not None:
                 entry.verification = result.verification
@@ -92,22 +108,23 @@ class Pipeline:
             if result.status != "ok" and entry.status == "pending":
                 entry.status = result.status
                 entry.error = f"{result.kind}: {result.error}"
-            elif result.kind == "profile":
+            elif result.kind == "profile" and result.status == "ok":
                 entry.status = "ok"
-        stage = NEXT_STAGE[result.kind] if entry.status in ("pending", "ok") else entry.status
-        self.reporter.stage(variant.name, stage, entry.error or "")
+        if not was_final:  # the jobs after a failed one fail too: say so once
+            stage = NEXT_STAGE[result.kind] if entry.status in ("pending", "ok") else entry.status
+            self.reporter.stage(variant.name, stage, entry.error or "")
         self.save()
 
     # --- jobs -------------------------------------------------------------------------
 
     def job(self, job_id: str, kind: str, runner: str, output_dir: Path, after: list[str], **fields) -> Job:
         """A job, keyed by its settings and the keys of the jobs in `after`."""
-        job = Job(id=job_id, kind=kind, runner=runner, output_dir=str(output_dir), device=self.device(), **fields)
+        job = Job(id=job_id, kind=kind, runner=runner, output_dir=str(output_dir), **fields)
         self.keys[job_id] = cache.job_key(job, self.base_key, [self.keys[other] for other in after])
         return job
 
     def run_session(self, name: str, jobs: list[Job], on_result: OnResult,
-                    gpu: Optional[str]) -> dict[str, JobResult]:
+                    placement: Placement) -> dict[str, JobResult]:
         """Run the jobs in one runner process, reusing those already done under the same key."""
         results: dict[str, JobResult] = {}
         for job in jobs:
@@ -123,91 +140,192 @@ class Pipeline:
         for job in pending:
             cache.mark(self.workspace.job_dir(job.id), self.keys[job.id])
         if pending:
-            results.update(self.executor.run(name, self.image.tag, pending, on_result, gpu))
+            results.update(self.executor.run(name, self.image.tag, pending, on_result, placement))
         return results
-
-    def device(self) -> str:
-        return "cuda" if self.gpus else "cpu"
 
     def variant_inputs(self, variant: Variant) -> dict[str, str]:
         artifact = self.workspace.variant_dir(variant.name) / FORMAT_ARTIFACT[variant.format]
         return {
+            "model": str(self.config.model.path.parent),  # torch.compile variants compile the source
             "samples": str(self.workspace.reference / NORMALIZED_SAMPLES),
             "reference": str(self.workspace.reference / REFERENCE_OUTPUTS),
             "artifact": str(artifact),
         }
 
+    def export_job(self, variant: Variant, device: str) -> Job:
+        model = self.config.model
+        return self.job(f"export-{variant.name}", "export", model.framework, self.workspace.variant_dir(variant.name),
+                        after=[REFERENCE], device=device, model=model.source(), format=variant.format,
+                        precision=variant.precision, io=self.io,
+                        inputs={"model": str(model.path.parent),
+                                "samples": str(self.workspace.reference / NORMALIZED_SAMPLES)})
+
+    def convert_job(self, variant: Variant, device: str, needs: list[str]) -> Job:
+        runner, intermediate = FORMAT_CONVERSION[variant.format]
+        inputs = {**self.variant_inputs(variant), "export": str(self.workspace.variant_dir(variant.name) / intermediate)}
+        del inputs["artifact"]
+        return self.job(f"convert-{variant.name}", "convert", runner, self.workspace.variant_dir(variant.name),
+                        after=[f"export-{variant.name}"], device=device, needs=needs, model=self.config.model.source(),
+                        format=variant.format, precision=variant.precision, io=self.io, inputs=inputs,
+                        batch_sizes=self.config.batch_sizes)
+
+    def built_jobs(self, variant: Variant, device: str, needs: list[str]) -> list[Job]:
+        """Verify (after a conversion, where the format needs one) and nothing else."""
+        if variant.format not in FORMAT_CONVERSION:
+            return [self.verify_job(variant, device, needs=needs, after=f"export-{variant.name}")]
+        convert = self.convert_job(variant, device, needs=needs)
+        return [convert, self.verify_job(variant, device, needs=[convert.id], after=convert.id)]
+
+    def verify_job(self, variant: Variant, device: str, needs: list[str], after: str) -> Job:
+        tolerances = {spec.name: self.config.tolerances.for_output(spec.name, variant.precision,
+                                                                   self.output_scale.get(spec.name, 1.0))
+                      for spec in self.io.outputs}
+        job_id = f"verify-{variant.name}"
+        return self.job(job_id, "verify", FORMAT_RUNNER[variant.format], self.workspace.job_dir(job_id),
+                        after=[after], device=device, needs=needs, model=self.config.model.source(),
+                        format=variant.format, precision=variant.precision, io=self.io,
+                        inputs=self.variant_inputs(variant), tolerances=tolerances)
+
+    def profile_job(self, variant: Variant, device: str, needs: list[str]) -> Job:
+        job_id = f"profile-{variant.name}"
+        return self.job(job_id, "profile", FORMAT_RUNNER[variant.format], self.workspace.job_dir(job_id),
+                        after=[f"verify-{variant.name}"], device=device, needs=needs,
+                        model=self.config.model.source(), format=variant.format, precision=variant.precision,
+                        io=self.io, inputs=self.variant_inputs(variant), batch_sizes=self.config.batch_sizes,
+                        profiling=self.config.profiling)
+
     def run_reference(self, samples: Path, gpu: Optional[str]) -> None:
         model = self.config.model
         job = self.job(REFERENCE, "reference", model.framework, self.workspace.reference, after=[],
-                       inputs={"model": str(model.path.parent), "samples": str(samples)}, model=model.source())
+                       device="cuda" if gpu is not None else "cpu", model=model.source(),
+                       inputs={"model": str(model.path.parent), "samples": str(samples)})
         self.reporter.note("running the source model on the samples")
-        result = self.run_session(REFERENCE, [job], self.record_versions, gpu)[REFERENCE]
+        result = self.run_session(REFERENCE, [job], self.record_versions, Placement(gpu))[REFERENCE]
         if result.status != "ok" or result.io is None:
             raise ReferenceFailed(result.error or "the reference job returned no input/output description")
         self.io = result.io
+        with np.load(self.workspace.reference / REFERENCE_OUTPUTS, allow_pickle=False) as outputs:
+            self.output_scale = {name: float(np.abs(outputs[name]).max(initial=0.0)) for name in outputs.files}
+
+    def shared_cpus(self) -> Placement:
+        """CPU sessions run up to `jobs` at a time: each gets its share of the cores."""
+        return Placement(threads=max(1, (os.cpu_count() or 1) // self.config.jobs))
+
+    def on_result_of(self, variant: Variant) -> OnResult:
+        return lambda result: self.on_variant_result(variant, result)
+
+    # CPU runs: export and verify share a process per variant; one exclusive unit profiles all.
 
     def build(self, variant: Variant, gpu: Optional[str]) -> None:
-        """Export the variant and verify it against the reference, in one runner process."""
-        model, io = self.config.model, self.io
-        tolerances = {spec.name: self.config.tolerances.for_output(spec.name, variant.precision)
-                      for spec in io.outputs}
-        common = dict(format=variant.format, precision=variant.precision, io=io)
-        export = self.job(f"export-{variant.name}", "export", model.framework,
-                          self.workspace.variant_dir(variant.name), after=[REFERENCE],
-                          inputs={"model": str(model.path.parent),
-                                  "samples": str(self.workspace.reference / NORMALIZED_SAMPLES)},
-                          model=model.source(), **common)
-        verify = self.job(f"verify-{variant.name}", "verify", FORMAT_RUNNER[variant.format],
-                          self.workspace.job_dir(f"verify-{variant.name}"), after=[f"export-{variant.name}"],
-                          inputs=self.variant_inputs(variant),
-                          needs=[export.id], tolerances=tolerances, **common)
+        export = self.export_job(variant, "cpu")
+        jobs = [export, *self.built_jobs(variant, "cpu", needs=[export.id])]
         self.reporter.stage(variant.name, "exporting")
-        self.run_session(f"build-{variant.name}", [export, verify],
-                         lambda result: self.on_variant_result(variant, result), gpu)
+        self.run_session(f"build-{variant.name}", jobs, self.on_result_of(variant), self.shared_cpus())
 
-    def profile(self, candidates: list[Variant], gpu: Optional[str]) -> None:
+    def profile_all(self, candidates: list[Variant], gpu: Optional[str]) -> None:
         variants = [v for v in candidates if self.variants[v.name].status == "pending"]
         if not variants:
             return
-        jobs = []
-        for variant in variants:
-            jobs.append(self.job(f"profile-{variant.name}", "profile", FORMAT_RUNNER[variant.format],
-                                 self.workspace.job_dir(f"profile-{variant.name}"),
-                                 after=[f"verify-{variant.name}"], inputs=self.variant_inputs(variant), format=variant.format,
-                                 precision=variant.precision, io=self.io, batch_sizes=self.config.batch_sizes,
-                                 profiling=self.config.profiling))
-        by_id = {f"profile-{v.name}": v for v in variants}
+        jobs = [self.profile_job(v, "cpu", needs=[]) for v in variants]
+        by_id = {job.id: v for job, v in zip(jobs, variants)}
 
         def on_result(result: JobResult) -> None:
             self.on_variant_result(by_id[result.job_id], result)
-            following = [v for v in variants if self.variants[v.name].status == "pending"
-                         and not self.variants[v.name].profile]
+            following = [v for v in variants if self.variants[v.name].status == "pending"]
             if following:
                 self.reporter.stage(following[0].name, "profiling")
 
         self.reporter.stage(variants[0].name, "profiling")
-        self.run_session("profile", jobs, on_result, gpu)
+        self.run_session("profile", jobs, on_result, Placement(gpu))
+
+    # GPU runs: exports run on CPUs in parallel. On the GPU, one process verifies and profiles
+    # every variant that needs no compile (one CUDA start for all); then each compiled variant
+    # gets a process of its own, built only in the precision that won so far.
+
+    def export_only(self, variant: Variant, gpu: Optional[str]) -> None:
+        self.reporter.stage(variant.name, "exporting")
+        self.run_session(f"export-{variant.name}", [self.export_job(variant, "cpu")], self.on_result_of(variant),
+                         self.shared_cpus())
+
+    def check(self, name: str, variants: list[Variant], gpu: Optional[str]) -> None:
+        variants = [v for v in variants if self.variants[v.name].status == "pending"]
+        if not variants:
+            return
+        jobs, owner = [], {}
+        for variant in variants:
+            built = self.built_jobs(variant, "cuda", needs=[])
+            profile = self.profile_job(variant, "cuda", needs=[built[-1].id])
+            jobs += [*built, profile]
+            owner.update({job.id: variant for job in (*built, profile)})
+
+        def on_result(result: JobResult) -> None:
+            self.on_variant_result(owner[result.job_id], result)
+            following = [v for v in variants if self.variants[v.name].status == "pending" and not
+                         self.variants[v.name].verification]
+            if following and result.kind == "profile":
+                self.reporter.stage(following[0].name, "verifying")
+
+        self.reporter.stage(variants[0].name, "verifying")
+        self.run_session(name, jobs, on_result, Placement(gpu))
+
+    def check_compiled(self, variant: Variant, cheap: list[Variant], gpu: Optional[str]) -> None:
+        winner = self.winning_precision(cheap)
+        if winner and variant.precision != winner and not self.config.exhaustive:
+            self.skip(variant, f"not built: {winner} was the fastest precision of the other formats "
+                               "(--exhaustive builds every precision)")
+            return
+        self.check(f"check-{variant.name}", [variant], gpu)
+
+    def winning_precision(self, cheap: list[Variant]) -> Optional[str]:
+        best, _ = select_best([self.variants[v.name] for v in cheap], self.config.objective,
+                              self.config.latency_budget_ms)
+        return self.variants[best].precision if best else None
+
+    def skip(self, variant: Variant, reason: str) -> None:
+        with self.lock:
+            entry = self.variants[variant.name]
+            entry.status, entry.error = "skipped", reason
+        self.reporter.stage(variant.name, "skipped", reason)
+        self.save()
+
+    def units(self, variants: list[Variant], samples: Path) -> list[Unit]:
+        reference = Unit(REFERENCE, lambda gpu: self.run_reference(samples, gpu), gpu=bool(self.gpus))
+        if not self.gpus:
+            builds = [Unit(f"build-{v.name}", lambda gpu, v=v: self.build(v, gpu), needs=[REFERENCE])
+                      for v in variants]
+            profile = Unit("profile", lambda gpu: self.profile_all(variants, gpu), needs=[b.name for b in builds],
+                           exclusive=True)
+            return [reference, *builds, profile]
+        exports = [Unit(f"export-{v.name}", lambda gpu, v=v: self.export_only(v, gpu), needs=[REFERENCE])
+                   for v in variants]
+        # Variants that need no compile are checked in one process per runtime, so a slow export
+        # of one runtime (ONNX) does not hold up the others.
+        cheap_by_runner: dict[str, list[Variant]] = {}
+        for v in variants:
+            if v.format not in COMPILED_FORMATS:
+                cheap_by_runner.setdefault(FORMAT_RUNNER[v.format], []).append(v)
+        cheap_checks = [Unit(f"check-{runner}", lambda gpu, r=runner, vs=vs: self.check(f"check-{r}", vs, gpu),
+                             needs=[f"export-{v.name}" for v in vs], gpu=True, exclusive=True)
+                        for runner, vs in cheap_by_runner.items()]
+        compiled = []
+        for v in variants:
+            if v.format in COMPILED_FORMATS:
+                rivals = cheap_by_runner.get(FORMAT_RUNNER[v.format], [])
+                needs = [f"export-{v.name}"] + ([f"check-{FORMAT_RUNNER[v.format]}"] if rivals else [])
+                compiled.append(Unit(f"check-{v.name}", lambda gpu, v=v, rivals=rivals: self.check_compiled(v, rivals, gpu),
+                                     needs=needs, gpu=True, exclusive=True))
+        return [reference, *exports, *cheap_checks, *compiled]
 
     # --- the run ----------------------------------------------------------------------
 
     def execute(self, samples: Path) -> RunResults:
-        variants = plan_variants(self.config)
+        variants = plan_variants(self.config, bool(self.gpus))
         for variant in variants:
             self.variants[variant.name] = VariantResult(name=variant.name, format=variant.format,
                                                         precision=variant.precision, status="pending")
             self.reporter.stage(variant.name, "queued")
         self.save()
-        on_gpu = bool(self.gpus)
-        builds = [Unit(f"build-{v.name}", lambda gpu, v=v: self.build(v, gpu), needs=[REFERENCE], gpu=on_gpu)
-                  for v in variants]
-        units = [
-            Unit(REFERENCE, lambda gpu: self.run_reference(samples, gpu), gpu=on_gpu),
-            *builds,
-            Unit("profile", lambda gpu: self.profile(variants, gpu), needs=[b.name for b in builds],
-                 gpu=on_gpu, exclusive=True),
-        ]
-        Scheduler(self.gpus, self.config.jobs).run(units, on_abort=self.executor.cancel)
+        Scheduler(self.gpus, self.config.jobs).run(self.units(variants, samples), on_abort=self.executor.cancel)
         best, selection = select_best(list(self.variants.values()), self.config.objective,
                                       self.config.latency_budget_ms)
         with self.lock:

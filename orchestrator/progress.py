@@ -106,15 +106,30 @@ def _throughput_largest(variant: VariantResult) -> str:
     return f"{entry.throughput:,.0f} (bs{entry.batch_size})"
 
 
+def _served(results: RunResults, variant: VariantResult) -> tuple[str, str]:
+    """Triton's best throughput for the variant, and the p99 at that point."""
+    runs = [r for r in results.triton.runs if r.variant == variant.name] if results.triton else []
+    if not runs:
+        return "-", "-"
+    top = max(runs, key=lambda r: r.throughput)
+    mark = "" if top.stable else "~"  # perf_analyzer could not stabilize it (see README)
+    return f"{mark}{top.throughput:,.0f} (bs{top.batch_size} c{top.concurrency})", f"{mark}{top.latency_ms.p99:.3f}"
+
+
 def results_table(results: RunResults) -> Table:
     table = Table(box=None, header_style="bold")
-    for column in ("", "variant", "status", "max abs err", "p50 ms", "throughput/s"):
+    columns = ["", "variant", "status", "max abs err", "p50 ms", "throughput/s"]
+    served = bool(results.triton and results.triton.runs)
+    if served:  # next to the in-runner figures: what Triton served, measured by perf_analyzer
+        columns += ["served/s", "served p99 ms"]
+    for column in columns:
         table.add_column(column)
     for variant in results.variants:
         style = {"ok": "green", "failed": "red", "skipped": "yellow"}.get(variant.status, "")
-        table.add_row("*" if variant.name == results.best else "", variant.name,
-                      f"[{style}]{variant.status}[/]" if style else variant.status,
-                      _max_error(variant), _p50_smallest(variant), _throughput_largest(variant))
+        row = ["*" if variant.name == results.best else "", variant.name,
+               f"[{style}]{variant.status}[/]" if style else variant.status,
+               _max_error(variant), _p50_smallest(variant), _throughput_largest(variant)]
+        table.add_row(*row, *(_served(results, variant) if served else ()))
     return table
 
 
@@ -127,6 +142,8 @@ def print_summary(results: RunResults, console: Console, workspace: str) -> None
         console.print(f"best: {results.best} ({results.selection.reason})", markup=False, highlight=False)
     elif results.selection:
         console.print(f"no best variant: {results.selection.reason}", markup=False, highlight=False)
+    if results.triton and results.triton.error:
+        console.print(f"triton: {results.triton.error}", markup=False, highlight=False)
     if results.jobs.reused:
         console.print(f"jobs: ran {results.jobs.run}, reused {results.jobs.reused} finished earlier "
                       "(--force redoes them)", markup=False, highlight=False)

@@ -15,6 +15,7 @@ class Workspace:
     variants/NAME/      one folder per variant, holding its artifact
     jobs/ID/            job.json, result.json and runner.log of each job
     logs/SESSION.log    what each runner process printed
+    cache/              compilers' caches shared by the run's runners (torch.compile)
     """
 
     def __init__(self, root: Path):
@@ -24,10 +25,11 @@ class Workspace:
         self.variants = self.root / "variants"
         self.jobs = self.root / "jobs"
         self.logs = self.root / "logs"
+        self.cache = self.root / "cache"
         self.results_path = self.root / "results.json"
 
     def create(self) -> "Workspace":
-        for folder in (self.inputs, self.reference, self.variants, self.jobs, self.logs):
+        for folder in (self.inputs, self.reference, self.variants, self.jobs, self.logs, self.cache):
             folder.mkdir(parents=True, exist_ok=True)
         return self
 

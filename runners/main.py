@@ -7,36 +7,14 @@ a job that failed is a result, not a crash.
 from __future__ import annotations
 
 import importlib
-import platform
 import sys
 import time
 import traceback
 from pathlib import Path
 from typing import Callable
 
-import numpy as np
-
+from runners.common import Skip, base_versions, gpu_info, one_line
 from runners.protocol import LOG_FILE, RESULT_FILE, Job, JobResult, read_job, to_json, write_json_atomic
-
-
-class Skip(Exception):
-    """Raised by a handler when the job cannot apply to this model (status `skipped`)."""
-
-
-def base_versions() -> dict[str, str]:
-    return {"python": platform.python_version(), "numpy": np.__version__}
-
-
-def load_npz(path: str) -> dict[str, np.ndarray]:
-    with np.load(path, allow_pickle=False) as data:
-        return {name: data[name] for name in data.files}
-
-
-def one_line(error: BaseException) -> str:
-    text = str(error).strip().splitlines()
-    message = text[0] if text else ""
-    message = f"{type(error).__name__}: {message}" if message else type(error).__name__
-    return message if len(message) <= 400 else message[:397] + "..."
 
 
 def run_job(job: Job, job_dir: Path, done: dict[str, str]) -> JobResult:
@@ -56,6 +34,8 @@ def run_job(job: Job, job_dir: Path, done: dict[str, str]) -> JobResult:
         result = JobResult(job.id, job.kind, "failed", error=one_line(error))
         module = sys.modules.get(f"runners.{job.runner}_runner")
     result.duration_s = time.perf_counter() - start
+    if job.device.startswith("cuda"):
+        result.gpu = gpu_info()
     result.versions = {**base_versions(), **(module.versions() if module else {})}
     return result
 

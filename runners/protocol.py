@@ -25,7 +25,7 @@ JOB_FILE = "job.json"
 RESULT_FILE = "result.json"
 LOG_FILE = "runner.log"
 
-JobKind = Literal["reference", "export", "verify", "profile"]
+JobKind = Literal["reference", "export", "convert", "verify", "profile"]
 Status = Literal["ok", "failed", "skipped"]
 Precision = Literal["fp32", "fp16", "bf16"]
 
@@ -35,7 +35,13 @@ FORMAT_RUNNER: dict[str, str] = {
     "torchscript-trace": "torch",
     "torchscript-script": "torch",
     "exported-program": "torch",
+    "torch-compile": "torch",
+    "torch-compile-cudagraphs": "torch",
+    "torch-tensorrt": "torch",
     "onnx": "onnx",
+    "tensorrt": "tensorrt",
+    "savedmodel": "tensorflow",
+    "tf-trt": "tensorflow",
 }
 
 # Artifact file name of each format inside its variant folder.
@@ -43,11 +49,35 @@ FORMAT_ARTIFACT: dict[str, str] = {
     "torchscript-trace": "model.ts",
     "torchscript-script": "model.ts",
     "exported-program": "model.pt2",
+    # torch.compile is a runtime, not a file: its "artifact" records the compile options,
+    # and the runner compiles the source model where it verifies and profiles.
+    "torch-compile": "compile.json",
+    "torch-compile-cudagraphs": "compile.json",
+    "torch-tensorrt": "model.ts",
     "onnx": "model.onnx",
+    "tensorrt": "model.plan",
+    "savedmodel": "savedmodel",  # a folder
+    "tf-trt": "tftrt-savedmodel",  # a folder
 }
 
-# Tolerance defaults per precision: fp32 keeps export round-off, half precisions keep
-# their mantissa's worth of error.
+# Formats built in two steps: an export to an intermediate file (on CPUs, in the source
+# framework's runner), then a conversion by another runner where the variant will run
+# (a TensorRT engine is built for the GPU it runs on). format -> (runner, intermediate file)
+FORMAT_CONVERSION: dict[str, tuple[str, str]] = {
+    "tensorrt": ("tensorrt", "model.onnx"),
+    "tf-trt": ("tensorflow", "savedmodel"),
+    "torch-tensorrt": ("torch", "model.pt2"),
+}
+
+# Formats that only make sense on a GPU, and the precisions each format supports where
+# it is not all of them (ONNX Runtime lacks bf16 kernels for most operators).
+GPU_ONLY_FORMATS = {"torch-compile-cudagraphs", "tensorrt", "torch-tensorrt", "tf-trt"}
+FORMAT_PRECISIONS: dict[str, tuple[str, ...]] = {"onnx": ("fp32", "fp16")}
+ALL_PRECISIONS = ("fp32", "fp16", "bf16")
+
+# Tolerance defaults per precision as (atol as a fraction of the output's largest
+# magnitude, rtol): fp32 allows export round-off, half precisions their mantissa's worth
+# of error accumulated through a deep network.
 DEFAULT_TOLERANCES: dict[str, tuple[float, float]] = {
     "fp32": (1e-4, 1e-3),
     "fp16": (1e-2, 1e-2),
@@ -59,7 +89,7 @@ DEFAULT_TOLERANCES: dict[str, tuple[float, float]] = {
 class ModelSource:
     """What the user handed over, as the runner should load it."""
 
-    kind: Literal["factory", "torchscript", "exported_program"]
+    kind: Literal["factory", "torchscript", "exported_program", "savedmodel", "keras", "onnx", "function"]
     file: str  # file name inside the job's "model" input folder
     factory: Optional[str] = None
     args: dict[str, Any] = field(default_factory=dict)
@@ -152,6 +182,19 @@ class ProfileEntry:
 
 
 @dataclass
+class GpuInfo:
+    """The GPU a runner saw, as nvidia-smi reports it (clocks in MHz when it is read)."""
+
+    name: str
+    uuid: str
+    driver: str
+    compute_capability: str
+    sm_clock_mhz: Optional[int] = None
+    memory_clock_mhz: Optional[int] = None
+    max_sm_clock_mhz: Optional[int] = None
+
+
+@dataclass
 class JobResult:
     job_id: str
     kind: JobKind
@@ -162,6 +205,7 @@ class JobResult:
     artifact: Optional[str] = None  # export jobs; relative to output_dir
     verification: Optional[Verification] = None  # verify jobs
     profile: list[ProfileEntry] = field(default_factory=list)  # profile jobs
+    gpu: Optional[GpuInfo] = None  # jobs that ran on a GPU
     duration_s: float = 0.0
     protocol: int = PROTOCOL_VERSION
 

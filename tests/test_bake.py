@@ -41,7 +41,7 @@ def test_real_bake_file_parses(bake):
     assert bake.variables["TORCH_CPU_VERSION"] == "2.13.0"
     assert bake.variables["NAV_ORCH_VERSION"] == __version__
     assert set(bake.groups) >= {"default", "cpu", "cuda"}
-    assert set(bake.targets) == {"pytorch-cpu", "pytorch-cuda"}
+    assert set(bake.targets) >= {"pytorch-cpu", "pytorch-cuda", "triton-cpu", "triton", "triton-sdk"}
     for target in bake.targets.values():
         assert (bake.root / target.context / target.dockerfile).is_file()
         for key in target.labels:  # python-hcl2 v8 quotes keys: they must come back bare
@@ -49,17 +49,18 @@ def test_real_bake_file_parses(bake):
 
 
 def test_groups_resolve(bake, no_env):
-    assert bake.target_names("cpu") == ["pytorch-cpu"]
-    assert bake.target_names("cuda") == ["pytorch-cuda"]
-    assert bake.target_names("default") == ["pytorch-cpu"]
-    assert bake.target_names(None) == ["pytorch-cpu"]
-    assert bake.target_names(["pytorch-cuda", "cpu", "pytorch-cuda"]) == ["pytorch-cuda", "pytorch-cpu"]
+    cpu = bake.target_names("cpu")
+    assert cpu[:2] == ["pytorch-cpu", "triton-cpu"]
+    assert bake.target_names("cuda")[:3] == ["pytorch-cuda", "triton", "triton-sdk"]
+    assert bake.target_names("default") == cpu
+    assert bake.target_names(None) == cpu
+    assert bake.target_names(["pytorch-cuda", "cpu", "pytorch-cuda"]) == ["pytorch-cuda", *cpu]
     with pytest.raises(BakeError, match="no group or target 'gpu'"):
         bake.target_names("gpu")
 
 
 def test_cpu_target_resolves(bake, no_env):
-    (cpu,) = bake.select("cpu")
+    (cpu,) = bake.select("pytorch-cpu")
     assert cpu.context == "images/pytorch-cpu"
     assert cpu.tags == [images.image_for("torch", "cpu")] == ["nav-orch/pytorch:cpu"]
     assert cpu.args["BASE_IMAGE"] == "nav-orch/debian:bookworm"
@@ -73,7 +74,7 @@ def test_cpu_target_resolves(bake, no_env):
 
 
 def test_cuda_target_resolves(bake, no_env):
-    (cuda,) = bake.select("cuda")
+    (cuda,) = bake.select("pytorch-cuda")
     assert cuda.context == "images/pytorch"
     assert cuda.args["BASE_IMAGE"] == "nvcr.io/nvidia/pytorch:25.10-py3"
     assert cuda.tags == [images.image_for("torch", "25.10")] == ["nav-orch/pytorch:25.10"]
@@ -85,7 +86,7 @@ def test_cuda_target_resolves(bake, no_env):
 
 def test_environment_overrides_default(bake, no_env):
     no_env.setenv("NGC_RELEASE", "26.01")
-    (cuda,) = bake.select("cuda")
+    (cuda,) = bake.select("pytorch-cuda")
     assert cuda.tags == ["nav-orch/pytorch:26.01"]
     assert cuda.args["BASE_IMAGE"] == "nvcr.io/nvidia/pytorch:26.01-py3"
     assert cuda.labels["org.nav-orch.ngc-release"] == "26.01"
@@ -94,12 +95,12 @@ def test_environment_overrides_default(bake, no_env):
 
 def test_explicit_override_beats_environment(bake, no_env):
     no_env.setenv("NGC_RELEASE", "26.01")
-    (cuda,) = bake.select("cuda", {"NGC_RELEASE": "24.12", "REGISTRY": "mirror.local/nvidia/"})
+    (cuda,) = bake.select("pytorch-cuda", {"NGC_RELEASE": "24.12", "REGISTRY": "mirror.local/nvidia/"})
     assert cuda.tags == ["nav-orch/pytorch:24.12"]
     assert cuda.args["BASE_IMAGE"] == "mirror.local/nvidia/pytorch:24.12-py3"
     assert cuda.labels["org.nav-orch.ngc-release"] == "24.12"
     # An explicit mapping of the environment replaces os.environ.
-    (cuda,) = bake.select("cuda", environ={})
+    (cuda,) = bake.select("pytorch-cuda", environ={})
     assert cuda.tags == ["nav-orch/pytorch:25.10"]
 
 

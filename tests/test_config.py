@@ -92,7 +92,7 @@ def test_gpu_syntax_maps_to_device_requests():
 
 @pytest.mark.parametrize("args, message", [
     (["optimize", "nope.py:make", "--input", "x:1,2:float32"], "no such file"),
-    (["optimize", f"{EXAMPLES}/mlp.py:make_mlp", "--formats", "tensorrt"], "not available for torch"),
+    (["optimize", f"{EXAMPLES}/mlp.py:make_mlp", "--formats", "savedmodel"], "not available for torch"),
     (["optimize", f"{EXAMPLES}/mlp.py:make_mlp", "--batch-sizes", "1,x"], "--batch-sizes"),
     (["optimize", f"{EXAMPLES}/mlp.py:make_mlp", "--objective", "speed"], "objective"),
 ])
@@ -101,3 +101,11 @@ def test_cli_bad_input_is_one_line_with_exit_code_2(args, message):
     assert result.exit_code == 2
     assert message in result.output
     assert "Traceback" not in result.output
+
+
+def test_default_atol_scales_with_the_output_and_explicit_atol_does_not():
+    from orchestrator.models import Tolerances
+
+    assert Tolerances().for_output("logits", "fp16", scale=50.0).atol == pytest.approx(0.5)
+    assert Tolerances().for_output("logits", "fp32", scale=2.0).atol == pytest.approx(2e-4)
+    assert Tolerances(atol=1e-3).for_output("logits", "fp16", scale=50.0).atol == 1e-3

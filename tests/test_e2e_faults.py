@@ -23,7 +23,7 @@ FORMATS = "torchscript-trace,onnx"
 def optimize_args(workspace: Path, factory: str, *options: str) -> list[str]:
     return ["optimize", f"{FAULTS}:{factory}", "--input", "x:2,4:float32", "--images", "cpu", "--gpus", "none",
             "--workspace", str(workspace), "--batch-sizes", "1", "--progress", "plain", "--formats", FORMATS,
-            *options]
+            "--no-triton", *options]  # the Triton stage has its own tests (test_e2e_triton.py)
 
 
 def by_format(results: dict) -> dict:

@@ -14,8 +14,10 @@ BATCH_SIZES = [1, 4]
 
 
 def optimize(workspace, model, *options):
+    # --no-triton: the Triton stage has its own end-to-end tests (test_e2e_triton.py).
     return nav_orch("optimize", model, "--images", "cpu", "--gpus", "none", "--workspace", str(workspace),
-                    "--batch-sizes", ",".join(map(str, BATCH_SIZES)), "--progress", "plain", "--json", *options)
+                    "--batch-sizes", ",".join(map(str, BATCH_SIZES)), "--progress", "plain", "--json", "--no-triton",
+                    *options)
 
 
 def assert_verified_and_profiled(variant):

@@ -1,0 +1,211 @@
+"""Triton model repositories: which backend serves a variant, and its config.pbtxt.
+
+config.pbtxt is built as a `ModelConfig` protobuf message and printed with `text_format`, so
+every field name and enum is checked by the schema the server itself parses, never by a string
+template. The input/output description (names, dtypes, shapes) is the reference job's `io`,
+handed in as data: a variant serves exactly the interface the source model was verified on.
+
+Layout, one folder per served variant (the Triton model name is the variant name):
+    MODEL_REPOSITORY/NAME/config.pbtxt
+    MODEL_REPOSITORY/NAME/1/<artifact>   model.onnx, model.pt, model.plan, model.savedmodel/, ...
+    MODEL_REPOSITORY/NAME/1/model.py     Python backend only: runners/triton_python_model.py
+"""
+from __future__ import annotations
+
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+from google.protobuf import text_format
+from tritonclient.grpc import model_config_pb2 as mc
+
+from orchestrator.errors import NavOrchError
+from orchestrator.models import VariantResult
+from runners.protocol import IOSpec, TensorSpec
+
+PYTHON_MODEL_SOURCE = Path(__file__).resolve().parent.parent / "runners" / "triton_python_model.py"
+CONFIG_FILE = "config.pbtxt"
+VERSION = "1"
+
+
+@dataclass(frozen=True)
+class Native:
+    backend: str
+    platform: str
+    file: str  # the backend's default model file name inside the version folder
+
+
+# What an artifact is, by its file name (formats differ in name, not in what Triton loads).
+ARTIFACT_KINDS = {".onnx": "onnx", ".ts": "torchscript", ".pt": "torchscript", ".pt2": "exported-program",
+                  ".plan": "tensorrt", ".engine": "tensorrt", ".savedmodel": "savedmodel"}
+NATIVE: dict[str, Native] = {
+    "onnx": Native("onnxruntime", "onnxruntime_onnx", "model.onnx"),
+    "torchscript": Native("pytorch", "pytorch_libtorch", "model.pt"),
+    "tensorrt": Native("tensorrt", "tensorrt_plan", "model.plan"),
+    "savedmodel": Native("tensorflow", "tensorflow_savedmodel", "model.savedmodel"),
+}
+# Kinds runners/triton_python_model.py can load, and the runtime it uses for each.
+PYTHON_RUNTIMES = {"onnx": "onnxruntime", "torchscript": "torchscript", "exported-program": "exported-program"}
+
+TRITON_DTYPES = {
+    "bool": mc.TYPE_BOOL, "uint8": mc.TYPE_UINT8, "uint16": mc.TYPE_UINT16, "uint32": mc.TYPE_UINT32,
+    "uint64": mc.TYPE_UINT64, "int8": mc.TYPE_INT8, "int16": mc.TYPE_INT16, "int32": mc.TYPE_INT32,
+    "int64": mc.TYPE_INT64, "float16": mc.TYPE_FP16, "float32": mc.TYPE_FP32, "float64": mc.TYPE_FP64,
+    "bfloat16": mc.TYPE_BF16,
+}
+
+
+class NotServable(NavOrchError):
+    """The variant cannot be served by this Triton image (one line says why)."""
+
+
+@dataclass(frozen=True)
+class Deployment:
+    """How one variant is served."""
+
+    model: str  # Triton model name (the variant's name)
+    variant: str
+    kind: str  # onnx, torchscript, exported-program, tensorrt, savedmodel
+    backend: str  # a native backend of NATIVE, or "python"
+    precision: str
+    artifact: Path  # the variant's artifact in the workspace
+
+    @property
+    def file(self) -> str:
+        return NATIVE[self.kind].file if self.backend != "python" else self.artifact.name
+
+
+def artifact_kind(path: Path) -> Optional[str]:
+    return ARTIFACT_KINDS.get(path.suffix.lower())
+
+
+def plan_deployment(variant: VariantResult, workspace_root: Path, backends: set[str]) -> Deployment:
+    """The native backend where the server image has it, else the Python backend where
+    triton_python_model.py can load the artifact; NotServable otherwise."""
+    if not variant.artifact:
+        raise NotServable(f"{variant.name} has no artifact")
+    artifact = workspace_root / variant.artifact
+    kind = artifact_kind(artifact)
+    if kind is None:
+        raise NotServable(f"{variant.name}: {artifact.name} is not a file Triton loads "
+                          f"(format {variant.format} is a runtime, not a deployable artifact)")
+    if not artifact.exists():
+        raise NotServable(f"{variant.name}: its artifact {variant.artifact} is missing from the workspace")
+    native = NATIVE.get(kind)
+    if native is not None and native.backend in backends:
+        backend = native.backend
+    elif kind in PYTHON_RUNTIMES and "python" in backends:
+        backend = "python"
+    else:
+        wanted = native.backend if native else "python"
+        raise NotServable(f"{variant.name}: the server image has no {wanted} backend for {kind} "
+                          f"(it has: {', '.join(sorted(backends)) or 'none'})")
+    return Deployment(model=variant.name, variant=variant.name, kind=kind, backend=backend,
+                      precision=variant.precision, artifact=artifact)
+
+
+def triton_dtype(dtype: str) -> int:
+    try:
+        return TRITON_DTYPES[str(np.dtype(dtype)) if dtype != "bfloat16" else dtype]
+    except (KeyError, TypeError):
+        raise NotServable(f"dtype {dtype} has no Triton data type") from None
+
+
+def api_datatype(data_type: int) -> str:
+    """The datatype string of the KServe v2 protocol (TYPE_FP32 -> FP32, TYPE_STRING -> BYTES)."""
+    name = mc.DataType.Name(data_type).removeprefix("TYPE_")
+    return "BYTES" if name == "STRING" else name
+
+
+def dims(spec: TensorSpec, batch_axis: int, batched: bool) -> list[int]:
+    """Triton dims: -1 where dynamic; the batch axis is left out when Triton batches implicitly."""
+    shape = [-1 if size is None else size for size in spec.shape]
+    if batched and shape:
+        del shape[batch_axis]
+    return shape
+
+
+def tensor_names(deployment: Deployment, io: IOSpec) -> tuple[list[str], list[str]]:
+    """Input and output names as the backend wants them. The PyTorch backend knows outputs only
+    by position, spelled `NAME__INDEX`; everything else keeps the source model's names."""
+    inputs = [spec.name for spec in io.inputs]
+    outputs = [spec.name for spec in io.outputs]
+    if deployment.backend == "pytorch":
+        outputs = [f"{name}__{index}" for index, name in enumerate(outputs)]
+    return inputs, outputs
+
+
+def model_config(deployment: Deployment, io: IOSpec, max_batch_size: int, gpus: list[str]) -> mc.ModelConfig:
+    # Triton batches along the first axis only; a model batched elsewhere is served unbatched.
+    batched = max_batch_size > 0 and io.batch_axis == 0
+    config = mc.ModelConfig(name=deployment.model, max_batch_size=max_batch_size if batched else 0)
+    if deployment.backend == "python":
+        config.backend = "python"
+        parameters = {"artifact": deployment.artifact.name, "runtime": PYTHON_RUNTIMES[deployment.kind],
+                      "precision": deployment.precision, "variant": deployment.variant}
+        for key, value in parameters.items():
+            config.parameters[key].string_value = value
+    else:
+        native = NATIVE[deployment.kind]
+        config.platform, config.backend = native.platform, native.backend
+    input_names, output_names = tensor_names(deployment, io)
+    for name, spec in zip(input_names, io.inputs):
+        config.input.add(name=name, data_type=triton_dtype(spec.dtype), dims=dims(spec, io.batch_axis, batched))
+    for name, spec in zip(output_names, io.outputs):
+        config.output.add(name=name, data_type=triton_dtype(spec.dtype), dims=dims(spec, io.batch_axis, batched))
+    if batched:
+        config.dynamic_batching.SetInParent()
+    if gpus:
+        config.instance_group.add(kind=mc.ModelInstanceGroup.KIND_GPU, count=1, gpus=[int(g) for g in gpus])
+    else:
+        config.instance_group.add(kind=mc.ModelInstanceGroup.KIND_CPU, count=1)
+    return config
+
+
+def config_text(config: mc.ModelConfig) -> str:
+    return text_format.MessageToString(config)
+
+
+def parse_config(text: str) -> mc.ModelConfig:
+    return text_format.Parse(text, mc.ModelConfig())
+
+
+def read_config(repository: Path, model: str) -> Optional[mc.ModelConfig]:
+    path = repository / model / CONFIG_FILE
+    return parse_config(path.read_text()) if path.is_file() else None
+
+
+def write_model(repository: Path, deployment: Deployment, io: IOSpec, max_batch_size: int,
+                gpus: list[str]) -> Path:
+    """(Re)write one model folder; returns it. Everything is world-readable: the server runs as
+    an unprivileged user and sees the repository through a read-only mount."""
+    folder = repository / deployment.model
+    if folder.exists():
+        shutil.rmtree(folder)
+    version = folder / VERSION
+    version.mkdir(parents=True)
+    place(deployment.artifact, version / deployment.file)
+    if deployment.backend == "python":
+        shutil.copyfile(PYTHON_MODEL_SOURCE, version / "model.py")
+    (folder / CONFIG_FILE).write_text(config_text(model_config(deployment, io, max_batch_size, gpus)))
+    for root, dirnames, filenames in os.walk(folder):
+        os.chmod(root, 0o755)
+        for name in filenames:
+            os.chmod(os.path.join(root, name), 0o644)
+    # The repository itself is the mount point; the folders above it need no permissions.
+    repository.chmod(repository.stat().st_mode | 0o055)
+    return folder
+
+
+def place(source: Path, target: Path) -> None:
+    """A hard link where the filesystem allows (artifacts can be large), else a copy."""
+    if source.is_dir():
+        shutil.copytree(source, target)
+        return
+    try:
+        os.link(source, target)
+    except OSError:
+        shutil.copyfile(source, target)

@@ -1,0 +1,262 @@
+"""The Triton stage of `optimize`: after selection, serve the best variant (or every verified one)
+from Triton Inference Server in a container and measure it with perf_analyzer over the batch
+sizes and a concurrency sweep. Its figures land in results.json under "triton"; whatever goes
+wrong lands in "triton.error" and never changes the run's exit code.
+
+WORKSPACE/triton/
+    model_repository/   the Triton model repository (triton_repository.py)
+    server.log          the server's log (server-N.log when it had to restart)
+    perf/               each perf_analyzer run: NAME-bB-cC.cmd (command line), .log, .csv
+    stage.log           the traceback of an unexpected failure of the stage, if any
+"""
+from __future__ import annotations
+
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Optional, Protocol
+
+import docker
+import numpy as np
+
+from orchestrator import docker_engine
+from orchestrator.errors import EnvironmentProblem, NavOrchError, ServerFailed
+from orchestrator.images import CPU_RELEASE
+from orchestrator.models import (
+    Objective,
+    OptimizeConfig,
+    RunResults,
+    TritonResults,
+    TritonRun,
+    TritonSettings,
+    VariantResult,
+)
+from orchestrator.perf_analyzer import PerfAnalyzer, PerfFailed, write_input_data
+from orchestrator.selection import select_best
+from orchestrator.tensorrt_guard import builder_tensorrt, check_plan
+from orchestrator.triton_repository import (
+    Deployment,
+    NotServable,
+    model_config,
+    plan_deployment,
+    tensor_names,
+    write_model,
+)
+from orchestrator.triton_server import TritonServer, image_backends
+from orchestrator.workspace import Workspace
+from runners.protocol import IOSpec
+
+TRITON_IMAGE = "nav-orch/triton"
+TRITON_SDK_IMAGE = "nav-orch/triton-sdk"
+SAMPLES = "samples.npz"  # the reference job's samples, keyed by input name
+
+
+class Reporter(Protocol):  # the pipeline's
+    def stage(self, variant: str, stage: str, detail: str = "") -> None: ...
+    def note(self, text: str) -> None: ...
+
+
+def triton_images(release: str) -> tuple[str, str]:
+    """(server image, perf_analyzer image) of a release: the CPU flavor has both in one image;
+    the CUDA flavor takes perf_analyzer from NGC's -sdk image of the same release."""
+    if release == CPU_RELEASE:
+        return f"{TRITON_IMAGE}:{CPU_RELEASE}", f"{TRITON_IMAGE}:{CPU_RELEASE}"
+    return f"{TRITON_IMAGE}:{release}", f"{TRITON_SDK_IMAGE}:{release}"
+
+
+def release_of(results: RunResults) -> str:
+    """The release of the runner images this run used (their tag: nav-orch/pytorch:RELEASE)."""
+    tags = [image.tag for image in results.environment.images if ":" in image.tag]
+    return tags[0].rpartition(":")[2] if tags else CPU_RELEASE
+
+
+def gpu_request(gpus: list[str]) -> str:
+    return f"device={','.join(gpus)}" if gpus else "none"
+
+
+def require_image(client: docker.DockerClient, tag: str) -> docker_engine.ImageInfo:
+    info = docker_engine.inspect_image(client, tag)
+    if info is None:
+        flavor = "cpu" if tag.endswith(f":{CPU_RELEASE}") else "cuda"
+        raise EnvironmentProblem(f"image {tag} is not built: run `nav-orch images build --flavor {flavor}`")
+    return info
+
+
+def load_samples(workspace: Workspace) -> dict[str, np.ndarray]:
+    with np.load(workspace.reference / SAMPLES, allow_pickle=False) as data:
+        return {name: data[name] for name in data.files}
+
+
+@dataclass
+class Plan:
+    deployments: list[Deployment]
+    problems: list[str]
+
+
+def choose_variants(results: RunResults, all_variants: bool, servable: Callable[[VariantResult], Deployment],
+                    objective: Objective, budget_ms: Optional[float]) -> Plan:
+    """Deployments for the best variant (the best servable one, when the best is a runtime Triton
+    cannot load) or for every verified variant; what could not be deployed, as problems."""
+    verified = [v for v in results.variants if v.status == "ok"]
+    deployments, problems, failed = [], [], set()
+    candidates = verified if all_variants else [v for v in verified if v.name == results.best]
+    for variant in candidates:
+        try:
+            deployments.append(servable(variant))
+        except NavOrchError as error:
+            problems.append(str(error))
+            failed.add(variant.name)
+    if not all_variants and not deployments and results.best:
+        rest = [v for v in verified if v.name not in failed]
+        while rest:
+            name, _ = select_best(rest, objective, budget_ms)
+            chosen = next(v for v in rest if v.name == name)
+            try:
+                deployments.append(servable(chosen))
+                problems.append(f"served {chosen.name} instead, the best variant Triton can load")
+                break
+            except NavOrchError as error:
+                problems.append(str(error))
+                rest.remove(chosen)
+    return Plan(deployments, problems)
+
+
+class TritonStage:
+    def __init__(self, client: docker.DockerClient, workspace: Workspace, run_id: str, settings: TritonSettings,
+                 gpus: list[str], reporter: Reporter, save: Callable[[], None] = lambda: None):
+        self.client = client
+        self.workspace = workspace
+        self.run_id = run_id
+        self.settings = settings
+        self.gpus = gpus
+        self.reporter = reporter
+        self.save = save
+        self.folder = workspace.root / "triton"
+        self.repository = self.folder / "model_repository"
+
+    def run(self, results: RunResults, io: IOSpec, batch_sizes: list[int], objective: Objective,
+            budget_ms: Optional[float], release: Optional[str] = None) -> TritonResults:
+        """Deploy and measure; records into results.triton and returns it. Never raises but
+        KeyboardInterrupt: a failure is the record's `error`."""
+        server_image, perf_image = triton_images(release or release_of(results))
+        triton = results.triton = TritonResults(image=server_image,
+                                                model_repository=self.workspace.relative(self.repository))
+        problems: list[str] = []
+        try:
+            self._run(results, triton, io, sorted(set(batch_sizes)), server_image, perf_image, objective, budget_ms,
+                      problems)
+        except KeyboardInterrupt:
+            problems.append("interrupted")
+            raise
+        except NavOrchError as error:
+            problems.append(str(error))
+        except Exception as error:  # noqa: BLE001 - the stage must not cost the run its results
+            self.folder.mkdir(parents=True, exist_ok=True)
+            (self.folder / "stage.log").write_text(traceback.format_exc())
+            problems.append(f"{type(error).__name__}: {error} (traceback: triton/stage.log)")
+        finally:
+            triton.error = "; ".join(problems) or None
+            self.save()
+        return triton
+
+    def _run(self, results: RunResults, triton: TritonResults, io: IOSpec, batch_sizes: list[int],
+             server_image: str, perf_image: str, objective: Objective, budget_ms: Optional[float],
+             problems: list[str]) -> None:
+        server_info = require_image(self.client, server_image)
+        require_image(self.client, perf_image)
+        self.reporter.note(f"triton: reading the backends of {server_image}")
+        backends = image_backends(self.client, server_info.id, server_image, self.run_id)
+        plan_tensorrt = None
+
+        def servable(variant: VariantResult) -> Deployment:
+            nonlocal plan_tensorrt
+            deployment = plan_deployment(variant, self.workspace.root, backends)
+            if deployment.kind == "tensorrt":
+                plan_tensorrt = plan_tensorrt or builder_tensorrt(results.environment)
+                check_plan(variant.name, plan_tensorrt, server_image, server_info.labels)
+            return deployment
+
+        plan = choose_variants(results, self.settings.all_variants, servable, objective, budget_ms)
+        problems.extend(plan.problems)
+        deployments = plan.deployments
+        if not deployments:
+            if not problems:
+                problems.append("no verified variant to serve")
+            return
+        max_batch_size = max(batch_sizes)
+        self.repository.mkdir(parents=True, exist_ok=True)
+        for deployment in deployments:
+            write_model(self.repository, deployment, io, max_batch_size, self.gpus)
+        samples = load_samples(self.workspace)
+        perf = PerfAnalyzer(self.client, perf_image, self.run_id, self.folder / "perf", self.settings)
+
+        # A model that fails to load stops the server (--exit-on-error): note why, start again
+        # without it, so the other variants are still measured.
+        attempt = 0
+        while deployments:
+            attempt += 1
+            log_path = self.folder / ("server.log" if attempt == 1 else f"server-{attempt}.log")
+            server = TritonServer(self.client, server_image, self.repository, [d.model for d in deployments],
+                                  self.run_id, log_path, gpu_request(self.gpus), self.settings.shm_size,
+                                  self.settings.ready_timeout_s)
+            self.reporter.note(f"triton: starting {server_image} with {', '.join(d.model for d in deployments)}")
+            for deployment in deployments:
+                self.reporter.stage(deployment.variant, "triton: loading", deployment.backend)
+            try:
+                with server:
+                    triton.server_version = server.server_version()
+                    self._measure(server, perf, deployments, io, batch_sizes, max_batch_size, samples, triton,
+                                  problems)
+                return
+            except ServerFailed as error:
+                failed = {d.model for d in deployments} & set(error.failed_models)
+                if not failed:
+                    raise
+                for deployment in [d for d in deployments if d.model in failed]:
+                    reason = error.failed_models[deployment.model]
+                    problems.append(f"{deployment.variant}: Triton failed to load it: {reason} (log: "
+                                    f"{self.workspace.relative(log_path)})")
+                    self.reporter.stage(deployment.variant, "triton: failed", reason)
+                deployments = [d for d in deployments if d.model not in failed]
+
+    def _measure(self, server: TritonServer, perf: PerfAnalyzer, deployments: list[Deployment], io: IOSpec,
+                 batch_sizes: list[int], max_batch_size: int, samples: dict[str, np.ndarray],
+                 triton: TritonResults, problems: list[str]) -> None:
+        for deployment in deployments:
+            config = model_config(deployment, io, max_batch_size, self.gpus)
+            batched = config.max_batch_size > 0
+            input_names, _ = tensor_names(deployment, io)
+            input_data = write_input_data(samples, input_names, batched, perf.folder / f"{deployment.model}-input.json")
+            sizes = batch_sizes if batched else [1]
+            for batch_size in sizes:
+                for concurrency in self.settings.concurrency:
+                    self.reporter.stage(deployment.variant, "triton: measuring", f"batch {batch_size}, "
+                                        f"concurrency {concurrency}")
+                    try:
+                        point, csv_path = perf.measure(deployment.model, batch_size, concurrency, server.grpc_url,
+                                                       input_data)
+                    except PerfFailed as error:
+                        server.check_running()
+                        problems.append(f"{deployment.variant} batch {batch_size} concurrency {concurrency}: {error}")
+                        continue
+                    triton.runs.append(TritonRun(
+                        variant=deployment.variant, backend=deployment.backend, batch_size=batch_size,
+                        concurrency=concurrency, throughput=point.throughput, latency_ms=point.latency_ms,
+                        server_queue_ms=point.server_queue_ms, server_compute_ms=point.server_compute_ms,
+                        stable=point.stable, csv=self.workspace.relative(csv_path)))
+                    self.save()
+            served = [r for r in triton.runs if r.variant == deployment.variant]
+            if served:
+                top = max(served, key=lambda r: r.throughput)
+                self.reporter.stage(deployment.variant, "served", f"{top.throughput:,.0f}/s at batch "
+                                    f"{top.batch_size}, concurrency {top.concurrency}; p99 {top.latency_ms.p99:.3f} ms")
+
+
+def run_triton_stage(client: docker.DockerClient, workspace: Workspace, results: RunResults, io: Optional[IOSpec],
+                     run_id: str, config: OptimizeConfig, gpus: list[str], reporter: Reporter,
+                     save: Callable[[], None]) -> Optional[TritonResults]:
+    """The stage as `api.optimize` runs it after selection; None when it is off or nothing was chosen."""
+    if not config.triton.enabled or not results.best or io is None:
+        return None
+    stage = TritonStage(client, workspace, run_id, config.triton, gpus, reporter, save)
+    return stage.run(results, io, config.batch_sizes, config.objective, config.latency_budget_ms, config.images)

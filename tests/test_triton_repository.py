@@ -1,0 +1,141 @@
+"""Triton model repositories (no Docker): backend choice per artifact, config.pbtxt built through
+the protobuf message and parsed back, the repository's layout."""
+from __future__ import annotations
+
+import stat
+from pathlib import Path
+
+import pytest
+from google.protobuf import text_format
+from tritonclient.grpc import model_config_pb2 as mc
+
+from orchestrator.models import VariantResult
+from orchestrator.triton_repository import (
+    NotServable,
+    api_datatype,
+    config_text,
+    model_config,
+    parse_config,
+    plan_deployment,
+    read_config,
+    write_model,
+)
+from runners.protocol import IOSpec, TensorSpec
+
+IO = IOSpec(inputs=[TensorSpec("image", "float32", [None, 3, None, 224]), TensorSpec("mask", "int64", [None, 7])],
+            outputs=[TensorSpec("logits", "float16", [None, 10]), TensorSpec("ok", "bool", [None])])
+NATIVE_BACKENDS = {"onnxruntime", "pytorch", "tensorrt", "tensorflow", "python"}
+# artifact file -> (kind, native backend, platform)
+ARTIFACTS = {
+    "model.onnx": ("onnx", "onnxruntime", "onnxruntime_onnx"),
+    "model.ts": ("torchscript", "pytorch", "pytorch_libtorch"),
+    "model.pt2": ("exported-program", None, None),
+    "model.plan": ("tensorrt", "tensorrt", "tensorrt_plan"),
+    "model.savedmodel": ("savedmodel", "tensorflow", "tensorflow_savedmodel"),
+}
+
+
+def variant(tmp_path: Path, artifact: str, name: str = "v-fp32", fmt: str = "onnx") -> VariantResult:
+    path = tmp_path / "variants" / name / artifact
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if artifact.endswith(".savedmodel"):
+        path.mkdir()
+        (path / "saved_model.pb").write_bytes(b"pb")
+    else:
+        path.write_bytes(b"weights")
+    return VariantResult(name=name, format=fmt, precision="fp32", status="ok",
+                         artifact=str(path.relative_to(tmp_path)))
+
+
+@pytest.mark.parametrize("artifact", sorted(ARTIFACTS))
+@pytest.mark.parametrize("backends", ["native", "python-only"])
+def test_config_round_trips_through_the_protobuf_parser_for_every_format(tmp_path, artifact, backends):
+    kind, native, platform = ARTIFACTS[artifact]
+    available = NATIVE_BACKENDS if backends == "native" else {"python"}
+    try:
+        deployment = plan_deployment(variant(tmp_path, artifact), tmp_path, available)
+    except NotServable as error:
+        # Without their native backend, plans and SavedModels have no Python fallback here.
+        assert backends == "python-only" and kind in ("tensorrt", "savedmodel")
+        assert "has no" in str(error)
+        return
+    for gpus in ([], ["0", "2"]):
+        config = model_config(deployment, IO, max_batch_size=64, gpus=gpus)
+        text = config_text(config)
+        parsed = parse_config(text)
+        assert parsed == config
+        assert text_format.MessageToString(parsed) == text
+        assert parsed.name == "v-fp32" and parsed.max_batch_size == 64
+        if native and backends == "native":
+            assert (parsed.backend, parsed.platform) == (native, platform)
+        else:
+            assert parsed.backend == "python" and not parsed.platform
+            assert parsed.parameters["artifact"].string_value == Path(artifact).name
+            assert parsed.parameters["precision"].string_value == "fp32"
+        # The batch axis is implicit (max_batch_size > 0); other dynamic axes are -1.
+        assert [list(i.dims) for i in parsed.input] == [[3, -1, 224], [7]]
+        assert [i.data_type for i in parsed.input] == [mc.TYPE_FP32, mc.TYPE_INT64]
+        assert [list(o.dims) for o in parsed.output] == [[10], []]
+        assert [o.data_type for o in parsed.output] == [mc.TYPE_FP16, mc.TYPE_BOOL]
+        assert parsed.HasField("dynamic_batching")
+        (group,) = parsed.instance_group
+        if gpus:
+            assert group.kind == mc.ModelInstanceGroup.KIND_GPU and list(group.gpus) == [0, 2]
+        else:
+            assert group.kind == mc.ModelInstanceGroup.KIND_CPU and group.count == 1
+
+
+def test_pytorch_backend_names_outputs_by_position(tmp_path):
+    deployment = plan_deployment(variant(tmp_path, "model.ts", fmt="torchscript-trace"), tmp_path, {"pytorch"})
+    config = model_config(deployment, IO, 8, [])
+    assert [i.name for i in config.input] == ["image", "mask"]
+    assert [o.name for o in config.output] == ["logits__0", "ok__1"]
+
+
+def test_model_batched_off_the_first_axis_is_served_unbatched(tmp_path):
+    io = IOSpec(inputs=[TensorSpec("x", "float32", [5, None])], outputs=[TensorSpec("y", "float32", [None])],
+                batch_axis=1)
+    deployment = plan_deployment(variant(tmp_path, "model.onnx"), tmp_path, {"python"})
+    config = model_config(deployment, io, 8, [])
+    assert config.max_batch_size == 0 and not config.HasField("dynamic_batching")
+    assert list(config.input[0].dims) == [5, -1]
+
+
+def test_runtimes_and_missing_artifacts_are_not_servable(tmp_path):
+    compiled = variant(tmp_path, "compile.json", name="torch-compile-fp32", fmt="torch-compile")
+    with pytest.raises(NotServable, match="is a runtime, not a deployable artifact"):
+        plan_deployment(compiled, tmp_path, NATIVE_BACKENDS)
+    gone = variant(tmp_path, "model.onnx", name="gone")
+    (tmp_path / gone.artifact).unlink()
+    with pytest.raises(NotServable, match="missing from the workspace"):
+        plan_deployment(gone, tmp_path, NATIVE_BACKENDS)
+    with pytest.raises(NotServable, match="no python backend"):
+        plan_deployment(variant(tmp_path, "model.pt2", name="ep"), tmp_path, {"onnxruntime"})
+
+
+def test_write_model_lays_out_a_readable_repository(tmp_path):
+    repository = tmp_path / "triton" / "model_repository"
+    repository.mkdir(parents=True, mode=0o700)
+    python = plan_deployment(variant(tmp_path, "model.pt2", name="ep-fp32", fmt="exported-program"), tmp_path,
+                             {"python"})
+    native = plan_deployment(variant(tmp_path, "model.onnx", name="onnx-fp32"), tmp_path, {"onnxruntime"})
+    for deployment in (python, native):
+        write_model(repository, deployment, IO, 16, [])
+    assert sorted(p.name for p in (repository / "ep-fp32" / "1").iterdir()) == ["model.pt2", "model.py"]
+    assert sorted(p.name for p in (repository / "onnx-fp32" / "1").iterdir()) == ["model.onnx"]
+    assert (repository / "ep-fp32" / "1" / "model.py").read_text().startswith('"""Triton Python-backend model')
+    assert read_config(repository, "ep-fp32").parameters["runtime"].string_value == "exported-program"
+    assert read_config(repository, "missing") is None
+    for path in [repository, *repository.rglob("*")]:
+        mode = path.stat().st_mode
+        assert mode & stat.S_IROTH and (not path.is_dir() or mode & stat.S_IXOTH), path
+    # Rewriting replaces the folder, with nothing stale left.
+    (repository / "onnx-fp32" / "1" / "stale.txt").write_text("x")
+    write_model(repository, native, IO, 16, [])
+    assert not (repository / "onnx-fp32" / "1" / "stale.txt").exists()
+
+
+def test_api_datatypes():
+    assert api_datatype(mc.TYPE_FP32) == "FP32"
+    assert api_datatype(mc.TYPE_INT64) == "INT64"
+    assert api_datatype(mc.TYPE_STRING) == "BYTES"
