@@ -48,6 +48,13 @@ variable "NGC_CUDA_VERSION" {
   default = "13.0.2.006"
 }
 
+variable "NGC_MIN_DRIVER" {
+  # The oldest driver branch the release's CUDA runs on (`nav-orch doctor` checks it): CUDA 13.0
+  # needs R580 (CUDA 13.0 release notes); NGC's 25.10 notes add forward compatibility on
+  # data-center GPUs with older branches through the CUDA compat package.
+  default = "580"
+}
+
 variable "NGC_TENSORRT_VERSION" {
   default = "from-base"
 }
@@ -125,6 +132,51 @@ variable "TRITON_PYTHON_TORCH_VERSION" {
   default = "2.9.0"
 }
 
+# --- TensorFlow 2 and JAX (framework `tensorflow`, `jax`) -----------------------------------
+
+variable "TENSORFLOW_CPU_VERSION" {
+  # CPU flavor. tensorflow-cpu, keras, tf2onnx, onnx, onnxruntime and numpy below were installed
+  # together on Python 3.11 from this host's pip and checked end to end (Keras -> SavedModel ->
+  # tf2onnx -> ONNX Runtime; jax2tf -> SavedModel -> tf2onnx).
+  default = "2.21.0"
+}
+
+variable "KERAS_VERSION" {
+  # The Keras 3 that tensorflow-cpu 2.21 installs; pinned because it reads the `.keras` files.
+  default = "3.15.1"
+}
+
+variable "TF2ONNX_VERSION" {
+  default = "1.17.0"
+}
+
+variable "JAX_VERSION" {
+  # jax and jaxlib. 0.5.3 is the last JAX whose jax2tf still converts to plain TensorFlow ops
+  # (native_serialization=False, enable_xla=False); from 0.6 on jax2tf always emits StableHLO in
+  # an XlaCallModule op, which tf2onnx cannot convert (checked here with 0.6.2 and 0.10.2), so a
+  # newer JAX would lose the ONNX (and TensorRT, TF-TRT) variants of JAX models.
+  default = "0.5.3"
+}
+
+variable "TF_NGC_RELEASE" {
+  # CUDA flavor. NVIDIA stopped publishing the NGC TensorFlow container after 25.02, so the
+  # TensorFlow image stays on that last release whatever NGC_RELEASE says (it is still tagged
+  # nav-orch/tensorflow:${NGC_RELEASE}, the image set a run of that release uses).
+  default = "25.02"
+}
+
+variable "JAX_NGC_RELEASE" {
+  # CUDA flavor: NGC's JAX container (nvcr.io/nvidia/jax:<release>-py3); 25.04-py3 is a
+  # published tag. Not built or checked from this host (no registry).
+  default = "25.04"
+}
+
+variable "ONNXRUNTIME_GPU_CU12_VERSION" {
+  # CUDA flavor of the TensorFlow and JAX images: NGC 25.02/25.04 carry CUDA 12, and PyPI's
+  # onnxruntime-gpu 1.23.2 is a CUDA 12 build (its `cuda` extra requires nvidia-cuda-runtime-cu12~=12.0).
+  default = "1.23.2"
+}
+
 # --- groups ------------------------------------------------------------------------------
 
 group "default" {
@@ -134,11 +186,11 @@ group "default" {
 # A target built FROM another's image names it in `contexts` ("target:NAME"): buildx bake then
 # builds that one first, and so does `nav-orch images build` without buildx.
 group "cpu" {
-  targets = ["pytorch-cpu", "triton-cpu"]
+  targets = ["pytorch-cpu", "triton-cpu", "tensorflow-cpu", "jax-cpu"]
 }
 
 group "cuda" {
-  targets = ["pytorch-cuda", "triton", "triton-sdk"]
+  targets = ["pytorch-cuda", "triton", "triton-sdk", "tensorflow-cuda", "jax-cuda"]
 }
 
 # --- targets -----------------------------------------------------------------------------
@@ -278,5 +330,116 @@ target "triton-sdk" {
     "org.nav-orch.tritonserver"            = "${NGC_TRITON_VERSION}"
     "org.nav-orch.cuda"                    = "${NGC_CUDA_VERSION}"
     "org.nav-orch.tensorrt"                = "${NGC_TENSORRT_VERSION}"
+  }
+}
+
+target "tensorflow-cpu" {
+  context    = "images/tensorflow-cpu"
+  dockerfile = "Dockerfile"
+  args = {
+    BASE_IMAGE             = "${DEBIAN_BASE}"
+    TENSORFLOW_CPU_VERSION = "${TENSORFLOW_CPU_VERSION}"
+    KERAS_VERSION          = "${KERAS_VERSION}"
+    TF2ONNX_VERSION        = "${TF2ONNX_VERSION}"
+    ONNX_VERSION           = "${ONNX_VERSION}"
+    ONNXRUNTIME_VERSION    = "${ONNXRUNTIME_VERSION}"
+    NUMPY_VERSION          = "${NUMPY_VERSION}"
+  }
+  tags = ["nav-orch/tensorflow:cpu"]
+  labels = {
+    "org.opencontainers.image.title"       = "nav-orch TensorFlow (CPU)"
+    "org.opencontainers.image.description" = "nav-orch runner image: tensorflow-cpu ${TENSORFLOW_CPU_VERSION}, Keras ${KERAS_VERSION}, tf2onnx ${TF2ONNX_VERSION}, ONNX ${ONNX_VERSION}, ONNX Runtime ${ONNXRUNTIME_VERSION} on Debian bookworm"
+    "org.opencontainers.image.version"     = "${NAV_ORCH_VERSION}"
+    "org.opencontainers.image.source"      = "${SOURCE_URL}"
+    # tensorflow, keras, tf2onnx, onnx: Apache-2.0; onnxruntime: MIT; numpy: BSD-3-Clause.
+    "org.opencontainers.image.licenses"    = "Apache-2.0 AND MIT AND BSD-3-Clause"
+    "org.opencontainers.image.base.name"   = "${DEBIAN_BASE}"
+    "org.nav-orch.flavor"                  = "cpu"
+    "org.nav-orch.ngc-release"             = "none"
+    "org.nav-orch.tensorflow"              = "${TENSORFLOW_CPU_VERSION}"
+    "org.nav-orch.onnxruntime"             = "${ONNXRUNTIME_VERSION}"
+    "org.nav-orch.cuda"                    = "none"
+    "org.nav-orch.tensorrt"                = "none"
+  }
+}
+
+target "jax-cpu" {
+  context    = "images/jax-cpu"
+  dockerfile = "Dockerfile"
+  contexts = {
+    "nav-orch/tensorflow:cpu" = "target:tensorflow-cpu"
+  }
+  args = {
+    BASE_IMAGE  = "nav-orch/tensorflow:cpu"
+    JAX_VERSION = "${JAX_VERSION}"
+  }
+  tags = ["nav-orch/jax:cpu"]
+  labels = {
+    "org.opencontainers.image.title"       = "nav-orch JAX (CPU)"
+    "org.opencontainers.image.description" = "nav-orch runner image: jax/jaxlib ${JAX_VERSION} (CPU) on nav-orch/tensorflow:cpu (tensorflow-cpu ${TENSORFLOW_CPU_VERSION}, tf2onnx ${TF2ONNX_VERSION}, ONNX Runtime ${ONNXRUNTIME_VERSION})"
+    "org.opencontainers.image.version"     = "${NAV_ORCH_VERSION}"
+    "org.opencontainers.image.source"      = "${SOURCE_URL}"
+    # jax, jaxlib and the TensorFlow image's packages: Apache-2.0; onnxruntime: MIT; numpy, scipy: BSD-3-Clause.
+    "org.opencontainers.image.licenses"    = "Apache-2.0 AND MIT AND BSD-3-Clause"
+    "org.opencontainers.image.base.name"   = "nav-orch/tensorflow:cpu"
+    "org.nav-orch.flavor"                  = "cpu"
+    "org.nav-orch.ngc-release"             = "none"
+    "org.nav-orch.jax"                     = "${JAX_VERSION}"
+    "org.nav-orch.tensorflow"              = "${TENSORFLOW_CPU_VERSION}"
+    "org.nav-orch.onnxruntime"             = "${ONNXRUNTIME_VERSION}"
+    "org.nav-orch.cuda"                    = "none"
+    "org.nav-orch.tensorrt"                = "none"
+  }
+}
+
+target "tensorflow-cuda" {
+  context    = "images/tensorflow"
+  dockerfile = "Dockerfile"
+  args = {
+    BASE_IMAGE                   = "${REGISTRY}tensorflow:${TF_NGC_RELEASE}-tf2-py3"
+    TF2ONNX_VERSION              = "${TF2ONNX_VERSION}"
+    ONNXRUNTIME_GPU_CU12_VERSION = "${ONNXRUNTIME_GPU_CU12_VERSION}"
+  }
+  tags = ["nav-orch/tensorflow:${NGC_RELEASE}"]
+  labels = {
+    "org.opencontainers.image.title"       = "nav-orch TensorFlow (NGC ${TF_NGC_RELEASE})"
+    "org.opencontainers.image.description" = "nav-orch runner image: NVIDIA NGC TensorFlow ${TF_NGC_RELEASE} (the last NGC TensorFlow release; TF-TRT and TensorRT from the base) plus tf2onnx ${TF2ONNX_VERSION} and onnxruntime-gpu ${ONNXRUNTIME_GPU_CU12_VERSION}"
+    "org.opencontainers.image.version"     = "${NAV_ORCH_VERSION}"
+    "org.opencontainers.image.source"      = "${SOURCE_URL}"
+    "org.opencontainers.image.licenses"    = "LicenseRef-NVIDIA-Deep-Learning-Container-License AND Apache-2.0 AND MIT"
+    "org.opencontainers.image.base.name"   = "${REGISTRY}tensorflow:${TF_NGC_RELEASE}-tf2-py3"
+    "org.nav-orch.flavor"                  = "cuda"
+    "org.nav-orch.ngc-release"             = "${TF_NGC_RELEASE}"
+    "org.nav-orch.tensorflow"              = "from-base"
+    "org.nav-orch.onnxruntime"             = "${ONNXRUNTIME_GPU_CU12_VERSION}"
+    "org.nav-orch.cuda"                    = "from-base"
+    "org.nav-orch.tensorrt"                = "from-base"
+  }
+}
+
+target "jax-cuda" {
+  context    = "images/jax"
+  dockerfile = "Dockerfile"
+  args = {
+    BASE_IMAGE                   = "${REGISTRY}jax:${JAX_NGC_RELEASE}-py3"
+    TENSORFLOW_CPU_VERSION       = "${TENSORFLOW_CPU_VERSION}"
+    TF2ONNX_VERSION              = "${TF2ONNX_VERSION}"
+    ONNXRUNTIME_GPU_CU12_VERSION = "${ONNXRUNTIME_GPU_CU12_VERSION}"
+  }
+  tags = ["nav-orch/jax:${NGC_RELEASE}"]
+  labels = {
+    "org.opencontainers.image.title"       = "nav-orch JAX (NGC ${JAX_NGC_RELEASE})"
+    "org.opencontainers.image.description" = "nav-orch runner image: NVIDIA NGC JAX ${JAX_NGC_RELEASE} plus tensorflow-cpu ${TENSORFLOW_CPU_VERSION} (for jax2tf), tf2onnx ${TF2ONNX_VERSION} and onnxruntime-gpu ${ONNXRUNTIME_GPU_CU12_VERSION}"
+    "org.opencontainers.image.version"     = "${NAV_ORCH_VERSION}"
+    "org.opencontainers.image.source"      = "${SOURCE_URL}"
+    "org.opencontainers.image.licenses"    = "LicenseRef-NVIDIA-Deep-Learning-Container-License AND Apache-2.0 AND MIT"
+    "org.opencontainers.image.base.name"   = "${REGISTRY}jax:${JAX_NGC_RELEASE}-py3"
+    "org.nav-orch.flavor"                  = "cuda"
+    "org.nav-orch.ngc-release"             = "${JAX_NGC_RELEASE}"
+    "org.nav-orch.jax"                     = "from-base"
+    "org.nav-orch.tensorflow"              = "${TENSORFLOW_CPU_VERSION}"
+    "org.nav-orch.onnxruntime"             = "${ONNXRUNTIME_GPU_CU12_VERSION}"
+    "org.nav-orch.cuda"                    = "from-base"
+    "org.nav-orch.tensorrt"                = "none"
   }
 }

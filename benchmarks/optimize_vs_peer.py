@@ -54,7 +54,9 @@ def run_nav_orch(cmd: list[str], samples: Path, workspace: Path, timeout_s: floa
     """Wall time, exit code and peak RSS of one `nav-orch optimize`."""
     shutil.rmtree(workspace, ignore_errors=True)  # a leftover workspace would let it reuse jobs
     argv = cmd + ["optimize", "examples/mlp.py:make_mlp", "--samples", str(samples), "--images", "cpu",
-                  "--gpus", "none", "--workspace", str(workspace), "--progress", "quiet", "--json"]
+                  "--gpus", "none", "--workspace", str(workspace), "--progress", "quiet", "--json",
+                  # The peer serves nothing: compare export, verify and profile only.
+                  "--no-triton"]
     with open(f"{workspace}.stdout", "wb") as stdout, open(f"{workspace}.stderr", "wb") as stderr:
         start = time.perf_counter()
         proc = subprocess.Popen(argv, cwd=REPO_ROOT, stdout=stdout, stderr=stderr)

@@ -10,7 +10,7 @@ import numpy as np
 
 from orchestrator import __version__, cache, docker_engine
 from orchestrator.errors import BadInput, EnvironmentProblem, NavOrchError
-from orchestrator.executor import DockerExecutor, Executor, LocalExecutor
+from orchestrator.executor import DockerExecutor, Executor, LocalExecutor, check_readable_by_runner
 from orchestrator.gpus import host_gpus, select_gpus
 from orchestrator.images import image_for
 from orchestrator.models import Environment, ImageRecord, OptimizeConfig, RunResults
@@ -38,6 +38,17 @@ def prepare_samples(config: OptimizeConfig) -> dict[str, np.ndarray]:
     raise BadInput("no samples: pass --samples FILE.npz or --input NAME:SHAPE:DTYPE for each model input")
 
 
+def profile(config: OptimizeConfig, reporter: Optional[Reporter] = None, executor: ExecutorKind = "docker",
+            python: Optional[str] = None, force: bool = False) -> RunResults:
+    """Profile a Python callable (`config.model.kind == "function"`) on the samples: the optimize
+    run with one profile-only variant, `python-function`, and no Triton stage (a bare function
+    has no model to serve). Its best is that variant when the function ran, else None."""
+    if config.model.kind != "function":
+        raise BadInput(f"profile takes a file.py:function, not a {config.model.kind} model (use optimize)")
+    config = config.model_copy(update={"triton": config.triton.model_copy(update={"enabled": False})})
+    return optimize(config, reporter, executor, python, force)
+
+
 def optimize(config: OptimizeConfig, reporter: Optional[Reporter] = None, executor: ExecutorKind = "docker",
              python: Optional[str] = None, force: bool = False) -> RunResults:
     """Export, verify, profile and select; results.json is kept up to date in the workspace.
@@ -60,9 +71,12 @@ def optimize(config: OptimizeConfig, reporter: Optional[Reporter] = None, execut
         environment.docker = docker_engine.engine_version(client)
         info = docker_engine.inspect_image(client, tag)
         if info is None:
-            flavor = "cpu" if config.images == "cpu" else "cuda"
-            raise EnvironmentProblem(f"image {tag} is not built: run `nav-orch images build --flavor {flavor}`")
+            build = ("--flavor cpu" if config.images == "cpu"
+                     else f"--flavor cuda --set NGC_RELEASE={config.images}")
+            raise EnvironmentProblem(f"image {tag} is not built: run `nav-orch images build {build}`")
         image = ImageRecord(tag=tag, id=info.id, labels=info.labels)
+        # The model's folder is what gets mounted; the file in it must be readable too.
+        check_readable_by_runner(config.model.path)
         runner: Executor = DockerExecutor(workspace, config.job_timeout_s, client, run_id,
                                           config.memory, config.pids)
     else:

@@ -39,7 +39,11 @@ def file_digest(path: Path) -> str:
 
 def model_digest(model_file: Path) -> str:
     """The model file's content, plus name, size and mtime of the files beside a factory
-    (its weights or helper modules), so editing any of them invalidates the run."""
+    (its weights or helper modules), so editing any of them invalidates the run. A folder
+    model (a SavedModel) is the content of every file in it."""
+    if model_file.is_dir():
+        files = sorted(p for p in model_file.rglob("*") if p.is_file())
+        return _digest(*(f"{p.relative_to(model_file)}:{file_digest(p)}" for p in files))
     parts = [file_digest(model_file)]
     if model_file.suffix == ".py":
         siblings = sorted(p for p in model_file.parent.rglob("*") if p.is_file() and p != model_file)

@@ -1,6 +1,7 @@
 """The `nav-orch` command line."""
 from __future__ import annotations
 
+import inspect
 import os
 import sys
 from pathlib import Path
@@ -12,9 +13,9 @@ from rich.console import Console
 
 from orchestrator import api, docker_engine, images
 from orchestrator.errors import BadInput, ExitCode, NavOrchError
-from orchestrator.model_ref import parse_model
-from orchestrator.models import FRAMEWORK_FORMATS, OptimizeConfig, Tolerances, TritonSettings
-from orchestrator.progress import LiveReporter, ProgressMode, make_reporter, print_summary, stderr_console
+from orchestrator.model_ref import parse_function, parse_model
+from orchestrator.models import FRAMEWORK_FORMATS, OptimizeConfig, RunResults, Tolerances, TritonSettings
+from orchestrator.progress import LiveReporter, make_reporter, print_summary, stderr_console
 from orchestrator.samples import parse_input_spec
 from runners.protocol import ALL_PRECISIONS
 
@@ -76,10 +77,44 @@ def resolve_gpus(gpus: str, images_release: str) -> str:
     return "all" if Path("/dev/nvidiactl").exists() else "none"
 
 
+def parse_batch_sizes(text: str) -> list[int]:
+    try:
+        return [int(size) for size in split_list(text)]
+    except ValueError:
+        raise BadInput(f"--batch-sizes {text!r}: expected integers like 1,8,64") from None
+
+
+def run_reported(call: Callable[[object], T], progress: str, console: Console) -> T:
+    """Run an API call with the progress reporter `--progress` asks for."""
+    if progress not in ("auto", "plain", "quiet"):
+        raise BadInput(f"--progress {progress!r}: use auto, plain or quiet")
+    reporter = make_reporter(progress, console)  # type: ignore[arg-type]
+    if isinstance(reporter, LiveReporter):
+        with reporter:
+            return call(reporter)
+    return call(reporter)
+
+
+def resolve_release(images_release: str, gpus: str) -> str:
+    """`--images auto`: the CUDA images on a GPU host unless --gpus none, else the CPU ones."""
+    return images.default_release(gpus != "none") if images_release == "auto" else images_release
+
+
+def report(results: RunResults, workspace: Path, json_output: bool, progress: str, console: Console) -> int:
+    """results.json on stdout with --json, the summary table, and the exit code."""
+    if json_output:
+        sys.stdout.write(results.model_dump_json(indent=2) + "\n")
+    if progress != "quiet" or not json_output:
+        print_summary(results, console if json_output else Console(), str(workspace))
+    return ExitCode.OK if results.best else ExitCode.NO_VARIANT
+
+
 @app.command()
 def optimize(
-    model: str = typer.Argument(..., help="file.py:factory, a TorchScript file (.pt/.ts) or an ExportedProgram (.pt2)"),
-    framework: Optional[str] = typer.Option(None, help="The model's framework; inferred where possible."),
+    model: str = typer.Argument(..., help="file.py:factory, a TorchScript file (.pt/.ts), an ExportedProgram "
+                                "(.pt2), an ONNX file (.onnx), a Keras file (.keras) or a SavedModel folder."),
+    framework: Optional[str] = typer.Option(None, help="torch, tensorflow, jax or onnx; inferred from the file or "
+                                            "the factory's imports where possible."),
     model_arg: list[str] = typer.Option([], "--model-arg", help="key=value passed to the factory (repeatable)."),
     samples: Optional[Path] = typer.Option(None, help=".npz with one array per model input, batch on axis 0."),
     input_spec: list[str] = typer.Option([], "--input", help="NAME:SHAPE:DTYPE for seeded random samples (repeatable)."),
@@ -88,13 +123,16 @@ def optimize(
                                           "that the device runs."),
     precisions: Optional[str] = typer.Option(None, help="Comma-separated fp32,fp16,bf16; default: fp32 on CPUs, "
                                              "all three on GPUs."),
+    exhaustive: bool = typer.Option(False, "--exhaustive", help="On GPUs, build torch.compile variants in every "
+                                    "precision, not only in the one that won among the other formats."),
     batch_sizes: str = typer.Option("1,8,64", help="Comma-separated batch sizes to profile."),
     atol: list[str] = typer.Option([], help="Absolute tolerance: VALUE, or OUTPUT=VALUE (repeatable)."),
     rtol: list[str] = typer.Option([], help="Relative tolerance: VALUE, or OUTPUT=VALUE (repeatable)."),
     objective: str = typer.Option("throughput", help="throughput or latency."),
     latency_budget_ms: Optional[float] = typer.Option(None, help="Only consider points with p99 under this."),
     workspace: Path = typer.Option(Path("nav-workspace"), help="Folder for artifacts, logs and results.json."),
-    images_release: str = typer.Option("cpu", "--images", help="cpu, or the NGC release of the CUDA images."),
+    images_release: str = typer.Option("auto", "--images", help="cpu, or the NGC release of the CUDA images; "
+                                       "auto: the bake file's release on a GPU host (unless --gpus none), else cpu."),
     gpus: str = typer.Option("auto", help="Docker's syntax: all, N, device=0,2 or none; auto: all if present."),
     jobs: int = typer.Option(os.cpu_count() or 1, help="Variants built in parallel."),
     timeout: float = typer.Option(900.0, help="Seconds each job may take."),
@@ -114,8 +152,6 @@ def optimize(
     console = stderr_console()
 
     def run() -> int:
-        if progress not in ("auto", "plain", "quiet"):
-            raise BadInput(f"--progress {progress!r}: use auto, plain or quiet")
         if executor not in ("docker", "local"):
             raise BadInput(f"--executor {executor!r}: use docker or local")
         ref = parse_model(model, model_arg, framework)
@@ -129,28 +165,69 @@ def optimize(
         wrong = [p for p in chosen_precisions or [] if p not in ALL_PRECISIONS]
         if wrong:
             raise BadInput(f"--precisions: {', '.join(wrong)} unknown; choose from {', '.join(ALL_PRECISIONS)}")
-        try:
-            sizes = [int(size) for size in split_list(batch_sizes)]
-        except ValueError:
-            raise BadInput(f"--batch-sizes {batch_sizes!r}: expected integers like 1,8,64") from None
+        release = resolve_release(images_release, gpus)
         config = OptimizeConfig(
             model=ref, samples=samples, inputs=[parse_input_spec(s) for s in input_spec], seed=seed,
-            formats=chosen, precisions=chosen_precisions, batch_sizes=sizes, tolerances=parse_tolerances(atol, rtol), objective=objective,
-            latency_budget_ms=latency_budget_ms, workspace=workspace, images=images_release,
-            gpus=resolve_gpus(gpus, images_release), jobs=jobs, job_timeout_s=timeout, memory=memory, pids=pids,
+            formats=chosen, precisions=chosen_precisions, exhaustive=exhaustive, batch_sizes=parse_batch_sizes(batch_sizes),
+            tolerances=parse_tolerances(atol, rtol), objective=objective,
+            latency_budget_ms=latency_budget_ms, workspace=workspace, images=release,
+            gpus=resolve_gpus(gpus, release), jobs=jobs, job_timeout_s=timeout, memory=memory, pids=pids,
         )
         config.triton = triton_settings(no_triton, triton_all, triton_concurrency)
-        reporter = make_reporter(progress, console)  # type: ignore[arg-type]
-        if isinstance(reporter, LiveReporter):
-            with reporter:
-                results = api.optimize(config, reporter, executor, python, force)  # type: ignore[arg-type]
-        else:
-            results = api.optimize(config, reporter, executor, python, force)  # type: ignore[arg-type]
-        if json_output:
-            sys.stdout.write(results.model_dump_json(indent=2) + "\n")
-        if progress != "quiet" or not json_output:
-            print_summary(results, console if json_output else Console(), str(config.workspace))
-        return ExitCode.OK if results.best else ExitCode.NO_VARIANT
+        results = run_reported(lambda reporter: api.optimize(config, reporter, executor, python, force),  # type: ignore[arg-type]
+                               progress, console)
+        return report(results, config.workspace, json_output, progress, console)
+
+    raise typer.Exit(guarded(run))
+
+
+# `profile` takes optimize's options of the same names: declared once, on optimize.
+_OPTIMIZE_OPTIONS = inspect.signature(optimize).parameters
+
+
+def _option(name: str):
+    return _OPTIMIZE_OPTIONS[name].default
+
+
+@app.command()
+def profile(
+    function: str = typer.Argument(..., help="file.py:function: any Python callable, called with the samples as "
+                                   "numpy arrays (positional, in the samples' order)."),
+    framework: Optional[str] = typer.Option(None, help="Whose runner image runs it; default: torch "
+                                            "(numpy is in every image)."),
+    samples: Optional[Path] = _option("samples"),
+    input_spec: list[str] = _option("input_spec"),
+    seed: int = _option("seed"),
+    batch_sizes: str = _option("batch_sizes"),
+    workspace: Path = _option("workspace"),
+    images_release: str = _option("images_release"),
+    gpus: str = _option("gpus"),
+    timeout: float = _option("timeout"),
+    memory: Optional[str] = _option("memory"),
+    pids: int = _option("pids"),
+    executor: str = _option("executor"),
+    python: Optional[str] = _option("python"),
+    force: bool = _option("force"),
+    json_output: bool = _option("json_output"),
+    progress: str = _option("progress"),
+) -> None:
+    """Profile any Python function on the samples (no export, no verification): results.json gets
+    the variant `python-function` with the same profile fields as `optimize`."""
+    console = stderr_console()
+
+    def run() -> int:
+        if executor not in ("docker", "local"):
+            raise BadInput(f"--executor {executor!r}: use docker or local")
+        ref = parse_function(function, framework)
+        release = resolve_release(images_release, gpus)
+        config = OptimizeConfig(
+            model=ref, samples=samples, inputs=[parse_input_spec(s) for s in input_spec], seed=seed,
+            batch_sizes=parse_batch_sizes(batch_sizes), workspace=workspace, images=release,
+            gpus=resolve_gpus(gpus, release), job_timeout_s=timeout, memory=memory, pids=pids,
+        )
+        results = run_reported(lambda reporter: api.profile(config, reporter, executor, python, force),  # type: ignore[arg-type]
+                               progress, console)
+        return report(results, config.workspace, json_output, progress, console)
 
     raise typer.Exit(guarded(run))
 
@@ -225,6 +302,26 @@ def serve(
                         lambda line: typer.echo(f"nav-orch: {line}", err=True))
 
     guarded(run)
+
+
+@app.command()
+def doctor() -> None:
+    """Check Docker, the images, GPUs, the NVIDIA container runtime and the driver; say what to do."""
+    from orchestrator.bake import load_bake_file
+    from orchestrator.doctor import diagnose
+    from orchestrator.gpus import host_gpus
+
+    def run() -> int:
+        findings = diagnose(load_bake_file(images.BAKE_FILE), docker_engine.connect, host_gpus, images.DEBIAN_BASE)
+        for finding in findings:
+            typer.echo(f"{finding.level:<5} {finding.check}: {finding.detail}")
+            if finding.fix and finding.level != "ok":
+                typer.echo(f"      fix: {finding.fix}")
+        failed = sum(finding.level == "fail" for finding in findings)
+        typer.echo(f"{failed} problem(s)" if failed else "ready")
+        return ExitCode.ENVIRONMENT if failed else ExitCode.OK
+
+    raise typer.Exit(guarded(run))
 
 
 @app.command()

@@ -40,6 +40,11 @@ def engine_version(client: docker.DockerClient) -> str:
     return client.version().get("Version", "unknown")
 
 
+def engine_runtimes(client: docker.DockerClient) -> list[str]:
+    """The OCI runtimes the engine knows (`nvidia` where the NVIDIA container toolkit set itself up)."""
+    return sorted(client.info().get("Runtimes", {}))
+
+
 @dataclass
 class ImageInfo:
     tag: str

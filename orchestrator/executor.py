@@ -37,7 +37,9 @@ CONTAINER_CACHE = "/nav/cache"
 def cache_environment(cache_dir: str) -> dict[str, str]:
     """Where compilers keep their caches, so a variant compiled to verify it is not
     compiled from scratch again to profile it in another process."""
-    return {"TORCHINDUCTOR_CACHE_DIR": f"{cache_dir}/torchinductor", "TRITON_CACHE_DIR": f"{cache_dir}/triton"}
+    return {"TORCHINDUCTOR_CACHE_DIR": f"{cache_dir}/torchinductor", "TRITON_CACHE_DIR": f"{cache_dir}/triton",
+            # TensorRT builder timing caches (runners/tensorrt_plan.py names them per version and GPU).
+            "NAV_ORCH_TENSORRT_CACHE": f"{cache_dir}/tensorrt"}
 
 OnResult = Callable[[JobResult], None]
 
@@ -201,10 +203,13 @@ def check_readable_by_runner(path: Path) -> None:
     the folders above it."""
     if docker_engine.container_user() == f"{os.getuid()}:{os.getgid()}":
         return  # runs as the calling user, who can read what it passed
-    needed = stat.S_IROTH | (stat.S_IXOTH if path.is_dir() else 0)
-    if path.stat().st_mode & needed != needed:
-        raise BadInput(f"{path} is not readable by the runners' user ({docker_engine.container_user()}, "
-                       f"as nav-orch runs as root): make it readable (chmod o+r{'x' if path.is_dir() else ''})")
+    # A folder model (a SavedModel) is read whole: everything in it must be readable too.
+    for item in [path, *(sorted(path.rglob("*")) if path.is_dir() else [])]:
+        needed = stat.S_IROTH | (stat.S_IXOTH if item.is_dir() else 0)
+        if item.stat().st_mode & needed != needed:
+            raise BadInput(f"{item} is not readable by the runners' user ({docker_engine.container_user()}, "
+                           "as nav-orch runs as root): make it readable ("
+                           + (f"chmod -R o+rX {path})" if path.is_dir() else "chmod o+r)"))
 
 
 class ContainerProcess:

@@ -25,6 +25,11 @@ BAKE_FILE = ROOT / "docker-bake.hcl"
 # The image repository of each framework's runners; the tag is the NGC release, or "cpu".
 FRAMEWORK_IMAGES: dict[str, str] = {
     "torch": "nav-orch/pytorch",
+    "tensorflow": "nav-orch/tensorflow",
+    "jax": "nav-orch/jax",  # the TensorFlow image plus JAX: jax2tf exports need TensorFlow
+    # ONNX models run in the PyTorch images: they carry onnx and ONNX Runtime (and the CUDA one
+    # TensorRT), so a separate ONNX image would only duplicate them.
+    "onnx": "nav-orch/pytorch",
 }
 CPU_RELEASE = "cpu"
 
@@ -49,6 +54,13 @@ def image_for(framework: str, release: str) -> str:
         raise BadInput(f"no runner image for framework {framework!r} "
                        f"(known: {', '.join(sorted(FRAMEWORK_IMAGES))})") from None
     return f"{repository}:{release}"
+
+
+def default_release(gpus_wanted: bool) -> str:
+    """`--images auto`: the CUDA images of the bake file's NGC release on a GPU host, else the CPU ones."""
+    if not gpus_wanted or not Path("/dev/nvidiactl").exists():
+        return CPU_RELEASE
+    return load_bake_file(BAKE_FILE).resolve_variables()["NGC_RELEASE"]
 
 
 # --- the Debian base ------------------------------------------------------------------------
@@ -158,6 +170,7 @@ def build_images(client: docker.DockerClient, bake_file: Path,
 
     pip_text = _pip_config_text(pip_config, on_line)
     ca_path = _ca_bundle_path(ca_bundle, pip_text, on_line)
+    pip_text = pip_config_for_build(pip_text)
 
     for target in targets:
         base = target.args.get("BASE_IMAGE")
@@ -265,6 +278,38 @@ def host_pip_config(environ: Optional[Mapping[str, str]] = None, home: Optional[
                 parser.add_section("global")
             parser.set("global", setting.lower().replace("_", "-"), environ[f"PIP_{setting}"])
     if not parser.sections():
+        return None
+    out = io.StringIO()
+    parser.write(out)
+    return out.getvalue()
+
+
+# Settings that name files on the host: inside a build they point at nothing (pip fails on a
+# missing constraints file). The CA bundle travels separately, as .build-extras/ca.crt.
+HOST_FILE_SETTINGS = ("constraint", "constraints", "requirement", "cert", "client-cert")
+LOCATION_SETTINGS = ("find-links", "index-url", "extra-index-url")
+
+
+def pip_config_for_build(text: Optional[str]) -> Optional[str]:
+    """The pip configuration without what a build container cannot use: host files, local
+    folders, file:// indexes; None when nothing is left."""
+    if text is None:
+        return None
+    parser = configparser.RawConfigParser()
+    parser.read_string(text)
+    for section in parser.sections():
+        for option in HOST_FILE_SETTINGS:
+            parser.remove_option(section, option)
+        for option in LOCATION_SETTINGS:
+            if not parser.has_option(section, option):
+                continue
+            kept = [value for value in parser.get(section, option).split()
+                    if value.startswith(("http://", "https://"))]
+            if kept:
+                parser.set(section, option, " ".join(kept))
+            else:
+                parser.remove_option(section, option)
+    if not any(parser.items(section) for section in parser.sections()):
         return None
     out = io.StringIO()
     parser.write(out)

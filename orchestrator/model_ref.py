@@ -9,8 +9,16 @@ from typing import Any, Optional
 from orchestrator.errors import BadInput
 from orchestrator.models import ModelRef
 
-SUFFIX_KINDS = {".pt": "torchscript", ".ts": "torchscript", ".pt2": "exported_program"}
-IMPORT_FRAMEWORKS = {"torch": "torch"}
+# .keras: a Keras 3 model file (model.save("m.keras")).
+SUFFIX_KINDS = {".pt": "torchscript", ".ts": "torchscript", ".pt2": "exported_program", ".onnx": "onnx",
+                ".keras": "keras"}
+# Files that fix their framework whatever --framework says (others default to torch).
+SUFFIX_FRAMEWORKS = {".onnx": "onnx", ".keras": "tensorflow"}
+# A folder holding saved_model.pb is a TensorFlow SavedModel (jax2tf writes the same layout).
+SAVEDMODEL_FILE = "saved_model.pb"
+# Keras 3 runs on the TensorFlow backend in the tensorflow images; flax is JAX underneath.
+IMPORT_FRAMEWORKS = {"torch": "torch", "tensorflow": "tensorflow", "keras": "tensorflow", "tf_keras": "tensorflow",
+                     "jax": "jax", "flax": "jax"}
 
 
 def parse_model_args(pairs: list[str]) -> dict[str, Any]:
@@ -41,6 +49,8 @@ def parse_model(text: str, model_args: list[str], framework: Optional[str]) -> M
     path = Path(path_text).expanduser()
     if not path.exists():
         raise BadInput(f"model {path_text}: no such file")
+    if path.is_dir():
+        return parse_savedmodel(path, path_text, model_args, framework)
     if not path.is_file():
         raise BadInput(f"model {path_text}: not a file")
     path = path.resolve()
@@ -49,13 +59,43 @@ def parse_model(text: str, model_args: list[str], framework: Optional[str]) -> M
             raise BadInput(f"model {text}: name the factory function, as in {path_text}:make_model")
         framework = framework or infer_framework(path)
         if framework is None:
-            raise BadInput(f"model {text}: cannot tell its framework from its imports; pass --framework torch")
+            raise BadInput(f"model {text}: cannot tell its framework from its imports; "
+                           "pass --framework (torch, tensorflow or jax)")
         return ModelRef(path=path, kind="factory", factory=factory, args=parse_model_args(model_args),
                         framework=framework)
     kind = SUFFIX_KINDS.get(path.suffix)
     if kind is None:
-        raise BadInput(f"model {path_text}: expected file.py:factory, a TorchScript file (.pt, .ts) "
-                       "or an ExportedProgram (.pt2)")
+        raise BadInput(f"model {path_text}: expected file.py:factory, a TorchScript file (.pt, .ts), "
+                       "an ExportedProgram (.pt2), an ONNX model (.onnx), a Keras model (.keras) "
+                       "or a SavedModel folder")
     if model_args:
         raise BadInput("--model-arg applies only to a file.py:factory model")
-    return ModelRef(path=path, kind=kind, framework=framework or "torch")
+    fixed = SUFFIX_FRAMEWORKS.get(path.suffix)
+    if fixed and framework not in (None, fixed):
+        raise BadInput(f"model {path_text}: a {path.suffix} file is run as framework {fixed}, not {framework}; "
+                       "drop --framework")
+    return ModelRef(path=path, kind=kind, framework=fixed or framework or "torch")
+
+
+def parse_savedmodel(path: Path, path_text: str, model_args: list[str], framework: Optional[str]) -> ModelRef:
+    """A folder MODEL: a TensorFlow SavedModel (run as framework tensorflow, whoever wrote it)."""
+    if not (path / SAVEDMODEL_FILE).is_file():
+        raise BadInput(f"model {path_text}: a folder, but not a TensorFlow SavedModel (no {SAVEDMODEL_FILE} in it)")
+    if model_args:
+        raise BadInput("--model-arg applies only to a file.py:factory model")
+    if framework not in (None, "tensorflow"):
+        raise BadInput(f"model {path_text}: a SavedModel is run as framework tensorflow, not {framework}; "
+                       "drop --framework")
+    return ModelRef(path=path.resolve(), kind="savedmodel", framework="tensorflow")
+
+
+def parse_function(text: str, framework: Optional[str]) -> ModelRef:
+    """`file.py:function` for `nav-orch profile`: any callable, run in the torch image unless
+    --framework names another (numpy, which the runner feeds it, is in every image)."""
+    path_text, sep, name = text.rpartition(":")
+    if not sep or not path_text.endswith(".py") or not name.isidentifier():
+        raise BadInput(f"{text}: expected file.py:function, as in model.py:predict")
+    path = Path(path_text).expanduser()
+    if not path.is_file():
+        raise BadInput(f"{path_text}: no such file")
+    return ModelRef(path=path.resolve(), kind="function", factory=name, framework=framework or "torch")

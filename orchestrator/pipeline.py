@@ -18,6 +18,7 @@ from typing import Optional, Protocol
 import numpy as np
 
 from orchestrator import cache
+from orchestrator.errors import BadInput
 from orchestrator.executor import Executor, OnResult, Placement
 from orchestrator.models import (
     COMPILED_FORMATS, ImageRecord, OptimizeConfig, RunResults, VariantResult, default_formats, default_precisions,
@@ -26,12 +27,11 @@ from orchestrator.scheduler import Scheduler, Unit
 from orchestrator.selection import select_best
 from orchestrator.workspace import Workspace
 from runners.protocol import (
-    ALL_PRECISIONS, FORMAT_ARTIFACT, FORMAT_CONVERSION, FORMAT_PRECISIONS, FORMAT_RUNNER, IOSpec, Job, JobResult,
+    ALL_PRECISIONS, FORMAT_ARTIFACT, FORMAT_CONVERSION, FORMAT_PRECISIONS, FORMAT_RUNNER, FORMAT_TOOLCHAIN,
+    GPU_ONLY_FORMATS, NORMALIZED_SAMPLES, REFERENCE_OUTPUTS, IOSpec, Job, JobResult,
 )
 
 REFERENCE = "reference"
-NORMALIZED_SAMPLES = "samples.npz"
-REFERENCE_OUTPUTS = "reference.npz"
 
 # The stage a variant enters when a job of this kind succeeds.
 NEXT_STAGE = {"export": "exported", "convert": "converted", "verify": "verified", "profile": "done"}
@@ -49,6 +49,10 @@ class Variant:
     precision: str
 
 
+# `nav-orch profile file.py:function`: the callable as the one variant, profiled only.
+FUNCTION_VARIANT = Variant("python-function", "python", "fp32")
+
+
 class ReferenceFailed(Exception):
     """The source model could not be loaded or run on the samples."""
 
@@ -60,6 +64,15 @@ def plan_variants(config: OptimizeConfig, on_gpu: bool) -> list[Variant]:
     precisions = config.precisions or default_precisions(on_gpu)
     return [Variant(f"{fmt}-{precision}", fmt, precision) for fmt in formats for precision in precisions
             if precision in FORMAT_PRECISIONS.get(fmt, ALL_PRECISIONS)]
+
+
+def check_fixed_batch(io: IOSpec, batch_sizes: list[int]) -> None:
+    """A model whose inputs fix the batch axis (an ONNX graph can) is profiled only at that size."""
+    for spec in io.inputs:
+        fixed = spec.shape[io.batch_axis] if len(spec.shape) > io.batch_axis else None
+        if fixed is not None and any(size != fixed for size in batch_sizes):
+            raise BadInput(f"input {spec.name!r} has a fixed batch of {fixed} (axis {io.batch_axis}) in the model: "
+                           f"pass --batch-sizes {fixed}, or export the model with a dynamic batch axis")
 
 
 class Pipeline:
@@ -204,6 +217,7 @@ class Pipeline:
         if result.status != "ok" or result.io is None:
             raise ReferenceFailed(result.error or "the reference job returned no input/output description")
         self.io = result.io
+        check_fixed_batch(self.io, self.config.batch_sizes)
         with np.load(self.workspace.reference / REFERENCE_OUTPUTS, allow_pickle=False) as outputs:
             self.output_scale = {name: float(np.abs(outputs[name]).max(initial=0.0)) for name in outputs.files}
 
@@ -216,7 +230,24 @@ class Pipeline:
 
     # CPU runs: export and verify share a process per variant; one exclusive unit profiles all.
 
+    def skip_before_export(self, variant: Variant) -> bool:
+        """Skip a variant the run cannot build, before any work is spent on it: the reason comes
+        from the image itself (the versions its reference job reported) or the missing GPU."""
+        reason = None
+        if variant.format in FORMAT_TOOLCHAIN:
+            distribution, name = FORMAT_TOOLCHAIN[variant.format]
+            if distribution not in self.image.versions:
+                where = self.image.tag if self.image.tag != "local" else f"the runners' Python ({self.image.id})"
+                reason = f"{name} is not installed in {where}"
+        if reason is None and variant.format in GPU_ONLY_FORMATS and not self.gpus:
+            reason = "needs a GPU (this run has none: --gpus)"
+        if reason is not None:
+            self.skip(variant, reason)
+        return reason is not None
+
     def build(self, variant: Variant, gpu: Optional[str]) -> None:
+        if self.skip_before_export(variant):
+            return
         export = self.export_job(variant, "cpu")
         jobs = [export, *self.built_jobs(variant, "cpu", needs=[export.id])]
         self.reporter.stage(variant.name, "exporting")
@@ -243,6 +274,8 @@ class Pipeline:
     # gets a process of its own, built only in the precision that won so far.
 
     def export_only(self, variant: Variant, gpu: Optional[str]) -> None:
+        if self.skip_before_export(variant):
+            return
         self.reporter.stage(variant.name, "exporting")
         self.run_session(f"export-{variant.name}", [self.export_job(variant, "cpu")], self.on_result_of(variant),
                          self.shared_cpus())
@@ -316,16 +349,31 @@ class Pipeline:
                                      needs=needs, gpu=True, exclusive=True))
         return [reference, *exports, *cheap_checks, *compiled]
 
+    # Profile only (`nav-orch profile`): no reference, export or verify; one job times the function.
+
+    def profile_function(self, samples: Path, gpu: Optional[str]) -> None:
+        model, variant = self.config.model, FUNCTION_VARIANT
+        job_id = f"profile-{variant.name}"
+        job = self.job(job_id, "profile", FORMAT_RUNNER[variant.format], self.workspace.job_dir(job_id), after=[],
+                       device="cuda" if gpu is not None else "cpu", model=model.source(), format=variant.format,
+                       inputs={"model": str(model.path.parent), "samples": str(samples)},
+                       batch_sizes=self.config.batch_sizes, profiling=self.config.profiling)
+        self.reporter.stage(variant.name, "profiling")
+        self.run_session("profile", [job], self.on_result_of(variant), Placement(gpu))
+
     # --- the run ----------------------------------------------------------------------
 
     def execute(self, samples: Path) -> RunResults:
-        variants = plan_variants(self.config, bool(self.gpus))
+        function = self.config.model.kind == "function"
+        variants = [FUNCTION_VARIANT] if function else plan_variants(self.config, bool(self.gpus))
         for variant in variants:
             self.variants[variant.name] = VariantResult(name=variant.name, format=variant.format,
                                                         precision=variant.precision, status="pending")
             self.reporter.stage(variant.name, "queued")
         self.save()
-        Scheduler(self.gpus, self.config.jobs).run(self.units(variants, samples), on_abort=self.executor.cancel)
+        units = ([Unit("profile", lambda gpu: self.profile_function(samples, gpu), gpu=bool(self.gpus), exclusive=True)]
+                 if function else self.units(variants, samples))
+        Scheduler(self.gpus, self.config.jobs).run(units, on_abort=self.executor.cancel)
         best, selection = select_best(list(self.variants.values()), self.config.objective,
                                       self.config.latency_budget_ms)
         with self.lock:

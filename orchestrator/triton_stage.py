@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import traceback
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Callable, Optional, Protocol
 
 import docker
@@ -36,7 +35,6 @@ from orchestrator.selection import select_best
 from orchestrator.tensorrt_guard import builder_tensorrt, check_plan
 from orchestrator.triton_repository import (
     Deployment,
-    NotServable,
     model_config,
     plan_deployment,
     tensor_names,

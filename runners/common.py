@@ -5,14 +5,21 @@ be a different class from the one the runner modules import.
 """
 from __future__ import annotations
 
+import importlib.metadata
+import importlib.util
 import os
+import sys
 import platform
 import subprocess
-from typing import Optional
+from pathlib import Path
+from typing import Any, Callable, Optional
 
 import numpy as np
 
-from runners.protocol import GpuInfo
+from runners.protocol import (
+    FORMAT_ARTIFACT, FORMAT_CONVERSION, FORMAT_TOOLCHAIN, NORMALIZED_SAMPLES, REFERENCE_OUTPUTS, GpuInfo, IOSpec, Job,
+    JobResult, TensorSpec,
+)
 
 
 class Skip(Exception):
@@ -20,7 +27,14 @@ class Skip(Exception):
 
 
 def base_versions() -> dict[str, str]:
-    return {"python": platform.python_version(), "numpy": np.__version__}
+    """Python, numpy, and the optional toolchains (FORMAT_TOOLCHAIN) this image has."""
+    found = {"python": platform.python_version(), "numpy": np.__version__}
+    for distribution, _ in FORMAT_TOOLCHAIN.values():
+        try:  # metadata only: importing TensorRT would cost seconds in every job
+            found[distribution] = importlib.metadata.version(distribution)
+        except importlib.metadata.PackageNotFoundError:
+            pass
+    return found
 
 
 def gpu_info() -> Optional[GpuInfo]:
@@ -39,6 +53,26 @@ def gpu_info() -> Optional[GpuInfo]:
     return GpuInfo(parts[0], parts[1], parts[2], parts[3], *clocks)
 
 
+def export_file(fmt: str) -> str:
+    """The file an export job writes for a format: the intermediate of a format built in two
+    steps (FORMAT_CONVERSION), else the variant's artifact."""
+    return FORMAT_CONVERSION[fmt][1] if fmt in FORMAT_CONVERSION else FORMAT_ARTIFACT[fmt]
+
+
+def import_callable(job: Job) -> Callable[..., Any]:
+    """The function a `file.py:name` model names (a factory, or for `profile` the function itself).
+    The file's folder goes on sys.path, so its sibling modules import."""
+    path = Path(job.inputs["model"]) / job.model.file
+    sys.path.insert(0, str(path.parent))
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    function = getattr(module, job.model.factory, None)
+    if not callable(function):
+        raise ValueError(f"{job.model.file} has no function {job.model.factory!r}")
+    return function
+
+
 def load_npz(path: str) -> dict[str, np.ndarray]:
     with np.load(path, allow_pickle=False) as data:
         return {name: data[name] for name in data.files}
@@ -49,3 +83,26 @@ def one_line(error: BaseException) -> str:
     message = text[0] if text else ""
     message = f"{type(error).__name__}: {message}" if message else type(error).__name__
     return message if len(message) <= 400 else message[:397] + "..."
+
+
+def tensor_spec(name: str, array: np.ndarray) -> TensorSpec:
+    """An input or output as sampled, its batch axis (0) dynamic."""
+    shape: list[Optional[int]] = list(array.shape)
+    if shape:
+        shape[0] = None
+    return TensorSpec(name=name, dtype=str(array.dtype), shape=shape)
+
+
+def save_reference(job: Job, samples: dict[str, np.ndarray], outputs: dict[str, np.ndarray],
+                   io: Optional[IOSpec] = None) -> JobResult:
+    """The reference job's end in every runner: refuse non-finite outputs, write the samples and
+    outputs, describe them (as sampled unless the runner knows better)."""
+    for name, array in outputs.items():
+        if np.issubdtype(array.dtype, np.floating) and not np.isfinite(array).all():
+            raise ValueError(f"the source model's output {name!r} contains NaN or Inf; nothing to verify against")
+    out = Path(job.output_dir)
+    np.savez(out / NORMALIZED_SAMPLES, **samples)
+    np.savez(out / REFERENCE_OUTPUTS, **outputs)
+    io = io or IOSpec(inputs=[tensor_spec(n, a) for n, a in samples.items()],
+                      outputs=[tensor_spec(n, a) for n, a in outputs.items()])
+    return JobResult(job.id, job.kind, "ok", io=io)

@@ -1,12 +1,26 @@
-"""ONNX runner: verifies and profiles ONNX variants in ONNX Runtime."""
+"""ONNX runner: verifies and profiles ONNX variants in ONNX Runtime, and, for an ONNX file
+as the source model, runs the reference and the exports (framework `onnx`)."""
 from __future__ import annotations
+
+import importlib.util
+import shutil
+from pathlib import Path
+from typing import Optional
 
 import numpy as np
 import onnxruntime as ort
 
-from runners.common import Skip, load_npz
+from runners.common import Skip, export_file, load_npz, save_reference
 from runners.measure import batch_of, time_calls, verification_result, verify_outputs
-from runners.protocol import Job, JobResult
+from runners.protocol import IOSpec, Job, JobResult, TensorSpec
+
+# ONNX Runtime's element types as numpy dtypes (bfloat16 and strings have none to compare with).
+ORT_DTYPES = {
+    "tensor(float)": "float32", "tensor(float16)": "float16", "tensor(double)": "float64",
+    "tensor(int64)": "int64", "tensor(int32)": "int32", "tensor(int16)": "int16", "tensor(int8)": "int8",
+    "tensor(uint64)": "uint64", "tensor(uint32)": "uint32", "tensor(uint16)": "uint16", "tensor(uint8)": "uint8",
+    "tensor(bool)": "bool",
+}
 
 
 def versions() -> dict[str, str]:
@@ -58,4 +72,103 @@ def profile(job: Job) -> JobResult:
     return JobResult(job.id, job.kind, "ok", profile=entries)
 
 
-HANDLERS = {"verify": verify, "profile": profile}
+# --- an ONNX file as the source model ----------------------------------------------------------
+
+def source_session(job: Job) -> ort.InferenceSession:
+    """The source as written: graph optimizations off, so the reference is the graph's own
+    arithmetic and the ORT_ENABLE_ALL variant is measured against it."""
+    path = Path(job.inputs["model"]) / job.model.file
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    try:
+        return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    except Exception as error:  # noqa: BLE001 - ORT raises its own types for unreadable files
+        # ORT names the file by its path inside the container, which means nothing to the user.
+        detail = (str(error).strip().splitlines() or [type(error).__name__])[0].replace(str(path), path.name)
+        raise ValueError(f"{path.name} is not a loadable ONNX model: {detail}") from None
+
+
+def graph_dims(shape: list) -> list[Optional[int]]:
+    """ONNX Runtime's dims (ints, symbolic names or None) with None for every dynamic one."""
+    return [dim if isinstance(dim, int) and dim >= 0 else None for dim in shape]
+
+
+def match_samples(sess: ort.InferenceSession, samples: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Key the samples by the graph's input names (by name where all match, else in order) and
+    check each against the graph's dtype and fixed dims, so a mismatch is one clear line."""
+    inputs = sess.get_inputs()
+    names = [spec.name for spec in inputs]
+    if set(samples) != set(names):
+        if len(samples) != len(names):
+            raise ValueError(f"the samples hold {len(samples)} arrays ({', '.join(samples)}) "
+                             f"but the ONNX model takes {len(names)} inputs ({', '.join(names)})")
+        samples = dict(zip(names, samples.values()))
+    for spec in inputs:
+        array = samples[spec.name]
+        expected = ORT_DTYPES.get(spec.type)
+        if expected is None:
+            raise ValueError(f"input {spec.name!r} is {spec.type}, which nav-orch cannot feed from .npz samples")
+        if array.dtype != np.dtype(expected):
+            raise ValueError(f"input {spec.name!r}: the model takes {expected}, the samples hold {array.dtype}")
+        dims = graph_dims(spec.shape)
+        if len(dims) != array.ndim or any(d is not None and d != n for d, n in zip(dims, array.shape)):
+            shown = ["?" if d is None else d for d in dims]
+            raise ValueError(f"input {spec.name!r}: the model takes shape {shown}, "
+                             f"the samples hold {list(array.shape)}")
+    return {name: samples[name] for name in names}
+
+
+def reference(job: Job) -> JobResult:
+    sess = source_session(job)
+    samples = match_samples(sess, load_npz(job.inputs["samples"]))
+    output_names = [spec.name for spec in sess.get_outputs()]
+    outputs = dict(zip(output_names, sess.run(output_names, samples)))
+    io = IOSpec(
+        inputs=[TensorSpec(s.name, str(samples[s.name].dtype), graph_dims(s.shape)) for s in sess.get_inputs()],
+        outputs=[TensorSpec(s.name, str(outputs[s.name].dtype), graph_dims(s.shape)) for s in sess.get_outputs()],
+    )
+    return save_reference(job, samples, outputs, io)
+
+
+def export(job: Job) -> JobResult:
+    """The ONNX variant (ONNX Runtime with every graph optimization, see session()) and the
+    intermediate model.onnx of a TensorRT build are the source file itself; an fp16 ONNX
+    variant is converted with onnxconverter-common where the image has it."""
+    if job.format not in ("onnx", "tensorrt"):
+        raise Skip(f"an ONNX model cannot be exported to {job.format}")
+    source = Path(job.inputs["model"]) / job.model.file
+    target = Path(job.output_dir) / export_file(job.format)
+    check_single_file(source)
+    # TensorRT lowers precision itself (builder flags) from the fp32 graph: its input is the source.
+    if job.format == "onnx" and job.precision != "fp32":
+        convert_precision(source, target, job.precision)
+    else:
+        shutil.copyfile(source, target)
+    return JobResult(job.id, job.kind, "ok", artifact=target.name)
+
+
+def check_single_file(source: Path) -> None:
+    """A model whose weights lie in external data files is more than the one file that is
+    copied: say so instead of handing on a model that cannot load."""
+    import onnx
+    from onnx.external_data_helper import uses_external_data
+
+    model = onnx.load(str(source), load_external_data=False)
+    if any(uses_external_data(tensor) for tensor in model.graph.initializer):
+        raise Skip(f"{source.name} keeps its weights in external data files, which nav-orch does not carry yet")
+
+
+def convert_precision(source: Path, target: Path, precision: str) -> None:
+    if precision != "fp16":
+        raise Skip(f"ONNX Runtime has no {precision} kernels for most operators")
+    if importlib.util.find_spec("onnxconverter_common") is None:
+        raise Skip("an fp16 variant of an ONNX model needs onnxconverter-common, which this runner image lacks")
+    import onnx
+    from onnxconverter_common import float16
+
+    # keep_io_types: fp32 in and out, as the samples and the reference are; fp16 inside.
+    converted = float16.convert_float_to_float16(onnx.load(str(source)), keep_io_types=True)
+    onnx.save(converted, str(target))
+
+
+HANDLERS = {"reference": reference, "export": export, "verify": verify, "profile": profile}

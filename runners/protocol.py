@@ -24,6 +24,9 @@ PROTOCOL_VERSION = 1
 JOB_FILE = "job.json"
 RESULT_FILE = "result.json"
 LOG_FILE = "runner.log"
+# What the reference job writes: the samples keyed by the model's input names, and its outputs.
+NORMALIZED_SAMPLES = "samples.npz"
+REFERENCE_OUTPUTS = "reference.npz"
 
 JobKind = Literal["reference", "export", "convert", "verify", "profile"]
 Status = Literal["ok", "failed", "skipped"]
@@ -42,6 +45,8 @@ FORMAT_RUNNER: dict[str, str] = {
     "tensorrt": "tensorrt",
     "savedmodel": "tensorflow",
     "tf-trt": "tensorflow",
+    # `nav-orch profile file.py:function`: the callable itself, profiled only (no artifact).
+    "python": "python",
 }
 
 # Artifact file name of each format inside its variant folder.
@@ -67,6 +72,15 @@ FORMAT_CONVERSION: dict[str, tuple[str, str]] = {
     "tensorrt": ("tensorrt", "model.onnx"),
     "tf-trt": ("tensorflow", "savedmodel"),
     "torch-tensorrt": ("torch", "model.pt2"),
+}
+
+# Toolchains a format needs beyond its runner's framework: the Python distribution, which
+# every runner reports in its versions when the image has it. The host skips a variant whose
+# toolchain its image lacks before exporting anything for it.
+FORMAT_TOOLCHAIN: dict[str, tuple[str, str]] = {  # format -> (distribution, what it is called)
+    "tensorrt": ("tensorrt", "TensorRT"),
+    "tf-trt": ("tensorrt", "TensorRT"),
+    "torch-tensorrt": ("torch_tensorrt", "Torch-TensorRT"),
 }
 
 # Formats that only make sense on a GPU, and the precisions each format supports where

@@ -6,19 +6,17 @@ import importlib.util
 import inspect
 import json
 import re
-import sys
 from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 import torch
 
-from runners.common import Skip, load_npz
+from runners.common import Skip, export_file, import_callable, load_npz, save_reference
 from runners.measure import batch_of, time_calls, verification_result, verify_outputs
-from runners.protocol import FORMAT_ARTIFACT, IOSpec, Job, JobResult, TensorSpec
+from runners.protocol import FORMAT_ARTIFACT, IOSpec, Job, JobResult
+from runners.tensorrt_plan import batch_range
 
-REFERENCE_OUTPUTS = "reference.npz"
-NORMALIZED_SAMPLES = "samples.npz"
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 COMPILE_MODES = {"torch-compile": "default", "torch-compile-cudagraphs": "reduce-overhead"}
 
@@ -40,14 +38,7 @@ def load_source(job: Job) -> torch.nn.Module:
     source = job.model
     path = Path(job.inputs["model"]) / source.file
     if source.kind == "factory":
-        # The model's own folder goes on sys.path so its sibling modules import.
-        sys.path.insert(0, str(path.parent))
-        spec = importlib.util.spec_from_file_location(path.stem, path)
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        factory = getattr(module, source.factory, None)
-        if not callable(factory):
-            raise ValueError(f"{source.file} has no function {source.factory!r}")
+        factory = import_callable(job)
         # Factories often initialise weights randomly; every job must build the same model.
         torch.manual_seed(0)
         model = factory(**source.args)
@@ -112,40 +103,26 @@ def to_tensors(samples: dict[str, np.ndarray], device: str, precision: str = "fp
     return tensors
 
 
-def tensor_spec(name: str, array: np.ndarray, batch_axis: int) -> TensorSpec:
-    shape: list[int | None] = list(array.shape)
-    if shape:
-        shape[batch_axis] = None
-    return TensorSpec(name=name, dtype=str(array.dtype), shape=shape)
-
-
 def reference(job: Job) -> JobResult:
     model = load_source(job).to(job.device)
     samples = order_samples(load_npz(job.inputs["samples"]), forward_names(model))
     with torch.inference_mode():
         outputs = flatten_outputs(model(*to_tensors(samples, job.device)))
-    for name, array in outputs.items():
-        if np.issubdtype(array.dtype, np.floating) and not np.isfinite(array).all():
-            raise ValueError(f"the source model's output {name!r} contains NaN or Inf; nothing to verify against")
-    out = Path(job.output_dir)
-    np.savez(out / NORMALIZED_SAMPLES, **samples)
-    np.savez(out / REFERENCE_OUTPUTS, **outputs)
-    io = IOSpec(
-        inputs=[tensor_spec(n, a, 0) for n, a in samples.items()],
-        outputs=[tensor_spec(n, a, 0) for n, a in outputs.items()],
-    )
-    return JobResult(job.id, job.kind, "ok", io=io)
+    return save_reference(job, samples, outputs)
 
 
 def export(job: Job) -> JobResult:
-    target = Path(job.output_dir) / FORMAT_ARTIFACT[job.format]
+    target = Path(job.output_dir) / export_file(job.format)
     if job.format in COMPILE_MODES:
         return record_compile_options(job, target)
-    model = load_source(job).to(job.device, DTYPES[job.precision])
+    # TensorRT lowers precision itself (builder flags) from an fp32 ONNX graph, keeping fp32
+    # where a layer needs it; Torch-TensorRT takes the program in the variant's precision.
+    precision = "fp32" if job.format == "tensorrt" else job.precision
+    model = load_source(job).to(job.device, DTYPES[precision])
     samples = load_npz(job.inputs["samples"])
     # A batch of 2: exporters would specialize a batch of 1, and a larger one only costs
     # time (a trace runs the model; half precision on CPUs is slow).
-    example = tuple(to_tensors(batch_of(samples, 2), job.device, job.precision))
+    example = tuple(to_tensors(batch_of(samples, 2), job.device, precision))
     EXPORTERS[job.format](model, example, job.io, target)
     return JobResult(job.id, job.kind, "ok", artifact=target.name)
 
@@ -204,7 +181,38 @@ EXPORTERS: dict[str, Callable[[torch.nn.Module, tuple, IOSpec, Path], None]] = {
     "torchscript-script": export_torchscript_script,
     "exported-program": export_exported_program,
     "onnx": export_onnx,
+    "tensorrt": export_onnx,  # model.onnx, built into an engine by the tensorrt runner
+    "torch-tensorrt": export_exported_program,  # model.pt2, compiled by convert() below
 }
+
+
+def import_torch_tensorrt():
+    try:
+        import torch_tensorrt
+    except (ImportError, OSError):  # OSError: installed, but TensorRT's libraries are missing
+        raise Skip("Torch-TensorRT (torch_tensorrt, with TensorRT) is not installed in this runner image") from None
+    return torch_tensorrt
+
+
+def convert(job: Job) -> JobResult:
+    """Torch-TensorRT: compile the exported program into TensorRT engines for this GPU, with a
+    dynamic batch from the smallest to the largest batch size, saved as TorchScript."""
+    if job.format != "torch-tensorrt":
+        raise ValueError(f"the torch runner converts only torch-tensorrt, not {job.format}")
+    torch_tensorrt = import_torch_tensorrt()
+    if not job.device.startswith("cuda"):
+        raise Skip("Torch-TensorRT needs a GPU; this job runs on the CPU")
+    program = torch.export.load(job.inputs["export"])
+    samples = load_npz(job.inputs["samples"])
+    batches = batch_range(next(iter(samples.values())).shape[0], job.batch_sizes)
+    example = to_tensors(samples, job.device, job.precision)
+    inputs = [torch_tensorrt.Input(min_shape=(batches.min, *t.shape[1:]), opt_shape=(batches.opt, *t.shape[1:]),
+                                   max_shape=(batches.max, *t.shape[1:]), dtype=t.dtype) for t in example]
+    compiled = torch_tensorrt.compile(program, ir="dynamo", inputs=inputs,
+                                      enabled_precisions={DTYPES[job.precision]})
+    target = Path(job.output_dir) / FORMAT_ARTIFACT[job.format]
+    torch_tensorrt.save(compiled, str(target), output_format="torchscript", arg_inputs=example)
+    return JobResult(job.id, job.kind, "ok", artifact=target.name)
 
 
 def load_variant(job: Job) -> torch.nn.Module:
@@ -235,6 +243,8 @@ def _load_variant(job: Job) -> torch.nn.Module:
         return torch.compile(model, mode=options["mode"], backend=options["backend"])
     if job.format == "exported-program":
         return torch.export.load(path).module().to(job.device)
+    if job.format == "torch-tensorrt":
+        import_torch_tensorrt()  # registers the TensorRT engine class the TorchScript file holds
     return torch.jit.load(path, map_location=job.device)
 
 
@@ -264,4 +274,4 @@ def profile(job: Job) -> JobResult:
     return JobResult(job.id, job.kind, "ok", profile=entries)
 
 
-HANDLERS = {"reference": reference, "export": export, "verify": verify, "profile": profile}
+HANDLERS = {"reference": reference, "export": export, "convert": convert, "verify": verify, "profile": profile}

@@ -34,6 +34,16 @@ def cpu_images() -> None:
     assert built.returncode == 0, built.stderr[-3000:]
 
 
+@pytest.fixture(scope="session")
+def runners_python() -> str:
+    """A Python with the CPU image's runner toolchain, for `--executor local` (made once, in .venv-runners)."""
+    python = ROOT / ".venv-runners" / "bin" / "python"
+    made = subprocess.run([sys.executable, str(ROOT / "scripts" / "runners_venv.py"), str(python.parent.parent)],
+                          capture_output=True, text=True, timeout=1800)
+    assert made.returncode == 0, made.stderr[-3000:]
+    return str(python)
+
+
 @pytest.fixture
 def no_leftovers():
     assert leftover_containers() == [], "containers of an earlier run exist before the test"
@@ -43,3 +53,37 @@ def no_leftovers():
 
 def read_results(workspace: Path) -> dict:
     return json.loads((workspace / "results.json").read_text())
+
+
+# --- end-to-end runs on the CPU images ---------------------------------------------------------
+
+E2E_BATCH_SIZES = [1, 4]
+
+
+def run_cpu(command: str, workspace: Path, model: str, *options: str) -> subprocess.CompletedProcess:
+    """`nav-orch COMMAND MODEL` on the CPU images, JSON on stdout, plain progress on stderr."""
+    return nav_orch(command, model, "--images", "cpu", "--gpus", "none", "--workspace", str(workspace),
+                    "--batch-sizes", ",".join(map(str, E2E_BATCH_SIZES)), "--progress", "plain", "--json", *options)
+
+
+def optimize_cpu(workspace: Path, model: str, *options: str) -> subprocess.CompletedProcess:
+    # --no-triton: the Triton stage has its own end-to-end tests (test_e2e_triton.py).
+    return run_cpu("optimize", workspace, model, "--no-triton", *options)
+
+
+def assert_profiled(variant: dict) -> None:
+    assert [p["batch_size"] for p in variant["profile"]] == E2E_BATCH_SIZES
+    for entry in variant["profile"]:
+        latency = entry["latency_ms"]
+        assert 0 < latency["p50"] <= latency["p90"] <= latency["p95"] <= latency["p99"]
+        assert entry["throughput"] > 0
+
+
+def assert_verified_and_profiled(variant: dict) -> None:
+    assert variant["status"] == "ok", variant["error"]
+    assert variant["verification"]["passed"] is True
+    for output in variant["verification"]["outputs"].values():
+        assert output["passed"] is True
+        assert output["max_abs_err"] <= output["atol"] + output["rtol"]
+    assert_profiled(variant)
+    assert variant["artifact"]

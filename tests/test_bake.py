@@ -84,6 +84,35 @@ def test_cuda_target_resolves(bake, no_env):
     assert all(f"org.nav-orch.{name}" in cuda.labels for name in NAV_LABELS)
 
 
+def test_tensorflow_and_jax_targets_resolve(bake, no_env):
+    assert bake.target_names("cpu")[2:4] == ["tensorflow-cpu", "jax-cpu"]
+    assert set(bake.target_names("cuda")) >= {"tensorflow-cuda", "jax-cuda"}
+    # The JAX image is built FROM the TensorFlow one: asking for it alone builds both, in order.
+    assert bake.build_order(["jax-cpu"]) == ["tensorflow-cpu", "jax-cpu"]
+    tf_cpu, jax_cpu, tf_cuda, jax_cuda = bake.select(["tensorflow-cpu", "jax-cpu", "tensorflow-cuda", "jax-cuda"])
+    assert tf_cpu.tags == [images.image_for("tensorflow", "cpu")]
+    assert jax_cpu.tags == [images.image_for("jax", "cpu")]
+    assert tf_cuda.tags == [images.image_for("tensorflow", "25.10")]
+    assert jax_cuda.tags == [images.image_for("jax", "25.10")]
+    assert tf_cpu.args["BASE_IMAGE"] == images.DEBIAN_BASE
+    assert jax_cpu.args["BASE_IMAGE"] == "nav-orch/tensorflow:cpu"
+    assert jax_cpu.contexts == {"nav-orch/tensorflow:cpu": "target:tensorflow-cpu"}
+    assert tf_cpu.args["TENSORFLOW_CPU_VERSION"] == "2.21.0" and tf_cpu.args["TF2ONNX_VERSION"] == "1.17.0"
+    assert jax_cpu.args["JAX_VERSION"] == "0.5.3"
+    # NGC's last TensorFlow container is 25.02: the CUDA TensorFlow image stays on it.
+    assert tf_cuda.args["BASE_IMAGE"] == "nvcr.io/nvidia/tensorflow:25.02-tf2-py3"
+    assert tf_cuda.labels["org.nav-orch.ngc-release"] == "25.02"
+    assert jax_cuda.args["BASE_IMAGE"] == "nvcr.io/nvidia/jax:25.04-py3"
+    for target in (tf_cpu, jax_cpu, tf_cuda, jax_cuda):
+        assert (bake.root / target.context / target.dockerfile).is_file()
+        assert all(f"org.opencontainers.image.{name}" in target.labels for name in OCI_LABELS)
+        assert all(f"org.nav-orch.{name}" in target.labels
+                   for name in ("flavor", "ngc-release", "tensorflow", "onnxruntime", "cuda", "tensorrt"))
+        assert not any("${" in value for value in [*target.args.values(), *target.labels.values(), *target.tags])
+    assert tf_cpu.labels["org.nav-orch.tensorrt"] == jax_cpu.labels["org.nav-orch.tensorrt"] == "none"
+    assert jax_cpu.labels["org.nav-orch.jax"] == "0.5.3"
+
+
 def test_environment_overrides_default(bake, no_env):
     no_env.setenv("NGC_RELEASE", "26.01")
     (cuda,) = bake.select("pytorch-cuda")
@@ -168,8 +197,10 @@ def test_unsupported_target_field_and_invalid_hcl(tmp_path):
 def test_image_for():
     assert images.image_for("torch", "cpu") == "nav-orch/pytorch:cpu"
     assert images.image_for("torch", "25.10") == "nav-orch/pytorch:25.10"
-    with pytest.raises(BadInput, match="no runner image for framework 'jax'"):
-        images.image_for("jax", "cpu")
+    assert images.image_for("tensorflow", "cpu") == "nav-orch/tensorflow:cpu"
+    assert images.image_for("jax", "25.10") == "nav-orch/jax:25.10"
+    with pytest.raises(BadInput, match="no runner image for framework 'mxnet'"):
+        images.image_for("mxnet", "cpu")
 
 
 def test_host_debian_mirror(tmp_path):
@@ -200,6 +231,18 @@ def test_host_pip_config_merges_in_pips_order(tmp_path):
     text = images.host_pip_config({"XDG_CONFIG_DIRS": str(tmp_path / "none"),
                                    "PIP_INDEX_URL": "https://var.example/simple"}, home)
     assert "index-url = https://var.example/simple" in text
+
+
+def test_pip_config_for_build_drops_what_only_the_host_has():
+    text = ("[global]\nconstraint = /etc/xdg/pip/constraints.txt\ncert = /etc/ssl/ca.crt\n"
+            "find-links = /opt/wheels\nextra-index-url = file:///opt/pypi/simple https://mirror.example/simple\n"
+            "timeout = 60\n[install]\nrequirement = /tmp/req.txt\n")
+    build = images.pip_config_for_build(text)
+    assert "extra-index-url = https://mirror.example/simple" in build and "timeout = 60" in build
+    for gone in ("constraint", "cert", "find-links", "file://", "requirement"):
+        assert gone not in build
+    assert images.pip_config_for_build("[global]\nconstraint = /c.txt\n") is None
+    assert images.pip_config_for_build(None) is None
 
 
 def test_host_ca_bundle_order(tmp_path):

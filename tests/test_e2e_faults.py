@@ -130,5 +130,5 @@ def test_ctrl_c_stops_the_run_and_a_rerun_finishes_only_missing_jobs(tmp_path):
     total_jobs = 1 + 2 * 2 + 2  # reference, export + verify per variant, profile per variant
     assert second["jobs"]["reused"] == len(done_before)
     assert second["jobs"]["run"] == total_jobs - len(done_before)
-    assert f"reused {len(done_before)}" in rerun.stderr
+    assert f"reused {len(done_before)}" in rerun.stdout
     assert {v["status"] for v in second["variants"]} == {"ok"}

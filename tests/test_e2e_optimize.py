@@ -6,37 +6,18 @@ import json
 import numpy as np
 import pytest
 
-from conftest import EXAMPLES, nav_orch, read_results
+from conftest import EXAMPLES, assert_verified_and_profiled, read_results
+from conftest import optimize_cpu as optimize
 
 pytestmark = [pytest.mark.docker, pytest.mark.usefixtures("cpu_images", "no_leftovers")]
 ALL_FORMATS = {"torchscript-trace", "torchscript-script", "onnx", "exported-program"}
-BATCH_SIZES = [1, 4]
 
 
-def optimize(workspace, model, *options):
-    # --no-triton: the Triton stage has its own end-to-end tests (test_e2e_triton.py).
-    return nav_orch("optimize", model, "--images", "cpu", "--gpus", "none", "--workspace", str(workspace),
-                    "--batch-sizes", ",".join(map(str, BATCH_SIZES)), "--progress", "plain", "--json", "--no-triton",
-                    *options)
-
-
-def assert_verified_and_profiled(variant):
-    assert variant["status"] == "ok", variant["error"]
-    assert variant["verification"]["passed"] is True
-    for output in variant["verification"]["outputs"].values():
-        assert output["passed"] is True
-        assert output["max_abs_err"] <= output["atol"] + output["rtol"]
-    assert [p["batch_size"] for p in variant["profile"]] == BATCH_SIZES
-    for entry in variant["profile"]:
-        latency = entry["latency_ms"]
-        assert 0 < latency["p50"] <= latency["p90"] <= latency["p95"] <= latency["p99"]
-        assert entry["throughput"] > 0
-    assert variant["artifact"]
-
-
-def test_mlp_every_format_verified_profiled_and_best_chosen(tmp_path):
+@pytest.mark.parametrize("executor, jobs", [("docker", "1"), ("docker", "2"), ("local", "2")])
+def test_mlp_every_format_verified_profiled_and_best_chosen(tmp_path, request, executor, jobs):
     workspace = tmp_path / "ws"
-    run = optimize(workspace, f"{EXAMPLES}/mlp.py:make_mlp", "--input", "input:8,64:float32")
+    where = ["--executor", "local", "--python", request.getfixturevalue("runners_python")] if executor == "local" else []
+    run = optimize(workspace, f"{EXAMPLES}/mlp.py:make_mlp", "--input", "input:8,64:float32", "--jobs", jobs, *where)
     assert run.returncode == 0, run.stderr
     results = json.loads(run.stdout)
     assert results == read_results(workspace)
@@ -47,8 +28,11 @@ def test_mlp_every_format_verified_profiled_and_best_chosen(tmp_path):
         assert (workspace / variant["artifact"]).is_file()
     assert results["best"] in {v["name"] for v in results["variants"]}
     image = results["environment"]["images"][0]
-    assert image["tag"] == "nav-orch/pytorch:cpu" and image["id"].startswith("sha256:")
-    assert image["versions"]["torch"].startswith("2.") and image["versions"]["onnxruntime"]
+    if executor == "docker":
+        assert image["tag"] == "nav-orch/pytorch:cpu" and image["id"].startswith("sha256:")
+    else:
+        assert image["tag"] == "local" and image["id"].endswith("python")
+    assert image["versions"]["torch"].startswith("2.13.") and image["versions"]["onnxruntime"]
     assert "best:" in run.stderr
 
 
@@ -103,3 +87,34 @@ def test_factory_that_raises_is_one_clear_line(tmp_path):
     assert "Traceback" not in run.stderr
     results = read_results(workspace)
     assert results["state"] == "failed" and "weights not found" in results["error"]
+
+
+def test_a_torchscript_file_is_a_model_too(tmp_path):
+    tmp_path.chmod(0o755)
+    first = optimize(tmp_path / "first", f"{EXAMPLES}/mlp.py:make_mlp", "--input", "input:8,64:float32",
+                     "--formats", "torchscript-script")
+    assert first.returncode == 0, first.stderr
+    scripted = tmp_path / "mlp.ts"
+    scripted.write_bytes((tmp_path / "first" / "variants" / "torchscript-script-fp32" / "model.ts").read_bytes())
+    scripted.chmod(0o644)
+    run = optimize(tmp_path / "ws", str(scripted), "--input", "input:8,64:float32",
+                   "--formats", "torchscript-trace,torchscript-script,onnx")
+    assert run.returncode == 0, run.stderr
+    variants = {v["format"]: v for v in json.loads(run.stdout)["variants"]}
+    assert variants["torchscript-trace"]["status"] == "skipped"
+    assert "already TorchScript" in variants["torchscript-trace"]["error"]
+    assert_verified_and_profiled(variants["torchscript-script"])
+    assert_verified_and_profiled(variants["onnx"])
+
+
+def test_torch_compile_on_cpu_is_verified_and_profiled_and_cuda_graphs_need_a_gpu(tmp_path):
+    workspace = tmp_path / "ws"
+    run = optimize(workspace, f"{EXAMPLES}/mlp.py:make_mlp", "--input", "input:8,64:float32",
+                   "--formats", "torch-compile,torch-compile-cudagraphs")
+    assert run.returncode == 0, run.stderr
+    results = json.loads(run.stdout)
+    variants = {v["format"]: v for v in results["variants"]}
+    assert_verified_and_profiled(variants["torch-compile"])
+    assert results["best"] == "torch-compile-fp32"
+    cuda_graphs = variants["torch-compile-cudagraphs"]
+    assert cuda_graphs["status"] == "skipped" and "needs a GPU" in cuda_graphs["error"]

@@ -1,5 +1,4 @@
 import signal
-from pathlib import Path
 
 from orchestrator.executor import Executor, Exit, MountPlan, describe_exit
 from orchestrator.workspace import Workspace
@@ -108,7 +107,12 @@ def test_unreadable_input_is_reported_before_a_container_starts(tmp_path, monkey
     monkeypatch.setattr(docker_engine, "container_user", lambda: "65534:65534")
     private = tmp_path / "private"
     private.mkdir(mode=0o700)
-    with pytest.raises(BadInput, match="chmod o\\+rx"):
+    with pytest.raises(BadInput, match="chmod -R o\\+rX"):
         check_readable_by_runner(private)
     private.chmod(0o755)
     check_readable_by_runner(private)
+    # A folder model (a SavedModel) is read whole: a private file inside it is found too.
+    (private / "variables").write_bytes(b"weights")
+    (private / "variables").chmod(0o600)
+    with pytest.raises(BadInput, match="private/variables is not readable"):
+        check_readable_by_runner(private)

@@ -1,0 +1,25 @@
+"""Python runner: profiles any Python callable (`nav-orch profile file.py:function`), fed the
+samples as numpy arrays, positionally in the order the samples hold them. Nothing is exported
+or verified: the function is timed as it is, with the same loop as every variant."""
+from __future__ import annotations
+
+from runners.common import import_callable, load_npz
+from runners.measure import batch_of, time_calls
+from runners.protocol import Job, JobResult
+
+
+def versions() -> dict[str, str]:
+    return {}
+
+
+def profile(job: Job) -> JobResult:
+    function = import_callable(job)
+    samples = load_npz(job.inputs["samples"])
+    entries = []
+    for batch_size in job.batch_sizes:
+        arrays = list(batch_of(samples, batch_size).values())
+        entries.append(time_calls(lambda: function(*arrays), job.profiling, batch_size))
+    return JobResult(job.id, job.kind, "ok", profile=entries)
+
+
+HANDLERS = {"profile": profile}

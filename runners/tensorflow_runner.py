@@ -1,0 +1,395 @@
+"""TensorFlow runner: loads a Keras model or a SavedModel, exports it (SavedModel, ONNX through
+tf2onnx, and the intermediates of TensorRT and TF-TRT), converts SavedModels with TF-TRT, and
+verifies and profiles SavedModel and TF-TRT variants in TensorFlow. SavedModels that jax2tf
+wrote (runners/jax_runner.py) load here too: they use the same serving signature."""
+from __future__ import annotations
+
+import importlib.util
+import os
+import random
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Mapping, Optional
+
+import numpy as np
+
+# Before TensorFlow loads: its C++ info lines (oneDNN notices) would fill every runner log.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
+
+import tensorflow as tf  # noqa: E402
+
+from runners.common import Skip, export_file, import_callable, load_npz, save_reference  # noqa: E402
+from runners.measure import batch_of, time_calls, verification_result, verify_outputs  # noqa: E402
+from runners.protocol import FORMAT_ARTIFACT, IOSpec, Job, JobResult  # noqa: E402
+
+SIGNATURE = "serving_default"
+# tf2onnx 1.17 and the ONNX Runtime of the images both support opset 17; TensorRT 10 parses it too.
+ONNX_OPSET = 17
+TFTRT_PRECISIONS = {"fp32": "FP32", "fp16": "FP16"}
+
+
+def versions() -> dict[str, str]:
+    build = tf.sysconfig.get_build_info()
+    found = {"tensorflow": tf.__version__, "cuda": str(build.get("cuda_version") or "none")}
+    for name in ("keras", "tf2onnx", "onnxruntime"):
+        if importlib.util.find_spec(name) is not None:
+            found[name] = getattr(__import__(name), "__version__", "unknown")
+    # "tensorrt" only where TF-TRT can use it: the host skips tf-trt variants on images without it
+    # (protocol.FORMAT_TOOLCHAIN).
+    if tensorrt_missing() is None:
+        try:
+            from tensorflow.compiler.tf2tensorrt import _pywrap_py_utils
+
+            found["tensorrt"] = ".".join(map(str, _pywrap_py_utils.get_loaded_tensorrt_version()))
+        except Exception:  # noqa: BLE001 - a version report must never fail a job
+            found["tensorrt"] = "unknown"
+    return found
+
+
+def use_threads() -> None:
+    """Honour the executor's thread share (OMP_NUM_THREADS), which TensorFlow does not read."""
+    threads = os.environ.get("OMP_NUM_THREADS", "")
+    if threads.isdigit() and int(threads) > 0:
+        try:
+            tf.config.threading.set_intra_op_parallelism_threads(int(threads))
+            tf.config.threading.set_inter_op_parallelism_threads(min(2, int(threads)))
+        except RuntimeError:
+            pass  # already initialized in this process: the first job's setting stands
+
+
+def seed_everything(seed: int = 0) -> None:
+    """Factories initialise weights randomly; every job must build the same model."""
+    random.seed(seed)
+    np.random.seed(seed)
+    tf.random.set_seed(seed)
+    if importlib.util.find_spec("keras") is not None:
+        import keras
+
+        keras.utils.set_random_seed(seed)
+
+
+# --- the source model as one callable ------------------------------------------------------------
+
+@dataclass
+class Source:
+    """A model as the runner uses it: call(dict of tensors keyed by input name) -> dict of output
+    tensors keyed by output name. input_names is None where the model does not say (the samples'
+    names are used); output_names None where it has none (output, output_0, ...)."""
+
+    call: Callable[[dict[str, tf.Tensor]], Any]
+    input_names: Optional[list[str]]
+    output_names: Optional[list[str]]
+    owner: Any = None  # what holds the model's variables (saved along with a SavedModel export)
+
+
+def load_source(job: Job) -> Source:
+    use_threads()
+    source = job.model
+    path = Path(job.inputs["model"]) / source.file
+    if source.kind == "factory":
+        factory = import_callable(job)
+        seed_everything()
+        model = factory(**source.args)
+        return keras_source(model, f"{source.factory}()")
+    if source.kind == "keras":
+        import keras
+
+        return keras_source(keras.saving.load_model(str(path), compile=False), path.name)
+    if source.kind == "savedmodel":
+        return savedmodel_source(path)
+    raise ValueError(f"unknown model kind {source.kind!r} for the TensorFlow runner")
+
+
+def keras_source(model: Any, what: str) -> Source:
+    import keras
+
+    if not isinstance(model, keras.Model):
+        raise TypeError(f"{what} returned {type(model).__name__}, not a keras.Model")
+    try:
+        input_names = [getattr(t, "name", None) or f"input_{i}" for i, t in enumerate(model.inputs)]
+    except (AttributeError, ValueError):  # a subclassed model that was never built
+        input_names = None
+    output_names = list(getattr(model, "output_names", None) or []) or None
+
+    def call(inputs: dict[str, tf.Tensor]) -> Any:
+        values = list(inputs.values())
+        return model(values[0] if len(values) == 1 else values, training=False)
+
+    return Source(call, input_names, output_names, owner=model)
+
+
+def savedmodel_source(path: Path) -> Source:
+    loaded = tf.saved_model.load(str(path))
+    if SIGNATURE not in loaded.signatures:
+        found = ", ".join(loaded.signatures) or "none"
+        raise ValueError(f"{path.name} has no {SIGNATURE!r} signature (it has: {found}); "
+                         "save it with signatures={'serving_default': ...}")
+    fn = loaded.signatures[SIGNATURE]
+    input_names = list(fn.structured_input_signature[1])
+    output_names = list(fn.structured_outputs) if isinstance(fn.structured_outputs, dict) else None
+
+    def call(inputs: dict[str, tf.Tensor]) -> Any:
+        return fn(**inputs)
+
+    return Source(call, input_names, output_names, owner=loaded)
+
+
+def key_samples(samples: dict[str, np.ndarray], names: Optional[list[str]]) -> dict[str, np.ndarray]:
+    """Key the samples by the model's input names: by name where all match, else in order."""
+    if not names:
+        return dict(samples)
+    if set(samples) == set(names):
+        return {name: samples[name] for name in names}
+    if len(names) != len(samples):
+        raise ValueError(f"the samples hold {len(samples)} arrays ({', '.join(samples)}) "
+                         f"but the model takes {len(names)} inputs ({', '.join(names)})")
+    return dict(zip(names, samples.values()))
+
+
+def name_outputs(outputs: Any, names: Optional[list[str]]) -> dict[str, Any]:
+    """The model's outputs keyed by name. Sorted by name: TensorFlow flattens a dict of outputs in
+    key order (SavedModel signatures and tf2onnx's ONNX outputs alike), so every variant lists
+    the outputs in the same order as the reference."""
+    if isinstance(outputs, Mapping):
+        named = dict(outputs)
+    elif isinstance(outputs, (list, tuple)):
+        named = dict(zip(names, outputs)) if names and len(names) == len(outputs) else \
+            {f"output_{i}": t for i, t in enumerate(outputs)}
+    else:
+        named = {(names[0] if names and len(names) == 1 else "output"): outputs}
+    return {name: named[name] for name in sorted(named)}
+
+
+def to_numpy(outputs: Mapping[str, Any]) -> dict[str, np.ndarray]:
+    arrays = {}
+    for name, value in outputs.items():
+        array = np.asarray(value)
+        arrays[name] = array.astype(np.float32) if array.dtype in (np.float16, tf.bfloat16.as_numpy_dtype) else array
+    return arrays
+
+
+def reference(job: Job) -> JobResult:
+    source = load_source(job)
+    samples = key_samples(load_npz(job.inputs["samples"]), source.input_names)
+    with tf.device(tf_device(job)):
+        outputs = to_numpy(name_outputs(source.call({n: tf.constant(a) for n, a in samples.items()}),
+                                        source.output_names))
+    return save_reference(job, samples, outputs)
+
+
+# --- export --------------------------------------------------------------------------------------
+
+def input_signature(io: IOSpec) -> list[tf.TensorSpec]:
+    """One TensorSpec per input, named as the reference named it, batch axis dynamic."""
+    return [tf.TensorSpec([None, *spec.shape[1:]], tf.as_dtype(spec.dtype), name=spec.name) for spec in io.inputs]
+
+
+def serving_function(call: Callable[[dict[str, tf.Tensor]], Any], io: IOSpec,
+                     output_names: Optional[list[str]]) -> tf.types.experimental.GenericFunction:
+    """A tf.function with one flat tensor argument per input (the signature's input names are
+    the specs' names) returning a dict keyed by the reference's output names."""
+    names = [spec.name for spec in io.inputs]
+    expected = [spec.name for spec in io.outputs]
+
+    def serve(*args: tf.Tensor) -> dict[str, tf.Tensor]:
+        outputs = name_outputs(call(dict(zip(names, args))), output_names)
+        if len(outputs) != len(expected):
+            raise ValueError(f"the model returned {len(outputs)} outputs, the reference {len(expected)}")
+        return dict(zip(expected, outputs.values()))
+
+    return tf.function(serve, input_signature=input_signature(io), autograph=False)
+
+
+def check_fp32(job: Job) -> None:
+    if job.precision != "fp32":
+        # TF-TRT and TensorRT lower precision themselves from the fp32 graph (see convert);
+        # a half-precision SavedModel would need the model rebuilt under a Keras dtype policy.
+        raise Skip(f"{job.format} variants are exported in fp32 only: for {job.precision}, "
+                   "use tf-trt or tensorrt on a GPU")
+
+
+def export(job: Job) -> JobResult:
+    if job.format in ("savedmodel", "onnx"):
+        check_fp32(job)
+    elif job.format == "tf-trt" and job.precision not in TFTRT_PRECISIONS:
+        raise Skip(f"TF-TRT has no {job.precision} precision mode (it has FP32, FP16, INT8)")
+    elif job.format not in ("tensorrt", "tf-trt"):
+        raise Skip(f"the TensorFlow runner cannot export {job.format}")
+    source = load_source(job)
+    serve = serving_function(source.call, job.io, source.output_names)
+    target = Path(job.output_dir) / export_file(job.format)
+    write_export(job.format, serve, job.io, target, source.owner)
+    return JobResult(job.id, job.kind, "ok", artifact=target.name)
+
+
+def write_export(fmt: str, serve: Any, io: IOSpec, target: Path, owner: Any) -> None:
+    """Write `serve` (a tf.function with a full input signature) as the export of `fmt`: a
+    SavedModel folder (savedmodel; the tf-trt intermediate) or an ONNX file (onnx; the tensorrt
+    intermediate). `owner` holds the variables `serve` uses: tracked, so the SavedModel saves them.
+    Shared with the JAX runner."""
+    if fmt in ("savedmodel", "tf-trt"):
+        save_savedmodel(serve, target, owner)
+    else:
+        save_onnx(serve, io, target)
+
+
+def save_savedmodel(serve: Any, target: Path, owner: Any) -> None:
+    module = tf.Module()
+    module.owner = owner
+    module.serve = serve
+    tf.saved_model.save(module, str(target), signatures={SIGNATURE: serve.get_concrete_function()})
+
+
+def save_onnx(serve: Any, io: IOSpec, target: Path) -> None:
+    import tf2onnx
+
+    # from_function keeps the signature's input names and dynamic batch axis (None -> a symbolic dim).
+    model, _ = tf2onnx.convert.from_function(serve, input_signature=input_signature(io), opset=ONNX_OPSET)
+    # tf2onnx only logs the TensorFlow ops it cannot convert and leaves them in the graph: say which.
+    left = unconverted_ops(model)
+    if left:
+        raise ValueError(f"tf2onnx {tf2onnx.__version__} cannot convert these TensorFlow ops to ONNX: {', '.join(left)}")
+    target.write_bytes(model.SerializeToString())
+
+
+def unconverted_ops(model: Any) -> list[str]:
+    """Op types of the ONNX graph (and its subgraphs) that no ONNX schema defines."""
+    import onnx
+
+    found: set[str] = set()
+
+    def walk(graph: Any) -> None:
+        for node in graph.node:
+            if node.domain in ("", "ai.onnx") and not onnx.defs.has(node.op_type):
+                found.add(node.op_type)
+            for attribute in node.attribute:
+                for sub in [attribute.g] if attribute.HasField("g") else list(attribute.graphs):
+                    walk(sub)
+
+    walk(model.graph)
+    return sorted(found)
+
+
+# --- TF-TRT --------------------------------------------------------------------------------------
+
+def tensorrt_missing() -> Optional[str]:
+    """Why TF-TRT cannot run here, or None."""
+    if not tf.test.is_built_with_cuda():
+        return f"TF-TRT needs TensorFlow built with CUDA and TensorRT; this image has TensorFlow {tf.__version__} " \
+               "for CPUs (no TensorRT)"
+    try:
+        from tensorflow.compiler.tf2tensorrt import _pywrap_py_utils
+
+        if not _pywrap_py_utils.is_tensorrt_enabled():
+            return f"TensorFlow {tf.__version__} here was built without TensorRT: TF-TRT cannot convert"
+    except ImportError:
+        return f"TensorFlow {tf.__version__} here has no TF-TRT module"
+    return None
+
+
+def convert(job: Job) -> JobResult:
+    """TF-TRT: TrtGraphConverterV2 on the exported SavedModel, engines built for the batch sizes
+    that will be profiled (dynamic shapes, one optimization profile each)."""
+    if job.format != "tf-trt":
+        raise Skip(f"the TensorFlow runner converts tf-trt only, not {job.format}")
+    reason = tensorrt_missing()
+    if reason:
+        raise Skip(reason)
+    if not job.device.startswith("cuda") or not tf.config.list_physical_devices("GPU"):
+        raise Skip("TF-TRT builds TensorRT engines for a GPU, and this job has none")
+    if job.precision not in TFTRT_PRECISIONS:
+        raise Skip(f"TF-TRT has no {job.precision} precision mode (it has FP32, FP16, INT8)")
+    from tensorflow.python.compiler.tensorrt import trt_convert as trt
+
+    converter = trt.TrtGraphConverterV2(
+        input_saved_model_dir=job.inputs["export"],
+        input_saved_model_signature_key=SIGNATURE,
+        precision_mode=TFTRT_PRECISIONS[job.precision],
+        use_dynamic_shape=True,
+        dynamic_shape_profile_strategy="Optimal",
+    )
+    converter.convert()
+    samples = load_npz(job.inputs["samples"])
+    order = [spec.name for spec in job.io.inputs]
+
+    def input_fn():
+        # Positional, in the signature's input order (the export's, the reference's).
+        for batch_size in job.batch_sizes:
+            batch = batch_of(samples, batch_size)
+            yield tuple(tf.constant(batch[name]) for name in order)
+
+    converter.build(input_fn=input_fn)
+    target = Path(job.output_dir) / FORMAT_ARTIFACT[job.format]
+    converter.save(str(target))
+    return JobResult(job.id, job.kind, "ok", artifact=target.name)
+
+
+# --- verify and profile --------------------------------------------------------------------------
+
+def tf_device(job: Job) -> str:
+    if job.device.startswith("cuda"):
+        if not tf.config.list_physical_devices("GPU"):
+            # Timing a GPU run's variant on the CPU would mislead the selection.
+            raise Skip(f"TensorFlow {tf.__version__} here sees no GPU (a CPU-only build, or no CUDA)")
+        return "/GPU:0"
+    return "/CPU:0"
+
+
+def load_variant(job: Job) -> Source:
+    """The variant's serving signature; verify and profile in one process share one load."""
+    key = (job.format, job.inputs["artifact"], job.device)
+    if key not in _loaded:
+        _loaded.clear()  # one model in memory at a time
+        use_threads()
+        if job.format not in ("savedmodel", "tf-trt"):
+            raise Skip(f"the TensorFlow runner does not run {job.format} variants")
+        _loaded[key] = savedmodel_source(Path(job.inputs["artifact"]))
+    return _loaded[key]
+
+
+_loaded: dict[tuple, Source] = {}
+
+
+def run_variant(variant: Source, inputs: dict[str, tf.Tensor], reference_names: list[str]) -> dict[str, Any]:
+    outputs = name_outputs(variant.call(inputs), variant.output_names)
+    if len(outputs) != len(reference_names):
+        raise ValueError(f"the variant returned {len(outputs)} outputs, the source model {len(reference_names)}")
+    if set(outputs) == set(reference_names):
+        return {name: outputs[name] for name in reference_names}
+    return dict(zip(reference_names, outputs.values()))
+
+
+def verify(job: Job) -> JobResult:
+    variant = load_variant(job)
+    device = tf_device(job)
+    reference_outputs = load_npz(job.inputs["reference"])
+    samples = key_samples(load_npz(job.inputs["samples"]), variant.input_names)
+    with tf.device(device):
+        inputs = {name: tf.constant(array) for name, array in samples.items()}
+        outputs = to_numpy(run_variant(variant, inputs, list(reference_outputs)))
+    return verification_result(job, verify_outputs(outputs, reference_outputs, job.tolerances))
+
+
+def profile(job: Job) -> JobResult:
+    variant = load_variant(job)
+    device = tf_device(job)
+    samples = key_samples(load_npz(job.inputs["samples"]), variant.input_names)
+    sync = getattr(tf.experimental, "sync_devices", None) if device.startswith("/GPU") else None
+    entries = []
+    with tf.device(device):
+        for batch_size in job.batch_sizes:
+            inputs = {name: tf.constant(array) for name, array in batch_of(samples, batch_size).items()}
+
+            def run() -> None:
+                outputs = variant.call(inputs)
+                if sync is not None:
+                    sync()
+                elif device.startswith("/GPU"):  # no sync_devices: reading a value waits for the GPU
+                    for value in tf.nest.flatten(outputs):
+                        value.numpy()
+
+            entries.append(time_calls(run, job.profiling, batch_size))
+    return JobResult(job.id, job.kind, "ok", profile=entries)
+
+
+HANDLERS = {"reference": reference, "export": export, "convert": convert, "verify": verify, "profile": profile}

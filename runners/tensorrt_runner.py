@@ -1,0 +1,197 @@
+"""TensorRT runner: builds an engine from the exported model.onnx on the GPU the variant runs on
+(convert), then verifies and profiles it with the TensorRT runtime.
+
+Written against TensorRT's documented Python API (10.x: named I/O tensors, execute_async_v3) and
+not run on the hosts nav-orch is developed on, which have no TensorRT. Device buffers are torch
+tensors: the NGC PyTorch image that runs this carries torch. The decisions that need no TensorRT
+(profile shapes, precision flags, workspace, timing cache) are in tensorrt_plan.py.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from runners.common import Skip, load_npz
+from runners.measure import batch_of, time_calls, verification_result, verify_outputs
+from runners.protocol import FORMAT_ARTIFACT, Job, JobResult
+from runners.tensorrt_plan import batch_range, precision_flags, profile_shapes, timing_cache_path, workspace_limit
+
+try:
+    import tensorrt as trt
+except (ImportError, OSError):  # not installed, or its libraries are missing
+    trt = None
+
+NOT_INSTALLED = "TensorRT is not installed in this runner image"
+CACHE_ENV = "NAV_ORCH_TENSORRT_CACHE"  # set by the executors (orchestrator/executor.py)
+
+
+def versions() -> dict[str, str]:
+    # The version guard (orchestrator/tensorrt_guard.py) compares this with the Triton image's.
+    return {"tensorrt": trt.__version__} if trt is not None else {}
+
+
+def require_gpu_runtime(job: Job) -> Any:
+    """torch, for CUDA buffers and streams, once TensorRT and a GPU are known to be there."""
+    if trt is None:
+        raise Skip(NOT_INSTALLED)
+    if not job.device.startswith("cuda"):
+        raise Skip("TensorRT needs a GPU; this job runs on the CPU")
+    try:
+        import torch
+    except ImportError:
+        raise Skip("the TensorRT runner needs torch for GPU buffers, which this image lacks") from None
+    if not torch.cuda.is_available():
+        raise Skip("TensorRT needs a GPU, and CUDA sees none here")
+    return torch
+
+
+# --- convert: model.onnx -> model.plan ----------------------------------------------------------
+
+def convert(job: Job) -> JobResult:
+    torch = require_gpu_runtime(job)
+    logger = trt.Logger(trt.Logger.WARNING)
+    builder = trt.Builder(logger)
+    major = int(trt.__version__.split(".")[0])
+    # Explicit batch is the only mode from TensorRT 10 on; earlier versions need the flag.
+    network = builder.create_network(0 if major >= 10 else 1 << int(trt.NetworkDefinitionCreationFlag.EXPLICIT_BATCH))
+    parser = trt.OnnxParser(network, logger)
+    if not parser.parse_from_file(job.inputs["export"]):
+        errors = [str(parser.get_error(i)) for i in range(parser.num_errors)] or ["no detail"]
+        raise RuntimeError(f"TensorRT's ONNX parser rejected the model: {errors[0]}")
+
+    config = builder.create_builder_config()
+    free, _ = torch.cuda.mem_get_info()
+    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, workspace_limit(free))
+    flags = precision_flags(job.precision, set(trt.BuilderFlag.__members__),
+                            getattr(builder, "platform_has_fast_fp16", None),
+                            torch.cuda.get_device_capability(), trt.__version__)
+    for name in flags.set:
+        config.set_flag(getattr(trt.BuilderFlag, name))
+    for name in flags.clear:
+        config.clear_flag(getattr(trt.BuilderFlag, name))
+    add_profile(builder, network, config, load_npz(job.inputs["samples"]), job.batch_sizes)
+
+    cache_path = timing_cache_path(os.environ.get(CACHE_ENV), job.output_dir, trt.__version__,
+                                   torch.cuda.get_device_name())
+    cache = config.create_timing_cache(cache_path.read_bytes() if cache_path.exists() else b"")
+    config.set_timing_cache(cache, ignore_mismatch=False)
+
+    serialized = builder.build_serialized_network(network, config)
+    if serialized is None:
+        raise RuntimeError("TensorRT could not build an engine (the log above says why)")
+    target = Path(job.output_dir) / FORMAT_ARTIFACT[job.format]
+    target.write_bytes(bytes(serialized))
+    save_timing_cache(config.get_timing_cache(), cache_path)
+    return JobResult(job.id, job.kind, "ok", artifact=target.name)
+
+
+def add_profile(builder: Any, network: Any, config: Any, samples: dict[str, np.ndarray], batch_sizes: list[int]) -> None:
+    """One optimization profile covering the samples and every profiled batch size."""
+    arrays = by_input_name([network.get_input(i).name for i in range(network.num_inputs)], samples)
+    batches = batch_range(next(iter(arrays.values())).shape[0], batch_sizes)
+    profile = builder.create_optimization_profile()
+    needed = False
+    for i in range(network.num_inputs):
+        tensor = network.get_input(i)
+        shapes = profile_shapes(list(tensor.shape), arrays[tensor.name].shape, batches, tensor.name)
+        if shapes is not None:
+            profile.set_shape(tensor.name, shapes.min, shapes.opt, shapes.max)
+            needed = True
+    if needed:
+        config.add_optimization_profile(profile)
+
+
+def save_timing_cache(cache: Any, path: Path) -> None:
+    """Write atomically: parallel builds on other GPUs may share the file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_bytes(bytes(cache.serialize()))
+    os.replace(tmp, path)
+
+
+def by_input_name(names: list[str], samples: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The samples keyed by the engine's input names: by name where all match, else in order."""
+    if set(samples) == set(names):
+        return {name: samples[name] for name in names}
+    if len(samples) != len(names):
+        raise ValueError(f"the engine takes {len(names)} inputs ({', '.join(names)}), "
+                         f"the samples hold {len(samples)} ({', '.join(samples)})")
+    return dict(zip(names, samples.values()))
+
+
+# --- verify and profile: running model.plan ------------------------------------------------------
+
+class Engine:
+    """A deserialized engine and one execution context, fed torch tensors on the GPU."""
+
+    def __init__(self, torch: Any, plan: Path):
+        self.torch = torch
+        self.runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
+        self.engine = self.runtime.deserialize_cuda_engine(plan.read_bytes())
+        if self.engine is None:
+            raise RuntimeError(f"TensorRT {trt.__version__} could not load {plan.name} (built by another version?)")
+        self.context = self.engine.create_execution_context()
+        self.stream = torch.cuda.Stream()
+        names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
+        self.inputs = [n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
+        self.outputs = [n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.OUTPUT]
+        self.bound: dict[str, Any] = {}  # the bound input tensors: the engine reads their memory
+
+    def torch_dtype(self, name: str) -> Any:
+        return self.torch.from_numpy(np.empty(0, dtype=trt.nptype(self.engine.get_tensor_dtype(name)))).dtype
+
+    def bind(self, batch: dict[str, np.ndarray]) -> dict[str, Any]:
+        """Copy a batch to the GPU in the engine's input types, allocate the outputs, set the
+        addresses; returns the output tensors, filled by each `execute()`."""
+        arrays = by_input_name(self.inputs, batch)
+        for name in self.inputs:
+            tensor = self.torch.from_numpy(arrays[name]).to("cuda", self.torch_dtype(name)).contiguous()
+            self.bound[name] = tensor
+            self.context.set_input_shape(name, tuple(tensor.shape))
+            self.context.set_tensor_address(name, tensor.data_ptr())
+        outputs = {}
+        for name in self.outputs:
+            shape = tuple(self.context.get_tensor_shape(name))
+            outputs[name] = self.torch.empty(shape, dtype=self.torch_dtype(name), device="cuda")
+            self.context.set_tensor_address(name, outputs[name].data_ptr())
+        return outputs
+
+    def execute(self) -> None:
+        if not self.context.execute_async_v3(self.stream.cuda_stream):
+            raise RuntimeError("TensorRT failed to run the engine")
+        self.stream.synchronize()
+
+
+def load_engine(job: Job) -> Engine:
+    return Engine(require_gpu_runtime(job), Path(job.inputs["artifact"]))
+
+
+def verify(job: Job) -> JobResult:
+    engine = load_engine(job)
+    reference_outputs = load_npz(job.inputs["reference"])
+    outputs = engine.bind(load_npz(job.inputs["samples"]))
+    engine.execute()
+    if len(outputs) != len(reference_outputs):
+        raise ValueError(f"the engine returned {len(outputs)} outputs, the source model {len(reference_outputs)}")
+    # Matched by name where the exporter kept the names, else in order.
+    names = list(reference_outputs)
+    ordered = [outputs[n] for n in names] if set(outputs) == set(names) else list(outputs.values())
+    actual = {name: tensor.float().cpu().numpy() if tensor.dtype.is_floating_point else tensor.cpu().numpy()
+              for name, tensor in zip(names, ordered)}
+    return verification_result(job, verify_outputs(actual, reference_outputs, job.tolerances))
+
+
+def profile(job: Job) -> JobResult:
+    engine = load_engine(job)
+    samples = load_npz(job.inputs["samples"])
+    entries = []
+    for batch_size in job.batch_sizes:
+        engine.bind(batch_of(samples, batch_size))
+        entries.append(time_calls(engine.execute, job.profiling, batch_size))
+    return JobResult(job.id, job.kind, "ok", profile=entries)
+
+
+HANDLERS = {"convert": convert, "verify": verify, "profile": profile}

@@ -1,0 +1,84 @@
+"""The TensorRT build decisions that need no TensorRT (runners/tensorrt_plan.py)."""
+from __future__ import annotations
+
+import pytest
+
+from runners.common import Skip, export_file
+from runners.tensorrt_plan import (
+    GIB, MAX_WORKSPACE, MIN_WORKSPACE, BatchRange, ShapeRange, batch_range, precision_flags, profile_shapes,
+    timing_cache_path, workspace_limit,
+)
+
+FLAGS_10 = {"FP16", "BF16", "TF32", "INT8", "REFIT"}
+
+
+def test_batch_range_covers_the_samples_and_every_profiled_size_and_tunes_for_the_largest():
+    assert batch_range(8, [1, 8, 64]) == BatchRange(min=1, opt=64, max=64)
+    # Verification runs the samples' own batch, outside the profiled sizes here.
+    assert batch_range(3, [4, 16]) == BatchRange(min=3, opt=16, max=16)
+    assert batch_range(128, [1, 8]) == BatchRange(min=1, opt=8, max=128)
+    assert batch_range(5, []) == BatchRange(min=5, opt=5, max=5)
+
+
+def test_profile_shapes_vary_only_the_batch_axis():
+    shapes = profile_shapes([-1, 3, 224, 224], (8, 3, 224, 224), BatchRange(1, 64, 64))
+    assert shapes == ShapeRange(min=(1, 3, 224, 224), opt=(64, 3, 224, 224), max=(64, 3, 224, 224))
+
+
+def test_dynamic_axes_beyond_the_batch_take_the_samples_size():
+    shapes = profile_shapes([-1, -1], (4, 128), BatchRange(1, 8, 16))
+    assert shapes == ShapeRange(min=(1, 128), opt=(8, 128), max=(16, 128))
+
+
+def test_a_static_input_needs_no_profile_and_a_fixed_batch_stays_fixed():
+    assert profile_shapes([8, 16], (8, 16), BatchRange(1, 8, 8)) is None
+    assert profile_shapes([1, -1], (1, 7), BatchRange(1, 1, 1)) == ShapeRange((1, 7), (1, 7), (1, 7))
+
+
+@pytest.mark.parametrize("dims, shape, message", [
+    ([-1, 16], (4, 16, 1), "rank 2"),
+    ([-1, 16], (4, 32), "axis 1 is 16 in the network, 32 in the samples"),
+])
+def test_profile_shapes_say_where_the_samples_do_not_fit(dims, shape, message):
+    with pytest.raises(ValueError, match=message):
+        profile_shapes(dims, shape, BatchRange(1, 4, 4), name="x")
+
+
+def test_fp32_turns_tf32_off_and_sets_nothing():
+    flags = precision_flags("fp32", FLAGS_10, True, (9, 0), "10.13.3")
+    assert flags.set == () and flags.clear == ("TF32",)
+
+
+def test_half_precisions_set_their_builder_flag():
+    assert precision_flags("fp16", FLAGS_10, True, (9, 0), "10.13.3").set == ("FP16",)
+    assert precision_flags("bf16", FLAGS_10, None, (8, 0), "10.13.3").set == ("BF16",)
+
+
+@pytest.mark.parametrize("precision, available, fast_fp16, capability, reason", [
+    ("fp16", FLAGS_10, False, (6, 1), "no fast fp16"),
+    ("bf16", FLAGS_10, None, (7, 5), "compute capability 8.0 or later; this one is 7.5"),
+    ("fp16", {"TF32"}, None, (9, 0), "TensorRT 11.0.0 has no FP16 builder flag"),
+    ("bf16", {"FP16", "TF32"}, True, (9, 0), "no BF16 builder flag"),
+])
+def test_unsupported_precisions_are_skipped_with_the_reason(precision, available, fast_fp16, capability, reason):
+    with pytest.raises(Skip, match=reason):
+        precision_flags(precision, available, fast_fp16, capability, "11.0.0")
+
+
+def test_workspace_is_half_the_free_memory_within_bounds():
+    assert workspace_limit(80 * GIB) == MAX_WORKSPACE
+    assert workspace_limit(4 * GIB) == 2 * GIB
+    assert workspace_limit(100 << 20) == MIN_WORKSPACE
+
+
+def test_timing_cache_lives_in_the_run_cache_per_version_and_gpu_else_beside_the_engine():
+    path = timing_cache_path("/nav/cache/tensorrt", "/nav/io/3", "10.13.3.9", "NVIDIA H100 80GB HBM3")
+    assert str(path) == "/nav/cache/tensorrt/timing-10.13.3.9-NVIDIA-H100-80GB-HBM3.cache"
+    assert str(timing_cache_path(None, "/nav/io/3", "10.13.3.9", "NVIDIA H100")) == "/nav/io/3/timing.cache"
+
+
+def test_two_step_formats_export_their_intermediate_file():
+    assert export_file("tensorrt") == "model.onnx"
+    assert export_file("torch-tensorrt") == "model.pt2"
+    assert export_file("onnx") == "model.onnx"
+    assert export_file("torchscript-trace") == "model.ts"
