@@ -41,7 +41,8 @@ def check_images(client: docker.DockerClient, bake: BakeFile, flavor: str, requi
             if info is not None:
                 findings.append(Finding(f"image {tag}", "ok", f"built ({info.id[7:19]})"))
             else:
-                needed = "not built" if required else f"not built (needed only for --images {flavor} runs)"
+                use = "--images cpu" if flavor == "cpu" else "--images <NGC release> on GPUs"
+                needed = "not built" if required else f"not built (needed only for {use})"
                 findings.append(Finding(f"image {tag}", "fail" if required else "info", needed,
                                         f"nav-orch images build --flavor {flavor}"))
     return findings

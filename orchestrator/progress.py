@@ -24,7 +24,7 @@ class PlainReporter:
         self.start = time.monotonic()
 
     def _print(self, text: str) -> None:
-        self.console.print(f"[{time.monotonic() - self.start:6.1f}s] {text}", markup=False, highlight=False)
+        say(self.console, f"[{time.monotonic() - self.start:6.1f}s] {text}")
 
     def stage(self, variant: str, stage: str, detail: str = "") -> None:
         self._print(f"{variant}: {stage}" + (f" ({detail})" if detail else ""))
@@ -133,21 +133,28 @@ def results_table(results: RunResults) -> Table:
     return table
 
 
+def say(console: Console, text: str) -> None:
+    """One line as it is: no markup, and unwrapped where it goes to a file or pipe (logs, CI),
+    so every message stays one line there."""
+    console.print(text, markup=False, highlight=False, soft_wrap=not console.is_terminal)
+
+
 def print_summary(results: RunResults, console: Console, workspace: str) -> None:
+    if not console.is_terminal and console.width < 140:
+        console.width = 140  # outside a terminal rich assumes 80 columns, which would cut the variant names
     console.print(results_table(results))
     for variant in results.variants:
         if variant.error:
-            console.print(f"{variant.name}: {variant.status}: {variant.error}", markup=False, highlight=False)
+            say(console, f"{variant.name}: {variant.status}: {variant.error}")
     if results.best:
-        console.print(f"best: {results.best} ({results.selection.reason})", markup=False, highlight=False)
+        say(console, f"best: {results.best} ({results.selection.reason})")
     elif results.selection:
-        console.print(f"no best variant: {results.selection.reason}", markup=False, highlight=False)
+        say(console, f"no best variant: {results.selection.reason}")
     if results.triton and results.triton.error:
-        console.print(f"triton: {results.triton.error}", markup=False, highlight=False)
+        say(console, f"triton: {results.triton.error}")
     if results.jobs.reused:
-        console.print(f"jobs: ran {results.jobs.run}, reused {results.jobs.reused} finished earlier "
-                      "(--force redoes them)", markup=False, highlight=False)
-    console.print(f"results: {workspace}/results.json", markup=False, highlight=False)
+        say(console, f"jobs: ran {results.jobs.run}, reused {results.jobs.reused} finished earlier (--force redoes them)")
+    say(console, f"results: {workspace}/results.json")
 
 
 def stderr_console(no_color: Optional[bool] = None) -> Console:

@@ -73,6 +73,19 @@ def import_callable(job: Job) -> Callable[..., Any]:
     return function
 
 
+def key_by_names(samples: dict[str, np.ndarray], names: Optional[list[str]], taker: str) -> dict[str, np.ndarray]:
+    """Key the samples by the input names `taker` (the model, forward(), the engine) declares: by
+    name where all match, else in order; the samples' own keys where it declares none."""
+    if names is None:
+        return dict(samples)
+    if set(samples) == set(names):
+        return {name: samples[name] for name in names}
+    if len(names) != len(samples):
+        raise ValueError(f"the samples hold {len(samples)} arrays ({', '.join(samples)}) "
+                         f"but {taker} takes {len(names)} ({', '.join(names)})")
+    return dict(zip(names, samples.values()))
+
+
 def load_npz(path: str) -> dict[str, np.ndarray]:
     with np.load(path, allow_pickle=False) as data:
         return {name: data[name] for name in data.files}

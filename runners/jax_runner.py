@@ -14,7 +14,7 @@ from typing import Any, Callable, Optional
 import numpy as np
 
 from runners import tensorflow_runner as tfr  # sets TensorFlow's log level before it loads
-from runners.common import Skip, export_file, import_callable, load_npz, save_reference
+from runners.common import Skip, export_file, import_callable, key_by_names, load_npz, save_reference
 from runners.protocol import IOSpec, Job, JobResult
 
 import jax  # noqa: E402  (after TensorFlow: both load their own XLA; this order is the tested one)
@@ -64,10 +64,7 @@ def reference(job: Job) -> JobResult:
     apply_fn, params = load_function(job)
     names = input_names(apply_fn)
     samples = load_npz(job.inputs["samples"])
-    if names is not None and len(names) != len(samples):
-        raise ValueError(f"the samples hold {len(samples)} arrays ({', '.join(samples)}) "
-                         f"but {job.model.factory}'s apply_fn takes {len(names)} inputs ({', '.join(names)})")
-    samples = tfr.key_samples(samples, names)
+    samples = key_by_names(samples, names, f"{job.model.factory}'s apply_fn")
     outputs = apply_fn(params, *(jax.numpy.asarray(a) for a in samples.values()))
     arrays = tfr.to_numpy({name: np.asarray(value) for name, value in tfr.name_outputs(outputs, None).items()})
     return save_reference(job, samples, arrays)

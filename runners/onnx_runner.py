@@ -10,7 +10,7 @@ from typing import Optional
 import numpy as np
 import onnxruntime as ort
 
-from runners.common import Skip, export_file, load_npz, save_reference
+from runners.common import Skip, export_file, key_by_names, load_npz, save_reference
 from runners.measure import batch_of, time_calls, verification_result, verify_outputs
 from runners.protocol import IOSpec, Job, JobResult, TensorSpec
 
@@ -97,12 +97,7 @@ def match_samples(sess: ort.InferenceSession, samples: dict[str, np.ndarray]) ->
     """Key the samples by the graph's input names (by name where all match, else in order) and
     check each against the graph's dtype and fixed dims, so a mismatch is one clear line."""
     inputs = sess.get_inputs()
-    names = [spec.name for spec in inputs]
-    if set(samples) != set(names):
-        if len(samples) != len(names):
-            raise ValueError(f"the samples hold {len(samples)} arrays ({', '.join(samples)}) "
-                             f"but the ONNX model takes {len(names)} inputs ({', '.join(names)})")
-        samples = dict(zip(names, samples.values()))
+    samples = key_by_names(samples, [spec.name for spec in inputs], "the ONNX model")
     for spec in inputs:
         array = samples[spec.name]
         expected = ORT_DTYPES.get(spec.type)
@@ -115,7 +110,7 @@ def match_samples(sess: ort.InferenceSession, samples: dict[str, np.ndarray]) ->
             shown = ["?" if d is None else d for d in dims]
             raise ValueError(f"input {spec.name!r}: the model takes shape {shown}, "
                              f"the samples hold {list(array.shape)}")
-    return {name: samples[name] for name in names}
+    return samples
 
 
 def reference(job: Job) -> JobResult:

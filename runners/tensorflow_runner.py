@@ -18,7 +18,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
 
 import tensorflow as tf  # noqa: E402
 
-from runners.common import Skip, export_file, import_callable, load_npz, save_reference  # noqa: E402
+from runners.common import Skip, export_file, import_callable, key_by_names, load_npz, save_reference  # noqa: E402
 from runners.measure import batch_of, time_calls, verification_result, verify_outputs  # noqa: E402
 from runners.protocol import FORMAT_ARTIFACT, IOSpec, Job, JobResult  # noqa: E402
 
@@ -134,18 +134,6 @@ def savedmodel_source(path: Path) -> Source:
     return Source(call, input_names, output_names, owner=loaded)
 
 
-def key_samples(samples: dict[str, np.ndarray], names: Optional[list[str]]) -> dict[str, np.ndarray]:
-    """Key the samples by the model's input names: by name where all match, else in order."""
-    if not names:
-        return dict(samples)
-    if set(samples) == set(names):
-        return {name: samples[name] for name in names}
-    if len(names) != len(samples):
-        raise ValueError(f"the samples hold {len(samples)} arrays ({', '.join(samples)}) "
-                         f"but the model takes {len(names)} inputs ({', '.join(names)})")
-    return dict(zip(names, samples.values()))
-
-
 def name_outputs(outputs: Any, names: Optional[list[str]]) -> dict[str, Any]:
     """The model's outputs keyed by name. Sorted by name: TensorFlow flattens a dict of outputs in
     key order (SavedModel signatures and tf2onnx's ONNX outputs alike), so every variant lists
@@ -170,7 +158,7 @@ def to_numpy(outputs: Mapping[str, Any]) -> dict[str, np.ndarray]:
 
 def reference(job: Job) -> JobResult:
     source = load_source(job)
-    samples = key_samples(load_npz(job.inputs["samples"]), source.input_names)
+    samples = key_by_names(load_npz(job.inputs["samples"]), source.input_names, "the model")
     with tf.device(tf_device(job)):
         outputs = to_numpy(name_outputs(source.call({n: tf.constant(a) for n, a in samples.items()}),
                                         source.output_names))
@@ -363,7 +351,7 @@ def verify(job: Job) -> JobResult:
     variant = load_variant(job)
     device = tf_device(job)
     reference_outputs = load_npz(job.inputs["reference"])
-    samples = key_samples(load_npz(job.inputs["samples"]), variant.input_names)
+    samples = key_by_names(load_npz(job.inputs["samples"]), variant.input_names, "the model")
     with tf.device(device):
         inputs = {name: tf.constant(array) for name, array in samples.items()}
         outputs = to_numpy(run_variant(variant, inputs, list(reference_outputs)))
@@ -373,7 +361,7 @@ def verify(job: Job) -> JobResult:
 def profile(job: Job) -> JobResult:
     variant = load_variant(job)
     device = tf_device(job)
-    samples = key_samples(load_npz(job.inputs["samples"]), variant.input_names)
+    samples = key_by_names(load_npz(job.inputs["samples"]), variant.input_names, "the model")
     sync = getattr(tf.experimental, "sync_devices", None) if device.startswith("/GPU") else None
     entries = []
     with tf.device(device):

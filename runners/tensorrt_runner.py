@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from runners.common import Skip, load_npz
+from runners.common import Skip, key_by_names, load_npz
 from runners.measure import batch_of, time_calls, verification_result, verify_outputs
 from runners.protocol import FORMAT_ARTIFACT, Job, JobResult
 from runners.tensorrt_plan import batch_range, precision_flags, profile_shapes, timing_cache_path, workspace_limit
@@ -90,7 +90,7 @@ def convert(job: Job) -> JobResult:
 
 def add_profile(builder: Any, network: Any, config: Any, samples: dict[str, np.ndarray], batch_sizes: list[int]) -> None:
     """One optimization profile covering the samples and every profiled batch size."""
-    arrays = by_input_name([network.get_input(i).name for i in range(network.num_inputs)], samples)
+    arrays = key_by_names(samples, [network.get_input(i).name for i in range(network.num_inputs)], "the engine")
     batches = batch_range(next(iter(arrays.values())).shape[0], batch_sizes)
     profile = builder.create_optimization_profile()
     needed = False
@@ -110,16 +110,6 @@ def save_timing_cache(cache: Any, path: Path) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     tmp.write_bytes(bytes(cache.serialize()))
     os.replace(tmp, path)
-
-
-def by_input_name(names: list[str], samples: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """The samples keyed by the engine's input names: by name where all match, else in order."""
-    if set(samples) == set(names):
-        return {name: samples[name] for name in names}
-    if len(samples) != len(names):
-        raise ValueError(f"the engine takes {len(names)} inputs ({', '.join(names)}), "
-                         f"the samples hold {len(samples)} ({', '.join(samples)})")
-    return dict(zip(names, samples.values()))
 
 
 # --- verify and profile: running model.plan ------------------------------------------------------
@@ -146,7 +136,7 @@ class Engine:
     def bind(self, batch: dict[str, np.ndarray]) -> dict[str, Any]:
         """Copy a batch to the GPU in the engine's input types, allocate the outputs, set the
         addresses; returns the output tensors, filled by each `execute()`."""
-        arrays = by_input_name(self.inputs, batch)
+        arrays = key_by_names(batch, self.inputs, "the engine")
         for name in self.inputs:
             tensor = self.torch.from_numpy(arrays[name]).to("cuda", self.torch_dtype(name)).contiguous()
             self.bound[name] = tensor

@@ -12,7 +12,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from runners.common import Skip, export_file, import_callable, load_npz, save_reference
+from runners.common import Skip, export_file, import_callable, key_by_names, load_npz, save_reference
 from runners.measure import batch_of, time_calls, verification_result, verify_outputs
 from runners.protocol import FORMAT_ARTIFACT, IOSpec, Job, JobResult
 from runners.tensorrt_plan import batch_range
@@ -64,16 +64,8 @@ def forward_names(model: torch.nn.Module) -> list[str] | None:
 
 
 def order_samples(samples: dict[str, np.ndarray], names: list[str] | None) -> dict[str, np.ndarray]:
-    """Key the samples by forward()'s parameter names: by name where all match, else in order."""
-    if names and set(samples) == set(names):
-        return {name: samples[name] for name in names}
-    if names and len(names) != len(samples):
-        raise ValueError(
-            f"the samples hold {len(samples)} arrays ({', '.join(samples)}) "
-            f"but forward() takes {len(names)} ({', '.join(names)})"
-        )
-    names = names or [f"input_{i}" for i in range(len(samples))]
-    return dict(zip(names, samples.values()))
+    """Key the samples by forward()'s parameter names (input_0, ... where it has none)."""
+    return key_by_names(samples, names or [f"input_{i}" for i in range(len(samples))], "forward()")
 
 
 def flatten_outputs(outputs: Any, names: list[str] | None = None) -> dict[str, np.ndarray]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import subprocess
 
 import numpy as np
 import pytest
@@ -96,3 +97,21 @@ def test_tensorrt_and_tf_trt_skipped_on_cpu_images_with_reason(tmp_path, model, 
         assert variant["status"] == "skipped"
         assert "TensorRT" in variant["error"] or "GPU" in variant["error"], variant["error"]
     assert results["best"] is None
+
+
+def test_a_keras_file_is_a_model_too(tmp_path):
+    """A `.keras` file, written by Keras itself in the TensorFlow image (the host has no Keras)."""
+    tmp_path.chmod(0o777)  # the image's user writes the file
+    save = ("import sys; sys.path.insert(0, '/examples'); from keras_mlp import make_keras_mlp; "
+            "make_keras_mlp().save('/out/mlp.keras')")
+    made = subprocess.run(["docker", "run", "--rm", "--network", "none", "-v", f"{EXAMPLES}:/examples:ro",
+                           "-v", f"{tmp_path}:/out", "nav-orch/tensorflow:cpu", "python", "-c", save],
+                          capture_output=True, text=True, timeout=300)
+    assert made.returncode == 0, made.stderr[-2000:]
+    (tmp_path / "mlp.keras").chmod(0o644)
+    workspace = tmp_path / "ws"
+    run = optimize(workspace, str(tmp_path / "mlp.keras"), "--input", "features:8,64:float32")
+    assert run.returncode == 0, run.stderr
+    results = json.loads(run.stdout)
+    assert_savedmodel_and_onnx_ok(workspace, results)
+    assert results["environment"]["images"][0]["tag"] == "nav-orch/tensorflow:cpu"
