@@ -13,6 +13,7 @@ from rich.console import Console
 
 from orchestrator import api, docker_engine, images
 from orchestrator.errors import BadInput, ExitCode, NavOrchError
+from orchestrator.gpus import host_gpus, nvidia_driver_loaded
 from orchestrator.model_ref import parse_function, parse_model
 from orchestrator.models import FRAMEWORK_FORMATS, OptimizeConfig, RunResults, Tolerances, TritonSettings
 from orchestrator.progress import LiveReporter, make_reporter, print_summary, stderr_console
@@ -74,7 +75,7 @@ def resolve_gpus(gpus: str, images_release: str) -> str:
         return gpus
     if images_release == "cpu":
         return "none"
-    return "all" if Path("/dev/nvidiactl").exists() else "none"
+    return "all" if nvidia_driver_loaded() else "none"
 
 
 def parse_batch_sizes(text: str) -> list[int]:
@@ -309,7 +310,6 @@ def doctor() -> None:
     """Check Docker, the images, GPUs, the NVIDIA container runtime and the driver; say what to do."""
     from orchestrator.bake import load_bake_file
     from orchestrator.doctor import diagnose
-    from orchestrator.gpus import host_gpus
 
     def run() -> int:
         findings = diagnose(load_bake_file(images.BAKE_FILE), docker_engine.connect, host_gpus, images.DEBIAN_BASE)

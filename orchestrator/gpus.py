@@ -4,6 +4,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 from dataclasses import dataclass
+from pathlib import Path
 
 from orchestrator.errors import BadInput, EnvironmentProblem
 
@@ -14,6 +15,11 @@ class HostGpu:
     name: str
     uuid: str
     driver: str
+
+
+def nvidia_driver_loaded() -> bool:
+    """A quick test for `auto` defaults (no nvidia-smi call): the driver's control device exists."""
+    return Path("/dev/nvidiactl").exists()
 
 
 def host_gpus() -> list[HostGpu]:

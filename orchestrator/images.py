@@ -18,6 +18,7 @@ import docker
 from orchestrator import docker_engine
 from orchestrator.bake import BakeFile, BakeTarget, load_bake_file
 from orchestrator.errors import BadInput, EnvironmentProblem
+from orchestrator.gpus import nvidia_driver_loaded
 
 ROOT = Path(__file__).resolve().parent.parent
 BAKE_FILE = ROOT / "docker-bake.hcl"
@@ -58,7 +59,7 @@ def image_for(framework: str, release: str) -> str:
 
 def default_release(gpus_wanted: bool) -> str:
     """`--images auto`: the CUDA images of the bake file's NGC release on a GPU host, else the CPU ones."""
-    if not gpus_wanted or not Path("/dev/nvidiactl").exists():
+    if not gpus_wanted or not nvidia_driver_loaded():
         return CPU_RELEASE
     return load_bake_file(BAKE_FILE).resolve_variables()["NGC_RELEASE"]
 

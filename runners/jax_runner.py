@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import importlib.util
 import inspect
-import random
 import warnings
 from pathlib import Path
 from typing import Any, Callable, Optional
@@ -36,12 +35,10 @@ def versions() -> dict[str, str]:
 
 
 def load_function(job: Job) -> tuple[Callable[..., Any], Any]:
-    """(apply_fn, params) from the factory; numpy's and TensorFlow's seeds fixed first (JAX's own
-    randomness takes explicit keys, so the factory's PRNGKey decides the weights)."""
+    """(apply_fn, params) from the factory; the seeds the TensorFlow runner fixes are fixed first
+    (JAX's own randomness takes explicit keys, so the factory's PRNGKey decides the weights)."""
     factory = import_callable(job)
-    random.seed(0)
-    np.random.seed(0)
-    tf.random.set_seed(0)
+    tfr.seed_everything()
     made = factory(**job.model.args)
     if not (isinstance(made, tuple) and len(made) == 2 and callable(made[0])):
         raise TypeError(f"{job.model.factory}() returned {type(made).__name__}; expected (apply_fn, params)")

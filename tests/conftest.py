@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -69,6 +70,15 @@ def run_cpu(command: str, workspace: Path, model: str, *options: str) -> subproc
 def optimize_cpu(workspace: Path, model: str, *options: str) -> subprocess.CompletedProcess:
     # --no-triton: the Triton stage has its own end-to-end tests (test_e2e_triton.py).
     return run_cpu("optimize", workspace, model, "--no-triton", *options)
+
+
+def write_two_input_samples(path: Path) -> Path:
+    """Samples for the two-input examples (image: 32 features, mask: 8), keyed in another order
+    than the models take them, so that matching by name is what makes them fit."""
+    rng = np.random.default_rng(1)
+    np.savez(path, mask=rng.standard_normal((3, 8)).astype("float32"),
+             image=rng.standard_normal((3, 32)).astype("float32"))
+    return path
 
 
 def assert_profiled(variant: dict) -> None:

@@ -8,7 +8,7 @@ import subprocess
 import numpy as np
 import pytest
 
-from conftest import E2E_BATCH_SIZES, EXAMPLES, assert_verified_and_profiled, read_results
+from conftest import E2E_BATCH_SIZES, EXAMPLES, assert_verified_and_profiled, read_results, write_two_input_samples
 from conftest import optimize_cpu as optimize
 
 pytestmark = [pytest.mark.docker, pytest.mark.usefixtures("cpu_images", "no_leftovers")]
@@ -45,11 +45,7 @@ def test_keras_factory_savedmodel_and_onnx_verified_profiled_best_chosen(tmp_pat
 
 
 def test_keras_two_heads_then_its_savedmodel_folder_as_the_model(tmp_path):
-    samples = tmp_path / "samples.npz"
-    rng = np.random.default_rng(1)
-    # Keys in another order than the model's inputs (image, mask): they are matched by name.
-    np.savez(samples, mask=rng.standard_normal((3, 8)).astype("float32"),
-             image=rng.standard_normal((3, 32)).astype("float32"))
+    samples = write_two_input_samples(tmp_path / "samples.npz")  # keyed mask, image: matched by name
     first = tmp_path / "ws-factory"
     run = optimize(first, f"{EXAMPLES}/keras_mlp.py:make_keras_two_heads", "--samples", str(samples))
     assert run.returncode == 0, run.stderr

@@ -3,10 +3,9 @@ from __future__ import annotations
 
 import json
 
-import numpy as np
 import pytest
 
-from conftest import EXAMPLES, assert_verified_and_profiled, read_results
+from conftest import EXAMPLES, assert_verified_and_profiled, read_results, write_two_input_samples
 from conftest import optimize_cpu as optimize
 
 pytestmark = [pytest.mark.docker, pytest.mark.usefixtures("cpu_images", "no_leftovers")]
@@ -52,11 +51,7 @@ def test_unscriptable_model_succeeds_with_script_variant_failed(tmp_path):
 
 
 def test_two_inputs_two_outputs_from_named_samples_and_enforced_tolerance(tmp_path):
-    samples = tmp_path / "samples.npz"
-    rng = np.random.default_rng(1)
-    # Keys in another order than forward(image, mask): they are matched by name.
-    np.savez(samples, mask=rng.standard_normal((3, 8)).astype("float32"),
-             image=rng.standard_normal((3, 32)).astype("float32"))
+    samples = write_two_input_samples(tmp_path / "samples.npz")  # keyed mask, image: matched by name
     workspace = tmp_path / "ws"
     run = optimize(workspace, f"{EXAMPLES}/two_heads.py:make_two_heads", "--samples", str(samples),
                    "--formats", "onnx,torchscript-trace", "--atol", "0", "--rtol", "0")
