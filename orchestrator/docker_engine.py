@@ -16,6 +16,7 @@ import docker
 import docker.errors
 from docker.models.containers import Container
 from docker.types import DeviceRequest
+from docker.utils import parse_repository_tag
 
 from orchestrator.errors import EnvironmentProblem, NavOrchError
 
@@ -207,13 +208,22 @@ def buildx_available() -> bool:
     return probe.returncode == 0
 
 
-def bake(bake_file: Path, targets: Iterable[str], overrides: dict[str, str]) -> None:
+def bake(bake_file: Path, targets: Iterable[str], overrides: dict[str, str], no_cache: bool = False) -> None:
     """Build with `docker buildx bake`; `overrides` are the bake file's variables."""
-    command = ["docker", "buildx", "bake", "--file", str(bake_file), "--load", *targets]
+    command = ["docker", "buildx", "bake", "--file", str(bake_file), "--load", *(["--no-cache"] if no_cache else []),
+               *targets]
     # buildx resolves each target's context against the working directory, not the file.
     result = subprocess.run(command, env={**os.environ, **overrides}, cwd=bake_file.parent)
     if result.returncode != 0:
         raise EnvironmentProblem(f"`{' '.join(command)}` failed with exit code {result.returncode}")
+
+
+@dataclass
+class BuiltImage:
+    id: str
+    # What each earlier stage ended on: the classic builder keeps those images, untagged. A stage
+    # without steps of its own ends on its base image, which the build did not make.
+    stage_ids: list[str]
 
 
 def build_image(
@@ -224,12 +234,13 @@ def build_image(
     build_args: dict[str, str],
     labels: dict[str, str],
     on_line: Callable[[str], None],
-) -> str:
-    """Build through the Docker API's classic builder; returns the image ID."""
-    image_id = None
+    no_cache: bool = False,
+) -> BuiltImage:
+    """Build through the Docker API's classic builder."""
+    stage_ids: list[str] = []  # the builder reports each stage's image (`aux`), the final one last
     stream = client.api.build(
         path=str(context), dockerfile=dockerfile, tag=tags[0], buildargs=build_args, labels=labels,
-        rm=True, forcerm=True, decode=True,
+        rm=True, forcerm=True, decode=True, nocache=no_cache,
     )
     for chunk in stream:
         if "error" in chunk:
@@ -237,12 +248,51 @@ def build_image(
         if "stream" in chunk:
             on_line(chunk["stream"].rstrip("\n"))
         if "aux" in chunk and "ID" in chunk["aux"]:
-            image_id = chunk["aux"]["ID"]
-    image = client.images.get(image_id or tags[0])
+            stage_ids.append(chunk["aux"]["ID"])
+    image = client.images.get(stage_ids[-1] if stage_ids else tags[0])
     for tag in tags[1:]:
         repository, _, version = tag.rpartition(":")
         image.tag(repository, version)
-    return image.id
+    return BuiltImage(id=image.id, stage_ids=list(dict.fromkeys(i for i in stage_ids if i != image.id)))
+
+
+def remove_untagged(client: docker.DockerClient, image_ids: Iterable[str],
+                    on_line: Callable[[str], None]) -> list[str]:
+    """Remove those of `image_ids` that no name (tag or digest) refers to, with their unnamed
+    parents (`docker rmi`'s pruning). No force: Docker keeps an image that another image is
+    built on or a container uses. Returns the IDs removed."""
+    removed = []
+    for image_id in image_ids:
+        try:
+            attrs = client.api.inspect_image(image_id)
+            if [t for t in attrs.get("RepoTags") or [] if t != "<none>:<none>"] or attrs.get("RepoDigests"):
+                continue
+            client.api.remove_image(image_id)
+        except docker.errors.NotFound:
+            continue
+        except docker.errors.APIError as error:
+            if error.status_code != 409:  # 409: still needed, which is Docker's call to make
+                reason = str(error.explanation or error).splitlines()[0]
+                on_line(f"warning: could not remove the unused image {image_id[:19]}: {reason}")
+            continue
+        removed.append(image_id)
+    return removed
+
+
+def pull_image(client: docker.DockerClient, reference: str) -> ImageInfo:
+    """Pull an image, as the builder does for a FROM image that is not here."""
+    repository, tag = parse_repository_tag(reference)
+    failure = f"cannot pull {reference}"
+    try:
+        for chunk in client.api.pull(repository, tag=tag or "latest", stream=True, decode=True):
+            if "error" in chunk:
+                raise EnvironmentProblem(f"{failure}: {chunk['error'].strip().splitlines()[0]}")
+    except docker.errors.APIError as error:
+        raise EnvironmentProblem(f"{failure}: {str(error.explanation or error).splitlines()[0]}") from None
+    info = inspect_image(client, reference)
+    if info is None:
+        raise EnvironmentProblem(f"{failure}: the pull left no such image")
+    return info
 
 
 def import_rootfs(client: docker.DockerClient, rootfs: Path, tag: str) -> str:

@@ -4,14 +4,18 @@ from the same parsed definition)."""
 from __future__ import annotations
 
 import configparser
+import hashlib
 import io
+import json
 import os
+import re
 import shutil
+import stat
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
-from typing import Callable, Iterable, Mapping, Optional, Sequence, Union
+from typing import Callable, Iterable, Iterator, Mapping, Optional, Sequence, Union
 
 import docker
 
@@ -41,6 +45,11 @@ DEBIAN_FALLBACK_MIRROR = "http://deb.debian.org/debian"
 CPU_IMAGE_PYTHON = "3.11"
 
 EXTRAS_DIR = ".build-extras"  # in each target's context; gitignored
+# pip.conf and ca.crt say where pip downloads from and whom it trusts, not what goes into an
+# image (the Dockerfiles pin the versions): a change to them alone leaves images up to date.
+UNHASHED_EXTRAS = ("pip.conf", "ca.crt")
+# The digest of an image's build inputs, which lets `nav-orch images build` skip unchanged targets.
+BUILD_INPUTS_LABEL = "org.nav-orch.build-inputs"
 # Host pip settings given as environment variables that are worth carrying into builds.
 PIP_ENV_SETTINGS = ("INDEX_URL", "EXTRA_INDEX_URL", "TRUSTED_HOST", "PROXY", "DEFAULT_TIMEOUT", "RETRIES")
 
@@ -156,11 +165,13 @@ def _read(path: Path) -> str:
 def build_images(client: docker.DockerClient, bake_file: Path,
                  flavor_or_targets: Union[str, Sequence[str]], overrides: Mapping[str, str],
                  pip_config: Optional[Path], ca_bundle: Optional[Path],
-                 on_line: OnLine = lambda line: None) -> list[str]:
+                 on_line: OnLine = lambda line: None, rebuild: bool = False) -> list[str]:
     """Build a bake group (`cpu`, `cuda`, `default`) or the named targets; returns their tags.
 
     pip_config / ca_bundle: what pip uses inside builds (only in build stages, never in the
     final images); None means the host's own (see `host_pip_config` and `host_ca_bundle`).
+    Through the Docker API a target whose image was built from the same inputs is skipped, and a
+    build leaves no untagged images; `rebuild` builds every target anew, without cache.
     """
     bake = load_bake_file(Path(bake_file))
     variables = bake.resolve_variables(overrides)
@@ -182,13 +193,140 @@ def build_images(client: docker.DockerClient, bake_file: Path,
 
     if docker_engine.buildx_available():
         on_line(f"building {', '.join(t.name for t in targets)} with docker buildx bake")
-        docker_engine.bake(bake.path, [t.name for t in targets], dict(overrides))
+        docker_engine.bake(bake.path, [t.name for t in targets], dict(overrides), no_cache=rebuild)
     else:
-        for target in targets:
-            on_line(f"building {target.name} ({', '.join(target.tags)}) through the Docker API")
-            docker_engine.build_image(client, bake.root / target.context, target.dockerfile, target.tags,
-                                      target.args, target.labels, on_line)
+        replaced: list[str] = []
+        try:
+            for target in targets:
+                previous = build_target(client, bake.root, target, rebuild, on_line)
+                if previous is not None:
+                    replaced.append(previous)
+        finally:
+            # The images that lost their tag to a new build, the last built first: an old
+            # nav-orch/triton:cpu goes before the old nav-orch/pytorch:cpu it is built on.
+            docker_engine.remove_untagged(client, reversed(replaced), on_line)
     return [tag for target in targets for tag in target.tags]
+
+
+def build_target(client: docker.DockerClient, root: Path, target: BakeTarget, rebuild: bool,
+                 on_line: OnLine) -> Optional[str]:
+    """Build one target through the Docker API, unless its image was built from the same inputs
+    (`rebuild`: build anyway, without the builder's cache), and remove the build stages' images.
+    Returns the ID of the image the target's tag named before, when the build moved the tag."""
+    context = root / target.context
+    dockerfile = context / target.dockerfile
+    bases = {name: _base_image(client, name, target.name, on_line).id
+             for name in dockerfile_bases(dockerfile.read_text(), target.args, str(dockerfile))}
+    digest = build_inputs_digest(context, target.dockerfile, target.args, target.labels, bases)
+    existing = [docker_engine.inspect_image(client, tag) for tag in target.tags]
+    if not rebuild and up_to_date(existing, digest):
+        on_line(f"{target.name} ({', '.join(target.tags)}) is up to date")
+        return None
+    on_line(f"building {target.name} ({', '.join(target.tags)}) through the Docker API")
+    built = docker_engine.build_image(client, context, target.dockerfile, target.tags, target.args,
+                                      {**target.labels, BUILD_INPUTS_LABEL: digest}, on_line, no_cache=rebuild)
+    # The final stage has copied what it needs out of the earlier ones: their images would only
+    # show as <none> in `docker images`. Their loss costs no time later, as unchanged targets
+    # are skipped. A stage without steps ends on its base image, which is not the build's.
+    docker_engine.remove_untagged(client, [i for i in built.stage_ids if i not in bases.values()], on_line)
+    previous = existing[0] if existing else None
+    return previous.id if previous is not None and previous.id != built.id else None
+
+
+def up_to_date(existing: Sequence[Optional[docker_engine.ImageInfo]], digest: str) -> bool:
+    """Whether the images a target's tags name (None: no such image) are one image built from
+    inputs of this digest."""
+    return (bool(existing) and len({info.id if info else None for info in existing}) == 1
+            and all(info is not None and info.labels.get(BUILD_INPUTS_LABEL) == digest for info in existing))
+
+
+def build_inputs_digest(context: Path, dockerfile: str, build_args: Mapping[str, str],
+                        labels: Mapping[str, str], base_ids: Mapping[str, str]) -> str:
+    """A digest of what a target's image is built from: the Dockerfile, each file of the context
+    (path, mode, content; pip.conf and ca.crt of .build-extras/ aside), the build args, the
+    labels and the IDs of the base images."""
+    digest = hashlib.sha256(json.dumps({"scheme": 1, "dockerfile": dockerfile, "args": dict(build_args),
+                                        "labels": dict(labels), "bases": dict(base_ids)}, sort_keys=True).encode())
+    unhashed = {Path(EXTRAS_DIR, name) for name in UNHASHED_EXTRAS}
+    # The Dockerfile first: it may lie outside the context.
+    for path, relative in [(context / dockerfile, Path(dockerfile))] + [
+            (path, path.relative_to(context)) for path in _tree(context)]:
+        if relative in unhashed:
+            continue
+        info = path.lstat()
+        digest.update(f"\0{relative.as_posix()}\0{stat.S_IMODE(info.st_mode):o}\0{info.st_size}\0".encode())
+        if path.is_symlink():
+            digest.update(os.readlink(path).encode())
+            continue
+        with path.open("rb") as stream:
+            for block in iter(lambda: stream.read(1 << 20), b""):
+                digest.update(block)
+    return f"sha256:{digest.hexdigest()}"
+
+
+def _tree(folder: Path) -> Iterator[Path]:
+    """Every file and link below `folder`, in a fixed order (links to folders not followed)."""
+    for path in sorted(folder.iterdir()):
+        if path.is_dir() and not path.is_symlink():
+            yield from _tree(path)
+        else:
+            yield path
+
+
+_DOCKERFILE_ARG = re.compile(r"ARG\s+([A-Za-z_][A-Za-z0-9_]*)(?:=(.*))?", re.IGNORECASE)
+_DOCKERFILE_FROM = re.compile(r"FROM\s+(?:--\S+\s+)*(\S+)(?:\s+AS\s+(\S+))?", re.IGNORECASE)
+_DOCKERFILE_VAR = re.compile(r"\$(?:\{([A-Za-z_][A-Za-z0-9_]*)\}|([A-Za-z_][A-Za-z0-9_]*))")
+
+
+def dockerfile_bases(text: str, build_args: Mapping[str, str], where: str = "Dockerfile") -> list[str]:
+    """The images a Dockerfile's stages start FROM, with the ARGs before the first FROM (or the
+    build args given for them) put in; other stages and `scratch` left out."""
+    values: dict[str, str] = {}
+    stages = {"scratch"}  # what FROM may name that is no image
+    bases: list[str] = []
+    seen_from = False
+    for line in _dockerfile_instructions(text):
+        arg = _DOCKERFILE_ARG.fullmatch(line)
+        if arg and not seen_from:
+            values[arg.group(1)] = build_args.get(arg.group(1), (arg.group(2) or "").strip().strip("\"'"))
+            continue
+        found = _DOCKERFILE_FROM.fullmatch(line)
+        if not found:
+            continue
+        seen_from = True
+        image = _DOCKERFILE_VAR.sub(lambda m: values.get(m.group(1) or m.group(2), ""), found.group(1))
+        if not image or "$" in image:
+            raise BadInput(f"{where}: cannot tell the image of `{line}`: only $VAR and ${{VAR}} of the "
+                           "ARGs before the first FROM are understood")
+        if image.lower() not in stages and image not in bases:
+            bases.append(image)
+        if found.group(2):
+            stages.add(found.group(2).lower())
+    return bases
+
+
+def _dockerfile_instructions(text: str) -> Iterator[str]:
+    """Instructions one per line: comments and blank lines dropped, `\\` continuations joined."""
+    current = ""
+    for line in text.splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        if line.endswith("\\"):
+            current += line[:-1] + " "
+            continue
+        yield current + line
+        current = ""
+    if current:
+        yield current.strip()
+
+
+def _base_image(client: docker.DockerClient, name: str, target: str, on_line: OnLine) -> docker_engine.ImageInfo:
+    info = docker_engine.inspect_image(client, name)
+    if info is None:  # the builder would pull it: pull it first, so that its ID is known
+        on_line(f"pulling {name}, the base image of {target}")
+        info = docker_engine.pull_image(client, name)
+    return info
 
 
 def prepare_extras(context: Path, target: BakeTarget, pip_text: Optional[str], ca_path: Optional[Path],
