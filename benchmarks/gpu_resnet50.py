@@ -25,9 +25,11 @@ MODEL = f"{ROOT}/examples/resnet50.py:make_resnet50"
 
 def optimize(args: argparse.Namespace) -> tuple[float, dict]:
     command = [sys.executable, "-m", "orchestrator.cli", "optimize", MODEL, "--input", "x:8,3,224,224:float32",
-               "--gpus", args.gpus, "--images", args.images, "--executor", args.executor, "--python", args.python,
+               "--gpus", args.gpus, "--images", args.images, "--executor", args.executor,
                "--workspace", str(args.workspace), "--batch-sizes", "1,8,64", "--progress", "plain", "--json",
                "--force"]
+    if args.executor == "local":  # nav-orch refuses --python with Docker (containers bring their own)
+        command += ["--python", args.python]
     start = time.perf_counter()
     run = subprocess.run(command, cwd=ROOT, stdout=subprocess.PIPE, text=True)
     wall = time.perf_counter() - start

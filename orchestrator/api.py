@@ -1,25 +1,25 @@
 """The Python API: `optimize(config)` runs the whole pipeline and returns its results."""
 from __future__ import annotations
 
+import os
 import platform
 import sys
 import uuid
-from typing import Literal, Optional
+from pathlib import Path
+from typing import Optional
 
 import numpy as np
 
 from orchestrator import __version__, cache, docker_engine
 from orchestrator.errors import BadInput, EnvironmentProblem, NavOrchError
-from orchestrator.executor import DockerExecutor, Executor, LocalExecutor, check_readable_by_runner
+from orchestrator.executor import DockerExecutor, Executor, LocalExecutor, probe_python
 from orchestrator.gpus import host_gpus, select_gpus
 from orchestrator.images import image_for
-from orchestrator.models import Environment, ImageRecord, OptimizeConfig, RunResults
+from orchestrator.models import Environment, ExecutorKind, ImageRecord, OptimizeConfig, RunResults
 from orchestrator.pipeline import REFERENCE, Pipeline, ReferenceFailed, Reporter
 from orchestrator.samples import load_samples, random_samples, write_samples
 from orchestrator.triton_stage import run_triton_stage
 from orchestrator.workspace import Workspace
-
-ExecutorKind = Literal["docker", "local"]
 
 
 class SilentReporter:
@@ -30,6 +30,14 @@ class SilentReporter:
         pass
 
 
+def check_readable(path: Path) -> None:
+    """Runners run as the calling user: what that user cannot read, they cannot either."""
+    unreadable = [item for item in [path, *(sorted(path.rglob("*")) if path.is_dir() else [])]
+                  if not os.access(item, os.R_OK | (os.X_OK if item.is_dir() else 0))]
+    if unreadable:
+        raise BadInput(f"cannot read {unreadable[0]}: nav-orch runs the model as you, and you cannot read it")
+
+
 def prepare_samples(config: OptimizeConfig) -> dict[str, np.ndarray]:
     if config.samples is not None:
         return load_samples(config.samples)
@@ -38,26 +46,28 @@ def prepare_samples(config: OptimizeConfig) -> dict[str, np.ndarray]:
     raise BadInput("no samples: pass --samples FILE.npz or --input NAME:SHAPE:DTYPE for each model input")
 
 
-def profile(config: OptimizeConfig, reporter: Optional[Reporter] = None, executor: ExecutorKind = "docker",
-            python: Optional[str] = None, force: bool = False) -> RunResults:
+def profile(config: OptimizeConfig, reporter: Optional[Reporter] = None, force: bool = False) -> RunResults:
     """Profile a Python callable (`config.model.kind == "function"`) on the samples: the optimize
     run with one profile-only variant, `python-function`, and no Triton stage (a bare function
     has no model to serve). Its best is that variant when the function ran, else None."""
     if config.model.kind != "function":
         raise BadInput(f"profile takes a file.py:function, not a {config.model.kind} model (use optimize)")
     config = config.model_copy(update={"triton": config.triton.model_copy(update={"enabled": False})})
-    return optimize(config, reporter, executor, python, force)
+    return optimize(config, reporter, force)
 
 
-def optimize(config: OptimizeConfig, reporter: Optional[Reporter] = None, executor: ExecutorKind = "docker",
-             python: Optional[str] = None, force: bool = False) -> RunResults:
+def optimize(config: OptimizeConfig, reporter: Optional[Reporter] = None, force: bool = False) -> RunResults:
     """Export, verify, profile and select; results.json is kept up to date in the workspace.
 
     Jobs finished earlier in the same workspace under the same content key are reused
-    unless `force`. Raises BadInput when the source model cannot run on the samples and EnvironmentProblem
+    unless `force`. `config.executor` says where runners run (`config.python` for the local
+    one). Raises BadInput when the source model cannot run on the samples and EnvironmentProblem
     when Docker or the image is missing; KeyboardInterrupt leaves results marked interrupted.
     """
     reporter = reporter or SilentReporter()
+    # The user's inputs are resolved once, here; nothing a runner writes is ever resolved.
+    config = config.model_copy(update={"model": config.model.model_copy(update={"path": config.model.path.resolve()})})
+    check_readable(config.model.path)
     workspace = Workspace(config.workspace).create()
     arrays = prepare_samples(config)
     gpus = select_gpus(config.gpus, host_gpus())
@@ -66,7 +76,7 @@ def optimize(config: OptimizeConfig, reporter: Optional[Reporter] = None, execut
     environment = Environment(nav_orch=__version__, host_python=platform.python_version())
     run_id = uuid.uuid4().hex[:12]
     client = None
-    if executor == "docker":
+    if config.executor is not ExecutorKind.local:  # only an explicit local leaves the sandbox
         client = docker_engine.connect()
         environment.docker = docker_engine.engine_version(client)
         info = docker_engine.inspect_image(client, tag)
@@ -75,18 +85,19 @@ def optimize(config: OptimizeConfig, reporter: Optional[Reporter] = None, execut
                      else f"--flavor cuda --set NGC_RELEASE={config.images}")
             raise EnvironmentProblem(f"image {tag} is not built: run `nav-orch images build {build}`")
         image = ImageRecord(tag=tag, id=info.id, labels=info.labels)
-        # The model's folder is what gets mounted; the file in it must be readable too.
-        check_readable_by_runner(config.model.path)
+        environment_id = info.id
         runner: Executor = DockerExecutor(workspace, config.job_timeout_s, client, run_id,
                                           config.memory, config.pids)
     else:
-        python = python or sys.executable
+        python = config.python or sys.executable
+        probe = probe_python(python, config.model.framework)
         image = ImageRecord(tag="local", id=python)
+        environment_id = f"{python}:{probe.packages}"
         runner = LocalExecutor(workspace, config.job_timeout_s, python)
     environment.images.append(image)
     results = RunResults(environment=environment)
-    base_key = cache.base_key(config.model.path, arrays, image.id)
-    pipeline = Pipeline(config, workspace, runner, image, reporter, results, base_key, gpus, force)
+    inputs_key = cache.inputs_key(arrays, environment_id)
+    pipeline = Pipeline(config, workspace, runner, image, reporter, results, inputs_key, gpus, force)
     try:
         pipeline.execute(samples)
         if client is not None:  # the Triton stage; its failures are recorded, never raised

@@ -15,10 +15,10 @@ from orchestrator import api, docker_engine, images
 from orchestrator.errors import BadInput, ExitCode, NavOrchError
 from orchestrator.gpus import host_gpus, nvidia_driver_loaded
 from orchestrator.model_ref import parse_function, parse_model
-from orchestrator.models import FRAMEWORK_FORMATS, OptimizeConfig, RunResults, Tolerances, TritonSettings
+from orchestrator.models import OptimizeConfig, RunResults, Tolerances, TritonSettings
 from orchestrator.progress import LiveReporter, make_reporter, print_summary, stderr_console
 from orchestrator.samples import parse_input_spec
-from runners.protocol import ALL_PRECISIONS
+from orchestrator.signals import StopOnSignals, exit_code
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
                   help="Find the fastest correct deployment of a trained model.")
@@ -29,9 +29,11 @@ T = TypeVar("T")
 
 
 def guarded(action: Callable[[], T]) -> T:
-    """Run a command body; known failures become one line on stderr and their exit code."""
+    """Run a command body; known failures become one line on stderr and their exit code. Ctrl-C,
+    SIGTERM and SIGHUP stop it cleanly (orchestrator/signals.py)."""
     try:
-        return action()
+        with StopOnSignals():
+            return action()
     except NavOrchError as error:
         typer.echo(f"nav-orch: {error}", err=True)
         raise typer.Exit(error.exit_code) from None
@@ -40,9 +42,10 @@ def guarded(action: Callable[[], T]) -> T:
         where = ".".join(str(part) for part in first["loc"])
         typer.echo(f"nav-orch: invalid option {where}: {first['msg']}", err=True)
         raise typer.Exit(ExitCode.BAD_INPUT) from None
-    except KeyboardInterrupt:
-        typer.echo("nav-orch: interrupted; containers removed, finished results kept", err=True)
-        raise typer.Exit(ExitCode.INTERRUPTED) from None
+    except KeyboardInterrupt as interrupt:
+        typer.echo(f"nav-orch: interrupted ({interrupt}); containers removed, finished results kept"
+                   if str(interrupt) else "nav-orch: interrupted; containers removed, finished results kept", err=True)
+        raise typer.Exit(exit_code(interrupt)) from None
 
 
 def split_list(text: Optional[str]) -> list[str]:
@@ -153,29 +156,18 @@ def optimize(
     console = stderr_console()
 
     def run() -> int:
-        if executor not in ("docker", "local"):
-            raise BadInput(f"--executor {executor!r}: use docker or local")
         ref = parse_model(model, model_arg, framework)
-        known = FRAMEWORK_FORMATS[ref.framework]
-        chosen = split_list(formats) or None
-        unknown = [f for f in chosen or [] if f not in known]
-        if unknown:
-            raise BadInput(f"--formats: {', '.join(unknown)} not available for {ref.framework}; "
-                           f"choose from {', '.join(known)}")
-        chosen_precisions = split_list(precisions) or None
-        wrong = [p for p in chosen_precisions or [] if p not in ALL_PRECISIONS]
-        if wrong:
-            raise BadInput(f"--precisions: {', '.join(wrong)} unknown; choose from {', '.join(ALL_PRECISIONS)}")
         release = resolve_release(images_release, gpus)
+        # OptimizeConfig validates the values (formats, precisions, executor, ...), as for the API.
         config = OptimizeConfig(
             model=ref, samples=samples, inputs=[parse_input_spec(s) for s in input_spec], seed=seed,
-            formats=chosen, precisions=chosen_precisions, exhaustive=exhaustive, batch_sizes=parse_batch_sizes(batch_sizes),
-            tolerances=parse_tolerances(atol, rtol), objective=objective,
+            formats=split_list(formats) or None, precisions=split_list(precisions) or None, exhaustive=exhaustive,
+            batch_sizes=parse_batch_sizes(batch_sizes), tolerances=parse_tolerances(atol, rtol), objective=objective,
             latency_budget_ms=latency_budget_ms, workspace=workspace, images=release,
             gpus=resolve_gpus(gpus, release), jobs=jobs, job_timeout_s=timeout, memory=memory, pids=pids,
+            triton=triton_settings(no_triton, triton_all, triton_concurrency), executor=executor, python=python,
         )
-        config.triton = triton_settings(no_triton, triton_all, triton_concurrency)
-        results = run_reported(lambda reporter: api.optimize(config, reporter, executor, python, force),  # type: ignore[arg-type]
+        results = run_reported(lambda reporter: api.optimize(config, reporter, force),  # type: ignore[arg-type]
                                progress, console)
         return report(results, config.workspace, json_output, progress, console)
 
@@ -217,16 +209,15 @@ def profile(
     console = stderr_console()
 
     def run() -> int:
-        if executor not in ("docker", "local"):
-            raise BadInput(f"--executor {executor!r}: use docker or local")
         ref = parse_function(function, framework)
         release = resolve_release(images_release, gpus)
         config = OptimizeConfig(
             model=ref, samples=samples, inputs=[parse_input_spec(s) for s in input_spec], seed=seed,
             batch_sizes=parse_batch_sizes(batch_sizes), workspace=workspace, images=release,
             gpus=resolve_gpus(gpus, release), job_timeout_s=timeout, memory=memory, pids=pids,
+            executor=executor, python=python,
         )
-        results = run_reported(lambda reporter: api.profile(config, reporter, executor, python, force),  # type: ignore[arg-type]
+        results = run_reported(lambda reporter: api.profile(config, reporter, force),  # type: ignore[arg-type]
                                progress, console)
         return report(results, config.workspace, json_output, progress, console)
 
@@ -240,6 +231,7 @@ def images_build(
     set_var: list[str] = typer.Option([], "--set", help="VAR=VALUE for a docker-bake.hcl variable (repeatable)."),
     pip_config: Optional[Path] = typer.Option(None, help="pip configuration for builds; default: the host's."),
     ca_bundle: Optional[Path] = typer.Option(None, help="CA bundle pip trusts in builds; default: the host's."),
+    rebuild: bool = typer.Option(False, help="Build every target anew, without cache, even when up to date."),
 ) -> None:
     """Build the runner images from docker-bake.hcl (buildx bake, or the Docker API without buildx)."""
 
@@ -249,7 +241,7 @@ def images_build(
             raise BadInput("--set takes VAR=VALUE")
         client = docker_engine.connect()
         built = images.build_images(client, images.BAKE_FILE, target or flavor, overrides,
-                                    pip_config, ca_bundle, lambda line: typer.echo(line, err=True))
+                                    pip_config, ca_bundle, lambda line: typer.echo(line, err=True), rebuild=rebuild)
         for tag in built:
             typer.echo(tag)
 

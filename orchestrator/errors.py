@@ -10,7 +10,7 @@ class ExitCode(IntEnum):
     BAD_INPUT = 2  # the command line, the model or the samples are wrong
     ENVIRONMENT = 3  # Docker, an image or a GPU is missing
     SERVER = 4  # `nav-orch serve`: Triton could not start, load the model or keep running
-    INTERRUPTED = 130  # Ctrl-C
+    INTERRUPTED = 130  # Ctrl-C; SIGTERM ends with 143 and SIGHUP with 129 (128 + the signal)
 
 
 class NavOrchError(Exception):

@@ -18,13 +18,13 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Optional, Protocol
+from typing import BinaryIO, Callable, Optional, Protocol
 
 import docker
 from pydantic import ValidationError
 
-from orchestrator import docker_engine
-from orchestrator.errors import BadInput
+from orchestrator import docker_engine, untrusted
+from orchestrator.errors import EnvironmentProblem
 from orchestrator.models import JOB_RESULT
 from orchestrator.workspace import Workspace
 from runners.protocol import JOB_FILE, RESULT_FILE, Job, JobResult
@@ -89,12 +89,19 @@ def describe_exit(exit: Exit, timeout_s: float) -> str:
     return "runner wrote no result"
 
 
-def read_result(job: Job, job_dir: Path) -> Optional[JobResult]:
-    path = job_dir / RESULT_FILE
-    if not path.exists():
+def read_result(job: Job, workspace: Workspace) -> Optional[JobResult]:
+    """The job's result.json, read as untrusted data: never through a link, within a size
+    limit, and with an artifact path confined to the job's output folder."""
+    path = workspace.jobs / job.id / RESULT_FILE
+    if not os.path.lexists(path):
         return None
     try:
-        return JOB_RESULT.validate_json(path.read_text())
+        result = JOB_RESULT.validate_json(untrusted.read_bytes(workspace.root, path, untrusted.RESULT_MAX_BYTES))
+        if result.artifact is not None:
+            untrusted.relative_inside(result.artifact)
+        return result
+    except untrusted.UntrustedOutput as error:
+        return JobResult(job.id, job.kind, "failed", error=str(error))
     except ValidationError as error:
         return JobResult(job.id, job.kind, "failed", error=f"invalid result from the runner: {error.errors()[0]['msg']}")
 
@@ -117,10 +124,32 @@ class Executor:
 
     def run(self, name: str, image: str, jobs: list[Job], on_result: OnResult,
             placement: Placement = Placement()) -> dict[str, JobResult]:
+        reported: dict[str, JobResult] = {}
         for job in jobs:
             (self.workspace.job_dir(job.id) / RESULT_FILE).unlink(missing_ok=True)
+            refused = self.untrusted_input(job)
+            if refused is not None:
+                reported[job.id] = refused
+                on_result(refused)
+        runnable = [job for job in jobs if job.id not in reported]
+        if runnable:
+            self._run_process(name, image, runnable, on_result, placement, reported)
+        return reported
+
+    def untrusted_input(self, job: Job) -> Optional[JobResult]:
+        """A failed result when an input that an earlier runner wrote does not pass the checks
+        (a link, a device, too large); inputs this session writes itself do not exist yet."""
+        for path in map(Path, job.inputs.values()):
+            if self.workspace.written_by_runners(path):
+                try:
+                    untrusted.check_tree(self.workspace.root, path, missing_ok=True)
+                except untrusted.UntrustedOutput as error:
+                    return JobResult(job.id, job.kind, "failed", error=str(error))
+        return None
+
+    def _run_process(self, name: str, image: str, jobs: list[Job], on_result: OnResult, placement: Placement,
+                     reported: dict[str, JobResult]) -> None:
         process = self.start(name, image, jobs, placement)
-        reported: dict[str, JobResult] = {}
         exit = None
         try:
             # Each job gets the timeout from the moment the previous one reported.
@@ -134,7 +163,7 @@ class Executor:
                     deadline = time.monotonic() + self.timeout_s
                 if exit is None:
                     time.sleep(0.1)
-            (self.workspace.logs / f"{name}.log").write_text(process.output())
+            untrusted.write_text(self.workspace.logs / f"{name}.log", process.output())
         finally:
             process.stop()
         reason = "interrupted" if self.cancelled.is_set() else describe_exit(exit, self.timeout_s)
@@ -143,14 +172,27 @@ class Executor:
                 result = JobResult(job.id, job.kind, "failed", error=f"{reason} (log: logs/{name}.log)")
                 reported[job.id] = result
                 on_result(result)
-        return reported
+        self._sweep(jobs, reported, on_result)
+
+    def _sweep(self, jobs: list[Job], reported: dict[str, JobResult], on_result: OnResult) -> None:
+        """Once the runner is gone, remove what it left that is not plain data from every folder it
+        could write; a job whose folders held such things fails, even if it had reported success."""
+        shared = untrusted.sweep(self.workspace.root, self.workspace.cache)
+        for job in jobs:
+            folders = dict.fromkeys([self.workspace.job_dir(job.id), Path(job.output_dir)])
+            problems = shared + [problem for folder in folders if self.workspace.written_by_runners(folder)
+                                 for problem in untrusted.sweep(self.workspace.root, folder)]
+            if problems and reported[job.id].status == "ok":
+                result = JobResult(job.id, job.kind, "failed", error=f"{untrusted.PREFIX}: {'; '.join(problems)}")
+                reported[job.id] = result
+                on_result(result)
 
     def _report_new(self, jobs: list[Job], reported: dict[str, JobResult], on_result: OnResult) -> bool:
         """Report results that appeared since the last look; True if any did."""
         new = False
         for job in jobs:
             if job.id not in reported:
-                result = read_result(job, self.workspace.job_dir(job.id))
+                result = read_result(job, self.workspace)
                 if result is not None:
                     reported[job.id] = result
                     on_result(result)
@@ -160,14 +202,18 @@ class Executor:
 
 def write_job(job: Job, job_dir: Path) -> Path:
     path = job_dir / JOB_FILE
-    path.write_text(json.dumps(dataclasses.asdict(job), indent=2))
+    untrusted.write_text(path, json.dumps(dataclasses.asdict(job), indent=2))
     return path
 
 
 class MountPlan:
     """Maps host paths to container paths: writable folders first, then read-only
     inputs, each reusing a mount that already holds it (an export's output is the next
-    job's input, and does not exist yet when the container starts)."""
+    job's input, and does not exist yet when the container starts).
+
+    Paths are taken as given, never resolved: the user's inputs were resolved once, up front,
+    and a path inside a runner-writable folder was checked to hold no link (`untrusted`), so
+    no mount can be steered to a host file by what a runner left behind."""
 
     def __init__(self) -> None:
         self.mounts: list[docker_engine.Mount] = []
@@ -179,37 +225,21 @@ class MountPlan:
         return None
 
     def add(self, source: Path, target: str, read_only: bool) -> str:
+        if not source.is_absolute():
+            raise ValueError(f"mount sources are absolute paths, not {source}")
         self.mounts.append(docker_engine.Mount(source=source, target=target, read_only=read_only))
         return target
 
     def writable(self, folder: Path) -> str:
-        folder = folder.resolve()
         return self._find(folder) or self.add(folder, f"/nav/io/{len(self.mounts)}", read_only=False)
 
     def readable(self, path: Path) -> str:
-        path = path.resolve()
         found = self._find(path)
         if found:
             return found
-        if path.is_dir():
+        if stat.S_ISDIR(os.lstat(path).st_mode):
             return self.add(path, f"/nav/io/{len(self.mounts)}", read_only=True)
         return self.add(path, f"/nav/io/{len(self.mounts)}/{path.name}", read_only=True)
-
-
-def check_readable_by_runner(path: Path) -> None:
-    """Fail early, with what to do, when the runner's user could not read an input.
-
-    Only the mounted file or folder itself matters: a bind mount skips the permissions of
-    the folders above it."""
-    if docker_engine.container_user() == f"{os.getuid()}:{os.getgid()}":
-        return  # runs as the calling user, who can read what it passed
-    # A folder model (a SavedModel) is read whole: everything in it must be readable too.
-    for item in [path, *(sorted(path.rglob("*")) if path.is_dir() else [])]:
-        needed = stat.S_IROTH | (stat.S_IXOTH if item.is_dir() else 0)
-        if item.stat().st_mode & needed != needed:
-            raise BadInput(f"{item} is not readable by the runners' user ({docker_engine.container_user()}, "
-                           "as nav-orch runs as root): make it readable ("
-                           + (f"chmod -R o+rX {path})" if path.is_dir() else "chmod o+r)"))
 
 
 class ContainerProcess:
@@ -244,12 +274,10 @@ class DockerExecutor(Executor):
     def start(self, name: str, image: str, jobs: list[Job], placement: Placement) -> Process:
         plan = MountPlan()
         plan.add(RUNNERS_DIR, f"{CONTAINER_CODE}/runners", read_only=True)
-        docker_engine.grant_container_user(self.workspace.cache)
         plan.add(self.workspace.cache, CONTAINER_CACHE, read_only=False)
         job_files = []
         for job in jobs:
             for folder in (self.workspace.job_dir(job.id), Path(job.output_dir)):
-                docker_engine.grant_container_user(folder)
                 plan.writable(folder)
         for job in jobs:
             inside = dataclasses.replace(
@@ -260,9 +288,6 @@ class DockerExecutor(Executor):
             job_dir = self.workspace.job_dir(job.id)
             write_job(inside, job_dir)
             job_files.append(f"{plan.writable(job_dir)}/{JOB_FILE}")
-        for mount in plan.mounts:
-            if mount.read_only:
-                check_readable_by_runner(mount.source)
         spec = docker_engine.ContainerSpec(
             image=image,
             command=["python", "-m", "runners.main", *job_files],
@@ -278,9 +303,9 @@ class DockerExecutor(Executor):
 
 
 class SubprocessProcess:
-    def __init__(self, popen: subprocess.Popen, log_path: Path):
+    def __init__(self, popen: subprocess.Popen, log: BinaryIO):
         self.popen = popen
-        self.log_path = log_path
+        self.log = log  # the host's own handle: the log is read back through it, never by name
 
     def poll(self) -> Optional[Exit]:
         code = self.popen.poll()
@@ -292,7 +317,43 @@ class SubprocessProcess:
             self.popen.wait()
 
     def output(self) -> str:
-        return self.log_path.read_text(errors="replace")
+        self.log.seek(0)
+        return self.log.read().decode(errors="replace")
+
+
+# What the reference job's runner imports, per framework: a local Python must have these.
+RUNNER_IMPORTS = {"torch": ["numpy", "torch"], "onnx": ["numpy", "onnxruntime", "onnx"],
+                  "tensorflow": ["numpy", "tensorflow"], "jax": ["numpy", "jax", "tensorflow"]}
+_PROBE = """
+import hashlib, importlib.metadata, importlib.util, json, sys
+packages = sorted(f"{d.metadata['Name']}=={d.version}" for d in importlib.metadata.distributions())
+print(json.dumps({"missing": [m for m in sys.argv[1:] if importlib.util.find_spec(m) is None],
+                  "packages": hashlib.sha256(("\\n".join([sys.version, *packages])).encode()).hexdigest()}))
+"""
+
+
+@dataclass
+class PythonProbe:
+    packages: str  # a digest of the Python's version and every installed distribution's version
+
+
+def probe_python(python: str, framework: str) -> PythonProbe:
+    """Check up front that the local executor's Python has what the framework's runner imports;
+    its packages' digest joins the cache keys, so an upgraded environment never meets old results."""
+    needed = RUNNER_IMPORTS[framework]
+    fix = ("make one with the runners' packages: `python scripts/runners_venv.py DIR`, then pass "
+           "--python DIR/bin/python")
+    try:
+        probe = subprocess.run([python, "-c", _PROBE, *needed], capture_output=True, text=True, timeout=120)
+        found = json.loads(probe.stdout) if probe.returncode == 0 else None
+    except (OSError, subprocess.SubprocessError, ValueError) as error:
+        raise EnvironmentProblem(f"--python {python} cannot be run ({error}): {fix}") from None
+    if found is None:
+        raise EnvironmentProblem(f"--python {python} failed: {probe.stderr.strip()[-200:]}: {fix}")
+    if found["missing"]:
+        raise EnvironmentProblem(f"--python {python} cannot import {', '.join(found['missing'])}, which the "
+                                 f"{framework} runner needs: {fix}")
+    return PythonProbe(packages=found["packages"])
 
 
 class LocalExecutor(Executor):
@@ -308,12 +369,12 @@ class LocalExecutor(Executor):
                        **cache_environment(str(self.workspace.cache)), **placement.environment(),
                        # A session without a GPU must not see one: the scheduler gave it none.
                        "CUDA_VISIBLE_DEVICES": placement.gpu if placement.gpu is not None else ""}
-        log_path = self.workspace.logs / f"{name}.log"
-        with log_path.open("w") as log:
-            popen = subprocess.Popen(
-                [self.python, "-m", "runners.main", *job_files],
-                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                env=environment,
-                start_new_session=True,  # so a timeout can kill the runner's whole group
-            )
-        return SubprocessProcess(popen, log_path)
+        # Written live (users can follow it); read back through this handle, never by name.
+        log = untrusted.create(self.workspace.logs / f"{name}.log")
+        popen = subprocess.Popen(
+            [self.python, "-m", "runners.main", *job_files],
+            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            env=environment,
+            start_new_session=True,  # so a timeout can kill the runner's whole group
+        )
+        return SubprocessProcess(popen, log)

@@ -5,10 +5,13 @@ the runners and results.json share one definition of each field.
 """
 from __future__ import annotations
 
+from enum import Enum
 from pathlib import Path
-from typing import Any, Literal, Optional
+from typing import Any, Iterable, Literal, Optional, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, PositiveInt, TypeAdapter
+from pydantic import (BaseModel, ConfigDict, Field, NonNegativeFloat, PositiveFloat, PositiveInt, TypeAdapter,
+                      ValidationInfo, field_validator)
+from pydantic_core import PydanticCustomError
 
 from runners.protocol import (
     ALL_PRECISIONS,
@@ -29,6 +32,13 @@ Framework = Literal["torch", "tensorflow", "jax", "onnx"]
 # A variant is `pending` only while a run is under way.
 VariantStatus = Literal["pending", "ok", "failed", "skipped"]
 Objective = Literal["throughput", "latency"]
+
+
+class ExecutorKind(str, Enum):
+    """Where runners run: sandboxed containers, or subprocesses of a local Python (no sandbox)."""
+
+    docker = "docker"
+    local = "local"
 
 # Formats each framework can export to, in the order they are tried.
 FRAMEWORK_FORMATS: dict[str, list[str]] = {
@@ -90,10 +100,10 @@ class Tolerances(Strict):
     reference): half precisions keep about 3 (fp16) or 2 (bf16) significant digits of the
     largest values, whatever units the model's outputs are in."""
 
-    atol: Optional[float] = None
-    rtol: Optional[float] = None
-    output_atol: dict[str, float] = Field(default_factory=dict)
-    output_rtol: dict[str, float] = Field(default_factory=dict)
+    atol: Optional[NonNegativeFloat] = None
+    rtol: Optional[NonNegativeFloat] = None
+    output_atol: dict[str, NonNegativeFloat] = Field(default_factory=dict)
+    output_rtol: dict[str, NonNegativeFloat] = Field(default_factory=dict)
 
     def for_output(self, name: str, precision: str, scale: float = 1.0) -> Tolerance:
         atol_fraction, default_rtol = DEFAULT_TOLERANCES[precision]
@@ -151,27 +161,88 @@ class TritonResults(Strict):
     error: Optional[str] = None
 
 
+def not_one_of(value: object, what: str, choices: Iterable[str]) -> PydanticCustomError:
+    """The error for a value outside `choices`; its message lists them (pydantic adds no prefix)."""
+    return PydanticCustomError("not_one_of", f"{value!r} is not {what}; choose from {', '.join(choices)}")
+
+
+# Fields with a fixed set of values: what a value is, and the values.
+CHOICES: dict[str, tuple[str, tuple[str, ...]]] = {
+    "precisions": ("a precision", ALL_PRECISIONS),
+    "objective": ("an objective", get_args(Objective)),
+    "executor": ("an executor", tuple(kind.value for kind in ExecutorKind)),
+}
+
+
 class OptimizeConfig(Strict):
+    """Everything a run needs, validated here for the CLI and the Python API alike."""
+
+    # A field set on a built config is validated too: no way round the checks for API callers.
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
     model: ModelRef
     samples: Optional[Path] = None
     inputs: list[InputSpec] = Field(default_factory=list)
     seed: int = 0
     formats: Optional[list[str]] = None  # None: every format of the framework for the device
     precisions: Optional[list[Precision]] = None  # None: fp32 on CPUs, all on GPUs
-    batch_sizes: list[PositiveInt] = Field(default_factory=lambda: [1, 8, 64])
+    batch_sizes: list[int] = Field(default_factory=lambda: [1, 8, 64])
     tolerances: Tolerances = Field(default_factory=Tolerances)
     objective: Objective = "throughput"
-    latency_budget_ms: Optional[float] = None
+    latency_budget_ms: Optional[PositiveFloat] = None
     workspace: Path
     images: str = "cpu"
     gpus: str = "none"
     jobs: PositiveInt = 1
-    job_timeout_s: float = 900.0
+    job_timeout_s: PositiveFloat = 900.0
     memory: Optional[str] = None  # per runner container, docker's syntax ("8g")
     pids: PositiveInt = 4096
     profiling: ProfileSettings = Field(default_factory=ProfileSettings)
     exhaustive: bool = False  # build compiled formats in every precision, not only the winning one
     triton: TritonSettings = Field(default_factory=TritonSettings)
+    executor: ExecutorKind = ExecutorKind.docker
+    python: Optional[str] = None  # the local executor's Python; None: the host's own
+
+    @field_validator("precisions", "objective", "executor", mode="before")
+    @classmethod
+    def known_choices(cls, value: Any, info: ValidationInfo) -> Any:
+        # Before pydantic's own check, whose message would not name the wrong value.
+        what, choices = CHOICES[info.field_name]
+        for item in value if isinstance(value, (list, tuple)) else [value]:
+            if isinstance(item, str) and item not in choices:
+                raise not_one_of(item, what, choices)
+        return value
+
+    @field_validator("formats")
+    @classmethod
+    def known_formats(cls, formats: Optional[list[str]], info: ValidationInfo) -> Optional[list[str]]:
+        model = info.data.get("model")  # absent when the model itself is invalid
+        if formats is None or model is None or model.kind == "function":
+            return formats
+        known = FRAMEWORK_FORMATS[model.framework]
+        for fmt in formats:
+            if fmt not in known:
+                raise not_one_of(fmt, f"a format of {model.framework}", known)
+        return formats
+
+    @field_validator("batch_sizes")
+    @classmethod
+    def positive_batch_sizes(cls, sizes: list[int]) -> list[int]:
+        if not sizes:
+            raise PydanticCustomError("no_batch_size", "no batch size given; give positive integers like 1,8,64")
+        for size in sizes:
+            if size < 1:
+                raise PydanticCustomError("batch_size", f"{size} is not a batch size; give positive integers "
+                                          "like 1,8,64")
+        return sizes
+
+    @field_validator("python")
+    @classmethod
+    def python_only_local(cls, python: Optional[str], info: ValidationInfo) -> Optional[str]:
+        executor = info.data.get("executor")
+        if python is not None and executor is not None and executor is not ExecutorKind.local:
+            raise PydanticCustomError("python_not_local", f"a Python is for executor local only, not "
+                                      f"{executor.value} (containers bring their own)")
+        return python
 
 
 class VariantResult(Strict):
@@ -224,6 +295,8 @@ class RunResults(Strict):
     selection: Optional[Selection] = None
     variants: list[VariantResult] = Field(default_factory=list)
     jobs: JobCounts = Field(default_factory=JobCounts)
+    # What the source model is (its fingerprint, from the reference job): the cache keys build on it.
+    model_fingerprint: Optional[str] = None
     environment: Environment
     triton: Optional[TritonResults] = None  # the Triton stage, when it ran
 

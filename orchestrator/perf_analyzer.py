@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import io as text_io
 import json
+import os
 import shlex
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +18,7 @@ from typing import Optional
 import docker
 import numpy as np
 
-from orchestrator import docker_engine
+from orchestrator import docker_engine, untrusted
 from orchestrator.errors import NavOrchError
 from orchestrator.models import TritonLatency, TritonSettings
 
@@ -132,7 +133,6 @@ class PerfAnalyzer:
         self.folder = folder
         self.settings = settings
         folder.mkdir(parents=True, exist_ok=True)
-        docker_engine.grant_container_user(folder)
 
     def measure(self, model: str, batch_size: int, concurrency: int, grpc_url: str,
                 input_data: Optional[Path]) -> tuple[Measurement, Path]:
@@ -152,16 +152,18 @@ class PerfAnalyzer:
                            f"{PERF_MOUNT}/{input_data.name}" if input_data else None,
                            ACCEPT_ANY if last else None)
             # The command line is kept for people to rerun; it is never run through a shell.
-            (self.folder / f"{stem}.cmd").write_text(
-                f"# in {self.image}, --network host, this folder mounted at {PERF_MOUNT}, while the server runs "
+            untrusted.write_text(
+                self.folder / f"{stem}.cmd", f"# in {self.image}, --network host, this folder mounted at {PERF_MOUNT}, while the server runs "
                 "(`nav-orch serve WORKSPACE --grpc-port PORT`)\n" + shlex.join(args) + "\n")
             state, output = docker_engine.run_to_exit(self.client, self._spec(args), self.settings.perf_timeout_s)
-            (self.folder / f"{stem}.log").write_text(output)
+            untrusted.write_text(self.folder / f"{stem}.log", output)
             if state is None:
                 raise PerfFailed(f"perf_analyzer timed out after {self.settings.perf_timeout_s:.0f} s "
                                  f"(log: {self.folder.name}/{stem}.log)")
-            if state.code == 0 and csv_path.is_file():
-                rows = [row for row in parse_csv(csv_path.read_text()) if row.concurrency == concurrency]
+            if state.code == 0 and os.path.lexists(csv_path):
+                # The container could write this folder: its CSV is read as untrusted data.
+                text = untrusted.read_bytes(self.folder, csv_path, untrusted.RESULT_MAX_BYTES).decode(errors="replace")
+                rows = [row for row in parse_csv(text) if row.concurrency == concurrency]
                 if not rows:
                     raise PerfFailed(f"perf_analyzer's CSV has no row for concurrency {concurrency}")
                 rows[0].stable = not last
@@ -175,7 +177,7 @@ class PerfAnalyzer:
     def _spec(self, args: list[str]) -> docker_engine.ContainerSpec:
         return docker_engine.ContainerSpec(
             image=self.image, command=args,
-            mounts=[docker_engine.Mount(source=self.folder.resolve(), target=PERF_MOUNT, read_only=False)],
+            mounts=[docker_engine.Mount(source=self.folder, target=PERF_MOUNT, read_only=False)],
             labels={docker_engine.RUN_LABEL: self.run_id, docker_engine.ROLE_LABEL: "perf-analyzer"},
             network="host",
         )

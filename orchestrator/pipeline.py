@@ -17,7 +17,7 @@ from typing import Optional, Protocol
 
 import numpy as np
 
-from orchestrator import cache
+from orchestrator import cache, untrusted
 from orchestrator.errors import BadInput
 from orchestrator.executor import Executor, OnResult, Placement
 from orchestrator.models import (
@@ -77,12 +77,15 @@ def check_fixed_batch(io: IOSpec, batch_sizes: list[int]) -> None:
 
 class Pipeline:
     def __init__(self, config: OptimizeConfig, workspace: Workspace, executor: Executor, image: ImageRecord,
-                 reporter: Reporter, results: RunResults, base_key: str, gpus: list[str], force: bool = False):
+                 reporter: Reporter, results: RunResults, inputs_key: str, gpus: list[str], force: bool = False):
         self.config = config
         self.gpus = gpus
         self.io: Optional[IOSpec] = None
         self.output_scale: dict[str, float] = {}
-        self.base_key = base_key
+        # Jobs are keyed by what the model *is*: its fingerprint, known once the reference job has
+        # run (it always runs: it is the cheapest job), with the samples, image and runner code.
+        self.inputs_key = inputs_key
+        self.base_key: Optional[str] = None
         self.force = force
         self.keys: dict[str, str] = {}
         self.workspace = workspace
@@ -118,7 +121,8 @@ class Pipeline:
                 entry.verification = result.verification
             if result.profile:
                 entry.profile = result.profile
-            if result.status != "ok" and entry.status == "pending":
+            # A job that reported success can still fail afterwards: its runner left untrusted output.
+            if result.status != "ok" and entry.status in ("pending", "ok"):
                 entry.status = result.status
                 entry.error = f"{result.kind}: {result.error}"
             elif result.kind == "profile" and result.status == "ok":
@@ -133,15 +137,18 @@ class Pipeline:
     def job(self, job_id: str, kind: str, runner: str, output_dir: Path, after: list[str], **fields) -> Job:
         """A job, keyed by its settings and the keys of the jobs in `after`."""
         job = Job(id=job_id, kind=kind, runner=runner, output_dir=str(output_dir), **fields)
-        self.keys[job_id] = cache.job_key(job, self.base_key, [self.keys[other] for other in after])
+        if self.base_key is not None:
+            self.keys[job_id] = cache.job_key(job, self.base_key, [self.keys[other] for other in after])
         return job
 
     def run_session(self, name: str, jobs: list[Job], on_result: OnResult,
                     placement: Placement) -> dict[str, JobResult]:
-        """Run the jobs in one runner process, reusing those already done under the same key."""
+        """Run the jobs in one runner process, reusing those already done under the same key
+        (only jobs with a key: none before the reference job has fingerprinted the model)."""
         results: dict[str, JobResult] = {}
         for job in jobs:
-            earlier = None if self.force else cache.reusable(job, self.workspace.job_dir(job.id), self.keys[job.id])
+            key = self.keys.get(job.id)
+            earlier = None if self.force or key is None else cache.reusable(job, self.workspace, key)
             if earlier is not None:
                 results[job.id] = earlier
                 on_result(earlier)
@@ -151,7 +158,7 @@ class Pipeline:
             self.results.jobs.reused += len(results)
             self.results.jobs.run += len(pending)
         for job in pending:
-            cache.mark(self.workspace.job_dir(job.id), self.keys[job.id])
+            cache.mark(self.workspace, job.id, self.keys.get(job.id))
         if pending:
             results.update(self.executor.run(name, self.image.tag, pending, on_result, placement))
         return results
@@ -214,11 +221,17 @@ class Pipeline:
                        inputs={"model": str(model.path.parent), "samples": str(samples)})
         self.reporter.note("running the source model on the samples")
         result = self.run_session(REFERENCE, [job], self.record_versions, Placement(gpu))[REFERENCE]
-        if result.status != "ok" or result.io is None:
-            raise ReferenceFailed(result.error or "the reference job returned no input/output description")
+        if result.status != "ok" or result.io is None or result.fingerprint is None:
+            raise ReferenceFailed(result.error or "the reference job returned no input/output description "
+                                  "or no fingerprint")
         self.io = result.io
+        self.base_key = self.keys[REFERENCE] = cache.base_key(result.fingerprint, self.inputs_key)
+        with self.lock:
+            self.results.model_fingerprint = result.fingerprint
         check_fixed_batch(self.io, self.config.batch_sizes)
-        with np.load(self.workspace.reference / REFERENCE_OUTPUTS, allow_pickle=False) as outputs:
+        outputs_file = untrusted.open_file(self.workspace.root, self.workspace.reference / REFERENCE_OUTPUTS,
+                                           untrusted.ARRAYS_MAX_BYTES)
+        with outputs_file, np.load(outputs_file, allow_pickle=False) as outputs:
             self.output_scale = {name: float(np.abs(outputs[name]).max(initial=0.0)) for name in outputs.files}
 
     def shared_cpus(self) -> Placement:

@@ -22,6 +22,7 @@ import numpy as np
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as mc
 
+from orchestrator import untrusted
 from orchestrator.errors import NavOrchError
 from orchestrator.models import VariantResult
 from runners.protocol import IOSpec, TensorSpec
@@ -72,6 +73,7 @@ class Deployment:
     backend: str  # a native backend of NATIVE, or "python"
     precision: str
     artifact: Path  # the variant's artifact in the workspace
+    workspace: Path  # the workspace's root: the artifact is runner output, read as untrusted data
 
     @property
     def file(self) -> str:
@@ -87,13 +89,20 @@ def plan_deployment(variant: VariantResult, workspace_root: Path, backends: set[
     triton_python_model.py can load the artifact; NotServable otherwise."""
     if not variant.artifact:
         raise NotServable(f"{variant.name} has no artifact")
-    artifact = workspace_root / variant.artifact
+    try:
+        artifact = workspace_root / untrusted.relative_inside(variant.artifact)
+    except untrusted.UntrustedOutput as error:
+        raise NotServable(f"{variant.name}: {error}") from None
     kind = artifact_kind(artifact)
     if kind is None:
         raise NotServable(f"{variant.name}: {artifact.name} is not a file Triton loads "
                           f"(format {variant.format} is a runtime, not a deployable artifact)")
-    if not artifact.exists():
+    if not os.path.lexists(artifact):
         raise NotServable(f"{variant.name}: its artifact {variant.artifact} is missing from the workspace")
+    try:
+        untrusted.check_tree(workspace_root, artifact)
+    except untrusted.UntrustedOutput as error:
+        raise NotServable(f"{variant.name}: {error}") from None
     native = NATIVE.get(kind)
     if native is not None and native.backend in backends:
         backend = native.backend
@@ -104,7 +113,7 @@ def plan_deployment(variant: VariantResult, workspace_root: Path, backends: set[
         raise NotServable(f"{variant.name}: the server image has no {wanted} backend for {kind} "
                           f"(it has: {', '.join(sorted(backends)) or 'none'})")
     return Deployment(model=variant.name, variant=variant.name, kind=kind, backend=backend,
-                      precision=variant.precision, artifact=artifact)
+                      precision=variant.precision, artifact=artifact, workspace=workspace_root)
 
 
 def triton_dtype(dtype: str) -> int:
@@ -187,7 +196,9 @@ def write_model(repository: Path, deployment: Deployment, io: IOSpec, max_batch_
         shutil.rmtree(folder)
     version = folder / VERSION
     version.mkdir(parents=True)
-    place(deployment.artifact, version / deployment.file)
+    # A copy, never a link: a hard link would share the runner-written file, and links are
+    # never followed (orchestrator/untrusted.py).
+    untrusted.copy_tree(deployment.workspace, deployment.artifact, version / deployment.file)
     if deployment.backend == "python":
         shutil.copyfile(PYTHON_MODEL_SOURCE, version / "model.py")
     (folder / CONFIG_FILE).write_text(config_text(model_config(deployment, io, max_batch_size, gpus)))
@@ -198,14 +209,3 @@ def write_model(repository: Path, deployment: Deployment, io: IOSpec, max_batch_
     # The repository itself is the mount point; the folders above it need no permissions.
     repository.chmod(repository.stat().st_mode | 0o055)
     return folder
-
-
-def place(source: Path, target: Path) -> None:
-    """A hard link where the filesystem allows (artifacts can be large), else a copy."""
-    if source.is_dir():
-        shutil.copytree(source, target)
-        return
-    try:
-        os.link(source, target)
-    except OSError:
-        shutil.copyfile(source, target)

@@ -2,14 +2,13 @@
 
 It reuses the workspace's model repository (writing the variant's model folder when it is not
 there yet, e.g. for another variant than the one optimize served), prints the endpoints and a
-ready-to-copy request built from the workspace's own samples, and removes the server on Ctrl-C
-or SIGTERM.
+ready-to-copy request built from the workspace's own samples, and removes the server on Ctrl-C,
+SIGTERM or SIGHUP (the CLI turns each into KeyboardInterrupt: orchestrator/signals.py).
 """
 from __future__ import annotations
 
 import json
 import shlex
-import signal
 import time
 import uuid
 from pathlib import Path
@@ -18,7 +17,7 @@ from typing import Callable, Optional
 import numpy as np
 from pydantic import ValidationError
 
-from orchestrator import docker_engine
+from orchestrator import docker_engine, untrusted
 from orchestrator.errors import BadInput
 from orchestrator.gpus import host_gpus, select_gpus
 from orchestrator.images import CPU_RELEASE
@@ -49,8 +48,8 @@ def reference_io(workspace: Workspace) -> IOSpec:
     """The input/output description the reference job reported (jobs/reference/result.json)."""
     path = workspace.jobs / REFERENCE / RESULT_FILE
     try:
-        result = JOB_RESULT.validate_json(path.read_text())
-    except (OSError, ValidationError):
+        result = JOB_RESULT.validate_json(untrusted.read_bytes(workspace.root, path, untrusted.RESULT_MAX_BYTES))
+    except (OSError, ValidationError, untrusted.UntrustedOutput):
         result = None
     if result is None or result.io is None:
         raise BadInput(f"{path} holds no input/output description: run `nav-orch optimize` on this workspace again")
@@ -120,7 +119,7 @@ def serve(workspace_path: Path, variant_name: Optional[str], http_port: int, grp
                               workspace.root / "triton" / "serve.log", gpu_request(gpu_indices),
                               ready_timeout_s=ready_timeout_s, http_port=http_port, grpc_port=grpc_port)
         err(f"starting {server_image} with {variant.name}")
-        with stop_on_sigterm(), server:
+        with server:
             out(f"model  {variant.name} ({config.backend or config.platform} backend)")
             out(f"http   {server.http_url}")
             out(f"grpc   {server.grpc_url}")
@@ -135,19 +134,3 @@ def serve(workspace_path: Path, variant_name: Optional[str], http_port: int, grp
                 err("stopping")
     finally:
         docker_engine.remove_labelled(client, run_id)
-
-
-class stop_on_sigterm:
-    """SIGTERM ends serving the way Ctrl-C does (containers removed, exit 0)."""
-
-    def __enter__(self) -> None:
-        def interrupt(signum, frame):
-            raise KeyboardInterrupt
-        try:
-            self.previous = signal.signal(signal.SIGTERM, interrupt)
-        except ValueError:  # not the main thread: leave signals alone
-            self.previous = None
-
-    def __exit__(self, *exc) -> None:
-        if self.previous is not None:
-            signal.signal(signal.SIGTERM, self.previous)

@@ -18,7 +18,7 @@ from typing import Callable, Optional, Protocol
 import docker
 import numpy as np
 
-from orchestrator import docker_engine
+from orchestrator import docker_engine, untrusted
 from orchestrator.errors import EnvironmentProblem, NavOrchError, ServerFailed
 from orchestrator.images import CPU_RELEASE
 from orchestrator.models import (
@@ -81,7 +81,9 @@ def require_image(client: docker.DockerClient, tag: str) -> docker_engine.ImageI
 
 
 def load_samples(workspace: Workspace) -> dict[str, np.ndarray]:
-    with np.load(workspace.reference / SAMPLES, allow_pickle=False) as data:
+    """The reference job's samples (runner output: read as untrusted data)."""
+    samples = untrusted.open_file(workspace.root, workspace.reference / SAMPLES, untrusted.ARRAYS_MAX_BYTES)
+    with samples, np.load(samples, allow_pickle=False) as data:
         return {name: data[name] for name in data.files}
 
 

@@ -16,6 +16,9 @@ class Workspace:
     jobs/ID/            job.json, result.json and runner.log of each job
     logs/SESSION.log    what each runner process printed
     cache/              compilers' caches shared by the run's runners (torch.compile)
+
+    Runners write into reference/, variants/, jobs/ and cache/: what lies there is untrusted
+    (orchestrator/untrusted.py). The host alone writes results.json, inputs/, logs/ and triton/.
     """
 
     def __init__(self, root: Path):
@@ -32,6 +35,12 @@ class Workspace:
         for folder in (self.inputs, self.reference, self.variants, self.jobs, self.logs, self.cache):
             folder.mkdir(parents=True, exist_ok=True)
         return self
+
+    def runner_writable(self) -> tuple[Path, ...]:
+        return (self.reference, self.variants, self.jobs, self.cache)
+
+    def written_by_runners(self, path: Path) -> bool:
+        return any(path == folder or folder in path.parents for folder in self.runner_writable())
 
     def job_dir(self, job_id: str) -> Path:
         path = self.jobs / job_id

@@ -5,6 +5,7 @@ be a different class from the one the runner modules import.
 """
 from __future__ import annotations
 
+import hashlib
 import importlib.metadata
 import importlib.util
 import os
@@ -12,7 +13,7 @@ import platform
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Iterable, Optional
 
 import numpy as np
 
@@ -106,10 +107,59 @@ def tensor_spec(name: str, array: np.ndarray) -> TensorSpec:
     return TensorSpec(name=name, dtype=str(array.dtype), shape=shape)
 
 
+def _user_module_files(folder: Path) -> list[Path]:
+    """Files of the modules imported from the model's folder (the factory's own module among
+    them); installed packages are the image's business, even when a venv lies in that folder."""
+    found = set()
+    for module in list(sys.modules.values()):
+        name = getattr(module, "__file__", None)
+        if not name:
+            continue
+        path = Path(name).resolve()
+        if folder in path.parents and not {"site-packages", "dist-packages"} & set(path.parts) and path.is_file():
+            found.add(path)
+    return sorted(found)
+
+
+def _hash_file(h: Any, path: Path) -> None:
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+
+
+def fingerprint(job: Job, weights: Iterable[bytes] = ()) -> str:
+    """What the source model is, which every later job's cache key builds on. A model file (or
+    SavedModel folder): its bytes. A factory: the source of the modules it imported from the
+    model's folder, and the bytes of the weights it made or loaded (`weights`). Nothing else
+    that lies near the model (workspaces, logs, VCS data, virtual environments) counts."""
+    h = hashlib.sha256()
+    folder = Path(job.inputs["model"]).resolve()
+    if job.model.kind in ("factory", "function"):
+        for path in _user_module_files(folder):
+            h.update(str(path.relative_to(folder)).encode() + b"\0")
+            _hash_file(h, path)
+        for block in weights:
+            h.update(block)
+    else:
+        path = folder / job.model.file
+        for item in sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]:
+            h.update(str(item.relative_to(folder)).encode() + b"\0")
+            _hash_file(h, item)
+    return h.hexdigest()
+
+
+def array_bytes(named: Iterable[tuple[str, np.ndarray]]) -> Iterable[bytes]:
+    """Weights as bytes for `fingerprint`: each array's name, dtype and shape, then its data."""
+    for name, array in named:
+        array = np.ascontiguousarray(array)
+        yield f"{name}:{array.dtype}:{array.shape}".encode()
+        yield array.tobytes()
+
+
 def save_reference(job: Job, samples: dict[str, np.ndarray], outputs: dict[str, np.ndarray],
-                   io: Optional[IOSpec] = None) -> JobResult:
+                   io: Optional[IOSpec] = None, weights: Iterable[bytes] = ()) -> JobResult:
     """The reference job's end in every runner: refuse non-finite outputs, write the samples and
-    outputs, describe them (as sampled unless the runner knows better)."""
+    outputs, describe them (as sampled unless the runner knows better), fingerprint the model."""
     for name, array in outputs.items():
         if np.issubdtype(array.dtype, np.floating) and not np.isfinite(array).all():
             raise ValueError(f"the source model's output {name!r} contains NaN or Inf; nothing to verify against")
@@ -118,4 +168,4 @@ def save_reference(job: Job, samples: dict[str, np.ndarray], outputs: dict[str, 
     np.savez(out / REFERENCE_OUTPUTS, **outputs)
     io = io or IOSpec(inputs=[tensor_spec(n, a) for n, a in samples.items()],
                       outputs=[tensor_spec(n, a) for n, a in outputs.items()])
-    return JobResult(job.id, job.kind, "ok", io=io)
+    return JobResult(job.id, job.kind, "ok", io=io, fingerprint=fingerprint(job, weights))

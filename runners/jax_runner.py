@@ -13,7 +13,7 @@ from typing import Any, Callable, Optional
 import numpy as np
 
 from runners import tensorflow_runner as tfr  # sets TensorFlow's log level before it loads
-from runners.common import Skip, export_file, import_callable, key_by_names, load_npz, save_reference
+from runners.common import Skip, array_bytes, export_file, import_callable, key_by_names, load_npz, save_reference
 from runners.protocol import IOSpec, Job, JobResult
 
 import jax  # noqa: E402  (after TensorFlow: both load their own XLA; this order is the tested one)
@@ -64,7 +64,9 @@ def reference(job: Job) -> JobResult:
     samples = key_by_names(samples, names, f"{job.model.factory}'s apply_fn")
     outputs = apply_fn(params, *(jax.numpy.asarray(a) for a in samples.values()))
     arrays = tfr.to_numpy({name: np.asarray(value) for name, value in tfr.name_outputs(outputs, None).items()})
-    return save_reference(job, samples, arrays)
+    leaves = jax.tree_util.tree_leaves_with_path(params)
+    return save_reference(job, samples, arrays, weights=array_bytes(
+        (jax.tree_util.keystr(path), np.asarray(leaf)) for path, leaf in leaves))
 
 
 def polymorphic_shapes(io: IOSpec) -> list[Optional[str]]:

@@ -220,6 +220,9 @@ class JobResult:
     verification: Optional[Verification] = None  # verify jobs
     profile: list[ProfileEntry] = field(default_factory=list)  # profile jobs
     gpu: Optional[GpuInfo] = None  # jobs that ran on a GPU
+    # Reference jobs: what the source model is (runners/common.py `fingerprint`); every other
+    # job's cache key hangs on it.
+    fingerprint: Optional[str] = None
     duration_s: float = 0.0
     protocol: int = PROTOCOL_VERSION
 

@@ -18,7 +18,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
 
 import tensorflow as tf  # noqa: E402
 
-from runners.common import Skip, export_file, import_callable, key_by_names, load_npz, save_reference  # noqa: E402
+from runners.common import (  # noqa: E402
+    Skip, array_bytes, export_file, import_callable, key_by_names, load_npz, save_reference,
+)
 from runners.measure import batch_of, time_calls, verification_result, verify_outputs  # noqa: E402
 from runners.protocol import FORMAT_ARTIFACT, IOSpec, Job, JobResult  # noqa: E402
 
@@ -162,7 +164,9 @@ def reference(job: Job) -> JobResult:
     with tf.device(tf_device(job)):
         outputs = to_numpy(name_outputs(source.call({n: tf.constant(a) for n, a in samples.items()}),
                                         source.output_names))
-    return save_reference(job, samples, outputs)
+    weights = getattr(source.owner, "weights", None) or []
+    return save_reference(job, samples, outputs,
+                          weights=array_bytes((getattr(w, "path", w.name), np.asarray(w)) for w in weights))
 
 
 # --- export --------------------------------------------------------------------------------------

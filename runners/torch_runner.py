@@ -98,12 +98,20 @@ def to_tensors(samples: dict[str, np.ndarray], device: str, precision: str = "fp
     return tensors
 
 
+def weight_bytes(model: torch.nn.Module):
+    """The parameters and buffers as bytes (any dtype: viewed as uint8), for the fingerprint."""
+    for name, tensor in model.state_dict().items():
+        flat = tensor.detach().cpu().contiguous().reshape(-1)
+        yield f"{name}:{tensor.dtype}:{tuple(tensor.shape)}".encode()
+        yield flat.view(torch.uint8).numpy().tobytes()
+
+
 def reference(job: Job) -> JobResult:
     model = load_source(job).to(job.device)
     samples = order_samples(load_npz(job.inputs["samples"]), forward_names(model))
     with torch.inference_mode():
         outputs = flatten_outputs(model(*to_tensors(samples, job.device)))
-    return save_reference(job, samples, outputs)
+    return save_reference(job, samples, outputs, weights=weight_bytes(model))
 
 
 def export(job: Job) -> JobResult:

@@ -1,10 +1,14 @@
 import pytest
+from pydantic import ValidationError
+from conftest import nav_orch
 from typer.testing import CliRunner
 
+from orchestrator.api import ExecutorKind
 from orchestrator.cli import app, parse_tolerances
 from orchestrator.docker_engine import gpu_requests
 from orchestrator.errors import BadInput, NavOrchError
 from orchestrator.model_ref import parse_model, parse_model_args
+from orchestrator.models import OptimizeConfig
 from orchestrator.samples import load_samples, parse_input_spec, random_samples
 
 EXAMPLES = __import__("pathlib").Path(__file__).resolve().parent.parent / "examples"
@@ -92,7 +96,7 @@ def test_gpu_syntax_maps_to_device_requests():
 
 @pytest.mark.parametrize("args, message", [
     (["optimize", "nope.py:make", "--input", "x:1,2:float32"], "no such file"),
-    (["optimize", f"{EXAMPLES}/mlp.py:make_mlp", "--formats", "savedmodel"], "not available for torch"),
+    (["optimize", f"{EXAMPLES}/mlp.py:make_mlp", "--formats", "savedmodel"], "not a format of torch"),
     (["optimize", f"{EXAMPLES}/mlp.py:make_mlp", "--batch-sizes", "1,x"], "--batch-sizes"),
     (["optimize", f"{EXAMPLES}/mlp.py:make_mlp", "--objective", "speed"], "objective"),
 ])
@@ -109,3 +113,59 @@ def test_default_atol_scales_with_the_output_and_explicit_atol_does_not():
     assert Tolerances().for_output("logits", "fp16", scale=50.0).atol == pytest.approx(0.5)
     assert Tolerances().for_output("logits", "fp32", scale=2.0).atol == pytest.approx(2e-4)
     assert Tolerances(atol=1e-3).for_output("logits", "fp16", scale=50.0).atol == 1e-3
+
+
+# --- one validation for the CLI and the Python API (OptimizeConfig) ----------------------------
+
+def mlp_config(**values) -> OptimizeConfig:
+    return OptimizeConfig(model=parse_model(f"{EXAMPLES}/mlp.py:make_mlp", [], None), workspace="ws", **values)
+
+
+@pytest.mark.parametrize("values, where, message", [
+    ({"formats": ["onxx"]}, "formats", "'onxx' is not a format of torch; choose from torchscript-trace, "
+                                       "torchscript-script, onnx,"),
+    ({"formats": ["savedmodel"]}, "formats", "'savedmodel' is not a format of torch"),
+    ({"precisions": ["fp32", "fp8"]}, "precisions", "'fp8' is not a precision; choose from fp32, fp16, bf16"),
+    ({"executor": "Docker"}, "executor", "'Docker' is not an executor; choose from docker, local"),
+    ({"objective": "speed"}, "objective", "'speed' is not an objective; choose from throughput, latency"),
+    ({"batch_sizes": [1, 0]}, "batch_sizes", "0 is not a batch size; give positive integers"),
+    ({"batch_sizes": []}, "batch_sizes", "no batch size given"),
+    ({"latency_budget_ms": 0}, "latency_budget_ms", "greater than 0"),
+    ({"tolerances": {"atol": -1e-3}}, "tolerances.atol", "greater than or equal to 0"),
+    ({"tolerances": {"output_rtol": {"logits": -1}}}, "tolerances.output_rtol.logits", "greater than or equal to 0"),
+    ({"python": "/usr/bin/python3"}, "python", "executor local only"),
+])
+def test_config_rejects_bad_values_naming_the_valid_ones(values, where, message):
+    with pytest.raises(ValidationError) as raised:
+        mlp_config(**values)
+    first = raised.value.errors()[0]
+    assert ".".join(map(str, first["loc"])) == where
+    assert message in first["msg"] and not first["msg"].startswith("Value error")
+
+
+def test_config_takes_the_executor_as_enum_and_checks_assignments():
+    config = mlp_config(executor="local", python="/usr/bin/python3", formats=["onnx"], precisions=["fp16"])
+    assert config.executor is ExecutorKind.local and config.python == "/usr/bin/python3"
+    assert mlp_config().executor is ExecutorKind.docker
+    with pytest.raises(ValidationError, match="not an executor"):
+        config.executor = "Docker"
+    with pytest.raises(ValidationError, match="not a format of torch"):
+        config.formats = ["onxx"]
+
+
+@pytest.mark.parametrize("command, option, message", [
+    ("optimize", ["--formats", "onxx"], "invalid option formats: 'onxx' is not a format of torch; choose from "),
+    ("optimize", ["--precisions", "fp8"], "invalid option precisions: 'fp8' is not a precision"),
+    ("optimize", ["--executor", "Docker"], "invalid option executor: 'Docker' is not an executor; "
+                                           "choose from docker, local"),
+    ("optimize", ["--batch-sizes", "0"], "invalid option batch_sizes: 0 is not a batch size"),
+    ("optimize", ["--python", "/usr/bin/python3"], "invalid option python: a Python is for executor local only"),
+    ("profile", ["--executor", "Docker"], "invalid option executor: 'Docker' is not an executor"),
+])
+def test_cli_bad_option_values_are_one_line_with_exit_code_2(command, option, message):
+    """The real CLI in a subprocess: nothing but the one line reaches the user."""
+    result = nav_orch(command, f"{EXAMPLES}/mlp.py:make_mlp", "--input", "x:2,64:float32", "--images", "cpu",
+                      "--gpus", "none", *option)
+    assert result.returncode == 2
+    assert result.stdout == "" and result.stderr.startswith(f"nav-orch: {message}")
+    assert len(result.stderr.splitlines()) == 1

@@ -60,7 +60,8 @@ class FakeExecutor(Executor):
 
 
 def jobs(tmp_path):
-    return [Job(id=f"j{i}", kind="verify", runner="onnx", output_dir=str(tmp_path)) for i in range(2)]
+    return [Job(id=f"j{i}", kind="verify", runner="onnx", output_dir=str(tmp_path / "ws" / "jobs" / f"j{i}"))
+            for i in range(2)]
 
 
 def test_jobs_without_result_fail_with_the_reason(tmp_path):
@@ -97,22 +98,68 @@ def test_an_invalid_result_file_is_a_failure(tmp_path):
     assert results["j0"].status == "failed" and "invalid result" in results["j0"].error
 
 
-def test_unreadable_input_is_reported_before_a_container_starts(tmp_path, monkeypatch):
-    import pytest
+# --- runner output is untrusted ------------------------------------------------------------------
 
-    from orchestrator import docker_engine
-    from orchestrator.errors import BadInput
-    from orchestrator.executor import check_readable_by_runner
+def test_an_artifact_path_outside_the_job_folder_fails_the_job(tmp_path):
+    workspace = Workspace(tmp_path / "ws").create()
+    for artifact in ("../../../etc/passwd", "/etc/passwd", "a/../../b"):
+        executor = FakeExecutor(workspace, [JobResult("j0", "export", "ok", artifact=artifact)], code=0)
+        result = executor.run("session", "image", jobs(tmp_path)[:1], lambda r: None)["j0"]
+        assert result.status == "failed"
+        assert result.error.startswith("runner output not trusted: the artifact path"), result.error
 
-    monkeypatch.setattr(docker_engine, "container_user", lambda: "65534:65534")
-    private = tmp_path / "private"
-    private.mkdir(mode=0o700)
-    with pytest.raises(BadInput, match="chmod -R o\\+rX"):
-        check_readable_by_runner(private)
-    private.chmod(0o755)
-    check_readable_by_runner(private)
-    # A folder model (a SavedModel) is read whole: a private file inside it is found too.
-    (private / "variables").write_bytes(b"weights")
-    (private / "variables").chmod(0o600)
-    with pytest.raises(BadInput, match="private/variables is not readable"):
-        check_readable_by_runner(private)
+
+def test_an_oversized_result_fails_the_job_unread(tmp_path):
+    workspace = Workspace(tmp_path / "ws").create()
+
+    class Huge(FakeProcess):
+        def poll(self):
+            (workspace.job_dir("j0") / RESULT_FILE).write_text(to_json(JobResult("j0", "verify", "ok"))
+                                                               + " " * (2 << 20))
+            return Exit(code=0)
+
+    executor = FakeExecutor(workspace, [], code=0)
+    executor.process = Huge(workspace, [], 0)
+    result = executor.run("session", "image", jobs(tmp_path)[:1], lambda r: None)["j0"]
+    assert result.status == "failed"
+    assert "jobs/j0/result.json is 2.0 MiB (limit 1.0 MiB)" in result.error
+
+
+def test_a_link_left_behind_fails_the_job_and_is_removed(tmp_path):
+    workspace = Workspace(tmp_path / "ws").create()
+    secret = tmp_path / "secret.txt"
+    secret.write_text("host secret")
+    output = workspace.variant_dir("onnx-fp32")
+
+    class LeavesALink(FakeProcess):
+        def poll(self):
+            (workspace.job_dir("j0") / RESULT_FILE).write_text(to_json(JobResult("j0", "export", "ok",
+                                                                                 artifact="model.onnx")))
+            (output / "model.onnx").symlink_to(secret)
+            return Exit(code=0)
+
+    executor = FakeExecutor(workspace, [], code=0)
+    executor.process = LeavesALink(workspace, [], 0)
+    seen = []
+    job = Job(id="j0", kind="export", runner="torch", output_dir=str(output))
+    result = executor.run("session", "image", [job], seen.append)["j0"]
+    assert result.status == "failed"
+    assert result.error == ("runner output not trusted: variants/onnx-fp32/model.onnx is a symbolic link (removed)")
+    assert [r.status for r in seen] == ["ok", "failed"]  # reported, then failed once the runner was gone
+    assert not (output / "model.onnx").is_symlink() and secret.read_text() == "host secret"
+
+
+def test_an_input_a_runner_turned_into_a_link_is_refused_before_the_session(tmp_path):
+    workspace = Workspace(tmp_path / "ws").create()
+    (workspace.variant_dir("onnx-fp32") / "model.onnx").symlink_to(tmp_path / "secret.txt")
+    executor = FakeExecutor(workspace, [JobResult("j1", "verify", "ok")], code=0)
+    started = []
+    executor.start = lambda *args: started.append(args) or executor.process
+    profile = Job(id="j0", kind="profile", runner="onnx", output_dir=str(workspace.job_dir("j0")),
+                  inputs={"artifact": str(workspace.variants / "onnx-fp32" / "model.onnx")})
+    other = Job(id="j1", kind="verify", runner="onnx", output_dir=str(workspace.job_dir("j1")))
+    results = executor.run("session", "image", [profile, other], lambda r: None)
+    assert results["j0"].status == "failed"
+    assert results["j0"].error == "runner output not trusted: variants/onnx-fp32/model.onnx is a symbolic link"
+    assert results["j1"].status == "ok"
+    assert [job.id for job in started[0][2]] == ["j1"]  # the refused job never reached a runner

@@ -1,0 +1,108 @@
+"""Runner output is untrusted, end to end in real containers: a hostile model that tampers with
+what it wrote after its results are in cannot make the host mount, copy or serve a host file.
+
+Each test writes a random secret on the host, outside anything it hands nav-orch, and asserts
+that the variant the model tampered with failed with the reason, that the secret's content is
+nowhere in the workspace (no link is left there either), that the other variants finished, and
+(fixture `no_leftovers`) that no container is left.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import secrets
+from pathlib import Path
+
+import pytest
+
+from conftest import assert_verified_and_profiled, optimize_cpu, read_results
+
+pytestmark = [pytest.mark.docker, pytest.mark.usefixtures("cpu_images", "no_leftovers")]
+MODELS = Path(__file__).resolve().parent / "models"
+
+
+@pytest.fixture
+def secret(tmp_path) -> Path:
+    path = tmp_path / "host" / "secret.txt"
+    path.parent.mkdir()
+    path.write_text(f"host secret {secrets.token_hex(16)}")
+    path.chmod(0o644)
+    return path
+
+
+def digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def assert_secret_nowhere(workspace: Path, secret: Path) -> None:
+    marker = secret.read_bytes()
+    for top, folders, files in os.walk(workspace):
+        for name in folders + files:
+            path = Path(top, name)
+            assert not path.is_symlink(), f"{path} is a link"
+            if name in files:
+                assert marker not in path.read_bytes(), f"the host's secret is in {path}"
+
+
+def variants_by_format(workspace: Path) -> dict:
+    return {v["format"]: v for v in read_results(workspace)["variants"]}
+
+
+def test_an_artifact_swapped_for_a_link_to_a_host_file_fails_its_variant(tmp_path, secret):
+    workspace = tmp_path / "ws"
+    # torch-compile's profile job calls the factory again, in the session that profiles the ONNX
+    # variant too: had the host mounted the link's target, the factory would copy it out.
+    run = optimize_cpu(workspace, f"{MODELS}/hostile.py:make_links_artifact", "--input", "x:2,4:float32",
+                       "--formats", "torchscript-trace,onnx,torch-compile",
+                       "--model-arg", f"secret={secret}", "--model-arg", f"secret_sha256={digest(secret)}")
+    assert run.returncode == 0, run.stderr
+    variants = variants_by_format(workspace)
+    assert variants["onnx"]["status"] == "failed"
+    assert variants["onnx"]["error"] == ("export: runner output not trusted: variants/onnx-fp32/model.onnx "
+                                         "is a symbolic link (removed)")
+    assert_verified_and_profiled(variants["torchscript-trace"])
+    assert_verified_and_profiled(variants["torch-compile"])
+    assert_secret_nowhere(workspace, secret)
+
+
+@pytest.mark.parametrize("artifact", ["{secret}", "../../../host/secret.txt"])
+def test_an_artifact_path_outside_its_folder_fails_its_variant(tmp_path, secret, artifact):
+    workspace = tmp_path / "ws"
+    named = artifact.format(secret=secret)
+    run = optimize_cpu(workspace, f"{MODELS}/hostile.py:make_escaping_artifact_path", "--input", "x:2,4:float32",
+                       "--formats", "torchscript-trace,onnx",
+                       "--model-arg", f"artifact={named}", "--model-arg", f"secret_sha256={digest(secret)}")
+    assert run.returncode == 0, run.stderr
+    variants = variants_by_format(workspace)
+    assert variants["onnx"]["status"] == "failed"
+    assert variants["onnx"]["error"] == (f"export: runner output not trusted: the artifact path {named!r} is not "
+                                         "a plain relative path inside the job's folder")
+    assert variants["onnx"]["artifact"] is None
+    assert_verified_and_profiled(variants["torchscript-trace"])
+    assert_secret_nowhere(workspace, secret)
+
+
+def test_an_oversized_result_fails_its_variant_unread(tmp_path, secret):
+    workspace = tmp_path / "ws"
+    run = optimize_cpu(workspace, f"{MODELS}/hostile.py:make_huge_result", "--input", "x:2,4:float32",
+                       "--formats", "torchscript-trace,onnx", "--model-arg", f"secret_sha256={digest(secret)}")
+    assert run.returncode == 0, run.stderr
+    variants = variants_by_format(workspace)
+    assert variants["onnx"]["status"] == "failed"
+    assert variants["onnx"]["error"].startswith("verify: runner output not trusted: jobs/verify-onnx-fp32/result.json "
+                                                "is 8.0 MiB (limit 1.0 MiB)"), variants["onnx"]["error"]
+    assert_verified_and_profiled(variants["torchscript-trace"])
+    assert_secret_nowhere(workspace, secret)
+
+
+def test_a_link_inside_a_savedmodel_fails_its_variant(tmp_path, secret):
+    workspace = tmp_path / "ws"
+    run = optimize_cpu(workspace, f"{MODELS}/hostile_keras.py:make_links_inside_savedmodel", "--input",
+                       "x:2,4:float32", "--formats", "savedmodel,onnx", "--model-arg", f"secret={secret}")
+    assert run.returncode == 0, run.stderr
+    variants = variants_by_format(workspace)
+    assert variants["savedmodel"]["status"] == "failed"
+    assert variants["savedmodel"]["error"] == ("export: runner output not trusted: variants/savedmodel-fp32/"
+                                               "savedmodel/variables/extra is a symbolic link (removed)")
+    assert_verified_and_profiled(variants["onnx"])
+    assert_secret_nowhere(workspace, secret)
