@@ -46,14 +46,16 @@ def prepare_samples(config: OptimizeConfig) -> dict[str, np.ndarray]:
     raise BadInput("no samples: pass --samples FILE.npz or --input NAME:SHAPE:DTYPE for each model input")
 
 
-def profile(config: OptimizeConfig, reporter: Optional[Reporter] = None, force: bool = False) -> RunResults:
+def profile(config: OptimizeConfig, reporter: Optional[Reporter] = None) -> RunResults:
     """Profile a Python callable (`config.model.kind == "function"`) on the samples: the optimize
     run with one profile-only variant, `python-function`, and no Triton stage (a bare function
-    has no model to serve). Its best is that variant when the function ran, else None."""
+    has no model to serve). Its best is that variant when the function ran, else None. The function
+    is measured anew every time: there is no reference job to fingerprint it, and measuring is the
+    one job there is."""
     if config.model.kind != "function":
         raise BadInput(f"profile takes a file.py:function, not a {config.model.kind} model (use optimize)")
     config = config.model_copy(update={"triton": config.triton.model_copy(update={"enabled": False})})
-    return optimize(config, reporter, force)
+    return optimize(config, reporter)
 
 
 def optimize(config: OptimizeConfig, reporter: Optional[Reporter] = None, force: bool = False) -> RunResults:

@@ -200,7 +200,6 @@ def profile(
     pids: int = _option("pids"),
     executor: str = _option("executor"),
     python: Optional[str] = _option("python"),
-    force: bool = _option("force"),
     json_output: bool = _option("json_output"),
     progress: str = _option("progress"),
 ) -> None:
@@ -217,7 +216,7 @@ def profile(
             gpus=resolve_gpus(gpus, release), job_timeout_s=timeout, memory=memory, pids=pids,
             executor=executor, python=python,
         )
-        results = run_reported(lambda reporter: api.profile(config, reporter, force),  # type: ignore[arg-type]
+        results = run_reported(lambda reporter: api.profile(config, reporter),  # type: ignore[arg-type]
                                progress, console)
         return report(results, config.workspace, json_output, progress, console)
 

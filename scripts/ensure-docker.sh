@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # Make sure a Docker daemon answers: install Debian's docker.io and start dockerd when none does.
 # For hosts without an init system (CI machines, containers); elsewhere start Docker your usual way.
-# Also installs debootstrap, which `nav-orch images bootstrap` needs where no registry is reachable.
+# Also installs debootstrap, which `nav-orch images bootstrap` needs where no registry is reachable,
+# and Debian's python3-venv, in which the tests install the wheel for a user other than root.
 set -euo pipefail
 
-if [ "$(id -u)" = 0 ] && ! command -v debootstrap >/dev/null 2>&1; then
-  echo "ensure-docker: installing debootstrap from Debian" >&2
+if [ "$(id -u)" = 0 ] && { ! command -v debootstrap >/dev/null 2>&1 || ! /usr/bin/python3 -c 'import ensurepip' 2>/dev/null; }; then
+  echo "ensure-docker: installing debootstrap and python3-venv from Debian" >&2
   apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq debootstrap >/dev/null
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq debootstrap python3-venv >/dev/null
 fi
 if docker info >/dev/null 2>&1; then
   exit 0

@@ -15,10 +15,10 @@ EXAMPLES = ROOT / "examples"
 RUN_LABEL = "org.nav-orch.run"
 
 
-def nav_orch(*args: str, timeout: float = 900) -> subprocess.CompletedProcess:
+def nav_orch(*args: str, timeout: float = 900, cwd: Path = ROOT) -> subprocess.CompletedProcess:
     """Run the real CLI in a subprocess, as a user would."""
     return subprocess.run([sys.executable, "-m", "orchestrator.cli", *args], capture_output=True, text=True,
-                          timeout=timeout, cwd=ROOT)
+                          timeout=timeout, cwd=cwd)
 
 
 def leftover_containers() -> list[str]:

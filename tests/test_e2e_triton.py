@@ -80,6 +80,18 @@ def start_serve(workspace: Path, *options: str) -> tuple[subprocess.Popen, dict[
     return process, printed
 
 
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP])
+def test_serve_stops_cleanly_on_sigterm_and_sighup(optimized, signum):
+    workspace, _ = optimized
+    process, printed = start_serve(workspace)
+    assert leftover_containers(), "no server container while serving"
+    process.send_signal(signum)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 0, stderr  # stopping is how serving ends
+    assert "stopping" in stderr and "Traceback" not in stderr
+    assert leftover_containers() == []
+
+
 def test_serve_answers_a_real_request_and_stops_cleanly(optimized):
     workspace, _ = optimized
     # Serving a variant missing from the repository writes it first.

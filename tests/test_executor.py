@@ -163,3 +163,54 @@ def test_an_input_a_runner_turned_into_a_link_is_refused_before_the_session(tmp_
     assert results["j0"].error == "runner output not trusted: variants/onnx-fp32/model.onnx is a symbolic link"
     assert results["j1"].status == "ok"
     assert [job.id for job in started[0][2]] == ["j1"]  # the refused job never reached a runner
+
+
+# --- the local executor's Python ---------------------------------------------------------------------
+
+def bare_python(tmp_path):
+    import subprocess
+    import sys
+    venv = tmp_path / "bare"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+    return venv
+
+
+def test_a_local_python_without_the_framework_is_refused_up_front(tmp_path):
+    import subprocess
+    import sys
+
+    import pytest
+
+    from orchestrator.errors import EnvironmentProblem
+    from orchestrator.executor import probe_python
+
+    python = str(bare_python(tmp_path) / "bin" / "python")
+    with pytest.raises(EnvironmentProblem, match="cannot import numpy, torch, which the torch runner needs"):
+        probe_python(python, "torch")
+    run = subprocess.run([sys.executable, "-m", "orchestrator.cli", "optimize", "examples/mlp.py:make_mlp",
+                          "--input", "input:2,64:float32", "--executor", "local", "--python", python,
+                          "--workspace", str(tmp_path / "ws"), "--progress", "plain"],
+                         capture_output=True, text=True, cwd=__import__("conftest").ROOT, timeout=120)
+    assert run.returncode == 3
+    assert run.stderr.count("\n") == 1 and "cannot import numpy, torch" in run.stderr
+    assert "scripts/runners_venv.py" in run.stderr and "Traceback" not in run.stderr
+
+
+def test_the_local_pythons_packages_are_part_of_its_key(tmp_path):
+    from orchestrator.executor import probe_python
+
+    venv = bare_python(tmp_path)
+    python = str(venv / "bin" / "python")
+    (site,) = venv.glob("lib/python3.*/site-packages")
+    for module in ("numpy", "torch"):  # importable stand-ins: the probe only looks them up
+        (site / module).mkdir()
+        (site / module / "__init__.py").write_text("")
+    first = probe_python(python, "torch").packages
+    assert probe_python(python, "torch").packages == first
+    info = site / "torch-2.13.0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: torch\nVersion: 2.13.0\n")
+    upgraded = probe_python(python, "torch").packages
+    assert upgraded != first
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: torch\nVersion: 2.14.0\n")
+    assert probe_python(python, "torch").packages not in (first, upgraded)
