@@ -10,16 +10,19 @@ from typing import Optional
 
 import numpy as np
 
-from orchestrator import __version__, cache, docker_engine
+from orchestrator import __version__
+from orchestrator.run import cache
+from orchestrator.containers import engine
 from orchestrator.errors import BadInput, EnvironmentProblem, NavOrchError
-from orchestrator.executor import DockerExecutor, Executor, LocalExecutor, probe_python
-from orchestrator.gpus import host_gpus, select_gpus
-from orchestrator.images import image_for
-from orchestrator.models import Environment, ExecutorKind, ImageRecord, OptimizeConfig, RunResults
-from orchestrator.pipeline import REFERENCE, Pipeline, ReferenceFailed, Reporter
+from orchestrator.run.executor import DockerExecutor, Executor, LocalExecutor, probe_python
+from orchestrator.containers.gpus import host_gpus, select_gpus
+from orchestrator.containers.images import image_for
+from orchestrator.config import ExecutorKind, OptimizeConfig
+from orchestrator.results import Environment, ImageRecord, RunResults
+from orchestrator.run.pipeline import REFERENCE, Pipeline, ReferenceFailed, Reporter
 from orchestrator.samples import load_samples, random_samples, write_samples
-from orchestrator.triton_stage import run_triton_stage
-from orchestrator.workspace import Workspace
+from orchestrator.triton.stage import run_triton_stage
+from orchestrator.run.workspace import Workspace
 
 
 class SilentReporter:
@@ -79,9 +82,9 @@ def optimize(config: OptimizeConfig, reporter: Optional[Reporter] = None, force:
     run_id = uuid.uuid4().hex[:12]
     client = None
     if config.executor is not ExecutorKind.local:  # only an explicit local leaves the sandbox
-        client = docker_engine.connect()
-        environment.docker = docker_engine.engine_version(client)
-        info = docker_engine.inspect_image(client, tag)
+        client = engine.connect()
+        environment.docker = engine.engine_version(client)
+        info = engine.inspect_image(client, tag)
         if info is None:
             build = ("--flavor cpu" if config.images == "cpu"
                      else f"--flavor cuda --set NGC_RELEASE={config.images}")
@@ -122,4 +125,4 @@ def optimize(config: OptimizeConfig, reporter: Optional[Reporter] = None, force:
             results.state = "failed"
         pipeline.save()
         if client is not None:
-            docker_engine.remove_labelled(client, run_id)
+            engine.remove_labelled(client, run_id)

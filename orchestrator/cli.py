@@ -11,11 +11,14 @@ import typer
 from pydantic import ValidationError
 from rich.console import Console
 
-from orchestrator import api, docker_engine, images
+from orchestrator import api
+from orchestrator.containers import engine
+from orchestrator.containers import images
 from orchestrator.errors import BadInput, ExitCode, NavOrchError
-from orchestrator.gpus import host_gpus, nvidia_driver_loaded
+from orchestrator.containers.gpus import host_gpus, nvidia_driver_loaded
 from orchestrator.model_ref import parse_function, parse_model
-from orchestrator.models import OptimizeConfig, RunResults, Tolerances, TritonSettings
+from orchestrator.config import OptimizeConfig, Tolerances, TritonSettings
+from orchestrator.results import RunResults
 from orchestrator.progress import LiveReporter, make_reporter, print_summary, stderr_console
 from orchestrator.samples import parse_input_spec
 from orchestrator.signals import StopOnSignals, exit_code
@@ -74,7 +77,7 @@ def parse_tolerances(atol: list[str], rtol: list[str]) -> Tolerances:
 def resolve_gpus(gpus: str, images_release: str) -> str:
     """`auto`: every GPU when the host has any and the images can use them."""
     if gpus != "auto":
-        docker_engine.gpu_requests(gpus)  # validates the syntax
+        engine.gpu_requests(gpus)  # validates the syntax
         return gpus
     if images_release == "cpu":
         return "none"
@@ -238,7 +241,7 @@ def images_build(
         overrides = dict(item.split("=", 1) for item in set_var if "=" in item)
         if len(overrides) != len(set_var):
             raise BadInput("--set takes VAR=VALUE")
-        client = docker_engine.connect()
+        client = engine.connect()
         built = images.build_images(client, images.BAKE_FILE, target or flavor, overrides,
                                     pip_config, ca_bundle, lambda line: typer.echo(line, err=True), rebuild=rebuild)
         for tag in built:
@@ -256,8 +259,8 @@ def images_bootstrap(
     """Make the Debian base image locally with debootstrap (no registry needed)."""
 
     def run() -> None:
-        client = docker_engine.connect()
-        existing = docker_engine.inspect_image(client, tag)
+        client = engine.connect()
+        existing = engine.inspect_image(client, tag)
         if if_missing and existing is not None:
             typer.echo(f"{tag} {existing.id}")
             return
@@ -287,7 +290,7 @@ def serve(
                              "(CUDA images only)."),
 ) -> None:
     """Serve a variant from Triton Inference Server until Ctrl-C; prints the endpoints and a request."""
-    from orchestrator.triton_serve import serve as serve_workspace
+    from orchestrator.triton.serve import serve as serve_workspace
 
     def run() -> None:
         serve_workspace(workspace, variant, http_port, grpc_port, gpus, typer.echo,
@@ -299,11 +302,11 @@ def serve(
 @app.command()
 def doctor() -> None:
     """Check Docker, the images, GPUs, the NVIDIA container runtime and the driver; say what to do."""
-    from orchestrator.bake import load_bake_file
-    from orchestrator.doctor import diagnose
+    from orchestrator.containers.bake import load_bake_file
+    from orchestrator.containers.doctor import diagnose
 
     def run() -> int:
-        findings = diagnose(load_bake_file(images.BAKE_FILE), docker_engine.connect, host_gpus, images.DEBIAN_BASE)
+        findings = diagnose(load_bake_file(images.BAKE_FILE), engine.connect, host_gpus, images.DEBIAN_BASE)
         for finding in findings:
             typer.echo(f"{finding.level:<5} {finding.check}: {finding.detail}")
             if finding.fix and finding.level != "ok":
@@ -320,7 +323,7 @@ def clean() -> None:
     """Remove containers that interrupted runs left behind (found by label)."""
 
     def run() -> None:
-        removed = docker_engine.remove_labelled(docker_engine.connect())
+        removed = engine.remove_labelled(engine.connect())
         typer.echo(f"removed {removed} container(s)")
 
     guarded(run)

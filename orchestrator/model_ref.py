@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from orchestrator.errors import BadInput
-from orchestrator.models import ModelRef
+from orchestrator.config import ModelRef
 
 # .keras: a Keras 3 model file (model.save("m.keras")).
 SUFFIX_KINDS = {".pt": "torchscript", ".ts": "torchscript", ".pt2": "exported_program", ".onnx": "onnx",

@@ -10,7 +10,7 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
-from orchestrator.models import RunResults, VariantResult
+from orchestrator.results import RunResults, VariantResult
 
 ProgressMode = Literal["auto", "plain", "quiet"]
 STAGE_STYLE = {"failed": "red", "skipped": "yellow", "done": "green", "verified": "cyan"}

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from orchestrator.errors import BadInput
-from orchestrator.models import InputSpec
+from orchestrator.config import InputSpec
 
 
 def parse_input_spec(text: str) -> InputSpec:

@@ -17,10 +17,8 @@ from typing import Any, Callable, Iterable, Optional
 
 import numpy as np
 
-from runners.protocol import (
-    FORMAT_ARTIFACT, FORMAT_CONVERSION, FORMAT_TOOLCHAIN, NORMALIZED_SAMPLES, REFERENCE_OUTPUTS, GpuInfo, IOSpec, Job,
-    JobResult, TensorSpec,
-)
+from runners.formats import TOOLCHAINS
+from runners.protocol import NORMALIZED_SAMPLES, REFERENCE_OUTPUTS, GpuInfo, IOSpec, Job, JobResult, TensorSpec
 
 
 class Skip(Exception):
@@ -28,11 +26,11 @@ class Skip(Exception):
 
 
 def base_versions() -> dict[str, str]:
-    """Python, numpy, and the optional toolchains (FORMAT_TOOLCHAIN) this image has."""
+    """Python, numpy, and the optional toolchains (runners/formats.py) this image has."""
     found = {"python": platform.python_version(), "numpy": np.__version__}
-    for distribution, _ in FORMAT_TOOLCHAIN.values():
+    for toolchain in TOOLCHAINS:
         try:  # metadata only: importing TensorRT would cost seconds in every job
-            found[distribution] = importlib.metadata.version(distribution)
+            found[toolchain.distribution] = importlib.metadata.version(toolchain.distribution)
         except importlib.metadata.PackageNotFoundError:
             pass
     return found
@@ -52,12 +50,6 @@ def gpu_info() -> Optional[GpuInfo]:
         return None
     clocks = [int(v) if v.isdigit() else None for v in parts[4:]]
     return GpuInfo(parts[0], parts[1], parts[2], parts[3], *clocks)
-
-
-def export_file(fmt: str) -> str:
-    """The file an export job writes for a format: the intermediate of a format built in two
-    steps (FORMAT_CONVERSION), else the variant's artifact."""
-    return FORMAT_CONVERSION[fmt][1] if fmt in FORMAT_CONVERSION else FORMAT_ARTIFACT[fmt]
 
 
 def import_callable(job: Job) -> Callable[..., Any]:

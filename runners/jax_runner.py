@@ -13,16 +13,13 @@ from typing import Any, Callable, Optional
 import numpy as np
 
 from runners import tensorflow_runner as tfr  # sets TensorFlow's log level before it loads
-from runners.common import Skip, array_bytes, export_file, import_callable, key_by_names, load_npz, save_reference
+from runners.common import Skip, array_bytes, import_callable, key_by_names, load_npz, save_reference
+from runners.formats import FORMATS
 from runners.protocol import IOSpec, Job, JobResult
 
 import jax  # noqa: E402  (after TensorFlow: both load their own XLA; this order is the tested one)
 import tensorflow as tf  # noqa: E402
 from jax.experimental import jax2tf  # noqa: E402
-
-# Formats read by converters that need plain TensorFlow ops (tf2onnx, TF-TRT): jax2tf's native
-# serialization wraps the whole function in one XlaCallModule op (StableHLO) they cannot read.
-PLAIN_OPS_FORMATS = {"onnx", "tensorrt", "tf-trt"}
 
 
 def versions() -> dict[str, str]:
@@ -108,7 +105,7 @@ def export(job: Job) -> JobResult:
     owner = tf.Module()
     owner.params = tf.nest.map_structure(lambda a: tf.Variable(np.asarray(a), trainable=False), params)
     serve = serving(apply_fn, owner, job.io, job.format)
-    target = Path(job.output_dir) / export_file(job.format)
+    target = Path(job.output_dir) / FORMATS[job.format].export_file
     tfr.write_export(job.format, serve, job.io, target, owner)
     return JobResult(job.id, job.kind, "ok", artifact=target.name)
 
@@ -124,12 +121,13 @@ def serving(apply_fn: Callable[..., Any], owner: tf.Module, io: IOSpec, fmt: str
     try:
         serve, concrete = build(plain_ops=True)
     except Exception as error:  # noqa: BLE001 - jax2tf raises NotImplementedError and others per primitive
-        if fmt in PLAIN_OPS_FORMATS:
+        if FORMATS[fmt].plain_tf_ops:
             first = (str(error).strip().splitlines() or [type(error).__name__])[0]
             raise ValueError(f"jax2tf cannot lower the function to plain TensorFlow ops, which {fmt} needs: "
                              f"{first}") from error
         serve, concrete = build(plain_ops=False)  # a SavedModel runs StableHLO fine
-    if fmt in PLAIN_OPS_FORMATS and uses_xla_call_module(concrete):
+    # jax2tf's native serialization wraps the whole function in one XlaCallModule op (StableHLO).
+    if FORMATS[fmt].plain_tf_ops and uses_xla_call_module(concrete):
         raise Skip(f"jax2tf of JAX {jax.__version__} always emits StableHLO (an XlaCallModule op), which "
                    f"tf2onnx and TF-TRT cannot convert; {fmt} variants of JAX models need JAX 0.5.3 or older "
                    "(the nav-orch/jax:cpu image pins it)")

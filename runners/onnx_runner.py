@@ -10,8 +10,9 @@ from typing import Optional
 import numpy as np
 import onnxruntime as ort
 
-from runners.common import Skip, export_file, key_by_names, load_npz, save_reference
+from runners.common import Skip, key_by_names, load_npz, save_reference
 from runners.measure import batch_of, time_calls, verification_result, verify_outputs
+from runners.formats import FORMATS
 from runners.protocol import IOSpec, Job, JobResult, TensorSpec
 
 # ONNX Runtime's element types as numpy dtypes (bfloat16 and strings have none to compare with).
@@ -132,7 +133,7 @@ def export(job: Job) -> JobResult:
     if job.format not in ("onnx", "tensorrt"):
         raise Skip(f"an ONNX model cannot be exported to {job.format}")
     source = Path(job.inputs["model"]) / job.model.file
-    target = Path(job.output_dir) / export_file(job.format)
+    target = Path(job.output_dir) / FORMATS[job.format].export_file
     check_single_file(source)
     # TensorRT lowers precision itself (builder flags) from the fp32 graph: its input is the source.
     if job.format == "onnx" and job.precision != "fp32":

@@ -32,63 +32,6 @@ JobKind = Literal["reference", "export", "convert", "verify", "profile"]
 Status = Literal["ok", "failed", "skipped"]
 Precision = Literal["fp32", "fp16", "bf16"]
 
-# Which runner module loads each format to verify and profile it. Export jobs run in the
-# runner of the source model's framework instead.
-FORMAT_RUNNER: dict[str, str] = {
-    "torchscript-trace": "torch",
-    "torchscript-script": "torch",
-    "exported-program": "torch",
-    "torch-compile": "torch",
-    "torch-compile-cudagraphs": "torch",
-    "torch-tensorrt": "torch",
-    "onnx": "onnx",
-    "tensorrt": "tensorrt",
-    "savedmodel": "tensorflow",
-    "tf-trt": "tensorflow",
-    # `nav-orch profile file.py:function`: the callable itself, profiled only (no artifact).
-    "python": "python",
-}
-
-# Artifact file name of each format inside its variant folder.
-FORMAT_ARTIFACT: dict[str, str] = {
-    "torchscript-trace": "model.ts",
-    "torchscript-script": "model.ts",
-    "exported-program": "model.pt2",
-    # torch.compile is a runtime, not a file: its "artifact" records the compile options,
-    # and the runner compiles the source model where it verifies and profiles.
-    "torch-compile": "compile.json",
-    "torch-compile-cudagraphs": "compile.json",
-    "torch-tensorrt": "model.ts",
-    "onnx": "model.onnx",
-    "tensorrt": "model.plan",
-    "savedmodel": "savedmodel",  # a folder
-    "tf-trt": "tftrt-savedmodel",  # a folder
-}
-
-# Formats built in two steps: an export to an intermediate file (on CPUs, in the source
-# framework's runner), then a conversion by another runner where the variant will run
-# (a TensorRT engine is built for the GPU it runs on). format -> (runner, intermediate file)
-FORMAT_CONVERSION: dict[str, tuple[str, str]] = {
-    "tensorrt": ("tensorrt", "model.onnx"),
-    "tf-trt": ("tensorflow", "savedmodel"),
-    "torch-tensorrt": ("torch", "model.pt2"),
-}
-
-# Toolchains a format needs beyond its runner's framework: the Python distribution, which
-# every runner reports in its versions when the image has it. The host skips a variant whose
-# toolchain its image lacks before exporting anything for it.
-FORMAT_TOOLCHAIN: dict[str, tuple[str, str]] = {  # format -> (distribution, what it is called)
-    "tensorrt": ("tensorrt", "TensorRT"),
-    "tf-trt": ("tensorrt", "TensorRT"),
-    "torch-tensorrt": ("torch_tensorrt", "Torch-TensorRT"),
-}
-
-# Formats that only make sense on a GPU, and the precisions each format supports where
-# it is not all of them (ONNX Runtime lacks bf16 kernels for most operators).
-GPU_ONLY_FORMATS = {"torch-compile-cudagraphs", "tensorrt", "torch-tensorrt", "tf-trt"}
-FORMAT_PRECISIONS: dict[str, tuple[str, ...]] = {"onnx": ("fp32", "fp16")}
-ALL_PRECISIONS = ("fp32", "fp16", "bf16")
-
 # Tolerance defaults per precision as (atol as a fraction of the output's largest
 # magnitude, rtol): fp32 allows export round-off, half precisions their mantissa's worth
 # of error accumulated through a deep network.

@@ -19,10 +19,11 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
 import tensorflow as tf  # noqa: E402
 
 from runners.common import (  # noqa: E402
-    Skip, array_bytes, export_file, import_callable, key_by_names, load_npz, save_reference,
+    Skip, array_bytes, import_callable, key_by_names, load_npz, save_reference,
 )
 from runners.measure import batch_of, time_calls, verification_result, verify_outputs  # noqa: E402
-from runners.protocol import FORMAT_ARTIFACT, IOSpec, Job, JobResult  # noqa: E402
+from runners.formats import FORMATS  # noqa: E402
+from runners.protocol import IOSpec, Job, JobResult  # noqa: E402
 
 SIGNATURE = "serving_default"
 # tf2onnx 1.17 and the ONNX Runtime of the images both support opset 17; TensorRT 10 parses it too.
@@ -37,7 +38,7 @@ def versions() -> dict[str, str]:
         if importlib.util.find_spec(name) is not None:
             found[name] = getattr(__import__(name), "__version__", "unknown")
     # "tensorrt" only where TF-TRT can use it: the host skips tf-trt variants on images without it
-    # (protocol.FORMAT_TOOLCHAIN).
+    # (runners/formats.py).
     if tensorrt_missing() is None:
         try:
             from tensorflow.compiler.tf2tensorrt import _pywrap_py_utils
@@ -209,7 +210,7 @@ def export(job: Job) -> JobResult:
         raise Skip(f"the TensorFlow runner cannot export {job.format}")
     source = load_source(job)
     serve = serving_function(source.call, job.io, source.output_names)
-    target = Path(job.output_dir) / export_file(job.format)
+    target = Path(job.output_dir) / FORMATS[job.format].export_file
     write_export(job.format, serve, job.io, target, source.owner)
     return JobResult(job.id, job.kind, "ok", artifact=target.name)
 
@@ -311,7 +312,7 @@ def convert(job: Job) -> JobResult:
             yield tuple(tf.constant(batch[name]) for name in order)
 
     converter.build(input_fn=input_fn)
-    target = Path(job.output_dir) / FORMAT_ARTIFACT[job.format]
+    target = Path(job.output_dir) / FORMATS[job.format].artifact
     converter.save(str(target))
     return JobResult(job.id, job.kind, "ok", artifact=target.name)
 

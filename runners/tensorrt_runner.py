@@ -16,7 +16,8 @@ import numpy as np
 
 from runners.common import Skip, key_by_names, load_npz
 from runners.measure import batch_of, time_calls, verification_result, verify_outputs
-from runners.protocol import FORMAT_ARTIFACT, Job, JobResult
+from runners.formats import FORMATS
+from runners.protocol import Job, JobResult
 from runners.tensorrt_plan import batch_range, precision_flags, profile_shapes, timing_cache_path, workspace_limit
 
 try:
@@ -82,7 +83,7 @@ def convert(job: Job) -> JobResult:
     serialized = builder.build_serialized_network(network, config)
     if serialized is None:
         raise RuntimeError("TensorRT could not build an engine (the log above says why)")
-    target = Path(job.output_dir) / FORMAT_ARTIFACT[job.format]
+    target = Path(job.output_dir) / FORMATS[job.format].artifact
     target.write_bytes(bytes(serialized))
     save_timing_cache(config.get_timing_cache(), cache_path)
     return JobResult(job.id, job.kind, "ok", artifact=target.name)

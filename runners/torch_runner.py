@@ -13,13 +13,13 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from runners.common import Skip, export_file, import_callable, key_by_names, load_npz, save_reference
+from runners.common import Skip, import_callable, key_by_names, load_npz, save_reference
 from runners.measure import batch_of, time_calls, verification_result, verify_outputs
-from runners.protocol import FORMAT_ARTIFACT, IOSpec, Job, JobResult
+from runners.formats import FORMATS
+from runners.protocol import IOSpec, Job, JobResult
 from runners.tensorrt_plan import batch_range
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
-COMPILE_MODES = {"torch-compile": "default", "torch-compile-cudagraphs": "reduce-overhead"}
 # Lines of a failed trace check kept in the log: its graph diff grows with the model.
 TRACE_CHECK_LINES = 40
 
@@ -115,8 +115,8 @@ def reference(job: Job) -> JobResult:
 
 
 def export(job: Job) -> JobResult:
-    target = Path(job.output_dir) / export_file(job.format)
-    if job.format in COMPILE_MODES:
+    target = Path(job.output_dir) / FORMATS[job.format].export_file
+    if FORMATS[job.format].compile_mode:
         return record_compile_options(job, target)
     # TensorRT lowers precision itself (builder flags) from an fp32 ONNX graph, keeping fp32
     # where a layer needs it; Torch-TensorRT takes the program in the variant's precision.
@@ -133,7 +133,7 @@ def export(job: Job) -> JobResult:
 def record_compile_options(job: Job, target: Path) -> JobResult:
     """torch.compile variants compile where they run; the export only fixes the options."""
     # Freezing folds the weights into the graph as constants: inference only, and faster.
-    options = {"mode": COMPILE_MODES[job.format], "backend": "inductor", "freezing": True}
+    options = {"mode": FORMATS[job.format].compile_mode, "backend": "inductor", "freezing": True}
     target.write_text(json.dumps(options))
     return JobResult(job.id, job.kind, "ok", artifact=target.name)
 
@@ -229,7 +229,7 @@ def convert(job: Job) -> JobResult:
                                    max_shape=(batches.max, *t.shape[1:]), dtype=t.dtype) for t in example]
     compiled = torch_tensorrt.compile(program, ir="dynamo", inputs=inputs,
                                       enabled_precisions={DTYPES[job.precision]})
-    target = Path(job.output_dir) / FORMAT_ARTIFACT[job.format]
+    target = Path(job.output_dir) / FORMATS[job.format].artifact
     torch_tensorrt.save(compiled, str(target), output_format="torchscript", arg_inputs=example)
     return JobResult(job.id, job.kind, "ok", artifact=target.name)
 
@@ -249,7 +249,7 @@ _loaded: dict[tuple, torch.nn.Module] = {}
 
 def _load_variant(job: Job) -> torch.nn.Module:
     path = job.inputs["artifact"]
-    if job.format in COMPILE_MODES:
+    if FORMATS[job.format].compile_mode:
         options = json.loads(Path(path).read_text())
         if options["mode"] == "reduce-overhead" and not job.device.startswith("cuda"):
             raise Skip("CUDA graphs (mode=reduce-overhead) need a GPU")

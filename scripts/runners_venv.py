@@ -15,7 +15,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from orchestrator.bake import load_bake_file  # noqa: E402
+from orchestrator.containers.bake import load_bake_file  # noqa: E402
 
 PINS = {"torch": "TORCH_CPU_VERSION", "onnx": "ONNX_VERSION", "onnxruntime": "ONNXRUNTIME_VERSION",
         "onnxscript": "ONNXSCRIPT_VERSION", "numpy": "NUMPY_VERSION"}

@@ -5,8 +5,9 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator import __version__, images
-from orchestrator.bake import BakeError, load_bake_file
+from orchestrator import __version__
+from orchestrator.containers import images
+from orchestrator.containers.bake import BakeError, load_bake_file
 from orchestrator.errors import BadInput
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -5,10 +5,10 @@ from typer.testing import CliRunner
 
 from orchestrator.api import ExecutorKind
 from orchestrator.cli import app, parse_tolerances
-from orchestrator.docker_engine import gpu_requests
+from orchestrator.containers.engine import gpu_requests
 from orchestrator.errors import BadInput, NavOrchError
 from orchestrator.model_ref import parse_model, parse_model_args
-from orchestrator.models import OptimizeConfig
+from orchestrator.config import OptimizeConfig
 from orchestrator.samples import load_samples, parse_input_spec, random_samples
 
 EXAMPLES = __import__("pathlib").Path(__file__).resolve().parent.parent / "examples"
@@ -108,7 +108,7 @@ def test_cli_bad_input_is_one_line_with_exit_code_2(args, message):
 
 
 def test_default_atol_scales_with_the_output_and_explicit_atol_does_not():
-    from orchestrator.models import Tolerances
+    from orchestrator.config import Tolerances
 
     assert Tolerances().for_output("logits", "fp16", scale=50.0).atol == pytest.approx(0.5)
     assert Tolerances().for_output("logits", "fp32", scale=2.0).atol == pytest.approx(2e-4)

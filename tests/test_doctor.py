@@ -6,11 +6,11 @@ from types import SimpleNamespace
 import docker
 import pytest
 
-from orchestrator.bake import load_bake_file
-from orchestrator.doctor import diagnose
+from orchestrator.containers.bake import load_bake_file
+from orchestrator.containers.doctor import diagnose
 from orchestrator.errors import EnvironmentProblem
-from orchestrator.gpus import HostGpu
-from orchestrator.images import BAKE_FILE, DEBIAN_BASE
+from orchestrator.containers.gpus import HostGpu
+from orchestrator.containers.images import BAKE_FILE, DEBIAN_BASE
 
 BAKE = load_bake_file(BAKE_FILE)
 
@@ -73,7 +73,7 @@ def test_no_daemon_is_a_failure_with_what_to_do():
     ("580.159.04", ("runc",), {"nvidia runtime"}),
 ])
 def test_gpu_hosts_need_the_runtime_and_a_new_enough_driver(driver, runtimes, failing, monkeypatch):
-    monkeypatch.setattr("orchestrator.doctor.shutil.which", lambda name: None)
+    monkeypatch.setattr("orchestrator.containers.doctor.shutil.which", lambda name: None)
     client = FakeClient(tags("cuda") | tags("cpu") | {DEBIAN_BASE}, runtimes)
     gpus = [HostGpu("0", "NVIDIA H100 80GB HBM3", "GPU-1234", driver)]
     findings = diagnose(BAKE, lambda: client, lambda: gpus, DEBIAN_BASE)

@@ -42,23 +42,11 @@ def test_an_image_not_built_says_how_to_build_it(tmp_path):
 
 
 @pytest.mark.docker
-def test_a_model_the_runners_cannot_read_is_exit_2(tmp_path):
-    tmp_path.chmod(0o755)
-    private = tmp_path / "private.py"
-    private.write_text((EXAMPLES / "mlp.py").read_text())
-    private.chmod(0o600)
-    run = optimize_quietly(tmp_path / "ws", f"{private}:make_mlp", *MLP_INPUT, "--images", "cpu", "--gpus", "none")
-    assert_one_line(run, 2, "is not readable by the runners' user")
-
-
-@pytest.mark.docker
 @pytest.mark.usefixtures("cpu_images", "no_leftovers")
 class TestInsideRunners:
     def test_a_corrupt_torchscript_file(self, tmp_path):
-        tmp_path.chmod(0o755)
         corrupt = tmp_path / "model.pt"
         corrupt.write_bytes(b"PK\x03\x04 this is not a TorchScript archive")
-        corrupt.chmod(0o644)
         run = optimize_quietly(tmp_path / "ws", str(corrupt), *MLP_INPUT, "--images", "cpu", "--gpus", "none")
         assert_one_line(run, 2, "the source model failed on the samples")
         assert read_results(tmp_path / "ws")["state"] == "failed"
@@ -70,9 +58,7 @@ class TestInsideRunners:
         ({"input": np.zeros((4, 64), np.int64)}, "the source model failed on the samples"),
     ], ids=["shape", "names", "dtype"])
     def test_samples_that_do_not_fit_the_model(self, tmp_path, arrays, message):
-        tmp_path.chmod(0o755)
         samples = tmp_path / "samples.npz"
         np.savez(samples, **arrays)
-        samples.chmod(0o644)
         run = optimize_quietly(tmp_path / "ws", MLP, "--samples", str(samples), "--images", "cpu", "--gpus", "none")
         assert_one_line(run, 2, message)

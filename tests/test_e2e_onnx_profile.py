@@ -33,9 +33,7 @@ def onnx_dir(tmp_path_factory, cpu_images):
     made = optimize(exported / "ws", f"{EXAMPLES}/mlp.py:make_mlp", "--input", MLP_INPUT, "--formats", "onnx")
     assert made.returncode == 0, made.stderr
     folder = tmp_path_factory.mktemp("onnx-model")
-    folder.chmod(0o755)  # runners run as an unprivileged user when the tests run as root
     shutil.copyfile(exported / "ws" / "variants" / "onnx-fp32" / "model.onnx", folder / "mlp.onnx")
-    (folder / "mlp.onnx").chmod(0o644)
     return folder
 
 
@@ -67,10 +65,8 @@ def test_samples_that_do_not_fit_the_onnx_graph_are_one_clear_line(onnx_dir, tmp
 
 
 def test_corrupt_onnx_file_is_bad_input_in_one_line(tmp_path):
-    tmp_path.chmod(0o755)
     corrupt = tmp_path / "broken.onnx"
     corrupt.write_bytes(b"\x08\x07this is not a protobuf of an ONNX model\xff\xfe")
-    corrupt.chmod(0o644)
     result = optimize(tmp_path / "ws", str(corrupt), "--input", "x:2,3:float32")
     assert result.returncode == 2, result.stderr
     [error] = error_lines(result)
@@ -106,10 +102,8 @@ def test_profile_a_numpy_function(tmp_path):
 
 
 def test_profile_of_a_failing_function_exits_1_with_its_error(tmp_path):
-    tmp_path.chmod(0o755)
     source = tmp_path / "fails.py"
     source.write_text("def fn(x):\n    raise ValueError('cannot handle this input')\n")
-    source.chmod(0o644)
     result = run("profile", tmp_path / "ws", f"{source}:fn", "--input", "x:2,3:float32")
     assert result.returncode == 1
     [variant] = read_results(tmp_path / "ws")["variants"]

@@ -72,7 +72,6 @@ def test_two_inputs_two_outputs_from_named_samples_and_enforced_tolerance(tmp_pa
 
 
 def test_factory_that_raises_is_one_clear_line(tmp_path):
-    tmp_path.chmod(0o755)  # runners run as an unprivileged user when the tests run as root
     broken = tmp_path / "broken.py"
     broken.write_text("import torch\n\ndef make():\n    raise RuntimeError('weights not found')\n")
     workspace = tmp_path / "ws"
@@ -85,13 +84,11 @@ def test_factory_that_raises_is_one_clear_line(tmp_path):
 
 
 def test_a_torchscript_file_is_a_model_too(tmp_path):
-    tmp_path.chmod(0o755)
     first = optimize(tmp_path / "first", f"{EXAMPLES}/mlp.py:make_mlp", "--input", "input:8,64:float32",
                      "--formats", "torchscript-script")
     assert first.returncode == 0, first.stderr
     scripted = tmp_path / "mlp.ts"
     scripted.write_bytes((tmp_path / "first" / "variants" / "torchscript-script-fp32" / "model.ts").read_bytes())
-    scripted.chmod(0o644)
     run = optimize(tmp_path / "ws", str(scripted), "--input", "input:8,64:float32",
                    "--formats", "torchscript-trace,torchscript-script,onnx")
     assert run.returncode == 0, run.stderr

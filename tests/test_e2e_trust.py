@@ -44,7 +44,11 @@ def assert_secret_nowhere(workspace: Path, secret: Path) -> None:
                 assert marker not in path.read_bytes(), f"the host's secret is in {path}"
 
 
-def variants_by_format(workspace: Path) -> dict:
+def optimize_hostile(workspace: Path, factory: str, formats: str, **model_args: str) -> dict:
+    """Optimize a hostile factory (it takes x:2,4); the variants by format."""
+    args = [arg for name, value in model_args.items() for arg in ("--model-arg", f"{name}={value}")]
+    run = optimize_cpu(workspace, f"{MODELS}/{factory}", "--input", "x:2,4:float32", "--formats", formats, *args)
+    assert run.returncode == 0, run.stderr
     return {v["format"]: v for v in read_results(workspace)["variants"]}
 
 
@@ -52,11 +56,8 @@ def test_an_artifact_swapped_for_a_link_to_a_host_file_fails_its_variant(tmp_pat
     workspace = tmp_path / "ws"
     # torch-compile's profile job calls the factory again, in the session that profiles the ONNX
     # variant too: had the host mounted the link's target, the factory would copy it out.
-    run = optimize_cpu(workspace, f"{MODELS}/hostile.py:make_links_artifact", "--input", "x:2,4:float32",
-                       "--formats", "torchscript-trace,onnx,torch-compile",
-                       "--model-arg", f"secret={secret}", "--model-arg", f"secret_sha256={digest(secret)}")
-    assert run.returncode == 0, run.stderr
-    variants = variants_by_format(workspace)
+    variants = optimize_hostile(workspace, "hostile.py:make_links_artifact", "torchscript-trace,onnx,torch-compile",
+                                secret=str(secret), secret_sha256=digest(secret))
     assert variants["onnx"]["status"] == "failed"
     assert variants["onnx"]["error"] == ("export: runner output not trusted: variants/onnx-fp32/model.onnx "
                                          "is a symbolic link (removed)")
@@ -69,11 +70,8 @@ def test_an_artifact_swapped_for_a_link_to_a_host_file_fails_its_variant(tmp_pat
 def test_an_artifact_path_outside_its_folder_fails_its_variant(tmp_path, secret, artifact):
     workspace = tmp_path / "ws"
     named = artifact.format(secret=secret)
-    run = optimize_cpu(workspace, f"{MODELS}/hostile.py:make_escaping_artifact_path", "--input", "x:2,4:float32",
-                       "--formats", "torchscript-trace,onnx",
-                       "--model-arg", f"artifact={named}", "--model-arg", f"secret_sha256={digest(secret)}")
-    assert run.returncode == 0, run.stderr
-    variants = variants_by_format(workspace)
+    variants = optimize_hostile(workspace, "hostile.py:make_escaping_artifact_path", "torchscript-trace,onnx",
+                                artifact=named, secret_sha256=digest(secret))
     assert variants["onnx"]["status"] == "failed"
     assert variants["onnx"]["error"] == (f"export: runner output not trusted: the artifact path {named!r} is not "
                                          "a plain relative path inside the job's folder")
@@ -84,10 +82,8 @@ def test_an_artifact_path_outside_its_folder_fails_its_variant(tmp_path, secret,
 
 def test_an_oversized_result_fails_its_variant_unread(tmp_path, secret):
     workspace = tmp_path / "ws"
-    run = optimize_cpu(workspace, f"{MODELS}/hostile.py:make_huge_result", "--input", "x:2,4:float32",
-                       "--formats", "torchscript-trace,onnx", "--model-arg", f"secret_sha256={digest(secret)}")
-    assert run.returncode == 0, run.stderr
-    variants = variants_by_format(workspace)
+    variants = optimize_hostile(workspace, "hostile.py:make_huge_result", "torchscript-trace,onnx",
+                                secret_sha256=digest(secret))
     assert variants["onnx"]["status"] == "failed"
     assert variants["onnx"]["error"].startswith("verify: runner output not trusted: jobs/verify-onnx-fp32/result.json "
                                                 "is 8.0 MiB (limit 1.0 MiB)"), variants["onnx"]["error"]
@@ -97,10 +93,8 @@ def test_an_oversized_result_fails_its_variant_unread(tmp_path, secret):
 
 def test_a_link_inside_a_savedmodel_fails_its_variant(tmp_path, secret):
     workspace = tmp_path / "ws"
-    run = optimize_cpu(workspace, f"{MODELS}/hostile_keras.py:make_links_inside_savedmodel", "--input",
-                       "x:2,4:float32", "--formats", "savedmodel,onnx", "--model-arg", f"secret={secret}")
-    assert run.returncode == 0, run.stderr
-    variants = variants_by_format(workspace)
+    variants = optimize_hostile(workspace, "hostile_keras.py:make_links_inside_savedmodel", "savedmodel,onnx",
+                                secret=str(secret))
     assert variants["savedmodel"]["status"] == "failed"
     assert variants["savedmodel"]["error"] == ("export: runner output not trusted: variants/savedmodel-fp32/"
                                                "savedmodel/variables/extra is a symbolic link (removed)")

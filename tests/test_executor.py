@@ -1,7 +1,7 @@
 import signal
 
-from orchestrator.executor import Executor, Exit, MountPlan, describe_exit
-from orchestrator.workspace import Workspace
+from orchestrator.run.executor import Executor, Exit, MountPlan, describe_exit
+from orchestrator.run.workspace import Workspace
 from runners.protocol import RESULT_FILE, Job, JobResult, to_json
 
 
@@ -182,7 +182,7 @@ def test_a_local_python_without_the_framework_is_refused_up_front(tmp_path):
     import pytest
 
     from orchestrator.errors import EnvironmentProblem
-    from orchestrator.executor import probe_python
+    from orchestrator.run.executor import probe_python
 
     python = str(bare_python(tmp_path) / "bin" / "python")
     with pytest.raises(EnvironmentProblem, match="cannot import numpy, torch, which the torch runner needs"):
@@ -197,7 +197,7 @@ def test_a_local_python_without_the_framework_is_refused_up_front(tmp_path):
 
 
 def test_the_local_pythons_packages_are_part_of_its_key(tmp_path):
-    from orchestrator.executor import probe_python
+    from orchestrator.run.executor import probe_python
 
     venv = bare_python(tmp_path)
     python = str(venv / "bin" / "python")

@@ -11,8 +11,9 @@ from typing import Optional
 import docker.errors
 import pytest
 
-from orchestrator import docker_engine, images
-from orchestrator.bake import BakeTarget
+from orchestrator.containers import engine
+from orchestrator.containers import images
+from orchestrator.containers.bake import BakeTarget
 from orchestrator.errors import BadInput
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -142,7 +143,7 @@ def test_dockerfile_bases():
 
 
 def test_up_to_date():
-    info = lambda image_id, digest: docker_engine.ImageInfo(tag="t", id=image_id,  # noqa: E731
+    info = lambda image_id, digest: engine.ImageInfo(tag="t", id=image_id,  # noqa: E731
                                                             labels={images.BUILD_INPUTS_LABEL: digest})
     assert images.up_to_date([info("sha256:a", "d1")], "d1")
     assert not images.up_to_date([info("sha256:a", "d0")], "d1")
@@ -150,15 +151,15 @@ def test_up_to_date():
     assert not images.up_to_date([], "d1")
     assert not images.up_to_date([info("sha256:a", "d1"), info("sha256:b", "d1")], "d1")  # two tags, two images
     assert not images.up_to_date([info("sha256:a", "d1"), None], "d1")
-    assert not images.up_to_date([docker_engine.ImageInfo(tag="t", id="sha256:a", labels={})], "d1")
+    assert not images.up_to_date([engine.ImageInfo(tag="t", id="sha256:a", labels={})], "d1")
 
 
 def test_build_image_reports_the_stage_images():
     fake = FakeDocker({})
     fake.stage_ids = ["sha256:s1", "sha256:s2", "sha256:s1"]
     lines: list[str] = []
-    built = docker_engine.build_image(fake, Path("/context"), "Dockerfile", ["x/y:1"], {}, {}, lines.append)
-    assert built == docker_engine.BuiltImage(id="sha256:final1", stage_ids=["sha256:s1", "sha256:s2"])
+    built = engine.build_image(fake, Path("/context"), "Dockerfile", ["x/y:1"], {}, {}, lines.append)
+    assert built == engine.BuiltImage(id="sha256:final1", stage_ids=["sha256:s1", "sha256:s2"])
     assert lines[-1] == "Successfully built final1"
 
 
@@ -172,7 +173,7 @@ def test_remove_untagged_keeps_what_is_named_or_needed():
     fake.in_use.add("sha256:parent")
     lines: list[str] = []
     ids = ["sha256:stage", "sha256:tagged", "sha256:by-digest", "sha256:parent", "sha256:gone"]
-    assert docker_engine.remove_untagged(fake, ids, lines.append) == ["sha256:stage"]
+    assert engine.remove_untagged(fake, ids, lines.append) == ["sha256:stage"]
     assert set(fake.store) == {"sha256:tagged", "sha256:by-digest", "sha256:parent"}
     assert lines == []  # a conflict is Docker keeping what is needed: nothing to warn about
 
@@ -221,10 +222,10 @@ def leftovers(client, token: str) -> list[str]:
 
 @pytest.mark.docker
 def test_two_stage_build_leaves_no_untagged_images(tmp_path):
-    client = docker_engine.connect()
-    if docker_engine.buildx_available():
+    client = engine.connect()
+    if engine.buildx_available():
         pytest.skip("buildx builds with BuildKit, which keeps no stage images")
-    if docker_engine.inspect_image(client, images.DEBIAN_BASE) is None:
+    if engine.inspect_image(client, images.DEBIAN_BASE) is None:
         pytest.fail(f"{images.DEBIAN_BASE} is missing: run `make setup` first")
     token = uuid.uuid4().hex  # every image of this test is new, and known by it
     tag = f"nav-orch-test/tiny-{token[:12]}:latest"
@@ -271,7 +272,7 @@ target "tiny" {{
             client.images.get(first)
         assert leftovers(client, token) == []
     finally:
-        docker_engine.remove_untagged(client, leftovers(client, token), lambda line: None)
+        engine.remove_untagged(client, leftovers(client, token), lambda line: None)
         try:
             client.images.remove(tag)
         except docker.errors.ImageNotFound:

@@ -4,9 +4,9 @@ from __future__ import annotations
 import pytest
 
 from orchestrator.errors import BadInput
-from orchestrator.images import image_for
+from orchestrator.containers.images import image_for
 from orchestrator.model_ref import parse_function, parse_model
-from orchestrator.pipeline import check_fixed_batch
+from orchestrator.run.pipeline import check_fixed_batch
 from runners.protocol import IOSpec, TensorSpec
 
 

@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from orchestrator.models import JOB_RESULT
+from orchestrator.results import JOB_RESULT
 from runners.protocol import (
     IOSpec, Job, JobResult, LatencyStats, ModelSource, ProfileEntry, ProtocolError, TensorSpec, Tolerance,
     from_dict, read_job, to_json,

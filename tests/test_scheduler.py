@@ -3,7 +3,7 @@ import time
 
 import pytest
 
-from orchestrator.scheduler import Scheduler, Unit
+from orchestrator.run.scheduler import Scheduler, Unit
 
 
 class Recorder:

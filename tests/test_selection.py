@@ -1,5 +1,5 @@
-from orchestrator.models import VariantResult
-from orchestrator.selection import select_best
+from orchestrator.results import VariantResult
+from orchestrator.run.selection import select_best
 from runners.protocol import LatencyStats, ProfileEntry
 
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from runners.common import Skip, export_file
+from runners.common import Skip
 from runners.tensorrt_plan import (
     GIB, MAX_WORKSPACE, MIN_WORKSPACE, BatchRange, ShapeRange, batch_range, precision_flags, profile_shapes,
     timing_cache_path, workspace_limit,
@@ -75,10 +75,3 @@ def test_timing_cache_lives_in_the_run_cache_per_version_and_gpu_else_beside_the
     path = timing_cache_path("/nav/cache/tensorrt", "/nav/io/3", "10.13.3.9", "NVIDIA H100 80GB HBM3")
     assert str(path) == "/nav/cache/tensorrt/timing-10.13.3.9-NVIDIA-H100-80GB-HBM3.cache"
     assert str(timing_cache_path(None, "/nav/io/3", "10.13.3.9", "NVIDIA H100")) == "/nav/io/3/timing.cache"
-
-
-def test_two_step_formats_export_their_intermediate_file():
-    assert export_file("tensorrt") == "model.onnx"
-    assert export_file("torch-tensorrt") == "model.pt2"
-    assert export_file("onnx") == "model.onnx"
-    assert export_file("torchscript-trace") == "model.ts"

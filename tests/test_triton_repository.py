@@ -9,14 +9,14 @@ import pytest
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as mc
 
-from orchestrator.models import VariantResult
-from orchestrator.triton_repository import (
+from orchestrator.results import VariantResult
+from orchestrator.triton.repository import (
     NotServable,
     api_datatype,
     config_text,
     model_config,
     parse_config,
-    plan_deployment,
+    deployment_for,
     read_config,
     write_model,
 )
@@ -25,20 +25,20 @@ from runners.protocol import IOSpec, TensorSpec
 IO = IOSpec(inputs=[TensorSpec("image", "float32", [None, 3, None, 224]), TensorSpec("mask", "int64", [None, 7])],
             outputs=[TensorSpec("logits", "float16", [None, 10]), TensorSpec("ok", "bool", [None])])
 NATIVE_BACKENDS = {"onnxruntime", "pytorch", "tensorrt", "tensorflow", "python"}
-# artifact file -> (kind, native backend, platform)
+# artifact file -> (format, native backend, platform), as the format registry says
 ARTIFACTS = {
     "model.onnx": ("onnx", "onnxruntime", "onnxruntime_onnx"),
-    "model.ts": ("torchscript", "pytorch", "pytorch_libtorch"),
+    "model.ts": ("torchscript-trace", "pytorch", "pytorch_libtorch"),
     "model.pt2": ("exported-program", None, None),
     "model.plan": ("tensorrt", "tensorrt", "tensorrt_plan"),
-    "model.savedmodel": ("savedmodel", "tensorflow", "tensorflow_savedmodel"),
+    "savedmodel": ("savedmodel", "tensorflow", "tensorflow_savedmodel"),
 }
 
 
 def variant(tmp_path: Path, artifact: str, name: str = "v-fp32", fmt: str = "onnx") -> VariantResult:
     path = tmp_path / "variants" / name / artifact
     path.parent.mkdir(parents=True, exist_ok=True)
-    if artifact.endswith(".savedmodel"):
+    if artifact == "savedmodel":
         path.mkdir()
         (path / "saved_model.pb").write_bytes(b"pb")
     else:
@@ -53,7 +53,7 @@ def test_config_round_trips_through_the_protobuf_parser_for_every_format(tmp_pat
     kind, native, platform = ARTIFACTS[artifact]
     available = NATIVE_BACKENDS if backends == "native" else {"python"}
     try:
-        deployment = plan_deployment(variant(tmp_path, artifact), tmp_path, available)
+        deployment = deployment_for(variant(tmp_path, artifact, fmt=kind), tmp_path, available)
     except NotServable as error:
         # Without their native backend, plans and SavedModels have no Python fallback here.
         assert backends == "python-only" and kind in ("tensorrt", "savedmodel")
@@ -86,7 +86,7 @@ def test_config_round_trips_through_the_protobuf_parser_for_every_format(tmp_pat
 
 
 def test_pytorch_backend_names_outputs_by_position(tmp_path):
-    deployment = plan_deployment(variant(tmp_path, "model.ts", fmt="torchscript-trace"), tmp_path, {"pytorch"})
+    deployment = deployment_for(variant(tmp_path, "model.ts", fmt="torchscript-trace"), tmp_path, {"pytorch"})
     config = model_config(deployment, IO, 8, [])
     assert [i.name for i in config.input] == ["image", "mask"]
     assert [o.name for o in config.output] == ["logits__0", "ok__1"]
@@ -95,7 +95,7 @@ def test_pytorch_backend_names_outputs_by_position(tmp_path):
 def test_model_batched_off_the_first_axis_is_served_unbatched(tmp_path):
     io = IOSpec(inputs=[TensorSpec("x", "float32", [5, None])], outputs=[TensorSpec("y", "float32", [None])],
                 batch_axis=1)
-    deployment = plan_deployment(variant(tmp_path, "model.onnx"), tmp_path, {"python"})
+    deployment = deployment_for(variant(tmp_path, "model.onnx"), tmp_path, {"python"})
     config = model_config(deployment, io, 8, [])
     assert config.max_batch_size == 0 and not config.HasField("dynamic_batching")
     assert list(config.input[0].dims) == [5, -1]
@@ -104,21 +104,21 @@ def test_model_batched_off_the_first_axis_is_served_unbatched(tmp_path):
 def test_runtimes_and_missing_artifacts_are_not_servable(tmp_path):
     compiled = variant(tmp_path, "compile.json", name="torch-compile-fp32", fmt="torch-compile")
     with pytest.raises(NotServable, match="is a runtime, not a deployable artifact"):
-        plan_deployment(compiled, tmp_path, NATIVE_BACKENDS)
+        deployment_for(compiled, tmp_path, NATIVE_BACKENDS)
     gone = variant(tmp_path, "model.onnx", name="gone")
     (tmp_path / gone.artifact).unlink()
     with pytest.raises(NotServable, match="missing from the workspace"):
-        plan_deployment(gone, tmp_path, NATIVE_BACKENDS)
+        deployment_for(gone, tmp_path, NATIVE_BACKENDS)
     with pytest.raises(NotServable, match="no python backend"):
-        plan_deployment(variant(tmp_path, "model.pt2", name="ep"), tmp_path, {"onnxruntime"})
+        deployment_for(variant(tmp_path, "model.pt2", name="ep", fmt="exported-program"), tmp_path, {"onnxruntime"})
 
 
 def test_write_model_lays_out_a_readable_repository(tmp_path):
     repository = tmp_path / "triton" / "model_repository"
     repository.mkdir(parents=True, mode=0o700)
-    python = plan_deployment(variant(tmp_path, "model.pt2", name="ep-fp32", fmt="exported-program"), tmp_path,
+    python = deployment_for(variant(tmp_path, "model.pt2", name="ep-fp32", fmt="exported-program"), tmp_path,
                              {"python"})
-    native = plan_deployment(variant(tmp_path, "model.onnx", name="onnx-fp32"), tmp_path, {"onnxruntime"})
+    native = deployment_for(variant(tmp_path, "model.onnx", name="onnx-fp32"), tmp_path, {"onnxruntime"})
     for deployment in (python, native):
         write_model(repository, deployment, IO, 16, [])
     assert sorted(p.name for p in (repository / "ep-fp32" / "1").iterdir()) == ["model.pt2", "model.py"]

@@ -10,24 +10,17 @@ import numpy as np
 import pytest
 from rich.console import Console
 
-from orchestrator import triton_stage
+from orchestrator.triton import stage as triton_stage
 from orchestrator.errors import ServerFailed
-from orchestrator.models import (
-    Environment,
-    ImageRecord,
-    RunResults,
-    Selection,
-    TritonLatency,
-    TritonResults,
-    TritonRun,
-    TritonSettings,
-    VariantResult,
+from orchestrator.config import TritonSettings
+from orchestrator.results import (
+    Environment, ImageRecord, RunResults, Selection, TritonLatency, TritonResults, TritonRun, VariantResult,
 )
-from orchestrator.perf_analyzer import Measurement, PerfFailed, command, last_message, parse_csv, write_input_data
+from orchestrator.triton.perf_analyzer import Measurement, PerfFailed, command, last_message, parse_csv, write_input_data
 from orchestrator.progress import print_summary
-from orchestrator.tensorrt_guard import TensorRTMismatch, builder_tensorrt, check_plan, same_version
-from orchestrator.triton_server import failed_models, fatal_line, log_message
-from orchestrator.workspace import Workspace
+from orchestrator.triton.tensorrt_guard import TensorRTMismatch, builder_tensorrt, check_plan, same_version
+from orchestrator.triton.server import failed_models, fatal_line, log_message
+from orchestrator.run.workspace import Workspace
 from runners.protocol import IOSpec, LatencyStats, ProfileEntry, TensorSpec
 
 DATA = Path(__file__).resolve().parent / "data"
@@ -218,7 +211,7 @@ def test_a_model_that_fails_to_load_is_recorded_and_the_rest_measured(stage_worl
     assert [(r.variant, r.batch_size, r.concurrency, r.backend) for r in triton.runs] == [
         ("onnx-fp32", 1, 1, "python"), ("onnx-fp32", 4, 1, "python")]
     assert triton.runs[1].throughput == 4000.0 and triton.server_version == "2.51.0"
-    assert "torch-compile-fp32: compile.json is not a file Triton loads" in triton.error
+    assert "torch-compile-fp32: format torch-compile is a runtime, not a deployable artifact" in triton.error
     assert "torchscript-trace-fp32: Triton failed to load it: Internal: boom" in triton.error
     assert "onnx-fp32 batch 1 concurrency 2: no stable measurement" in triton.error
     assert len(saves) >= len(triton.runs)  # results.json rewritten as figures arrive

@@ -4,8 +4,8 @@ import os
 
 import pytest
 
-from orchestrator import untrusted
-from orchestrator.untrusted import UntrustedOutput
+from orchestrator.run import untrusted
+from orchestrator.run.untrusted import UntrustedOutput
 
 
 @pytest.fixture

@@ -4,7 +4,7 @@ sizes and a concurrency sweep. Its figures land in results.json under "triton"; 
 wrong lands in "triton.error" and never changes the run's exit code.
 
 WORKSPACE/triton/
-    model_repository/   the Triton model repository (triton_repository.py)
+    model_repository/   the Triton model repository (repository.py)
     server.log          the server's log (server-N.log when it had to restart)
     perf/               each perf_analyzer run: NAME-bB-cC.cmd (command line), .log, .csv
     stage.log           the traceback of an unexpected failure of the stage, if any
@@ -18,30 +18,24 @@ from typing import Callable, Optional, Protocol
 import docker
 import numpy as np
 
-from orchestrator import docker_engine, untrusted
+from orchestrator.containers import engine
+from orchestrator.run import untrusted
 from orchestrator.errors import EnvironmentProblem, NavOrchError, ServerFailed
-from orchestrator.images import CPU_RELEASE
-from orchestrator.models import (
-    Objective,
-    OptimizeConfig,
-    RunResults,
-    TritonResults,
-    TritonRun,
-    TritonSettings,
-    VariantResult,
-)
-from orchestrator.perf_analyzer import PerfAnalyzer, PerfFailed, write_input_data
-from orchestrator.selection import select_best
-from orchestrator.tensorrt_guard import builder_tensorrt, check_plan
-from orchestrator.triton_repository import (
+from orchestrator.containers.images import CPU_RELEASE
+from orchestrator.config import Objective, OptimizeConfig, TritonSettings
+from orchestrator.results import RunResults, TritonResults, TritonRun, VariantResult
+from orchestrator.triton.perf_analyzer import PerfAnalyzer, PerfFailed, write_input_data
+from orchestrator.run.selection import select_best
+from orchestrator.triton.tensorrt_guard import builder_tensorrt, check_plan
+from orchestrator.triton.repository import (
     Deployment,
     model_config,
-    plan_deployment,
+    deployment_for,
     tensor_names,
     write_model,
 )
-from orchestrator.triton_server import TritonServer, image_backends
-from orchestrator.workspace import Workspace
+from orchestrator.triton.server import TritonServer, image_backends
+from orchestrator.run.workspace import Workspace
 from runners.protocol import IOSpec
 
 TRITON_IMAGE = "nav-orch/triton"
@@ -72,8 +66,8 @@ def gpu_request(gpus: list[str]) -> str:
     return f"device={','.join(gpus)}" if gpus else "none"
 
 
-def require_image(client: docker.DockerClient, tag: str) -> docker_engine.ImageInfo:
-    info = docker_engine.inspect_image(client, tag)
+def require_image(client: docker.DockerClient, tag: str) -> engine.ImageInfo:
+    info = engine.inspect_image(client, tag)
     if info is None:
         flavor = "cpu" if tag.endswith(f":{CPU_RELEASE}") else "cuda"
         raise EnvironmentProblem(f"image {tag} is not built: run `nav-orch images build --flavor {flavor}`")
@@ -170,8 +164,8 @@ class TritonStage:
 
         def servable(variant: VariantResult) -> Deployment:
             nonlocal plan_tensorrt
-            deployment = plan_deployment(variant, self.workspace.root, backends)
-            if deployment.kind == "tensorrt":
+            deployment = deployment_for(variant, self.workspace.root, backends)
+            if deployment.format == "tensorrt":
                 plan_tensorrt = plan_tensorrt or builder_tensorrt(results.environment)
                 check_plan(variant.name, plan_tensorrt, server_image, server_info.labels)
             return deployment

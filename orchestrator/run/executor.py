@@ -23,13 +23,14 @@ from typing import BinaryIO, Callable, Optional, Protocol
 import docker
 from pydantic import ValidationError
 
-from orchestrator import docker_engine, untrusted
+from orchestrator.containers import engine
+from orchestrator.run import untrusted
 from orchestrator.errors import EnvironmentProblem
-from orchestrator.models import JOB_RESULT
-from orchestrator.workspace import Workspace
+from orchestrator.results import JOB_RESULT
+from orchestrator.run.workspace import Workspace
+from runners import RUNNERS_DIR
 from runners.protocol import JOB_FILE, RESULT_FILE, Job, JobResult
 
-RUNNERS_DIR = Path(__file__).resolve().parent.parent / "runners"
 CONTAINER_CODE = "/nav/code"
 CONTAINER_CACHE = "/nav/cache"
 
@@ -216,7 +217,7 @@ class MountPlan:
     no mount can be steered to a host file by what a runner left behind."""
 
     def __init__(self) -> None:
-        self.mounts: list[docker_engine.Mount] = []
+        self.mounts: list[engine.Mount] = []
 
     def _find(self, path: Path) -> Optional[str]:
         for mount in self.mounts:
@@ -227,7 +228,7 @@ class MountPlan:
     def add(self, source: Path, target: str, read_only: bool) -> str:
         if not source.is_absolute():
             raise ValueError(f"mount sources are absolute paths, not {source}")
-        self.mounts.append(docker_engine.Mount(source=source, target=target, read_only=read_only))
+        self.mounts.append(engine.Mount(source=source, target=target, read_only=read_only))
         return target
 
     def writable(self, folder: Path) -> str:
@@ -248,16 +249,16 @@ class ContainerProcess:
         self.logs = ""
 
     def poll(self) -> Optional[Exit]:
-        state = docker_engine.exit_state(self.container)
+        state = engine.exit_state(self.container)
         return None if state is None else Exit(code=state.code, oom_killed=state.oom_killed)
 
     def stop(self) -> None:
         if not self.logs:
-            self.logs = docker_engine.container_logs(self.container)
-        docker_engine.remove_container(self.container)
+            self.logs = engine.container_logs(self.container)
+        engine.remove_container(self.container)
 
     def output(self) -> str:
-        return self.logs or docker_engine.container_logs(self.container)
+        return self.logs or engine.container_logs(self.container)
 
 
 class DockerExecutor(Executor):
@@ -288,18 +289,18 @@ class DockerExecutor(Executor):
             job_dir = self.workspace.job_dir(job.id)
             write_job(inside, job_dir)
             job_files.append(f"{plan.writable(job_dir)}/{JOB_FILE}")
-        spec = docker_engine.ContainerSpec(
+        spec = engine.ContainerSpec(
             image=image,
             command=["python", "-m", "runners.main", *job_files],
             mounts=plan.mounts,
-            labels={docker_engine.RUN_LABEL: self.run_id, docker_engine.ROLE_LABEL: f"runner:{name}"},
+            labels={engine.RUN_LABEL: self.run_id, engine.ROLE_LABEL: f"runner:{name}"},
             environment={"PYTHONPATH": CONTAINER_CODE, "PYTHONUNBUFFERED": "1", **cache_environment(CONTAINER_CACHE),
                          **placement.environment()},
             gpus=f"device={placement.gpu}" if placement.gpu is not None else "none",
             memory=self.memory,
             pids=self.pids,
         )
-        return ContainerProcess(docker_engine.start_container(self.client, spec))
+        return ContainerProcess(engine.start_container(self.client, spec))
 
 
 class SubprocessProcess:

@@ -18,9 +18,11 @@ from typing import Optional
 import docker
 import numpy as np
 
-from orchestrator import docker_engine, untrusted
+from orchestrator.containers import engine
+from orchestrator.run import untrusted
 from orchestrator.errors import NavOrchError
-from orchestrator.models import TritonLatency, TritonSettings
+from orchestrator.config import TritonSettings
+from orchestrator.results import TritonLatency
 
 UNSTABLE = "Failed to obtain stable measurement"
 PERF_MOUNT = "/perf"
@@ -155,7 +157,7 @@ class PerfAnalyzer:
             untrusted.write_text(
                 self.folder / f"{stem}.cmd", f"# in {self.image}, --network host, this folder mounted at {PERF_MOUNT}, while the server runs "
                 "(`nav-orch serve WORKSPACE --grpc-port PORT`)\n" + shlex.join(args) + "\n")
-            state, output = docker_engine.run_to_exit(self.client, self._spec(args), self.settings.perf_timeout_s)
+            state, output = engine.run_to_exit(self.client, self._spec(args), self.settings.perf_timeout_s)
             untrusted.write_text(self.folder / f"{stem}.log", output)
             if state is None:
                 raise PerfFailed(f"perf_analyzer timed out after {self.settings.perf_timeout_s:.0f} s "
@@ -174,10 +176,10 @@ class PerfAnalyzer:
                 request_count *= 2
         raise AssertionError("unreachable")
 
-    def _spec(self, args: list[str]) -> docker_engine.ContainerSpec:
-        return docker_engine.ContainerSpec(
+    def _spec(self, args: list[str]) -> engine.ContainerSpec:
+        return engine.ContainerSpec(
             image=self.image, command=args,
-            mounts=[docker_engine.Mount(source=self.folder, target=PERF_MOUNT, read_only=False)],
-            labels={docker_engine.RUN_LABEL: self.run_id, docker_engine.ROLE_LABEL: "perf-analyzer"},
+            mounts=[engine.Mount(source=self.folder, target=PERF_MOUNT, read_only=False)],
+            labels={engine.RUN_LABEL: self.run_id, engine.ROLE_LABEL: "perf-analyzer"},
             network="host",
         )

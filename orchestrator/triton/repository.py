@@ -22,34 +22,17 @@ import numpy as np
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as mc
 
-from orchestrator import untrusted
+from orchestrator.run import untrusted
 from orchestrator.errors import NavOrchError
-from orchestrator.models import VariantResult
+from orchestrator.results import VariantResult
+from runners import RUNNERS_DIR
+from runners.formats import FORMATS, TritonServing
 from runners.protocol import IOSpec, TensorSpec
 
-PYTHON_MODEL_SOURCE = Path(__file__).resolve().parent.parent / "runners" / "triton_python_model.py"
+PYTHON_MODEL_SOURCE = RUNNERS_DIR / "triton_python_model.py"
 CONFIG_FILE = "config.pbtxt"
 VERSION = "1"
 
-
-@dataclass(frozen=True)
-class Native:
-    backend: str
-    platform: str
-    file: str  # the backend's default model file name inside the version folder
-
-
-# What an artifact is, by its file name (formats differ in name, not in what Triton loads).
-ARTIFACT_KINDS = {".onnx": "onnx", ".ts": "torchscript", ".pt": "torchscript", ".pt2": "exported-program",
-                  ".plan": "tensorrt", ".engine": "tensorrt", ".savedmodel": "savedmodel"}
-NATIVE: dict[str, Native] = {
-    "onnx": Native("onnxruntime", "onnxruntime_onnx", "model.onnx"),
-    "torchscript": Native("pytorch", "pytorch_libtorch", "model.pt"),
-    "tensorrt": Native("tensorrt", "tensorrt_plan", "model.plan"),
-    "savedmodel": Native("tensorflow", "tensorflow_savedmodel", "model.savedmodel"),
-}
-# Kinds runners/triton_python_model.py can load, and the runtime it uses for each.
-PYTHON_RUNTIMES = {"onnx": "onnxruntime", "torchscript": "torchscript", "exported-program": "exported-program"}
 
 TRITON_DTYPES = {
     "bool": mc.TYPE_BOOL, "uint8": mc.TYPE_UINT8, "uint16": mc.TYPE_UINT16, "uint32": mc.TYPE_UINT32,
@@ -69,50 +52,54 @@ class Deployment:
 
     model: str  # Triton model name (the variant's name)
     variant: str
-    kind: str  # onnx, torchscript, exported-program, tensorrt, savedmodel
-    backend: str  # a native backend of NATIVE, or "python"
+    format: str
+    backend: str  # the format's native backend (runners/formats.py), or "python"
     precision: str
     artifact: Path  # the variant's artifact in the workspace
     workspace: Path  # the workspace's root: the artifact is runner output, read as untrusted data
 
     @property
+    def serving(self) -> TritonServing:
+        serving = FORMATS[self.format].triton
+        assert serving is not None, "deployment_for only deploys servable formats"
+        return serving
+
+    @property
     def file(self) -> str:
-        return NATIVE[self.kind].file if self.backend != "python" else self.artifact.name
+        if self.backend == "python":
+            return self.artifact.name
+        return self.serving.file or self.artifact.name
 
 
-def artifact_kind(path: Path) -> Optional[str]:
-    return ARTIFACT_KINDS.get(path.suffix.lower())
-
-
-def plan_deployment(variant: VariantResult, workspace_root: Path, backends: set[str]) -> Deployment:
-    """The native backend where the server image has it, else the Python backend where
+def deployment_for(variant: VariantResult, workspace_root: Path, backends: set[str]) -> Deployment:
+    """The format's native backend where the server image has it, else the Python backend where
     triton_python_model.py can load the artifact; NotServable otherwise."""
+    entry = FORMATS[variant.format]
+    serving = entry.triton
+    if serving is None:
+        what = "a runtime" if entry.runtime else "not served by Triton"
+        raise NotServable(f"{variant.name}: format {variant.format} is {what}, not a deployable artifact")
     if not variant.artifact:
         raise NotServable(f"{variant.name} has no artifact")
     try:
         artifact = workspace_root / untrusted.relative_inside(variant.artifact)
     except untrusted.UntrustedOutput as error:
         raise NotServable(f"{variant.name}: {error}") from None
-    kind = artifact_kind(artifact)
-    if kind is None:
-        raise NotServable(f"{variant.name}: {artifact.name} is not a file Triton loads "
-                          f"(format {variant.format} is a runtime, not a deployable artifact)")
     if not os.path.lexists(artifact):
         raise NotServable(f"{variant.name}: its artifact {variant.artifact} is missing from the workspace")
     try:
         untrusted.check_tree(workspace_root, artifact)
     except untrusted.UntrustedOutput as error:
         raise NotServable(f"{variant.name}: {error}") from None
-    native = NATIVE.get(kind)
-    if native is not None and native.backend in backends:
-        backend = native.backend
-    elif kind in PYTHON_RUNTIMES and "python" in backends:
+    if serving.backend is not None and serving.backend in backends:
+        backend = serving.backend
+    elif serving.python_runtime is not None and "python" in backends:
         backend = "python"
     else:
-        wanted = native.backend if native else "python"
-        raise NotServable(f"{variant.name}: the server image has no {wanted} backend for {kind} "
+        wanted = serving.backend or "python"
+        raise NotServable(f"{variant.name}: the server image has no {wanted} backend for {variant.format} "
                           f"(it has: {', '.join(sorted(backends)) or 'none'})")
-    return Deployment(model=variant.name, variant=variant.name, kind=kind, backend=backend,
+    return Deployment(model=variant.name, variant=variant.name, format=variant.format, backend=backend,
                       precision=variant.precision, artifact=artifact, workspace=workspace_root)
 
 
@@ -153,13 +140,12 @@ def model_config(deployment: Deployment, io: IOSpec, max_batch_size: int, gpus: 
     config = mc.ModelConfig(name=deployment.model, max_batch_size=max_batch_size if batched else 0)
     if deployment.backend == "python":
         config.backend = "python"
-        parameters = {"artifact": deployment.artifact.name, "runtime": PYTHON_RUNTIMES[deployment.kind],
+        parameters = {"artifact": deployment.artifact.name, "runtime": str(deployment.serving.python_runtime),
                       "precision": deployment.precision, "variant": deployment.variant}
         for key, value in parameters.items():
             config.parameters[key].string_value = value
     else:
-        native = NATIVE[deployment.kind]
-        config.platform, config.backend = native.platform, native.backend
+        config.platform, config.backend = str(deployment.serving.platform), str(deployment.serving.backend)
     input_names, output_names = tensor_names(deployment, io)
     for name, spec in zip(input_names, io.inputs):
         config.input.add(name=name, data_type=triton_dtype(spec.dtype), dims=dims(spec, io.batch_axis, batched))

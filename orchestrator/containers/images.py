@@ -19,12 +19,12 @@ from typing import Callable, Iterable, Iterator, Mapping, Optional, Sequence, Un
 
 import docker
 
-from orchestrator import docker_engine
-from orchestrator.bake import BakeFile, BakeTarget, load_bake_file
+from orchestrator.containers import engine
+from orchestrator.containers.bake import BakeFile, BakeTarget, load_bake_file
 from orchestrator.errors import BadInput, EnvironmentProblem
-from orchestrator.gpus import nvidia_driver_loaded
+from orchestrator.containers.gpus import nvidia_driver_loaded
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parent.parent.parent
 BAKE_FILE = ROOT / "docker-bake.hcl"
 
 # The image repository of each framework's runners; the tag is the NGC release, or "cpu".
@@ -96,7 +96,7 @@ def bootstrap_base(client: docker.DockerClient, tag: str = DEBIAN_BASE, mirror: 
         _stream(["debootstrap", "--variant=minbase", DEBIAN_SUITE, str(rootfs), mirror], on_line,
                 failure=f"debootstrap of {DEBIAN_SUITE} from {mirror} failed")
         on_line(f"importing the root filesystem as {tag}")
-        return docker_engine.import_rootfs(client, rootfs, tag)
+        return engine.import_rootfs(client, rootfs, tag)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
 
@@ -186,14 +186,14 @@ def build_images(client: docker.DockerClient, bake_file: Path,
 
     for target in targets:
         base = target.args.get("BASE_IMAGE")
-        if base and base == variables.get("DEBIAN_BASE") and docker_engine.inspect_image(client, base) is None:
+        if base and base == variables.get("DEBIAN_BASE") and engine.inspect_image(client, base) is None:
             option = "" if base == DEBIAN_BASE else f" --tag {base}"
             raise EnvironmentProblem(f"base image {base} is missing: run `nav-orch images bootstrap{option}` first")
         prepare_extras(bake.root / target.context, target, pip_text, ca_path, on_line)
 
-    if docker_engine.buildx_available():
+    if engine.buildx_available():
         on_line(f"building {', '.join(t.name for t in targets)} with docker buildx bake")
-        docker_engine.bake(bake.path, [t.name for t in targets], dict(overrides), no_cache=rebuild)
+        engine.bake(bake.path, [t.name for t in targets], dict(overrides), no_cache=rebuild)
     else:
         replaced: list[str] = []
         try:
@@ -204,7 +204,7 @@ def build_images(client: docker.DockerClient, bake_file: Path,
         finally:
             # The images that lost their tag to a new build, the last built first: an old
             # nav-orch/triton:cpu goes before the old nav-orch/pytorch:cpu it is built on.
-            docker_engine.remove_untagged(client, reversed(replaced), on_line)
+            engine.remove_untagged(client, reversed(replaced), on_line)
     return [tag for target in targets for tag in target.tags]
 
 
@@ -218,22 +218,22 @@ def build_target(client: docker.DockerClient, root: Path, target: BakeTarget, re
     bases = {name: _base_image(client, name, target.name, on_line).id
              for name in dockerfile_bases(dockerfile.read_text(), target.args, str(dockerfile))}
     digest = build_inputs_digest(context, target.dockerfile, target.args, target.labels, bases)
-    existing = [docker_engine.inspect_image(client, tag) for tag in target.tags]
+    existing = [engine.inspect_image(client, tag) for tag in target.tags]
     if not rebuild and up_to_date(existing, digest):
         on_line(f"{target.name} ({', '.join(target.tags)}) is up to date")
         return None
     on_line(f"building {target.name} ({', '.join(target.tags)}) through the Docker API")
-    built = docker_engine.build_image(client, context, target.dockerfile, target.tags, target.args,
+    built = engine.build_image(client, context, target.dockerfile, target.tags, target.args,
                                       {**target.labels, BUILD_INPUTS_LABEL: digest}, on_line, no_cache=rebuild)
     # The final stage has copied what it needs out of the earlier ones: their images would only
     # show as <none> in `docker images`. Their loss costs no time later, as unchanged targets
     # are skipped. A stage without steps ends on its base image, which is not the build's.
-    docker_engine.remove_untagged(client, [i for i in built.stage_ids if i not in bases.values()], on_line)
+    engine.remove_untagged(client, [i for i in built.stage_ids if i not in bases.values()], on_line)
     previous = existing[0] if existing else None
     return previous.id if previous is not None and previous.id != built.id else None
 
 
-def up_to_date(existing: Sequence[Optional[docker_engine.ImageInfo]], digest: str) -> bool:
+def up_to_date(existing: Sequence[Optional[engine.ImageInfo]], digest: str) -> bool:
     """Whether the images a target's tags name (None: no such image) are one image built from
     inputs of this digest."""
     return (bool(existing) and len({info.id if info else None for info in existing}) == 1
@@ -321,11 +321,11 @@ def _dockerfile_instructions(text: str) -> Iterator[str]:
         yield current.strip()
 
 
-def _base_image(client: docker.DockerClient, name: str, target: str, on_line: OnLine) -> docker_engine.ImageInfo:
-    info = docker_engine.inspect_image(client, name)
+def _base_image(client: docker.DockerClient, name: str, target: str, on_line: OnLine) -> engine.ImageInfo:
+    info = engine.inspect_image(client, name)
     if info is None:  # the builder would pull it: pull it first, so that its ID is known
         on_line(f"pulling {name}, the base image of {target}")
-        info = docker_engine.pull_image(client, name)
+        info = engine.pull_image(client, name)
     return info
 
 

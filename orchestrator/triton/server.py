@@ -16,7 +16,7 @@ from typing import Optional
 
 import docker
 
-from orchestrator import docker_engine
+from orchestrator.containers import engine
 from orchestrator.errors import EnvironmentProblem, ServerFailed
 
 HOST = "127.0.0.1"  # tests and benchmarks talk only to the loopback interface
@@ -55,10 +55,10 @@ def image_backends(client: docker.DockerClient, image_id: str, image: str, run_i
     container of the image (labels could go stale; the folder is what tritonserver loads)."""
     if image_id in _backends_cache:
         return _backends_cache[image_id]
-    spec = docker_engine.ContainerSpec(
+    spec = engine.ContainerSpec(
         image=image, command=["ls", "-1", BACKENDS_DIR], mounts=[],
-        labels={docker_engine.RUN_LABEL: run_id, docker_engine.ROLE_LABEL: "triton-backends"}, pids=64)
-    state, output = docker_engine.run_to_exit(client, spec, timeout_s=60)
+        labels={engine.RUN_LABEL: run_id, engine.ROLE_LABEL: "triton-backends"}, pids=64)
+    state, output = engine.run_to_exit(client, spec, timeout_s=60)
     if state is None or state.code != 0:
         raise EnvironmentProblem(f"cannot list {BACKENDS_DIR} in {image}: "
                                  f"{output.strip().splitlines()[-1] if output.strip() else 'no output'}")
@@ -160,13 +160,13 @@ class TritonServer:
         raise AssertionError("unreachable")
 
     def _start_once(self) -> None:
-        spec = docker_engine.ContainerSpec(
+        spec = engine.ContainerSpec(
             image=self.image, command=self.command(),
-            mounts=[docker_engine.Mount(source=self.repository, target=REPOSITORY_MOUNT, read_only=True)],
-            labels={docker_engine.RUN_LABEL: self.run_id, docker_engine.ROLE_LABEL: "triton-server"},
+            mounts=[engine.Mount(source=self.repository, target=REPOSITORY_MOUNT, read_only=True)],
+            labels={engine.RUN_LABEL: self.run_id, engine.ROLE_LABEL: "triton-server"},
             network="host", gpus=self.gpus, pids=self.pids, shm_size=self.shm_size,
         )
-        self.container = docker_engine.start_container(self.client, spec)
+        self.container = engine.start_container(self.client, spec)
         self.wait_ready()
 
     def wait_ready(self) -> None:
@@ -176,7 +176,7 @@ class TritonServer:
             if http_ok(ready_url):
                 return
             log = self.logs()
-            state = docker_engine.exit_state(self.container)
+            state = engine.exit_state(self.container)
             if fatal_line(log) or state is not None:
                 log = self._settle()
                 failed = failed_models(log)
@@ -193,14 +193,14 @@ class TritonServer:
         """After a fatal line: give the server a moment to finish loading the other models and
         exit (--exit-on-error), so the log names every model that failed. Returns the log."""
         deadline = time.monotonic() + FATAL_GRACE_S
-        while docker_engine.exit_state(self.container) is None and time.monotonic() < deadline:
+        while engine.exit_state(self.container) is None and time.monotonic() < deadline:
             time.sleep(0.25)
         self.save_log()
         return self.logs()
 
     def check_running(self) -> None:
         """Raise ServerFailed when the server has stopped on its own."""
-        state = docker_engine.exit_state(self.container)
+        state = engine.exit_state(self.container)
         if state is not None:
             self.save_log()
             log = self.logs()
@@ -208,7 +208,7 @@ class TritonServer:
             raise ServerFailed(f"Triton stopped: {reason} (log: {self.log_path})")
 
     def logs(self) -> str:
-        return docker_engine.container_logs(self.container) if self.container is not None else ""
+        return engine.container_logs(self.container) if self.container is not None else ""
 
     def save_log(self) -> None:
         if self.container is not None:
@@ -229,7 +229,7 @@ class TritonServer:
         try:
             self.save_log()
         finally:
-            docker_engine.remove_container(self.container)
+            engine.remove_container(self.container)
             self.container = None
 
     def __enter__(self) -> "TritonServer":

@@ -17,17 +17,18 @@ from typing import Callable, Optional
 import numpy as np
 from pydantic import ValidationError
 
-from orchestrator import docker_engine, untrusted
+from orchestrator.containers import engine
+from orchestrator.run import untrusted
 from orchestrator.errors import BadInput
-from orchestrator.gpus import host_gpus, select_gpus
-from orchestrator.images import CPU_RELEASE
-from orchestrator.models import JOB_RESULT, RunResults, VariantResult
-from orchestrator.pipeline import REFERENCE
-from orchestrator.tensorrt_guard import builder_tensorrt, check_plan
-from orchestrator.triton_repository import VERSION, api_datatype, plan_deployment, read_config, write_model
-from orchestrator.triton_server import TritonServer, check_port_free, image_backends
-from orchestrator.triton_stage import gpu_request, load_samples, release_of, require_image, triton_images
-from orchestrator.workspace import Workspace
+from orchestrator.containers.gpus import host_gpus, select_gpus
+from orchestrator.containers.images import CPU_RELEASE
+from orchestrator.results import JOB_RESULT, RunResults, VariantResult
+from orchestrator.run.pipeline import REFERENCE
+from orchestrator.triton.tensorrt_guard import builder_tensorrt, check_plan
+from orchestrator.triton.repository import VERSION, api_datatype, deployment_for, read_config, write_model
+from orchestrator.triton.server import TritonServer, check_port_free, image_backends
+from orchestrator.triton.stage import gpu_request, load_samples, release_of, require_image, triton_images
+from orchestrator.run.workspace import Workspace
 from runners.protocol import RESULT_FILE, IOSpec
 
 Echo = Callable[[str], None]
@@ -97,7 +98,7 @@ def serve(workspace_path: Path, variant_name: Optional[str], http_port: int, grp
         gpu_indices: list[str] = []
     else:
         gpu_indices = select_gpus("all" if gpus == "auto" else gpus, available)
-    client = docker_engine.connect()
+    client = engine.connect()
     server_info = require_image(client, server_image)
     run_id = uuid.uuid4().hex[:12]
     repository = workspace.root / "triton" / "model_repository"
@@ -105,8 +106,8 @@ def serve(workspace_path: Path, variant_name: Optional[str], http_port: int, grp
         config = read_config(repository, variant.name)
         if config is None or not (repository / variant.name / VERSION).is_dir():
             backends = image_backends(client, server_info.id, server_image, run_id)
-            deployment = plan_deployment(variant, workspace.root, backends)
-            if deployment.kind == "tensorrt":
+            deployment = deployment_for(variant, workspace.root, backends)
+            if deployment.format == "tensorrt":
                 check_plan(variant.name, builder_tensorrt(results.environment), server_image, server_info.labels)
             max_batch_size = max((e.batch_size for e in variant.profile), default=DEFAULT_MAX_BATCH_SIZE)
             err(f"writing {variant.name} into {repository}")
@@ -133,4 +134,4 @@ def serve(workspace_path: Path, variant_name: Optional[str], http_port: int, grp
             except KeyboardInterrupt:
                 err("stopping")
     finally:
-        docker_engine.remove_labelled(client, run_id)
+        engine.remove_labelled(client, run_id)

@@ -3,7 +3,8 @@ from __future__ import annotations
 
 from typing import Optional
 
-from orchestrator.models import Objective, Selection, VariantResult
+from orchestrator.config import Objective
+from orchestrator.results import Selection, VariantResult
 from runners.protocol import ProfileEntry
 
 

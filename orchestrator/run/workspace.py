@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from orchestrator.models import RunResults
+from orchestrator.results import RunResults
 from runners.protocol import write_json_atomic
 
 

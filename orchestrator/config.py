@@ -1,36 +1,19 @@
-"""Configuration and results of a run, as pydantic v2 models.
-
-Results embed the protocol's dataclasses (verification, profile entries) unchanged, so
-the runners and results.json share one definition of each field.
-"""
+"""A run's configuration as pydantic v2 models: validated here, in one place, for the CLI and
+the Python API alike. What each format is comes from the registry (runners/formats.py)."""
 from __future__ import annotations
 
 from enum import Enum
 from pathlib import Path
 from typing import Any, Iterable, Literal, Optional, get_args
 
-from pydantic import (BaseModel, ConfigDict, Field, NonNegativeFloat, PositiveFloat, PositiveInt, TypeAdapter,
-                      ValidationInfo, field_validator)
+from pydantic import (BaseModel, ConfigDict, Field, NonNegativeFloat, PositiveFloat, PositiveInt, ValidationInfo,
+                      field_validator)
 from pydantic_core import PydanticCustomError
 
-from runners.protocol import (
-    ALL_PRECISIONS,
-    DEFAULT_TOLERANCES,
-    GPU_ONLY_FORMATS,
-    FORMAT_RUNNER,
-    GpuInfo,
-    JobResult,
-    ModelSource,
-    Precision,
-    ProfileEntry,
-    ProfileSettings,
-    Tolerance,
-    Verification,
-)
+from runners.formats import PRECISIONS, formats_of
+from runners.protocol import DEFAULT_TOLERANCES, ModelSource, Precision, ProfileSettings, Tolerance
 
 Framework = Literal["torch", "tensorflow", "jax", "onnx"]
-# A variant is `pending` only while a run is under way.
-VariantStatus = Literal["pending", "ok", "failed", "skipped"]
 Objective = Literal["throughput", "latency"]
 
 
@@ -39,33 +22,6 @@ class ExecutorKind(str, Enum):
 
     docker = "docker"
     local = "local"
-
-# Formats each framework can export to, in the order they are tried.
-FRAMEWORK_FORMATS: dict[str, list[str]] = {
-    "torch": ["torchscript-trace", "torchscript-script", "onnx", "exported-program", "torch-compile",
-              "torch-compile-cudagraphs", "torch-tensorrt", "tensorrt"],
-    "tensorflow": ["savedmodel", "onnx", "tensorrt", "tf-trt"],
-    "jax": ["savedmodel", "onnx", "tensorrt", "tf-trt"],
-    "onnx": ["onnx", "tensorrt"],
-}
-
-
-# Formats whose build is a long compile (about a minute per batch size for ResNet-50 on
-# an H100): on GPUs they are built only in the precision that won among the others.
-COMPILED_FORMATS = {"torch-compile", "torch-compile-cudagraphs"}
-# Searched by default only on GPUs: CUDA graphs need one. Plain torch.compile is opt-in:
-# on CPUs its compile time (half a minute for a small MLP on 2 cores) seldom pays off, and
-# on GPUs mode="reduce-overhead" measured faster (docs/performance.md).
-DEFAULT_EXCLUDED = {False: GPU_ONLY_FORMATS | {"torch-compile"}, True: {"torch-compile"}}
-
-
-def default_formats(framework: str, on_gpu: bool) -> list[str]:
-    return [f for f in FRAMEWORK_FORMATS[framework] if f not in DEFAULT_EXCLUDED[on_gpu]]
-
-
-def default_precisions(on_gpu: bool) -> list[str]:
-    """Half precisions are searched on GPUs; CPUs seldom run them faster."""
-    return list(ALL_PRECISIONS) if on_gpu else ["fp32"]
 
 
 class Strict(BaseModel):
@@ -113,7 +69,7 @@ class Tolerances(Strict):
         return Tolerance(atol=atol, rtol=rtol)
 
 
-# --- the Triton stage (orchestrator/triton_stage.py; README, "Triton stage") ---------------
+# --- the Triton stage (orchestrator/stage.py; README, "Triton stage") ---------------
 
 class TritonSettings(Strict):
     """Deploying variants to Triton Inference Server and measuring them with perf_analyzer."""
@@ -130,37 +86,6 @@ class TritonSettings(Strict):
     shm_size: str = "256m"  # the server's /dev/shm (Python-backend stubs exchange tensors there)
 
 
-class TritonLatency(Strict):
-    p50: float
-    p90: float
-    p95: float
-    p99: float
-
-
-class TritonRun(Strict):
-    """One perf_analyzer measurement: a variant served at one batch size and concurrency."""
-
-    variant: str
-    backend: str  # Triton backend that served it: onnxruntime, pytorch, tensorrt, python, ...
-    batch_size: int
-    concurrency: int
-    throughput: float  # samples per second, as perf_analyzer counts them (infer/sec)
-    latency_ms: TritonLatency  # client-side, per request
-    server_queue_ms: float
-    server_compute_ms: float  # compute input + infer + output
-    stable: bool = True  # False: perf_analyzer never saw 3 windows within 10% (a busy machine)
-    csv: Optional[str] = None  # perf_analyzer's CSV, relative to the workspace
-
-
-class TritonResults(Strict):
-    image: str
-    model_repository: str  # relative to the workspace
-    server_version: Optional[str] = None
-    runs: list[TritonRun] = Field(default_factory=list)
-    # What went wrong, one line per variant or for the stage; the optimize exit code ignores it.
-    error: Optional[str] = None
-
-
 def not_one_of(value: object, what: str, choices: Iterable[str]) -> PydanticCustomError:
     """The error for a value outside `choices`; its message lists them (pydantic adds no prefix)."""
     return PydanticCustomError("not_one_of", f"{value!r} is not {what}; choose from {', '.join(choices)}")
@@ -168,7 +93,7 @@ def not_one_of(value: object, what: str, choices: Iterable[str]) -> PydanticCust
 
 # Fields with a fixed set of values: what a value is, and the values.
 CHOICES: dict[str, tuple[str, tuple[str, ...]]] = {
-    "precisions": ("a precision", ALL_PRECISIONS),
+    "precisions": ("a precision", PRECISIONS),
     "objective": ("an objective", get_args(Objective)),
     "executor": ("an executor", tuple(kind.value for kind in ExecutorKind)),
 }
@@ -218,7 +143,7 @@ class OptimizeConfig(Strict):
         model = info.data.get("model")  # absent when the model itself is invalid
         if formats is None or model is None or model.kind == "function":
             return formats
-        known = FRAMEWORK_FORMATS[model.framework]
+        known = [f.name for f in formats_of(model.framework)]
         for fmt in formats:
             if fmt not in known:
                 raise not_one_of(fmt, f"a format of {model.framework}", known)
@@ -243,62 +168,3 @@ class OptimizeConfig(Strict):
             raise PydanticCustomError("python_not_local", f"a Python is for executor local only, not "
                                       f"{executor.value} (containers bring their own)")
         return python
-
-
-class VariantResult(Strict):
-    name: str
-    format: str
-    precision: Precision
-    status: VariantStatus
-    error: Optional[str] = None
-    artifact: Optional[str] = None  # relative to the workspace
-    verification: Optional[Verification] = None
-    profile: list[ProfileEntry] = Field(default_factory=list)
-
-    @property
-    def runner(self) -> str:
-        return FORMAT_RUNNER[self.format]
-
-
-class ImageRecord(Strict):
-    tag: str
-    id: str
-    labels: dict[str, str] = Field(default_factory=dict)
-    # What the runners reported from inside containers of this image.
-    versions: dict[str, str] = Field(default_factory=dict)
-
-
-class Environment(Strict):
-    nav_orch: str
-    host_python: str
-    docker: Optional[str] = None
-    images: list[ImageRecord] = Field(default_factory=list)
-    gpus: list[GpuInfo] = Field(default_factory=list)  # as the runners saw them
-
-
-class Selection(Strict):
-    objective: Objective
-    latency_budget_ms: Optional[float] = None
-    batch_size: Optional[int] = None
-    reason: str
-
-
-class JobCounts(Strict):
-    run: int = 0
-    reused: int = 0  # finished earlier under the same content key
-
-
-class RunResults(Strict):
-    state: Literal["running", "complete", "interrupted", "failed"] = "running"
-    error: Optional[str] = None
-    best: Optional[str] = None
-    selection: Optional[Selection] = None
-    variants: list[VariantResult] = Field(default_factory=list)
-    jobs: JobCounts = Field(default_factory=JobCounts)
-    # What the source model is (its fingerprint, from the reference job): the cache keys build on it.
-    model_fingerprint: Optional[str] = None
-    environment: Environment
-    triton: Optional[TritonResults] = None  # the Triton stage, when it ran
-
-
-JOB_RESULT = TypeAdapter(JobResult)

@@ -14,9 +14,9 @@ from typing import Optional
 
 import numpy as np
 
-from orchestrator import untrusted
-from orchestrator.executor import RUNNERS_DIR, read_result
-from orchestrator.workspace import Workspace
+from orchestrator.run import untrusted
+from orchestrator.run.executor import RUNNERS_DIR, read_result
+from orchestrator.run.workspace import Workspace
 from runners.protocol import RESULT_FILE, Job, JobResult
 
 KEY_FILE = "key"

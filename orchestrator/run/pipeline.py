@@ -17,19 +17,18 @@ from typing import Optional, Protocol
 
 import numpy as np
 
-from orchestrator import cache, untrusted
+from orchestrator.run import cache
+from orchestrator.run import untrusted
 from orchestrator.errors import BadInput
-from orchestrator.executor import Executor, OnResult, Placement
-from orchestrator.models import (
-    COMPILED_FORMATS, ImageRecord, OptimizeConfig, RunResults, VariantResult, default_formats, default_precisions,
-)
-from orchestrator.scheduler import Scheduler, Unit
-from orchestrator.selection import select_best
-from orchestrator.workspace import Workspace
-from runners.protocol import (
-    ALL_PRECISIONS, FORMAT_ARTIFACT, FORMAT_CONVERSION, FORMAT_PRECISIONS, FORMAT_RUNNER, FORMAT_TOOLCHAIN,
-    GPU_ONLY_FORMATS, NORMALIZED_SAMPLES, REFERENCE_OUTPUTS, IOSpec, Job, JobResult,
-)
+from orchestrator.run.executor import Executor, OnResult, Placement
+from orchestrator.config import OptimizeConfig
+from orchestrator.results import ImageRecord, RunResults, VariantResult
+from runners.formats import default_formats, default_precisions
+from orchestrator.run.scheduler import Scheduler, Unit
+from orchestrator.run.selection import select_best
+from orchestrator.run.workspace import Workspace
+from runners.formats import FORMATS, default_formats, default_precisions
+from runners.protocol import NORMALIZED_SAMPLES, REFERENCE_OUTPUTS, IOSpec, Job, JobResult
 
 REFERENCE = "reference"
 
@@ -63,7 +62,7 @@ def plan_variants(config: OptimizeConfig, on_gpu: bool) -> list[Variant]:
     formats = config.formats or default_formats(config.model.framework, on_gpu)
     precisions = config.precisions or default_precisions(on_gpu)
     return [Variant(f"{fmt}-{precision}", fmt, precision) for fmt in formats for precision in precisions
-            if precision in FORMAT_PRECISIONS.get(fmt, ALL_PRECISIONS)]
+            if precision in FORMATS[fmt].precisions]
 
 
 def check_fixed_batch(io: IOSpec, batch_sizes: list[int]) -> None:
@@ -164,7 +163,7 @@ class Pipeline:
         return results
 
     def variant_inputs(self, variant: Variant) -> dict[str, str]:
-        artifact = self.workspace.variant_dir(variant.name) / FORMAT_ARTIFACT[variant.format]
+        artifact = self.workspace.variant_dir(variant.name) / FORMATS[variant.format].artifact
         return {
             "model": str(self.config.model.path.parent),  # torch.compile variants compile the source
             "samples": str(self.workspace.reference / NORMALIZED_SAMPLES),
@@ -181,7 +180,8 @@ class Pipeline:
                                 "samples": str(self.workspace.reference / NORMALIZED_SAMPLES)})
 
     def convert_job(self, variant: Variant, device: str, needs: list[str]) -> Job:
-        runner, intermediate = FORMAT_CONVERSION[variant.format]
+        conversion = FORMATS[variant.format].conversion
+        runner, intermediate = conversion.runner, conversion.intermediate
         inputs = {**self.variant_inputs(variant), "export": str(self.workspace.variant_dir(variant.name) / intermediate)}
         del inputs["artifact"]
         return self.job(f"convert-{variant.name}", "convert", runner, self.workspace.variant_dir(variant.name),
@@ -191,7 +191,7 @@ class Pipeline:
 
     def built_jobs(self, variant: Variant, device: str, needs: list[str]) -> list[Job]:
         """Verify (after a conversion, where the format needs one) and nothing else."""
-        if variant.format not in FORMAT_CONVERSION:
+        if FORMATS[variant.format].conversion is None:
             return [self.verify_job(variant, device, needs=needs, after=f"export-{variant.name}")]
         convert = self.convert_job(variant, device, needs=needs)
         return [convert, self.verify_job(variant, device, needs=[convert.id], after=convert.id)]
@@ -201,14 +201,14 @@ class Pipeline:
                                                                    self.output_scale.get(spec.name, 1.0))
                       for spec in self.io.outputs}
         job_id = f"verify-{variant.name}"
-        return self.job(job_id, "verify", FORMAT_RUNNER[variant.format], self.workspace.job_dir(job_id),
+        return self.job(job_id, "verify", FORMATS[variant.format].runner, self.workspace.job_dir(job_id),
                         after=[after], device=device, needs=needs, model=self.config.model.source(),
                         format=variant.format, precision=variant.precision, io=self.io,
                         inputs=self.variant_inputs(variant), tolerances=tolerances)
 
     def profile_job(self, variant: Variant, device: str, needs: list[str]) -> Job:
         job_id = f"profile-{variant.name}"
-        return self.job(job_id, "profile", FORMAT_RUNNER[variant.format], self.workspace.job_dir(job_id),
+        return self.job(job_id, "profile", FORMATS[variant.format].runner, self.workspace.job_dir(job_id),
                         after=[f"verify-{variant.name}"], device=device, needs=needs,
                         model=self.config.model.source(), format=variant.format, precision=variant.precision,
                         io=self.io, inputs=self.variant_inputs(variant), batch_sizes=self.config.batch_sizes,
@@ -247,12 +247,11 @@ class Pipeline:
         """Skip a variant the run cannot build, before any work is spent on it: the reason comes
         from the image itself (the versions its reference job reported) or the missing GPU."""
         reason = None
-        if variant.format in FORMAT_TOOLCHAIN:
-            distribution, name = FORMAT_TOOLCHAIN[variant.format]
-            if distribution not in self.image.versions:
-                where = self.image.tag if self.image.tag != "local" else f"the runners' Python ({self.image.id})"
-                reason = f"{name} is not installed in {where}"
-        if reason is None and variant.format in GPU_ONLY_FORMATS and not self.gpus:
+        toolchain = FORMATS[variant.format].toolchain
+        if toolchain is not None and toolchain.distribution not in self.image.versions:
+            where = self.image.tag if self.image.tag != "local" else f"the runners' Python ({self.image.id})"
+            reason = f"{toolchain.title} is not installed in {where}"
+        if reason is None and FORMATS[variant.format].gpu_only and not self.gpus:
             reason = "needs a GPU (this run has none: --gpus)"
         if reason is not None:
             self.skip(variant, reason)
@@ -348,16 +347,16 @@ class Pipeline:
         # of one runtime (ONNX) does not hold up the others.
         cheap_by_runner: dict[str, list[Variant]] = {}
         for v in variants:
-            if v.format not in COMPILED_FORMATS:
-                cheap_by_runner.setdefault(FORMAT_RUNNER[v.format], []).append(v)
+            if not FORMATS[v.format].compiled:
+                cheap_by_runner.setdefault(FORMATS[v.format].runner, []).append(v)
         cheap_checks = [Unit(f"check-{runner}", lambda gpu, r=runner, vs=vs: self.check(f"check-{r}", vs, gpu),
                              needs=[f"export-{v.name}" for v in vs], gpu=True, exclusive=True)
                         for runner, vs in cheap_by_runner.items()]
         compiled = []
         for v in variants:
-            if v.format in COMPILED_FORMATS:
-                rivals = cheap_by_runner.get(FORMAT_RUNNER[v.format], [])
-                needs = [f"export-{v.name}"] + ([f"check-{FORMAT_RUNNER[v.format]}"] if rivals else [])
+            if FORMATS[v.format].compiled:
+                rivals = cheap_by_runner.get(FORMATS[v.format].runner, [])
+                needs = [f"export-{v.name}"] + ([f"check-{FORMATS[v.format].runner}"] if rivals else [])
                 compiled.append(Unit(f"check-{v.name}", lambda gpu, v=v, rivals=rivals: self.check_compiled(v, rivals, gpu),
                                      needs=needs, gpu=True, exclusive=True))
         return [reference, *exports, *cheap_checks, *compiled]
@@ -367,7 +366,7 @@ class Pipeline:
     def profile_function(self, samples: Path, gpu: Optional[str]) -> None:
         model, variant = self.config.model, FUNCTION_VARIANT
         job_id = f"profile-{variant.name}"
-        job = self.job(job_id, "profile", FORMAT_RUNNER[variant.format], self.workspace.job_dir(job_id), after=[],
+        job = self.job(job_id, "profile", FORMATS[variant.format].runner, self.workspace.job_dir(job_id), after=[],
                        device="cuda" if gpu is not None else "cpu", model=model.source(), format=variant.format,
                        inputs={"model": str(model.path.parent), "samples": str(samples)},
                        batch_sizes=self.config.batch_sizes, profiling=self.config.profiling)

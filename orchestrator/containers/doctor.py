@@ -7,10 +7,10 @@ from typing import Callable, Literal, Optional
 
 import docker
 
-from orchestrator import docker_engine
-from orchestrator.bake import BakeFile
+from orchestrator.containers import engine
+from orchestrator.containers.bake import BakeFile
 from orchestrator.errors import NavOrchError
-from orchestrator.gpus import HostGpu
+from orchestrator.containers.gpus import HostGpu
 
 Level = Literal["ok", "info", "warn", "fail"]
 
@@ -29,7 +29,7 @@ def check_docker(connect: Callable[[], docker.DockerClient]) -> tuple[Finding, O
     except NavOrchError as error:
         return Finding("docker", "fail", str(error),
                        "install Docker (Debian: apt-get install docker.io), start dockerd, or set DOCKER_HOST"), None
-    return Finding("docker", "ok", f"Docker engine {docker_engine.engine_version(client)}"), client
+    return Finding("docker", "ok", f"Docker engine {engine.engine_version(client)}"), client
 
 
 def check_images(client: docker.DockerClient, bake: BakeFile, flavor: str, required: bool) -> list[Finding]:
@@ -37,7 +37,7 @@ def check_images(client: docker.DockerClient, bake: BakeFile, flavor: str, requi
     findings = []
     for target in bake.select(flavor):
         for tag in target.tags:
-            info = docker_engine.inspect_image(client, tag)
+            info = engine.inspect_image(client, tag)
             if info is not None:
                 findings.append(Finding(f"image {tag}", "ok", f"built ({info.id[7:19]})"))
             else:
@@ -49,14 +49,14 @@ def check_images(client: docker.DockerClient, bake: BakeFile, flavor: str, requi
 
 
 def check_base(client: docker.DockerClient, base: str) -> Finding:
-    if docker_engine.inspect_image(client, base) is not None:
+    if engine.inspect_image(client, base) is not None:
         return Finding(f"image {base}", "ok", "built (the CPU images' base)")
     return Finding(f"image {base}", "warn", "missing: the CPU images cannot be rebuilt without it",
                    "nav-orch images bootstrap")
 
 
 def check_gpu_runtime(client: Optional[docker.DockerClient]) -> Finding:
-    runtimes = docker_engine.engine_runtimes(client) if client is not None else []
+    runtimes = engine.engine_runtimes(client) if client is not None else []
     if "nvidia" in runtimes or shutil.which("nvidia-container-cli"):
         return Finding("nvidia runtime", "ok", "the NVIDIA container toolkit is installed")
     return Finding("nvidia runtime", "fail", "containers cannot get GPUs: no NVIDIA container toolkit",

@@ -129,8 +129,9 @@ def check_tree(root: Path, path: Path, max_bytes: int = ARTIFACT_MAX_BYTES, miss
     the way down a real folder, every entry a regular file with one link or a folder, the whole
     within the limits. Returns its size in bytes (0 for a missing path when `missing_ok`)."""
     parts = _parts(root, path)
+    shown = "/".join(parts)
     current = root
-    for part in parts[:-1]:
+    for part in parts:  # every folder on the way down, then the artifact itself
         current = current / part
         try:
             info = os.lstat(current)
@@ -138,15 +139,8 @@ def check_tree(root: Path, path: Path, max_bytes: int = ARTIFACT_MAX_BYTES, miss
             if missing_ok:
                 return 0
             raise UntrustedOutput(f"{'/'.join(_parts(root, current))} is missing") from None
-        if not stat.S_ISDIR(info.st_mode):
+        if current != path and not stat.S_ISDIR(info.st_mode):
             raise UntrustedOutput(f"{'/'.join(_parts(root, current))} is {_kind(info.st_mode)}, not a folder")
-    shown = "/".join(parts)
-    try:
-        info = os.lstat(path)
-    except FileNotFoundError:
-        if missing_ok:
-            return 0
-        raise UntrustedOutput(f"{shown} is missing") from None
     if not stat.S_ISDIR(info.st_mode):
         _check_file(shown, info, max_bytes)
         return info.st_size

@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Optional
 
 from orchestrator.errors import EnvironmentProblem
-from orchestrator.models import Environment
+from orchestrator.results import Environment
 
 TENSORRT_LABEL = "org.nav-orch.tensorrt"
 # Label values that say nothing about a version.

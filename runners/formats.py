@@ -1,0 +1,122 @@
+"""The format registry: everything nav-orch knows about each format, in one table.
+
+Standard library only: the host plans variants, jobs and Triton deployments from it, and the
+runners inside every image build and load variants from it. Adding a format means one entry
+here plus its runner functions (an exporter in the source framework's runner, a loader in the
+runner that verifies and profiles it).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+PRECISIONS = ("fp32", "fp16", "bf16")
+FRAMEWORKS = ("torch", "tensorflow", "jax", "onnx")
+
+
+@dataclass(frozen=True)
+class Toolchain:
+    """A package a format needs beyond its runner's framework. Runners report the distribution's
+    version when the image has it; the host skips the format's variants where it is missing."""
+
+    distribution: str
+    title: str
+
+
+@dataclass(frozen=True)
+class Conversion:
+    """A format built in two steps: the source framework's runner exports `intermediate` (on the
+    CPUs), then `runner` converts it where the variant will run (an engine is built for its GPU)."""
+
+    runner: str
+    intermediate: str
+
+
+@dataclass(frozen=True)
+class TritonServing:
+    """How Triton serves the artifact: a native backend (with its platform and the model file name
+    it expects), and/or the Python backend's runtime in runners/triton_python_model.py."""
+
+    backend: Optional[str] = None
+    platform: Optional[str] = None
+    file: Optional[str] = None
+    python_runtime: Optional[str] = None
+
+
+TENSORRT = Toolchain("tensorrt", "TensorRT")
+TORCHSCRIPT_SERVING = TritonServing("pytorch", "pytorch_libtorch", "model.pt", python_runtime="torchscript")
+
+
+@dataclass(frozen=True)
+class Format:
+    name: str
+    frameworks: tuple[str, ...]  # source frameworks that export to it
+    runner: str  # the runner module that verifies and profiles it
+    artifact: str  # file (or folder) inside the variant's folder
+    conversion: Optional[Conversion] = None
+    toolchain: Optional[Toolchain] = None
+    precisions: tuple[str, ...] = PRECISIONS
+    gpu_only: bool = False
+    # A runtime rather than a file: compiled where it runs (its artifact holds the options), so it
+    # cannot be served. `compile_mode` is torch.compile's mode.
+    runtime: bool = False
+    compile_mode: Optional[str] = None
+    # A long compile (about a minute per batch size for ResNet-50 on an H100): on GPUs it is built
+    # only in the precision that won among the other formats.
+    compiled: bool = False
+    # Converted from a TensorFlow graph by a tool that reads only plain TensorFlow ops (tf2onnx,
+    # TF-TRT): a JAX source must lower to such ops, not to StableHLO.
+    plain_tf_ops: bool = False
+    triton: Optional[TritonServing] = None
+    default: bool = True  # searched when --formats is not given (gpu_only ones only on GPUs)
+
+    @property
+    def export_file(self) -> str:
+        """What the export job writes: the intermediate of a two-step format, else the artifact."""
+        return self.conversion.intermediate if self.conversion else self.artifact
+
+
+# In search order: the variants of a framework come in the order its formats appear here.
+REGISTRY: tuple[Format, ...] = (
+    Format("torchscript-trace", ("torch",), "torch", "model.ts", triton=TORCHSCRIPT_SERVING),
+    Format("torchscript-script", ("torch",), "torch", "model.ts", triton=TORCHSCRIPT_SERVING),
+    Format("savedmodel", ("tensorflow", "jax"), "tensorflow", "savedmodel",
+           triton=TritonServing("tensorflow", "tensorflow_savedmodel", "model.savedmodel")),
+    # ONNX Runtime lacks bf16 kernels for most operators.
+    Format("onnx", ("torch", "tensorflow", "jax", "onnx"), "onnx", "model.onnx", precisions=("fp32", "fp16"),
+           plain_tf_ops=True,
+           triton=TritonServing("onnxruntime", "onnxruntime_onnx", "model.onnx", python_runtime="onnxruntime")),
+    Format("exported-program", ("torch",), "torch", "model.pt2",
+           triton=TritonServing(python_runtime="exported-program")),
+    # Plain torch.compile is opt-in: on CPUs its compile time (half a minute for a small MLP on 2
+    # cores) seldom pays off, and on GPUs mode="reduce-overhead" measured faster.
+    Format("torch-compile", ("torch",), "torch", "compile.json", runtime=True, compile_mode="default",
+           compiled=True, default=False),
+    Format("torch-compile-cudagraphs", ("torch",), "torch", "compile.json", runtime=True,
+           compile_mode="reduce-overhead", compiled=True, gpu_only=True),
+    Format("torch-tensorrt", ("torch",), "torch", "model.ts", conversion=Conversion("torch", "model.pt2"),
+           toolchain=Toolchain("torch_tensorrt", "Torch-TensorRT"), gpu_only=True, triton=TORCHSCRIPT_SERVING),
+    Format("tensorrt", ("torch", "tensorflow", "jax", "onnx"), "tensorrt", "model.plan",
+           conversion=Conversion("tensorrt", "model.onnx"), toolchain=TENSORRT, gpu_only=True, plain_tf_ops=True,
+           triton=TritonServing("tensorrt", "tensorrt_plan", "model.plan")),
+    Format("tf-trt", ("tensorflow", "jax"), "tensorflow", "tftrt-savedmodel",
+           conversion=Conversion("tensorflow", "savedmodel"), toolchain=TENSORRT, gpu_only=True, plain_tf_ops=True),
+    # `nav-orch profile file.py:function`: the callable itself, profiled only (no artifact).
+    Format("python", (), "python", "", runtime=True, default=False),
+)
+
+FORMATS: dict[str, Format] = {entry.name: entry for entry in REGISTRY}
+TOOLCHAINS: tuple[Toolchain, ...] = tuple(dict.fromkeys(f.toolchain for f in REGISTRY if f.toolchain))
+
+
+def formats_of(framework: str) -> list[Format]:
+    return [entry for entry in REGISTRY if framework in entry.frameworks]
+
+
+def default_formats(framework: str, on_gpu: bool) -> list[str]:
+    return [f.name for f in formats_of(framework) if f.default and (on_gpu or not f.gpu_only)]
+
+
+def default_precisions(on_gpu: bool) -> list[str]:
+    """Half precisions are searched on GPUs; CPUs seldom run them faster."""
+    return list(PRECISIONS) if on_gpu else ["fp32"]
