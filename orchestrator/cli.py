@@ -15,7 +15,7 @@ from orchestrator import api
 from orchestrator.containers import engine
 from orchestrator.containers import images
 from orchestrator.errors import BadInput, ExitCode, NavOrchError
-from orchestrator.containers.gpus import host_gpus, nvidia_driver_loaded
+from orchestrator.containers.gpus import GpuRequest, host_gpus, nvidia_driver_loaded
 from orchestrator.model_ref import parse_function, parse_model
 from orchestrator.config import OptimizeConfig, Tolerances, TritonSettings
 from orchestrator.results import RunResults
@@ -74,14 +74,14 @@ def parse_tolerances(atol: list[str], rtol: list[str]) -> Tolerances:
                       output_atol=values["atol"], output_rtol=values["rtol"])
 
 
-def resolve_gpus(gpus: str, images_release: str) -> str:
-    """`auto`: every GPU when the host has any and the images can use them."""
+def resolve_gpus(gpus: str, images_release: str, driver_loaded: Callable[[], bool] = nvidia_driver_loaded) -> str:
+    """`--gpus` in Docker's syntax, checked; `auto`: every GPU when the host has any and the images
+    can use them."""
     if gpus != "auto":
-        engine.gpu_requests(gpus)  # validates the syntax
-        return gpus
+        return str(GpuRequest.parse(gpus))
     if images_release == "cpu":
         return "none"
-    return "all" if nvidia_driver_loaded() else "none"
+    return "all" if driver_loaded() else "none"
 
 
 def parse_batch_sizes(text: str) -> list[int]:

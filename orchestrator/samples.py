@@ -8,6 +8,7 @@ import numpy as np
 
 from orchestrator.errors import BadInput
 from orchestrator.config import InputSpec
+from runners.arrays import load_npz
 
 
 def parse_input_spec(text: str) -> InputSpec:
@@ -43,9 +44,9 @@ def random_samples(specs: list[InputSpec], seed: int) -> dict[str, np.ndarray]:
 
 
 def load_samples(path: Path) -> dict[str, np.ndarray]:
+    """The user's `--samples` file, checked: named arrays that share a batch size on axis 0."""
     try:
-        with np.load(path, allow_pickle=False) as data:
-            arrays = {name: data[name] for name in data.files}
+        arrays = load_npz(path)
     except FileNotFoundError:
         raise BadInput(f"--samples {path}: no such file") from None
     except (ValueError, OSError, zipfile.BadZipFile) as error:

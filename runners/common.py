@@ -10,13 +10,14 @@ import importlib.metadata
 import importlib.util
 import os
 import platform
-import subprocess
 import sys
 from pathlib import Path
-from typing import Any, Callable, Iterable, Optional
+from typing import Any, Callable, Iterable, Mapping, Optional
 
 import numpy as np
 
+from runners import nvidia_smi
+from runners.arrays import load_npz  # noqa: F401 - the runners import it from here
 from runners.formats import TOOLCHAINS
 from runners.protocol import NORMALIZED_SAMPLES, REFERENCE_OUTPUTS, GpuInfo, IOSpec, Job, JobResult, TensorSpec
 
@@ -36,20 +37,12 @@ def base_versions() -> dict[str, str]:
     return found
 
 
-def gpu_info() -> Optional[GpuInfo]:
+def gpu_info(environ: Mapping[str, str] = os.environ,
+             run: nvidia_smi.Run = nvidia_smi.run_command) -> Optional[GpuInfo]:
     """The first visible GPU, read with nvidia-smi (present wherever the NVIDIA runtime is)."""
-    visible = os.environ.get("CUDA_VISIBLE_DEVICES", "0").split(",")[0] or "0"
-    fields = "name,uuid,driver_version,compute_cap,clocks.sm,clocks.mem,clocks.max.sm"
-    try:
-        out = subprocess.run(["nvidia-smi", f"--query-gpu={fields}", "--format=csv,noheader,nounits", "-i", visible],
-                             capture_output=True, text=True, timeout=20, check=True).stdout
-    except (OSError, subprocess.SubprocessError):
-        return None
-    parts = [part.strip() for part in out.splitlines()[0].split(",")] if out.strip() else []
-    if len(parts) != 7:
-        return None
-    clocks = [int(v) if v.isdigit() else None for v in parts[4:]]
-    return GpuInfo(parts[0], parts[1], parts[2], parts[3], *clocks)
+    visible = environ.get("CUDA_VISIBLE_DEVICES", "0").split(",")[0] or "0"
+    gpus = nvidia_smi.query(nvidia_smi.RUNNER_FIELDS, visible, run)
+    return gpus[0].info() if gpus else None
 
 
 def import_callable(job: Job) -> Callable[..., Any]:
@@ -77,11 +70,6 @@ def key_by_names(samples: dict[str, np.ndarray], names: Optional[list[str]], tak
         raise ValueError(f"the samples hold {len(samples)} arrays ({', '.join(samples)}) "
                          f"but {taker} takes {len(names)} ({', '.join(names)})")
     return dict(zip(names, samples.values()))
-
-
-def load_npz(path: str) -> dict[str, np.ndarray]:
-    with np.load(path, allow_pickle=False) as data:
-        return {name: data[name] for name in data.files}
 
 
 def one_line(error: BaseException) -> str:

@@ -12,7 +12,8 @@ from orchestrator.errors import BadInput
 
 ROOT = Path(__file__).resolve().parent.parent
 OCI_LABELS = ("title", "description", "version", "source", "licenses", "base.name")
-NAV_LABELS = ("flavor", "ngc-release", "torch", "onnxruntime", "cuda", "tensorrt")
+# Packages whose versions the runners report (runners/*_runner.py `versions()`) and the images label.
+RUNNER_PACKAGES = ("torch", "onnxruntime", "tensorflow", "jax", "cuda", "tensorrt")
 
 
 @pytest.fixture
@@ -36,13 +37,10 @@ def write(tmp_path: Path, text: str) -> Path:
 
 def test_real_bake_file_parses(bake):
     assert images.BAKE_FILE == ROOT / "docker-bake.hcl"
-    assert bake.variables["NGC_RELEASE"] == "25.10"
-    assert bake.variables["REGISTRY"] == "nvcr.io/nvidia/"
+    # The code and the bake file agree on what they both name.
     assert bake.variables["DEBIAN_BASE"] == images.DEBIAN_BASE
-    assert bake.variables["TORCH_CPU_VERSION"] == "2.13.0"
     assert bake.variables["NAV_ORCH_VERSION"] == __version__
     assert set(bake.groups) >= {"default", "cpu", "cuda"}
-    assert set(bake.targets) >= {"pytorch-cpu", "pytorch-cuda", "triton-cpu", "triton", "triton-sdk"}
     for target in bake.targets.values():
         assert (bake.root / target.context / target.dockerfile).is_file()
         for key in target.labels:  # python-hcl2 v8 quotes keys: they must come back bare
@@ -60,58 +58,126 @@ def test_groups_resolve(bake, no_env):
         bake.target_names("gpu")
 
 
+def test_every_target_is_in_the_group_of_its_flavor(bake, no_env):
+    release = bake.resolve_variables(environ={})["NGC_RELEASE"]
+    cpu, cuda = bake.select("cpu", environ={}), bake.select("cuda", environ={})
+    assert {t.name for t in cpu} | {t.name for t in cuda} == set(bake.targets)
+    assert not {t.name for t in cpu} & {t.name for t in cuda}
+    for flavor, targets, tag_suffix in (("cpu", cpu, ":cpu"), ("cuda", cuda, f":{release}")):
+        for target in targets:
+            assert target.labels["org.nav-orch.flavor"] == flavor, target.name
+            assert all(tag.endswith(tag_suffix) for tag in target.tags), target.name
+
+
+@pytest.mark.parametrize("flavor", ["cpu", "cuda"])
+def test_each_flavors_group_builds_every_image_a_run_uses(bake, no_env, flavor):
+    release = images.CPU_RELEASE if flavor == "cpu" else bake.resolve_variables(environ={})["NGC_RELEASE"]
+    built = {tag for target in bake.select(flavor, environ={}) for tag in target.tags}
+    for framework in images.FRAMEWORK_IMAGES:
+        assert images.image_for(framework, release) in built, framework
+
+
+def test_every_target_labels_what_runs_and_serving_read(bake, no_env):
+    """The OCI labels, the flavor and release, and a label for each package the runners report
+    (the TensorRT guard falls back on `org.nav-orch.tensorrt` where no runner reported one)."""
+    for target in bake.select(["cpu", "cuda"], environ={}):
+        assert all(f"org.opencontainers.image.{name}" in target.labels for name in OCI_LABELS), target.name
+        assert {"org.nav-orch.flavor", "org.nav-orch.ngc-release", "org.nav-orch.cuda",
+                "org.nav-orch.tensorrt"} <= set(target.labels), target.name
+        assert target.labels["org.opencontainers.image.version"] == __version__
+        assert not any("${" in value for value in [*target.args.values(), *target.labels.values(), *target.tags])
+    by_tag = {tag: target for target in bake.select(["cpu", "cuda"], {"NGC_RELEASE": "26.01"}, environ={})
+              for tag in target.tags}
+    for framework in images.FRAMEWORK_IMAGES:  # the package a framework's runners report as its version
+        package = "onnxruntime" if framework == "onnx" else framework
+        for release in (images.CPU_RELEASE, "26.01"):
+            target = by_tag[images.image_for(framework, release)]
+            assert f"org.nav-orch.{package}" in target.labels, (framework, target.name)
+
+
+def test_cpu_images_label_the_versions_their_builds_install(bake, no_env):
+    """On a CPU image, a label of a package the runners report moves with the build arg that
+    installs it (in the image or one it is built FROM): it never claims a version no build sets."""
+    sentinel = "0.0.0-test"
+    default = {t.name: t for t in bake.select("cpu", environ={})}
+    overridden = {name: {t.name: t for t in bake.select("cpu", {name: sentinel}, environ={})}
+                  for name in bake.variables}
+    labelled = set()
+    for name, target in default.items():
+        chain = bake.build_order([name])
+        for package in RUNNER_PACKAGES:
+            label = f"org.nav-orch.{package}"
+            if target.labels.get(label, "none") == "none":
+                continue
+            installs = [variable for variable, targets in overridden.items()
+                        if targets[name].labels[label] == sentinel
+                        and any(sentinel in targets[link].args.values() for link in chain)]
+            assert installs, f"{name}: {label} follows no build arg"
+            labelled.add(package)
+    assert labelled == {"torch", "onnxruntime", "tensorflow", "jax"}
+
+
+def test_a_target_built_from_another_builds_after_it(bake, no_env):
+    """A target whose base image is another target's image names it in `contexts`, so buildx bake
+    and the Docker API path build that one first (also when the target is asked for alone)."""
+    targets = bake.select(list(bake.targets), environ={})
+    tagged = {tag: target.name for target in targets for tag in target.tags}
+    built_from = {t.name: tagged[t.args["BASE_IMAGE"]] for t in targets if t.args.get("BASE_IMAGE") in tagged}
+    assert built_from  # the CPU images stack on one another
+    for name, base in built_from.items():
+        assert bake.targets[name].depends_on() == [base]
+        order = bake.build_order([name])
+        assert order.index(base) < order.index(name)
+    assert bake.build_order(["jax-cpu"]) == ["tensorflow-cpu", "jax-cpu"]
+
+
+def test_build_args_are_those_the_dockerfile_declares(bake, no_env):
+    """An arg the Dockerfile does not declare would be ignored: its pinned version never installed."""
+    for target in bake.select(list(bake.targets), environ={}):
+        text = (bake.root / target.context / target.dockerfile).read_text()
+        declared = {line.split()[1].split("=")[0] for line in text.splitlines() if line.startswith("ARG ")}
+        assert set(target.args) <= declared, target.name
+        first_from = next(line for line in text.splitlines() if line.startswith("FROM "))
+        assert first_from.split()[1] == "${BASE_IMAGE}", target.name
+
+
 def test_cpu_target_resolves(bake, no_env):
     (cpu,) = bake.select("pytorch-cpu")
     assert cpu.context == "images/pytorch-cpu"
     assert cpu.tags == [images.image_for("torch", "cpu")] == ["nav-orch/pytorch:cpu"]
-    assert cpu.args["BASE_IMAGE"] == "nav-orch/debian:bookworm"
-    assert cpu.args["TORCH_CPU_VERSION"] == "2.13.0"
-    assert all(f"org.opencontainers.image.{name}" in cpu.labels for name in OCI_LABELS)
-    assert all(f"org.nav-orch.{name}" in cpu.labels for name in NAV_LABELS)
-    assert cpu.labels["org.nav-orch.flavor"] == "cpu"
-    assert cpu.labels["org.nav-orch.torch"] == "2.13.0"
-    assert cpu.labels["org.opencontainers.image.version"] == __version__
-    assert not any("${" in value for value in [*cpu.args.values(), *cpu.labels.values(), *cpu.tags])
+    assert cpu.args["BASE_IMAGE"] == images.DEBIAN_BASE
+    assert cpu.labels["org.opencontainers.image.base.name"] == images.DEBIAN_BASE
+    assert cpu.labels["org.nav-orch.torch"] == cpu.args["TORCH_CPU_VERSION"]
+    assert cpu.labels["org.nav-orch.onnxruntime"] == cpu.args["ONNXRUNTIME_VERSION"]
+    assert cpu.labels["org.nav-orch.cuda"] == cpu.labels["org.nav-orch.tensorrt"] == "none"
 
 
-def test_cuda_target_resolves(bake, no_env):
-    (cuda,) = bake.select("pytorch-cuda")
+def test_cuda_target_follows_the_ngc_release_and_registry(bake, no_env):
+    (cuda,) = bake.select("pytorch-cuda", {"NGC_RELEASE": "26.01", "REGISTRY": "mirror.local/nvidia/"})
     assert cuda.context == "images/pytorch"
-    assert cuda.args["BASE_IMAGE"] == "nvcr.io/nvidia/pytorch:25.10-py3"
-    assert cuda.tags == [images.image_for("torch", "25.10")] == ["nav-orch/pytorch:25.10"]
-    assert cuda.labels["org.nav-orch.flavor"] == "cuda"
-    assert cuda.labels["org.nav-orch.ngc-release"] == "25.10"
-    assert cuda.labels["org.opencontainers.image.base.name"] == "nvcr.io/nvidia/pytorch:25.10-py3"
-    assert all(f"org.nav-orch.{name}" in cuda.labels for name in NAV_LABELS)
+    assert cuda.args["BASE_IMAGE"] == "mirror.local/nvidia/pytorch:26.01-py3"
+    assert cuda.labels["org.opencontainers.image.base.name"] == cuda.args["BASE_IMAGE"]
+    assert cuda.tags == [images.image_for("torch", "26.01")]
+    assert cuda.labels["org.nav-orch.ngc-release"] == "26.01"
+    assert cuda.labels["org.nav-orch.onnxruntime"] == cuda.args["ONNXRUNTIME_GPU_VERSION"]
 
 
-def test_tensorflow_and_jax_targets_resolve(bake, no_env):
-    assert bake.target_names("cpu")[2:4] == ["tensorflow-cpu", "jax-cpu"]
-    assert set(bake.target_names("cuda")) >= {"tensorflow-cuda", "jax-cuda"}
-    # The JAX image is built FROM the TensorFlow one: asking for it alone builds both, in order.
-    assert bake.build_order(["jax-cpu"]) == ["tensorflow-cpu", "jax-cpu"]
-    tf_cpu, jax_cpu, tf_cuda, jax_cuda = bake.select(["tensorflow-cpu", "jax-cpu", "tensorflow-cuda", "jax-cuda"])
-    assert tf_cpu.tags == [images.image_for("tensorflow", "cpu")]
-    assert jax_cpu.tags == [images.image_for("jax", "cpu")]
-    assert tf_cuda.tags == [images.image_for("tensorflow", "25.10")]
-    assert jax_cuda.tags == [images.image_for("jax", "25.10")]
-    assert tf_cpu.args["BASE_IMAGE"] == images.DEBIAN_BASE
-    assert jax_cpu.args["BASE_IMAGE"] == "nav-orch/tensorflow:cpu"
-    assert jax_cpu.contexts == {"nav-orch/tensorflow:cpu": "target:tensorflow-cpu"}
-    assert tf_cpu.args["TENSORFLOW_CPU_VERSION"] == "2.21.0" and tf_cpu.args["TF2ONNX_VERSION"] == "1.17.0"
-    assert jax_cpu.args["JAX_VERSION"] == "0.5.3"
-    # NGC's last TensorFlow container is 25.02: the CUDA TensorFlow image stays on it.
-    assert tf_cuda.args["BASE_IMAGE"] == "nvcr.io/nvidia/tensorflow:25.02-tf2-py3"
-    assert tf_cuda.labels["org.nav-orch.ngc-release"] == "25.02"
-    assert jax_cuda.args["BASE_IMAGE"] == "nvcr.io/nvidia/jax:25.04-py3"
-    for target in (tf_cpu, jax_cpu, tf_cuda, jax_cuda):
-        assert (bake.root / target.context / target.dockerfile).is_file()
-        assert all(f"org.opencontainers.image.{name}" in target.labels for name in OCI_LABELS)
-        assert all(f"org.nav-orch.{name}" in target.labels
-                   for name in ("flavor", "ngc-release", "tensorflow", "onnxruntime", "cuda", "tensorrt"))
-        assert not any("${" in value for value in [*target.args.values(), *target.labels.values(), *target.tags])
-    assert tf_cpu.labels["org.nav-orch.tensorrt"] == jax_cpu.labels["org.nav-orch.tensorrt"] == "none"
-    assert jax_cpu.labels["org.nav-orch.jax"] == "0.5.3"
+@pytest.mark.parametrize("target, release_variable, base", [
+    ("tensorflow-cuda", "TF_NGC_RELEASE", "tensorflow:{}-tf2-py3"),
+    ("jax-cuda", "JAX_NGC_RELEASE", "jax:{}-py3"),
+])
+def test_images_of_a_discontinued_ngc_line_keep_their_base_but_take_the_run_tag(
+        bake, no_env, target, release_variable, base):
+    """NGC's TensorFlow (and JAX) containers follow their own release line: the base stays on it
+    whatever NGC_RELEASE says, while the tag is the release a run asks for."""
+    (image,) = bake.select(target, {"NGC_RELEASE": "26.01"}, environ={})
+    own = bake.resolve_variables(environ={})[release_variable]
+    assert own != "26.01"
+    assert image.args["BASE_IMAGE"] == "nvcr.io/nvidia/" + base.format(own)
+    assert image.labels["org.nav-orch.ngc-release"] == own
+    assert image.tags[0].endswith(":26.01")
+    (moved,) = bake.select(target, {release_variable: "24.01"}, environ={})
+    assert moved.args["BASE_IMAGE"] == "nvcr.io/nvidia/" + base.format("24.01")
 
 
 def test_environment_overrides_default(bake, no_env):
@@ -129,9 +195,17 @@ def test_explicit_override_beats_environment(bake, no_env):
     assert cuda.tags == ["nav-orch/pytorch:24.12"]
     assert cuda.args["BASE_IMAGE"] == "mirror.local/nvidia/pytorch:24.12-py3"
     assert cuda.labels["org.nav-orch.ngc-release"] == "24.12"
-    # An explicit mapping of the environment replaces os.environ.
+    # An explicit mapping of the environment replaces os.environ: the default comes back.
     (cuda,) = bake.select("pytorch-cuda", environ={})
-    assert cuda.tags == ["nav-orch/pytorch:25.10"]
+    assert cuda.tags == [f"nav-orch/pytorch:{bake.variables['NGC_RELEASE']}"]
+
+
+def test_unknown_targets_are_errors_that_list_the_known_ones(bake, no_env):
+    with pytest.raises(BakeError, match=r"no group or target 'pytorch' .*groups: default, cpu, cuda; "
+                                        r"targets: pytorch-cpu, "):
+        bake.select(["cpu", "pytorch"])
+    with pytest.raises(BakeError, match="'nope', which is no target"):
+        bake.build_order(["nope"])
 
 
 def test_unknown_override_is_rejected(bake, no_env):

@@ -1,3 +1,4 @@
+import signal
 import threading
 import time
 
@@ -85,3 +86,64 @@ def test_a_failing_unit_stops_scheduling_and_raises():
 def test_unknown_needs_are_rejected():
     with pytest.raises(ValueError, match="unknown"):
         Scheduler(gpus=[], jobs=1).run([Unit("a", lambda d: None, needs=["nope"])])
+
+
+def test_a_cycle_is_rejected_before_any_unit_runs():
+    rec = Recorder()
+    units = [rec.unit("free"), rec.unit("a", needs=["b"]), rec.unit("b", needs=["a"])]
+    with pytest.raises(ValueError, match=r"cycle: (a -> b -> a|b -> a -> b)"):
+        Scheduler(gpus=[], jobs=2).run(units)
+    assert rec.started == []
+
+
+def test_a_name_given_twice_is_rejected():
+    with pytest.raises(ValueError, match=r"more than once: \['a'\]"):
+        Scheduler(gpus=[], jobs=1).run([Unit("a", lambda d: None), Unit("a", lambda d: None)])
+
+
+def test_units_start_in_the_given_order_when_ready_together():
+    rec = Recorder()
+    units = [rec.unit("root"), *[rec.unit(f"leaf-{i}", needs=["root"]) for i in range(5)]]
+    Scheduler(gpus=[], jobs=1).run(units)
+    assert rec.started == ["root", *[f"leaf-{i}" for i in range(5)]]
+
+
+def test_a_chain_of_instant_units_does_not_wait_for_the_poll():
+    rec = Recorder()
+    units = [rec.unit("u0", seconds=0)] + [rec.unit(f"u{i}", needs=[f"u{i - 1}"], seconds=0) for i in range(1, 20)]
+    start = time.monotonic()
+    Scheduler(gpus=[], jobs=4).run(units)
+    assert rec.started == [f"u{i}" for i in range(20)]
+    assert time.monotonic() - start < 1.0  # each step is picked up when its need finishes, not on a timeout
+
+
+def test_a_failure_lets_running_units_finish_and_starts_nothing_new():
+    rec = Recorder()
+
+    def boom(device):
+        time.sleep(0.05)
+        raise RuntimeError("broken build")
+
+    units = [rec.unit("slow", seconds=0.3), Unit("bad", boom), rec.unit("after-bad", needs=["bad"]),
+             rec.unit("after-slow", needs=["slow"])]
+    with pytest.raises(RuntimeError, match="broken build"):
+        Scheduler(gpus=[], jobs=2).run(units)
+    assert rec.started == ["slow"] and rec.running == {}  # "slow" ran to its end before the raise
+
+
+def test_ctrl_c_calls_on_abort_and_waits_for_running_units():
+    aborted = threading.Event()
+    returned = threading.Event()
+
+    def interrupted(device):
+        # As Ctrl-C: KeyboardInterrupt in the main thread, once it waits for units (one landing
+        # inside ThreadPoolExecutor.submit leaves a thread the pool does not join).
+        time.sleep(0.2)
+        signal.raise_signal(signal.SIGINT)
+        assert aborted.wait(timeout=10), "on_abort was not called"
+        returned.set()
+
+    with pytest.raises(KeyboardInterrupt):
+        Scheduler(gpus=[], jobs=1).run([Unit("a", interrupted), Unit("b", lambda d: None, needs=["a"])],
+                                       on_abort=aborted.set)
+    assert returned.is_set()

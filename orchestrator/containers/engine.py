@@ -18,7 +18,8 @@ from docker.models.containers import Container
 from docker.types import DeviceRequest
 from docker.utils import parse_repository_tag
 
-from orchestrator.errors import EnvironmentProblem, NavOrchError
+from orchestrator.containers.gpus import GpuRequest
+from orchestrator.errors import EnvironmentProblem
 
 LABEL_PREFIX = "org.nav-orch"
 RUN_LABEL = f"{LABEL_PREFIX}.run"
@@ -63,16 +64,15 @@ def inspect_image(client: docker.DockerClient, tag: str) -> Optional[ImageInfo]:
 
 def gpu_requests(gpus: str) -> list[DeviceRequest]:
     """Docker's `--gpus` syntax (`all`, `N`, `device=0,2`, `none`) as device requests."""
-    value = gpus.strip()
-    if value in ("", "none"):
-        return []
-    if value == "all":
-        return [DeviceRequest(count=-1, capabilities=[["gpu"]])]
-    if value.isdigit():
-        return [DeviceRequest(count=int(value), capabilities=[["gpu"]])]
-    if value.startswith("device="):
-        return [DeviceRequest(device_ids=value.removeprefix("device=").split(","), capabilities=[["gpu"]])]
-    raise NavOrchError(f"--gpus {gpus!r} is not docker's syntax: use all, a count, device=0,2 or none")
+    request = GpuRequest.parse(gpus)
+    capabilities = [["gpu"]]
+    if request.all:
+        return [DeviceRequest(count=-1, capabilities=capabilities)]
+    if request.devices:
+        return [DeviceRequest(device_ids=list(request.devices), capabilities=capabilities)]
+    if request.count:
+        return [DeviceRequest(count=request.count, capabilities=capabilities)]
+    return []
 
 
 def container_user() -> str:

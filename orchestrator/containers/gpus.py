@@ -1,20 +1,52 @@
-"""The host's GPUs, read with nvidia-smi (the host imports no CUDA library)."""
+"""The host's GPUs, read with nvidia-smi (the host imports no CUDA library), and `--gpus` values."""
 from __future__ import annotations
 
-import shutil
-import subprocess
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Sequence, Union
 
 from orchestrator.errors import BadInput, EnvironmentProblem
+from runners import nvidia_smi
+
+# What the host knows of a GPU: index, name, UUID and driver (the runners' parser, HOST_FIELDS).
+HostGpu = nvidia_smi.SmiGpu
 
 
-@dataclass
-class HostGpu:
-    index: str
-    name: str
-    uuid: str
-    driver: str
+@dataclass(frozen=True)
+class GpuRequest:
+    """A `--gpus` value in Docker's syntax: every GPU (`all`), the first `count` (`N`), or the
+    `devices` named by index or UUID (`device=0,2`); none of them (`none`, `0`) asks for no GPU."""
+
+    all: bool = False
+    count: int = 0
+    devices: tuple[str, ...] = ()
+
+    @classmethod
+    def parse(cls, text: str) -> GpuRequest:
+        value = text.strip()
+        if value in ("", "none"):
+            return cls()
+        if value == "all":
+            return cls(all=True)
+        if value.isascii() and value.isdigit():
+            return cls(count=int(value))
+        if value.startswith("device="):
+            devices = tuple(device.strip() for device in value.removeprefix("device=").split(","))
+            if all(devices):
+                return cls(devices=devices)
+        raise BadInput(f"--gpus {text!r} is not docker's syntax: use all, a count, device=0,2 or none")
+
+    @property
+    def wanted(self) -> bool:
+        return self.all or self.count > 0 or bool(self.devices)
+
+    def __str__(self) -> str:
+        """Docker's syntax again, for messages."""
+        if self.all:
+            return "all"
+        if self.devices:
+            return "device=" + ",".join(self.devices)
+        return str(self.count) if self.count else "none"
 
 
 def nvidia_driver_loaded() -> bool:
@@ -22,39 +54,29 @@ def nvidia_driver_loaded() -> bool:
     return Path("/dev/nvidiactl").exists()
 
 
-def host_gpus() -> list[HostGpu]:
-    if shutil.which("nvidia-smi") is None:
-        return []
-    query = ["nvidia-smi", "--query-gpu=index,name,uuid,driver_version", "--format=csv,noheader"]
-    try:
-        out = subprocess.run(query, capture_output=True, text=True, timeout=30, check=True).stdout
-    except (subprocess.SubprocessError, OSError):
-        return []
-    return [HostGpu(*(part.strip() for part in line.split(","))) for line in out.splitlines() if line.count(",") == 3]
+def host_gpus(run: nvidia_smi.Run = nvidia_smi.run_command) -> list[HostGpu]:
+    """Every GPU of the host; none where nvidia-smi is missing or fails."""
+    return nvidia_smi.query(nvidia_smi.HOST_FIELDS, run=run)
 
 
-def select_gpus(request: str, available: list[HostGpu]) -> list[str]:
-    """The GPU indices a `--gpus` value (docker's syntax) stands for on this host."""
-    request = request.strip()
-    if request in ("", "none"):
+def select_gpus(request: Union[GpuRequest, str], available: Sequence[HostGpu]) -> list[str]:
+    """The GPU indices a `--gpus` value stands for on this host."""
+    request = GpuRequest.parse(request) if isinstance(request, str) else request
+    if not request.wanted:
         return []
     indices = [gpu.index for gpu in available]
     if not indices:
         raise EnvironmentProblem(f"--gpus {request}: this host has no NVIDIA GPU (nvidia-smi finds none); "
                                  "use --gpus none or --images cpu")
-    if request == "all":
+    if request.all:
         return indices
-    if request.isdigit():
-        count = int(request)
-        if count > len(indices):
+    if request.count:
+        if request.count > len(indices):
             raise EnvironmentProblem(f"--gpus {request}: this host has only {len(indices)} GPU(s)")
-        return indices[:count]
-    if request.startswith("device="):
-        wanted = request.removeprefix("device=").split(",")
-        by_key = {key: gpu.index for gpu in available for key in (gpu.index, gpu.uuid)}
-        missing = [w for w in wanted if w not in by_key]
-        if missing:
-            raise EnvironmentProblem(f"--gpus {request}: no GPU {', '.join(missing)} on this host "
-                                     f"(it has {', '.join(indices)})")
-        return [by_key[w] for w in wanted]
-    raise BadInput(f"--gpus {request!r} is not docker's syntax: use all, a count, device=0,2 or none")
+        return indices[:request.count]
+    by_key = {key: gpu.index for gpu in available for key in (gpu.index, gpu.uuid)}
+    missing = [device for device in request.devices if device not in by_key]
+    if missing:
+        raise EnvironmentProblem(f"--gpus {request}: no GPU {', '.join(missing)} on this host "
+                                 f"(it has {', '.join(indices)})")
+    return [by_key[device] for device in request.devices]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from graphlib import CycleError, TopologicalSorter
 from typing import Callable, Optional
 
 
@@ -22,6 +23,24 @@ class Unit:
     exclusive: bool = False
 
 
+def unit_graph(units: list[Unit]) -> TopologicalSorter:
+    """The units' dependency graph, prepared: ValueError for a repeated name, an unknown need or a cycle."""
+    names = [unit.name for unit in units]
+    repeated = sorted({name for name in names if names.count(name) > 1})
+    if repeated:
+        raise ValueError(f"units named more than once: {repeated}")
+    for unit in units:
+        missing = [need for need in unit.needs if need not in names]
+        if missing:
+            raise ValueError(f"unit {unit.name} needs unknown units {missing}")
+    graph = TopologicalSorter({unit.name: unit.needs for unit in units})
+    try:
+        graph.prepare()
+    except CycleError as error:
+        raise ValueError(f"the job graph has a cycle: {' -> '.join(reversed(error.args[1]))}") from None
+    return graph
+
+
 class Scheduler:
     def __init__(self, gpus: list[str], jobs: int):
         self.gpus = gpus
@@ -31,22 +50,21 @@ class Scheduler:
         """Run every unit. The first exception of a unit stops scheduling and is raised once
         the running units have returned; on Ctrl-C, `on_abort` is called first so that
         running units can stop."""
+        graph = unit_graph(units)  # before anything runs: a bad graph starts no unit
         by_name = {unit.name: unit for unit in units}
-        for unit in units:
-            missing = [need for need in unit.needs if need not in by_name]
-            if missing:
-                raise ValueError(f"unit {unit.name} needs unknown units {missing}")
-        waiting = list(units)
-        done: set[str] = set()
+        position = {unit.name: i for i, unit in enumerate(units)}
+        ready: list[Unit] = []  # inputs exist, not placed yet; in the order given
         running: dict[str, Optional[str]] = {}  # unit name -> GPU
-        changed = threading.Condition()
+        # Guards graph, running and errors; reentrant, as `finished` may run inside `run`.
+        changed = threading.Condition(threading.RLock())
         errors: list[BaseException] = []
 
         def finished(unit: Unit, future: Future) -> None:
             with changed:
                 running.pop(unit.name)
-                done.add(unit.name)
-                if future.exception() is not None:
+                if future.exception() is None:
+                    graph.done(unit.name)  # only success releases what needs it
+                else:
                     errors.append(future.exception())
                 changed.notify_all()
 
@@ -54,18 +72,21 @@ class Scheduler:
         with ThreadPoolExecutor(max_workers=workers) as pool:
             try:
                 with changed:
-                    while waiting and not errors:
-                        for unit in [u for u in waiting if all(n in done for n in u.needs)]:
+                    while graph.is_active() and not errors:
+                        ready = sorted([*ready, *(by_name[name] for name in graph.get_ready())],
+                                       key=lambda unit: position[unit.name])
+                        started = False
+                        for unit in list(ready):
                             placed, gpu = self._place(unit, running, by_name)
                             if placed:
-                                waiting.remove(unit)
+                                ready.remove(unit)
                                 running[unit.name] = gpu
                                 future = pool.submit(unit.run, gpu)
+                                # Runs `finished` at once, in this thread, if the unit is done already.
                                 future.add_done_callback(lambda f, u=unit: finished(u, f))
-                        if waiting and not errors:
-                            if not running and not any(all(n in done for n in u.needs) for u in waiting):
-                                raise RuntimeError("the job graph has a cycle")
-                            changed.wait(timeout=1.0)
+                                started = True
+                        if not started:  # nothing more can start until a unit finishes
+                            changed.wait(timeout=1.0)  # the timeout keeps Ctrl-C prompt
                     while running:
                         changed.wait(timeout=1.0)
             except BaseException:

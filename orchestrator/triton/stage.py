@@ -36,6 +36,7 @@ from orchestrator.triton.repository import (
 )
 from orchestrator.triton.server import TritonServer, image_backends
 from orchestrator.run.workspace import Workspace
+from runners.arrays import load_npz
 from runners.protocol import IOSpec
 
 TRITON_IMAGE = "nav-orch/triton"
@@ -77,8 +78,8 @@ def require_image(client: docker.DockerClient, tag: str) -> engine.ImageInfo:
 def load_samples(workspace: Workspace) -> dict[str, np.ndarray]:
     """The reference job's samples (runner output: read as untrusted data)."""
     samples = untrusted.open_file(workspace.root, workspace.reference / SAMPLES, untrusted.ARRAYS_MAX_BYTES)
-    with samples, np.load(samples, allow_pickle=False) as data:
-        return {name: data[name] for name in data.files}
+    with samples:
+        return load_npz(samples)
 
 
 @dataclass
