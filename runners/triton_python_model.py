@@ -11,6 +11,8 @@ The model's config.pbtxt says what to load, as string parameters:
   runtime    onnxruntime | torchscript | exported-program
   precision  fp32 | fp16 | bf16: floating inputs are cast to it for torch (as the runner did when
              it verified the variant); outputs go back to the dtypes the config declares.
+  scalars    unbatched models only: a JSON list of the inputs the model takes as scalars. Triton's
+             dims are never empty, so they arrive as [1]; scalar outputs leave as [1] likewise.
 """
 from __future__ import annotations
 
@@ -110,6 +112,7 @@ class TritonPythonModel:
         device = f"cuda:{args.get('model_instance_device_id', '0')}" if gpu else "cpu"
         self.batched = config.get("max_batch_size", 0) > 0
         self.input_names = [spec["name"] for spec in config["input"]]
+        self.scalars = set(json.loads(parameters.get("scalars", "[]")))
         self.outputs = [(spec["name"], pb_utils.triton_string_to_numpy(spec["data_type"])) for spec in config["output"]]
         self.run = load(parameters["runtime"], os.path.join(folder, parameters["artifact"]), device,
                         parameters.get("precision", "fp32"), self.input_names)
@@ -117,13 +120,18 @@ class TritonPythonModel:
     def _respond(self, outputs: list[np.ndarray]):
         if len(outputs) != len(self.outputs):
             raise ValueError(f"the model returned {len(outputs)} outputs, the config declares {len(self.outputs)}")
-        tensors = [self.pb.Tensor(name, np.ascontiguousarray(array.astype(dtype, copy=False)))
+        # atleast_1d: a scalar output leaves as [1], the dims its config declares (never empty).
+        tensors = [self.pb.Tensor(name, np.ascontiguousarray(np.atleast_1d(array.astype(dtype, copy=False))))
                    for (name, dtype), array in zip(self.outputs, outputs)]
         return self.pb.InferenceResponse(output_tensors=tensors)
 
+    def input(self, request, name: str) -> np.ndarray:
+        """A request's input as the model takes it (a scalar arrives as [1])."""
+        array = self.pb.get_input_tensor_by_name(request, name).as_numpy()
+        return array.reshape(()) if name in self.scalars else array
+
     def execute(self, requests: list) -> list:
-        inputs = [[self.pb.get_input_tensor_by_name(request, name).as_numpy() for name in self.input_names]
-                  for request in requests]
+        inputs = [[self.input(request, name) for name in self.input_names] for request in requests]
         # The dynamic batcher hands over several requests at once: run them as one batch (what
         # batching is for) when their shapes allow, each on its own otherwise.
         if self.batched and len(requests) > 1 and all(

@@ -25,8 +25,9 @@ class Response:
         self.output_tensors, self.error = output_tensors, error
 
 
-@pytest.fixture
-def model(monkeypatch):
+def start(monkeypatch, max_batch_size: int, parameters: dict[str, str]):
+    """The model as the Python backend starts it, with a stand-in runtime that doubles its first
+    input (and records the shapes it was given)."""
     pb = types.ModuleType("triton_python_backend_utils")
     pb.Tensor, pb.InferenceResponse, pb.TritonError = Tensor, Response, str
     pb.triton_string_to_numpy = lambda name: {"TYPE_FP32": np.float32}[name]
@@ -46,13 +47,18 @@ def model(monkeypatch):
 
     monkeypatch.setattr(triton_python_model, "load", load)
     instance = triton_python_model.TritonPythonModel()
-    config = {"max_batch_size": 8, "input": [{"name": "x", "data_type": "TYPE_FP32"}],
+    parameters = {"artifact": "model.onnx", "runtime": "onnxruntime", "precision": "fp32", **parameters}
+    config = {"max_batch_size": max_batch_size, "input": [{"name": "x", "data_type": "TYPE_FP32"}],
               "output": [{"name": "y", "data_type": "TYPE_FP32"}],
-              "parameters": {"artifact": {"string_value": "model.onnx"}, "runtime": {"string_value": "onnxruntime"},
-                             "precision": {"string_value": "fp32"}}}
+              "parameters": {key: {"string_value": value} for key, value in parameters.items()}}
     instance.initialize({"model_config": json.dumps(config), "model_repository": "/models/m", "model_version": "1",
                          "model_instance_kind": "CPU"})
     return instance, calls
+
+
+@pytest.fixture
+def model(monkeypatch):
+    return start(monkeypatch, 8, {})
 
 
 def test_merged_requests_run_as_one_batch_and_are_split_back(model):
@@ -78,3 +84,11 @@ def test_a_failing_request_gets_its_error_and_the_others_their_answers(model):
 def test_split_rows():
     rows = triton_python_model.split_rows([np.arange(6)], [1, 2, 3])
     assert [r[0].tolist() for r in rows] == [[0], [1, 2], [3, 4, 5]]
+
+
+def test_an_unbatched_scalar_reaches_the_model_as_a_scalar_and_leaves_as_one_value(monkeypatch):
+    instance, calls = start(monkeypatch, 0, {"scalars": '["x"]'})
+    (response,) = instance.execute([{"x": np.array([1.5], dtype=np.float32)}])
+    assert calls == [[()]]
+    (tensor,) = response.output_tensors
+    assert tensor.array.shape == (1,) and tensor.array.tolist() == [3.0]

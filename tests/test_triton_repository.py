@@ -30,7 +30,7 @@ ARTIFACTS = {
     "model.onnx": ("onnx", "onnxruntime", "onnxruntime_onnx"),
     "model.ts": ("torchscript-trace", "pytorch", "pytorch_libtorch"),
     "model.pt2": ("exported-program", None, None),
-    "model.plan": ("tensorrt", "tensorrt", "tensorrt_plan"),
+    "model.plan": ("tensorrt", "tensorrt", "tensorrt_plan"),  # Triton's platform name
     "savedmodel": ("savedmodel", "tensorflow", "tensorflow_savedmodel"),
 }
 
@@ -55,7 +55,7 @@ def test_config_round_trips_through_the_protobuf_parser_for_every_format(tmp_pat
     try:
         deployment = deployment_for(variant(tmp_path, artifact, fmt=kind), tmp_path, available)
     except NotServable as error:
-        # Without their native backend, plans and SavedModels have no Python fallback here.
+        # Without their native backend, TensorRT engines and SavedModels have no Python fallback here.
         assert backends == "python-only" and kind in ("tensorrt", "savedmodel")
         assert "has no" in str(error)
         return
@@ -72,10 +72,13 @@ def test_config_round_trips_through_the_protobuf_parser_for_every_format(tmp_pat
             assert parsed.backend == "python" and not parsed.platform
             assert parsed.parameters["artifact"].string_value == Path(artifact).name
             assert parsed.parameters["precision"].string_value == "fp32"
-        # The batch axis is implicit (max_batch_size > 0); other dynamic axes are -1.
+        # The batch axis is implicit (max_batch_size > 0); other dynamic axes are -1. One value
+        # per sample is dims [1] (Triton takes no empty dims), reshaped back to [batch].
         assert [list(i.dims) for i in parsed.input] == [[3, -1, 224], [7]]
         assert [i.data_type for i in parsed.input] == [mc.TYPE_FP32, mc.TYPE_INT64]
-        assert [list(o.dims) for o in parsed.output] == [[10], []]
+        assert [list(o.dims) for o in parsed.output] == [[10], [1]]
+        assert [o.HasField("reshape") for o in parsed.output] == [False, True]
+        assert not parsed.output[1].reshape.shape
         assert [o.data_type for o in parsed.output] == [mc.TYPE_FP16, mc.TYPE_BOOL]
         assert parsed.HasField("dynamic_batching")
         (group,) = parsed.instance_group
@@ -92,13 +95,43 @@ def test_pytorch_backend_names_outputs_by_position(tmp_path):
     assert [o.name for o in config.output] == ["logits__0", "ok__1"]
 
 
-def test_model_batched_off_the_first_axis_is_served_unbatched(tmp_path):
-    io = IOSpec(inputs=[TensorSpec("x", "float32", [5, None])], outputs=[TensorSpec("y", "float32", [None])],
-                batch_axis=1)
-    deployment = deployment_for(variant(tmp_path, "model.onnx"), tmp_path, {"python"})
+# Models Triton cannot batch along axis 0: served with max_batch_size 0 and their full shapes.
+UNBATCHED = {
+    "batch axis 1": IOSpec(inputs=[TensorSpec("x", "float32", [5, None])], outputs=[TensorSpec("y", "float32", [None])],
+                           batch_axis=1),
+    "fixed-shape graph": IOSpec(inputs=[TensorSpec("x", "float32", [1, 16])],
+                                outputs=[TensorSpec("y", "float32", [1, 4])]),
+    "scalars": IOSpec(inputs=[TensorSpec("x", "float32", [None, 3]), TensorSpec("t", "float32", [])],
+                      outputs=[TensorSpec("y", "float32", [None, 3]), TensorSpec("loss", "float32", [])]),
+}
+
+
+@pytest.mark.parametrize("case", sorted(UNBATCHED))
+@pytest.mark.parametrize("backends", [{"python"}, {"onnxruntime"}])
+def test_a_model_without_a_batch_axis_is_served_unbatched(tmp_path, case, backends):
+    io = UNBATCHED[case]
+    deployment = deployment_for(variant(tmp_path, "model.onnx"), tmp_path, backends)
     config = model_config(deployment, io, 8, [])
     assert config.max_batch_size == 0 and not config.HasField("dynamic_batching")
-    assert list(config.input[0].dims) == [5, -1]
+    # Full shapes, -1 where dynamic; a scalar is [1] (never empty dims, and no empty reshape
+    # without batching, which Triton refuses).
+    full = {"batch axis 1": [[5, -1], [-1]], "fixed-shape graph": [[1, 16], [1, 4]],
+            "scalars": [[-1, 3], [1], [-1, 3], [1]]}[case]
+    assert [list(t.dims) for t in [*config.input, *config.output]] == full
+    assert not any(t.HasField("reshape") for t in [*config.input, *config.output])
+    # text_format drops a zero; the file still says the model is unbatched, and parses back.
+    text = config_text(config)
+    assert "max_batch_size: 0" in text.splitlines() and "dynamic_batching" not in text
+    assert parse_config(text) == config
+    # The Python backend learns which inputs the model takes as scalars.
+    scalars = config.parameters["scalars"].string_value if "scalars" in config.parameters else None
+    assert scalars == ('["t"]' if case == "scalars" and "python" in backends else None)
+
+
+def test_no_batch_size_asked_for_means_unbatched(tmp_path):
+    deployment = deployment_for(variant(tmp_path, "model.onnx"), tmp_path, {"python"})
+    assert model_config(deployment, IO, 0, []).max_batch_size == 0
+    assert "max_batch_size: 64" in config_text(model_config(deployment, IO, 64, []))
 
 
 def test_runtimes_and_missing_artifacts_are_not_servable(tmp_path):

@@ -1,25 +1,35 @@
 """The Triton stage without Docker: perf_analyzer's CSV (a real one, made on this host), its
-command line and input data, the server log scan (a real log), the TensorRT version guard, the
-stage's handling of failures, and the final table."""
+command line, input data and retries, the server log scan (a real log) and readiness wait, the
+TensorRT version guard, the stage's handling of failures (its Docker side handed in as fakes),
+and the final table."""
 from __future__ import annotations
 
+import dataclasses
 import json
+from functools import partial
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import pytest
 from rich.console import Console
+from tritonclient.grpc import model_config_pb2 as mc
 
+from orchestrator.containers import engine
 from orchestrator.triton import stage as triton_stage
 from orchestrator.errors import ServerFailed
 from orchestrator.config import TritonSettings
 from orchestrator.results import (
     Environment, ImageRecord, RunResults, Selection, TritonLatency, TritonResults, TritonRun, VariantResult,
 )
-from orchestrator.triton.perf_analyzer import Measurement, PerfFailed, command, last_message, parse_csv, write_input_data
+from orchestrator.triton.perf_analyzer import (
+    Measurement, PerfAnalyzer, PerfFailed, command, last_message, parse_csv, unstable, write_input_data,
+)
 from orchestrator.progress import print_summary
-from orchestrator.triton.tensorrt_guard import TensorRTMismatch, builder_tensorrt, check_plan, same_version
-from orchestrator.triton.server import failed_models, fatal_line, log_message
+from orchestrator.triton.tensorrt_guard import TensorRTMismatch, builder_tensorrt, check_engine, same_version
+from orchestrator.triton.repository import read_config
+from orchestrator.triton.serve import request_body
+from orchestrator.triton.server import TritonServer, failed_models, fatal_line, log_message
 from orchestrator.run.workspace import Workspace
 from runners.protocol import IOSpec, LatencyStats, ProfileEntry, TensorSpec
 
@@ -58,6 +68,65 @@ def test_command_is_an_argument_list_in_model_analyzers_form():
         assert part in joined
 
 
+def test_an_unbatched_model_is_measured_without_a_batch_option():
+    args = command("fixed-fp32", None, 1, "127.0.0.1:8001", "/perf/x.csv", 50, "/perf/in.json")
+    assert "-b" not in args and "--batch-size" not in args
+    assert args[:3] == ["perf_analyzer", "-m", "fixed-fp32"] and "--input-data" in args
+
+
+# As perf_analyzer prints them: when the windows disagree, and (some versions) when no request
+# finished within a window.
+SETTINGS_LINES = ("*** Measurement Settings ***\n  Batch size: 4\n  Service Kind: Triton\n"
+                  '  Using "count_windows" mode for stabilization\n  Minimum number of samples in each window: 50\n'
+                  "  Using synchronous calls for inference\n  Stabilizing using average latency\n\n"
+                  "Request concurrency: 1\n")
+NOT_STABLE = SETTINGS_LINES + ("Failed to obtain stable measurement within 10 measurement windows for concurrency 1. "
+                               "Please try to increase the --measurement-request-count.\n")
+NO_REQUESTS = SETTINGS_LINES + "No valid requests recorded within time interval. Please use a larger time window.\n"
+
+
+def test_unstable_outputs_are_recognised():
+    assert unstable(NOT_STABLE) and unstable(NO_REQUESTS)
+    assert not unstable(SETTINGS_LINES + "error: failed to get model metadata: Request for unknown model\n")
+
+
+class FakeRuns:
+    """perf_analyzer containers: each call answers with the next (exit code, output); exit 0
+    writes a real CSV where -f says."""
+
+    def __init__(self, folder: Path, outputs: list[tuple[int, str]]):
+        self.folder, self.outputs, self.commands = folder, outputs, []
+
+    def __call__(self, spec: engine.ContainerSpec, timeout_s: float):
+        self.commands.append(spec.command)
+        code, output = self.outputs.pop(0)
+        if code == 0:
+            csv_name = spec.command[spec.command.index("-f") + 1].rpartition("/")[2]
+            (self.folder / csv_name).write_text((DATA / "perf_analyzer_verbose.csv").read_text())
+        return engine.ExitState(code=code, oom_killed=False, error=""), output
+
+
+def perf_analyzer(folder: Path, outputs: list[tuple[int, str]]) -> tuple[PerfAnalyzer, FakeRuns]:
+    runs = FakeRuns(folder, outputs)
+    return PerfAnalyzer(runs, "nav-orch/triton:cpu", "run", folder, TritonSettings(measurement_request_count=50)), runs
+
+
+def test_a_larger_time_window_is_asked_for_with_a_longer_window(tmp_path):
+    perf, runs = perf_analyzer(tmp_path, [(1, NO_REQUESTS), (1, NOT_STABLE), (0, SETTINGS_LINES)])
+    point, csv_path = perf.measure("onnx-fp32", 4, 1, "127.0.0.1:1", None)
+    assert point.stable and point.concurrency == 1 and csv_path.name == "onnx-fp32-b4-c1-try3.csv"
+    assert [args[args.index("--measurement-request-count") + 1] for args in runs.commands] == ["50", "100", "200"]
+    assert all(args[args.index("-b") + 1] == "4" for args in runs.commands)
+
+
+def test_other_failures_are_not_retried_and_unbatched_runs_take_no_batch_size(tmp_path):
+    perf, runs = perf_analyzer(tmp_path / "perf", [(1, SETTINGS_LINES + "error: Request for unknown model\n")])
+    with pytest.raises(PerfFailed, match="unknown model .log: perf/fixed-fp32-c1.log"):
+        perf.measure("fixed-fp32", None, 1, "127.0.0.1:1", None)
+    (args,) = runs.commands
+    assert "-b" not in args
+
+
 def test_input_data_holds_real_sample_rows(tmp_path):
     samples = {"x": np.arange(12, dtype=np.float32).reshape(6, 2), "m": np.ones((6, 3), dtype=np.int64)}
     path = write_input_data(samples, ["x", "m"], batched=True, path=tmp_path / "in.json")
@@ -93,6 +162,76 @@ def test_benign_error_lines_of_a_cpu_host_are_not_fatal():
     assert log_message(log.splitlines()[2]) == "Started GRPCInferenceService at 127.0.0.1:18001"
 
 
+class FakeContainer:
+    """A server container as docker's SDK shows it: running until `exit_code` is set."""
+
+    def __init__(self, log: str = "", exit_code: int | None = None):
+        self.log, self.exit_code = log, exit_code
+
+    def reload(self) -> None:
+        pass
+
+    @property
+    def status(self) -> str:
+        return "running" if self.exit_code is None else "exited"
+
+    @property
+    def attrs(self) -> dict:
+        return {"State": {"Running": self.exit_code is None, "ExitCode": self.exit_code}}
+
+    def logs(self, stdout: bool, stderr: bool) -> bytes:
+        return self.log.encode()
+
+
+class FakeHealth:
+    """Readiness as tritonclient reports it: not ready for the first `not_ready` polls."""
+
+    def __init__(self, not_ready: int):
+        self.not_ready, self.polls, self.closed = not_ready, 0, False
+
+    def ready(self) -> bool:
+        self.polls += 1
+        return self.polls > self.not_ready
+
+    def version(self) -> str:
+        return "2.51.0"
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def waiting_server(tmp_path: Path, container: FakeContainer, health: FakeHealth,
+                   ready_timeout_s: float = 30.0) -> TritonServer:
+    """A server whose container has started: what is left is the wait for readiness."""
+    server = TritonServer(None, "nav-orch/triton:cpu", tmp_path, ["onnx-fp32"], "run", tmp_path / "server.log",
+                          ready_timeout_s=ready_timeout_s, health=lambda url: health)
+    server.container, server.health = container, health
+    return server
+
+
+def test_readiness_is_polled_until_the_server_says_ready(tmp_path):
+    health = FakeHealth(not_ready=2)
+    server = waiting_server(tmp_path, FakeContainer(), health)
+    server.wait_ready()
+    assert health.polls == 3 and server.server_version() == "2.51.0"
+
+
+def test_a_fatal_log_line_ends_the_wait_with_the_model_that_failed(tmp_path):
+    log = (DATA / "triton_failed_load.log").read_text()
+    server = waiting_server(tmp_path, FakeContainer(log, exit_code=1), FakeHealth(not_ready=10**6))
+    with pytest.raises(ServerFailed, match="failed to load torchscript-trace-fp32: Internal: ValueError") as caught:
+        server.wait_ready()
+    assert set(caught.value.failed_models) == {"torchscript-trace-fp32"}
+    assert (tmp_path / "server.log").read_text() == log
+
+
+def test_a_server_never_ready_is_a_clear_error_in_time(tmp_path):
+    server = waiting_server(tmp_path, FakeContainer("I1125 model loading"), FakeHealth(not_ready=10**6),
+                            ready_timeout_s=0.3)
+    with pytest.raises(ServerFailed, match=r"Triton was not ready after 0 s \(log: .*server.log\)"):
+        server.wait_ready()
+
+
 # --- the TensorRT version guard --------------------------------------------------------------------
 
 def environment(versions=None, label="from-base") -> Environment:
@@ -101,20 +240,20 @@ def environment(versions=None, label="from-base") -> Environment:
         versions=versions or {})])
 
 
-def test_plan_served_only_by_the_same_tensorrt():
+def test_an_engine_is_served_only_by_the_same_tensorrt():
     built = builder_tensorrt(environment({"tensorrt": "10.13.3.9"}))
     assert built == "10.13.3.9"
-    check_plan("trt-fp16", built, "nav-orch/triton:25.10", {"org.nav-orch.tensorrt": "10.13.3"})
+    check_engine("trt-fp16", built, "nav-orch/triton:25.10", {"org.nav-orch.tensorrt": "10.13.3"})
     with pytest.raises(TensorRTMismatch, match="built with TensorRT 10.13.3.9 but nav-orch/triton:25.09 carries "
                                                "TensorRT 10.11.0"):
-        check_plan("trt-fp16", built, "nav-orch/triton:25.09", {"org.nav-orch.tensorrt": "10.11.0"})
+        check_engine("trt-fp16", built, "nav-orch/triton:25.09", {"org.nav-orch.tensorrt": "10.11.0"})
     with pytest.raises(TensorRTMismatch, match="has no TensorRT"):
-        check_plan("trt-fp16", built, "nav-orch/triton:cpu", {"org.nav-orch.tensorrt": "none"})
+        check_engine("trt-fp16", built, "nav-orch/triton:cpu", {"org.nav-orch.tensorrt": "none"})
     with pytest.raises(TensorRTMismatch, match="does not say which TensorRT.*NGC_TENSORRT_VERSION=10.13.3.9"):
-        check_plan("trt-fp16", built, "nav-orch/triton:25.10", {"org.nav-orch.tensorrt": "from-base"})
-    with pytest.raises(TensorRTMismatch, match="version that built the plan is unknown"):
-        check_plan("trt-fp16", builder_tensorrt(environment()), "nav-orch/triton:25.10",
-                   {"org.nav-orch.tensorrt": "10.13.3"})
+        check_engine("trt-fp16", built, "nav-orch/triton:25.10", {"org.nav-orch.tensorrt": "from-base"})
+    with pytest.raises(TensorRTMismatch, match="version that built the engine is unknown"):
+        check_engine("trt-fp16", builder_tensorrt(environment()), "nav-orch/triton:25.10",
+                     {"org.nav-orch.tensorrt": "10.13.3"})
 
 
 def test_builder_version_from_labels_and_disagreement():
@@ -140,52 +279,76 @@ def verified(workspace: Workspace, name: str, artifact: str, throughput: float) 
                          artifact=workspace.relative(folder / artifact), profile=[entry])
 
 
+class FakeServer:
+    """A server that fails to load torchscript-trace-fp32 (as Triton's --exit-on-error does)."""
+
+    def __init__(self, started: list[list[str]], *, image: str, repository: Path, models: list[str], run_id: str,
+                 log_path: Path, gpus: str, shm_size: str, ready_timeout_s: float):
+        self.models, self.grpc_url = models, "127.0.0.1:1"
+        started.append(models)
+
+    def __enter__(self) -> "FakeServer":
+        if "torchscript-trace-fp32" in self.models:
+            raise ServerFailed("Triton did not start", {"torchscript-trace-fp32": "Internal: boom"})
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        pass
+
+    def server_version(self) -> str:
+        return "2.51.0"
+
+    def check_running(self) -> None:
+        pass
+
+
+class FakePerf:
+    """Measures 1000/s per sample; concurrency 2 never settles."""
+
+    def __init__(self, measured: list[tuple[str, int | None, Path | None]], *, image: str, run_id: str, folder: Path,
+                 settings: TritonSettings):
+        self.measured, self.folder = measured, folder
+        folder.mkdir(parents=True, exist_ok=True)
+
+    def measure(self, model: str, batch_size: int | None, concurrency: int, grpc_url: str,
+                input_data: Path | None) -> tuple[Measurement, Path]:
+        self.measured.append((model, batch_size, input_data))
+        if concurrency == 2:
+            raise PerfFailed("no stable measurement")
+        latency = TritonLatency(p50=1, p90=2, p95=3, p99=4)
+        point = Measurement(concurrency, 1000.0 * (batch_size or 1), latency, 0.1, 0.5)
+        return point, self.folder / f"{model}-b{batch_size}-c{concurrency}.csv"
+
+
+class World:
+    """A workspace with three verified variants, and the stage's Docker side as fakes that record
+    what they were asked."""
+
+    def __init__(self, root: Path):
+        self.workspace = Workspace(root).create()
+        np.savez(self.workspace.reference / "samples.npz", input=np.ones((2, 4), dtype=np.float32))
+        self.results = RunResults(environment=environment(), best="onnx-fp32", variants=[
+            verified(self.workspace, "onnx-fp32", "model.onnx", 100.0),
+            verified(self.workspace, "torchscript-trace-fp32", "model.ts", 50.0),
+            verified(self.workspace, "torch-compile-fp32", "compile.json", 500.0),
+        ])
+        self.started: list[list[str]] = []
+        self.measured: list[tuple[str, int | None, Path | None]] = []
+        self.tools = triton_stage.StageTools(
+            require_image=lambda tag: engine.ImageInfo(tag=tag, id="sha256:t", labels={}),
+            image_backends=lambda image, run_id: {"python"},
+            server=partial(FakeServer, self.started), perf=partial(FakePerf, self.measured))
+
+    def stage(self, settings: TritonSettings, save: Callable[[], None] = lambda: None,
+              **tools: Callable) -> triton_stage.TritonStage:
+        """The stage with these fakes, any of them replaced by `tools`."""
+        return triton_stage.TritonStage(self.workspace, "run", settings, [], Notes(),
+                                        dataclasses.replace(self.tools, **tools), save)
+
+
 @pytest.fixture
-def stage_world(tmp_path, monkeypatch):
-    workspace = Workspace(tmp_path / "ws").create()
-    np.savez(workspace.reference / "samples.npz", input=np.ones((2, 4), dtype=np.float32))
-    results = RunResults(environment=environment(), best="onnx-fp32", variants=[
-        verified(workspace, "onnx-fp32", "model.onnx", 100.0),
-        verified(workspace, "torchscript-trace-fp32", "model.ts", 50.0),
-        verified(workspace, "torch-compile-fp32", "compile.json", 500.0),
-    ])
-    started: list[list[str]] = []
-
-    class FakeServer:
-        def __init__(self, client, image, repository, models, *args, **kwargs):
-            self.models, self.grpc_url = models, "127.0.0.1:1"
-            started.append(models)
-
-        def __enter__(self):
-            if "torchscript-trace-fp32" in self.models:
-                raise ServerFailed("Triton did not start", {"torchscript-trace-fp32": "Internal: boom"})
-            return self
-
-        def __exit__(self, *exc):
-            pass
-
-        def server_version(self):
-            return "2.51.0"
-
-        def check_running(self):
-            pass
-
-    class FakePerf:
-        def __init__(self, client, image, run_id, folder, settings):
-            self.folder = folder
-            folder.mkdir(parents=True, exist_ok=True)
-
-        def measure(self, model, batch_size, concurrency, grpc_url, input_data):
-            if concurrency == 2:
-                raise PerfFailed("no stable measurement")
-            point = Measurement(concurrency, 1000.0 * batch_size, TritonLatency(p50=1, p90=2, p95=3, p99=4), 0.1, 0.5)
-            return point, self.folder / f"{model}-b{batch_size}-c{concurrency}.csv"
-
-    monkeypatch.setattr(triton_stage, "require_image", lambda client, tag: type("I", (), {"id": "sha256:t", "labels": {}}))
-    monkeypatch.setattr(triton_stage, "image_backends", lambda *args: {"python"})
-    monkeypatch.setattr(triton_stage, "TritonServer", FakeServer)
-    monkeypatch.setattr(triton_stage, "PerfAnalyzer", FakePerf)
-    return workspace, results, started
+def world(tmp_path) -> World:
+    return World(tmp_path / "ws")
 
 
 class Notes:
@@ -199,15 +362,13 @@ class Notes:
         self.lines.append(text)
 
 
-def test_a_model_that_fails_to_load_is_recorded_and_the_rest_measured(stage_world):
-    workspace, results, started = stage_world
+def test_a_model_that_fails_to_load_is_recorded_and_the_rest_measured(world):
     saves = []
-    settings = TritonSettings(all_variants=True, concurrency=[1, 2])
-    stage = triton_stage.TritonStage(None, workspace, "run", settings, [], Notes(), lambda: saves.append(1))
-    triton = stage.run(results, IO, [1, 4], "throughput", None, "cpu")
-    assert results.triton is triton and triton.image == "nav-orch/triton:cpu"
+    stage = world.stage(TritonSettings(all_variants=True, concurrency=[1, 2]), lambda: saves.append(1))
+    triton = stage.run(world.results, IO, [1, 4], "throughput", None, "cpu")
+    assert world.results.triton is triton and triton.image == "nav-orch/triton:cpu"
     assert triton.model_repository == "triton/model_repository"
-    assert started == [["onnx-fp32", "torchscript-trace-fp32"], ["onnx-fp32"]]
+    assert world.started == [["onnx-fp32", "torchscript-trace-fp32"], ["onnx-fp32"]]
     assert [(r.variant, r.batch_size, r.concurrency, r.backend) for r in triton.runs] == [
         ("onnx-fp32", 1, 1, "python"), ("onnx-fp32", 4, 1, "python")]
     assert triton.runs[1].throughput == 4000.0 and triton.server_version == "2.51.0"
@@ -217,27 +378,49 @@ def test_a_model_that_fails_to_load_is_recorded_and_the_rest_measured(stage_worl
     assert len(saves) >= len(triton.runs)  # results.json rewritten as figures arrive
 
 
-def test_the_best_runtime_falls_back_to_the_best_servable_variant(stage_world):
-    workspace, results, started = stage_world
-    results.best = "torch-compile-fp32"
-    stage = triton_stage.TritonStage(None, workspace, "run", TritonSettings(concurrency=[1]), [], Notes())
-    triton = stage.run(results, IO, [1], "throughput", None, "cpu")
-    assert started == [["onnx-fp32"]]
+def test_the_best_runtime_falls_back_to_the_best_servable_variant(world):
+    world.results.best = "torch-compile-fp32"
+    triton = world.stage(TritonSettings(concurrency=[1])).run(world.results, IO, [1], "throughput", None, "cpu")
+    assert world.started == [["onnx-fp32"]]
     assert "served onnx-fp32 instead" in triton.error
     assert [r.variant for r in triton.runs] == ["onnx-fp32"]
 
 
-def test_an_unexpected_failure_becomes_the_stage_error(stage_world, monkeypatch):
-    workspace, results, _ = stage_world
+def test_a_model_without_a_batch_axis_is_measured_unbatched_on_whole_samples(world):
+    # A fixed-shape graph: axis 0 is 2 in the model, not a dynamic batch.
+    fixed = IOSpec(inputs=[TensorSpec("input", "float32", [2, 4])], outputs=[TensorSpec("output", "float32", [2, 2])])
+    triton = world.stage(TritonSettings(concurrency=[1])).run(world.results, fixed, [2], "throughput", None, "cpu")
+    assert triton.error is None
+    config = read_config(world.workspace.root / "triton" / "model_repository", "onnx-fp32")
+    assert config.max_batch_size == 0 and not config.HasField("dynamic_batching")
+    assert list(config.input[0].dims) == [2, 4]
+    ((model, batch_size, input_data),) = world.measured
+    assert (model, batch_size) == ("onnx-fp32", None)
+    (step,) = json.loads(input_data.read_text())["data"]
+    assert step["input"]["shape"] == [2, 4]
+    assert [(r.batch_size, r.concurrency) for r in triton.runs] == [(1, 1)]
 
-    def broken(*args):
+
+def test_an_unexpected_failure_becomes_the_stage_error(world):
+    def broken(image: str, run_id: str) -> set[str]:
         raise RuntimeError("disk on fire")
 
-    monkeypatch.setattr(triton_stage, "image_backends", broken)
-    stage = triton_stage.TritonStage(None, workspace, "run", TritonSettings(), [], Notes())
-    triton = stage.run(results, IO, [1], "throughput", None, "cpu")
+    triton = world.stage(TritonSettings(), image_backends=broken).run(world.results, IO, [1], "throughput", None,
+                                                                       "cpu")
     assert triton.error == "RuntimeError: disk on fire (traceback: triton/stage.log)"
-    assert "Traceback" in (workspace.root / "triton" / "stage.log").read_text()
+    assert "Traceback" in (world.workspace.root / "triton" / "stage.log").read_text()
+
+
+def test_the_ready_to_copy_request_takes_the_shapes_the_server_serves():
+    batched = mc.ModelConfig(max_batch_size=8, input=[mc.ModelInput(name="x", data_type=mc.TYPE_FP32, dims=[4]),
+                                                      mc.ModelInput(name="k", data_type=mc.TYPE_INT64, dims=[1])])
+    body = request_body({"x": np.ones((3, 4), np.float32), "k": np.arange(3)}, batched)
+    assert [(i["name"], i["shape"], i["datatype"]) for i in body["inputs"]] == [("x", [1, 4], "FP32"),
+                                                                                ("k", [1, 1], "INT64")]
+    unbatched = mc.ModelConfig(input=[mc.ModelInput(name="x", data_type=mc.TYPE_FP32, dims=[3, 4]),
+                                      mc.ModelInput(name="t", data_type=mc.TYPE_FP32, dims=[1])])
+    body = request_body({"x": np.ones((3, 4), np.float32), "t": np.float32(2)}, unbatched)
+    assert [(i["shape"], len(i["data"])) for i in body["inputs"]] == [([3, 4], 12), ([1], 1)]
 
 
 def test_images_of_each_flavor():

@@ -1,8 +1,9 @@
 """Measuring a served model with perf_analyzer, the way Triton Model Analyzer drives it:
 `-i grpc -f out.csv --verbose-csv --measurement-mode count_windows`, one run per batch size and
-concurrency, figures read from the CSV (never from stdout), a hard timeout per run, and on
-"Failed to obtain stable measurement" another run with twice the window, a bounded number of
-times. Each run's command line, output and CSV stay in the workspace.
+concurrency (no -b for a model Triton does not batch), figures read from the CSV (never from
+stdout), a hard timeout per run, and on an unstable measurement (see UNSTABLE) another run with
+twice the window, a bounded number of times. Each run's command line, output and CSV stay in the
+workspace.
 """
 from __future__ import annotations
 
@@ -13,9 +14,8 @@ import os
 import shlex
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
-import docker
 import numpy as np
 
 from orchestrator.containers import engine
@@ -23,8 +23,12 @@ from orchestrator.run import untrusted
 from orchestrator.errors import NavOrchError
 from orchestrator.config import TritonSettings
 from orchestrator.results import TritonLatency
+from orchestrator.triton.repository import request_shape
 
-UNSTABLE = "Failed to obtain stable measurement"
+# What perf_analyzer prints when its windows did not settle. Some versions say instead that no
+# request finished in a window: "No valid requests recorded within time interval. Please use a
+# larger time window." A longer window is the cure for both (Model Analyzer treats them alike).
+UNSTABLE = ("Failed to obtain stable measurement", "a larger time window")
 PERF_MOUNT = "/perf"
 # perf_analyzer's CSV gives times in microseconds.
 LATENCY_COLUMNS = {"p50": "p50 latency", "p90": "p90 latency", "p95": "p95 latency", "p99": "p99 latency"}
@@ -34,6 +38,10 @@ REQUIRED_COLUMNS = ("Concurrency", "Inferences/Second", "Server Queue", *COMPUTE
 ACCEPT_ANY = 1000
 MAX_INPUT_ROWS = 4
 MAX_INPUT_VALUES = 4_000_000  # keep --input-data files small: fewer rows for big inputs
+
+
+# Runs a container to its end within a timeout: (its exit, None on timeout; its output).
+RunContainer = Callable[[engine.ContainerSpec, float], tuple[Optional[engine.ExitState], str]]
 
 
 class PerfFailed(NavOrchError):
@@ -102,14 +110,22 @@ def write_input_data(samples: dict[str, np.ndarray], names: list[str], batched: 
 
 
 def tensor_json(array: np.ndarray) -> dict:
-    return {"content": array.reshape(-1).tolist(), "shape": list(array.shape)}
+    return {"content": array.reshape(-1).tolist(), "shape": request_shape(array.shape)}
 
 
-def command(model: str, batch_size: int, concurrency: int, grpc_url: str, csv_path: str,
+def unstable(output: str) -> bool:
+    """Whether perf_analyzer's output says a longer window could give a measurement."""
+    return any(marker in output for marker in UNSTABLE)
+
+
+def command(model: str, batch_size: Optional[int], concurrency: int, grpc_url: str, csv_path: str,
             request_count: int, input_data: Optional[str], stability_percentage: Optional[int] = None) -> list[str]:
+    """perf_analyzer's argument list; `batch_size` None for a model Triton does not batch
+    (max_batch_size 0), which takes no -b: its requests carry the full shapes."""
     # -v: the log then shows every window's figures, which says why a measurement was unstable.
-    args = ["perf_analyzer", "-m", model, "-b", str(batch_size), "-u", grpc_url, "-i", "grpc",
-            "-f", csv_path, "--verbose-csv", "--concurrency-range", f"{concurrency}:{concurrency}",
+    args = ["perf_analyzer", "-m", model, *(["-b", str(batch_size)] if batch_size is not None else []),
+            "-u", grpc_url, "-i", "grpc", "-f", csv_path, "--verbose-csv",
+            "--concurrency-range", f"{concurrency}:{concurrency}",
             "--measurement-mode", "count_windows", "--measurement-request-count", str(request_count), "-v"]
     if stability_percentage is not None:
         args += ["--stability-percentage", str(stability_percentage)]
@@ -125,29 +141,30 @@ def last_message(output: str) -> str:
 
 
 class PerfAnalyzer:
-    """Runs perf_analyzer in containers of `image` on the host network (the server listens on
-    127.0.0.1 only); writes into `folder`."""
+    """Runs perf_analyzer in containers of `image` (through `run_container`) on the host network
+    (the server listens on 127.0.0.1 only); writes into `folder`."""
 
-    def __init__(self, client: docker.DockerClient, image: str, run_id: str, folder: Path, settings: TritonSettings):
-        self.client = client
+    def __init__(self, run_container: RunContainer, image: str, run_id: str, folder: Path, settings: TritonSettings):
+        self.run_container = run_container
         self.image = image
         self.run_id = run_id
         self.folder = folder
         self.settings = settings
         folder.mkdir(parents=True, exist_ok=True)
 
-    def measure(self, model: str, batch_size: int, concurrency: int, grpc_url: str,
+    def measure(self, model: str, batch_size: Optional[int], concurrency: int, grpc_url: str,
                 input_data: Optional[Path]) -> tuple[Measurement, Path]:
-        """One point; returns it and its CSV. Raises PerfFailed.
+        """One point (`batch_size` None: an unbatched model); returns it and its CSV. Raises PerfFailed.
 
         Unstable: again with twice the window, `stability_retries` times; then once more where any
         three windows count as stable, so the figures are kept, marked `stable: false` (as the
         runners keep theirs): on a busy machine that beats having none."""
         request_count = self.settings.measurement_request_count
         attempts = self.settings.stability_retries + 2
+        batch = f"-b{batch_size}" if batch_size is not None else ""
         for attempt in range(attempts):
             last = attempt == attempts - 1
-            stem = f"{model}-b{batch_size}-c{concurrency}" + (f"-try{attempt + 1}" if attempt else "")
+            stem = f"{model}{batch}-c{concurrency}" + (f"-try{attempt + 1}" if attempt else "")
             csv_path = self.folder / f"{stem}.csv"
             csv_path.unlink(missing_ok=True)
             args = command(model, batch_size, concurrency, grpc_url, f"{PERF_MOUNT}/{csv_path.name}", request_count,
@@ -157,7 +174,7 @@ class PerfAnalyzer:
             untrusted.write_text(
                 self.folder / f"{stem}.cmd", f"# in {self.image}, --network host, this folder mounted at {PERF_MOUNT}, while the server runs "
                 "(`nav-orch serve WORKSPACE --grpc-port PORT`)\n" + shlex.join(args) + "\n")
-            state, output = engine.run_to_exit(self.client, self._spec(args), self.settings.perf_timeout_s)
+            state, output = self.run_container(self._spec(args), self.settings.perf_timeout_s)
             untrusted.write_text(self.folder / f"{stem}.log", output)
             if state is None:
                 raise PerfFailed(f"perf_analyzer timed out after {self.settings.perf_timeout_s:.0f} s "
@@ -170,7 +187,7 @@ class PerfAnalyzer:
                     raise PerfFailed(f"perf_analyzer's CSV has no row for concurrency {concurrency}")
                 rows[0].stable = not last
                 return rows[0], csv_path
-            if UNSTABLE not in output or last:
+            if not unstable(output) or last:
                 raise PerfFailed(f"perf_analyzer: {last_message(output)} (log: {self.folder.name}/{stem}.log)")
             if attempt < attempts - 2:
                 request_count *= 2

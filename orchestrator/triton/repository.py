@@ -12,11 +12,12 @@ Layout, one folder per served variant (the Triton model name is the variant name
 """
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import Optional, Sequence, TypeVar
 
 import numpy as np
 from google.protobuf import text_format
@@ -32,6 +33,7 @@ from runners.protocol import IOSpec, TensorSpec
 PYTHON_MODEL_SOURCE = RUNNERS_DIR / "triton_python_model.py"
 CONFIG_FILE = "config.pbtxt"
 VERSION = "1"
+Tensor = TypeVar("Tensor", mc.ModelInput, mc.ModelOutput)
 
 
 TRITON_DTYPES = {
@@ -116,12 +118,33 @@ def api_datatype(data_type: int) -> str:
     return "BYTES" if name == "STRING" else name
 
 
-def dims(spec: TensorSpec, batch_axis: int, batched: bool) -> list[int]:
-    """Triton dims: -1 where dynamic; the batch axis is left out when Triton batches implicitly."""
+def batchable(io: IOSpec) -> bool:
+    """Whether Triton can batch the model: it batches along the first axis only, so every input
+    and output needs a dynamic first axis that is the batch axis. Scalars, a fixed first axis (a
+    fixed-shape ONNX graph) or a batch axis elsewhere: served unbatched, with their full shapes."""
+    return io.batch_axis == 0 and all(spec.shape and spec.shape[0] is None for spec in [*io.inputs, *io.outputs])
+
+
+def request_shape(shape: Sequence[int]) -> list[int]:
+    """A tensor's shape as Triton's API takes it (per sample when batched): a model config's dims
+    are never empty, so a scalar travels as [1]."""
+    return list(shape) or [1]
+
+
+def dims(spec: TensorSpec, batched: bool) -> list[int]:
+    """Triton dims: -1 where dynamic, without the batch axis when Triton batches."""
     shape = [-1 if size is None else size for size in spec.shape]
-    if batched and shape:
-        del shape[batch_axis]
-    return shape
+    return request_shape(shape[1:] if batched else shape)
+
+
+def tensor(kind: type[Tensor], name: str, spec: TensorSpec, batched: bool) -> Tensor:
+    """One config input or output. Batched, a tensor of one value per sample gets dims [1] and
+    `reshape: {shape: []}`, so the model still sees [batch]; unbatched, an empty reshape is
+    invalid, and the Python backend drops the [1] of a scalar itself (parameter `scalars`)."""
+    message = kind(name=name, data_type=triton_dtype(spec.dtype), dims=dims(spec, batched))
+    if batched and len(spec.shape) == 1:
+        message.reshape.SetInParent()
+    return message
 
 
 def tensor_names(deployment: Deployment, io: IOSpec) -> tuple[list[str], list[str]]:
@@ -135,22 +158,22 @@ def tensor_names(deployment: Deployment, io: IOSpec) -> tuple[list[str], list[st
 
 
 def model_config(deployment: Deployment, io: IOSpec, max_batch_size: int, gpus: list[str]) -> mc.ModelConfig:
-    # Triton batches along the first axis only; a model batched elsewhere is served unbatched.
-    batched = max_batch_size > 0 and io.batch_axis == 0
+    batched = max_batch_size > 0 and batchable(io)
     config = mc.ModelConfig(name=deployment.model, max_batch_size=max_batch_size if batched else 0)
     if deployment.backend == "python":
         config.backend = "python"
         parameters = {"artifact": deployment.artifact.name, "runtime": str(deployment.serving.python_runtime),
                       "precision": deployment.precision, "variant": deployment.variant}
+        scalars = [spec.name for spec in io.inputs if not spec.shape]
+        if scalars and not batched:
+            parameters["scalars"] = json.dumps(scalars)
         for key, value in parameters.items():
             config.parameters[key].string_value = value
     else:
         config.platform, config.backend = str(deployment.serving.platform), str(deployment.serving.backend)
     input_names, output_names = tensor_names(deployment, io)
-    for name, spec in zip(input_names, io.inputs):
-        config.input.add(name=name, data_type=triton_dtype(spec.dtype), dims=dims(spec, io.batch_axis, batched))
-    for name, spec in zip(output_names, io.outputs):
-        config.output.add(name=name, data_type=triton_dtype(spec.dtype), dims=dims(spec, io.batch_axis, batched))
+    config.input.extend(tensor(mc.ModelInput, name, spec, batched) for name, spec in zip(input_names, io.inputs))
+    config.output.extend(tensor(mc.ModelOutput, name, spec, batched) for name, spec in zip(output_names, io.outputs))
     if batched:
         config.dynamic_batching.SetInParent()
     if gpus:
@@ -161,7 +184,10 @@ def model_config(deployment: Deployment, io: IOSpec, max_batch_size: int, gpus: 
 
 
 def config_text(config: mc.ModelConfig) -> str:
-    return text_format.MessageToString(config)
+    text = text_format.MessageToString(config)
+    # text_format leaves out a field at its default, so an unbatched model's config would say
+    # nothing about batching at all; written out (as PyTriton does), the file says it.
+    return text if config.max_batch_size else text + "max_batch_size: 0\n"
 
 
 def parse_config(text: str) -> mc.ModelConfig:

@@ -16,6 +16,7 @@ from typing import Callable, Optional
 
 import numpy as np
 from pydantic import ValidationError
+from tritonclient.grpc import model_config_pb2 as mc
 
 from orchestrator.containers import engine
 from orchestrator.run import untrusted
@@ -24,8 +25,10 @@ from orchestrator.containers.gpus import host_gpus, select_gpus
 from orchestrator.containers.images import CPU_RELEASE
 from orchestrator.results import JOB_RESULT, RunResults, VariantResult
 from orchestrator.run.pipeline import REFERENCE
-from orchestrator.triton.tensorrt_guard import builder_tensorrt, check_plan
-from orchestrator.triton.repository import VERSION, api_datatype, deployment_for, read_config, write_model
+from orchestrator.triton.tensorrt_guard import builder_tensorrt, check_engine
+from orchestrator.triton.repository import (
+    VERSION, api_datatype, deployment_for, read_config, request_shape, write_model,
+)
 from orchestrator.triton.server import TritonServer, check_port_free, image_backends
 from orchestrator.triton.stage import gpu_request, load_samples, release_of, require_image, triton_images
 from orchestrator.run.workspace import Workspace
@@ -70,13 +73,15 @@ def pick_variant(results: RunResults, name: Optional[str]) -> VariantResult:
                    f"(verified: {', '.join(v.name for v in verified) or 'none'})")
 
 
-def request_body(samples: dict[str, np.ndarray], config) -> dict:
-    """A KServe v2 JSON request for the first sample, as the served model names its inputs."""
+def request_body(samples: dict[str, np.ndarray], config: mc.ModelConfig) -> dict:
+    """A KServe v2 JSON request for the first sample (all of the samples when the model is not
+    batched), as the served model names and shapes its inputs."""
     batched = config.max_batch_size > 0
     inputs = []
     for spec, array in zip(config.input, samples.values()):
         value = array[:1] if batched else array
-        inputs.append({"name": spec.name, "shape": list(value.shape), "datatype": api_datatype(spec.data_type),
+        shape = [1, *request_shape(value.shape[1:])] if batched else request_shape(value.shape)
+        inputs.append({"name": spec.name, "shape": shape, "datatype": api_datatype(spec.data_type),
                        "data": value.reshape(-1).tolist()})
     return {"inputs": inputs}
 
@@ -105,10 +110,10 @@ def serve(workspace_path: Path, variant_name: Optional[str], http_port: int, grp
     try:
         config = read_config(repository, variant.name)
         if config is None or not (repository / variant.name / VERSION).is_dir():
-            backends = image_backends(client, server_info.id, server_image, run_id)
+            backends = image_backends(client, server_image, run_id)
             deployment = deployment_for(variant, workspace.root, backends)
             if deployment.format == "tensorrt":
-                check_plan(variant.name, builder_tensorrt(results.environment), server_image, server_info.labels)
+                check_engine(variant.name, builder_tensorrt(results.environment), server_image, server_info.labels)
             max_batch_size = max((e.batch_size for e in variant.profile), default=DEFAULT_MAX_BATCH_SIZE)
             err(f"writing {variant.name} into {repository}")
             repository.mkdir(parents=True, exist_ok=True)

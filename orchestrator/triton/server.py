@@ -1,20 +1,20 @@
 """Running `tritonserver` in a container: started with host networking but bound to 127.0.0.1 on
 free ports, the model repository mounted read-only, sandboxed like the runners (read-only root,
-no capabilities, unprivileged user); readiness polled over HTTP while the log is scanned for
-fatal errors, so a model that fails to load ends the wait at once with the line that says why.
+no capabilities, unprivileged user); readiness polled with tritonclient over gRPC while the log is
+scanned for fatal errors, so a model that fails to load ends the wait at once with the line that
+says why.
 """
 from __future__ import annotations
 
-import json
 import re
 import socket
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional, Protocol
 
 import docker
+import tritonclient.grpc as triton_grpc
+from tritonclient.utils import InferenceServerException
 
 from orchestrator.containers import engine
 from orchestrator.errors import EnvironmentProblem, ServerFailed
@@ -30,8 +30,12 @@ FAILED_MODEL = re.compile(r"failed to load '([^']+)' version \d+: (.*?)\"?$", re
 GLOG_PREFIX = re.compile(r"^[IWEF]\d{4} [\d:.]+ +\d+ [\w.]+:\d+\] ")
 PORT_RETRIES = 3
 FATAL_GRACE_S = 15.0
-
-_backends_cache: dict[str, set[str]] = {}
+POLL_S = 0.25  # between readiness checks
+CALL_TIMEOUT_S = 1.0  # one readiness or version call
+# gRPC waits up to two minutes between connection attempts by default: while the server starts,
+# that would make readiness late by as much. The server is on the loopback: never via a proxy.
+CHANNEL_ARGS = (("grpc.initial_reconnect_backoff_ms", 100), ("grpc.max_reconnect_backoff_ms", 500),
+                ("grpc.enable_http_proxy", 0))
 
 
 def free_port() -> int:
@@ -50,11 +54,9 @@ def check_port_free(port: int, option: str) -> None:
             raise EnvironmentProblem(f"port {port} on {HOST} is in use: choose another with {option}") from None
 
 
-def image_backends(client: docker.DockerClient, image_id: str, image: str, run_id: str) -> set[str]:
+def image_backends(client: docker.DockerClient, image: str, run_id: str) -> set[str]:
     """The backends the server image really carries: its backends folder, listed by a short
     container of the image (labels could go stale; the folder is what tritonserver loads)."""
-    if image_id in _backends_cache:
-        return _backends_cache[image_id]
     spec = engine.ContainerSpec(
         image=image, command=["ls", "-1", BACKENDS_DIR], mounts=[],
         labels={engine.RUN_LABEL: run_id, engine.ROLE_LABEL: "triton-backends"}, pids=64)
@@ -62,9 +64,7 @@ def image_backends(client: docker.DockerClient, image_id: str, image: str, run_i
     if state is None or state.code != 0:
         raise EnvironmentProblem(f"cannot list {BACKENDS_DIR} in {image}: "
                                  f"{output.strip().splitlines()[-1] if output.strip() else 'no output'}")
-    backends = {line.strip() for line in output.splitlines() if line.strip()}
-    _backends_cache[image_id] = backends
-    return backends
+    return {line.strip() for line in output.splitlines() if line.strip()}
 
 
 def log_message(line: str) -> str:
@@ -91,12 +91,35 @@ def failed_models(log: str) -> dict[str, str]:
     return found
 
 
-def http_ok(url: str, timeout_s: float = 1.0) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=timeout_s) as response:
-            return response.status == 200
-    except (urllib.error.URLError, OSError):
-        return False
+class Health(Protocol):
+    """What the server is asked over its API while it starts and runs."""
+
+    def ready(self) -> bool: ...
+    def version(self) -> Optional[str]: ...
+    def close(self) -> None: ...
+
+
+class GrpcHealth:
+    """Health over Triton's gRPC endpoint, through tritonclient. A server not (yet) listening is
+    not ready, never an error: readiness is polled from the moment the container starts."""
+
+    def __init__(self, url: str):
+        self.client = triton_grpc.InferenceServerClient(url, channel_args=list(CHANNEL_ARGS))
+
+    def ready(self) -> bool:
+        try:
+            return bool(self.client.is_server_ready(client_timeout=CALL_TIMEOUT_S))
+        except InferenceServerException:
+            return False
+
+    def version(self) -> Optional[str]:
+        try:
+            return self.client.get_server_metadata(client_timeout=CALL_TIMEOUT_S).version or None
+        except InferenceServerException:
+            return None
+
+    def close(self) -> None:
+        self.client.close()
 
 
 class TritonServer:
@@ -104,7 +127,8 @@ class TritonServer:
 
     def __init__(self, client: docker.DockerClient, image: str, repository: Path, models: list[str], run_id: str,
                  log_path: Path, gpus: str = "none", shm_size: str = "256m", ready_timeout_s: float = 180.0,
-                 http_port: int = 0, grpc_port: int = 0, pids: int = 4096):
+                 http_port: int = 0, grpc_port: int = 0, pids: int = 4096,
+                 health: Callable[[str], Health] = GrpcHealth):
         self.client = client
         self.image = image
         self.repository = repository.resolve()
@@ -118,6 +142,8 @@ class TritonServer:
         self.http_port = http_port
         self.grpc_port = grpc_port
         self.pids = pids
+        self.open_health = health  # a Health for the server's gRPC address
+        self.health: Optional[Health] = None
         self.container = None
 
     @property
@@ -167,13 +193,16 @@ class TritonServer:
             network="host", gpus=self.gpus, pids=self.pids, shm_size=self.shm_size,
         )
         self.container = engine.start_container(self.client, spec)
+        self.health = self.open_health(self.grpc_url)
         self.wait_ready()
 
     def wait_ready(self) -> None:
+        """Poll readiness until the server is ready; ServerFailed as soon as its log has a fatal
+        line or it exits, or when `ready_timeout_s` has passed."""
+        assert self.health is not None, "started first"
         deadline = time.monotonic() + self.ready_timeout_s
-        ready_url = f"{self.http_url}/v2/health/ready"
         while True:
-            if http_ok(ready_url):
+            if self.health.ready():
                 return
             log = self.logs()
             state = engine.exit_state(self.container)
@@ -187,7 +216,7 @@ class TritonServer:
                 self.save_log()
                 raise ServerFailed(f"Triton was not ready after {self.ready_timeout_s:.0f} s "
                                    f"(log: {self.log_path})", failed_models(log))
-            time.sleep(0.25)
+            time.sleep(POLL_S)
 
     def _settle(self) -> str:
         """After a fatal line: give the server a moment to finish loading the other models and
@@ -216,14 +245,13 @@ class TritonServer:
             self.log_path.write_text(self.logs())
 
     def server_version(self) -> Optional[str]:
-        """The version the server reports (`GET /v2`)."""
-        try:
-            with urllib.request.urlopen(f"{self.http_url}/v2", timeout=5) as response:
-                return json.load(response).get("version")
-        except (urllib.error.URLError, OSError, ValueError):
-            return None
+        """The version the server reports (its metadata), None when it does not answer."""
+        return self.health.version() if self.health is not None else None
 
     def stop(self) -> None:
+        if self.health is not None:
+            self.health.close()
+            self.health = None
         if self.container is None:
             return
         try:

@@ -7,12 +7,18 @@ WORKSPACE/triton/
     model_repository/   the Triton model repository (repository.py)
     server.log          the server's log (server-N.log when it had to restart)
     perf/               each perf_analyzer run: NAME-bB-cC.cmd (command line), .log, .csv
+                        (NAME-cC.* for a model Triton does not batch)
     stage.log           the traceback of an unexpected failure of the stage, if any
+
+What touches Docker comes in as `StageTools` (real ones: `docker_tools`), so the stage itself is
+plain orchestration.
 """
 from __future__ import annotations
 
 import traceback
 from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
 from typing import Callable, Optional, Protocol
 
 import docker
@@ -24,9 +30,9 @@ from orchestrator.errors import EnvironmentProblem, NavOrchError, ServerFailed
 from orchestrator.containers.images import CPU_RELEASE
 from orchestrator.config import Objective, OptimizeConfig, TritonSettings
 from orchestrator.results import RunResults, TritonResults, TritonRun, VariantResult
-from orchestrator.triton.perf_analyzer import PerfAnalyzer, PerfFailed, write_input_data
+from orchestrator.triton.perf_analyzer import Measurement, PerfAnalyzer, PerfFailed, write_input_data
 from orchestrator.run.selection import select_best
-from orchestrator.triton.tensorrt_guard import builder_tensorrt, check_plan
+from orchestrator.triton.tensorrt_guard import builder_tensorrt, check_engine
 from orchestrator.triton.repository import (
     Deployment,
     model_config,
@@ -47,6 +53,45 @@ SAMPLES = "samples.npz"  # the reference job's samples, keyed by input name
 class Reporter(Protocol):  # the pipeline's
     def stage(self, variant: str, stage: str, detail: str = "") -> None: ...
     def note(self, text: str) -> None: ...
+
+
+class Server(Protocol):
+    """A started Triton server, as the stage uses it (server.TritonServer)."""
+
+    @property
+    def grpc_url(self) -> str: ...
+    def __enter__(self) -> "Server": ...
+    def __exit__(self, *exc: object) -> None: ...
+    def server_version(self) -> Optional[str]: ...
+    def check_running(self) -> None: ...
+
+
+class ServerFactory(Protocol):
+    def __call__(self, *, image: str, repository: Path, models: list[str], run_id: str, log_path: Path, gpus: str,
+                 shm_size: str, ready_timeout_s: float) -> Server: ...
+
+
+class Perf(Protocol):
+    """perf_analyzer, as the stage uses it (perf_analyzer.PerfAnalyzer)."""
+
+    folder: Path
+
+    def measure(self, model: str, batch_size: Optional[int], concurrency: int, grpc_url: str,
+                input_data: Optional[Path]) -> tuple[Measurement, Path]: ...
+
+
+class PerfFactory(Protocol):
+    def __call__(self, *, image: str, run_id: str, folder: Path, settings: TritonSettings) -> Perf: ...
+
+
+@dataclass(frozen=True)
+class StageTools:
+    """The stage's collaborators that touch Docker."""
+
+    require_image: Callable[[str], engine.ImageInfo]  # tag -> image; EnvironmentProblem when not built
+    image_backends: Callable[[str, str], set[str]]  # (tag, run id) -> the backends it carries
+    server: ServerFactory
+    perf: PerfFactory
 
 
 def triton_images(release: str) -> tuple[str, str]:
@@ -83,13 +128,15 @@ def load_samples(workspace: Workspace) -> dict[str, np.ndarray]:
 
 
 @dataclass
-class Plan:
+class ServingChoice:
+    """The variants chosen to be served, and why others could not be."""
+
     deployments: list[Deployment]
     problems: list[str]
 
 
 def choose_variants(results: RunResults, all_variants: bool, servable: Callable[[VariantResult], Deployment],
-                    objective: Objective, budget_ms: Optional[float]) -> Plan:
+                    objective: Objective, budget_ms: Optional[float]) -> ServingChoice:
     """Deployments for the best variant (the best servable one, when the best is a runtime Triton
     cannot load) or for every verified variant; what could not be deployed, as problems."""
     verified = [v for v in results.variants if v.status == "ok"]
@@ -113,18 +160,18 @@ def choose_variants(results: RunResults, all_variants: bool, servable: Callable[
             except NavOrchError as error:
                 problems.append(str(error))
                 rest.remove(chosen)
-    return Plan(deployments, problems)
+    return ServingChoice(deployments, problems)
 
 
 class TritonStage:
-    def __init__(self, client: docker.DockerClient, workspace: Workspace, run_id: str, settings: TritonSettings,
-                 gpus: list[str], reporter: Reporter, save: Callable[[], None] = lambda: None):
-        self.client = client
+    def __init__(self, workspace: Workspace, run_id: str, settings: TritonSettings, gpus: list[str],
+                 reporter: Reporter, tools: StageTools, save: Callable[[], None] = lambda: None):
         self.workspace = workspace
         self.run_id = run_id
         self.settings = settings
         self.gpus = gpus
         self.reporter = reporter
+        self.tools = tools
         self.save = save
         self.folder = workspace.root / "triton"
         self.repository = self.folder / "model_repository"
@@ -157,23 +204,23 @@ class TritonStage:
     def _run(self, results: RunResults, triton: TritonResults, io: IOSpec, batch_sizes: list[int],
              server_image: str, perf_image: str, objective: Objective, budget_ms: Optional[float],
              problems: list[str]) -> None:
-        server_info = require_image(self.client, server_image)
-        require_image(self.client, perf_image)
+        server_info = self.tools.require_image(server_image)
+        self.tools.require_image(perf_image)
         self.reporter.note(f"triton: reading the backends of {server_image}")
-        backends = image_backends(self.client, server_info.id, server_image, self.run_id)
-        plan_tensorrt = None
+        backends = self.tools.image_backends(server_image, self.run_id)
+        builder_version = None  # the TensorRT that built the run's engines, asked once
 
         def servable(variant: VariantResult) -> Deployment:
-            nonlocal plan_tensorrt
+            nonlocal builder_version
             deployment = deployment_for(variant, self.workspace.root, backends)
             if deployment.format == "tensorrt":
-                plan_tensorrt = plan_tensorrt or builder_tensorrt(results.environment)
-                check_plan(variant.name, plan_tensorrt, server_image, server_info.labels)
+                builder_version = builder_version or builder_tensorrt(results.environment)
+                check_engine(variant.name, builder_version, server_image, server_info.labels)
             return deployment
 
-        plan = choose_variants(results, self.settings.all_variants, servable, objective, budget_ms)
-        problems.extend(plan.problems)
-        deployments = plan.deployments
+        choice = choose_variants(results, self.settings.all_variants, servable, objective, budget_ms)
+        problems.extend(choice.problems)
+        deployments = choice.deployments
         if not deployments:
             if not problems:
                 problems.append("no verified variant to serve")
@@ -183,7 +230,8 @@ class TritonStage:
         for deployment in deployments:
             write_model(self.repository, deployment, io, max_batch_size, self.gpus)
         samples = load_samples(self.workspace)
-        perf = PerfAnalyzer(self.client, perf_image, self.run_id, self.folder / "perf", self.settings)
+        perf = self.tools.perf(image=perf_image, run_id=self.run_id, folder=self.folder / "perf",
+                               settings=self.settings)
 
         # A model that fails to load stops the server (--exit-on-error): note why, start again
         # without it, so the other variants are still measured.
@@ -191,9 +239,10 @@ class TritonStage:
         while deployments:
             attempt += 1
             log_path = self.folder / ("server.log" if attempt == 1 else f"server-{attempt}.log")
-            server = TritonServer(self.client, server_image, self.repository, [d.model for d in deployments],
-                                  self.run_id, log_path, gpu_request(self.gpus), self.settings.shm_size,
-                                  self.settings.ready_timeout_s)
+            server = self.tools.server(image=server_image, repository=self.repository,
+                                       models=[d.model for d in deployments], run_id=self.run_id, log_path=log_path,
+                                       gpus=gpu_request(self.gpus), shm_size=self.settings.shm_size,
+                                       ready_timeout_s=self.settings.ready_timeout_s)
             self.reporter.note(f"triton: starting {server_image} with {', '.join(d.model for d in deployments)}")
             for deployment in deployments:
                 self.reporter.stage(deployment.variant, "triton: loading", deployment.backend)
@@ -214,7 +263,7 @@ class TritonStage:
                     self.reporter.stage(deployment.variant, "triton: failed", reason)
                 deployments = [d for d in deployments if d.model not in failed]
 
-    def _measure(self, server: TritonServer, perf: PerfAnalyzer, deployments: list[Deployment], io: IOSpec,
+    def _measure(self, server: Server, perf: Perf, deployments: list[Deployment], io: IOSpec,
                  batch_sizes: list[int], max_batch_size: int, samples: dict[str, np.ndarray],
                  triton: TritonResults, problems: list[str]) -> None:
         for deployment in deployments:
@@ -222,20 +271,22 @@ class TritonStage:
             batched = config.max_batch_size > 0
             input_names, _ = tensor_names(deployment, io)
             input_data = write_input_data(samples, input_names, batched, perf.folder / f"{deployment.model}-input.json")
-            sizes = batch_sizes if batched else [1]
+            # Unbatched (max_batch_size 0): one point per concurrency, each request the samples'
+            # full shapes, no -b; recorded as batch size 1, one request per inference.
+            sizes: list[Optional[int]] = list(batch_sizes) if batched else [None]
             for batch_size in sizes:
+                batch = f"batch {batch_size}" if batch_size is not None else "unbatched"
                 for concurrency in self.settings.concurrency:
-                    self.reporter.stage(deployment.variant, "triton: measuring", f"batch {batch_size}, "
-                                        f"concurrency {concurrency}")
+                    self.reporter.stage(deployment.variant, "triton: measuring", f"{batch}, concurrency {concurrency}")
                     try:
                         point, csv_path = perf.measure(deployment.model, batch_size, concurrency, server.grpc_url,
                                                        input_data)
                     except PerfFailed as error:
                         server.check_running()
-                        problems.append(f"{deployment.variant} batch {batch_size} concurrency {concurrency}: {error}")
+                        problems.append(f"{deployment.variant} {batch} concurrency {concurrency}: {error}")
                         continue
                     triton.runs.append(TritonRun(
-                        variant=deployment.variant, backend=deployment.backend, batch_size=batch_size,
+                        variant=deployment.variant, backend=deployment.backend, batch_size=batch_size or 1,
                         concurrency=concurrency, throughput=point.throughput, latency_ms=point.latency_ms,
                         server_queue_ms=point.server_queue_ms, server_compute_ms=point.server_compute_ms,
                         stable=point.stable, csv=self.workspace.relative(csv_path)))
@@ -247,11 +298,18 @@ class TritonStage:
                                     f"{top.batch_size}, concurrency {top.concurrency}; p99 {top.latency_ms.p99:.3f} ms")
 
 
+def docker_tools(client: docker.DockerClient) -> StageTools:
+    """The real collaborators, each talking to `client`."""
+    return StageTools(require_image=partial(require_image, client), image_backends=partial(image_backends, client),
+                      server=partial(TritonServer, client),
+                      perf=partial(PerfAnalyzer, partial(engine.run_to_exit, client)))
+
+
 def run_triton_stage(client: docker.DockerClient, workspace: Workspace, results: RunResults, io: Optional[IOSpec],
                      run_id: str, config: OptimizeConfig, gpus: list[str], reporter: Reporter,
                      save: Callable[[], None]) -> Optional[TritonResults]:
     """The stage as `api.optimize` runs it after selection; None when it is off or nothing was chosen."""
     if not config.triton.enabled or not results.best or io is None:
         return None
-    stage = TritonStage(client, workspace, run_id, config.triton, gpus, reporter, save)
+    stage = TritonStage(workspace, run_id, config.triton, gpus, reporter, docker_tools(client), save)
     return stage.run(results, io, config.batch_sizes, config.objective, config.latency_budget_ms, config.images)
