@@ -17,20 +17,15 @@ from orchestrator.errors import BadInput, EnvironmentProblem, NavOrchError
 from orchestrator.run.executor import DockerExecutor, Executor, LocalExecutor, probe_python
 from orchestrator.containers.gpus import host_gpus, select_gpus
 from orchestrator.containers.images import image_for
-from orchestrator.config import ExecutorKind, OptimizeConfig
+from orchestrator.config import ExecutorName, OptimizeConfig
 from orchestrator.results import Environment, ImageRecord, RunResults
-from orchestrator.run.pipeline import REFERENCE, Pipeline, ReferenceFailed, Reporter
+from orchestrator.progress import QuietReporter, Reporter
+from orchestrator.run.pipeline import Pipeline, ReferenceFailed
+from orchestrator.run.planning import REFERENCE
+from orchestrator.run.recording import Recorder
 from orchestrator.samples import load_samples, random_samples, write_samples
 from orchestrator.triton.stage import run_triton_stage
 from orchestrator.run.workspace import Workspace
-
-
-class SilentReporter:
-    def stage(self, variant: str, stage: str, detail: str = "") -> None:
-        pass
-
-    def note(self, text: str) -> None:
-        pass
 
 
 def check_readable(path: Path) -> None:
@@ -50,13 +45,13 @@ def prepare_samples(config: OptimizeConfig) -> dict[str, np.ndarray]:
 
 
 def profile(config: OptimizeConfig, reporter: Optional[Reporter] = None) -> RunResults:
-    """Profile a Python callable (`config.model.kind == "function"`) on the samples: the optimize
+    """Profile a Python callable (`config.model.form == "function"`) on the samples: the optimize
     run with one profile-only variant, `python-function`, and no Triton stage (a bare function
     has no model to serve). Its best is that variant when the function ran, else None. The function
     is measured anew every time: there is no reference job to fingerprint it, and measuring is the
     one job there is."""
-    if config.model.kind != "function":
-        raise BadInput(f"profile takes a file.py:function, not a {config.model.kind} model (use optimize)")
+    if config.model.form != "function":
+        raise BadInput(f"profile takes a file.py:function, not a {config.model.form} model (use optimize)")
     config = config.model_copy(update={"triton": config.triton.model_copy(update={"enabled": False})})
     return optimize(config, reporter)
 
@@ -69,7 +64,7 @@ def optimize(config: OptimizeConfig, reporter: Optional[Reporter] = None, force:
     one). Raises BadInput when the source model cannot run on the samples and EnvironmentProblem
     when Docker or the image is missing; KeyboardInterrupt leaves results marked interrupted.
     """
-    reporter = reporter or SilentReporter()
+    reporter = reporter or QuietReporter()
     # The user's inputs are resolved once, here; nothing a runner writes is ever resolved.
     config = config.model_copy(update={"model": config.model.model_copy(update={"path": config.model.path.resolve()})})
     check_readable(config.model.path)
@@ -81,7 +76,7 @@ def optimize(config: OptimizeConfig, reporter: Optional[Reporter] = None, force:
     environment = Environment(nav_orch=__version__, host_python=platform.python_version())
     run_id = uuid.uuid4().hex[:12]
     client = None
-    if config.executor is not ExecutorKind.local:  # only an explicit local leaves the sandbox
+    if config.executor is not ExecutorName.local:  # only an explicit local leaves the sandbox
         client = engine.connect()
         environment.docker = engine.engine_version(client)
         info = engine.inspect_image(client, tag)
@@ -102,11 +97,12 @@ def optimize(config: OptimizeConfig, reporter: Optional[Reporter] = None, force:
     environment.images.append(image)
     results = RunResults(environment=environment)
     inputs_key = cache.inputs_key(arrays, environment_id)
-    pipeline = Pipeline(config, workspace, runner, image, reporter, results, inputs_key, gpus, force)
+    recorder = Recorder(results, image, workspace, reporter)
+    pipeline = Pipeline(config, workspace, runner, recorder, inputs_key, gpus, force)
     try:
-        pipeline.execute(samples)
-        if client is not None:  # the Triton stage; its failures are recorded, never raised
-            run_triton_stage(client, workspace, results, pipeline.io, run_id, config, gpus, reporter, pipeline.save)
+        reference = pipeline.execute(samples)
+        if client is not None and reference is not None:  # the Triton stage; its failures are recorded, never raised
+            run_triton_stage(client, workspace, results, reference.io, run_id, config, gpus, reporter, recorder.save)
         elif config.triton.enabled:
             reporter.note("Triton stage skipped: it needs Docker (--executor docker)")
         return results
@@ -123,6 +119,6 @@ def optimize(config: OptimizeConfig, reporter: Optional[Reporter] = None, force:
     finally:
         if results.state == "running":
             results.state = "failed"
-        pipeline.save()
+        recorder.save()
         if client is not None:
             engine.remove_labelled(client, run_id)

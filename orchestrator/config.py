@@ -11,13 +11,13 @@ from pydantic import (BaseModel, ConfigDict, Field, NonNegativeFloat, PositiveFl
 from pydantic_core import PydanticCustomError
 
 from runners.formats import PRECISIONS, formats_of
-from runners.protocol import DEFAULT_TOLERANCES, ModelSource, Precision, ProfileSettings, Tolerance
+from runners.protocol import DEFAULT_TOLERANCES, ModelForm, ModelSource, Precision, ProfileSettings, Tolerance
 
 Framework = Literal["torch", "tensorflow", "jax", "onnx"]
 Objective = Literal["throughput", "latency"]
 
 
-class ExecutorKind(str, Enum):
+class ExecutorName(str, Enum):
     """Where runners run: sandboxed containers, or subprocesses of a local Python (no sandbox)."""
 
     docker = "docker"
@@ -32,13 +32,13 @@ class ModelRef(Strict):
     """The MODEL argument: where the model is and how the runner loads it."""
 
     path: Path  # absolute path of the file (.py, .pt, .ts, .pt2)
-    kind: Literal["factory", "torchscript", "exported_program", "savedmodel", "keras", "onnx", "function"]
+    form: ModelForm
     factory: Optional[str] = None
     args: dict[str, Any] = Field(default_factory=dict)
     framework: Framework = "torch"
 
     def source(self) -> ModelSource:
-        return ModelSource(kind=self.kind, file=self.path.name, factory=self.factory, args=self.args)
+        return ModelSource(form=self.form, file=self.path.name, factory=self.factory, args=self.args)
 
 
 class InputSpec(Strict):
@@ -95,7 +95,7 @@ def not_one_of(value: object, what: str, choices: Iterable[str]) -> PydanticCust
 CHOICES: dict[str, tuple[str, tuple[str, ...]]] = {
     "precisions": ("a precision", PRECISIONS),
     "objective": ("an objective", get_args(Objective)),
-    "executor": ("an executor", tuple(kind.value for kind in ExecutorKind)),
+    "executor": ("an executor", tuple(kind.value for kind in ExecutorName)),
 }
 
 
@@ -124,7 +124,7 @@ class OptimizeConfig(Strict):
     profiling: ProfileSettings = Field(default_factory=ProfileSettings)
     exhaustive: bool = False  # build compiled formats in every precision, not only the winning one
     triton: TritonSettings = Field(default_factory=TritonSettings)
-    executor: ExecutorKind = ExecutorKind.docker
+    executor: ExecutorName = ExecutorName.docker
     python: Optional[str] = None  # the local executor's Python; None: the host's own
 
     @field_validator("precisions", "objective", "executor", mode="before")
@@ -141,7 +141,7 @@ class OptimizeConfig(Strict):
     @classmethod
     def known_formats(cls, formats: Optional[list[str]], info: ValidationInfo) -> Optional[list[str]]:
         model = info.data.get("model")  # absent when the model itself is invalid
-        if formats is None or model is None or model.kind == "function":
+        if formats is None or model is None or model.form == "function":
             return formats
         known = [f.name for f in formats_of(model.framework)]
         for fmt in formats:
@@ -164,7 +164,7 @@ class OptimizeConfig(Strict):
     @classmethod
     def python_only_local(cls, python: Optional[str], info: ValidationInfo) -> Optional[str]:
         executor = info.data.get("executor")
-        if python is not None and executor is not None and executor is not ExecutorKind.local:
+        if python is not None and executor is not None and executor is not ExecutorName.local:
             raise PydanticCustomError("python_not_local", f"a Python is for executor local only, not "
                                       f"{executor.value} (containers bring their own)")
         return python

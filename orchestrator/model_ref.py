@@ -10,7 +10,7 @@ from orchestrator.errors import BadInput
 from orchestrator.config import ModelRef
 
 # .keras: a Keras 3 model file (model.save("m.keras")).
-SUFFIX_KINDS = {".pt": "torchscript", ".ts": "torchscript", ".pt2": "exported_program", ".onnx": "onnx",
+SUFFIX_FORMS = {".pt": "torchscript", ".ts": "torchscript", ".pt2": "exported_program", ".onnx": "onnx",
                 ".keras": "keras"}
 # Files that fix their framework whatever --framework says (others default to torch).
 SUFFIX_FRAMEWORKS = {".onnx": "onnx", ".keras": "tensorflow"}
@@ -61,10 +61,10 @@ def parse_model(text: str, model_args: list[str], framework: Optional[str]) -> M
         if framework is None:
             raise BadInput(f"model {text}: cannot tell its framework from its imports; "
                            "pass --framework (torch, tensorflow or jax)")
-        return ModelRef(path=path, kind="factory", factory=factory, args=parse_model_args(model_args),
+        return ModelRef(path=path, form="factory", factory=factory, args=parse_model_args(model_args),
                         framework=framework)
-    kind = SUFFIX_KINDS.get(path.suffix)
-    if kind is None:
+    form = SUFFIX_FORMS.get(path.suffix)
+    if form is None:
         raise BadInput(f"model {path_text}: expected file.py:factory, a TorchScript file (.pt, .ts), "
                        "an ExportedProgram (.pt2), an ONNX model (.onnx), a Keras model (.keras) "
                        "or a SavedModel folder")
@@ -74,7 +74,7 @@ def parse_model(text: str, model_args: list[str], framework: Optional[str]) -> M
     if fixed and framework not in (None, fixed):
         raise BadInput(f"model {path_text}: a {path.suffix} file is run as framework {fixed}, not {framework}; "
                        "drop --framework")
-    return ModelRef(path=path, kind=kind, framework=fixed or framework or "torch")
+    return ModelRef(path=path, form=form, framework=fixed or framework or "torch")
 
 
 def parse_savedmodel(path: Path, path_text: str, model_args: list[str], framework: Optional[str]) -> ModelRef:
@@ -86,7 +86,7 @@ def parse_savedmodel(path: Path, path_text: str, model_args: list[str], framewor
     if framework not in (None, "tensorflow"):
         raise BadInput(f"model {path_text}: a SavedModel is run as framework tensorflow, not {framework}; "
                        "drop --framework")
-    return ModelRef(path=path.resolve(), kind="savedmodel", framework="tensorflow")
+    return ModelRef(path=path.resolve(), form="savedmodel", framework="tensorflow")
 
 
 def parse_function(text: str, framework: Optional[str]) -> ModelRef:
@@ -98,4 +98,4 @@ def parse_function(text: str, framework: Optional[str]) -> ModelRef:
     path = Path(path_text).expanduser()
     if not path.is_file():
         raise BadInput(f"{path_text}: no such file")
-    return ModelRef(path=path.resolve(), kind="function", factory=name, framework=framework or "torch")
+    return ModelRef(path=path.resolve(), form="function", factory=name, framework=framework or "torch")

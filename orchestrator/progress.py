@@ -4,7 +4,7 @@ from __future__ import annotations
 import sys
 import threading
 import time
-from typing import Literal, Optional
+from typing import Literal, Optional, Protocol
 
 from rich.console import Console
 from rich.live import Live
@@ -14,6 +14,13 @@ from orchestrator.results import RunResults, VariantResult
 
 ProgressMode = Literal["auto", "plain", "quiet"]
 STAGE_STYLE = {"failed": "red", "skipped": "yellow", "done": "green", "verified": "cyan"}
+
+
+class Reporter(Protocol):
+    """What a run tells about its progress: a variant entering a stage, and notes."""
+
+    def stage(self, variant: str, stage: str, detail: str = "") -> None: ...
+    def note(self, text: str) -> None: ...
 
 
 class PlainReporter:
@@ -71,6 +78,8 @@ class LiveReporter:
 
 
 class QuietReporter:
+    """Tells nothing (--progress quiet, and the API's default)."""
+
     def stage(self, variant: str, stage: str, detail: str = "") -> None:
         pass
 

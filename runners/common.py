@@ -26,6 +26,25 @@ class Skip(Exception):
     """Raised by a handler when the job cannot apply to this model (status `skipped`)."""
 
 
+Handlers = dict[str, Callable[[Job], JobResult]]  # job kind -> what runs it
+
+
+class LastLoaded:
+    """The variant a runner process loaded last: verify and profile of one variant share one load
+    (and one compile); loading another replaces it, so one model is in memory at a time."""
+
+    def __init__(self) -> None:
+        self.key: Optional[tuple] = None
+        self.value: Any = None
+
+    def get(self, key: tuple, load: Callable[[], Any]) -> Any:
+        if key != self.key:
+            self.key, self.value = None, None  # free the old model before loading the next
+            self.value = load()
+            self.key = key
+        return self.value
+
+
 def base_versions() -> dict[str, str]:
     """Python, numpy, and the optional toolchains (runners/formats.py) this image has."""
     found = {"python": platform.python_version(), "numpy": np.__version__}
@@ -48,7 +67,7 @@ def gpu_info(environ: Mapping[str, str] = os.environ,
 def import_callable(job: Job) -> Callable[..., Any]:
     """The function a `file.py:name` model names (a factory, or for `profile` the function itself).
     The file's folder goes on sys.path, so its sibling modules import."""
-    path = Path(job.inputs["model"]) / job.model.file
+    path = Path(job.inputs.model) / job.model.file
     sys.path.insert(0, str(path.parent))
     spec = importlib.util.spec_from_file_location(path.stem, path)
     module = importlib.util.module_from_spec(spec)
@@ -113,8 +132,8 @@ def fingerprint(job: Job, weights: Iterable[bytes] = ()) -> str:
     model's folder, and the bytes of the weights it made or loaded (`weights`). Nothing else
     that lies near the model (workspaces, logs, VCS data, virtual environments) counts."""
     h = hashlib.sha256()
-    folder = Path(job.inputs["model"]).resolve()
-    if job.model.kind in ("factory", "function"):
+    folder = Path(job.inputs.model).resolve()
+    if job.model.form in ("factory", "function"):
         for path in _user_module_files(folder):
             h.update(str(path.relative_to(folder)).encode() + b"\0")
             _hash_file(h, path)

@@ -13,7 +13,7 @@ from typing import Any, Callable, Optional
 import numpy as np
 
 from runners import tensorflow_runner as tfr  # sets TensorFlow's log level before it loads
-from runners.common import Skip, array_bytes, import_callable, key_by_names, load_npz, save_reference
+from runners.common import Handlers, Skip, array_bytes, import_callable, key_by_names, load_npz, save_reference
 from runners.formats import FORMATS
 from runners.protocol import IOSpec, Job, JobResult
 
@@ -57,7 +57,7 @@ def input_names(apply_fn: Callable[..., Any]) -> Optional[list[str]]:
 def reference(job: Job) -> JobResult:
     apply_fn, params = load_function(job)
     names = input_names(apply_fn)
-    samples = load_npz(job.inputs["samples"])
+    samples = load_npz(job.inputs.samples)
     samples = key_by_names(samples, names, f"{job.model.factory}'s apply_fn")
     outputs = apply_fn(params, *(jax.numpy.asarray(a) for a in samples.values()))
     arrays = tfr.to_numpy({name: np.asarray(value) for name, value in tfr.name_outputs(outputs, None).items()})
@@ -134,4 +134,6 @@ def serving(apply_fn: Callable[..., Any], owner: tf.Module, io: IOSpec, fmt: str
     return serve
 
 
-HANDLERS = {"reference": reference, "export": export}
+def handlers() -> Handlers:
+    """This runner's jobs, for one runner process."""
+    return {"reference": reference, "export": export}

@@ -11,22 +11,23 @@ import sys
 import time
 import traceback
 from pathlib import Path
-from typing import Callable
 
-from runners.common import Skip, base_versions, gpu_info, one_line
+from runners.common import Handlers, Skip, base_versions, gpu_info, one_line
 from runners.protocol import LOG_FILE, RESULT_FILE, Job, JobResult, read_job, to_json, write_json_atomic
 
 
-def run_job(job: Job, job_dir: Path, done: dict[str, str]) -> JobResult:
-    """Run one job through its runner module and return its result."""
+def run_job(job: Job, job_dir: Path, done: dict[str, str], runners: dict[str, Handlers]) -> JobResult:
+    """Run one job through its runner module and return its result. `runners` holds each runner
+    module's handlers for this process (made once: they may share what they loaded)."""
     unmet = [need for need in job.needs if done.get(need) != "ok"]
     if unmet:
         return JobResult(job.id, job.kind, "skipped", error=f"needs {', '.join(unmet)}, which did not succeed")
     start = time.perf_counter()
     try:
         module = importlib.import_module(f"runners.{job.runner}_runner")
-        handler: Callable[[Job], JobResult] = module.HANDLERS[job.kind]
-        result = handler(job)
+        if job.runner not in runners:
+            runners[job.runner] = module.handlers()
+        result = runners[job.runner][job.kind](job)
     except Skip as reason:
         result = JobResult(job.id, job.kind, "skipped", error=str(reason))
     except Exception as error:  # noqa: BLE001 - every failure of a job becomes its result
@@ -45,10 +46,11 @@ def main(argv: list[str]) -> int:
         print("usage: python -m runners.main JOB.json [JOB.json ...]", file=sys.stderr)
         return 2
     done: dict[str, str] = {}
+    runners: dict[str, Handlers] = {}
     for job_path in map(Path, argv):
         job = read_job(job_path)
         print(f"[nav-orch runner] {job.kind} {job.id}", flush=True)
-        result = run_job(job, job_path.parent, done)
+        result = run_job(job, job_path.parent, done, runners)
         done[job.id] = result.status
         write_json_atomic(job_path.parent / RESULT_FILE, to_json(result))
         print(f"[nav-orch runner] {job.id}: {result.status} {result.error or ''}", flush=True)

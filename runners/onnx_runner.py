@@ -10,7 +10,7 @@ from typing import Optional
 import numpy as np
 import onnxruntime as ort
 
-from runners.common import Skip, key_by_names, load_npz, save_reference
+from runners.common import Handlers, Skip, key_by_names, load_npz, save_reference
 from runners.measure import batch_of, time_calls, verification_result, verify_outputs
 from runners.formats import FORMATS
 from runners.protocol import IOSpec, Job, JobResult, TensorSpec
@@ -37,7 +37,7 @@ def session(job: Job) -> ort.InferenceSession:
             # Timing a GPU run's variant on the CPU would mislead the selection.
             raise Skip(f"onnxruntime {ort.__version__} here has no CUDA execution provider")
         providers.insert(0, "CUDAExecutionProvider")
-    return ort.InferenceSession(job.inputs["artifact"], options, providers=providers)
+    return ort.InferenceSession(job.inputs.artifact, options, providers=providers)
 
 
 def cast_to_model(sess: ort.InferenceSession, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -56,8 +56,8 @@ def feeds(sess: ort.InferenceSession, samples: dict[str, np.ndarray]) -> dict[st
 
 def verify(job: Job) -> JobResult:
     sess = session(job)
-    reference_outputs = load_npz(job.inputs["reference"])
-    outputs = sess.run(None, feeds(sess, load_npz(job.inputs["samples"])))
+    reference_outputs = load_npz(job.inputs.reference)
+    outputs = sess.run(None, feeds(sess, load_npz(job.inputs.samples)))
     if len(outputs) != len(reference_outputs):
         raise ValueError(f"the variant returned {len(outputs)} outputs, the source model {len(reference_outputs)}")
     return verification_result(job, verify_outputs(dict(zip(reference_outputs, outputs)), reference_outputs, job.tolerances))
@@ -65,7 +65,7 @@ def verify(job: Job) -> JobResult:
 
 def profile(job: Job) -> JobResult:
     sess = session(job)
-    samples = load_npz(job.inputs["samples"])
+    samples = load_npz(job.inputs.samples)
     entries = []
     for batch_size in job.batch_sizes:
         batch = feeds(sess, batch_of(samples, batch_size))
@@ -78,7 +78,7 @@ def profile(job: Job) -> JobResult:
 def source_session(job: Job) -> ort.InferenceSession:
     """The source as written: graph optimizations off, so the reference is the graph's own
     arithmetic and the ORT_ENABLE_ALL variant is measured against it."""
-    path = Path(job.inputs["model"]) / job.model.file
+    path = Path(job.inputs.model) / job.model.file
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     try:
@@ -116,7 +116,7 @@ def match_samples(sess: ort.InferenceSession, samples: dict[str, np.ndarray]) ->
 
 def reference(job: Job) -> JobResult:
     sess = source_session(job)
-    samples = match_samples(sess, load_npz(job.inputs["samples"]))
+    samples = match_samples(sess, load_npz(job.inputs.samples))
     output_names = [spec.name for spec in sess.get_outputs()]
     outputs = dict(zip(output_names, sess.run(output_names, samples)))
     io = IOSpec(
@@ -132,7 +132,7 @@ def export(job: Job) -> JobResult:
     variant is converted with onnxconverter-common where the image has it."""
     if job.format not in ("onnx", "tensorrt"):
         raise Skip(f"an ONNX model cannot be exported to {job.format}")
-    source = Path(job.inputs["model"]) / job.model.file
+    source = Path(job.inputs.model) / job.model.file
     target = Path(job.output_dir) / FORMATS[job.format].export_file
     check_single_file(source)
     # TensorRT lowers precision itself (builder flags) from the fp32 graph: its input is the source.
@@ -167,4 +167,6 @@ def convert_precision(source: Path, target: Path, precision: str) -> None:
     onnx.save(converted, str(target))
 
 
-HANDLERS = {"reference": reference, "export": export, "verify": verify, "profile": profile}
+def handlers() -> Handlers:
+    """This runner's jobs, for one runner process."""
+    return {"reference": reference, "export": export, "verify": verify, "profile": profile}

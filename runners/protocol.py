@@ -31,6 +31,8 @@ REFERENCE_OUTPUTS = "reference.npz"
 JobKind = Literal["reference", "export", "convert", "verify", "profile"]
 Status = Literal["ok", "failed", "skipped"]
 Precision = Literal["fp32", "fp16", "bf16"]
+# How the user handed the model over, which says how a runner loads it.
+ModelForm = Literal["factory", "torchscript", "exported_program", "savedmodel", "keras", "onnx", "function"]
 
 # Tolerance defaults per precision as (atol as a fraction of the output's largest
 # magnitude, rtol): fp32 allows export round-off, half precisions their mantissa's worth
@@ -46,7 +48,7 @@ DEFAULT_TOLERANCES: dict[str, tuple[float, float]] = {
 class ModelSource:
     """What the user handed over, as the runner should load it."""
 
-    kind: Literal["factory", "torchscript", "exported_program", "savedmodel", "keras", "onnx", "function"]
+    form: ModelForm
     file: str  # file name inside the job's "model" input folder
     factory: Optional[str] = None
     args: dict[str, Any] = field(default_factory=dict)
@@ -85,14 +87,27 @@ class ProfileSettings:
 
 
 @dataclass
+class JobInputs:
+    """A job's read-only inputs, as paths the runner sees ("" where the job takes none)."""
+
+    model: str = ""  # the folder holding the source model (its file: Job.model.file)
+    samples: str = ""  # npz, one array per model input
+    reference: str = ""  # npz of the source model's outputs
+    artifact: str = ""  # the variant's artifact (file or folder)
+    export: str = ""  # a two-step format's intermediate, which a conversion job converts
+
+    def paths(self) -> dict[str, str]:
+        """The inputs given, by field name."""
+        return {name: path for name, path in dataclasses.asdict(self).items() if path}
+
+
+@dataclass
 class Job:
     id: str
     kind: JobKind
     runner: str  # module under runners/ that runs it: "torch", "onnx", ...
     output_dir: str  # the one folder the job may write artifacts into
-    # Read-only inputs by role: "model" (folder), "samples", "reference" (npz files),
-    # "artifact" (the variant's file).
-    inputs: dict[str, str] = field(default_factory=dict)
+    inputs: JobInputs = field(default_factory=JobInputs)
     needs: list[str] = field(default_factory=list)
     model: Optional[ModelSource] = None
     format: Optional[str] = None

@@ -3,7 +3,7 @@ samples as numpy arrays, positionally in the order the samples hold them. Nothin
 or verified: the function is timed as it is, with the same loop as every variant."""
 from __future__ import annotations
 
-from runners.common import import_callable, load_npz
+from runners.common import Handlers, import_callable, load_npz
 from runners.measure import batch_of, time_calls
 from runners.protocol import Job, JobResult
 
@@ -14,7 +14,7 @@ def versions() -> dict[str, str]:
 
 def profile(job: Job) -> JobResult:
     function = import_callable(job)
-    samples = load_npz(job.inputs["samples"])
+    samples = load_npz(job.inputs.samples)
     entries = []
     for batch_size in job.batch_sizes:
         arrays = list(batch_of(samples, batch_size).values())
@@ -22,4 +22,6 @@ def profile(job: Job) -> JobResult:
     return JobResult(job.id, job.kind, "ok", profile=entries)
 
 
-HANDLERS = {"profile": profile}
+def handlers() -> Handlers:
+    """This runner's jobs, for one runner process."""
+    return {"profile": profile}

@@ -19,7 +19,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
 import tensorflow as tf  # noqa: E402
 
 from runners.common import (  # noqa: E402
-    Skip, array_bytes, import_callable, key_by_names, load_npz, save_reference,
+    Handlers, LastLoaded, Skip, array_bytes, import_callable, key_by_names, load_npz, save_reference,
 )
 from runners.measure import batch_of, time_calls, verification_result, verify_outputs  # noqa: E402
 from runners.formats import FORMATS  # noqa: E402
@@ -88,19 +88,19 @@ class Source:
 def load_source(job: Job) -> Source:
     use_threads()
     source = job.model
-    path = Path(job.inputs["model"]) / source.file
-    if source.kind == "factory":
+    path = Path(job.inputs.model) / source.file
+    if source.form == "factory":
         factory = import_callable(job)
         seed_everything()
         model = factory(**source.args)
         return keras_source(model, f"{source.factory}()")
-    if source.kind == "keras":
+    if source.form == "keras":
         import keras
 
         return keras_source(keras.saving.load_model(str(path), compile=False), path.name)
-    if source.kind == "savedmodel":
+    if source.form == "savedmodel":
         return savedmodel_source(path)
-    raise ValueError(f"unknown model kind {source.kind!r} for the TensorFlow runner")
+    raise ValueError(f"unknown model form {source.form!r} for the TensorFlow runner")
 
 
 def keras_source(model: Any, what: str) -> Source:
@@ -161,7 +161,7 @@ def to_numpy(outputs: Mapping[str, Any]) -> dict[str, np.ndarray]:
 
 def reference(job: Job) -> JobResult:
     source = load_source(job)
-    samples = key_by_names(load_npz(job.inputs["samples"]), source.input_names, "the model")
+    samples = key_by_names(load_npz(job.inputs.samples), source.input_names, "the model")
     with tf.device(tf_device(job)):
         outputs = to_numpy(name_outputs(source.call({n: tf.constant(a) for n, a in samples.items()}),
                                         source.output_names))
@@ -295,14 +295,14 @@ def convert(job: Job) -> JobResult:
     from tensorflow.python.compiler.tensorrt import trt_convert as trt
 
     converter = trt.TrtGraphConverterV2(
-        input_saved_model_dir=job.inputs["export"],
+        input_saved_model_dir=job.inputs.export,
         input_saved_model_signature_key=SIGNATURE,
         precision_mode=TFTRT_PRECISIONS[job.precision],
         use_dynamic_shape=True,
         dynamic_shape_profile_strategy="Optimal",
     )
     converter.convert()
-    samples = load_npz(job.inputs["samples"])
+    samples = load_npz(job.inputs.samples)
     order = [spec.name for spec in job.io.inputs]
 
     def input_fn():
@@ -328,19 +328,16 @@ def tf_device(job: Job) -> str:
     return "/CPU:0"
 
 
-def load_variant(job: Job) -> Source:
+def load_variant(job: Job, loaded: LastLoaded) -> Source:
     """The variant's serving signature; verify and profile in one process share one load."""
-    key = (job.format, job.inputs["artifact"], job.device)
-    if key not in _loaded:
-        _loaded.clear()  # one model in memory at a time
+
+    def load() -> Source:
         use_threads()
         if job.format not in ("savedmodel", "tf-trt"):
             raise Skip(f"the TensorFlow runner does not run {job.format} variants")
-        _loaded[key] = savedmodel_source(Path(job.inputs["artifact"]))
-    return _loaded[key]
+        return savedmodel_source(Path(job.inputs.artifact))
 
-
-_loaded: dict[tuple, Source] = {}
+    return loaded.get((job.format, job.inputs.artifact, job.device), load)
 
 
 def run_variant(variant: Source, inputs: dict[str, tf.Tensor], reference_names: list[str]) -> dict[str, Any]:
@@ -352,21 +349,21 @@ def run_variant(variant: Source, inputs: dict[str, tf.Tensor], reference_names: 
     return dict(zip(reference_names, outputs.values()))
 
 
-def verify(job: Job) -> JobResult:
-    variant = load_variant(job)
+def verify(job: Job, loaded: LastLoaded) -> JobResult:
+    variant = load_variant(job, loaded)
     device = tf_device(job)
-    reference_outputs = load_npz(job.inputs["reference"])
-    samples = key_by_names(load_npz(job.inputs["samples"]), variant.input_names, "the model")
+    reference_outputs = load_npz(job.inputs.reference)
+    samples = key_by_names(load_npz(job.inputs.samples), variant.input_names, "the model")
     with tf.device(device):
         inputs = {name: tf.constant(array) for name, array in samples.items()}
         outputs = to_numpy(run_variant(variant, inputs, list(reference_outputs)))
     return verification_result(job, verify_outputs(outputs, reference_outputs, job.tolerances))
 
 
-def profile(job: Job) -> JobResult:
-    variant = load_variant(job)
+def profile(job: Job, loaded: LastLoaded) -> JobResult:
+    variant = load_variant(job, loaded)
     device = tf_device(job)
-    samples = key_by_names(load_npz(job.inputs["samples"]), variant.input_names, "the model")
+    samples = key_by_names(load_npz(job.inputs.samples), variant.input_names, "the model")
     sync = getattr(tf.experimental, "sync_devices", None) if device.startswith("/GPU") else None
     entries = []
     with tf.device(device):
@@ -385,4 +382,8 @@ def profile(job: Job) -> JobResult:
     return JobResult(job.id, job.kind, "ok", profile=entries)
 
 
-HANDLERS = {"reference": reference, "export": export, "convert": convert, "verify": verify, "profile": profile}
+def handlers() -> Handlers:
+    """This runner's jobs, for one runner process."""
+    loaded = LastLoaded()
+    return {"reference": reference, "export": export, "convert": convert,
+            "verify": lambda job: verify(job, loaded), "profile": lambda job: profile(job, loaded)}

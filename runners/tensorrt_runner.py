@@ -4,7 +4,7 @@
 Written against TensorRT's documented Python API (10.x: named I/O tensors, execute_async_v3) and
 not run on the hosts nav-orch is developed on, which have no TensorRT. Device buffers are torch
 tensors: the NGC PyTorch image that runs this carries torch. The decisions that need no TensorRT
-(profile shapes, precision flags, workspace, timing cache) are in tensorrt_plan.py.
+(profile shapes, precision flags, workspace, timing cache) are in tensorrt_build.py.
 """
 from __future__ import annotations
 
@@ -14,11 +14,11 @@ from typing import Any
 
 import numpy as np
 
-from runners.common import Skip, key_by_names, load_npz
+from runners.common import Handlers, Skip, key_by_names, load_npz
 from runners.measure import batch_of, time_calls, verification_result, verify_outputs
 from runners.formats import FORMATS
 from runners.protocol import Job, JobResult
-from runners.tensorrt_plan import batch_range, precision_flags, profile_shapes, timing_cache_path, workspace_limit
+from runners.tensorrt_build import batch_range, precision_flags, profile_shapes, timing_cache_path, workspace_limit
 
 try:
     import tensorrt as trt
@@ -59,7 +59,7 @@ def convert(job: Job) -> JobResult:
     # Explicit batch is the only mode from TensorRT 10 on; earlier versions need the flag.
     network = builder.create_network(0 if major >= 10 else 1 << int(trt.NetworkDefinitionCreationFlag.EXPLICIT_BATCH))
     parser = trt.OnnxParser(network, logger)
-    if not parser.parse_from_file(job.inputs["export"]):
+    if not parser.parse_from_file(job.inputs.export):
         errors = [str(parser.get_error(i)) for i in range(parser.num_errors)] or ["no detail"]
         raise RuntimeError(f"TensorRT's ONNX parser rejected the model: {errors[0]}")
 
@@ -73,7 +73,7 @@ def convert(job: Job) -> JobResult:
         config.set_flag(getattr(trt.BuilderFlag, name))
     for name in flags.clear:
         config.clear_flag(getattr(trt.BuilderFlag, name))
-    add_profile(builder, network, config, load_npz(job.inputs["samples"]), job.batch_sizes)
+    add_profile(builder, network, config, load_npz(job.inputs.samples), job.batch_sizes)
 
     cache_path = timing_cache_path(os.environ.get(CACHE_ENV), job.output_dir, trt.__version__,
                                    torch.cuda.get_device_name())
@@ -157,13 +157,13 @@ class Engine:
 
 
 def load_engine(job: Job) -> Engine:
-    return Engine(require_gpu_runtime(job), Path(job.inputs["artifact"]))
+    return Engine(require_gpu_runtime(job), Path(job.inputs.artifact))
 
 
 def verify(job: Job) -> JobResult:
     engine = load_engine(job)
-    reference_outputs = load_npz(job.inputs["reference"])
-    outputs = engine.bind(load_npz(job.inputs["samples"]))
+    reference_outputs = load_npz(job.inputs.reference)
+    outputs = engine.bind(load_npz(job.inputs.samples))
     engine.execute()
     if len(outputs) != len(reference_outputs):
         raise ValueError(f"the engine returned {len(outputs)} outputs, the source model {len(reference_outputs)}")
@@ -177,7 +177,7 @@ def verify(job: Job) -> JobResult:
 
 def profile(job: Job) -> JobResult:
     engine = load_engine(job)
-    samples = load_npz(job.inputs["samples"])
+    samples = load_npz(job.inputs.samples)
     entries = []
     for batch_size in job.batch_sizes:
         engine.bind(batch_of(samples, batch_size))
@@ -185,4 +185,6 @@ def profile(job: Job) -> JobResult:
     return JobResult(job.id, job.kind, "ok", profile=entries)
 
 
-HANDLERS = {"convert": convert, "verify": verify, "profile": profile}
+def handlers() -> Handlers:
+    """This runner's jobs, for one runner process."""
+    return {"convert": convert, "verify": verify, "profile": profile}

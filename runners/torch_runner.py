@@ -13,11 +13,11 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from runners.common import Skip, import_callable, key_by_names, load_npz, save_reference
+from runners.common import Handlers, LastLoaded, Skip, import_callable, key_by_names, load_npz, save_reference
 from runners.measure import batch_of, time_calls, verification_result, verify_outputs
 from runners.formats import FORMATS
 from runners.protocol import IOSpec, Job, JobResult
-from runners.tensorrt_plan import batch_range
+from runners.tensorrt_build import batch_range
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 # Lines of a failed trace check kept in the log: its graph diff grows with the model.
@@ -39,8 +39,8 @@ def versions() -> dict[str, str]:
 
 def load_source(job: Job) -> torch.nn.Module:
     source = job.model
-    path = Path(job.inputs["model"]) / source.file
-    if source.kind == "factory":
+    path = Path(job.inputs.model) / source.file
+    if source.form == "factory":
         factory = import_callable(job)
         # Factories often initialise weights randomly; every job must build the same model.
         torch.manual_seed(0)
@@ -48,11 +48,11 @@ def load_source(job: Job) -> torch.nn.Module:
         if not isinstance(model, torch.nn.Module):
             raise TypeError(f"{source.factory}() returned {type(model).__name__}, not a torch.nn.Module")
         return model.eval()
-    if source.kind == "torchscript":
+    if source.form == "torchscript":
         return torch.jit.load(str(path), map_location="cpu").eval()
-    if source.kind == "exported_program":
+    if source.form == "exported_program":
         return torch.export.load(str(path)).module()
-    raise ValueError(f"unknown model kind {source.kind!r}")
+    raise ValueError(f"unknown model form {source.form!r}")
 
 
 def forward_names(model: torch.nn.Module) -> list[str] | None:
@@ -108,7 +108,7 @@ def weight_bytes(model: torch.nn.Module):
 
 def reference(job: Job) -> JobResult:
     model = load_source(job).to(job.device)
-    samples = order_samples(load_npz(job.inputs["samples"]), forward_names(model))
+    samples = order_samples(load_npz(job.inputs.samples), forward_names(model))
     with torch.inference_mode():
         outputs = flatten_outputs(model(*to_tensors(samples, job.device)))
     return save_reference(job, samples, outputs, weights=weight_bytes(model))
@@ -122,7 +122,7 @@ def export(job: Job) -> JobResult:
     # where a layer needs it; Torch-TensorRT takes the program in the variant's precision.
     precision = "fp32" if job.format == "tensorrt" else job.precision
     model = load_source(job).to(job.device, DTYPES[precision])
-    samples = load_npz(job.inputs["samples"])
+    samples = load_npz(job.inputs.samples)
     # A batch of 2: exporters would specialize a batch of 1, and a larger one only costs
     # time (a trace runs the model; half precision on CPUs is slow).
     example = tuple(to_tensors(batch_of(samples, 2), job.device, precision))
@@ -221,8 +221,8 @@ def convert(job: Job) -> JobResult:
     torch_tensorrt = import_torch_tensorrt()
     if not job.device.startswith("cuda"):
         raise Skip("Torch-TensorRT needs a GPU; this job runs on the CPU")
-    program = torch.export.load(job.inputs["export"])
-    samples = load_npz(job.inputs["samples"])
+    program = torch.export.load(job.inputs.export)
+    samples = load_npz(job.inputs.samples)
     batches = batch_range(next(iter(samples.values())).shape[0], job.batch_sizes)
     example = to_tensors(samples, job.device, job.precision)
     inputs = [torch_tensorrt.Input(min_shape=(batches.min, *t.shape[1:]), opt_shape=(batches.opt, *t.shape[1:]),
@@ -235,20 +235,8 @@ def convert(job: Job) -> JobResult:
 
 
 def load_variant(job: Job) -> torch.nn.Module:
-    """The variant ready to run; verify and profile in one process share one load (and
-    one compile)."""
-    key = (job.format, job.inputs["artifact"], job.precision, job.device)
-    if key not in _loaded:
-        _loaded.clear()  # keep one model in memory at a time
-        _loaded[key] = _load_variant(job)
-    return _loaded[key]
-
-
-_loaded: dict[tuple, torch.nn.Module] = {}
-
-
-def _load_variant(job: Job) -> torch.nn.Module:
-    path = job.inputs["artifact"]
+    """The variant ready to run (verify and profile share it through LastLoaded)."""
+    path = job.inputs.artifact
     if FORMATS[job.format].compile_mode:
         options = json.loads(Path(path).read_text())
         if options["mode"] == "reduce-overhead" and not job.device.startswith("cuda"):
@@ -267,18 +255,22 @@ def _load_variant(job: Job) -> torch.nn.Module:
     return torch.jit.load(path, map_location=job.device)
 
 
-def verify(job: Job) -> JobResult:
-    model = load_variant(job)
-    samples = load_npz(job.inputs["samples"])
-    reference_outputs = load_npz(job.inputs["reference"])
+def variant_key(job: Job) -> tuple:
+    return (job.format, job.inputs.artifact, job.precision, job.device)
+
+
+def verify(job: Job, loaded: LastLoaded) -> JobResult:
+    model = loaded.get(variant_key(job), lambda: load_variant(job))
+    samples = load_npz(job.inputs.samples)
+    reference_outputs = load_npz(job.inputs.reference)
     with torch.inference_mode():
         outputs = flatten_outputs(model(*to_tensors(samples, job.device, job.precision)), list(reference_outputs))
     return verification_result(job, verify_outputs(outputs, reference_outputs, job.tolerances))
 
 
-def profile(job: Job) -> JobResult:
-    model = load_variant(job)
-    samples = load_npz(job.inputs["samples"])
+def profile(job: Job, loaded: LastLoaded) -> JobResult:
+    model = loaded.get(variant_key(job), lambda: load_variant(job))
+    samples = load_npz(job.inputs.samples)
     sync = torch.cuda.synchronize if job.device.startswith("cuda") else (lambda: None)
     entries = []
     with torch.inference_mode():
@@ -293,4 +285,8 @@ def profile(job: Job) -> JobResult:
     return JobResult(job.id, job.kind, "ok", profile=entries)
 
 
-HANDLERS = {"reference": reference, "export": export, "convert": convert, "verify": verify, "profile": profile}
+def handlers() -> Handlers:
+    """This runner's jobs, for one runner process."""
+    loaded = LastLoaded()
+    return {"reference": reference, "export": export, "convert": convert,
+            "verify": lambda job: verify(job, loaded), "profile": lambda job: profile(job, loaded)}

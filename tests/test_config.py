@@ -3,7 +3,7 @@ from pydantic import ValidationError
 from conftest import nav_orch
 from typer.testing import CliRunner
 
-from orchestrator.api import ExecutorKind
+from orchestrator.api import ExecutorName
 from orchestrator.cli import app, parse_tolerances
 from orchestrator.containers.engine import gpu_requests
 from orchestrator.errors import BadInput, NavOrchError
@@ -16,15 +16,15 @@ EXAMPLES = __import__("pathlib").Path(__file__).resolve().parent.parent / "examp
 
 def test_factory_model_infers_torch_and_parses_args():
     ref = parse_model(f"{EXAMPLES}/mlp.py:make_mlp", ["hidden=128", "name=wide"], None)
-    assert ref.kind == "factory" and ref.factory == "make_mlp" and ref.framework == "torch"
+    assert ref.form == "factory" and ref.factory == "make_mlp" and ref.framework == "torch"
     assert ref.args == {"hidden": 128, "name": "wide"}
 
 
-@pytest.mark.parametrize("suffix, kind", [(".pt", "torchscript"), (".ts", "torchscript"), (".pt2", "exported_program")])
-def test_file_models_by_suffix(tmp_path, suffix, kind):
+@pytest.mark.parametrize("suffix, form", [(".pt", "torchscript"), (".ts", "torchscript"), (".pt2", "exported_program")])
+def test_file_models_by_suffix(tmp_path, suffix, form):
     path = tmp_path / f"model{suffix}"
     path.write_bytes(b"x")
-    assert parse_model(str(path), [], None).kind == kind
+    assert parse_model(str(path), [], None).form == form
 
 
 @pytest.mark.parametrize("text, message", [
@@ -145,8 +145,8 @@ def test_config_rejects_bad_values_naming_the_valid_ones(values, where, message)
 
 def test_config_takes_the_executor_as_enum_and_checks_assignments():
     config = mlp_config(executor="local", python="/usr/bin/python3", formats=["onnx"], precisions=["fp16"])
-    assert config.executor is ExecutorKind.local and config.python == "/usr/bin/python3"
-    assert mlp_config().executor is ExecutorKind.docker
+    assert config.executor is ExecutorName.local and config.python == "/usr/bin/python3"
+    assert mlp_config().executor is ExecutorName.docker
     with pytest.raises(ValidationError, match="not an executor"):
         config.executor = "Docker"
     with pytest.raises(ValidationError, match="not a format of torch"):

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import subprocess
 
 import pytest
 
@@ -110,3 +111,17 @@ def test_torch_compile_on_cpu_is_verified_and_profiled_and_cuda_graphs_need_a_gp
     assert results["best"] == "torch-compile-fp32"
     cuda_graphs = variants["torch-compile-cudagraphs"]
     assert cuda_graphs["status"] == "skipped" and "needs a GPU" in cuda_graphs["error"]
+
+
+def test_each_job_folder_has_a_command_that_reruns_it_without_nav_orch(tmp_path):
+    workspace = tmp_path / "ws"
+    run = optimize(workspace, f"{EXAMPLES}/mlp.py:make_mlp", "--input", "input:8,64:float32", "--formats", "onnx")
+    assert run.returncode == 0, run.stderr
+    verify = workspace / "jobs" / "verify-onnx-fp32"
+    script = (verify / "rerun.sh").read_text()
+    assert "docker run --rm --network none" in script and "--cap-drop ALL" in script
+    (verify / "result.json").unlink()
+    rerun = subprocess.run(["sh", str(verify / "rerun.sh")], capture_output=True, text=True, timeout=300)
+    assert rerun.returncode == 0, rerun.stderr
+    result = json.loads((verify / "result.json").read_text())
+    assert result["status"] == "ok" and result["verification"]["passed"] is True

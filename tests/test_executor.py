@@ -1,8 +1,8 @@
 import signal
 
-from orchestrator.run.executor import Executor, Exit, MountPlan, describe_exit
+from orchestrator.run.executor import Executor, Exit, Mounts, describe_exit
 from orchestrator.run.workspace import Workspace
-from runners.protocol import RESULT_FILE, Job, JobResult, to_json
+from runners.protocol import RESULT_FILE, Job, JobInputs, JobResult, to_json
 
 
 def test_mount_plan_reuses_writable_folders_for_later_inputs(tmp_path):
@@ -11,16 +11,16 @@ def test_mount_plan_reuses_writable_folders_for_later_inputs(tmp_path):
     samples = tmp_path / "reference" / "samples.npz"
     samples.parent.mkdir()
     samples.write_bytes(b"x")
-    plan = MountPlan()
-    out = plan.writable(variant)
+    table = Mounts()
+    out = table.writable(variant)
     # The artifact does not exist yet: it resolves inside the writable mount.
-    assert plan.readable(variant / "model.onnx") == f"{out}/model.onnx"
-    inside = plan.readable(samples)
+    assert table.readable(variant / "model.onnx") == f"{out}/model.onnx"
+    inside = table.readable(samples)
     assert inside.endswith("/samples.npz")
-    mounts = {m.target: m for m in plan.mounts}
+    mounts = {m.target: m for m in table.mounts}
     assert mounts[out].read_only is False
     assert mounts[inside.rsplit("/", 1)[0] + "/samples.npz"].read_only is True
-    assert plan.readable(samples) == inside  # mounted once
+    assert table.readable(samples) == inside  # mounted once
 
 
 def test_exit_reasons_are_one_line():
@@ -156,7 +156,7 @@ def test_an_input_a_runner_turned_into_a_link_is_refused_before_the_session(tmp_
     started = []
     executor.start = lambda *args: started.append(args) or executor.process
     profile = Job(id="j0", kind="profile", runner="onnx", output_dir=str(workspace.job_dir("j0")),
-                  inputs={"artifact": str(workspace.variants / "onnx-fp32" / "model.onnx")})
+                  inputs=JobInputs(artifact=str(workspace.variants / "onnx-fp32" / "model.onnx")))
     other = Job(id="j1", kind="verify", runner="onnx", output_dir=str(workspace.job_dir("j1")))
     results = executor.run("session", "image", [profile, other], lambda r: None)
     assert results["j0"].status == "failed"
@@ -214,3 +214,24 @@ def test_the_local_pythons_packages_are_part_of_its_key(tmp_path):
     assert upgraded != first
     (info / "METADATA").write_text("Metadata-Version: 2.1\nName: torch\nVersion: 2.14.0\n")
     assert probe_python(python, "torch").packages not in (first, upgraded)
+
+
+def test_the_rerun_command_has_the_same_sandbox_mounts_and_limits(tmp_path):
+    from pathlib import Path
+
+    from orchestrator.containers import engine
+
+    spec = engine.ContainerSpec(image="nav-orch/pytorch:cpu", command=["python", "-m", "runners.main", "/nav/io/1/job.json"],
+                                mounts=[engine.Mount(Path("/ws/jobs/j"), "/nav/io/1", read_only=False),
+                                        engine.Mount(Path("/home/me/model"), "/nav/io/2", read_only=True)],
+                                labels={engine.RUN_LABEL: "run"}, environment={"PYTHONPATH": "/nav/code"},
+                                gpus="device=1", memory="8g", pids=4096)
+    command = engine.docker_run_command(spec)
+    assert command[:3] == ["docker", "run", "--rm"]
+    joined = " ".join(command)
+    for part in ("--network none", f"--user {engine.container_user()}", "--read-only", "--cap-drop ALL",
+                 "--security-opt no-new-privileges", "--tmpfs /tmp:rw,exec,size=2g", "--pids-limit 4096",
+                 "--memory 8g", "--gpus device=1", "--env HOME=/tmp", "--env PYTHONPATH=/nav/code",
+                 "--volume /ws/jobs/j:/nav/io/1:rw", "--volume /home/me/model:/nav/io/2:ro", "--init"):
+        assert part in joined, part
+    assert command[-5:] == ["nav-orch/pytorch:cpu", "python", "-m", "runners.main", "/nav/io/1/job.json"]

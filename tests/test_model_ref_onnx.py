@@ -14,7 +14,7 @@ def test_an_onnx_file_is_framework_onnx_run_in_the_pytorch_image(tmp_path):
     model = tmp_path / "model.onnx"
     model.write_bytes(b"not checked on the host")
     ref = parse_model(str(model), [], None)
-    assert (ref.kind, ref.framework, ref.path) == ("onnx", "onnx", model.resolve())
+    assert (ref.form, ref.framework, ref.path) == ("onnx", "onnx", model.resolve())
     assert ref.source().file == "model.onnx"
     assert image_for(ref.framework, "cpu") == "nav-orch/pytorch:cpu"
     assert parse_model(str(model), [], "onnx").framework == "onnx"
@@ -40,7 +40,7 @@ def test_a_function_defaults_to_the_torch_image_and_framework_overrides(tmp_path
     source = tmp_path / "fn.py"
     source.write_text("def predict(x):\n    return x\n")
     ref = parse_function(f"{source}:predict", None)
-    assert (ref.kind, ref.factory, ref.framework) == ("function", "predict", "torch")
+    assert (ref.form, ref.factory, ref.framework) == ("function", "predict", "torch")
     assert parse_function(f"{source}:predict", "onnx").framework == "onnx"
 
 

@@ -4,7 +4,7 @@ import pytest
 
 from orchestrator.results import JOB_RESULT
 from runners.protocol import (
-    IOSpec, Job, JobResult, LatencyStats, ModelSource, ProfileEntry, ProtocolError, TensorSpec, Tolerance,
+    IOSpec, Job, JobInputs, JobResult, LatencyStats, ModelSource, ProfileEntry, ProtocolError, TensorSpec, Tolerance,
     from_dict, read_job, to_json,
 )
 
@@ -12,8 +12,8 @@ from runners.protocol import (
 def sample_job() -> Job:
     io = IOSpec(inputs=[TensorSpec("x", "float32", [None, 4])], outputs=[TensorSpec("output", "float32", [None, 2])])
     return Job(id="verify-onnx-fp32", kind="verify", runner="onnx", output_dir="/out",
-               inputs={"artifact": "/in/model.onnx"}, needs=["export-onnx-fp32"],
-               model=ModelSource(kind="factory", file="m.py", factory="make", args={"n": 3}),
+               inputs=JobInputs(artifact="/in/model.onnx"), needs=["export-onnx-fp32"],
+               model=ModelSource(form="factory", file="m.py", factory="make", args={"n": 3}),
                format="onnx", io=io, tolerances={"output": Tolerance(1e-4, 1e-3)})
 
 

@@ -103,6 +103,16 @@ class ContainerSpec:
     shm_size: Optional[str] = None  # /dev/shm; Triton's Python backend talks to its stubs through it
 
 
+# The sandbox every container gets (start_container and docker_run_command alike).
+TMPFS = {"/tmp": "rw,exec,size=2g"}
+SECURITY = ["no-new-privileges"]
+WORKDIR = "/tmp"
+
+
+def container_environment(spec: ContainerSpec) -> dict[str, str]:
+    return {"HOME": WORKDIR, **spec.environment}
+
+
 def start_container(client: docker.DockerClient, spec: ContainerSpec) -> Container:
     """Start a sandboxed container: no capabilities, no privilege gain, read-only root."""
     volumes = {str(m.source): {"bind": m.target, "mode": "ro" if m.read_only else "rw"} for m in spec.mounts}
@@ -113,19 +123,19 @@ def start_container(client: docker.DockerClient, spec: ContainerSpec) -> Contain
             detach=True,
             volumes=volumes,
             labels=spec.labels,
-            environment={"HOME": "/tmp", **spec.environment},
+            environment=container_environment(spec),
             network_mode=spec.network,
             device_requests=gpu_requests(spec.gpus),
             user=container_user(),
             read_only=True,
-            tmpfs={"/tmp": "rw,exec,size=2g"},
+            tmpfs=TMPFS,
             cap_drop=["ALL"],
-            security_opt=["no-new-privileges"],
+            security_opt=SECURITY,
             init=True,
             mem_limit=spec.memory,
             pids_limit=spec.pids,
             shm_size=spec.shm_size,
-            working_dir="/tmp",
+            working_dir=WORKDIR,
         )
     except docker.errors.ImageNotFound:
         raise EnvironmentProblem(
@@ -133,6 +143,23 @@ def start_container(client: docker.DockerClient, spec: ContainerSpec) -> Contain
         ) from None
     except docker.errors.APIError as error:
         raise EnvironmentProblem(f"Docker could not start {spec.image}: {error.explanation or error}") from None
+
+
+def docker_run_command(spec: ContainerSpec) -> list[str]:
+    """The `docker run` argument list of the container start_container starts (same sandbox, mounts
+    and limits; no run label, and removed when it ends), for people to rerun a job by hand."""
+    args = ["docker", "run", "--rm", "--network", spec.network, "--user", container_user(), "--read-only",
+            "--cap-drop", "ALL", "--init", "--workdir", WORKDIR]
+    args += [arg for path, options in TMPFS.items() for arg in ("--tmpfs", f"{path}:{options}")]
+    args += [arg for option in SECURITY for arg in ("--security-opt", option)]
+    for flag, value in (("--pids-limit", spec.pids), ("--memory", spec.memory), ("--shm-size", spec.shm_size)):
+        if value:
+            args += [flag, str(value)]
+    if gpu_requests(spec.gpus):
+        args += ["--gpus", spec.gpus]
+    args += [arg for name, value in container_environment(spec).items() for arg in ("--env", f"{name}={value}")]
+    args += [arg for m in spec.mounts for arg in ("--volume", f"{m.source}:{m.target}:{'ro' if m.read_only else 'rw'}")]
+    return [*args, spec.image, *spec.command]
 
 
 @dataclass

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import shlex
 import signal
 import stat
 import subprocess
@@ -39,7 +40,7 @@ def cache_environment(cache_dir: str) -> dict[str, str]:
     """Where compilers keep their caches, so a variant compiled to verify it is not
     compiled from scratch again to profile it in another process."""
     return {"TORCHINDUCTOR_CACHE_DIR": f"{cache_dir}/torchinductor", "TRITON_CACHE_DIR": f"{cache_dir}/triton",
-            # TensorRT builder timing caches (runners/tensorrt_plan.py names them per version and GPU).
+            # TensorRT builder timing caches (runners/tensorrt_build.py names them per version and GPU).
             "NAV_ORCH_TENSORRT_CACHE": f"{cache_dir}/tensorrt"}
 
 OnResult = Callable[[JobResult], None]
@@ -140,7 +141,7 @@ class Executor:
     def untrusted_input(self, job: Job) -> Optional[JobResult]:
         """A failed result when an input that an earlier runner wrote does not pass the checks
         (a link, a device, too large); inputs this session writes itself do not exist yet."""
-        for path in map(Path, job.inputs.values()):
+        for path in map(Path, job.inputs.paths().values()):
             if self.workspace.written_by_runners(path):
                 try:
                     untrusted.check_tree(self.workspace.root, path, missing_ok=True)
@@ -201,13 +202,27 @@ class Executor:
         return new
 
 
+RERUN_FILE = "rerun.sh"
+
+
+def write_rerun_scripts(workspace: Workspace, jobs: list[Job], command: Callable[[list[str]], list[str]],
+                        job_files: list[str]) -> None:
+    """Each job's folder gets the exact command that reruns it without nav-orch, with the jobs before
+    it in its session (those it needs), so a failure can be debugged in the same container."""
+    for index, job in enumerate(jobs):
+        untrusted.write_text(workspace.job_dir(job.id) / RERUN_FILE,
+                             "#!/bin/sh\n# Reruns this job (after the ones before it in its session) without nav-orch;\n"
+                             "# it rewrites this job's result in the workspace.\n"
+                             + shlex.join(command(job_files[:index + 1])) + "\n")
+
+
 def write_job(job: Job, job_dir: Path) -> Path:
     path = job_dir / JOB_FILE
     untrusted.write_text(path, json.dumps(dataclasses.asdict(job), indent=2))
     return path
 
 
-class MountPlan:
+class Mounts:
     """Maps host paths to container paths: writable folders first, then read-only
     inputs, each reusing a mount that already holds it (an export's output is the next
     job's input, and does not exist yet when the container starts).
@@ -273,26 +288,27 @@ class DockerExecutor(Executor):
         self.pids = pids
 
     def start(self, name: str, image: str, jobs: list[Job], placement: Placement) -> Process:
-        plan = MountPlan()
-        plan.add(RUNNERS_DIR, f"{CONTAINER_CODE}/runners", read_only=True)
-        plan.add(self.workspace.cache, CONTAINER_CACHE, read_only=False)
+        mounts = Mounts()
+        mounts.add(RUNNERS_DIR, f"{CONTAINER_CODE}/runners", read_only=True)
+        mounts.add(self.workspace.cache, CONTAINER_CACHE, read_only=False)
         job_files = []
         for job in jobs:
             for folder in (self.workspace.job_dir(job.id), Path(job.output_dir)):
-                plan.writable(folder)
+                mounts.writable(folder)
         for job in jobs:
             inside = dataclasses.replace(
                 job,
-                output_dir=plan.writable(Path(job.output_dir)),
-                inputs={role: plan.readable(Path(path)) for role, path in job.inputs.items()},
+                output_dir=mounts.writable(Path(job.output_dir)),
+                inputs=dataclasses.replace(job.inputs, **{role: mounts.readable(Path(path))
+                                                          for role, path in job.inputs.paths().items()}),
             )
             job_dir = self.workspace.job_dir(job.id)
             write_job(inside, job_dir)
-            job_files.append(f"{plan.writable(job_dir)}/{JOB_FILE}")
+            job_files.append(f"{mounts.writable(job_dir)}/{JOB_FILE}")
         spec = engine.ContainerSpec(
             image=image,
             command=["python", "-m", "runners.main", *job_files],
-            mounts=plan.mounts,
+            mounts=mounts.mounts,
             labels={engine.RUN_LABEL: self.run_id, engine.ROLE_LABEL: f"runner:{name}"},
             environment={"PYTHONPATH": CONTAINER_CODE, "PYTHONUNBUFFERED": "1", **cache_environment(CONTAINER_CACHE),
                          **placement.environment()},
@@ -300,6 +316,8 @@ class DockerExecutor(Executor):
             memory=self.memory,
             pids=self.pids,
         )
+        write_rerun_scripts(self.workspace, jobs, lambda files: engine.docker_run_command(
+            dataclasses.replace(spec, command=["python", "-m", "runners.main", *files])), job_files)
         return ContainerProcess(engine.start_container(self.client, spec))
 
 
@@ -366,10 +384,14 @@ class LocalExecutor(Executor):
 
     def start(self, name: str, image: str, jobs: list[Job], placement: Placement) -> Process:
         job_files = [str(write_job(job, self.workspace.job_dir(job.id))) for job in jobs]
-        environment = {**os.environ, "PYTHONPATH": str(RUNNERS_DIR.parent), "PYTHONUNBUFFERED": "1",
-                       **cache_environment(str(self.workspace.cache)), **placement.environment(),
-                       # A session without a GPU must not see one: the scheduler gave it none.
-                       "CUDA_VISIBLE_DEVICES": placement.gpu if placement.gpu is not None else ""}
+        own = {"PYTHONPATH": str(RUNNERS_DIR.parent), "PYTHONUNBUFFERED": "1",
+               **cache_environment(str(self.workspace.cache)), **placement.environment(),
+               # A session without a GPU must not see one: the scheduler gave it none.
+               "CUDA_VISIBLE_DEVICES": placement.gpu if placement.gpu is not None else ""}
+        environment = {**os.environ, **own}
+        write_rerun_scripts(self.workspace, jobs, lambda files: [
+            "env", *(f"{name}={value}" for name, value in own.items()), self.python, "-m", "runners.main", *files],
+            job_files)
         # Written live (users can follow it); read back through this handle, never by name.
         log = untrusted.create(self.workspace.logs / f"{name}.log")
         popen = subprocess.Popen(

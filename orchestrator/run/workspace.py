@@ -16,6 +16,7 @@ class Workspace:
     jobs/ID/            job.json, result.json and runner.log of each job
     logs/SESSION.log    what each runner process printed
     cache/              compilers' caches shared by the run's runners (torch.compile)
+    triton/             the Triton stage: model_repository/, server logs, perf/ (perf_analyzer's runs)
 
     Runners write into reference/, variants/, jobs/ and cache/: what lies there is untrusted
     (orchestrator/untrusted.py). The host alone writes results.json, inputs/, logs/ and triton/.
@@ -29,6 +30,9 @@ class Workspace:
         self.jobs = self.root / "jobs"
         self.logs = self.root / "logs"
         self.cache = self.root / "cache"
+        self.triton = self.root / "triton"
+        self.model_repository = self.triton / "model_repository"
+        self.perf = self.triton / "perf"
         self.results_path = self.root / "results.json"
 
     def create(self) -> "Workspace":

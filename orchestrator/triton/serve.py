@@ -24,7 +24,7 @@ from orchestrator.errors import BadInput
 from orchestrator.containers.gpus import host_gpus, select_gpus
 from orchestrator.containers.images import CPU_RELEASE
 from orchestrator.results import JOB_RESULT, RunResults, VariantResult
-from orchestrator.run.pipeline import REFERENCE
+from orchestrator.run.planning import REFERENCE
 from orchestrator.triton.tensorrt_guard import builder_tensorrt, check_engine
 from orchestrator.triton.repository import (
     VERSION, api_datatype, deployment_for, read_config, request_shape, write_model,
@@ -106,7 +106,7 @@ def serve(workspace_path: Path, variant_name: Optional[str], http_port: int, grp
     client = engine.connect()
     server_info = require_image(client, server_image)
     run_id = uuid.uuid4().hex[:12]
-    repository = workspace.root / "triton" / "model_repository"
+    repository = workspace.model_repository
     try:
         config = read_config(repository, variant.name)
         if config is None or not (repository / variant.name / VERSION).is_dir():
@@ -119,10 +119,10 @@ def serve(workspace_path: Path, variant_name: Optional[str], http_port: int, grp
             repository.mkdir(parents=True, exist_ok=True)
             write_model(repository, deployment, io, max_batch_size, gpu_indices)
             config = read_config(repository, variant.name)
-        request = workspace.root / "triton" / f"request-{variant.name}.json"
+        request = workspace.triton / f"request-{variant.name}.json"
         request.write_text(json.dumps(request_body(load_samples(workspace), config)))
         server = TritonServer(client, server_image, repository, [variant.name], run_id,
-                              workspace.root / "triton" / "serve.log", gpu_request(gpu_indices),
+                              workspace.triton / "serve.log", gpu_request(gpu_indices),
                               ready_timeout_s=ready_timeout_s, http_port=http_port, grpc_port=grpc_port)
         err(f"starting {server_image} with {variant.name}")
         with server:

@@ -29,6 +29,7 @@ from orchestrator.run import untrusted
 from orchestrator.errors import EnvironmentProblem, NavOrchError, ServerFailed
 from orchestrator.containers.images import CPU_RELEASE
 from orchestrator.config import Objective, OptimizeConfig, TritonSettings
+from orchestrator.progress import Reporter
 from orchestrator.results import RunResults, TritonResults, TritonRun, VariantResult
 from orchestrator.triton.perf_analyzer import Measurement, PerfAnalyzer, PerfFailed, write_input_data
 from orchestrator.run.selection import select_best
@@ -48,11 +49,6 @@ from runners.protocol import IOSpec
 TRITON_IMAGE = "nav-orch/triton"
 TRITON_SDK_IMAGE = "nav-orch/triton-sdk"
 SAMPLES = "samples.npz"  # the reference job's samples, keyed by input name
-
-
-class Reporter(Protocol):  # the pipeline's
-    def stage(self, variant: str, stage: str, detail: str = "") -> None: ...
-    def note(self, text: str) -> None: ...
 
 
 class Server(Protocol):
@@ -173,8 +169,8 @@ class TritonStage:
         self.reporter = reporter
         self.tools = tools
         self.save = save
-        self.folder = workspace.root / "triton"
-        self.repository = self.folder / "model_repository"
+        self.folder = workspace.triton
+        self.repository = workspace.model_repository
 
     def run(self, results: RunResults, io: IOSpec, batch_sizes: list[int], objective: Objective,
             budget_ms: Optional[float], release: Optional[str] = None) -> TritonResults:
@@ -230,7 +226,7 @@ class TritonStage:
         for deployment in deployments:
             write_model(self.repository, deployment, io, max_batch_size, self.gpus)
         samples = load_samples(self.workspace)
-        perf = self.tools.perf(image=perf_image, run_id=self.run_id, folder=self.folder / "perf",
+        perf = self.tools.perf(image=perf_image, run_id=self.run_id, folder=self.workspace.perf,
                                settings=self.settings)
 
         # A model that fails to load stops the server (--exit-on-error): note why, start again

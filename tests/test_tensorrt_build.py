@@ -1,10 +1,10 @@
-"""The TensorRT build decisions that need no TensorRT (runners/tensorrt_plan.py)."""
+"""The TensorRT build decisions that need no TensorRT (runners/tensorrt_build.py)."""
 from __future__ import annotations
 
 import pytest
 
 from runners.common import Skip
-from runners.tensorrt_plan import (
+from runners.tensorrt_build import (
     GIB, MAX_WORKSPACE, MIN_WORKSPACE, BatchRange, ShapeRange, batch_range, precision_flags, profile_shapes,
     timing_cache_path, workspace_limit,
 )

@@ -1,7 +1,7 @@
 """How a TensorRT engine is built, as plain decisions that need no TensorRT: the optimization
 profile of each input, the builder's precision flags, its workspace limit and where the timing
 cache lives. The runners (tensorrt_runner.py, torch_runner.py's Torch-TensorRT conversion) apply
-them; tests/test_tensorrt_plan.py checks them on hosts without a GPU."""
+them; tests/test_tensorrt_build.py checks them on hosts without a GPU."""
 from __future__ import annotations
 
 import re

@@ -1,0 +1,114 @@
+"""Building the protocol jobs of a run, each keyed for reuse (orchestrator/run/cache.py).
+
+Every job after the reference builds on what the reference job established (`Reference`): the
+model's input/output description, the scale of its outputs (for the tolerances) and the base key
+that the model's fingerprint anchors. It is handed to each builder method, never kept as state
+that is unset until the reference has run.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Optional
+
+from orchestrator.config import OptimizeConfig
+from orchestrator.run import cache
+from orchestrator.run.planning import REFERENCE, Variant
+from orchestrator.run.workspace import Workspace
+from runners.formats import FORMATS
+from runners.protocol import (
+    NORMALIZED_SAMPLES, REFERENCE_OUTPUTS, IOSpec, Job, JobInputs, JobKind, ProfileSettings, Tolerance,
+)
+
+
+@dataclass(frozen=True)
+class Reference:
+    """What the reference job established, which every later job builds on."""
+
+    io: IOSpec
+    output_scale: dict[str, float]  # each output's largest magnitude
+    key: str  # the base of every later job's key: the model's fingerprint and the run's inputs
+
+
+class JobBuilder:
+    def __init__(self, config: OptimizeConfig, workspace: Workspace):
+        self.config = config
+        self.workspace = workspace
+        self.keys: dict[str, str] = {}  # job id -> content key; jobs without one always run
+
+    def _job(self, job_id: str, kind: JobKind, runner: str, output_dir: Path, variant: Optional[Variant],
+             device: str, inputs: JobInputs, needs: Optional[list[str]] = None, io: Optional[IOSpec] = None,
+             tolerances: Optional[dict[str, Tolerance]] = None, batch_sizes: Optional[list[int]] = None,
+             profiling: Optional[ProfileSettings] = None) -> Job:
+        return Job(id=job_id, kind=kind, runner=runner, output_dir=str(output_dir), inputs=inputs, needs=needs or [],
+                   model=self.config.model.source(), format=variant.format if variant else None,
+                   precision=variant.precision if variant else "fp32", io=io, tolerances=tolerances or {},
+                   batch_sizes=batch_sizes or [], profiling=profiling or ProfileSettings(), device=device)
+
+    def _keyed(self, job: Job, reference: Reference, after: list[str]) -> Job:
+        self.keys[job.id] = cache.job_key(job, reference.key, [self.keys[other] for other in after])
+        return job
+
+    def key_reference(self, key: str) -> None:
+        self.keys[REFERENCE] = key
+
+    # --- the jobs ---------------------------------------------------------------------------------
+
+    def reference_job(self, samples: Path, device: str) -> Job:
+        """Runs the source model on the samples; never reused (it fingerprints the model)."""
+        return self._job(REFERENCE, "reference", self.config.model.framework, self.workspace.reference, None,
+                         device=device, inputs=JobInputs(model=str(self.config.model.path.parent), samples=str(samples)))
+
+    def function_job(self, variant: Variant, samples: Path, device: str) -> Job:
+        """`nav-orch profile`: times the function; never reused (there is no reference to key it by)."""
+        job_id = f"profile-{variant.name}"
+        return self._job(job_id, "profile", FORMATS[variant.format].runner, self.workspace.job_dir(job_id), variant,
+                         device=device, inputs=JobInputs(model=str(self.config.model.path.parent), samples=str(samples)),
+                         batch_sizes=self.config.batch_sizes, profiling=self.config.profiling)
+
+    def _variant_inputs(self, variant: Variant) -> JobInputs:
+        return JobInputs(
+            model=str(self.config.model.path.parent),  # torch.compile variants compile the source
+            samples=str(self.workspace.reference / NORMALIZED_SAMPLES),
+            reference=str(self.workspace.reference / REFERENCE_OUTPUTS),
+            artifact=str(self.workspace.variant_dir(variant.name) / FORMATS[variant.format].artifact),
+        )
+
+    def export_job(self, variant: Variant, reference: Reference, device: str) -> Job:
+        inputs = JobInputs(model=str(self.config.model.path.parent),
+                           samples=str(self.workspace.reference / NORMALIZED_SAMPLES))
+        job = self._job(f"export-{variant.name}", "export", self.config.model.framework,
+                        self.workspace.variant_dir(variant.name), variant, device=device, io=reference.io,
+                        inputs=inputs)
+        return self._keyed(job, reference, [REFERENCE])
+
+    def checked_jobs(self, variant: Variant, reference: Reference, device: str, needs: list[str]) -> list[Job]:
+        """What makes an exported variant verified: a conversion where the format needs one, then
+        the verification."""
+        conversion = FORMATS[variant.format].conversion
+        if conversion is None:
+            return [self.verify_job(variant, reference, device, needs, after=f"export-{variant.name}")]
+        inputs = replace(self._variant_inputs(variant), artifact="",
+                         export=str(self.workspace.variant_dir(variant.name) / conversion.intermediate))
+        convert = self._keyed(self._job(f"convert-{variant.name}", "convert", conversion.runner,
+                                        self.workspace.variant_dir(variant.name), variant, device=device, needs=needs,
+                                        io=reference.io, inputs=inputs, batch_sizes=self.config.batch_sizes),
+                              reference, [f"export-{variant.name}"])
+        return [convert, self.verify_job(variant, reference, device, [convert.id], after=convert.id)]
+
+    def verify_job(self, variant: Variant, reference: Reference, device: str, needs: list[str], after: str) -> Job:
+        tolerances = {spec.name: self.config.tolerances.for_output(spec.name, variant.precision,
+                                                                   reference.output_scale.get(spec.name, 1.0))
+                      for spec in reference.io.outputs}
+        job_id = f"verify-{variant.name}"
+        job = self._job(job_id, "verify", FORMATS[variant.format].runner, self.workspace.job_dir(job_id), variant,
+                        device=device, needs=needs, io=reference.io, inputs=self._variant_inputs(variant),
+                        tolerances=tolerances)
+        return self._keyed(job, reference, [after])
+
+    def profile_job(self, variant: Variant, reference: Reference, device: str, needs: list[str]) -> Job:
+        job_id = f"profile-{variant.name}"
+        job = self._job(job_id, "profile", FORMATS[variant.format].runner, self.workspace.job_dir(job_id), variant,
+                        device=device, needs=needs, io=reference.io, inputs=self._variant_inputs(variant),
+                        batch_sizes=self.config.batch_sizes, profiling=self.config.profiling)
+        return self._keyed(job, reference, [f"verify-{variant.name}"])

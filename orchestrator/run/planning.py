@@ -1,0 +1,100 @@
+"""Planning a run: which variants to build, and the graph of steps that builds, checks and
+profiles them. Pure decisions from the config and the registry (runners/formats.py): no I/O.
+
+On CPUs, export and verify of a variant share a runner session, variants build in parallel, and
+one exclusive step profiles them all, so nothing competes with what it measures. On GPUs, exports
+run on the CPU cores in parallel; on the GPU one session per runner verifies and profiles every
+variant that needs no long compile (one CUDA start for all), then each compiled variant gets a
+session of its own, built only in the precision that won among the others.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal, Mapping, Optional
+
+from orchestrator.config import OptimizeConfig
+from runners.formats import FORMATS, default_formats, default_precisions
+
+REFERENCE = "reference"
+
+
+@dataclass(frozen=True)
+class Variant:
+    name: str
+    format: str
+    precision: str
+
+
+# `nav-orch profile file.py:function`: the callable as the one variant, profiled only.
+FUNCTION_VARIANT = Variant("python-function", "python", "fp32")
+
+StepAction = Literal["build", "profile", "export", "check", "check-compiled", "profile-function"]
+
+
+@dataclass(frozen=True)
+class Step:
+    """One node of the run's graph: what to do, for which variants, after which steps, where.
+
+    build: export and verify one variant on the CPUs; profile: profile the variants that passed,
+    alone on the machine; export: export one variant on the CPUs; check: verify and profile the
+    variants on a GPU; check-compiled: the same for one compiled variant, unless `rivals` (the
+    variants that need no compile) settled on another precision; profile-function: time the
+    function of `nav-orch profile`."""
+
+    name: str
+    action: StepAction
+    variants: tuple[Variant, ...]
+    needs: tuple[str, ...] = ()
+    gpu: bool = False
+    exclusive: bool = False
+    rivals: tuple[Variant, ...] = ()
+
+
+def plan_variants(config: OptimizeConfig, on_gpu: bool) -> list[Variant]:
+    """Every format in every precision it supports (asked-for formats are kept even where the
+    device can't run them: `skip_reason` says why they are skipped)."""
+    if config.model.form == "function":
+        return [FUNCTION_VARIANT]
+    formats = config.formats or default_formats(config.model.framework, on_gpu)
+    precisions = config.precisions or default_precisions(on_gpu)
+    return [Variant(f"{fmt}-{precision}", fmt, precision) for fmt in formats for precision in precisions
+            if precision in FORMATS[fmt].precisions]
+
+
+def skip_reason(variant: Variant, versions: Mapping[str, str], where: str, has_gpus: bool) -> Optional[str]:
+    """Why the run cannot build a variant, decided before any work is spent on it: a toolchain the
+    runners' environment (`where`, which reported `versions`) lacks, or a GPU the run does not have."""
+    entry = FORMATS[variant.format]
+    if entry.toolchain is not None and entry.toolchain.distribution not in versions:
+        return f"{entry.toolchain.title} is not installed in {where}"
+    if entry.gpu_only and not has_gpus:
+        return "needs a GPU (this run has none: --gpus)"
+    return None
+
+
+def plan_steps(variants: list[Variant], on_gpu: bool) -> list[Step]:
+    """The graph of steps after the reference job, which every step builds on."""
+    if variants == [FUNCTION_VARIANT]:
+        return [Step("profile", "profile-function", (FUNCTION_VARIANT,), gpu=on_gpu, exclusive=True)]
+    if not on_gpu:
+        builds = [Step(f"build-{v.name}", "build", (v,)) for v in variants]
+        return [*builds, Step("profile", "profile", tuple(variants), needs=tuple(b.name for b in builds),
+                              exclusive=True)]
+    exports = [Step(f"export-{v.name}", "export", (v,)) for v in variants]
+    # Variants that need no compile are checked in one session per runner, so a slow export of
+    # one runtime (ONNX) does not hold up the others.
+    cheap: dict[str, list[Variant]] = {}
+    for v in variants:
+        if not FORMATS[v.format].compiled:
+            cheap.setdefault(FORMATS[v.format].runner, []).append(v)
+    checks = [Step(f"check-{runner}", "check", tuple(vs), needs=tuple(f"export-{v.name}" for v in vs), gpu=True,
+                   exclusive=True) for runner, vs in cheap.items()]
+    compiled = []
+    for v in variants:
+        if FORMATS[v.format].compiled:
+            runner = FORMATS[v.format].runner
+            rivals = tuple(cheap.get(runner, []))
+            needs = (f"export-{v.name}", *([f"check-{runner}"] if rivals else []))
+            compiled.append(Step(f"check-{v.name}", "check-compiled", (v,), needs=needs, gpu=True, exclusive=True,
+                                 rivals=rivals))
+    return [*exports, *checks, *compiled]

@@ -1,0 +1,84 @@
+"""Planning a run (orchestrator/run/planning.py): the variants and the graph of steps, on CPUs and
+on GPUs, without running anything."""
+from pathlib import Path
+
+import pytest
+
+from orchestrator.config import ModelRef, OptimizeConfig
+from orchestrator.run.planning import FUNCTION_VARIANT, Variant, plan_steps, plan_variants, skip_reason
+
+
+def config(framework: str = "torch", **options) -> OptimizeConfig:
+    form = "onnx" if framework == "onnx" else "factory"
+    model = ModelRef(path=Path("/m/model.py"), form=form, factory="make", framework=framework)
+    return OptimizeConfig(model=model, workspace=Path("/ws"), **options)
+
+
+def names(variants) -> list[str]:
+    return [v.name for v in variants]
+
+
+def test_cpu_variants_are_the_frameworks_default_formats_in_fp32():
+    assert names(plan_variants(config(), on_gpu=False)) == [
+        "torchscript-trace-fp32", "torchscript-script-fp32", "onnx-fp32", "exported-program-fp32"]
+
+
+def test_gpu_variants_take_every_precision_a_format_supports():
+    variants = names(plan_variants(config(formats=["onnx", "torch-compile-cudagraphs"]), on_gpu=True))
+    assert variants == ["onnx-fp32", "onnx-fp16", "torch-compile-cudagraphs-fp32", "torch-compile-cudagraphs-fp16",
+                        "torch-compile-cudagraphs-bf16"]  # ONNX Runtime has no bf16
+
+
+def test_asked_for_formats_are_kept_even_where_the_device_cannot_run_them():
+    variants = plan_variants(config(formats=["tensorrt"]), on_gpu=False)
+    assert names(variants) == ["tensorrt-fp32"]
+    assert skip_reason(variants[0], {"torch": "2.13"}, "nav-orch/pytorch:cpu", has_gpus=False) == \
+        "TensorRT is not installed in nav-orch/pytorch:cpu"
+    assert skip_reason(variants[0], {"tensorrt": "10.13"}, "image", has_gpus=False) == \
+        "needs a GPU (this run has none: --gpus)"
+    assert skip_reason(variants[0], {"tensorrt": "10.13"}, "image", has_gpus=True) is None
+
+
+def test_on_cpus_each_variant_builds_in_its_own_step_and_one_exclusive_step_profiles_all():
+    variants = plan_variants(config(formats=["torchscript-trace", "onnx"]), on_gpu=False)
+    steps = plan_steps(variants, on_gpu=False)
+    assert [(s.name, s.action, s.needs, s.gpu, s.exclusive) for s in steps] == [
+        ("build-torchscript-trace-fp32", "build", (), False, False),
+        ("build-onnx-fp32", "build", (), False, False),
+        ("profile", "profile", ("build-torchscript-trace-fp32", "build-onnx-fp32"), False, True),
+    ]
+    assert steps[-1].variants == tuple(variants)
+
+
+def test_on_gpus_exports_run_on_cpus_checks_per_runner_and_compiled_variants_after_their_rivals():
+    variants = plan_variants(config(formats=["torchscript-trace", "onnx", "torch-compile-cudagraphs"],
+                                    precisions=["fp32", "fp16"]), on_gpu=True)
+    steps = {s.name: s for s in plan_steps(variants, on_gpu=True)}
+    exports = [name for name in steps if name.startswith("export-")]
+    assert len(exports) == 6 and all(not steps[e].gpu and not steps[e].needs for e in exports)
+    torch_check, onnx_check = steps["check-torch"], steps["check-onnx"]
+    assert names(torch_check.variants) == ["torchscript-trace-fp32", "torchscript-trace-fp16"]
+    assert torch_check.needs == ("export-torchscript-trace-fp32", "export-torchscript-trace-fp16")
+    assert names(onnx_check.variants) == ["onnx-fp32", "onnx-fp16"]
+    assert torch_check.gpu and torch_check.exclusive and onnx_check.gpu
+    compiled = steps["check-torch-compile-cudagraphs-fp16"]
+    assert compiled.action == "check-compiled" and compiled.gpu and compiled.exclusive
+    # Built after the torch runner's other formats, whose winning precision decides whether it is built.
+    assert compiled.needs == ("export-torch-compile-cudagraphs-fp16", "check-torch")
+    assert compiled.rivals == torch_check.variants
+
+
+def test_a_compiled_variant_without_rivals_waits_only_for_its_export():
+    variants = [Variant("torch-compile-cudagraphs-fp16", "torch-compile-cudagraphs", "fp16")]
+    (_, compiled) = plan_steps(variants, on_gpu=True)
+    assert compiled.needs == ("export-torch-compile-cudagraphs-fp16",) and compiled.rivals == ()
+
+
+@pytest.mark.parametrize("on_gpu", [False, True])
+def test_profile_of_a_function_is_one_exclusive_step(on_gpu):
+    function = config()
+    function = function.model_copy(update={"model": function.model.model_copy(update={"form": "function"})})
+    variants = plan_variants(function, on_gpu)
+    assert variants == [FUNCTION_VARIANT]
+    (step,) = plan_steps(variants, on_gpu)
+    assert (step.action, step.exclusive, step.gpu) == ("profile-function", True, on_gpu)
