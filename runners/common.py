@@ -45,6 +45,12 @@ class LastLoaded:
         return self.value
 
 
+def sharing_a_load(plain: Handlers, loading: dict[str, Callable[[Job, LastLoaded], JobResult]]) -> Handlers:
+    """A runner's handlers for one process, where those in `loading` share one LastLoaded."""
+    loaded = LastLoaded()
+    return {**plain, **{kind: (lambda job, handler=handler: handler(job, loaded)) for kind, handler in loading.items()}}
+
+
 def base_versions() -> dict[str, str]:
     """Python, numpy, and the optional toolchains (runners/formats.py) this image has."""
     found = {"python": platform.python_version(), "numpy": np.__version__}

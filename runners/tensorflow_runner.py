@@ -19,7 +19,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
 import tensorflow as tf  # noqa: E402
 
 from runners.common import (  # noqa: E402
-    Handlers, LastLoaded, Skip, array_bytes, import_callable, key_by_names, load_npz, save_reference,
+    Handlers, LastLoaded, Skip, array_bytes, import_callable, key_by_names, load_npz, save_reference, sharing_a_load,
 )
 from runners.measure import batch_of, time_calls, verification_result, verify_outputs  # noqa: E402
 from runners.formats import FORMATS  # noqa: E402
@@ -384,6 +384,5 @@ def profile(job: Job, loaded: LastLoaded) -> JobResult:
 
 def handlers() -> Handlers:
     """This runner's jobs, for one runner process."""
-    loaded = LastLoaded()
-    return {"reference": reference, "export": export, "convert": convert,
-            "verify": lambda job: verify(job, loaded), "profile": lambda job: profile(job, loaded)}
+    return sharing_a_load({"reference": reference, "export": export, "convert": convert},
+                          {"verify": verify, "profile": profile})

@@ -13,7 +13,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from runners.common import Handlers, LastLoaded, Skip, import_callable, key_by_names, load_npz, save_reference
+from runners.common import Handlers, LastLoaded, Skip, sharing_a_load, import_callable, key_by_names, load_npz, save_reference
 from runners.measure import batch_of, time_calls, verification_result, verify_outputs
 from runners.formats import FORMATS
 from runners.protocol import IOSpec, Job, JobResult
@@ -287,6 +287,5 @@ def profile(job: Job, loaded: LastLoaded) -> JobResult:
 
 def handlers() -> Handlers:
     """This runner's jobs, for one runner process."""
-    loaded = LastLoaded()
-    return {"reference": reference, "export": export, "convert": convert,
-            "verify": lambda job: verify(job, loaded), "profile": lambda job: profile(job, loaded)}
+    return sharing_a_load({"reference": reference, "export": export, "convert": convert},
+                          {"verify": verify, "profile": profile})

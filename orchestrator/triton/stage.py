@@ -159,18 +159,15 @@ def choose_variants(results: RunResults, all_variants: bool, servable: Callable[
     return ServingChoice(deployments, problems)
 
 
+@dataclass
 class TritonStage:
-    def __init__(self, workspace: Workspace, run_id: str, settings: TritonSettings, gpus: list[str],
-                 reporter: Reporter, tools: StageTools, save: Callable[[], None] = lambda: None):
-        self.workspace = workspace
-        self.run_id = run_id
-        self.settings = settings
-        self.gpus = gpus
-        self.reporter = reporter
-        self.tools = tools
-        self.save = save
-        self.folder = workspace.triton
-        self.repository = workspace.model_repository
+    workspace: Workspace
+    run_id: str
+    settings: TritonSettings
+    gpus: list[str]
+    reporter: Reporter
+    tools: StageTools
+    save: Callable[[], None] = lambda: None
 
     def run(self, results: RunResults, io: IOSpec, batch_sizes: list[int], objective: Objective,
             budget_ms: Optional[float], release: Optional[str] = None) -> TritonResults:
@@ -178,7 +175,7 @@ class TritonStage:
         KeyboardInterrupt: a failure is the record's `error`."""
         server_image, perf_image = triton_images(release or release_of(results))
         triton = results.triton = TritonResults(image=server_image,
-                                                model_repository=self.workspace.relative(self.repository))
+                                                model_repository=self.workspace.relative(self.workspace.model_repository))
         problems: list[str] = []
         try:
             self._run(results, triton, io, sorted(set(batch_sizes)), server_image, perf_image, objective, budget_ms,
@@ -189,8 +186,8 @@ class TritonStage:
         except NavOrchError as error:
             problems.append(str(error))
         except Exception as error:  # noqa: BLE001 - the stage must not cost the run its results
-            self.folder.mkdir(parents=True, exist_ok=True)
-            (self.folder / "stage.log").write_text(traceback.format_exc())
+            self.workspace.triton.mkdir(parents=True, exist_ok=True)
+            (self.workspace.triton / "stage.log").write_text(traceback.format_exc())
             problems.append(f"{type(error).__name__}: {error} (traceback: triton/stage.log)")
         finally:
             triton.error = "; ".join(problems) or None
@@ -222,9 +219,9 @@ class TritonStage:
                 problems.append("no verified variant to serve")
             return
         max_batch_size = max(batch_sizes)
-        self.repository.mkdir(parents=True, exist_ok=True)
+        self.workspace.model_repository.mkdir(parents=True, exist_ok=True)
         for deployment in deployments:
-            write_model(self.repository, deployment, io, max_batch_size, self.gpus)
+            write_model(self.workspace.model_repository, deployment, io, max_batch_size, self.gpus)
         samples = load_samples(self.workspace)
         perf = self.tools.perf(image=perf_image, run_id=self.run_id, folder=self.workspace.perf,
                                settings=self.settings)
@@ -234,8 +231,8 @@ class TritonStage:
         attempt = 0
         while deployments:
             attempt += 1
-            log_path = self.folder / ("server.log" if attempt == 1 else f"server-{attempt}.log")
-            server = self.tools.server(image=server_image, repository=self.repository,
+            log_path = self.workspace.triton / ("server.log" if attempt == 1 else f"server-{attempt}.log")
+            server = self.tools.server(image=server_image, repository=self.workspace.model_repository,
                                        models=[d.model for d in deployments], run_id=self.run_id, log_path=log_path,
                                        gpus=gpu_request(self.gpus), shm_size=self.settings.shm_size,
                                        ready_timeout_s=self.settings.ready_timeout_s)
