@@ -301,12 +301,13 @@ def serve(
 
 @app.command()
 def doctor() -> None:
-    """Check Docker, the images, GPUs, the NVIDIA container runtime and the driver; say what to do."""
-    from orchestrator.containers.bake import load_bake_file
-    from orchestrator.containers.doctor import diagnose
+    """Check nav-orch's image matrix, Docker, the images, GPUs, the NVIDIA container runtime and the
+    driver; say what to do."""
+    from orchestrator.containers.doctor import check_bake_file, diagnose
 
     def run() -> int:
-        findings = diagnose(load_bake_file(images.BAKE_FILE), engine.connect, host_gpus, images.DEBIAN_BASE)
+        matrix, bake = check_bake_file(images.BAKE_FILE)
+        findings = [matrix, *diagnose(bake, engine.connect, host_gpus, images.DEBIAN_BASE)]
         for finding in findings:
             typer.echo(f"{finding.level:<5} {finding.check}: {finding.detail}")
             if finding.fix and finding.level != "ok":

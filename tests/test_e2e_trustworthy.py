@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 from conftest import EXAMPLES, ROOT, leftover_containers, nav_orch, read_results
+from orchestrator.containers import engine
 
 pytestmark = [pytest.mark.docker, pytest.mark.usefixtures("cpu_images", "no_leftovers")]
 FAULTS = Path(__file__).resolve().parent / "models" / "faults.py"
@@ -153,12 +154,25 @@ def test_root_runs_a_model_from_a_private_folder(tmp_path):
 USER = "navorch-test"
 
 
+def source_tree(into: Path) -> Path:
+    """The checkout's files that git knows or would add (links kept as links): what a release is
+    built from, without the build/ that earlier wheel builds left, whose files setuptools would ship too."""
+    listed = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=ROOT,
+                            capture_output=True, check=True).stdout.decode()
+    for name in filter(None, listed.split("\0")):
+        if os.path.lexists(ROOT / name):  # not deleted since the last commit
+            (into / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / name, into / name, follow_symlinks=False)
+    return into
+
+
 @pytest.fixture(scope="session")
 def installed_wheel(tmp_path_factory) -> Path:
-    """nav-orch as users install it: a wheel built from the checkout, in a fresh venv of Debian's
-    Python outside the checkout (readable by every user); returns its `nav-orch`."""
+    """nav-orch as users install it: a wheel built from the checkout's files, in a fresh venv of
+    Debian's Python outside the checkout (readable by every user); returns its `nav-orch`."""
     wheels = tmp_path_factory.mktemp("wheel")
-    built = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(wheels), str(ROOT)],
+    source = source_tree(tmp_path_factory.mktemp("source"))
+    built = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(wheels), str(source)],
                            capture_output=True, text=True, timeout=600)
     assert built.returncode == 0, built.stderr[-2000:]
     venv = Path("/tmp") / f"nav-orch-wheel-venv-{os.getpid()}"
@@ -200,3 +214,32 @@ def test_a_normal_user_runs_the_installed_wheel_on_a_model_in_a_private_home(ins
     workspace = project / "nav-workspace"
     assert read_results(workspace)["best"]
     assert owners(workspace) == {uid}
+
+
+def test_the_installed_wheel_checks_and_builds_the_images_from_any_folder(installed_wheel, tmp_path):
+    """`doctor` and `images build` read the image matrix and the build contexts that the wheel
+    ships, and a build writes nothing into the installed package or the working folder."""
+    package = Path(subprocess.run([str(installed_wheel.parent / "python"), "-c",
+                                   "import orchestrator.resources as r; print(r.__path__[0])"],
+                                  cwd=tmp_path, capture_output=True, text=True, check=True).stdout.strip())
+    assert package.is_relative_to(installed_wheel.parent.parent) and (package / "images").is_dir()
+    before = sorted((str(p), p.stat().st_mtime_ns) for p in package.rglob("*"))
+
+    doctor = subprocess.run([str(installed_wheel), "doctor"], cwd=tmp_path, capture_output=True, text=True,
+                            timeout=120)
+    assert doctor.returncode in (0, 3), doctor.stderr  # 3: a problem, such as no GPU where CUDA images exist
+    assert f"ok    image matrix: {package / 'docker-bake.hcl'}" in doctor.stdout
+    for image in ("pytorch", "triton", "tensorflow", "jax"):
+        assert f"ok    image nav-orch/{image}:cpu: built" in doctor.stdout
+
+    started = time.monotonic()
+    build = subprocess.run([str(installed_wheel), "images", "build", "--flavor", "cpu"], cwd=tmp_path,
+                           capture_output=True, text=True, timeout=600)
+    assert build.returncode == 0, build.stderr
+    assert build.stdout.split() == ["nav-orch/pytorch:cpu", "nav-orch/triton:cpu", "nav-orch/tensorflow:cpu",
+                                    "nav-orch/jax:cpu"]
+    if not engine.buildx_available():  # BuildKit has its own cache, and no skipping
+        assert build.stderr.count("is up to date") == 4, build.stderr
+        assert time.monotonic() - started < 120
+    assert sorted((str(p), p.stat().st_mtime_ns) for p in package.rglob("*")) == before
+    assert list(tmp_path.iterdir()) == []

@@ -3,12 +3,13 @@ from __future__ import annotations
 
 import shutil
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable, Literal, Optional
 
 import docker
 
 from orchestrator.containers import engine
-from orchestrator.containers.bake import BakeFile
+from orchestrator.containers.bake import BakeError, BakeFile, load_bake_file
 from orchestrator.errors import NavOrchError
 from orchestrator.containers.gpus import HostGpu
 
@@ -30,6 +31,15 @@ def check_docker(connect: Callable[[], docker.DockerClient]) -> tuple[Finding, O
         return Finding("docker", "fail", str(error),
                        "install Docker (Debian: apt-get install docker.io), start dockerd, or set DOCKER_HOST"), None
     return Finding("docker", "ok", f"Docker engine {engine.engine_version(client)}"), client
+
+
+def check_bake_file(path: Path) -> tuple[Finding, Optional[BakeFile]]:
+    """The image matrix that nav-orch ships: unreadable only in a broken installation."""
+    try:
+        bake = load_bake_file(path)
+    except BakeError as error:
+        return Finding("image matrix", "fail", str(error), "reinstall nav-orch"), None
+    return Finding("image matrix", "ok", f"{bake.path} ({len(bake.targets)} targets)"), bake
 
 
 def check_images(client: docker.DockerClient, bake: BakeFile, flavor: str, required: bool) -> list[Finding]:
@@ -75,19 +85,23 @@ def check_driver(gpu: HostGpu, release: str, min_driver: str) -> Finding:
                    f"R{min_driver}+)")
 
 
-def diagnose(bake: BakeFile, connect: Callable[[], docker.DockerClient],
+def diagnose(bake: Optional[BakeFile], connect: Callable[[], docker.DockerClient],
              gpus: Callable[[], list[HostGpu]], base_image: str) -> list[Finding]:
+    """Every finding; without a bake file (see `check_bake_file`) the images and the driver's
+    needs are unknown, and only Docker, the base image and the GPUs are checked."""
     docker_finding, client = check_docker(connect)
     findings = [docker_finding]
     host_gpus = gpus()
     if client is not None:
         findings.append(check_base(client, base_image))
-        findings += check_images(client, bake, "cpu", required=not host_gpus)
-        findings += check_images(client, bake, "cuda", required=bool(host_gpus))
+        if bake is not None:
+            findings += check_images(client, bake, "cpu", required=not host_gpus)
+            findings += check_images(client, bake, "cuda", required=bool(host_gpus))
     if not host_gpus:
         findings.append(Finding("gpus", "info", "no NVIDIA GPU (nvidia-smi finds none): runs use the CPU images"))
         return findings
-    variables = bake.resolve_variables()
     findings.append(check_gpu_runtime(client))
-    findings += [check_driver(gpu, variables["NGC_RELEASE"], variables["NGC_MIN_DRIVER"]) for gpu in host_gpus]
+    if bake is not None:
+        variables = bake.resolve_variables()
+        findings += [check_driver(gpu, variables["NGC_RELEASE"], variables["NGC_MIN_DRIVER"]) for gpu in host_gpus]
     return findings

@@ -1,6 +1,6 @@
 """The runner images: which one a run uses, making the local Debian base without a registry,
 and building the images of docker-bake.hcl (buildx bake where it exists, else the Docker API
-from the same parsed definition)."""
+from the same parsed definition) from a temporary copy of their build contexts."""
 from __future__ import annotations
 
 import configparser
@@ -23,9 +23,9 @@ from orchestrator.containers import engine
 from orchestrator.containers.bake import BakeFile, BakeTarget, load_bake_file
 from orchestrator.errors import BadInput, EnvironmentProblem
 from orchestrator.containers.gpus import nvidia_driver_loaded
+from orchestrator.resources import shipped
 
-ROOT = Path(__file__).resolve().parent.parent.parent
-BAKE_FILE = ROOT / "docker-bake.hcl"
+BAKE_FILE = shipped("docker-bake.hcl")
 
 # The image repository of each framework's runners; the tag is the NGC release, or "cpu".
 FRAMEWORK_IMAGES: dict[str, str] = {
@@ -44,7 +44,7 @@ DEBIAN_FALLBACK_MIRROR = "http://deb.debian.org/debian"
 # Python of the CPU images (Debian bookworm's python3): the torch wheel must match it.
 CPU_IMAGE_PYTHON = "3.11"
 
-EXTRAS_DIR = ".build-extras"  # in each target's context; gitignored
+EXTRAS_DIR = ".build-extras"  # in each target's context, as builds copy it into a temporary folder
 # pip.conf and ca.crt say where pip downloads from and whom it trusts, not what goes into an
 # image (the Dockerfiles pin the versions): a change to them alone leaves images up to date.
 UNHASHED_EXTRAS = ("pip.conf", "ca.crt")
@@ -165,13 +165,17 @@ def _read(path: Path) -> str:
 def build_images(client: docker.DockerClient, bake_file: Path,
                  flavor_or_targets: Union[str, Sequence[str]], overrides: Mapping[str, str],
                  pip_config: Optional[Path], ca_bundle: Optional[Path],
-                 on_line: OnLine = lambda line: None, rebuild: bool = False) -> list[str]:
+                 on_line: OnLine = lambda line: None, rebuild: bool = False,
+                 cache: Optional[Path] = None, buildx: Optional[bool] = None) -> list[str]:
     """Build a bake group (`cpu`, `cuda`, `default`) or the named targets; returns their tags.
 
     pip_config / ca_bundle: what pip uses inside builds (only in build stages, never in the
     final images); None means the host's own (see `host_pip_config` and `host_ca_bundle`).
     Through the Docker API a target whose image was built from the same inputs is skipped, and a
     build leaves no untagged images; `rebuild` builds every target anew, without cache.
+    Builds run from a temporary copy of the bake file and the contexts in `cache` (None: the
+    user's, see `user_cache`), which also keeps the torch wheel between builds: nothing is
+    written next to the bake file. `buildx`: build with `docker buildx bake` (None: where it exists).
     """
     bake = load_bake_file(Path(bake_file))
     variables = bake.resolve_variables(overrides)
@@ -189,23 +193,91 @@ def build_images(client: docker.DockerClient, bake_file: Path,
         if base and base == variables.get("DEBIAN_BASE") and engine.inspect_image(client, base) is None:
             option = "" if base == DEBIAN_BASE else f" --tag {base}"
             raise EnvironmentProblem(f"base image {base} is missing: run `nav-orch images bootstrap{option}` first")
-        prepare_extras(bake.root / target.context, target, pip_text, ca_path, on_line)
 
-    if engine.buildx_available():
-        on_line(f"building {', '.join(t.name for t in targets)} with docker buildx bake")
-        engine.bake(bake.path, [t.name for t in targets], dict(overrides), no_cache=rebuild)
-    else:
-        replaced: list[str] = []
-        try:
-            for target in targets:
-                previous = build_target(client, bake.root, target, rebuild, on_line)
-                if previous is not None:
-                    replaced.append(previous)
-        finally:
-            # The images that lost their tag to a new build, the last built first: an old
-            # nav-orch/triton:cpu goes before the old nav-orch/pytorch:cpu it is built on.
-            engine.remove_untagged(client, reversed(replaced), on_line)
+    cache = user_cache() if cache is None else Path(cache)
+    try:
+        cache.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise EnvironmentProblem(f"cannot make nav-orch's cache folder {cache} ({error.strerror}): "
+                                 "set XDG_CACHE_HOME to a folder you may write") from None
+    # In the cache rather than /tmp: on the wheels' file system, the torch wheel is linked, not copied.
+    with tempfile.TemporaryDirectory(prefix="build-", dir=cache) as scratch:
+        staged = stage_build(bake, targets, Path(scratch))
+        for target in targets:
+            prepare_extras(staged.parent / target.context, target, pip_text, ca_path, cache / "wheels", on_line)
+        if engine.buildx_available() if buildx is None else buildx:
+            on_line(f"building {', '.join(t.name for t in targets)} with docker buildx bake")
+            engine.bake(staged, [t.name for t in targets], dict(overrides), no_cache=rebuild)
+        else:
+            replaced: list[str] = []
+            try:
+                for target in targets:
+                    previous = build_target(client, staged.parent, target, rebuild, on_line)
+                    if previous is not None:
+                        replaced.append(previous)
+            finally:
+                # The images that lost their tag to a new build, the last built first: an old
+                # nav-orch/triton:cpu goes before the old nav-orch/pytorch:cpu it is built on.
+                engine.remove_untagged(client, reversed(replaced), on_line)
     return [tag for target in targets for tag in target.tags]
+
+
+def user_cache(environ: Optional[Mapping[str, str]] = None, home: Optional[Path] = None) -> Path:
+    """nav-orch's folder in the user's cache: $XDG_CACHE_HOME/nav-orch, else ~/.cache/nav-orch."""
+    environ = os.environ if environ is None else environ
+    base = environ.get("XDG_CACHE_HOME", "")
+    if not os.path.isabs(base):  # the XDG spec says to ignore relative paths
+        base = str((Path.home() if home is None else home) / ".cache")
+    return Path(base) / "nav-orch"
+
+
+def stage_build(bake: BakeFile, targets: Sequence[BakeTarget], into: Path) -> Path:
+    """Copy the bake file and each target's context (and its Dockerfile, where that lies outside)
+    from the bake file's folder into `into`, at the same relative paths; returns the copied bake
+    file. A context's .build-extras/, which builds of earlier versions left there, stays behind."""
+    for target in targets:
+        context = _below(bake.root, target.context, target.name)
+        dockerfile = _below(bake.root, str(context / target.dockerfile), target.name)
+        if not (bake.root / dockerfile).is_file():
+            raise BadInput(f"target {target.name}: {bake.root / dockerfile} does not exist")
+        if not (into / context).exists():  # else copied for another target already
+            for path in _tree(bake.root / context):
+                relative = path.relative_to(bake.root / context)
+                if relative.parts[0] != EXTRAS_DIR:
+                    _place(path, into / context / relative)
+        if not (into / dockerfile).exists():
+            _place(bake.root / dockerfile, into / dockerfile)
+    _place(bake.path, into / bake.path.name)
+    return into / bake.path.name
+
+
+def _below(root: Path, relative: str, target: str) -> Path:
+    """`relative` as a path below `root`, which is all a build copies."""
+    path = Path(os.path.normpath(relative))
+    if path.is_absolute() or path.parts[:1] == ("..",):
+        raise BadInput(f"target {target}: {relative} is outside {root}: contexts and Dockerfiles must lie "
+                       "below the bake file's folder")
+    return path
+
+
+def _place(source: Path, destination: Path, link: bool = False) -> None:
+    """Copy a file or symbolic link to `destination`; a file gets the mode git would give it (0755
+    when its owner may run it, else 0644), so that the build digest follows what the files hold,
+    not the umask of whoever installed or downloaded them. `link`: hard-link instead where the
+    mode fits already (the 200 MB torch wheel)."""
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    if source.is_symlink():
+        os.symlink(os.readlink(source), destination)
+        return
+    mode = 0o755 if source.stat().st_mode & stat.S_IXUSR else 0o644
+    if link and stat.S_IMODE(source.stat().st_mode) == mode:
+        try:
+            os.link(source, destination)
+            return
+        except OSError:
+            pass  # another file system, or another user's file (protected hard links): copy
+    shutil.copyfile(source, destination)
+    destination.chmod(mode)
 
 
 def build_target(client: docker.DockerClient, root: Path, target: BakeTarget, rebuild: bool,
@@ -330,33 +402,31 @@ def _base_image(client: docker.DockerClient, name: str, target: str, on_line: On
 
 
 def prepare_extras(context: Path, target: BakeTarget, pip_text: Optional[str], ca_path: Optional[Path],
-                   on_line: OnLine) -> Path:
-    """Fill `<context>/.build-extras/`: pip.conf and ca.crt (when given; stale ones removed) and,
-    for targets that install the CPU torch, `wheels/` with that wheel (kept between builds)."""
-    if not (context / target.dockerfile).is_file():
-        raise BadInput(f"target {target.name}: {context / target.dockerfile} does not exist")
+                   wheel_cache: Path, on_line: OnLine) -> Path:
+    """Fill `<context>/.build-extras/` of a staged context: pip.conf and ca.crt (when given) and,
+    for targets that install the CPU torch, `wheels/` with that wheel from `wheel_cache`."""
     extras = context / EXTRAS_DIR
     wheels = extras / "wheels"
-    wheels.mkdir(parents=True, exist_ok=True)
-    (extras / "pip.conf").unlink(missing_ok=True)  # never build with an earlier run's settings
-    (extras / "ca.crt").unlink(missing_ok=True)
+    wheels.mkdir(parents=True, exist_ok=True)  # the Dockerfiles COPY .build-extras/
     if pip_text is not None:
         (extras / "pip.conf").write_text(pip_text)
     if ca_path is not None:
         shutil.copyfile(ca_path, extras / "ca.crt")
     version = target.args.get("TORCH_CPU_VERSION")
     if version:
-        torch_cpu_wheel(version, wheels, on_line)
+        wheel = torch_cpu_wheel(version, wheel_cache, on_line)
+        _place(wheel, wheels / wheel.name, link=True)
     return extras
 
 
 def torch_cpu_wheel(version: str, wheels: Path, on_line: OnLine) -> Path:
-    """The torch wheel for the CPU images, fetched by the host's pip (which knows where the CPU
-    build lies); reused when already there, other torch versions removed."""
+    """The torch wheel for the CPU images, fetched into `wheels` by the host's pip (which knows
+    where the CPU build lies); reused when already there, other torch versions removed."""
     def matching() -> list[Path]:
         return sorted(p for p in wheels.glob("torch-*.whl")
                       if p.name.split("-")[1].split("+")[0] == version)
 
+    wheels.mkdir(parents=True, exist_ok=True)
     for stale in set(wheels.glob("torch-*.whl")) - set(matching()):
         stale.unlink()
     found = matching()
@@ -369,6 +439,7 @@ def torch_cpu_wheel(version: str, wheels: Path, on_line: OnLine) -> Path:
         found = matching()
         if not found:
             raise EnvironmentProblem(f"pip download torch=={version} left no torch wheel in {wheels}")
+        found[-1].chmod(0o644)  # whatever the umask: builds link it, and modes count in the digest
     wheel = found[-1]
     if "+cpu" not in wheel.name:
         on_line(f"warning: {wheel.name} is not a +cpu build: the CPU image will pull CUDA libraries")
