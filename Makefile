@@ -1,17 +1,22 @@
 # Two commands for a fresh machine (see README):
 #   make example   set up (install, Docker, images) and optimize the bundled MLP
-#   make test      set up and run the tests
+#   make test      set up, lint, and run the tests
+#   make lint      ruff and mypy only (configured in pyproject.toml)
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: example test setup images install docker
+.PHONY: example test lint setup images install docker
 
 example: setup
 	$(BIN)/nav-orch optimize examples/mlp.py:make_mlp --input input:8,64:float32 --images cpu --gpus none --workspace nav-workspace
 
-test: setup
+test: lint setup
 	$(BIN)/python -m pytest -v -rs
+
+lint: install
+	$(BIN)/ruff check orchestrator runners tests benchmarks scripts examples
+	$(BIN)/mypy
 
 setup: install images
 

@@ -11,21 +11,21 @@ from typing import Optional
 import numpy as np
 
 from orchestrator import __version__
-from orchestrator.run import cache
+from orchestrator.config import ExecutorName, OptimizeConfig
 from orchestrator.containers import engine
-from orchestrator.errors import BadInput, EnvironmentProblem, NavOrchError
-from orchestrator.run.executor import DockerExecutor, Executor, LocalExecutor, probe_python
 from orchestrator.containers.gpus import host_gpus, select_gpus
 from orchestrator.containers.images import image_for
-from orchestrator.config import ExecutorName, OptimizeConfig
-from orchestrator.results import Environment, ImageRecord, RunResults
+from orchestrator.errors import BadInput, EnvironmentProblem, NavOrchError
 from orchestrator.progress import QuietReporter, Reporter
+from orchestrator.results import Environment, ImageRecord, RunResults
+from orchestrator.run import cache
+from orchestrator.run.executor import DockerExecutor, Executor, LocalExecutor, probe_python
 from orchestrator.run.pipeline import Pipeline, ReferenceFailed
 from orchestrator.run.planning import REFERENCE
 from orchestrator.run.recording import Recorder
+from orchestrator.run.workspace import Workspace
 from orchestrator.samples import load_samples, random_samples, write_samples
 from orchestrator.triton.stage import run_triton_stage
-from orchestrator.run.workspace import Workspace
 
 
 def check_readable(path: Path) -> None:

@@ -4,22 +4,22 @@ from __future__ import annotations
 import inspect
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable, Optional, TypeVar
+from typing import Optional, TypeVar, cast, get_args
 
 import typer
 from pydantic import ValidationError
 from rich.console import Console
 
 from orchestrator import api
-from orchestrator.containers import engine
-from orchestrator.containers import images
-from orchestrator.errors import BadInput, ExitCode, NavOrchError
-from orchestrator.containers.gpus import GpuRequest, host_gpus, nvidia_driver_loaded
-from orchestrator.model_ref import parse_function, parse_model
 from orchestrator.config import OptimizeConfig, Tolerances, TritonSettings
+from orchestrator.containers import engine, images
+from orchestrator.containers.gpus import GpuRequest, host_gpus, nvidia_driver_loaded
+from orchestrator.errors import BadInput, ExitCode, NavOrchError
+from orchestrator.model_ref import parse_function, parse_model
+from orchestrator.progress import LiveReporter, ProgressMode, Reporter, make_reporter, print_summary, stderr_console
 from orchestrator.results import RunResults
-from orchestrator.progress import LiveReporter, make_reporter, print_summary, stderr_console
 from orchestrator.samples import parse_input_spec
 from orchestrator.signals import StopOnSignals, exit_code
 
@@ -91,11 +91,11 @@ def parse_batch_sizes(text: str) -> list[int]:
         raise BadInput(f"--batch-sizes {text!r}: expected integers like 1,8,64") from None
 
 
-def run_reported(call: Callable[[object], T], progress: str, console: Console) -> T:
+def run_reported(call: Callable[[Reporter], T], progress: str, console: Console) -> T:
     """Run an API call with the progress reporter `--progress` asks for."""
-    if progress not in ("auto", "plain", "quiet"):
+    if progress not in get_args(ProgressMode):
         raise BadInput(f"--progress {progress!r}: use auto, plain or quiet")
-    reporter = make_reporter(progress, console)  # type: ignore[arg-type]
+    reporter = make_reporter(cast(ProgressMode, progress), console)
     if isinstance(reporter, LiveReporter):
         with reporter:
             return call(reporter)
@@ -124,7 +124,8 @@ def optimize(
                                             "the factory's imports where possible."),
     model_arg: list[str] = typer.Option([], "--model-arg", help="key=value passed to the factory (repeatable)."),
     samples: Optional[Path] = typer.Option(None, help=".npz with one array per model input, batch on axis 0."),
-    input_spec: list[str] = typer.Option([], "--input", help="NAME:SHAPE:DTYPE for seeded random samples (repeatable)."),
+    input_spec: list[str] = typer.Option([], "--input",
+                                         help="NAME:SHAPE:DTYPE for seeded random samples (repeatable)."),
     seed: int = typer.Option(0, help="Seed of the random samples."),
     formats: Optional[str] = typer.Option(None, help="Comma-separated formats; default: all of the framework's "
                                           "that the device runs."),
@@ -170,19 +171,14 @@ def optimize(
             gpus=resolve_gpus(gpus, release), jobs=jobs, job_timeout_s=timeout, memory=memory, pids=pids,
             triton=triton_settings(no_triton, triton_all, triton_concurrency), executor=executor, python=python,
         )
-        results = run_reported(lambda reporter: api.optimize(config, reporter, force),  # type: ignore[arg-type]
-                               progress, console)
+        results = run_reported(lambda reporter: api.optimize(config, reporter, force), progress, console)
         return report(results, config.workspace, json_output, progress, console)
 
     raise typer.Exit(guarded(run))
 
 
 # `profile` takes optimize's options of the same names: declared once, on optimize.
-_OPTIMIZE_OPTIONS = inspect.signature(optimize).parameters
-
-
-def _option(name: str):
-    return _OPTIMIZE_OPTIONS[name].default
+_OPTIMIZE_OPTIONS = {name: parameter.default for name, parameter in inspect.signature(optimize).parameters.items()}
 
 
 @app.command()
@@ -191,20 +187,20 @@ def profile(
                                    "numpy arrays (positional, in the samples' order)."),
     framework: Optional[str] = typer.Option(None, help="Whose runner image runs it; default: torch "
                                             "(numpy is in every image)."),
-    samples: Optional[Path] = _option("samples"),
-    input_spec: list[str] = _option("input_spec"),
-    seed: int = _option("seed"),
-    batch_sizes: str = _option("batch_sizes"),
-    workspace: Path = _option("workspace"),
-    images_release: str = _option("images_release"),
-    gpus: str = _option("gpus"),
-    timeout: float = _option("timeout"),
-    memory: Optional[str] = _option("memory"),
-    pids: int = _option("pids"),
-    executor: str = _option("executor"),
-    python: Optional[str] = _option("python"),
-    json_output: bool = _option("json_output"),
-    progress: str = _option("progress"),
+    samples: Optional[Path] = _OPTIMIZE_OPTIONS["samples"],
+    input_spec: list[str] = _OPTIMIZE_OPTIONS["input_spec"],
+    seed: int = _OPTIMIZE_OPTIONS["seed"],
+    batch_sizes: str = _OPTIMIZE_OPTIONS["batch_sizes"],
+    workspace: Path = _OPTIMIZE_OPTIONS["workspace"],
+    images_release: str = _OPTIMIZE_OPTIONS["images_release"],
+    gpus: str = _OPTIMIZE_OPTIONS["gpus"],
+    timeout: float = _OPTIMIZE_OPTIONS["timeout"],
+    memory: Optional[str] = _OPTIMIZE_OPTIONS["memory"],
+    pids: int = _OPTIMIZE_OPTIONS["pids"],
+    executor: str = _OPTIMIZE_OPTIONS["executor"],
+    python: Optional[str] = _OPTIMIZE_OPTIONS["python"],
+    json_output: bool = _OPTIMIZE_OPTIONS["json_output"],
+    progress: str = _OPTIMIZE_OPTIONS["progress"],
 ) -> None:
     """Profile any Python function on the samples (no export, no verification): results.json gets
     the variant `python-function` with the same profile fields as `optimize`."""
@@ -219,8 +215,7 @@ def profile(
             gpus=resolve_gpus(gpus, release), job_timeout_s=timeout, memory=memory, pids=pids,
             executor=executor, python=python,
         )
-        results = run_reported(lambda reporter: api.profile(config, reporter),  # type: ignore[arg-type]
-                               progress, console)
+        results = run_reported(lambda reporter: api.profile(config, reporter), progress, console)
         return report(results, config.workspace, json_output, progress, console)
 
     raise typer.Exit(guarded(run))

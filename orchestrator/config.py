@@ -2,12 +2,21 @@
 the Python API alike. What each format is comes from the registry (runners/formats.py)."""
 from __future__ import annotations
 
+from collections.abc import Iterable
 from enum import Enum
 from pathlib import Path
-from typing import Any, Iterable, Literal, Optional, get_args
+from typing import Any, Literal, Optional, get_args
 
-from pydantic import (BaseModel, ConfigDict, Field, NonNegativeFloat, PositiveFloat, PositiveInt, ValidationInfo,
-                      field_validator)
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    NonNegativeFloat,
+    PositiveFloat,
+    PositiveInt,
+    ValidationInfo,
+    field_validator,
+)
 from pydantic_core import PydanticCustomError
 
 from runners.formats import PRECISIONS, formats_of
@@ -131,6 +140,7 @@ class OptimizeConfig(Strict):
     @classmethod
     def known_choices(cls, value: Any, info: ValidationInfo) -> Any:
         # Before pydantic's own check, whose message would not name the wrong value.
+        assert info.field_name is not None  # always set for a field's validator
         what, choices = CHOICES[info.field_name]
         for item in value if isinstance(value, (list, tuple)) else [value]:
             if isinstance(item, str) and item not in choices:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from enum import IntEnum
+from typing import Optional
 
 
 class ExitCode(IntEnum):
@@ -32,6 +33,6 @@ class ServerFailed(NavOrchError):
 
     exit_code = ExitCode.SERVER
 
-    def __init__(self, message: str, failed_models: dict[str, str] | None = None):
+    def __init__(self, message: str, failed_models: Optional[dict[str, str]] = None):
         super().__init__(message)
         self.failed_models = failed_models or {}  # model -> why it failed to load

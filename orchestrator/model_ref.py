@@ -6,8 +6,8 @@ import re
 from pathlib import Path
 from typing import Any, Optional
 
-from orchestrator.errors import BadInput
 from orchestrator.config import ModelRef
+from orchestrator.errors import BadInput
 
 # .keras: a Keras 3 model file (model.save("m.keras")).
 SUFFIX_FORMS = {".pt": "torchscript", ".ts": "torchscript", ".pt2": "exported_program", ".onnx": "onnx",

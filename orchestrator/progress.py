@@ -69,7 +69,7 @@ class LiveReporter:
             self.status = text
             self.live.update(self._render())
 
-    def __enter__(self) -> "LiveReporter":
+    def __enter__(self) -> LiveReporter:
         self.live.start()
         return self
 
@@ -87,7 +87,7 @@ class QuietReporter:
         pass
 
 
-def make_reporter(mode: ProgressMode, console: Console):
+def make_reporter(mode: ProgressMode, console: Console) -> Reporter:
     if mode == "quiet":
         return QuietReporter()
     if mode == "auto" and console.is_terminal:
@@ -155,14 +155,15 @@ def print_summary(results: RunResults, console: Console, workspace: str) -> None
     for variant in results.variants:
         if variant.error:
             say(console, f"{variant.name}: {variant.status}: {variant.error}")
-    if results.best:
+    if results.best and results.selection:  # a selection comes with every best
         say(console, f"best: {results.best} ({results.selection.reason})")
     elif results.selection:
         say(console, f"no best variant: {results.selection.reason}")
     if results.triton and results.triton.error:
         say(console, f"triton: {results.triton.error}")
     if results.jobs.reused:
-        say(console, f"jobs: ran {results.jobs.run}, reused {results.jobs.reused} finished earlier (--force redoes them)")
+        say(console, f"jobs: ran {results.jobs.run}, reused {results.jobs.reused} finished earlier "
+                     "(--force redoes them)")
     say(console, f"results: {workspace}/results.json")
 
 

@@ -104,4 +104,4 @@ class RunResults(Strict):
     triton: Optional[TritonResults] = None  # the Triton stage, when it ran
 
 
-JOB_RESULT = TypeAdapter(JobResult)
+JOB_RESULT: TypeAdapter[JobResult] = TypeAdapter(JobResult)

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import numpy as np
 
-from orchestrator.errors import BadInput
 from orchestrator.config import InputSpec
-from runners.arrays import load_npz
+from orchestrator.errors import BadInput
+from runners.arrays import load_npz, save_npz
 
 
 def parse_input_spec(text: str) -> InputSpec:
@@ -60,5 +60,5 @@ def load_samples(path: Path) -> dict[str, np.ndarray]:
 
 
 def write_samples(arrays: dict[str, np.ndarray], target: Path) -> Path:
-    np.savez(target, **arrays)
+    save_npz(target, arrays)
     return target

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import signal
 import sys
+from collections.abc import Callable
 from types import FrameType
-from typing import Any, Callable, Optional
+from typing import Any, Optional
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
@@ -43,7 +44,7 @@ class StopOnSignals:
             raise Interrupted(signum)
         self.on_repeat(f"nav-orch: {signal.Signals(signum).name} again: still removing containers, please wait")
 
-    def __enter__(self) -> "StopOnSignals":
+    def __enter__(self) -> StopOnSignals:
         try:
             for signum in STOP_SIGNALS:
                 self.previous[signum] = signal.signal(signum, self._handle)

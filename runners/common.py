@@ -11,15 +11,25 @@ import importlib.util
 import os
 import platform
 import sys
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping, Optional
+from typing import Any, Optional
 
 import numpy as np
 
 from runners import nvidia_smi
-from runners.arrays import load_npz  # noqa: F401 - the runners import it from here
+from runners.arrays import load_npz, save_npz  # noqa: F401 - the runners import load_npz from here
 from runners.formats import TOOLCHAINS
-from runners.protocol import NORMALIZED_SAMPLES, REFERENCE_OUTPUTS, GpuInfo, IOSpec, Job, JobResult, TensorSpec
+from runners.protocol import (
+    NORMALIZED_SAMPLES,
+    REFERENCE_OUTPUTS,
+    GpuInfo,
+    IOSpec,
+    Job,
+    JobResult,
+    ProtocolError,
+    TensorSpec,
+)
 
 
 class Skip(Exception):
@@ -48,7 +58,11 @@ class LastLoaded:
 def sharing_a_load(plain: Handlers, loading: dict[str, Callable[[Job, LastLoaded], JobResult]]) -> Handlers:
     """A runner's handlers for one process, where those in `loading` share one LastLoaded."""
     loaded = LastLoaded()
-    return {**plain, **{kind: (lambda job, handler=handler: handler(job, loaded)) for kind, handler in loading.items()}}
+
+    def sharing(handler: Callable[[Job, LastLoaded], JobResult]) -> Callable[[Job], JobResult]:
+        return lambda job: handler(job, loaded)
+
+    return {**plain, **{kind: sharing(handler) for kind, handler in loading.items()}}
 
 
 def base_versions() -> dict[str, str]:
@@ -73,14 +87,19 @@ def gpu_info(environ: Mapping[str, str] = os.environ,
 def import_callable(job: Job) -> Callable[..., Any]:
     """The function a `file.py:name` model names (a factory, or for `profile` the function itself).
     The file's folder goes on sys.path, so its sibling modules import."""
-    path = Path(job.inputs.model) / job.model.file
+    source = job.source()
+    if source.factory is None:
+        raise ProtocolError(f"{job.kind} job {job.id}: the model {source.file} names no function")
+    path = Path(job.inputs.model) / source.file
     sys.path.insert(0, str(path.parent))
     spec = importlib.util.spec_from_file_location(path.stem, path)
+    if spec is None or spec.loader is None:
+        raise ValueError(f"{source.file} cannot be imported as a Python module")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    function = getattr(module, job.model.factory, None)
+    function = getattr(module, source.factory, None)
     if not callable(function):
-        raise ValueError(f"{job.model.file} has no function {job.model.factory!r}")
+        raise ValueError(f"{source.file} has no function {source.factory!r}")
     return function
 
 
@@ -139,14 +158,15 @@ def fingerprint(job: Job, weights: Iterable[bytes] = ()) -> str:
     that lies near the model (workspaces, logs, VCS data, virtual environments) counts."""
     h = hashlib.sha256()
     folder = Path(job.inputs.model).resolve()
-    if job.model.form in ("factory", "function"):
+    source = job.source()
+    if source.form in ("factory", "function"):
         for path in _user_module_files(folder):
             h.update(str(path.relative_to(folder)).encode() + b"\0")
             _hash_file(h, path)
         for block in weights:
             h.update(block)
     else:
-        path = folder / job.model.file
+        path = folder / source.file
         for item in sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]:
             h.update(str(item.relative_to(folder)).encode() + b"\0")
             _hash_file(h, item)
@@ -169,8 +189,8 @@ def save_reference(job: Job, samples: dict[str, np.ndarray], outputs: dict[str, 
         if np.issubdtype(array.dtype, np.floating) and not np.isfinite(array).all():
             raise ValueError(f"the source model's output {name!r} contains NaN or Inf; nothing to verify against")
     out = Path(job.output_dir)
-    np.savez(out / NORMALIZED_SAMPLES, **samples)
-    np.savez(out / REFERENCE_OUTPUTS, **outputs)
+    save_npz(out / NORMALIZED_SAMPLES, samples)
+    save_npz(out / REFERENCE_OUTPUTS, outputs)
     io = io or IOSpec(inputs=[tensor_spec(n, a) for n, a in samples.items()],
                       outputs=[tensor_spec(n, a) for n, a in outputs.items()])
     return JobResult(job.id, job.kind, "ok", io=io, fingerprint=fingerprint(job, weights))

@@ -10,7 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional
 
-PRECISIONS = ("fp32", "fp16", "bf16")
+from runners.protocol import Precision
+
+PRECISIONS: tuple[Precision, ...] = ("fp32", "fp16", "bf16")
 FRAMEWORKS = ("torch", "tensorflow", "jax", "onnx")
 
 
@@ -55,7 +57,7 @@ class Format:
     artifact: str  # file (or folder) inside the variant's folder
     conversion: Optional[Conversion] = None
     toolchain: Optional[Toolchain] = None
-    precisions: tuple[str, ...] = PRECISIONS
+    precisions: tuple[Precision, ...] = PRECISIONS
     gpu_only: bool = False
     # A runtime rather than a file: compiled where it runs (its artifact holds the options), so it
     # cannot be served. `compile_mode` is torch.compile's mode.
@@ -117,6 +119,6 @@ def default_formats(framework: str, on_gpu: bool) -> list[str]:
     return [f.name for f in formats_of(framework) if f.default and (on_gpu or not f.gpu_only)]
 
 
-def default_precisions(on_gpu: bool) -> list[str]:
+def default_precisions(on_gpu: bool) -> list[Precision]:
     """Half precisions are searched on GPUs; CPUs seldom run them faster."""
     return list(PRECISIONS) if on_gpu else ["fp32"]

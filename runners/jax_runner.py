@@ -7,8 +7,9 @@ from __future__ import annotations
 import importlib.util
 import inspect
 import warnings
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Optional
 
 import numpy as np
 
@@ -17,9 +18,11 @@ from runners.common import Handlers, Skip, array_bytes, import_callable, key_by_
 from runners.formats import FORMATS
 from runners.protocol import IOSpec, Job, JobResult
 
-import jax  # noqa: E402  (after TensorFlow: both load their own XLA; this order is the tested one)
-import tensorflow as tf  # noqa: E402
-from jax.experimental import jax2tf  # noqa: E402
+# isort: split
+# JAX after TensorFlow: both load their own XLA; this order is the tested one.
+import jax
+import tensorflow as tf
+from jax.experimental import jax2tf
 
 
 def versions() -> dict[str, str]:
@@ -36,9 +39,10 @@ def load_function(job: Job) -> tuple[Callable[..., Any], Any]:
     (JAX's own randomness takes explicit keys, so the factory's PRNGKey decides the weights)."""
     factory = import_callable(job)
     tfr.seed_everything()
-    made = factory(**job.model.args)
+    source = job.source()
+    made = factory(**source.args)
     if not (isinstance(made, tuple) and len(made) == 2 and callable(made[0])):
-        raise TypeError(f"{job.model.factory}() returned {type(made).__name__}; expected (apply_fn, params)")
+        raise TypeError(f"{source.factory}() returned {type(made).__name__}; expected (apply_fn, params)")
     return made
 
 
@@ -58,7 +62,7 @@ def reference(job: Job) -> JobResult:
     apply_fn, params = load_function(job)
     names = input_names(apply_fn)
     samples = load_npz(job.inputs.samples)
-    samples = key_by_names(samples, names, f"{job.model.factory}'s apply_fn")
+    samples = key_by_names(samples, names, f"{job.source().factory}'s apply_fn")
     outputs = apply_fn(params, *(jax.numpy.asarray(a) for a in samples.values()))
     arrays = tfr.to_numpy({name: np.asarray(value) for name, value in tfr.name_outputs(outputs, None).items()})
     leaves = jax.tree_util.tree_leaves_with_path(params)
@@ -104,9 +108,9 @@ def export(job: Job) -> JobResult:
     # pass the 2 GB limit of a GraphDef).
     owner = tf.Module()
     owner.params = tf.nest.map_structure(lambda a: tf.Variable(np.asarray(a), trainable=False), params)
-    serve = serving(apply_fn, owner, job.io, job.format)
+    serve = serving(apply_fn, owner, job.io_spec(), job.format)
     target = Path(job.output_dir) / FORMATS[job.format].export_file
-    tfr.write_export(job.format, serve, job.io, target, owner)
+    tfr.write_export(job.format, serve, job.io_spec(), target, owner)
     return JobResult(job.id, job.kind, "ok", artifact=target.name)
 
 

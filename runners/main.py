@@ -11,6 +11,8 @@ import sys
 import time
 import traceback
 from pathlib import Path
+from types import ModuleType
+from typing import Optional
 
 from runners.common import Handlers, Skip, base_versions, gpu_info, one_line
 from runners.protocol import LOG_FILE, RESULT_FILE, Job, JobResult, read_job, to_json, write_json_atomic
@@ -23,6 +25,7 @@ def run_job(job: Job, job_dir: Path, done: dict[str, str], runners: dict[str, Ha
     if unmet:
         return JobResult(job.id, job.kind, "skipped", error=f"needs {', '.join(unmet)}, which did not succeed")
     start = time.perf_counter()
+    module: Optional[ModuleType]
     try:
         module = importlib.import_module(f"runners.{job.runner}_runner")
         if job.runner not in runners:

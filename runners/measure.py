@@ -2,11 +2,20 @@
 from __future__ import annotations
 
 import time
-from typing import Callable, Mapping
+from collections.abc import Callable, Mapping
 
 import numpy as np
 
-from runners.protocol import Job, JobResult, LatencyStats, OutputError, ProfileEntry, ProfileSettings, Tolerance, Verification
+from runners.protocol import (
+    Job,
+    JobResult,
+    LatencyStats,
+    OutputError,
+    ProfileEntry,
+    ProfileSettings,
+    Tolerance,
+    Verification,
+)
 
 
 def compare_output(actual: np.ndarray, reference: np.ndarray, tolerance: Tolerance) -> OutputError:
@@ -73,7 +82,7 @@ def time_calls(run: Callable[[], None], settings: ProfileSettings, batch_size: i
     stable = False
     window_ns = settings.window_ms * 1e6
     while len(windows) < settings.max_windows:
-        samples = []
+        samples: list[int] = []
         start = time.perf_counter_ns()
         while len(samples) < settings.min_window_calls or time.perf_counter_ns() - start < window_ns:
             t0 = time.perf_counter_ns()

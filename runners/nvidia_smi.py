@@ -5,8 +5,9 @@ Standard library only: it runs inside every image and on the host.
 from __future__ import annotations
 
 import subprocess
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Optional, Sequence
+from typing import Any, Optional
 
 from runners.protocol import GpuInfo
 
@@ -65,8 +66,8 @@ def parse_csv(text: str, fields: Sequence[str]) -> list[SmiGpu]:
         if len(parts) != len(fields):
             continue
         # Clocks read "[N/A]" (or "[Not Supported]") where the GPU does not report them.
-        values = {name: (int(value) if value.isdigit() else None) if name in CLOCK_FIELDS else value
-                  for name, value in zip(fields, parts)}
+        values: dict[str, Any] = {name: (int(value) if value.isdigit() else None) if name in CLOCK_FIELDS else value
+                                  for name, value in zip(fields, parts)}
         gpus.append(SmiGpu(**values))
     return gpus
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import shutil
+from functools import partial
 from pathlib import Path
 from typing import Optional
 
@@ -11,8 +12,8 @@ import numpy as np
 import onnxruntime as ort
 
 from runners.common import Handlers, Skip, key_by_names, load_npz, save_reference
-from runners.measure import batch_of, time_calls, verification_result, verify_outputs
 from runners.formats import FORMATS
+from runners.measure import batch_of, time_calls, verification_result, verify_outputs
 from runners.protocol import IOSpec, Job, JobResult, TensorSpec
 
 # ONNX Runtime's element types as numpy dtypes (bfloat16 and strings have none to compare with).
@@ -60,7 +61,8 @@ def verify(job: Job) -> JobResult:
     outputs = sess.run(None, feeds(sess, load_npz(job.inputs.samples)))
     if len(outputs) != len(reference_outputs):
         raise ValueError(f"the variant returned {len(outputs)} outputs, the source model {len(reference_outputs)}")
-    return verification_result(job, verify_outputs(dict(zip(reference_outputs, outputs)), reference_outputs, job.tolerances))
+    named = dict(zip(reference_outputs, outputs))
+    return verification_result(job, verify_outputs(named, reference_outputs, job.tolerances))
 
 
 def profile(job: Job) -> JobResult:
@@ -69,7 +71,7 @@ def profile(job: Job) -> JobResult:
     entries = []
     for batch_size in job.batch_sizes:
         batch = feeds(sess, batch_of(samples, batch_size))
-        entries.append(time_calls(lambda: sess.run(None, batch), job.profiling, batch_size))
+        entries.append(time_calls(partial(sess.run, None, batch), job.profiling, batch_size))
     return JobResult(job.id, job.kind, "ok", profile=entries)
 
 
@@ -78,7 +80,7 @@ def profile(job: Job) -> JobResult:
 def source_session(job: Job) -> ort.InferenceSession:
     """The source as written: graph optimizations off, so the reference is the graph's own
     arithmetic and the ORT_ENABLE_ALL variant is measured against it."""
-    path = Path(job.inputs.model) / job.model.file
+    path = Path(job.inputs.model) / job.source().file
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     try:
@@ -132,7 +134,7 @@ def export(job: Job) -> JobResult:
     variant is converted with onnxconverter-common where the image has it."""
     if job.format not in ("onnx", "tensorrt"):
         raise Skip(f"an ONNX model cannot be exported to {job.format}")
-    source = Path(job.inputs.model) / job.model.file
+    source = Path(job.inputs.model) / job.source().file
     target = Path(job.output_dir) / FORMATS[job.format].export_file
     check_single_file(source)
     # TensorRT lowers precision itself (builder flags) from the fp32 graph: its input is the source.

@@ -18,7 +18,7 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Optional, Union
+from typing import Any, Literal, Optional, TypeVar, Union
 
 PROTOCOL_VERSION = 1
 JOB_FILE = "job.json"
@@ -119,6 +119,29 @@ class Job:
     device: str = "cpu"
     protocol: int = PROTOCOL_VERSION
 
+    # The optional fields that a job kind needs, read through these: a job without it does not fit
+    # the protocol, and says so instead of failing on None further on.
+    def source(self) -> ModelSource:
+        """The source model (`model`), for the jobs that load it."""
+        return _given(self.model, self, "source model")
+
+    def format_name(self) -> str:
+        """The variant's format (`format`), for the jobs of a variant."""
+        return _given(self.format, self, "format")
+
+    def io_spec(self) -> IOSpec:
+        """The reference's inputs and outputs (`io`), for the exports that declare them."""
+        return _given(self.io, self, "io (the reference's inputs and outputs)")
+
+
+T = TypeVar("T")
+
+
+def _given(value: Optional[T], job: Job, what: str) -> T:
+    if value is None:
+        raise ProtocolError(f"{job.kind} job {job.id} has no {what}")
+    return value
+
 
 @dataclass
 class OutputError:
@@ -202,7 +225,7 @@ def write_json_atomic(path: Path, text: str) -> None:
 
 def from_dict(cls: Any, data: Any) -> Any:
     """Build a dataclass (recursively) from parsed JSON, checking the keys it knows."""
-    if dataclasses.is_dataclass(cls):
+    if isinstance(cls, type) and dataclasses.is_dataclass(cls):
         if not isinstance(data, dict):
             raise ProtocolError(f"{cls.__name__}: expected an object, got {type(data).__name__}")
         hints = typing.get_type_hints(cls)

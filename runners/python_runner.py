@@ -3,6 +3,8 @@ samples as numpy arrays, positionally in the order the samples hold them. Nothin
 or verified: the function is timed as it is, with the same loop as every variant."""
 from __future__ import annotations
 
+from functools import partial
+
 from runners.common import Handlers, import_callable, load_npz
 from runners.measure import batch_of, time_calls
 from runners.protocol import Job, JobResult
@@ -18,7 +20,7 @@ def profile(job: Job) -> JobResult:
     entries = []
     for batch_size in job.batch_sizes:
         arrays = list(batch_of(samples, batch_size).values())
-        entries.append(time_calls(lambda: function(*arrays), job.profiling, batch_size))
+        entries.append(time_calls(partial(function, *arrays), job.profiling, batch_size))
     return JobResult(job.id, job.kind, "ok", profile=entries)
 
 

@@ -7,9 +7,10 @@ from __future__ import annotations
 import importlib.util
 import os
 import random
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Mapping, Optional
+from typing import Any, Optional
 
 import numpy as np
 
@@ -19,10 +20,18 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
 import tensorflow as tf  # noqa: E402
 
 from runners.common import (  # noqa: E402
-    Handlers, LastLoaded, Skip, array_bytes, import_callable, key_by_names, load_npz, save_reference, sharing_a_load,
+    Handlers,
+    LastLoaded,
+    Skip,
+    array_bytes,
+    import_callable,
+    key_by_names,
+    load_npz,
+    save_reference,
+    sharing_a_load,
 )
-from runners.measure import batch_of, time_calls, verification_result, verify_outputs  # noqa: E402
 from runners.formats import FORMATS  # noqa: E402
+from runners.measure import batch_of, time_calls, verification_result, verify_outputs  # noqa: E402
 from runners.protocol import IOSpec, Job, JobResult  # noqa: E402
 
 SIGNATURE = "serving_default"
@@ -87,7 +96,7 @@ class Source:
 
 def load_source(job: Job) -> Source:
     use_threads()
-    source = job.model
+    source = job.source()
     path = Path(job.inputs.model) / source.file
     if source.form == "factory":
         factory = import_callable(job)
@@ -209,9 +218,9 @@ def export(job: Job) -> JobResult:
     elif job.format not in ("tensorrt", "tf-trt"):
         raise Skip(f"the TensorFlow runner cannot export {job.format}")
     source = load_source(job)
-    serve = serving_function(source.call, job.io, source.output_names)
+    serve = serving_function(source.call, job.io_spec(), source.output_names)
     target = Path(job.output_dir) / FORMATS[job.format].export_file
-    write_export(job.format, serve, job.io, target, source.owner)
+    write_export(job.format, serve, job.io_spec(), target, source.owner)
     return JobResult(job.id, job.kind, "ok", artifact=target.name)
 
 
@@ -241,7 +250,8 @@ def save_onnx(serve: Any, io: IOSpec, target: Path) -> None:
     # tf2onnx only logs the TensorFlow ops it cannot convert and leaves them in the graph: say which.
     left = unconverted_ops(model)
     if left:
-        raise ValueError(f"tf2onnx {tf2onnx.__version__} cannot convert these TensorFlow ops to ONNX: {', '.join(left)}")
+        raise ValueError(f"tf2onnx {tf2onnx.__version__} cannot convert these TensorFlow ops to ONNX: "
+                         f"{', '.join(left)}")
     target.write_bytes(model.SerializeToString())
 
 
@@ -303,7 +313,7 @@ def convert(job: Job) -> JobResult:
     )
     converter.convert()
     samples = load_npz(job.inputs.samples)
-    order = [spec.name for spec in job.io.inputs]
+    order = [spec.name for spec in job.io_spec().inputs]
 
     def input_fn():
         # Positional, in the signature's input order (the export's, the reference's).
@@ -371,7 +381,7 @@ def profile(job: Job, loaded: LastLoaded) -> JobResult:
             inputs = {name: tf.constant(array) for name, array in batch_of(samples, batch_size).items()}
 
             def run() -> None:
-                outputs = variant.call(inputs)
+                outputs = variant.call(inputs)  # noqa: B023 - run in this iteration
                 if sync is not None:
                     sync()
                 elif device.startswith("/GPU"):  # no sync_devices: reading a value waits for the GPU

@@ -5,9 +5,10 @@ them; tests/test_tensorrt_build.py checks them on hosts without a GPU."""
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Optional
 
 from runners.common import Skip
 

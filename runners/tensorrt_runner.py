@@ -15,8 +15,8 @@ from typing import Any
 import numpy as np
 
 from runners.common import Handlers, Skip, key_by_names, load_npz
-from runners.measure import batch_of, time_calls, verification_result, verify_outputs
 from runners.formats import FORMATS
+from runners.measure import batch_of, time_calls, verification_result, verify_outputs
 from runners.protocol import Job, JobResult
 from runners.tensorrt_build import batch_range, precision_flags, profile_shapes, timing_cache_path, workspace_limit
 
@@ -83,13 +83,14 @@ def convert(job: Job) -> JobResult:
     serialized = builder.build_serialized_network(network, config)
     if serialized is None:
         raise RuntimeError("TensorRT could not build an engine (the log above says why)")
-    target = Path(job.output_dir) / FORMATS[job.format].artifact
+    target = Path(job.output_dir) / FORMATS[job.format_name()].artifact
     target.write_bytes(bytes(serialized))
     save_timing_cache(config.get_timing_cache(), cache_path)
     return JobResult(job.id, job.kind, "ok", artifact=target.name)
 
 
-def add_profile(builder: Any, network: Any, config: Any, samples: dict[str, np.ndarray], batch_sizes: list[int]) -> None:
+def add_profile(builder: Any, network: Any, config: Any, samples: dict[str, np.ndarray],
+                batch_sizes: list[int]) -> None:
     """One optimization profile covering the samples and every profiled batch size."""
     arrays = key_by_names(samples, [network.get_input(i).name for i in range(network.num_inputs)], "the engine")
     batches = batch_range(next(iter(arrays.values())).shape[0], batch_sizes)

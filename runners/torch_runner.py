@@ -7,15 +7,25 @@ import inspect
 import json
 import re
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Optional
 
 import numpy as np
 import torch
 
-from runners.common import Handlers, LastLoaded, Skip, sharing_a_load, import_callable, key_by_names, load_npz, save_reference
-from runners.measure import batch_of, time_calls, verification_result, verify_outputs
+from runners.common import (
+    Handlers,
+    LastLoaded,
+    Skip,
+    import_callable,
+    key_by_names,
+    load_npz,
+    save_reference,
+    sharing_a_load,
+)
 from runners.formats import FORMATS
+from runners.measure import batch_of, time_calls, verification_result, verify_outputs
 from runners.protocol import IOSpec, Job, JobResult
 from runners.tensorrt_build import batch_range
 
@@ -38,7 +48,7 @@ def versions() -> dict[str, str]:
 
 
 def load_source(job: Job) -> torch.nn.Module:
-    source = job.model
+    source = job.source()
     path = Path(job.inputs.model) / source.file
     if source.form == "factory":
         factory = import_callable(job)
@@ -55,7 +65,7 @@ def load_source(job: Job) -> torch.nn.Module:
     raise ValueError(f"unknown model form {source.form!r}")
 
 
-def forward_names(model: torch.nn.Module) -> list[str] | None:
+def forward_names(model: torch.nn.Module) -> Optional[list[str]]:
     if isinstance(model, torch.jit.ScriptModule):
         return [arg.name for arg in model.forward.schema.arguments[1:]]
     try:
@@ -66,12 +76,12 @@ def forward_names(model: torch.nn.Module) -> list[str] | None:
     return [p.name for p in params if p.kind in positional]
 
 
-def order_samples(samples: dict[str, np.ndarray], names: list[str] | None) -> dict[str, np.ndarray]:
+def order_samples(samples: dict[str, np.ndarray], names: Optional[list[str]]) -> dict[str, np.ndarray]:
     """Key the samples by forward()'s parameter names (input_0, ... where it has none)."""
     return key_by_names(samples, names or [f"input_{i}" for i in range(len(samples))], "forward()")
 
 
-def flatten_outputs(outputs: Any, names: list[str] | None = None) -> dict[str, np.ndarray]:
+def flatten_outputs(outputs: Any, names: Optional[list[str]] = None) -> dict[str, np.ndarray]:
     if isinstance(outputs, torch.Tensor):
         arrays = {"output": outputs}
     elif isinstance(outputs, dict):
@@ -115,8 +125,9 @@ def reference(job: Job) -> JobResult:
 
 
 def export(job: Job) -> JobResult:
-    target = Path(job.output_dir) / FORMATS[job.format].export_file
-    if FORMATS[job.format].compile_mode:
+    fmt = FORMATS[job.format_name()]
+    target = Path(job.output_dir) / fmt.export_file
+    if fmt.compile_mode:
         return record_compile_options(job, target)
     # TensorRT lowers precision itself (builder flags) from an fp32 ONNX graph, keeping fp32
     # where a layer needs it; Torch-TensorRT takes the program in the variant's precision.
@@ -126,14 +137,14 @@ def export(job: Job) -> JobResult:
     # A batch of 2: exporters would specialize a batch of 1, and a larger one only costs
     # time (a trace runs the model; half precision on CPUs is slow).
     example = tuple(to_tensors(batch_of(samples, 2), job.device, precision))
-    EXPORTERS[job.format](model, example, job.io, target)
+    EXPORTERS[fmt.name](model, example, job.io_spec(), target)
     return JobResult(job.id, job.kind, "ok", artifact=target.name)
 
 
 def record_compile_options(job: Job, target: Path) -> JobResult:
     """torch.compile variants compile where they run; the export only fixes the options."""
     # Freezing folds the weights into the graph as constants: inference only, and faster.
-    options = {"mode": FORMATS[job.format].compile_mode, "backend": "inductor", "freezing": True}
+    options = {"mode": FORMATS[job.format_name()].compile_mode, "backend": "inductor", "freezing": True}
     target.write_text(json.dumps(options))
     return JobResult(job.id, job.kind, "ok", artifact=target.name)
 
@@ -229,7 +240,7 @@ def convert(job: Job) -> JobResult:
                                    max_shape=(batches.max, *t.shape[1:]), dtype=t.dtype) for t in example]
     compiled = torch_tensorrt.compile(program, ir="dynamo", inputs=inputs,
                                       enabled_precisions={DTYPES[job.precision]})
-    target = Path(job.output_dir) / FORMATS[job.format].artifact
+    target = Path(job.output_dir) / FORMATS[job.format_name()].artifact
     torch_tensorrt.save(compiled, str(target), output_format="torchscript", arg_inputs=example)
     return JobResult(job.id, job.kind, "ok", artifact=target.name)
 
@@ -237,7 +248,7 @@ def convert(job: Job) -> JobResult:
 def load_variant(job: Job) -> torch.nn.Module:
     """The variant ready to run (verify and profile share it through LastLoaded)."""
     path = job.inputs.artifact
-    if FORMATS[job.format].compile_mode:
+    if FORMATS[job.format_name()].compile_mode:
         options = json.loads(Path(path).read_text())
         if options["mode"] == "reduce-overhead" and not job.device.startswith("cuda"):
             raise Skip("CUDA graphs (mode=reduce-overhead) need a GPU")
@@ -278,7 +289,7 @@ def profile(job: Job, loaded: LastLoaded) -> JobResult:
             tensors = to_tensors(batch_of(samples, batch_size), job.device, job.precision)
 
             def run() -> None:
-                model(*tensors)
+                model(*tensors)  # noqa: B023 - run in this iteration
                 sync()
 
             entries.append(time_calls(run, job.profiling, batch_size))

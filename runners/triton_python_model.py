@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
@@ -152,4 +152,4 @@ class TritonPythonModel:
         return responses
 
     def finalize(self) -> None:
-        self.run = None
+        del self.run  # the model goes at unload

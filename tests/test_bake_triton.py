@@ -5,8 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.triton import stage as triton_stage
 from orchestrator.containers.bake import BakeError, load_bake_file
+from orchestrator.triton import stage as triton_stage
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -1,14 +1,14 @@
 import pytest
-from pydantic import ValidationError
 from conftest import nav_orch
+from pydantic import ValidationError
 from typer.testing import CliRunner
 
 from orchestrator.api import ExecutorName
 from orchestrator.cli import app, parse_tolerances
+from orchestrator.config import OptimizeConfig
 from orchestrator.containers.engine import gpu_requests
 from orchestrator.errors import BadInput, NavOrchError
 from orchestrator.model_ref import parse_model, parse_model_args
-from orchestrator.config import OptimizeConfig
 from orchestrator.samples import load_samples, parse_input_spec, random_samples
 
 EXAMPLES = __import__("pathlib").Path(__file__).resolve().parent.parent / "examples"

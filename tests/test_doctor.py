@@ -8,9 +8,9 @@ import pytest
 
 from orchestrator.containers.bake import load_bake_file
 from orchestrator.containers.doctor import diagnose
-from orchestrator.errors import EnvironmentProblem
 from orchestrator.containers.gpus import HostGpu
 from orchestrator.containers.images import BAKE_FILE, DEBIAN_BASE
+from orchestrator.errors import EnvironmentProblem
 
 BAKE = load_bake_file(BAKE_FILE)
 

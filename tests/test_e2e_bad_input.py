@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from conftest import EXAMPLES, nav_orch, read_results
 
 MLP = f"{EXAMPLES}/mlp.py:make_mlp"

@@ -7,7 +7,6 @@ import subprocess
 
 import numpy as np
 import pytest
-
 from conftest import E2E_BATCH_SIZES, EXAMPLES, assert_verified_and_profiled, read_results, write_two_input_samples
 from conftest import optimize_cpu as optimize
 

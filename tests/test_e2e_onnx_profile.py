@@ -6,7 +6,6 @@ import json
 import shutil
 
 import pytest
-
 from conftest import EXAMPLES, assert_profiled, read_results
 from conftest import optimize_cpu as optimize
 from conftest import run_cpu as run

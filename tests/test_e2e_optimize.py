@@ -5,7 +5,6 @@ import json
 import subprocess
 
 import pytest
-
 from conftest import EXAMPLES, assert_verified_and_profiled, read_results, write_two_input_samples
 from conftest import optimize_cpu as optimize
 
@@ -16,7 +15,9 @@ ALL_FORMATS = {"torchscript-trace", "torchscript-script", "onnx", "exported-prog
 @pytest.mark.parametrize("executor, jobs", [("docker", "1"), ("docker", "2"), ("local", "2")])
 def test_mlp_every_format_verified_profiled_and_best_chosen(tmp_path, request, executor, jobs):
     workspace = tmp_path / "ws"
-    where = ["--executor", "local", "--python", request.getfixturevalue("runners_python")] if executor == "local" else []
+    where = []
+    if executor == "local":
+        where = ["--executor", "local", "--python", request.getfixturevalue("runners_python")]
     run = optimize(workspace, f"{EXAMPLES}/mlp.py:make_mlp", "--input", "input:8,64:float32", "--jobs", jobs, *where)
     assert run.returncode == 0, run.stderr
     results = json.loads(run.stdout)

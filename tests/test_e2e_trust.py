@@ -14,7 +14,6 @@ import secrets
 from pathlib import Path
 
 import pytest
-
 from conftest import assert_verified_and_profiled, optimize_cpu, read_results
 
 pytestmark = [pytest.mark.docker, pytest.mark.usefixtures("cpu_images", "no_leftovers")]

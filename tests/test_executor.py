@@ -221,7 +221,8 @@ def test_the_rerun_command_has_the_same_sandbox_mounts_and_limits(tmp_path):
 
     from orchestrator.containers import engine
 
-    spec = engine.ContainerSpec(image="nav-orch/pytorch:cpu", command=["python", "-m", "runners.main", "/nav/io/1/job.json"],
+    spec = engine.ContainerSpec(image="nav-orch/pytorch:cpu",
+                                command=["python", "-m", "runners.main", "/nav/io/1/job.json"],
                                 mounts=[engine.Mount(Path("/ws/jobs/j"), "/nav/io/1", read_only=False),
                                         engine.Mount(Path("/home/me/model"), "/nav/io/2", read_only=True)],
                                 labels={engine.RUN_LABEL: "run"}, environment={"PYTHONPATH": "/nav/code"},

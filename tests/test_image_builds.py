@@ -11,8 +11,7 @@ from typing import Optional
 import docker.errors
 import pytest
 
-from orchestrator.containers import engine
-from orchestrator.containers import images
+from orchestrator.containers import engine, images
 from orchestrator.containers.bake import BakeTarget
 from orchestrator.errors import BadInput
 
@@ -126,7 +125,8 @@ def test_digest_follows_what_the_image_is_built_from(context):
 
 
 def test_dockerfile_bases():
-    assert images.dockerfile_bases(TWO_STAGES, {"BASE_IMAGE": "nav-orch/debian:bookworm"}) == ["nav-orch/debian:bookworm"]
+    bases = images.dockerfile_bases(TWO_STAGES, {"BASE_IMAGE": "nav-orch/debian:bookworm"})
+    assert bases == ["nav-orch/debian:bookworm"]
     text = ("# syntax comment\nARG BASE=nav-orch/debian:bookworm\nARG TAG\n"
             "FROM --platform=linux/amd64 $BASE AS Build\nRUN true\n"
             "FROM scratch AS empty\nFROM build AS again\nFROM \\\n  other/image:${TAG}\nARG BASE=ignored\n")

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import pytest
 
-from orchestrator.errors import BadInput
 from orchestrator.containers.images import image_for
+from orchestrator.errors import BadInput
 from orchestrator.model_ref import parse_function, parse_model
 from orchestrator.run.pipeline import check_fixed_batch
 from runners.protocol import IOSpec, TensorSpec

@@ -4,8 +4,19 @@ import pytest
 
 from orchestrator.results import JOB_RESULT
 from runners.protocol import (
-    IOSpec, Job, JobInputs, JobResult, LatencyStats, ModelSource, ProfileEntry, ProtocolError, TensorSpec, Tolerance,
-    from_dict, read_job, to_json,
+    IOSpec,
+    Job,
+    JobInputs,
+    JobResult,
+    LatencyStats,
+    ModelSource,
+    ProfileEntry,
+    ProtocolError,
+    TensorSpec,
+    Tolerance,
+    from_dict,
+    read_job,
+    to_json,
 )
 
 
@@ -38,6 +49,15 @@ def test_newer_protocol_is_refused(tmp_path):
     path.write_text(json.dumps(data))
     with pytest.raises(ProtocolError, match="protocol 99"):
         read_job(path)
+
+
+def test_fields_a_job_kind_needs_are_read_through_accessors():
+    job = sample_job()
+    assert (job.source(), job.format_name(), job.io_spec()) == (job.model, "onnx", job.io)
+    bare = Job(id="export-onnx-fp32", kind="export", runner="torch", output_dir="/out")
+    for read, missing in ((bare.source, "source model"), (bare.format_name, "format"), (bare.io_spec, "io")):
+        with pytest.raises(ProtocolError, match=f"export job export-onnx-fp32 has no {missing}"):
+            read()
 
 
 def test_host_validates_runner_results_with_pydantic():

@@ -7,13 +7,14 @@ import os
 from importlib import resources
 from pathlib import Path
 
+from test_image_builds import FakeDocker
+
 from orchestrator.containers import images
 from orchestrator.containers.bake import load_bake_file
 from orchestrator.containers.doctor import check_bake_file, diagnose
 from orchestrator.errors import EnvironmentProblem
 from orchestrator.resources import shipped
 from runners import RUNNERS_DIR
-from test_image_builds import FakeDocker
 
 ROOT = Path(__file__).resolve().parent.parent
 

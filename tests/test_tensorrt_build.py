@@ -5,8 +5,16 @@ import pytest
 
 from runners.common import Skip
 from runners.tensorrt_build import (
-    GIB, MAX_WORKSPACE, MIN_WORKSPACE, BatchRange, ShapeRange, batch_range, precision_flags, profile_shapes,
-    timing_cache_path, workspace_limit,
+    GIB,
+    MAX_WORKSPACE,
+    MIN_WORKSPACE,
+    BatchRange,
+    ShapeRange,
+    batch_range,
+    precision_flags,
+    profile_shapes,
+    timing_cache_path,
+    workspace_limit,
 )
 
 FLAGS_10 = {"FP16", "BF16", "TF32", "INT8", "REFIT"}

@@ -14,9 +14,9 @@ from orchestrator.triton.repository import (
     NotServable,
     api_datatype,
     config_text,
+    deployment_for,
     model_config,
     parse_config,
-    deployment_for,
     read_config,
     write_model,
 )

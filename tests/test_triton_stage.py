@@ -6,31 +6,46 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Callable
 from functools import partial
 from pathlib import Path
-from typing import Callable
+from typing import Optional
 
 import numpy as np
 import pytest
 from rich.console import Console
 from tritonclient.grpc import model_config_pb2 as mc
 
-from orchestrator.containers import engine
-from orchestrator.triton import stage as triton_stage
-from orchestrator.errors import ServerFailed
 from orchestrator.config import TritonSettings
-from orchestrator.results import (
-    Environment, ImageRecord, RunResults, Selection, TritonLatency, TritonResults, TritonRun, VariantResult,
-)
-from orchestrator.triton.perf_analyzer import (
-    Measurement, PerfAnalyzer, PerfFailed, command, last_message, parse_csv, unstable, write_input_data,
-)
+from orchestrator.containers import engine
+from orchestrator.errors import ServerFailed
 from orchestrator.progress import print_summary
-from orchestrator.triton.tensorrt_guard import TensorRTMismatch, builder_tensorrt, check_engine, same_version
+from orchestrator.results import (
+    Environment,
+    ImageRecord,
+    RunResults,
+    Selection,
+    TritonLatency,
+    TritonResults,
+    TritonRun,
+    VariantResult,
+)
+from orchestrator.run.workspace import Workspace
+from orchestrator.triton import stage as triton_stage
+from orchestrator.triton.perf_analyzer import (
+    Measurement,
+    PerfAnalyzer,
+    PerfFailed,
+    command,
+    last_message,
+    parse_csv,
+    unstable,
+    write_input_data,
+)
 from orchestrator.triton.repository import read_config
 from orchestrator.triton.serve import request_body
 from orchestrator.triton.server import TritonServer, failed_models, fatal_line, log_message
-from orchestrator.run.workspace import Workspace
+from orchestrator.triton.tensorrt_guard import TensorRTMismatch, builder_tensorrt, check_engine, same_version
 from runners.protocol import IOSpec, LatencyStats, ProfileEntry, TensorSpec
 
 DATA = Path(__file__).resolve().parent / "data"
@@ -165,7 +180,7 @@ def test_benign_error_lines_of_a_cpu_host_are_not_fatal():
 class FakeContainer:
     """A server container as docker's SDK shows it: running until `exit_code` is set."""
 
-    def __init__(self, log: str = "", exit_code: int | None = None):
+    def __init__(self, log: str = "", exit_code: Optional[int] = None):
         self.log, self.exit_code = log, exit_code
 
     def reload(self) -> None:
@@ -287,7 +302,7 @@ class FakeServer:
         self.models, self.grpc_url = models, "127.0.0.1:1"
         started.append(models)
 
-    def __enter__(self) -> "FakeServer":
+    def __enter__(self) -> FakeServer:
         if "torchscript-trace-fp32" in self.models:
             raise ServerFailed("Triton did not start", {"torchscript-trace-fp32": "Internal: boom"})
         return self
@@ -305,13 +320,13 @@ class FakeServer:
 class FakePerf:
     """Measures 1000/s per sample; concurrency 2 never settles."""
 
-    def __init__(self, measured: list[tuple[str, int | None, Path | None]], *, image: str, run_id: str, folder: Path,
-                 settings: TritonSettings):
+    def __init__(self, measured: list[tuple[str, Optional[int], Optional[Path]]], *, image: str, run_id: str,
+                 folder: Path, settings: TritonSettings):
         self.measured, self.folder = measured, folder
         folder.mkdir(parents=True, exist_ok=True)
 
-    def measure(self, model: str, batch_size: int | None, concurrency: int, grpc_url: str,
-                input_data: Path | None) -> tuple[Measurement, Path]:
+    def measure(self, model: str, batch_size: Optional[int], concurrency: int, grpc_url: str,
+                input_data: Optional[Path]) -> tuple[Measurement, Path]:
         self.measured.append((model, batch_size, input_data))
         if concurrency == 2:
             raise PerfFailed("no stable measurement")
@@ -333,7 +348,7 @@ class World:
             verified(self.workspace, "torch-compile-fp32", "compile.json", 500.0),
         ])
         self.started: list[list[str]] = []
-        self.measured: list[tuple[str, int | None, Path | None]] = []
+        self.measured: list[tuple[str, Optional[int], Optional[Path]]] = []
         self.tools = triton_stage.StageTools(
             require_image=lambda tag: engine.ImageInfo(tag=tag, id="sha256:t", labels={}),
             image_backends=lambda image, run_id: {"python"},

@@ -2,16 +2,17 @@
 from __future__ import annotations
 
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Literal, Optional
+from typing import Literal, Optional
 
 import docker
 
 from orchestrator.containers import engine
 from orchestrator.containers.bake import BakeError, BakeFile, load_bake_file
-from orchestrator.errors import NavOrchError
 from orchestrator.containers.gpus import HostGpu
+from orchestrator.errors import NavOrchError
 
 Level = Literal["ok", "info", "warn", "fail"]
 

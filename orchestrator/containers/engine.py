@@ -8,13 +8,15 @@ import subprocess
 import tarfile
 import tempfile
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Optional
+from typing import Optional
 
 import docker
 import docker.errors
 from docker.models.containers import Container
+from docker.models.images import Image
 from docker.types import DeviceRequest
 from docker.utils import parse_repository_tag
 
@@ -59,7 +61,14 @@ def inspect_image(client: docker.DockerClient, tag: str) -> Optional[ImageInfo]:
         image = client.images.get(tag)
     except docker.errors.ImageNotFound:
         return None
-    return ImageInfo(tag=tag, id=image.id, labels=dict(image.labels or {}))
+    return ImageInfo(tag=tag, id=image_id(image), labels=dict(image.labels or {}))
+
+
+def image_id(image: Image) -> str:
+    """The ID of an image the daemon returned (the SDK's type allows none)."""
+    if image.id is None:
+        raise EnvironmentProblem(f"Docker returned image {image.tags} without an ID")
+    return image.id
 
 
 def gpu_requests(gpus: str) -> list[DeviceRequest]:
@@ -275,7 +284,8 @@ def build_image(
     for tag in tags[1:]:
         repository, _, version = tag.rpartition(":")
         image.tag(repository, version)
-    return BuiltImage(id=image.id, stage_ids=list(dict.fromkeys(i for i in stage_ids if i != image.id)))
+    built = image_id(image)
+    return BuiltImage(id=built, stage_ids=list(dict.fromkeys(i for i in stage_ids if i != built)))
 
 
 def remove_untagged(client: docker.DockerClient, image_ids: Iterable[str],
@@ -325,7 +335,7 @@ def import_rootfs(client: docker.DockerClient, rootfs: Path, tag: str) -> str:
         with tarfile.open(archive, mode="w") as tar:
             tar.add(str(rootfs), arcname=".")
         client.api.import_image_from_file(str(archive), repository=repository, tag=version)
-    return client.images.get(tag).id
+    return image_id(client.images.get(tag))
 
 
 def tail(text: str, lines: int = 20) -> str:

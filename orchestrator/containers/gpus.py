@@ -1,9 +1,10 @@
 """The host's GPUs, read with nvidia-smi (the host imports no CUDA library), and `--gpus` values."""
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence, Union
+from typing import Union
 
 from orchestrator.errors import BadInput, EnvironmentProblem
 from runners import nvidia_smi

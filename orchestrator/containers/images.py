@@ -14,15 +14,16 @@ import stat
 import subprocess
 import sys
 import tempfile
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Callable, Iterable, Iterator, Mapping, Optional, Sequence, Union
+from typing import Optional, Union
 
 import docker
 
 from orchestrator.containers import engine
 from orchestrator.containers.bake import BakeFile, BakeTarget, load_bake_file
-from orchestrator.errors import BadInput, EnvironmentProblem
 from orchestrator.containers.gpus import nvidia_driver_loaded
+from orchestrator.errors import BadInput, EnvironmentProblem
 from orchestrator.resources import shipped
 
 BAKE_FILE = shipped("docker-bake.hcl")
@@ -136,7 +137,9 @@ def _apt_sources(sources_dir: Path) -> Iterable[tuple[str, list[str]]]:
 
 
 def _deb822(text: str) -> list[dict[str, str]]:
-    paragraphs, current, key = [], {}, None
+    paragraphs: list[dict[str, str]] = []
+    current: dict[str, str] = {}
+    key: Optional[str] = None
     for line in text.splitlines() + [""]:
         if line.startswith("#"):
             continue
@@ -598,5 +601,5 @@ def _stream(command: list[str], on_line: OnLine, failure: str) -> None:
             process.kill()  # interrupted: leave no debootstrap or pip behind
         process.wait()
     if process.returncode != 0:
-        detail = f" (last output: {' | '.join(l for l in last if l.strip())})" if last else ""
+        detail = f" (last output: {' | '.join(line for line in last if line.strip())})" if last else ""
         raise EnvironmentProblem(f"{failure}: exit code {process.returncode}{detail}")

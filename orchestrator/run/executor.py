@@ -17,17 +17,19 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Callable, Optional, Protocol
+from typing import BinaryIO, Optional, Protocol
 
 import docker
+from docker.models.containers import Container
 from pydantic import ValidationError
 
 from orchestrator.containers import engine
-from orchestrator.run import untrusted
 from orchestrator.errors import EnvironmentProblem
 from orchestrator.results import JOB_RESULT
+from orchestrator.run import untrusted
 from orchestrator.run.workspace import Workspace
 from runners import RUNNERS_DIR
 from runners.protocol import JOB_FILE, RESULT_FILE, Job, JobResult
@@ -46,7 +48,7 @@ def cache_environment(cache_dir: str) -> dict[str, str]:
 OnResult = Callable[[JobResult], None]
 
 
-@dataclass
+@dataclass(frozen=True)
 class Placement:
     """Where a session runs: on one GPU (an index) or none, and with how many CPU threads
     per framework (None: all; sessions that share the CPUs split them, instead of each
@@ -57,6 +59,9 @@ class Placement:
 
     def environment(self) -> dict[str, str]:
         return {"OMP_NUM_THREADS": str(self.threads), "MKL_NUM_THREADS": str(self.threads)} if self.threads else {}
+
+
+ANY_PLACEMENT = Placement()  # no GPU, every CPU thread
 
 
 @dataclass
@@ -105,7 +110,8 @@ def read_result(job: Job, workspace: Workspace) -> Optional[JobResult]:
     except untrusted.UntrustedOutput as error:
         return JobResult(job.id, job.kind, "failed", error=str(error))
     except ValidationError as error:
-        return JobResult(job.id, job.kind, "failed", error=f"invalid result from the runner: {error.errors()[0]['msg']}")
+        return JobResult(job.id, job.kind, "failed",
+                         error=f"invalid result from the runner: {error.errors()[0]['msg']}")
 
 
 class Executor:
@@ -125,7 +131,7 @@ class Executor:
         self.cancelled.set()
 
     def run(self, name: str, image: str, jobs: list[Job], on_result: OnResult,
-            placement: Placement = Placement()) -> dict[str, JobResult]:
+            placement: Placement = ANY_PLACEMENT) -> dict[str, JobResult]:
         reported: dict[str, JobResult] = {}
         for job in jobs:
             (self.workspace.job_dir(job.id) / RESULT_FILE).unlink(missing_ok=True)
@@ -211,7 +217,8 @@ def write_rerun_scripts(workspace: Workspace, jobs: list[Job], command: Callable
     it in its session (those it needs), so a failure can be debugged in the same container."""
     for index, job in enumerate(jobs):
         untrusted.write_text(workspace.job_dir(job.id) / RERUN_FILE,
-                             "#!/bin/sh\n# Reruns this job (after the ones before it in its session) without nav-orch;\n"
+                             "#!/bin/sh\n"
+                             "# Reruns this job (after the ones before it in its session) without nav-orch;\n"
                              "# it rewrites this job's result in the workspace.\n"
                              + shlex.join(command(job_files[:index + 1])) + "\n")
 
@@ -237,7 +244,9 @@ class Mounts:
     def _find(self, path: Path) -> Optional[str]:
         for mount in self.mounts:
             if path == mount.source or mount.source in path.parents:
-                return mount.target + "/" + str(path.relative_to(mount.source)) if path != mount.source else mount.target
+                if path == mount.source:
+                    return mount.target
+                return mount.target + "/" + str(path.relative_to(mount.source))
         return None
 
     def add(self, source: Path, target: str, read_only: bool) -> str:
@@ -259,7 +268,7 @@ class Mounts:
 
 
 class ContainerProcess:
-    def __init__(self, container: docker.models.containers.Container):
+    def __init__(self, container: Container):
         self.container = container
         self.logs = ""
 

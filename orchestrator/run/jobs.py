@@ -17,7 +17,14 @@ from orchestrator.run.planning import REFERENCE, Variant
 from orchestrator.run.workspace import Workspace
 from runners.formats import FORMATS
 from runners.protocol import (
-    NORMALIZED_SAMPLES, REFERENCE_OUTPUTS, IOSpec, Job, JobInputs, JobKind, ProfileSettings, Tolerance,
+    NORMALIZED_SAMPLES,
+    REFERENCE_OUTPUTS,
+    IOSpec,
+    Job,
+    JobInputs,
+    JobKind,
+    ProfileSettings,
+    Tolerance,
 )
 
 
@@ -56,15 +63,17 @@ class JobBuilder:
 
     def reference_job(self, samples: Path, device: str) -> Job:
         """Runs the source model on the samples; never reused (it fingerprints the model)."""
+        inputs = JobInputs(model=str(self.config.model.path.parent), samples=str(samples))
         return self._job(REFERENCE, "reference", self.config.model.framework, self.workspace.reference, None,
-                         device=device, inputs=JobInputs(model=str(self.config.model.path.parent), samples=str(samples)))
+                         device=device, inputs=inputs)
 
     def function_job(self, variant: Variant, samples: Path, device: str) -> Job:
         """`nav-orch profile`: times the function; never reused (there is no reference to key it by)."""
         job_id = f"profile-{variant.name}"
+        inputs = JobInputs(model=str(self.config.model.path.parent), samples=str(samples))
         return self._job(job_id, "profile", FORMATS[variant.format].runner, self.workspace.job_dir(job_id), variant,
-                         device=device, inputs=JobInputs(model=str(self.config.model.path.parent), samples=str(samples)),
-                         batch_sizes=self.config.batch_sizes, profiling=self.config.profiling)
+                         device=device, inputs=inputs, batch_sizes=self.config.batch_sizes,
+                         profiling=self.config.profiling)
 
     def _variant_inputs(self, variant: Variant) -> JobInputs:
         return JobInputs(

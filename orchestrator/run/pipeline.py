@@ -8,6 +8,7 @@ and selects the best variant at the end.
 from __future__ import annotations
 
 import os
+from functools import partial
 from pathlib import Path
 from typing import Optional
 
@@ -60,7 +61,7 @@ class Pipeline:
         self.recorder.queue(variants)
         function = self.config.model.form == "function"
         reference = None if function else self.run_reference(samples, self.gpus[0] if self.gpus else None)
-        units = [Unit(step.name, lambda gpu, step=step: self.perform(step, reference, samples, gpu),
+        units = [Unit(step.name, partial(self.perform, step, reference, samples),
                       needs=list(step.needs), gpu=step.gpu, exclusive=step.exclusive)
                  for step in plan_steps(variants, bool(self.gpus))]
         Scheduler(self.gpus, self.config.jobs).run(units, on_abort=self.executor.cancel)

@@ -9,11 +9,13 @@ session of its own, built only in the precision that won among the others.
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Literal, Mapping, Optional
+from typing import Literal, Optional
 
 from orchestrator.config import OptimizeConfig
 from runners.formats import FORMATS, default_formats, default_precisions
+from runners.protocol import Precision
 
 REFERENCE = "reference"
 
@@ -22,7 +24,7 @@ REFERENCE = "reference"
 class Variant:
     name: str
     format: str
-    precision: str
+    precision: Precision
 
 
 # `nav-orch profile file.py:function`: the callable as the one variant, profiled only.

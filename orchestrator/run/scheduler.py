@@ -8,10 +8,12 @@ competes with what it measures.
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import partial
 from graphlib import CycleError, TopologicalSorter
-from typing import Callable, Optional
+from typing import Optional
 
 
 @dataclass
@@ -62,10 +64,11 @@ class Scheduler:
         def finished(unit: Unit, future: Future) -> None:
             with changed:
                 running.pop(unit.name)
-                if future.exception() is None:
+                error = future.exception()
+                if error is None:
                     graph.done(unit.name)  # only success releases what needs it
                 else:
-                    errors.append(future.exception())
+                    errors.append(error)
                 changed.notify_all()
 
         workers = max(self.jobs, len(self.gpus)) + 1
@@ -83,7 +86,7 @@ class Scheduler:
                                 running[unit.name] = gpu
                                 future = pool.submit(unit.run, gpu)
                                 # Runs `finished` at once, in this thread, if the unit is done already.
-                                future.add_done_callback(lambda f, u=unit: finished(u, f))
+                                future.add_done_callback(partial(finished, unit))
                                 started = True
                         if not started:  # nothing more can start until a unit finishes
                             changed.wait(timeout=1.0)  # the timeout keeps Ctrl-C prompt
@@ -95,7 +98,8 @@ class Scheduler:
         if errors:
             raise errors[0]
 
-    def _place(self, unit: Unit, running: dict[str, Optional[str]], units: dict[str, Unit]) -> tuple[bool, Optional[str]]:
+    def _place(self, unit: Unit, running: dict[str, Optional[str]],
+               units: dict[str, Unit]) -> tuple[bool, Optional[str]]:
         """Whether `unit` may start now, and on which GPU."""
         if any(units[name].exclusive and gpu is None for name, gpu in running.items()):
             return False, None  # an exclusive unit has the whole machine

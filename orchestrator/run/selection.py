@@ -12,7 +12,8 @@ def _within(entry: ProfileEntry, budget_ms: Optional[float]) -> bool:
     return budget_ms is None or entry.latency_ms.p99 <= budget_ms
 
 
-def _score(variant: VariantResult, objective: Objective, budget_ms: Optional[float]) -> Optional[tuple[float, ProfileEntry]]:
+def _score(variant: VariantResult, objective: Objective,
+           budget_ms: Optional[float]) -> Optional[tuple[float, ProfileEntry]]:
     """Higher is better; None when no profiled point of the variant fits the budget."""
     if objective == "latency":
         smallest = min(variant.profile, key=lambda e: e.batch_size)

@@ -35,7 +35,7 @@ class Workspace:
         self.perf = self.triton / "perf"
         self.results_path = self.root / "results.json"
 
-    def create(self) -> "Workspace":
+    def create(self) -> Workspace:
         for folder in (self.inputs, self.reference, self.variants, self.jobs, self.logs, self.cache):
             folder.mkdir(parents=True, exist_ok=True)
         return self

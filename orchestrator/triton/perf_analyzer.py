@@ -12,17 +12,18 @@ import io as text_io
 import json
 import os
 import shlex
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Optional
 
 import numpy as np
 
-from orchestrator.containers import engine
-from orchestrator.run import untrusted
-from orchestrator.errors import NavOrchError
 from orchestrator.config import TritonSettings
+from orchestrator.containers import engine
+from orchestrator.errors import NavOrchError
 from orchestrator.results import TritonLatency
+from orchestrator.run import untrusted
 from orchestrator.triton.repository import request_shape
 
 # What perf_analyzer prints when its windows did not settle. Some versions say instead that no
@@ -61,7 +62,7 @@ class Measurement:
 def parse_csv(text: str) -> list[Measurement]:
     """The rows of a perf_analyzer `-f` CSV (with or without --verbose-csv): its first table,
     which ends at the first blank line."""
-    table = []
+    table: list[str] = []
     for line in text.splitlines():
         if not line.strip():
             if table:
@@ -172,7 +173,8 @@ class PerfAnalyzer:
                            ACCEPT_ANY if last else None)
             # The command line is kept for people to rerun; it is never run through a shell.
             untrusted.write_text(
-                self.folder / f"{stem}.cmd", f"# in {self.image}, --network host, this folder mounted at {PERF_MOUNT}, while the server runs "
+                self.folder / f"{stem}.cmd",
+                f"# in {self.image}, --network host, this folder mounted at {PERF_MOUNT}, while the server runs "
                 "(`nav-orch serve WORKSPACE --grpc-port PORT`)\n" + shlex.join(args) + "\n")
             state, output = self.run_container(self._spec(args), self.settings.perf_timeout_s)
             untrusted.write_text(self.folder / f"{stem}.log", output)

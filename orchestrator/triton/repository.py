@@ -15,17 +15,18 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional, Sequence, TypeVar
+from typing import Optional, TypeVar
 
 import numpy as np
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as mc
 
-from orchestrator.run import untrusted
 from orchestrator.errors import NavOrchError
 from orchestrator.results import VariantResult
+from orchestrator.run import untrusted
 from runners import RUNNERS_DIR
 from runners.formats import FORMATS, TritonServing
 from runners.protocol import IOSpec, TensorSpec
@@ -214,7 +215,7 @@ def write_model(repository: Path, deployment: Deployment, io: IOSpec, max_batch_
     if deployment.backend == "python":
         shutil.copyfile(PYTHON_MODEL_SOURCE, version / "model.py")
     (folder / CONFIG_FILE).write_text(config_text(model_config(deployment, io, max_batch_size, gpus)))
-    for root, dirnames, filenames in os.walk(folder):
+    for root, _dirnames, filenames in os.walk(folder):
         os.chmod(root, 0o755)
         for name in filenames:
             os.chmod(os.path.join(root, name), 0o644)

@@ -11,27 +11,35 @@ import json
 import shlex
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Optional
 
 import numpy as np
 from pydantic import ValidationError
 from tritonclient.grpc import model_config_pb2 as mc
 
 from orchestrator.containers import engine
-from orchestrator.run import untrusted
-from orchestrator.errors import BadInput
 from orchestrator.containers.gpus import host_gpus, select_gpus
 from orchestrator.containers.images import CPU_RELEASE
+from orchestrator.errors import BadInput
 from orchestrator.results import JOB_RESULT, RunResults, VariantResult
+from orchestrator.run import untrusted
 from orchestrator.run.planning import REFERENCE
-from orchestrator.triton.tensorrt_guard import builder_tensorrt, check_engine
+from orchestrator.run.workspace import Workspace
 from orchestrator.triton.repository import (
-    VERSION, api_datatype, deployment_for, read_config, request_shape, write_model,
+    CONFIG_FILE,
+    VERSION,
+    api_datatype,
+    deployment_for,
+    parse_config,
+    read_config,
+    request_shape,
+    write_model,
 )
 from orchestrator.triton.server import TritonServer, check_port_free, image_backends
 from orchestrator.triton.stage import gpu_request, load_samples, release_of, require_image, triton_images
-from orchestrator.run.workspace import Workspace
+from orchestrator.triton.tensorrt_guard import builder_tensorrt, check_engine
 from runners.protocol import RESULT_FILE, IOSpec
 
 Echo = Callable[[str], None]
@@ -117,8 +125,8 @@ def serve(workspace_path: Path, variant_name: Optional[str], http_port: int, grp
             max_batch_size = max((e.batch_size for e in variant.profile), default=DEFAULT_MAX_BATCH_SIZE)
             err(f"writing {variant.name} into {repository}")
             repository.mkdir(parents=True, exist_ok=True)
-            write_model(repository, deployment, io, max_batch_size, gpu_indices)
-            config = read_config(repository, variant.name)
+            folder = write_model(repository, deployment, io, max_batch_size, gpu_indices)
+            config = parse_config((folder / CONFIG_FILE).read_text())
         request = workspace.triton / f"request-{variant.name}.json"
         request.write_text(json.dumps(request_body(load_samples(workspace), config)))
         server = TritonServer(client, server_image, repository, [variant.name], run_id,

@@ -9,11 +9,13 @@ from __future__ import annotations
 import re
 import socket
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable, Optional, Protocol
+from typing import Optional, Protocol
 
 import docker
 import tritonclient.grpc as triton_grpc
+from docker.models.containers import Container
 from tritonclient.utils import InferenceServerException
 
 from orchestrator.containers import engine
@@ -83,7 +85,7 @@ def fatal_line(log: str) -> Optional[str]:
 
 def failed_models(log: str) -> dict[str, str]:
     """Models the log says failed to load, with the reason."""
-    found = {}
+    found: dict[str, str] = {}
     for line in log.splitlines():
         match = FAILED_MODEL.search(log_message(line))
         if match:
@@ -144,7 +146,7 @@ class TritonServer:
         self.pids = pids
         self.open_health = health  # a Health for the server's gRPC address
         self.health: Optional[Health] = None
-        self.container = None
+        self.container: Optional[Container] = None
 
     @property
     def http_url(self) -> str:
@@ -165,7 +167,7 @@ class TritonServer:
             "--allow-metrics=false", "--exit-on-error=true", "--strict-readiness=true",
         ]
 
-    def start(self) -> "TritonServer":
+    def start(self) -> TritonServer:
         """Start and wait until every model is ready; ServerFailed says why it did not."""
         for attempt in range(PORT_RETRIES):
             self.http_port = self.requested_ports[0] or free_port()
@@ -205,7 +207,7 @@ class TritonServer:
             if self.health.ready():
                 return
             log = self.logs()
-            state = engine.exit_state(self.container)
+            state = engine.exit_state(self.started())
             if fatal_line(log) or state is not None:
                 log = self._settle()
                 failed = failed_models(log)
@@ -222,19 +224,23 @@ class TritonServer:
         """After a fatal line: give the server a moment to finish loading the other models and
         exit (--exit-on-error), so the log names every model that failed. Returns the log."""
         deadline = time.monotonic() + FATAL_GRACE_S
-        while engine.exit_state(self.container) is None and time.monotonic() < deadline:
+        while engine.exit_state(self.started()) is None and time.monotonic() < deadline:
             time.sleep(0.25)
         self.save_log()
         return self.logs()
 
     def check_running(self) -> None:
         """Raise ServerFailed when the server has stopped on its own."""
-        state = engine.exit_state(self.container)
+        state = engine.exit_state(self.started())
         if state is not None:
             self.save_log()
             log = self.logs()
             reason = fatal_line(log) or f"exit code {state.code}" + (", out of memory" if state.oom_killed else "")
             raise ServerFailed(f"Triton stopped: {reason} (log: {self.log_path})")
+
+    def started(self) -> Container:
+        assert self.container is not None, "started first"
+        return self.container
 
     def logs(self) -> str:
         return engine.container_logs(self.container) if self.container is not None else ""
@@ -260,7 +266,7 @@ class TritonServer:
             engine.remove_container(self.container)
             self.container = None
 
-    def __enter__(self) -> "TritonServer":
+    def __enter__(self) -> TritonServer:
         return self.start()
 
     def __exit__(self, *exc) -> None:

@@ -16,33 +16,28 @@ plain orchestration.
 from __future__ import annotations
 
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Callable, Optional, Protocol
+from typing import Optional, Protocol
 
 import docker
 import numpy as np
 
-from orchestrator.containers import engine
-from orchestrator.run import untrusted
-from orchestrator.errors import EnvironmentProblem, NavOrchError, ServerFailed
-from orchestrator.containers.images import CPU_RELEASE
 from orchestrator.config import Objective, OptimizeConfig, TritonSettings
+from orchestrator.containers import engine
+from orchestrator.containers.images import CPU_RELEASE
+from orchestrator.errors import EnvironmentProblem, NavOrchError, ServerFailed
 from orchestrator.progress import Reporter
 from orchestrator.results import RunResults, TritonResults, TritonRun, VariantResult
-from orchestrator.triton.perf_analyzer import Measurement, PerfAnalyzer, PerfFailed, write_input_data
+from orchestrator.run import untrusted
 from orchestrator.run.selection import select_best
-from orchestrator.triton.tensorrt_guard import builder_tensorrt, check_engine
-from orchestrator.triton.repository import (
-    Deployment,
-    model_config,
-    deployment_for,
-    tensor_names,
-    write_model,
-)
-from orchestrator.triton.server import TritonServer, image_backends
 from orchestrator.run.workspace import Workspace
+from orchestrator.triton.perf_analyzer import Measurement, PerfAnalyzer, PerfFailed, write_input_data
+from orchestrator.triton.repository import Deployment, deployment_for, model_config, tensor_names, write_model
+from orchestrator.triton.server import TritonServer, image_backends
+from orchestrator.triton.tensorrt_guard import builder_tensorrt, check_engine
 from runners.arrays import load_npz
 from runners.protocol import IOSpec
 
@@ -56,7 +51,7 @@ class Server(Protocol):
 
     @property
     def grpc_url(self) -> str: ...
-    def __enter__(self) -> "Server": ...
+    def __enter__(self) -> Server: ...
     def __exit__(self, *exc: object) -> None: ...
     def server_version(self) -> Optional[str]: ...
     def check_running(self) -> None: ...
