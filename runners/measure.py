@@ -68,7 +68,7 @@ def batch_of(samples: Mapping[str, np.ndarray], batch_size: int, batch_axis: int
     return out
 
 
-def time_calls(run: Callable[[], None], settings: ProfileSettings, batch_size: int) -> ProfileEntry:
+def time_calls(run: Callable[[], object], settings: ProfileSettings, batch_size: int) -> ProfileEntry:
     """Time `run` (one synchronous inference, device work included) until stable.
 
     Calls are timed one by one in windows of at least `window_ms` and `min_window_calls`
@@ -104,3 +104,10 @@ def time_calls(run: Callable[[], None], settings: ProfileSettings, batch_size: i
         windows=len(windows),
         stable=stable,
     )
+
+
+def profile_result(job: Job, call_at: Callable[[int], Callable[[], object]]) -> JobResult:
+    """A profile job's result: the variant timed at each of the job's batch sizes, where
+    `call_at(batch_size)` prepares that batch and returns the one synchronous call to time."""
+    entries = [time_calls(call_at(size), job.profiling, size) for size in job.batch_sizes]
+    return JobResult(job.id, job.kind, "ok", profile=entries)

@@ -13,7 +13,7 @@ import onnxruntime as ort
 
 from runners.common import Handlers, Skip, key_by_names, load_npz, save_reference
 from runners.formats import FORMATS
-from runners.measure import batch_of, time_calls, verification_result, verify_outputs
+from runners.measure import batch_of, profile_result, verification_result, verify_outputs
 from runners.protocol import IOSpec, Job, JobResult, TensorSpec
 
 # ONNX Runtime's element types as numpy dtypes (bfloat16 and strings have none to compare with).
@@ -68,11 +68,7 @@ def verify(job: Job) -> JobResult:
 def profile(job: Job) -> JobResult:
     sess = session(job)
     samples = load_npz(job.inputs.samples)
-    entries = []
-    for batch_size in job.batch_sizes:
-        batch = feeds(sess, batch_of(samples, batch_size))
-        entries.append(time_calls(partial(sess.run, None, batch), job.profiling, batch_size))
-    return JobResult(job.id, job.kind, "ok", profile=entries)
+    return profile_result(job, lambda size: partial(sess.run, None, feeds(sess, batch_of(samples, size))))
 
 
 # --- an ONNX file as the source model ----------------------------------------------------------

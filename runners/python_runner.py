@@ -6,7 +6,7 @@ from __future__ import annotations
 from functools import partial
 
 from runners.common import Handlers, import_callable, load_npz
-from runners.measure import batch_of, time_calls
+from runners.measure import batch_of, profile_result
 from runners.protocol import Job, JobResult
 
 
@@ -17,11 +17,7 @@ def versions() -> dict[str, str]:
 def profile(job: Job) -> JobResult:
     function = import_callable(job)
     samples = load_npz(job.inputs.samples)
-    entries = []
-    for batch_size in job.batch_sizes:
-        arrays = list(batch_of(samples, batch_size).values())
-        entries.append(time_calls(partial(function, *arrays), job.profiling, batch_size))
-    return JobResult(job.id, job.kind, "ok", profile=entries)
+    return profile_result(job, lambda size: partial(function, *batch_of(samples, size).values()))
 
 
 def handlers() -> Handlers:

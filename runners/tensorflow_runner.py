@@ -31,7 +31,7 @@ from runners.common import (  # noqa: E402
     sharing_a_load,
 )
 from runners.formats import FORMATS  # noqa: E402
-from runners.measure import batch_of, time_calls, verification_result, verify_outputs  # noqa: E402
+from runners.measure import batch_of, profile_result, verification_result, verify_outputs  # noqa: E402
 from runners.protocol import IOSpec, Job, JobResult  # noqa: E402
 
 SIGNATURE = "serving_default"
@@ -375,21 +375,22 @@ def profile(job: Job, loaded: LastLoaded) -> JobResult:
     device = tf_device(job)
     samples = key_by_names(load_npz(job.inputs.samples), variant.input_names, "the model")
     sync = getattr(tf.experimental, "sync_devices", None) if device.startswith("/GPU") else None
-    entries = []
+
+    def call_at(batch_size: int) -> Callable[[], None]:
+        inputs = {name: tf.constant(array) for name, array in batch_of(samples, batch_size).items()}
+
+        def run() -> None:
+            outputs = variant.call(inputs)
+            if sync is not None:
+                sync()
+            elif device.startswith("/GPU"):  # no sync_devices: reading a value waits for the GPU
+                for value in tf.nest.flatten(outputs):
+                    value.numpy()
+
+        return run
+
     with tf.device(device):
-        for batch_size in job.batch_sizes:
-            inputs = {name: tf.constant(array) for name, array in batch_of(samples, batch_size).items()}
-
-            def run() -> None:
-                outputs = variant.call(inputs)  # noqa: B023 - run in this iteration
-                if sync is not None:
-                    sync()
-                elif device.startswith("/GPU"):  # no sync_devices: reading a value waits for the GPU
-                    for value in tf.nest.flatten(outputs):
-                        value.numpy()
-
-            entries.append(time_calls(run, job.profiling, batch_size))
-    return JobResult(job.id, job.kind, "ok", profile=entries)
+        return profile_result(job, call_at)
 
 
 def handlers() -> Handlers:

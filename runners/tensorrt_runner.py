@@ -9,6 +9,7 @@ tensors: the NGC PyTorch image that runs this carries torch. The decisions that 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +17,7 @@ import numpy as np
 
 from runners.common import Handlers, Skip, key_by_names, load_npz
 from runners.formats import FORMATS
-from runners.measure import batch_of, time_calls, verification_result, verify_outputs
+from runners.measure import batch_of, profile_result, verification_result, verify_outputs
 from runners.protocol import Job, JobResult
 from runners.tensorrt_build import batch_range, precision_flags, profile_shapes, timing_cache_path, workspace_limit
 
@@ -179,11 +180,12 @@ def verify(job: Job) -> JobResult:
 def profile(job: Job) -> JobResult:
     engine = load_engine(job)
     samples = load_npz(job.inputs.samples)
-    entries = []
-    for batch_size in job.batch_sizes:
+
+    def bound(batch_size: int) -> Callable[[], None]:
         engine.bind(batch_of(samples, batch_size))
-        entries.append(time_calls(engine.execute, job.profiling, batch_size))
-    return JobResult(job.id, job.kind, "ok", profile=entries)
+        return engine.execute
+
+    return profile_result(job, bound)
 
 
 def handlers() -> Handlers:

@@ -25,7 +25,7 @@ from runners.common import (
     sharing_a_load,
 )
 from runners.formats import FORMATS
-from runners.measure import batch_of, time_calls, verification_result, verify_outputs
+from runners.measure import batch_of, profile_result, verification_result, verify_outputs
 from runners.protocol import IOSpec, Job, JobResult
 from runners.tensorrt_build import batch_range
 
@@ -283,17 +283,18 @@ def profile(job: Job, loaded: LastLoaded) -> JobResult:
     model = loaded.get(variant_key(job), lambda: load_variant(job))
     samples = load_npz(job.inputs.samples)
     sync = torch.cuda.synchronize if job.device.startswith("cuda") else (lambda: None)
-    entries = []
+
+    def call_at(batch_size: int) -> Callable[[], None]:
+        tensors = to_tensors(batch_of(samples, batch_size), job.device, job.precision)
+
+        def run() -> None:
+            model(*tensors)
+            sync()
+
+        return run
+
     with torch.inference_mode():
-        for batch_size in job.batch_sizes:
-            tensors = to_tensors(batch_of(samples, batch_size), job.device, job.precision)
-
-            def run() -> None:
-                model(*tensors)  # noqa: B023 - run in this iteration
-                sync()
-
-            entries.append(time_calls(run, job.profiling, batch_size))
-    return JobResult(job.id, job.kind, "ok", profile=entries)
+        return profile_result(job, call_at)
 
 
 def handlers() -> Handlers:
