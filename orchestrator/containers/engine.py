@@ -336,8 +336,3 @@ def import_rootfs(client: docker.DockerClient, rootfs: Path, tag: str) -> str:
             tar.add(str(rootfs), arcname=".")
         client.api.import_image_from_file(str(archive), repository=repository, tag=version)
     return image_id(client.images.get(tag))
-
-
-def tail(text: str, lines: int = 20) -> str:
-    return "\n".join(text.splitlines()[-lines:])
-
