@@ -1,0 +1,70 @@
+"""`inplace.Module` with real torch, in the user's position: the CPU PyTorch image stands in for a
+user's process that has torch (the host's own environment has none). Nothing but the standard
+library and torch is needed from nav-orch there."""
+from __future__ import annotations
+
+import subprocess
+import textwrap
+
+import pytest
+
+from conftest import ROOT
+
+pytestmark = [pytest.mark.docker, pytest.mark.usefixtures("cpu_images")]
+
+SCRIPT = textwrap.dedent('''
+    import dataclasses
+    from typing import Optional
+
+    import torch
+    from orchestrator import inplace
+    from orchestrator.inplace.module import Module
+    from orchestrator.inplace.structure import unflatten
+
+    @dataclasses.dataclass
+    class Out:
+        logits: torch.Tensor
+        cache: Optional[tuple] = None
+
+    class Decoder(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.proj = torch.nn.Linear(8, 4)
+            self.config = {"hidden": 8}
+
+        def forward(self, x, mask=None):
+            return Out(self.proj(x) * mask[..., None], (x.sum(-1),))
+
+    torch.manual_seed(0)
+    inner = Decoder().eval()
+    wrapped = Module(inner, name="decoder", max_calls=2)
+    assert isinstance(wrapped, torch.nn.Module)
+    assert wrapped.config == {"hidden": 8} and wrapped.proj is inner.proj
+    assert [n for n, _ in wrapped.named_parameters()] == ["wrapped.proj.weight", "wrapped.proj.bias"]
+    wrapped.record()
+    for length in (3, 4, 4, 5):
+        x, mask = torch.randn(1, length, 8), torch.ones(1, length)
+        got = wrapped(x, mask=mask)
+        want = inner(x, mask=mask)
+        assert isinstance(got, Out) and torch.equal(got.logits, want.logits)
+    log = wrapped.stop_recording()
+    assert wrapped.nav_log is None and sum(log.seen.values()) == 4
+    calls = log.calls()
+    assert len(calls) == 2
+    assert sorted(calls[0].inputs) == ["in.args.0", "in.kwargs.mask"]
+    assert sorted(calls[0].outputs) == ["out.cache.0", "out.logits"]
+    rebuilt = unflatten(calls[-1].outputs_structure, calls[-1].outputs, resolve=lambda name: Out)
+    assert rebuilt.logits.shape == (1, calls[-1].inputs["in.args.0"].shape[1], 4)
+    axes = log.dynamic_axes()
+    assert axes["in.args.0"][1].min == 3 and axes["in.args.0"][1].max == 5 and axes["in.args.0"][1].typical == 4
+    assert 0 not in axes["in.args.0"]  # the batch never changed
+    print("inplace-module-ok")
+''')
+
+
+def test_a_wrapped_module_behaves_as_its_own_and_records_its_calls():
+    run = subprocess.run(["docker", "run", "--rm", "--network", "none", "--read-only", "--cap-drop", "ALL",
+                          "--volume", f"{ROOT}/orchestrator:/src/orchestrator:ro", "--env", "PYTHONPATH=/src",
+                          "nav-orch/pytorch:cpu", "python", "-c", SCRIPT], capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert run.stdout.strip().endswith("inplace-module-ok")
