@@ -7,7 +7,6 @@ import subprocess
 import textwrap
 
 import pytest
-
 from conftest import ROOT
 
 pytestmark = [pytest.mark.docker, pytest.mark.usefixtures("cpu_images")]
