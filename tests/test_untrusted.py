@@ -93,3 +93,21 @@ def test_copy_tree_copies_plain_artifacts(root, tmp_path):
     untrusted.copy_tree(root, saved, tmp_path / "copy")
     assert (tmp_path / "copy" / "variables" / "data").read_bytes() == b"weights"
     assert os.stat(saved / "variables" / "data").st_nlink == 1
+
+
+@pytest.mark.skipif(os.getuid() != 0, reason="only root runs into folders an older nav-orch gave to uid 65534")
+def test_a_workspace_of_an_older_nav_orch_is_given_back_to_root(tmp_path):
+    from orchestrator.run.workspace import Workspace
+
+    workspace = Workspace(tmp_path / "ws").create()
+    job = workspace.job_dir("export-onnx-fp32")
+    (job / "result.json").write_text("{}")
+    outside = tmp_path / "outside.txt"
+    outside.write_text("not the workspace's")
+    (job / "link").symlink_to(outside)
+    for path in (workspace.cache, job, job / "result.json", outside):
+        os.chown(path, 65534, 65534)
+    os.lchown(job / "link", 65534, 65534)
+    Workspace(tmp_path / "ws").create()
+    assert {os.lstat(p).st_uid for p in (workspace.cache, job, job / "result.json", job / "link")} == {0}
+    assert outside.stat().st_uid == 65534  # the link was changed, not followed

@@ -1,6 +1,7 @@
 """The layout of a run's workspace folder."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from orchestrator.results import RunResults
@@ -38,7 +39,21 @@ class Workspace:
     def create(self) -> Workspace:
         for folder in (self.inputs, self.reference, self.variants, self.jobs, self.logs, self.cache):
             folder.mkdir(parents=True, exist_ok=True)
+        self.reclaim()
         return self
+
+    def reclaim(self) -> None:
+        """Give root back what nav-orch before 0.2 made its runners' user (65534) own in a workspace.
+        Runners now run as the calling user; run as root, that is uid 0 without capabilities, which
+        cannot write into folders another user owns. Links are changed, never followed."""
+        if os.getuid() != 0:
+            return  # a user's runners always ran as that user: nothing to give back
+        for folder in self.runner_writable():
+            for top, folders, files in os.walk(folder):
+                for name in [".", *folders, *files]:
+                    path = os.path.join(top, name)
+                    if os.lstat(path).st_uid != 0:
+                        os.lchown(path, 0, 0)
 
     def runner_writable(self) -> tuple[Path, ...]:
         return (self.reference, self.variants, self.jobs, self.cache)
