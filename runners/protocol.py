@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Optional, TypeVar, Union
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2  # 2: typed job inputs (JobInputs), a model's `form`, results carry `fingerprint`
 JOB_FILE = "job.json"
 RESULT_FILE = "result.json"
 LOG_FILE = "runner.log"

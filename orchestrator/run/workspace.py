@@ -43,7 +43,7 @@ class Workspace:
         return self
 
     def reclaim(self) -> None:
-        """Give root back what nav-orch before 0.2 made its runners' user (65534) own in a workspace.
+        """Give root back what an older nav-orch made its runners' user (65534) own in a workspace.
         Runners now run as the calling user; run as root, that is uid 0 without capabilities, which
         cannot write into folders another user owns. Links are changed, never followed."""
         if os.getuid() != 0:
