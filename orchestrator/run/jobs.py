@@ -56,9 +56,6 @@ class JobBuilder:
         self.keys[job.id] = cache.job_key(job, reference.key, [self.keys[other] for other in after])
         return job
 
-    def key_reference(self, key: str) -> None:
-        self.keys[REFERENCE] = key
-
     # --- the jobs ---------------------------------------------------------------------------------
 
     def reference_job(self, samples: Path, device: str) -> Job:
@@ -89,7 +86,7 @@ class JobBuilder:
         job = self._job(f"export-{variant.name}", "export", self.config.model.framework,
                         self.workspace.variant_dir(variant.name), variant, device=device, io=reference.io,
                         inputs=inputs)
-        return self._keyed(job, reference, [REFERENCE])
+        return self._keyed(job, reference, [])  # the reference's key is the base of every key
 
     def checked_jobs(self, variant: Variant, reference: Reference, device: str, needs: list[str]) -> list[Job]:
         """What makes an exported variant verified: a conversion where the format needs one, then

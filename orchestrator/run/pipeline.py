@@ -81,7 +81,6 @@ class Pipeline:
                                   "or no fingerprint")
         check_fixed_batch(result.io, self.config.batch_sizes)
         key = cache.base_key(result.fingerprint, self.inputs_key)
-        self.jobs.key_reference(key)
         self.recorder.record_fingerprint(result.fingerprint)
         with untrusted.open_file(self.workspace.root, self.workspace.reference / REFERENCE_OUTPUTS,
                                  untrusted.ARRAYS_MAX_BYTES) as outputs_file:
