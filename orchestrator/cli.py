@@ -120,8 +120,9 @@ def report(results: RunResults, workspace: Path, json_output: bool, progress: st
 def optimize(
     model: str = typer.Argument(..., help="file.py:factory, a TorchScript file (.pt/.ts), an ExportedProgram "
                                 "(.pt2), an ONNX file (.onnx), a Keras file (.keras) or a SavedModel folder."),
-    framework: Optional[str] = typer.Option(None, help="torch, tensorflow, jax or onnx; inferred from the file or "
-                                            "the factory's imports where possible."),
+    framework: Optional[str] = typer.Option(None, help="torch, tensorflow, jax or onnx: whose runner runs the model; "
+                                            "inferred from the file or the factory's imports where possible "
+                                            "(`profile`: torch unless given; numpy is in every image)."),
     model_arg: list[str] = typer.Option([], "--model-arg", help="key=value passed to the factory (repeatable)."),
     samples: Optional[Path] = typer.Option(None, help=".npz with one array per model input, batch on axis 0."),
     input_spec: list[str] = typer.Option([], "--input",
@@ -185,8 +186,7 @@ _OPTIMIZE_OPTIONS = {name: parameter.default for name, parameter in inspect.sign
 def profile(
     function: str = typer.Argument(..., help="file.py:function: any Python callable, called with the samples as "
                                    "numpy arrays (positional, in the samples' order)."),
-    framework: Optional[str] = typer.Option(None, help="Whose runner image runs it; default: torch "
-                                            "(numpy is in every image)."),
+    framework: Optional[str] = _OPTIMIZE_OPTIONS["framework"],
     samples: Optional[Path] = _OPTIMIZE_OPTIONS["samples"],
     input_spec: list[str] = _OPTIMIZE_OPTIONS["input_spec"],
     seed: int = _OPTIMIZE_OPTIONS["seed"],
