@@ -71,7 +71,7 @@ def optimize(config: OptimizeConfig, reporter: Optional[Reporter] = None, force:
     workspace = Workspace(config.workspace).create()
     arrays = prepare_samples(config)
     gpus = select_gpus(config.gpus, host_gpus())
-    samples = write_samples(arrays, workspace.inputs / "samples.npz")
+    samples = write_samples(arrays, workspace.given_samples)
     tag = image_for(config.model.framework, config.images)
     environment = Environment(nav_orch=__version__, host_python=platform.python_version())
     run_id = uuid.uuid4().hex[:12]

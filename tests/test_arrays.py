@@ -13,6 +13,7 @@ from orchestrator.run.workspace import Workspace
 from orchestrator.samples import load_samples
 from orchestrator.triton import stage
 from runners.arrays import load_npz
+from runners.protocol import NORMALIZED_SAMPLES
 
 X = np.arange(6, dtype=np.float32).reshape(2, 3)
 MASK = np.array([[True], [False]])
@@ -72,10 +73,10 @@ def test_the_users_samples_load(tmp_path):
 
 def test_runner_samples_are_read_as_untrusted_output(tmp_path):
     workspace = Workspace(tmp_path / "ws").create()
-    np.savez(workspace.reference / stage.SAMPLES, x=X)
+    np.savez(workspace.reference / NORMALIZED_SAMPLES, x=X)
     assert np.array_equal(stage.load_samples(workspace)["x"], X)
     elsewhere = tmp_path / "elsewhere.npz"
-    (workspace.reference / stage.SAMPLES).rename(elsewhere)
-    (workspace.reference / stage.SAMPLES).symlink_to(elsewhere)
+    (workspace.reference / NORMALIZED_SAMPLES).rename(elsewhere)
+    (workspace.reference / NORMALIZED_SAMPLES).symlink_to(elsewhere)
     with pytest.raises(UntrustedOutput, match="symbolic link"):
         stage.load_samples(workspace)

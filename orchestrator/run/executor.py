@@ -185,11 +185,17 @@ class Executor:
     def _sweep(self, jobs: list[Job], reported: dict[str, JobResult], on_result: OnResult) -> None:
         """Once the runner is gone, remove what it left that is not plain data from every folder it
         could write; a job whose folders held such things fails, even if it had reported success."""
+        def folders(job: Job) -> list[Path]:
+            candidates = dict.fromkeys([self.workspace.job_dir(job.id), Path(job.output_dir)])
+            return [folder for folder in candidates if self.workspace.written_by_runners(folder)]
+
+        # Each folder once, though several jobs of the session may write it (an export and a
+        # conversion share their variant's folder): what it held fails every one of them.
+        found = {folder: untrusted.sweep(self.workspace.root, folder)
+                 for folder in dict.fromkeys(folder for job in jobs for folder in folders(job))}
         shared = untrusted.sweep(self.workspace.root, self.workspace.cache)
         for job in jobs:
-            folders = dict.fromkeys([self.workspace.job_dir(job.id), Path(job.output_dir)])
-            problems = shared + [problem for folder in folders if self.workspace.written_by_runners(folder)
-                                 for problem in untrusted.sweep(self.workspace.root, folder)]
+            problems = shared + [problem for folder in folders(job) for problem in found[folder]]
             if problems and reported[job.id].status == "ok":
                 result = JobResult(job.id, job.kind, "failed", error=f"{untrusted.PREFIX}: {'; '.join(problems)}")
                 reported[job.id] = result

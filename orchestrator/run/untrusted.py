@@ -20,6 +20,7 @@ import errno
 import os
 import shutil
 import stat
+from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
 from typing import BinaryIO
 
@@ -124,6 +125,19 @@ def read_bytes(root: Path, path: Path, max_bytes: int) -> bytes:
         return f.read(max_bytes + 1)
 
 
+def _entries(folder: Path) -> Iterator[tuple[Path, os.stat_result]]:
+    """Every entry below `folder` with its lstat: links are never followed, and only real folders
+    are descended into."""
+    pending = [folder]
+    while pending:
+        with os.scandir(pending.pop()) as scan:
+            for entry in scan:
+                info = entry.stat(follow_symlinks=False)
+                if stat.S_ISDIR(info.st_mode):
+                    pending.append(Path(entry.path))
+                yield Path(entry.path), info
+
+
 def check_tree(root: Path, path: Path, max_bytes: int = ARTIFACT_MAX_BYTES, missing_ok: bool = False) -> int:
     """Check an artifact (a file or a folder tree) inside `root` with lstat only: every folder on
     the way down a real folder, every entry a regular file with one link or a folder, the whole
@@ -144,21 +158,16 @@ def check_tree(root: Path, path: Path, max_bytes: int = ARTIFACT_MAX_BYTES, miss
     if not stat.S_ISDIR(info.st_mode):
         _check_file(shown, info, max_bytes)
         return info.st_size
-    total, entries, folders = 0, 0, [path]
-    while folders:
-        with os.scandir(folders.pop()) as scan:
-            for entry in scan:
-                entries += 1
-                if entries > ARTIFACT_MAX_ENTRIES:
-                    raise UntrustedOutput(f"{shown} holds more than {ARTIFACT_MAX_ENTRIES} entries")
-                entry_info = entry.stat(follow_symlinks=False)
-                if stat.S_ISDIR(entry_info.st_mode):
-                    folders.append(Path(entry.path))
-                    continue
-                _check_file("/".join(_parts(root, Path(entry.path))), entry_info, max_bytes)
-                total += entry_info.st_size
-                if total > max_bytes:
-                    raise UntrustedOutput(f"{shown} is over {_size(max_bytes)}")
+    total = 0
+    for entries, (entry, entry_info) in enumerate(_entries(path), start=1):
+        if entries > ARTIFACT_MAX_ENTRIES:
+            raise UntrustedOutput(f"{shown} holds more than {ARTIFACT_MAX_ENTRIES} entries")
+        if stat.S_ISDIR(entry_info.st_mode):
+            continue
+        _check_file("/".join(_parts(root, entry)), entry_info, max_bytes)
+        total += entry_info.st_size
+        if total > max_bytes:
+            raise UntrustedOutput(f"{shown} is over {_size(max_bytes)}")
     return total
 
 
@@ -181,20 +190,14 @@ def sweep(root: Path, folder: Path) -> list[str]:
     problems: list[str] = []
     if not folder.exists():
         return problems
-    pending = [folder]
-    while pending:
-        with os.scandir(pending.pop()) as scan:
-            for entry in scan:
-                info = entry.stat(follow_symlinks=False)
-                if stat.S_ISDIR(info.st_mode):
-                    pending.append(Path(entry.path))
-                    continue
-                shown = "/".join(_parts(root, Path(entry.path)))
-                try:
-                    _check_file(shown, info, ARTIFACT_MAX_BYTES)
-                except UntrustedOutput as error:
-                    problems.append(str(error).removeprefix(f"{PREFIX}: ") + " (removed)")
-                    os.unlink(entry.path)
+    for entry, info in _entries(folder):
+        if stat.S_ISDIR(info.st_mode):
+            continue
+        try:
+            _check_file("/".join(_parts(root, entry)), info, ARTIFACT_MAX_BYTES)
+        except UntrustedOutput as error:
+            problems.append(str(error).removeprefix(f"{PREFIX}: ") + " (removed)")
+            os.unlink(entry)
     return problems
 
 

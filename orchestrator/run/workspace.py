@@ -26,6 +26,7 @@ class Workspace:
     def __init__(self, root: Path):
         self.root = root.resolve()
         self.inputs = self.root / "inputs"
+        self.given_samples = self.inputs / "samples.npz"
         self.reference = self.root / "reference"
         self.variants = self.root / "variants"
         self.jobs = self.root / "jobs"

@@ -39,11 +39,10 @@ from orchestrator.triton.repository import Deployment, deployment_for, model_con
 from orchestrator.triton.server import TritonServer, image_backends
 from orchestrator.triton.tensorrt_guard import builder_tensorrt, check_engine
 from runners.arrays import load_npz
-from runners.protocol import IOSpec
+from runners.protocol import NORMALIZED_SAMPLES, IOSpec
 
 TRITON_IMAGE = "nav-orch/triton"
 TRITON_SDK_IMAGE = "nav-orch/triton-sdk"
-SAMPLES = "samples.npz"  # the reference job's samples, keyed by input name
 
 
 class Server(Protocol):
@@ -113,7 +112,7 @@ def require_image(client: docker.DockerClient, tag: str) -> engine.ImageInfo:
 
 def load_samples(workspace: Workspace) -> dict[str, np.ndarray]:
     """The reference job's samples (runner output: read as untrusted data)."""
-    samples = untrusted.open_file(workspace.root, workspace.reference / SAMPLES, untrusted.ARRAYS_MAX_BYTES)
+    samples = untrusted.open_file(workspace.root, workspace.reference / NORMALIZED_SAMPLES, untrusted.ARRAYS_MAX_BYTES)
     with samples:
         return load_npz(samples)
 
