@@ -38,7 +38,7 @@ def check_readable(path: Path) -> None:
 
 def prepare_samples(config: OptimizeConfig) -> dict[str, np.ndarray]:
     if config.samples is not None:
-        return load_samples(config.samples)
+        return load_samples(config.samples, batched=config.dynamic_axes is None)
     if config.inputs:
         return random_samples(config.inputs, config.seed)
     raise BadInput("no samples: pass --samples FILE.npz or --input NAME:SHAPE:DTYPE for each model input")

@@ -15,7 +15,7 @@ from rich.console import Console
 from orchestrator import api
 from orchestrator.config import OptimizeConfig, Tolerances, TritonSettings
 from orchestrator.containers import engine, images
-from orchestrator.containers.gpus import GpuRequest, host_gpus, nvidia_driver_loaded
+from orchestrator.containers.gpus import host_gpus, resolve_gpus
 from orchestrator.errors import BadInput, ExitCode, NavOrchError
 from orchestrator.model_ref import parse_function, parse_model
 from orchestrator.progress import LiveReporter, ProgressMode, Reporter, make_reporter, print_summary, stderr_console
@@ -74,16 +74,6 @@ def parse_tolerances(atol: list[str], rtol: list[str]) -> Tolerances:
                       output_atol=values["atol"], output_rtol=values["rtol"])
 
 
-def resolve_gpus(gpus: str, images_release: str, driver_loaded: Callable[[], bool] = nvidia_driver_loaded) -> str:
-    """`--gpus` in Docker's syntax, checked; `auto`: every GPU when the host has any and the images
-    can use them."""
-    if gpus != "auto":
-        return str(GpuRequest.parse(gpus))
-    if images_release == "cpu":
-        return "none"
-    return "all" if driver_loaded() else "none"
-
-
 def parse_batch_sizes(text: str) -> list[int]:
     try:
         return [int(size) for size in split_list(text)]
@@ -100,11 +90,6 @@ def run_reported(call: Callable[[Reporter], T], progress: str, console: Console)
         with reporter:
             return call(reporter)
     return call(reporter)
-
-
-def resolve_release(images_release: str, gpus: str) -> str:
-    """`--images auto`: the CUDA images on a GPU host unless --gpus none, else the CPU ones."""
-    return images.default_release(gpus != "none") if images_release == "auto" else images_release
 
 
 def report(results: RunResults, workspace: Path, json_output: bool, progress: str, console: Console) -> int:
@@ -162,7 +147,7 @@ def optimize(
 
     def run() -> int:
         ref = parse_model(model, model_arg, framework)
-        release = resolve_release(images_release, gpus)
+        release = images.resolve_release(images_release, gpus)
         # OptimizeConfig validates the values (formats, precisions, executor, ...), as for the API.
         config = OptimizeConfig(
             model=ref, samples=samples, inputs=[parse_input_spec(s) for s in input_spec], seed=seed,
@@ -208,7 +193,7 @@ def profile(
 
     def run() -> int:
         ref = parse_function(function, framework)
-        release = resolve_release(images_release, gpus)
+        release = images.resolve_release(images_release, gpus)
         config = OptimizeConfig(
             model=ref, samples=samples, inputs=[parse_input_spec(s) for s in input_spec], seed=seed,
             batch_sizes=parse_batch_sizes(batch_sizes), workspace=workspace, images=release,

@@ -20,7 +20,15 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from runners.formats import PRECISIONS, formats_of
-from runners.protocol import DEFAULT_TOLERANCES, ModelForm, ModelSource, Precision, ProfileSettings, Tolerance
+from runners.protocol import (
+    DEFAULT_TOLERANCES,
+    AxisRange,
+    ModelForm,
+    ModelSource,
+    Precision,
+    ProfileSettings,
+    Tolerance,
+)
 
 Framework = Literal["torch", "tensorflow", "jax", "onnx"]
 Objective = Literal["throughput", "latency"]
@@ -56,6 +64,15 @@ class InputSpec(Strict):
     name: str
     shape: list[PositiveInt]
     dtype: str
+
+
+class DeclaredAxes(Strict):
+    """A model with no batch axis (a pipeline's module, orchestrator/inplace): each input's and
+    output's dynamic axes, by position, with the sizes seen. Its samples are one call, used at their
+    shapes: nothing is repeated along axis 0, and `batch_sizes` only labels that call."""
+
+    inputs: list[list[AxisRange]]
+    outputs: list[list[AxisRange]]
 
 
 class Tolerances(Strict):
@@ -135,6 +152,7 @@ class OptimizeConfig(Strict):
     triton: TritonSettings = Field(default_factory=TritonSettings)
     executor: ExecutorName = ExecutorName.docker
     python: Optional[str] = None  # the local executor's Python; None: the host's own
+    dynamic_axes: Optional[DeclaredAxes] = None  # None: axis 0 of every input and output is the batch
 
     @field_validator("precisions", "objective", "executor", mode="before")
     @classmethod

@@ -5,13 +5,13 @@ runners and results.json share one definition of each field.
 """
 from __future__ import annotations
 
-from typing import Literal, Optional
+from typing import Any, Literal, Optional
 
 from pydantic import Field, TypeAdapter
 
 from orchestrator.config import Objective, Strict
 from runners.formats import FORMATS
-from runners.protocol import GpuInfo, JobResult, Precision, ProfileEntry, Verification
+from runners.protocol import AxisRange, GpuInfo, JobResult, Precision, ProfileEntry, Verification
 
 # A variant is `pending` only while a run is under way.
 VariantStatus = Literal["pending", "ok", "failed", "skipped"]
@@ -102,6 +102,75 @@ class RunResults(Strict):
     model_fingerprint: Optional[str] = None
     environment: Environment
     triton: Optional[TritonResults] = None  # the Triton stage, when it ran
+
+
+# --- inplace pipelines (orchestrator/inplace): WORKSPACE/pipeline.json and each module's capture ----
+
+class CapturedModule(Strict):
+    """How a pipeline's module left the user's process (WORKSPACE/modules/NAME/capture.json): the
+    artifact, its inputs and outputs as the call's leaves in order, and how to rebuild the call's
+    structure around them. Written by the user's process, never by a runner."""
+
+    form: Literal["exported_program", "torchscript"]
+    file: str  # inside the module's folder
+    inputs: list[str]  # leaf names (structure.py), in the artifact's order
+    outputs: list[str]
+    inputs_structure: dict[str, Any]  # structure.to_data
+    outputs_structure: dict[str, Any]
+    input_shapes: dict[str, list[Optional[int]]]  # None on a dynamic axis
+    input_ranges: dict[str, list[AxisRange]]  # a dynamic axis's sizes, over the calls the capture reproduced
+    output_ranges: dict[str, list[AxisRange]]
+    output_dtypes: dict[str, str]
+    calls_checked: int  # recorded calls the artifact reproduced
+    note: Optional[str] = None  # recorded calls it did not reproduce, which run eager
+
+
+class ModuleResult(Strict):
+    """One module of a pipeline: captured and optimized, or eager with the reason."""
+
+    status: Literal["optimized", "eager"]
+    reason: Optional[str] = None  # why it stays eager
+    best: Optional[str] = None  # the variant it runs: the best one that ran every recorded call in place
+    precision: Optional[Precision] = None
+    workspace: Optional[str] = None  # its optimize run, relative to the pipeline's workspace
+    candidates: list[str] = Field(default_factory=list)  # verified variants best first: load_optimized's fallbacks
+    rejected: dict[str, str] = Field(default_factory=dict)  # better variants passed over, and why
+    capture: Optional[str] = None  # exported_program or torchscript
+    calls_seen: int = 0
+    calls_kept: int = 0
+    # The largest difference, relative to the outputs' largest magnitude, between the variant's
+    # outputs and the module's own: over the recorded calls, and in place in the optimized run.
+    recorded_diff: Optional[float] = None
+    in_place_diff: Optional[float] = None
+
+
+class PipelineTiming(Strict):
+    """The pipeline end to end over every sample (median of `repeats` runs), seconds."""
+
+    eager_s: float
+    optimized_s: Optional[float] = None
+    repeats: int
+
+
+class PipelineResults(Strict):
+    state: Literal["running", "complete", "interrupted", "failed"] = "running"
+    error: Optional[str] = None
+    nav_orch: str
+    samples: int
+    modules: dict[str, ModuleResult] = Field(default_factory=dict)
+    timing: Optional[PipelineTiming] = None
+    speedup: Optional[float] = None  # eager over optimized
+    # The pipeline's final outputs, optimized against eager. Floating-point outputs: the largest
+    # absolute difference, and the same relative to the eager outputs' largest magnitude, which
+    # `tolerance` bounds. Integer outputs (token ids): the fraction of elements that differ, which
+    # `mismatch_tolerance` bounds.
+    max_output_diff: Optional[float] = None
+    relative_output_diff: Optional[float] = None
+    mismatched: Optional[float] = None
+    tolerance: Optional[float] = None
+    mismatch_tolerance: Optional[float] = None
+    passed: Optional[bool] = None
+    optimize_s: Optional[float] = None  # the wall time of inplace.optimize
 
 
 JOB_RESULT: TypeAdapter[JobResult] = TypeAdapter(JobResult)

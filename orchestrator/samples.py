@@ -43,8 +43,9 @@ def random_samples(specs: list[InputSpec], seed: int) -> dict[str, np.ndarray]:
     return arrays
 
 
-def load_samples(path: Path) -> dict[str, np.ndarray]:
-    """The user's `--samples` file, checked: named arrays that share a batch size on axis 0."""
+def load_samples(path: Path, batched: bool = True) -> dict[str, np.ndarray]:
+    """The user's `--samples` file, checked: named arrays that share a batch size on axis 0 (unless
+    the model has no batch axis: an inplace module's call, at its own shapes)."""
     try:
         arrays = load_npz(path)
     except FileNotFoundError:
@@ -54,7 +55,7 @@ def load_samples(path: Path) -> dict[str, np.ndarray]:
     if not arrays:
         raise BadInput(f"--samples {path}: the file holds no arrays")
     batches = {name: a.shape[0] if a.ndim else 0 for name, a in arrays.items()}
-    if min(batches.values()) < 1 or len(set(batches.values())) != 1:
+    if batched and (min(batches.values()) < 1 or len(set(batches.values())) != 1):
         raise BadInput(f"--samples {path}: every array needs the same batch size on axis 0, got {batches}")
     return arrays
 

@@ -23,6 +23,7 @@ from runners.formats import TOOLCHAINS
 from runners.protocol import (
     NORMALIZED_SAMPLES,
     REFERENCE_OUTPUTS,
+    AxisRange,
     GpuInfo,
     IOSpec,
     Job,
@@ -181,16 +182,58 @@ def array_bytes(named: Iterable[tuple[str, np.ndarray]]) -> Iterable[bytes]:
         yield array.tobytes()
 
 
+def declared_io(declared: IOSpec, samples: Mapping[str, np.ndarray], outputs: Mapping[str, np.ndarray]) -> IOSpec:
+    """The io of a model whose dynamic axes the host declared (a reference job's `io`): the arrays'
+    own names and dtypes, their shapes with None on each declared axis (and on the batch axis, where
+    there is one), the declaration's ranges by position and its batch axis. ValueError where the
+    declaration does not fit the arrays."""
+    return IOSpec(inputs=_declared_specs("input", declared.inputs, samples, declared.batch_axis),
+                  outputs=_declared_specs("output", declared.outputs, outputs, declared.batch_axis),
+                  batch_axis=declared.batch_axis)
+
+
+def _declared_specs(kind: str, declared: list[TensorSpec], arrays: Mapping[str, np.ndarray],
+                    batch_axis: Optional[int]) -> list[TensorSpec]:
+    if len(declared) != len(arrays):
+        raise ValueError(f"the host declares the dynamic axes of {len(declared)} {kind}s, "
+                         f"but the model has {len(arrays)} ({', '.join(arrays) or 'none'})")
+    specs = []
+    for spec, (name, array) in zip(declared, arrays.items()):
+        shape: list[Optional[int]] = list(array.shape)
+        if batch_axis is not None and batch_axis < len(shape):
+            shape[batch_axis] = None
+        for r in spec.ranges:
+            if not 0 <= r.axis < array.ndim:
+                raise ValueError(f"{kind} {name!r}: the declared dynamic axis {r.axis} is outside its rank "
+                                 f"{array.ndim} (shape {list(array.shape)})")
+            if sum(other.axis == r.axis for other in spec.ranges) > 1:
+                raise ValueError(f"{kind} {name!r}: axis {r.axis} is declared more than once")
+            if not r.min <= r.typical <= r.max:
+                raise ValueError(f"{kind} {name!r}: axis {r.axis} is declared with min {r.min}, typical "
+                                 f"{r.typical}, max {r.max}; they must be in that order")
+            size = array.shape[r.axis]
+            if not r.min <= size <= r.max:
+                raise ValueError(f"{kind} {name!r}: axis {r.axis} is {size} in the samples, outside its "
+                                 f"declared sizes {r.min}..{r.max}")
+            shape[r.axis] = None
+        ranges = [AxisRange(r.axis, r.min, r.typical, r.max) for r in spec.ranges]
+        specs.append(TensorSpec(name=name, dtype=str(array.dtype), shape=shape, ranges=ranges))
+    return specs
+
+
 def save_reference(job: Job, samples: dict[str, np.ndarray], outputs: dict[str, np.ndarray],
                    io: Optional[IOSpec] = None, weights: Iterable[bytes] = ()) -> JobResult:
     """The reference job's end in every runner: refuse non-finite outputs, write the samples and
-    outputs, describe them (as sampled unless the runner knows better), fingerprint the model."""
+    outputs, describe them (as the runner knows them, else as the host declared them in `job.io`, else
+    as sampled with a dynamic batch axis 0), fingerprint the model."""
     for name, array in outputs.items():
         if np.issubdtype(array.dtype, np.floating) and not np.isfinite(array).all():
             raise ValueError(f"the source model's output {name!r} contains NaN or Inf; nothing to verify against")
+    if io is None and job.io is not None:
+        io = declared_io(job.io, samples, outputs)
+    io = io or IOSpec(inputs=[tensor_spec(n, a) for n, a in samples.items()],
+                      outputs=[tensor_spec(n, a) for n, a in outputs.items()])
     out = Path(job.output_dir)
     save_npz(out / NORMALIZED_SAMPLES, samples)
     save_npz(out / REFERENCE_OUTPUTS, outputs)
-    io = io or IOSpec(inputs=[tensor_spec(n, a) for n, a in samples.items()],
-                      outputs=[tensor_spec(n, a) for n, a in outputs.items()])
     return JobResult(job.id, job.kind, "ok", io=io, fingerprint=fingerprint(job, weights))

@@ -3,10 +3,12 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping
+from typing import Optional
 
 import numpy as np
 
 from runners.protocol import (
+    IOSpec,
     Job,
     JobResult,
     LatencyStats,
@@ -66,6 +68,17 @@ def batch_of(samples: Mapping[str, np.ndarray], batch_size: int, batch_axis: int
         index = np.arange(batch_size) % n
         out[name] = np.ascontiguousarray(np.take(array, index, axis=batch_axis))
     return out
+
+
+def inputs_at(samples: Mapping[str, np.ndarray], io: Optional[IOSpec], batch_size: int) -> dict[str, np.ndarray]:
+    """The model's inputs for one call at `batch_size` (an export's example, a profiled call): the
+    samples repeated along the batch axis to `batch_size`, or, for a model without a batch axis
+    (`io.batch_axis` None), the samples at their own shapes, whatever the size. No io: axis 0."""
+    if io is None:
+        return batch_of(samples, batch_size)
+    if io.batch_axis is None:
+        return dict(samples)
+    return batch_of(samples, batch_size, io.batch_axis)
 
 
 def time_calls(run: Callable[[], object], settings: ProfileSettings, batch_size: int) -> ProfileEntry:

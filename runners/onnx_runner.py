@@ -13,7 +13,7 @@ import onnxruntime as ort
 
 from runners.common import Handlers, Skip, key_by_names, load_npz, save_reference
 from runners.formats import FORMATS
-from runners.measure import batch_of, profile_result, verification_result, verify_outputs
+from runners.measure import inputs_at, profile_result, verification_result, verify_outputs
 from runners.protocol import IOSpec, Job, JobResult, TensorSpec
 
 # ONNX Runtime's element types as numpy dtypes (bfloat16 and strings have none to compare with).
@@ -68,7 +68,7 @@ def verify(job: Job) -> JobResult:
 def profile(job: Job) -> JobResult:
     sess = session(job)
     samples = load_npz(job.inputs.samples)
-    return profile_result(job, lambda size: partial(sess.run, None, feeds(sess, batch_of(samples, size))))
+    return profile_result(job, lambda size: partial(sess.run, None, feeds(sess, inputs_at(samples, job.io, size))))
 
 
 # --- an ONNX file as the source model ----------------------------------------------------------

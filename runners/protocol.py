@@ -20,7 +20,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Optional, TypeVar, Union
 
-PROTOCOL_VERSION = 2  # 2: typed job inputs (JobInputs), a model's `form`, results carry `fingerprint`
+# 2: typed job inputs (JobInputs), a model's `form`, results carry `fingerprint`.
+# 3: per-tensor dynamic axes with their sizes (TensorSpec.ranges); IOSpec.batch_axis may be None (no batch axis).
+PROTOCOL_VERSION = 3
 JOB_FILE = "job.json"
 RESULT_FILE = "result.json"
 LOG_FILE = "runner.log"
@@ -55,17 +57,31 @@ class ModelSource:
 
 
 @dataclass
+class AxisRange:
+    """A dynamic axis of a tensor and the sizes seen on it."""
+
+    axis: int
+    min: int
+    typical: int  # the most common size: TensorRT's opt, and where a variant is profiled
+    max: int
+
+
+@dataclass
 class TensorSpec:
     name: str
     dtype: str
     shape: list[Optional[int]]  # None marks a dynamic axis
+    # The dynamic axes with the sizes they take; empty: the batch axis is the one dynamic axis.
+    ranges: list[AxisRange] = field(default_factory=list)
 
 
 @dataclass
 class IOSpec:
     inputs: list[TensorSpec]
     outputs: list[TensorSpec]
-    batch_axis: int = 0
+    # None: the model has no batch axis (its samples are used at their shapes, never repeated);
+    # its dynamic axes are its specs' `ranges`.
+    batch_axis: Optional[int] = 0
 
 
 @dataclass
@@ -112,6 +128,9 @@ class Job:
     model: Optional[ModelSource] = None
     format: Optional[str] = None
     precision: Precision = "fp32"
+    # The reference's inputs and outputs. On a reference job, where given: the host's declaration,
+    # by position, of each tensor's dynamic axes (`ranges`) and of `batch_axis`; its names, dtypes
+    # and shapes are placeholders (runners/common.py `declared_io`).
     io: Optional[IOSpec] = None
     tolerances: dict[str, Tolerance] = field(default_factory=dict)
     batch_sizes: list[int] = field(default_factory=list)

@@ -1,7 +1,8 @@
 """How a TensorRT engine is built, as plain decisions that need no TensorRT: the optimization
-profile of each input, the builder's precision flags, its workspace limit and where the timing
-cache lives. The runners (tensorrt_runner.py, torch_runner.py's Torch-TensorRT conversion) apply
-them; tests/test_tensorrt_build.py checks them on hosts without a GPU."""
+profile of each input (its batch range and its declared dynamic axes), the builder's precision
+flags, its workspace limit and where the timing cache lives. The runners (tensorrt_runner.py,
+torch_runner.py's Torch-TensorRT conversion) apply them; tests/test_tensorrt_build.py checks them on
+hosts without a GPU."""
 from __future__ import annotations
 
 import re
@@ -11,6 +12,7 @@ from pathlib import Path
 from typing import Optional
 
 from runners.common import Skip
+from runners.protocol import AxisRange, TensorSpec
 
 MIB = 1 << 20
 GIB = 1 << 30
@@ -54,29 +56,76 @@ def batch_range(sample_batch: int, batch_sizes: Sequence[int]) -> BatchRange:
     return BatchRange(min=min(sizes), opt=max(batch_sizes or [sample_batch]), max=max(sizes))
 
 
-def profile_shapes(network_dims: Sequence[int], sample_shape: Sequence[int], batches: BatchRange,
-                   name: str = "input", batch_axis: int = 0) -> Optional[ShapeRange]:
-    """The profile of one network input (dims as TensorRT reports them, -1 where dynamic);
-    None when the input is static and needs none. Dynamic axes other than the batch take the
-    samples' size."""
+def profile_shapes(network_dims: Sequence[int], sample_shape: Sequence[int], batches: Optional[BatchRange],
+                   name: str = "input", batch_axis: Optional[int] = 0,
+                   ranges: Sequence[AxisRange] = ()) -> Optional[ShapeRange]:
+    """The profile of one network input (dims as TensorRT reports them, -1 where dynamic); None
+    when the input is static and needs none. A dynamic axis with a declared range (`ranges`, the
+    reference's) spans its min, typical (opt) and max; the batch axis spans `batches`; any other
+    dynamic axis takes the samples' size. `batch_axis` None: the model has no batch axis, and
+    `batches` may be None."""
     if len(network_dims) != len(sample_shape):
         raise ValueError(f"input {name!r}: the network takes rank {len(network_dims)}, "
                          f"the samples hold shape {list(sample_shape)}")
+    declared = {r.axis: r for r in ranges}
+    for axis, r in declared.items():
+        if not 0 <= axis < len(network_dims):
+            raise ValueError(f"input {name!r}: the declared dynamic axis {axis} is outside "
+                             f"its rank {len(network_dims)}")
+        if network_dims[axis] >= 0 and not r.min == r.max == network_dims[axis]:
+            raise ValueError(f"input {name!r}: axis {axis} is fixed at {network_dims[axis]} in the network, "
+                             f"but declared dynamic over {r.min}..{r.max}")
     if all(dim >= 0 for dim in network_dims):
         return None
     for axis, (dim, size) in enumerate(zip(network_dims, sample_shape)):
         if dim >= 0 and dim != size and axis != batch_axis:
             raise ValueError(f"input {name!r}: axis {axis} is {dim} in the network, {size} in the samples")
-    if network_dims[batch_axis] >= 0:
-        fixed = tuple(d if d >= 0 else s for d, s in zip(network_dims, sample_shape))
-        return ShapeRange(fixed, fixed, fixed)
 
-    def with_batch(batch: int) -> tuple[int, ...]:
-        dims = [d if d >= 0 else s for d, s in zip(network_dims, sample_shape)]
-        dims[batch_axis] = batch
+    def at(which: int) -> tuple[int, ...]:  # 0: min, 1: opt, 2: max
+        dims = []
+        for axis, (dim, size) in enumerate(zip(network_dims, sample_shape)):
+            if dim >= 0:
+                dims.append(dim)
+            elif axis in declared:
+                r = declared[axis]
+                dims.append((r.min, r.typical, r.max)[which])
+            elif axis == batch_axis:
+                if batches is None:
+                    raise ValueError(f"input {name!r}: a dynamic batch axis {axis} needs a batch range")
+                dims.append((batches.min, batches.opt, batches.max)[which])
+            else:
+                dims.append(size)
         return tuple(dims)
 
-    return ShapeRange(with_batch(batches.min), with_batch(batches.opt), with_batch(batches.max))
+    return ShapeRange(at(0), at(1), at(2))
+
+
+def input_shapes(shape: Sequence[Optional[int]], sample_shape: Sequence[int], batches: Optional[BatchRange],
+                 ranges: Sequence[AxisRange] = (), batch_axis: Optional[int] = 0,
+                 name: str = "input") -> ShapeRange:
+    """min/opt/max of one input as the reference describes it (`shape`: None where dynamic), for
+    Torch-TensorRT, which wants them for every input: the decision of `profile_shapes`, and the
+    samples' shape where the input is static."""
+    dims = [-1 if size is None else size for size in shape]
+    shapes = profile_shapes(dims, sample_shape, batches, name, batch_axis, ranges)
+    if shapes is None:
+        static = tuple(sample_shape)
+        return ShapeRange(static, static, static)
+    return shapes
+
+
+def declared_ranges(specs: Sequence[TensorSpec], names: Sequence[str]) -> dict[str, list[AxisRange]]:
+    """The declared ranges (the reference's io) of each network input: by name where every name
+    matches, else in order where the counts agree (an exporter may rename inputs)."""
+    if not any(spec.ranges for spec in specs):
+        return {name: [] for name in names}
+    by_name = {spec.name: spec.ranges for spec in specs}
+    if all(name in by_name for name in names):
+        return {name: by_name[name] for name in names}
+    if len(specs) == len(names):
+        return {name: spec.ranges for name, spec in zip(names, specs)}
+    raise ValueError(f"the network's inputs ({', '.join(names)}) do not match the reference's "
+                     f"({', '.join(spec.name for spec in specs)}), whose dynamic axes are declared")
 
 
 def precision_flags(precision: str, available: set[str], fast_fp16: Optional[bool],

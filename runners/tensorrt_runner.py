@@ -11,15 +11,22 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 import numpy as np
 
 from runners.common import Handlers, Skip, key_by_names, load_npz
 from runners.formats import FORMATS
-from runners.measure import batch_of, profile_result, verification_result, verify_outputs
-from runners.protocol import Job, JobResult
-from runners.tensorrt_build import batch_range, precision_flags, profile_shapes, timing_cache_path, workspace_limit
+from runners.measure import inputs_at, profile_result, verification_result, verify_outputs
+from runners.protocol import IOSpec, Job, JobResult
+from runners.tensorrt_build import (
+    batch_range,
+    declared_ranges,
+    precision_flags,
+    profile_shapes,
+    timing_cache_path,
+    workspace_limit,
+)
 
 try:
     import tensorrt as trt
@@ -74,7 +81,7 @@ def convert(job: Job) -> JobResult:
         config.set_flag(getattr(trt.BuilderFlag, name))
     for name in flags.clear:
         config.clear_flag(getattr(trt.BuilderFlag, name))
-    add_profile(builder, network, config, load_npz(job.inputs.samples), job.batch_sizes)
+    add_profile(builder, network, config, load_npz(job.inputs.samples), job.batch_sizes, job.io)
 
     cache_path = timing_cache_path(os.environ.get(CACHE_ENV), job.output_dir, trt.__version__,
                                    torch.cuda.get_device_name())
@@ -91,15 +98,20 @@ def convert(job: Job) -> JobResult:
 
 
 def add_profile(builder: Any, network: Any, config: Any, samples: dict[str, np.ndarray],
-                batch_sizes: list[int]) -> None:
-    """One optimization profile covering the samples and every profiled batch size."""
-    arrays = key_by_names(samples, [network.get_input(i).name for i in range(network.num_inputs)], "the engine")
-    batches = batch_range(next(iter(arrays.values())).shape[0], batch_sizes)
+                batch_sizes: list[int], io: Optional[IOSpec] = None) -> None:
+    """One optimization profile covering the samples, every profiled batch size (where the model
+    has a batch axis) and the sizes of each dynamic axis the reference's `io` declares."""
+    names = [network.get_input(i).name for i in range(network.num_inputs)]
+    arrays = key_by_names(samples, names, "the engine")
+    batch_axis = io.batch_axis if io is not None else 0
+    batches = None if batch_axis is None else batch_range(next(iter(arrays.values())).shape[batch_axis], batch_sizes)
+    ranges = declared_ranges(io.inputs if io is not None else [], names)
     profile = builder.create_optimization_profile()
     needed = False
     for i in range(network.num_inputs):
         tensor = network.get_input(i)
-        shapes = profile_shapes(list(tensor.shape), arrays[tensor.name].shape, batches, tensor.name)
+        shapes = profile_shapes(list(tensor.shape), arrays[tensor.name].shape, batches, tensor.name,
+                                batch_axis, ranges[tensor.name])
         if shapes is not None:
             profile.set_shape(tensor.name, shapes.min, shapes.opt, shapes.max)
             needed = True
@@ -140,8 +152,13 @@ class Engine:
         """Copy a batch to the GPU in the engine's input types, allocate the outputs, set the
         addresses; returns the output tensors, filled by each `execute()`."""
         arrays = key_by_names(batch, self.inputs, "the engine")
-        for name in self.inputs:
-            tensor = self.torch.from_numpy(arrays[name]).to("cuda", self.torch_dtype(name)).contiguous()
+        return self.bind_tensors([self.torch.from_numpy(arrays[name]) for name in self.inputs])
+
+    def bind_tensors(self, tensors: list[Any]) -> dict[str, Any]:
+        """`bind` for torch tensors in the engine's input order (an inplace module's leaves):
+        those already on the GPU in the engine's types are bound without a copy."""
+        for name, given in zip(self.inputs, tensors):
+            tensor = given.to("cuda", self.torch_dtype(name)).contiguous()
             self.bound[name] = tensor
             self.context.set_input_shape(name, tuple(tensor.shape))
             self.context.set_tensor_address(name, tensor.data_ptr())
@@ -182,7 +199,7 @@ def profile(job: Job) -> JobResult:
     samples = load_npz(job.inputs.samples)
 
     def bound(batch_size: int) -> Callable[[], None]:
-        engine.bind(batch_of(samples, batch_size))
+        engine.bind(inputs_at(samples, job.io, batch_size))
         return engine.execute
 
     return profile_result(job, bound)

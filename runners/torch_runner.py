@@ -25,9 +25,9 @@ from runners.common import (
     sharing_a_load,
 )
 from runners.formats import FORMATS
-from runners.measure import batch_of, profile_result, verification_result, verify_outputs
+from runners.measure import inputs_at, profile_result, verification_result, verify_outputs
 from runners.protocol import IOSpec, Job, JobResult
-from runners.tensorrt_build import batch_range
+from runners.tensorrt_build import batch_range, input_shapes
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 # Lines of a failed trace check kept in the log: its graph diff grows with the model.
@@ -134,10 +134,12 @@ def export(job: Job) -> JobResult:
     precision = "fp32" if job.format == "tensorrt" else job.precision
     model = load_source(job).to(job.device, DTYPES[precision])
     samples = load_npz(job.inputs.samples)
+    io = job.io_spec()
     # A batch of 2: exporters would specialize a batch of 1, and a larger one only costs
-    # time (a trace runs the model; half precision on CPUs is slow).
-    example = tuple(to_tensors(batch_of(samples, 2), job.device, precision))
-    EXPORTERS[fmt.name](model, example, job.io_spec(), target)
+    # time (a trace runs the model; half precision on CPUs is slow). A model without a batch
+    # axis is traced on the samples as they are.
+    example = tuple(to_tensors(inputs_at(samples, io, 2), job.device, precision))
+    EXPORTERS[fmt.name](model, example, io, target)
     return JobResult(job.id, job.kind, "ok", artifact=target.name)
 
 
@@ -162,7 +164,8 @@ def export_torchscript_trace(model, example, io: IOSpec, target: Path) -> None:
               f"(nav-orch's verification decides):\n{head_lines(str(error), TRACE_CHECK_LINES)}",
               file=sys.stderr, flush=True)
         traced = torch.jit.trace(model, example, check_trace=False)
-    torch.jit.save(torch.jit.freeze(traced), str(target))
+    # eval(): a trace of an ExportedProgram's module comes back in training mode, which freezing refuses.
+    torch.jit.save(torch.jit.freeze(traced.eval()), str(target))
 
 
 def head_lines(text: str, count: int) -> str:
@@ -188,15 +191,21 @@ def export_torchscript_script(model, example, io: IOSpec, target: Path) -> None:
 def export_exported_program(model, example, io: IOSpec, target: Path) -> None:
     if isinstance(model, torch.jit.ScriptModule):
         raise Skip("torch.export cannot take a TorchScript module")
-    batch = torch.export.Dim("batch")
-    dynamic = tuple({0: batch} for _ in example)
+    dynamic: tuple[Optional[dict[int, Any]], ...]
+    if io.batch_axis is None:
+        # No batch axis: the declared dynamic axes, each left to torch.export to relate to the others
+        # (a decoder's tokens and mask share their length).
+        dynamic = tuple({r.axis: torch.export.Dim.AUTO for r in spec.ranges} or None for spec in io.inputs)
+    else:
+        batch = torch.export.Dim("batch")
+        dynamic = tuple({0: batch} for _ in example)
     torch.export.save(torch.export.export(model, example, dynamic_shapes=dynamic), str(target))
 
 
 def export_onnx(model, example, io: IOSpec, target: Path) -> None:
     input_names = [spec.name for spec in io.inputs]
     output_names = [spec.name for spec in io.outputs]
-    axes = {name: {0: "batch"} for name in input_names + output_names}
+    axes = onnx_dynamic_axes(io)
     # TorchScript modules go through the TorchScript-based exporter; everything else
     # through torch.export (dynamo), the maintained path.
     dynamo = not isinstance(model, torch.jit.ScriptModule)
@@ -204,6 +213,18 @@ def export_onnx(model, example, io: IOSpec, target: Path) -> None:
         model, example, str(target), input_names=input_names, output_names=output_names,
         dynamic_axes=axes, dynamo=dynamo, external_data=False,
     )
+
+
+def onnx_dynamic_axes(io: IOSpec) -> dict[str, dict[int, str]]:
+    """Every axis the io leaves dynamic (None), inputs and outputs: the batch axis is "batch",
+    shared by all; any other is NAME_AXIS."""
+    axes = {}
+    for spec in [*io.inputs, *io.outputs]:
+        dynamic = {axis: "batch" if axis == io.batch_axis else f"{spec.name}_{axis}"
+                   for axis, size in enumerate(spec.shape) if size is None}
+        if dynamic:
+            axes[spec.name] = dynamic
+    return axes
 
 
 EXPORTERS: dict[str, Callable[[torch.nn.Module, tuple, IOSpec, Path], None]] = {
@@ -225,8 +246,9 @@ def import_torch_tensorrt():
 
 
 def convert(job: Job) -> JobResult:
-    """Torch-TensorRT: compile the exported program into TensorRT engines for this GPU, with a
-    dynamic batch from the smallest to the largest batch size, saved as TorchScript."""
+    """Torch-TensorRT: compile the exported program into TensorRT engines for this GPU, saved as
+    TorchScript: with a dynamic batch from the smallest to the largest batch size, and each declared
+    dynamic axis over its sizes (runners/tensorrt_build.py `input_shapes`)."""
     if job.format != "torch-tensorrt":
         raise ValueError(f"the torch runner converts only torch-tensorrt, not {job.format}")
     torch_tensorrt = import_torch_tensorrt()
@@ -234,10 +256,17 @@ def convert(job: Job) -> JobResult:
         raise Skip("Torch-TensorRT needs a GPU; this job runs on the CPU")
     program = torch.export.load(job.inputs.export)
     samples = load_npz(job.inputs.samples)
-    batches = batch_range(next(iter(samples.values())).shape[0], job.batch_sizes)
+    io = job.io_spec()
+    batches = (None if io.batch_axis is None
+               else batch_range(next(iter(samples.values())).shape[io.batch_axis], job.batch_sizes))
     example = to_tensors(samples, job.device, job.precision)
-    inputs = [torch_tensorrt.Input(min_shape=(batches.min, *t.shape[1:]), opt_shape=(batches.opt, *t.shape[1:]),
-                                   max_shape=(batches.max, *t.shape[1:]), dtype=t.dtype) for t in example]
+    if len(example) != len(io.inputs):
+        raise ValueError(f"the samples hold {len(example)} arrays, the reference's inputs are {len(io.inputs)}")
+    inputs = []
+    for spec, tensor in zip(io.inputs, example):
+        shapes = input_shapes(spec.shape, tuple(tensor.shape), batches, spec.ranges, io.batch_axis, spec.name)
+        inputs.append(torch_tensorrt.Input(min_shape=shapes.min, opt_shape=shapes.opt, max_shape=shapes.max,
+                                           dtype=tensor.dtype))
     compiled = torch_tensorrt.compile(program, ir="dynamo", inputs=inputs,
                                       enabled_precisions={DTYPES[job.precision]})
     target = Path(job.output_dir) / FORMATS[job.format_name()].artifact
@@ -285,7 +314,7 @@ def profile(job: Job, loaded: LastLoaded) -> JobResult:
     sync = torch.cuda.synchronize if job.device.startswith("cuda") else (lambda: None)
 
     def call_at(batch_size: int) -> Callable[[], None]:
-        tensors = to_tensors(batch_of(samples, batch_size), job.device, job.precision)
+        tensors = to_tensors(inputs_at(samples, job.io, batch_size), job.device, job.precision)
 
         def run() -> None:
             model(*tensors)

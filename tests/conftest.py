@@ -45,6 +45,23 @@ def runners_python() -> str:
     return str(python)
 
 
+@pytest.fixture(scope="session")
+def user_python() -> str:
+    """A user's Python for the inplace tests: torch, transformers, diffusers and nav-orch (made once,
+    in .venv-inplace; the host's environment never gets a framework)."""
+    python = ROOT / ".venv-inplace" / "bin" / "python"
+    if not python.exists():
+        made = subprocess.run([sys.executable, "-m", "venv", str(python.parent.parent)], capture_output=True, text=True)
+        assert made.returncode == 0, made.stderr[-3000:]
+    ready = subprocess.run([str(python), "-c", "import torch, transformers, diffusers, onnxruntime, orchestrator"],
+                           capture_output=True)
+    if ready.returncode != 0:
+        installed = subprocess.run([str(python), "-m", "pip", "install", "-q", "-e", f"{ROOT}[inplace-test]"],
+                                   capture_output=True, text=True, timeout=1800)
+        assert installed.returncode == 0, installed.stderr[-3000:]
+    return str(python)
+
+
 @pytest.fixture
 def no_leftovers():
     assert leftover_containers() == [], "containers of an earlier run exist before the test"

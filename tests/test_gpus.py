@@ -3,9 +3,8 @@ from __future__ import annotations
 
 import pytest
 
-from orchestrator.cli import resolve_gpus
 from orchestrator.containers.engine import gpu_requests
-from orchestrator.containers.gpus import GpuRequest, HostGpu, host_gpus, select_gpus
+from orchestrator.containers.gpus import GpuRequest, HostGpu, host_gpus, resolve_gpus, select_gpus
 from orchestrator.errors import BadInput, EnvironmentProblem
 from runners import nvidia_smi
 from runners.common import gpu_info

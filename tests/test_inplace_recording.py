@@ -7,8 +7,9 @@ from typing import Optional
 import numpy as np
 import pytest
 
-from orchestrator.inplace.shapes import AxisRange, CallLog
+from orchestrator.inplace.shapes import CallLog
 from orchestrator.inplace.structure import flatten, from_data, to_data, unflatten
+from runners.protocol import AxisRange
 
 
 @dataclass
@@ -51,8 +52,10 @@ def test_axes_that_change_are_dynamic_with_their_range_over_every_call_seen():
     for length in (5, 6, 6, 6, 9):  # a decoder: the sequence grows, most calls at 6
         log.record(shapes(2, length), f"call-{length}")
     axes = log.dynamic_axes()
-    assert axes == {"args.0": {1: AxisRange(min=5, typical=6, max=9)},
-                    "kwargs.mask": {1: AxisRange(min=5, typical=6, max=9)}}
+    assert axes == {"args.0": [AxisRange(axis=1, min=5, typical=6, max=9)],
+                    "kwargs.mask": [AxisRange(axis=1, min=5, typical=6, max=9)]}
+    only_long = {key for key in log.seen if key[0][1][1] >= 6}
+    assert log.dynamic_axes(within=only_long)["args.0"] == [AxisRange(axis=1, min=6, typical=6, max=9)]
 
 
 def test_the_calls_kept_are_bounded_and_spread_over_the_shapes_seen():

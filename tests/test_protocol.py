@@ -4,6 +4,7 @@ import pytest
 
 from orchestrator.results import JOB_RESULT
 from runners.protocol import (
+    AxisRange,
     IOSpec,
     Job,
     JobInputs,
@@ -33,6 +34,38 @@ def test_job_round_trips_through_json(tmp_path):
     path = tmp_path / "job.json"
     path.write_text(to_json(job))
     assert read_job(path) == job
+
+
+def decoder_io() -> IOSpec:
+    """A decoder called with 1 to 64 tokens and no batch axis."""
+    tokens = AxisRange(axis=1, min=1, typical=8, max=64)
+    return IOSpec(inputs=[TensorSpec("ids", "int64", [1, None], [tokens]),
+                          TensorSpec("mask", "bool", [1, None], [tokens])],
+                  outputs=[TensorSpec("logits", "float32", [1, None, 32000], [tokens])], batch_axis=None)
+
+
+def test_dynamic_axes_without_a_batch_axis_round_trip_through_json(tmp_path):
+    job = Job(id="reference", kind="reference", runner="torch", output_dir="/out", io=decoder_io())
+    path = tmp_path / "job.json"
+    path.write_text(to_json(job))
+    read = read_job(path)
+    assert read == job
+    assert read.io is not None and read.io.batch_axis is None
+    assert read.io.inputs[0].ranges == [AxisRange(1, 1, 8, 64)] and isinstance(read.io.inputs[0].ranges[0], AxisRange)
+
+
+def test_an_io_of_protocol_2_reads_as_batch_axis_0_without_ranges():
+    data = json.loads(to_json(sample_job()))
+    for spec in [*data["io"]["inputs"], *data["io"]["outputs"]]:
+        del spec["ranges"]
+    del data["io"]["batch_axis"]
+    io = from_dict(Job, data).io
+    assert io.batch_axis == 0 and all(spec.ranges == [] for spec in io.inputs)
+
+
+def test_the_host_reads_dynamic_axes_in_results():
+    result = JobResult("reference", "reference", "ok", io=decoder_io(), fingerprint="f")
+    assert JOB_RESULT.validate_json(to_json(result)) == result
 
 
 def test_unknown_job_field_is_rejected():

@@ -4,6 +4,7 @@ from __future__ import annotations
 import pytest
 
 from runners.common import Skip
+from runners.protocol import AxisRange, TensorSpec
 from runners.tensorrt_build import (
     GIB,
     MAX_WORKSPACE,
@@ -11,6 +12,8 @@ from runners.tensorrt_build import (
     BatchRange,
     ShapeRange,
     batch_range,
+    declared_ranges,
+    input_shapes,
     precision_flags,
     profile_shapes,
     timing_cache_path,
@@ -50,6 +53,63 @@ def test_a_static_input_needs_no_profile_and_a_fixed_batch_stays_fixed():
 def test_profile_shapes_say_where_the_samples_do_not_fit(dims, shape, message):
     with pytest.raises(ValueError, match=message):
         profile_shapes(dims, shape, BatchRange(1, 4, 4), name="x")
+
+
+TOKENS = AxisRange(axis=1, min=1, typical=8, max=64)
+
+
+def test_a_declared_axis_spans_its_range_and_tunes_for_its_typical_size():
+    # A decoder without a batch axis, called with 1 to 64 tokens (the samples hold 12).
+    shapes = profile_shapes([1, -1], (1, 12), None, "ids", batch_axis=None, ranges=[TOKENS])
+    assert shapes == ShapeRange(min=(1, 1), opt=(1, 8), max=(1, 64))
+
+
+def test_without_a_batch_axis_an_undeclared_dynamic_axis_takes_the_samples_size():
+    shapes = profile_shapes([-1, -1, 512], (1, 12, 512), None, "hidden", batch_axis=None, ranges=[TOKENS])
+    assert shapes == ShapeRange(min=(1, 1, 512), opt=(1, 8, 512), max=(1, 64, 512))
+    # The samples' size, never a batch range: axis 0 is no batch here, whatever `batches` says.
+    assert profile_shapes([-1, 4], (2, 4), BatchRange(1, 64, 64), batch_axis=None) == ShapeRange((2, 4), (2, 4), (2, 4))
+
+
+def test_a_unet_called_with_a_static_batch_of_2_needs_no_profile():
+    assert profile_shapes([2, 4, 64, 64], (2, 4, 64, 64), None, "latent", batch_axis=None) is None
+    assert input_shapes([2, 4, 64, 64], (2, 4, 64, 64), None, batch_axis=None) == ShapeRange(
+        (2, 4, 64, 64), (2, 4, 64, 64), (2, 4, 64, 64))
+
+
+def test_a_batch_model_may_declare_further_dynamic_axes():
+    shapes = profile_shapes([-1, -1], (4, 12), BatchRange(1, 8, 16), ranges=[TOKENS])
+    assert shapes == ShapeRange(min=(1, 1), opt=(8, 8), max=(16, 64))
+
+
+@pytest.mark.parametrize("dims, shape, ranges, batch_axis, message", [
+    ([1, 12], (1, 12), [TOKENS], None, "axis 1 is fixed at 12 in the network, but declared dynamic over 1..64"),
+    ([1, -1], (1, 12), [AxisRange(2, 1, 8, 64)], None, "declared dynamic axis 2 is outside its rank 2"),
+    ([2, -1], (3, 4), [], None, "axis 0 is 2 in the network, 3 in the samples"),
+])
+def test_a_declaration_the_network_cannot_take_is_an_error(dims, shape, ranges, batch_axis, message):
+    with pytest.raises(ValueError, match=message):
+        profile_shapes(dims, shape, None, "x", batch_axis=batch_axis, ranges=ranges)
+
+
+def test_input_shapes_make_the_same_decision_from_the_references_shapes():
+    # Torch-TensorRT: the reference's shape (None where dynamic) stands for the network's dims.
+    assert input_shapes([None, 3, 224, 224], (8, 3, 224, 224), BatchRange(1, 64, 64)) == profile_shapes(
+        [-1, 3, 224, 224], (8, 3, 224, 224), BatchRange(1, 64, 64))
+    assert input_shapes([1, None], (1, 12), None, [TOKENS], None) == ShapeRange((1, 1), (1, 8), (1, 64))
+    # A static input of a batch model (a scalar, say) keeps its shape.
+    assert input_shapes([], (), BatchRange(1, 8, 8)) == ShapeRange((), (), ())
+
+
+def test_declared_ranges_match_network_inputs_by_name_else_in_order():
+    specs = [TensorSpec("ids", "int64", [1, None], [TOKENS]), TensorSpec("mask", "bool", [1, None], [TOKENS])]
+    assert declared_ranges(specs, ["mask", "ids"]) == {"mask": [TOKENS], "ids": [TOKENS]}
+    assert declared_ranges(specs[:1] + [TensorSpec("past", "float32", [4])], ["input_0", "input_1"]) == {
+        "input_0": [TOKENS], "input_1": []}
+    with pytest.raises(ValueError, match=r"network's inputs \(tokens\) do not match the reference's \(ids, mask\)"):
+        declared_ranges(specs, ["tokens"])
+    # Nothing declared (a batch model): no ranges, however the network names its inputs.
+    assert declared_ranges([TensorSpec("x", "float32", [None, 4])], ["a", "b"]) == {"a": [], "b": []}
 
 
 def test_fp32_turns_tf32_off_and_sets_nothing():

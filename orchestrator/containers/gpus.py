@@ -1,7 +1,7 @@
 """The host's GPUs, read with nvidia-smi (the host imports no CUDA library), and `--gpus` values."""
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Union
@@ -81,3 +81,13 @@ def select_gpus(request: Union[GpuRequest, str], available: Sequence[HostGpu]) -
         raise EnvironmentProblem(f"--gpus {request}: no GPU {', '.join(missing)} on this host "
                                  f"(it has {', '.join(indices)})")
     return [by_key[device] for device in request.devices]
+
+
+def resolve_gpus(gpus: str, images_release: str, driver_loaded: Callable[[], bool] = nvidia_driver_loaded) -> str:
+    """`--gpus` in Docker's syntax, checked; `auto`: every GPU when the host has any and the images
+    can use them."""
+    if gpus != "auto":
+        return str(GpuRequest.parse(gpus))
+    if images_release == "cpu":
+        return "none"
+    return "all" if driver_loaded() else "none"

@@ -603,3 +603,8 @@ def _stream(command: list[str], on_line: OnLine, failure: str) -> None:
     if process.returncode != 0:
         detail = f" (last output: {' | '.join(line for line in last if line.strip())})" if last else ""
         raise EnvironmentProblem(f"{failure}: exit code {process.returncode}{detail}")
+
+
+def resolve_release(images_release: str, gpus: str) -> str:
+    """`--images auto`: the CUDA images on a GPU host unless --gpus none, else the CPU ones."""
+    return default_release(gpus != "none") if images_release == "auto" else images_release

@@ -1,8 +1,17 @@
 """Inplace optimization of PyTorch pipelines: the one part of `orchestrator/` that runs in the
-user's own process (it imports torch only inside its functions; the CLI never imports it).
+user's own process. It imports torch only inside its functions; the CLI never imports it.
 
-Built so far: recording a module's calls. `module.Module` wraps a pipeline's module and records
-its calls; structure.py turns nested arguments and outputs into named leaves and back; shapes.py
-says which calls to keep and each input's dynamic axes. Capture, optimization through the runners
-and swap-back come next (issue "Inplace optimization of PyTorch pipelines").
+    pipe.unet = inplace.Module(pipe.unet, name="unet")
+    inplace.optimize(pipe, samples, workspace="nav-pipeline")
+    inplace.load_optimized(pipe, workspace="nav-pipeline")
+
+The stages, one module each: module.py wraps a pipeline's module (records its calls, runs a
+swapped-in variant); structure.py and shapes.py turn calls into named leaves and dynamic axes;
+capture.py exports a module as an artifact that loads without its source; optimize.py runs each
+captured module through the normal optimize run, checks the pipeline and writes pipeline.json;
+swap.py runs a chosen variant in place of its module.
 """
+from orchestrator.inplace.module import Module
+from orchestrator.inplace.optimize import PipelineMismatch, load_optimized, optimize
+
+__all__ = ["Module", "PipelineMismatch", "load_optimized", "optimize"]

@@ -9,21 +9,14 @@ kept) are dynamic, with the smallest, most common and largest size seen.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Optional
+
+from runners.protocol import AxisRange
 
 Shape = tuple[int, ...]
 Signature = tuple[tuple[str, Shape], ...]  # every input's name and shape, in order
-
-
-@dataclass(frozen=True)
-class AxisRange:
-    """A dynamic axis: the sizes seen, as TensorRT profiles and ONNX's dynamic dims want them."""
-
-    min: int
-    typical: int  # the most common size (the larger one on a tie)
-    max: int
 
 
 def signature(shapes: Mapping[str, Shape]) -> Signature:
@@ -59,14 +52,17 @@ class CallLog:
     def calls(self) -> list[Any]:
         return [call for _, call in self.kept]
 
-    def dynamic_axes(self) -> dict[str, dict[int, AxisRange]]:
-        """For each input, the axes whose size changed between calls, with the sizes' range.
-        Raises ValueError where an input's rank changed, or an input was not in every call."""
-        names = {name for key in self.seen for name, _ in key}
-        found: dict[str, dict[int, AxisRange]] = {}
+    def dynamic_axes(self, within: Optional[Collection[Signature]] = None) -> dict[str, list[AxisRange]]:
+        """For each input, the axes whose size changed between calls (those of the signatures
+        `within`, if given), with the sizes' range; the most common size is the typical one (the
+        larger on a tie). Raises ValueError where an input's rank changed, or an input was not in
+        every call."""
+        seen = {key: count for key, count in self.seen.items() if within is None or key in within}
+        names = {name for key in seen for name, _ in key}
+        found: dict[str, list[AxisRange]] = {}
         for name in sorted(names):
             sizes: list[tuple[Shape, int]] = []
-            for key, count in self.seen.items():
+            for key, count in seen.items():
                 shape = dict(key).get(name)
                 if shape is None:
                     raise ValueError(f"input {name!r} is missing from some calls; each call must pass the same inputs")
@@ -74,14 +70,14 @@ class CallLog:
             ranks = {len(shape) for shape, _ in sizes}
             if len(ranks) > 1:
                 raise ValueError(f"input {name!r} changed its number of dimensions between calls: {sorted(ranks)}")
-            found[name] = {axis: _range([(shape[axis], count) for shape, count in sizes])
-                           for axis in range(ranks.pop()) if len({shape[axis] for shape, _ in sizes}) > 1}
+            found[name] = [_range(axis, [(shape[axis], count) for shape, count in sizes])
+                           for axis in range(ranks.pop()) if len({shape[axis] for shape, _ in sizes}) > 1]
         return found
 
 
-def _range(sizes: Sequence[tuple[int, int]]) -> AxisRange:
+def _range(axis: int, sizes: Sequence[tuple[int, int]]) -> AxisRange:
     counts: Counter[int] = Counter()
     for size, count in sizes:
         counts[size] += count
     typical = max(counts, key=lambda size: (counts[size], size))
-    return AxisRange(min=min(counts), typical=typical, max=max(counts))
+    return AxisRange(axis=axis, min=min(counts), typical=typical, max=max(counts))

@@ -11,7 +11,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Optional
 
-from orchestrator.config import OptimizeConfig
+from orchestrator.config import DeclaredAxes, OptimizeConfig
 from orchestrator.run import cache
 from orchestrator.run.planning import REFERENCE, Variant
 from orchestrator.run.workspace import Workspace
@@ -19,11 +19,13 @@ from runners.formats import FORMATS
 from runners.protocol import (
     NORMALIZED_SAMPLES,
     REFERENCE_OUTPUTS,
+    AxisRange,
     IOSpec,
     Job,
     JobInputs,
     JobKind,
     ProfileSettings,
+    TensorSpec,
     Tolerance,
 )
 
@@ -35,6 +37,17 @@ class Reference:
     io: IOSpec
     output_scale: dict[str, float]  # each output's largest magnitude
     key: str  # the base of every later job's key: the model's fingerprint and the run's inputs
+
+
+def declared_io(axes: Optional[DeclaredAxes]) -> Optional[IOSpec]:
+    """The dynamic axes a reference job is told, by position; the runner names and shapes them."""
+    if axes is None:
+        return None
+
+    def specs(side: str, ranges: list[list[AxisRange]]) -> list[TensorSpec]:
+        return [TensorSpec(f"{side}_{index}", "", [], ranges=list(axis)) for index, axis in enumerate(ranges)]
+
+    return IOSpec(inputs=specs("input", axes.inputs), outputs=specs("output", axes.outputs), batch_axis=None)
 
 
 class JobBuilder:
@@ -59,10 +72,11 @@ class JobBuilder:
     # --- the jobs ---------------------------------------------------------------------------------
 
     def reference_job(self, samples: Path, device: str) -> Job:
-        """Runs the source model on the samples; never reused (it fingerprints the model)."""
+        """Runs the source model on the samples; never reused (it fingerprints the model). Where the
+        config declares dynamic axes, the job carries them as the io the runner fills in."""
         inputs = JobInputs(model=str(self.config.model.path.parent), samples=str(samples))
         return self._job(REFERENCE, "reference", self.config.model.framework, self.workspace.reference, None,
-                         device=device, inputs=inputs)
+                         device=device, inputs=inputs, io=declared_io(self.config.dynamic_axes))
 
     def function_job(self, variant: Variant, samples: Path, device: str) -> Job:
         """`nav-orch profile`: times the function; never reused (there is no reference to key it by)."""

@@ -34,11 +34,15 @@ class ReferenceFailed(Exception):
 
 
 def check_fixed_batch(io: IOSpec, batch_sizes: list[int]) -> None:
-    """A model whose inputs fix the batch axis (an ONNX graph can) is profiled only at that size."""
+    """A model whose inputs fix the batch axis (an ONNX graph can) is profiled only at that size.
+    A model without a batch axis (its dynamic axes declared) has none to fix."""
+    batch_axis = io.batch_axis
+    if batch_axis is None:
+        return
     for spec in io.inputs:
-        fixed = spec.shape[io.batch_axis] if len(spec.shape) > io.batch_axis else None
+        fixed = spec.shape[batch_axis] if len(spec.shape) > batch_axis else None
         if fixed is not None and any(size != fixed for size in batch_sizes):
-            raise BadInput(f"input {spec.name!r} has a fixed batch of {fixed} (axis {io.batch_axis}) in the model: "
+            raise BadInput(f"input {spec.name!r} has a fixed batch of {fixed} (axis {batch_axis}) in the model: "
                            f"pass --batch-sizes {fixed}, or export the model with a dynamic batch axis")
 
 

@@ -25,6 +25,18 @@ def _score(variant: VariantResult, objective: Objective,
     return best.throughput, best
 
 
+def ranked(variants: list[VariantResult], objective: Objective, budget_ms: Optional[float]) -> list[str]:
+    """The verified, profiled variants, best first (those within the budget before the rest)."""
+    candidates = [v for v in variants if v.status == "ok" and v.profile]
+
+    def order(variant: VariantResult) -> tuple[bool, float]:
+        fitting = _score(variant, objective, budget_ms)
+        score = fitting or _score(variant, objective, None)
+        return (fitting is not None, score[0] if score else float("-inf"))
+
+    return [v.name for v in sorted(candidates, key=order, reverse=True)]
+
+
 def select_best(
     variants: list[VariantResult], objective: Objective, budget_ms: Optional[float]
 ) -> tuple[Optional[str], Selection]:

@@ -1,0 +1,393 @@
+"""`inplace.optimize` and `inplace.load_optimized`: a pipeline's modules recorded, captured,
+optimized through the normal run (orchestrator.api.optimize, one run per module), checked in
+place, and swapped back; the pipeline timed and checked end to end (WORKSPACE/pipeline.json).
+
+WORKSPACE/
+    pipeline.json              what came of it (orchestrator/results.py PipelineResults)
+    modules/NAME/capture.json  how the module was captured (CapturedModule)
+    modules/NAME/model.pt2     the capture (model.ts where only a TorchScript trace worked)
+    modules/NAME/samples.npz   the typical recorded call, which the module's run verifies and times
+    modules/NAME/run/          the module's optimize run: results.json, variants/, jobs/, ...
+"""
+from __future__ import annotations
+
+import statistics
+import time
+import warnings
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from typing import Any, Optional, Union
+
+import numpy as np
+
+from orchestrator import __version__, api
+from orchestrator.config import DeclaredAxes, ExecutorName, ModelRef, OptimizeConfig, TritonSettings
+from orchestrator.containers.gpus import resolve_gpus
+from orchestrator.containers.images import resolve_release
+from orchestrator.errors import BadInput, NavOrchError
+from orchestrator.inplace.capture import CaptureError, capture, compare_leaves
+from orchestrator.inplace.module import InPlaceCheck, RecordedCall, is_inplace_module
+from orchestrator.inplace.shapes import CallLog
+from orchestrator.inplace.structure import flatten
+from orchestrator.inplace.swap import CannotLoad, SwappedVariant, load_variant, shape_misfit
+from orchestrator.progress import QuietReporter, Reporter
+from orchestrator.results import (
+    CapturedModule,
+    ModuleResult,
+    PipelineResults,
+    PipelineTiming,
+    RunResults,
+    VariantResult,
+)
+from orchestrator.run.selection import ranked
+from orchestrator.run.workspace import Workspace
+from runners.arrays import save_npz
+from runners.common import one_line
+from runners.formats import FORMATS
+from runners.protocol import DEFAULT_TOLERANCES, write_json_atomic
+
+PIPELINE_FILE = "pipeline.json"
+CAPTURE_FILE = "capture.json"
+# The pipeline's final outputs after every module ran its variant: (the largest difference relative
+# to the outputs' magnitude, the fraction of integer elements that may differ). Errors add up
+# through a loop (20 denoising steps), and in half precision a near tie between two tokens' logits
+# can flip one generated token, and every token after it.
+PIPELINE_TOLERANCES = {"fp32": (1e-3, 0.0), "fp16": (5e-2, 0.25), "bf16": (1e-1, 0.25)}
+
+
+class PipelineMismatch(NavOrchError):
+    """The optimized pipeline's outputs lie outside the tolerance of the eager pipeline's."""
+
+
+def find_modules(pipe: Any, given: Optional[Sequence[Any]] = None) -> dict[str, Any]:
+    """The `inplace.Module`s in `given`, else those reachable from `pipe`: its submodules (a torch
+    module), its attributes' (an object), its object (a bound method) or its closure (a function)."""
+    found: dict[str, Any] = {}
+
+    def add(module: Any) -> None:
+        other = found.setdefault(module.nav_name, module)
+        if other is not module:
+            raise BadInput(f"two inplace.Modules are named {module.nav_name!r}: give each its own name")
+
+    def visit(value: Any, depth: int) -> None:
+        if is_inplace_module(value):
+            add(value)
+        if hasattr(value, "modules") and callable(value.modules) and hasattr(value, "named_parameters"):
+            for child in value.modules():
+                if is_inplace_module(child):
+                    add(child)
+            return
+        if depth == 0:
+            return
+        if hasattr(value, "__self__"):
+            visit(value.__self__, depth - 1)
+        for cell in getattr(value, "__closure__", None) or ():
+            visit(cell.cell_contents, depth - 1)
+        if hasattr(value, "__dict__") and not isinstance(value, type):
+            for item in vars(value).values():
+                visit(item, depth - 1)
+
+    for item in given if given is not None else [pipe]:
+        visit(item, 2)
+    return found
+
+
+def device_of(module: Any) -> Any:
+    import torch
+
+    for tensor in [*module.wrapped.parameters(), *module.wrapped.buffers()]:
+        return tensor.device
+    return torch.device("cpu")
+
+
+def run_pipeline(pipe: Callable[[Any], Any], samples: Sequence[Any]) -> tuple[list[Any], float]:
+    """Every sample through the pipeline, its outputs and the seconds it took (GPU work included)."""
+    import torch
+
+    sync = torch.cuda.synchronize if torch.cuda.is_available() else (lambda: None)
+    with torch.inference_mode():
+        sync()
+        start = time.perf_counter()
+        outputs = [pipe(sample) for sample in samples]
+        sync()
+    return outputs, time.perf_counter() - start
+
+
+def timed(pipe: Callable[[Any], Any], samples: Sequence[Any], repeats: int) -> tuple[list[Any], float]:
+    """The outputs of the last run and the median time of `repeats` runs."""
+    times = []
+    outputs: list[Any] = []
+    for _ in range(repeats):
+        outputs, seconds = run_pipeline(pipe, samples)
+        times.append(seconds)
+    return outputs, statistics.median(times)
+
+
+def as_arrays(outputs: Sequence[Any]) -> dict[str, np.ndarray]:
+    import torch
+
+    leaves, _ = flatten(list(outputs), lambda value: isinstance(value, torch.Tensor), "sample")
+    return {name: tensor.detach().float().cpu().numpy() if tensor.is_floating_point() else tensor.detach().cpu().numpy()
+            for name, tensor in leaves.items()}
+
+
+def differences(actual: dict[str, np.ndarray], expected: dict[str, np.ndarray]) -> tuple[float, float, float]:
+    """Largest absolute and relative difference of the floating-point leaves, and the fraction of
+    integer elements that differ (a leaf of another shape counts as all different)."""
+    if list(actual) != list(expected):
+        raise PipelineMismatch(f"the optimized pipeline returned outputs {list(actual)[:4]}, eager ones "
+                               f"{list(expected)[:4]}")
+    largest, scale, differing, integers = 0.0, 1e-30, 0, 0
+    for name, want in expected.items():
+        got = actual[name]
+        if want.dtype.kind in "fc":
+            scale = max(scale, float(np.abs(want).max(initial=0.0)))
+            largest = max(largest, float(np.abs(got - want).max(initial=0.0)) if got.shape == want.shape
+                          else float("inf"))
+        else:
+            integers += want.size
+            differing += int((got != want).sum()) if got.shape == want.shape else want.size
+    return largest, largest / scale, differing / max(integers, 1)
+
+
+def optimize(pipe: Callable[[Any], Any], samples: Iterable[Any], workspace: Union[str, Path] = "nav-pipeline", *,
+             modules: Optional[Sequence[Any]] = None, images: str = "auto", gpus: str = "auto",
+             executor: str = "docker", repeats: int = 3, tolerance: Optional[float] = None,
+             mismatch_tolerance: Optional[float] = None, reporter: Optional[Reporter] = None,
+             force: bool = False, **options: Any) -> PipelineResults:
+    """Optimize every `inplace.Module` of `pipe` (called once per sample) and check the pipeline.
+
+    `options` are optimize's (formats, precisions, jobs, profiling, objective, ...: see
+    OptimizeConfig). Each module runs its chosen variant only after `load_optimized`; this function
+    leaves them eager. Raises PipelineMismatch, naming the modules responsible, when the optimized
+    pipeline's outputs lie outside the tolerance (by default per the variants' lowest precision).
+    """
+    started = time.perf_counter()
+    reporter = reporter or QuietReporter()
+    samples = list(samples)
+    if not samples:
+        raise BadInput("inplace.optimize: no samples; give the inputs to call the pipeline with")
+    found = find_modules(pipe, modules)
+    if not found:
+        raise BadInput("inplace.optimize: no inplace.Module in the pipeline; wrap its modules "
+                       "(pipe.unet = inplace.Module(pipe.unet, name='unet')) or pass modules=[...]")
+    release = resolve_release(images, gpus)
+    template = OptimizeConfig(model=ModelRef(path=Path("module.pt2"), form="exported_program"), workspace=Path("."),
+                              images=release, gpus=resolve_gpus(gpus, release), executor=ExecutorName(executor),
+                              triton=TritonSettings(enabled=False), batch_sizes=[1], **options)  # checks options first
+    root = Path(workspace).resolve()
+    (root / "modules").mkdir(parents=True, exist_ok=True)
+    results = PipelineResults(nav_orch=__version__, samples=len(samples))
+
+    def save() -> None:
+        write_json_atomic(root / PIPELINE_FILE, results.model_dump_json(indent=2))
+
+    for module in found.values():
+        module.swap(None)
+        module.record()
+    try:
+        reporter.note(f"pipeline: recording {', '.join(found)} over {len(samples)} sample(s)")
+        recorded, _ = run_pipeline(pipe, samples)
+    finally:
+        logs = {name: module.stop_recording() for name, module in found.items()}
+    eager, eager_s = timed(pipe, samples, repeats)
+    eager_arrays = as_arrays(eager)
+    _, relative, mismatched = differences(as_arrays(recorded), eager_arrays)
+    if relative > PIPELINE_TOLERANCES["fp32"][0] or mismatched > 0:
+        raise BadInput("inplace.optimize: the pipeline gave other outputs on a second run over the same samples: "
+                       "seed its random generators (torch.Generator) so that a run can be compared")
+    results.timing = PipelineTiming(eager_s=eager_s, repeats=repeats)
+    try:
+        for name, module in found.items():
+            results.modules[name] = optimize_module(name, module, logs[name], root, template, reporter, force)
+            save()
+        swapped = {name: module for name, module in found.items()
+                   if results.modules[name].status == "optimized" and swap_in(module, results.modules[name], root)}
+        check_pipeline(pipe, samples, swapped, eager_arrays, results, repeats, tolerance, mismatch_tolerance)
+        results.state = "complete" if results.passed else "failed"
+    except BaseException as error:
+        results.state = "interrupted" if isinstance(error, KeyboardInterrupt) else "failed"
+        results.error = results.error or one_line(error)
+        raise
+    finally:
+        for module in found.values():
+            module.swap(None)
+            module.nav_check = None
+        results.optimize_s = time.perf_counter() - started
+        save()
+    if not results.passed:
+        raise PipelineMismatch(results.error or "the optimized pipeline is outside tolerance")
+    return results
+
+
+def optimize_module(name: str, module: Any, log: CallLog, root: Path, template: OptimizeConfig,
+                    reporter: Reporter, force: bool) -> ModuleResult:
+    """Capture one module, optimize it through the normal run, and choose the best variant that
+    reproduces every recorded call here, in the user's process."""
+    calls = log.calls()
+    seen = sum(log.seen.values())
+    folder = root / "modules" / name
+    folder.mkdir(parents=True, exist_ok=True)
+    device = device_of(module)
+    reporter.note(f"pipeline: capturing {name} ({seen} call(s) seen, {len(calls)} kept)")
+    try:
+        captured, typical = capture(module.wrapped, log, folder, device)
+    except CaptureError as error:
+        return ModuleResult(status="eager", reason=f"not captured: {error}", calls_seen=seen, calls_kept=len(calls))
+    write_json_atomic(folder / CAPTURE_FILE, captured.model_dump_json(indent=2))
+    save_npz(folder / "samples.npz", {leaf: typical.inputs[leaf] for leaf in captured.inputs})
+    config = template.model_copy(update={
+        "model": ModelRef(path=folder / captured.file, form=captured.form),
+        "samples": folder / "samples.npz", "workspace": folder / "run",
+        "dynamic_axes": DeclaredAxes(inputs=[captured.input_ranges[leaf] for leaf in captured.inputs],
+                                     outputs=[captured.output_ranges.get(leaf, []) for leaf in captured.outputs])})
+    outcome = ModuleResult(status="eager", capture=captured.form, calls_seen=seen, calls_kept=len(calls),
+                           workspace=str(Path("modules") / name / "run"))
+    try:
+        run = api.optimize(config, reporter, force)
+    except NavOrchError as error:
+        if not isinstance(error, BadInput):
+            raise  # Docker or an image missing: every module would fail alike
+        outcome.reason = f"its optimize run failed: {error}"
+        return outcome
+    outcome.candidates = ranked(run.variants, template.objective, template.latency_budget_ms)
+    reproduced = [call for call in calls if fits(captured, call)]
+    for candidate in outcome.candidates:
+        variant = next(v for v in run.variants if v.name == candidate)
+        try:
+            runner = load_variant(variant.format, variant.precision, artifact_of(folder, variant),
+                                  Workspace(folder / "run").variants, folder / captured.file, device)
+            worst = reproduces(runner, captured, reproduced, variant.precision, device)
+        except (CannotLoad, Exception) as error:  # noqa: BLE001 - the next candidate may load
+            outcome.rejected[candidate] = f"cannot run here: {one_line(error)}"
+            continue
+        if worst is None:
+            outcome.rejected[candidate] = "outside tolerance on a recorded call in place"
+            continue
+        outcome.status, outcome.best, outcome.precision, outcome.recorded_diff = (
+            "optimized", candidate, variant.precision, worst)
+        reporter.note(f"pipeline: {name} runs {candidate}")
+        return outcome
+    outcome.reason = ("no verified variant" if not outcome.candidates
+                      else "no verified variant reproduced the recorded calls here")
+    if captured.note:
+        outcome.reason += f" ({captured.note})"
+    return outcome
+
+
+def fits(captured: CapturedModule, call: RecordedCall) -> bool:
+    """Whether a recorded call lies within the capture's shapes (calls it did not reproduce do not)."""
+    return shape_misfit(captured, {leaf: call.inputs[leaf].shape for leaf in captured.inputs}) is None
+
+
+def artifact_of(folder: Path, variant: VariantResult) -> Path:
+    """Where the module's run keeps the variant's artifact (the host's layout, not the runner's word)."""
+    return Workspace(folder / "run").variants / variant.name / FORMATS[variant.format].artifact
+
+
+def reproduces(runner: Callable[[list[Any]], Sequence[Any]], captured: CapturedModule,
+               calls: Sequence[RecordedCall], precision: str, device: Any) -> Optional[float]:
+    """The largest relative difference from the recorded outputs over `calls`; None if a call is
+    outside the precision's tolerance."""
+    import torch
+
+    worst = 0.0
+    for call in calls:
+        with torch.inference_mode():
+            outputs = runner([torch.from_numpy(call.inputs[leaf]).to(device) for leaf in captured.inputs])
+        actual = {leaf: tensor.detach().to(torch.float32 if tensor.is_floating_point() else tensor.dtype).cpu().numpy()
+                  for leaf, tensor in zip(captured.outputs, outputs)}
+        comparison = compare_leaves(actual, {leaf: call.outputs[leaf].astype(actual[leaf].dtype, copy=False)
+                                             for leaf in captured.outputs}, precision)
+        if not comparison.passed:
+            return None
+        worst = max(worst, comparison.relative)
+    return worst
+
+
+def swap_in(module: Any, result: ModuleResult, root: Path) -> bool:
+    """Swap the best variant that loads here into `module`; False (eager) if none does."""
+    folder = root / "modules" / module.nav_name
+    captured = CapturedModule.model_validate_json((folder / CAPTURE_FILE).read_text())
+    run = RunResults.model_validate_json((folder / "run" / "results.json").read_text())
+    variants = {variant.name: variant for variant in run.variants}
+    order = [result.best] if result.best else []
+    order += [name for name in result.candidates if name not in order and name not in result.rejected]
+    failures = []
+    for name in order:
+        variant = variants.get(name) if name else None
+        if variant is None:
+            continue
+        try:
+            runner = load_variant(variant.format, variant.precision, artifact_of(folder, variant),
+                                  Workspace(folder / "run").variants, folder / captured.file, device_of(module))
+        except (CannotLoad, Exception) as error:  # noqa: BLE001 - the next candidate may load
+            failures.append(f"{name} ({one_line(error)})")
+            continue
+        if failures:
+            warnings.warn(f"inplace module {module.nav_name!r}: {'; '.join(failures)} cannot load here; running "
+                          f"{name}, the best variant that can", RuntimeWarning, stacklevel=3)
+        module.swap(SwappedVariant(module.nav_name, name, runner, captured))
+        return True
+    if failures:
+        warnings.warn(f"inplace module {module.nav_name!r}: no variant loads here ({'; '.join(failures)}); it runs "
+                      "eager", RuntimeWarning, stacklevel=3)
+    return False
+
+
+def check_pipeline(pipe: Callable[[Any], Any], samples: Sequence[Any], swapped: dict[str, Any],
+                   eager: dict[str, np.ndarray], results: PipelineResults, repeats: int,
+                   tolerance: Optional[float], mismatch_tolerance: Optional[float]) -> None:
+    """Time the swapped pipeline, compare its outputs with eager, and name the modules responsible
+    for a difference outside tolerance (each module's variant compared with it in place)."""
+    for module in swapped.values():
+        module.nav_check = InPlaceCheck()
+    run_pipeline(pipe, samples)  # warm-up: compiles, records CUDA graphs, and checks in place
+    for name, module in swapped.items():
+        results.modules[name].in_place_diff = module.nav_check.worst
+        module.nav_check = None
+    outputs, optimized_s = timed(pipe, samples, repeats)
+    assert results.timing is not None
+    results.timing.optimized_s = optimized_s
+    results.speedup = results.timing.eager_s / optimized_s if optimized_s > 0 else None
+    largest, relative, mismatched = differences(as_arrays(outputs), eager)
+    precisions = [results.modules[name].precision or "fp32" for name in swapped] or ["fp32"]
+    lowest = max(precisions, key=lambda p: PIPELINE_TOLERANCES[p][0])
+    default_tolerance, default_mismatch = PIPELINE_TOLERANCES[lowest]
+    results.tolerance = default_tolerance if tolerance is None else tolerance
+    results.mismatch_tolerance = default_mismatch if mismatch_tolerance is None else mismatch_tolerance
+    results.max_output_diff, results.relative_output_diff, results.mismatched = largest, relative, mismatched
+    results.passed = relative <= results.tolerance and mismatched <= results.mismatch_tolerance
+    if results.passed:
+        return
+    outside = [name for name in swapped
+               if (results.modules[name].in_place_diff or 0.0) > DEFAULT_TOLERANCES[results.modules[name].precision
+                                                                                  or "fp32"][1]]
+    blamed = outside or sorted(swapped, key=lambda name: -(results.modules[name].in_place_diff or 0.0))[:1]
+    shown = ", ".join(f"{name} ({results.modules[name].best}: {results.modules[name].in_place_diff:.2e} in place)"
+                      for name in blamed)
+    results.error = (f"the optimized pipeline's outputs differ from eager by {relative:.2e} of their magnitude "
+                     f"(tolerance {results.tolerance:g}) and {mismatched:.1%} of integer elements (tolerance "
+                     f"{results.mismatch_tolerance:.0%}); responsible: {shown}. Narrow the search "
+                     "(precisions=['fp32']) or pass a wider tolerance")
+
+
+def load_optimized(pipe: Any, workspace: Union[str, Path] = "nav-pipeline", *,
+                   modules: Optional[Sequence[Any]] = None) -> dict[str, str]:
+    """Swap each `inplace.Module` of `pipe` (or `modules`) to its chosen variant from `workspace`
+    (an earlier `inplace.optimize`, in this process or another); returns what each module runs."""
+    root = Path(workspace).resolve()
+    path = root / PIPELINE_FILE
+    if not path.is_file():
+        raise BadInput(f"inplace.load_optimized: {path} does not exist; run inplace.optimize with this workspace first")
+    results = PipelineResults.model_validate_json(path.read_text())
+    running = {}
+    for name, module in find_modules(pipe, modules).items():
+        module.swap(None)
+        result = results.modules.get(name)
+        if result is None:
+            warnings.warn(f"inplace module {name!r} was not optimized in {root}; it runs eager", stacklevel=2)
+        elif result.status == "optimized" and swap_in(module, result, root):
+            running[name] = module.nav_variant.name
+        running.setdefault(name, "eager")
+    return running

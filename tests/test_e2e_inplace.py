@@ -1,0 +1,78 @@
+"""Inplace pipelines end to end: the bundled Whisper-style and Stable-Diffusion-style pipelines (tiny
+random configurations) optimized module by module in the CPU images from a user's process with
+torch, transformers and diffusers (tests/inplace_user.py in .venv-inplace), then loaded in a later
+process; and the cases at the edges of a capture."""
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+from conftest import ROOT
+
+pytestmark = [pytest.mark.docker, pytest.mark.usefixtures("cpu_images")]
+USER_SCRIPT = ROOT / "tests" / "inplace_user.py"
+MODULES = {"sd": ["text_encoder", "unet", "vae_decoder"], "whisper": ["encoder", "decoder"]}
+
+
+def user_run(python: str, *args: str, timeout: float = 1200) -> dict:
+    report = Path(args[2]).with_suffix(f".{args[0]}.json")
+    run = subprocess.run([python, str(USER_SCRIPT), *args, str(report)], capture_output=True, text=True,
+                         timeout=timeout, cwd=ROOT)
+    assert run.returncode == 0, run.stderr[-4000:]
+    return json.loads(report.read_text())
+
+
+@pytest.mark.parametrize("pipeline", ["sd", "whisper"])
+def test_a_bundled_pipeline_runs_its_modules_optimized_in_a_later_process(pipeline, user_python, tmp_path,
+                                                                          no_leftovers):
+    workspace = tmp_path / "nav-pipeline"
+    optimized = user_run(user_python, "optimize", pipeline, str(workspace))
+    assert optimized == {"state": "complete", "eager_after": [True] * len(MODULES[pipeline])}
+    results = json.loads((workspace / "pipeline.json").read_text())
+    assert results["state"] == "complete" and results["passed"] is True
+    assert results["relative_output_diff"] <= results["tolerance"] == 1e-3
+    assert results["mismatched"] == 0.0
+    assert results["timing"]["eager_s"] > 0 and results["timing"]["optimized_s"] > 0 and results["speedup"] > 0
+    assert results["optimize_s"] > 0
+    for name in MODULES[pipeline]:
+        module = results["modules"][name]
+        assert module["status"] == "optimized", module
+        assert module["capture"] == "exported_program"
+        run = json.loads((workspace / module["workspace"] / "results.json").read_text())
+        verified = {v["name"] for v in run["variants"] if v["status"] == "ok"}
+        # The best is the fastest verified variant that reproduced every recorded call in place.
+        assert module["best"] == next(c for c in module["candidates"] if c not in module["rejected"])
+        assert module["best"] in verified and module["precision"] == "fp32"
+        assert module["recorded_diff"] <= 1e-3 and module["in_place_diff"] <= 1e-3
+        assert (workspace / "modules" / name / "capture.json").is_file()
+    decoder = results["modules"].get("decoder")
+    if decoder:  # called once per token: 8 lengths, each within the captured range
+        assert decoder["calls_seen"] == 16 and decoder["calls_kept"] == 16
+
+    loaded = user_run(user_python, "load", pipeline, str(workspace))
+    assert loaded["running"] == {name: results["modules"][name]["best"] for name in MODULES[pipeline]}
+    assert all(calls > 0 for calls in loaded["variant_calls"].values()), loaded  # the variants really ran
+    assert loaded["eager_calls"] == {name: 0 for name in MODULES[pipeline]} and loaded["warnings"] == []
+    assert loaded["types"] == ["Tensor", "Tensor"]
+    assert loaded["max_abs_diff"] <= 1e-3 * loaded["scale"]
+    if pipeline == "whisper":
+        assert loaded["equal"] is True  # the same tokens
+
+
+def test_the_edges_of_a_capture_say_what_happened(user_python, tmp_path):
+    found = user_run(user_python, "edges", "toy", str(tmp_path / "edges"), timeout=600)
+    assert found["no_module"].startswith("inplace.optimize: no inplace.Module in the pipeline")
+    assert "seed its random generators" in found["nondeterministic"]
+    cached = found["cache_object"]
+    assert cached["status"] == "eager" and "neither a tensor nor a plain constant" in cached["reason"]
+    assert cached["calls_seen"] == 6
+    short = found["short"]
+    assert short["state"] == "complete" and short["modules"]["decoder"]["best"] == "exported-program-fp32"
+    assert found["short_running"] == {"decoder": "exported-program-fp32"}
+    outside = found["outside"]
+    # Two calls beyond the recorded lengths and one without the recorded keyword run eager, with one
+    # warning; the call within the range runs the variant.
+    assert outside["equal"] is True and outside["eager_calls"] == 3 and outside["calls"] == 1
+    assert len(outside["warnings"]) == 1 and "outside the captured [1, 2..5]" in outside["warnings"][0]
