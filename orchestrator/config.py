@@ -53,9 +53,11 @@ class ModelRef(Strict):
     factory: Optional[str] = None
     args: dict[str, Any] = Field(default_factory=dict)
     framework: Framework = "torch"
+    precision: Precision = "fp32"  # what the source computes in (see ModelSource.precision)
 
     def source(self) -> ModelSource:
-        return ModelSource(form=self.form, file=self.path.name, factory=self.factory, args=self.args)
+        return ModelSource(form=self.form, file=self.path.name, factory=self.factory, args=self.args,
+                           precision=self.precision)
 
 
 class InputSpec(Strict):

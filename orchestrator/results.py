@@ -111,8 +111,9 @@ class CapturedModule(Strict):
     artifact, its inputs and outputs as the call's leaves in order, and how to rebuild the call's
     structure around them. Written by the user's process, never by a runner."""
 
+    precision: Precision  # what it computes in (a copy of the module cast to it was captured)
     form: Literal["exported_program", "torchscript"]
-    file: str  # inside the module's folder
+    file: str  # inside the capture's folder
     inputs: list[str]  # leaf names (structure.py), in the artifact's order
     outputs: list[str]
     inputs_structure: dict[str, Any]  # structure.to_data
@@ -132,10 +133,13 @@ class ModuleResult(Strict):
     reason: Optional[str] = None  # why it stays eager
     best: Optional[str] = None  # the variant it runs: the best one that ran every recorded call in place
     precision: Optional[Precision] = None
-    workspace: Optional[str] = None  # its optimize run, relative to the pipeline's workspace
+    workspace: Optional[str] = None  # the best's optimize run, relative to the pipeline's workspace
+    # One capture and optimize run per precision: each capture's form (exported_program or
+    # torchscript) or why it failed, and each run's workspace.
+    captures: dict[str, str] = Field(default_factory=dict)
+    workspaces: dict[str, str] = Field(default_factory=dict)
     candidates: list[str] = Field(default_factory=list)  # verified variants best first: load_optimized's fallbacks
     rejected: dict[str, str] = Field(default_factory=dict)  # better variants passed over, and why
-    capture: Optional[str] = None  # exported_program or torchscript
     calls_seen: int = 0
     calls_kept: int = 0
     # The largest difference, relative to the outputs' largest magnitude, between the variant's

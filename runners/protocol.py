@@ -54,6 +54,10 @@ class ModelSource:
     file: str  # file name inside the job's "model" input folder
     factory: Optional[str] = None
     args: dict[str, Any] = field(default_factory=dict)
+    # The precision the source computes in. A traced graph (an ExportedProgram) is fixed to the one
+    # it was exported in, so its variants are of that precision alone (an inplace module is
+    # captured once per precision, where the module's own code adapts its dtypes).
+    precision: Precision = "fp32"
 
 
 @dataclass

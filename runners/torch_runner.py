@@ -61,8 +61,21 @@ def load_source(job: Job) -> torch.nn.Module:
     if source.form == "torchscript":
         return torch.jit.load(str(path), map_location="cpu").eval()
     if source.form == "exported_program":
-        return torch.export.load(str(path)).module()
+        return load_program(path, job.device)
     raise ValueError(f"unknown model form {source.form!r}")
+
+
+def place_program(program: Any, device: str) -> Any:
+    """An ExportedProgram on `device`. Programs travel with their weights on the CPU (they are
+    exported there, or an inplace capture moved them there), and a graph may name the device it was
+    traced on (torch.arange(device=...)): both move, where `.module().to()` would move the weights alone."""
+    from torch.export.passes import move_to_device_pass
+
+    return program if device == "cpu" else move_to_device_pass(program, device)
+
+
+def load_program(path: Path, device: str) -> torch.nn.Module:
+    return place_program(torch.export.load(str(path)), device).module()
 
 
 def forward_names(model: torch.nn.Module) -> Optional[list[str]]:
@@ -120,7 +133,7 @@ def reference(job: Job) -> JobResult:
     model = load_source(job).to(job.device)
     samples = order_samples(load_npz(job.inputs.samples), forward_names(model))
     with torch.inference_mode():
-        outputs = flatten_outputs(model(*to_tensors(samples, job.device)))
+        outputs = flatten_outputs(model(*to_tensors(samples, job.device, job.source().precision)))
     return save_reference(job, samples, outputs, weights=weight_bytes(model))
 
 
@@ -128,10 +141,13 @@ def export(job: Job) -> JobResult:
     fmt = FORMATS[job.format_name()]
     target = Path(job.output_dir) / fmt.export_file
     if fmt.compile_mode:
+        fixed_precision(job)
         return record_compile_options(job, target)
     # TensorRT lowers precision itself (builder flags) from an fp32 ONNX graph, keeping fp32
-    # where a layer needs it; Torch-TensorRT takes the program in the variant's precision.
-    precision = "fp32" if job.format == "tensorrt" else job.precision
+    # where a layer needs it; Torch-TensorRT takes the program in the variant's precision. A traced
+    # source stays in the precision it was traced in.
+    fixed = fixed_precision(job)
+    precision = fixed or ("fp32" if job.format == "tensorrt" else job.precision)
     model = load_source(job).to(job.device, DTYPES[precision])
     samples = load_npz(job.inputs.samples)
     io = job.io_spec()
@@ -141,6 +157,19 @@ def export(job: Job) -> JobResult:
     example = tuple(to_tensors(inputs_at(samples, io, 2), job.device, precision))
     EXPORTERS[fmt.name](model, example, io, target)
     return JobResult(job.id, job.kind, "ok", artifact=target.name)
+
+
+def fixed_precision(job: Job) -> Optional[str]:
+    """An ExportedProgram's precision: casting its graph would leave the dtypes its code chose when
+    it was traced (a timestep embedding's float32) clashing with the cast weights, so a variant of
+    another precision is skipped (TensorRT lowers precision itself, from the graph as it is)."""
+    source = job.source()
+    if source.form != "exported_program":
+        return None
+    if job.precision != source.precision and job.format != "tensorrt":
+        raise Skip(f"the source is an ExportedProgram in {source.precision}: its graph cannot be cast to "
+                   f"{job.precision} (export it in {job.precision}; inplace modules are captured per precision)")
+    return source.precision
 
 
 def record_compile_options(job: Job, target: Path) -> JobResult:
@@ -254,7 +283,7 @@ def convert(job: Job) -> JobResult:
     torch_tensorrt = import_torch_tensorrt()
     if not job.device.startswith("cuda"):
         raise Skip("Torch-TensorRT needs a GPU; this job runs on the CPU")
-    program = torch.export.load(job.inputs.export)
+    program = place_program(torch.export.load(job.inputs.export), job.device)
     samples = load_npz(job.inputs.samples)
     io = job.io_spec()
     batches = (None if io.batch_axis is None
@@ -289,7 +318,7 @@ def load_variant(job: Job) -> torch.nn.Module:
         torch._inductor.config.freezing = options.get("freezing", False)
         return torch.compile(model, mode=options["mode"], backend=options["backend"])
     if job.format == "exported-program":
-        return torch.export.load(path).module().to(job.device)
+        return load_program(Path(path), job.device)
     if job.format == "torch-tensorrt":
         import_torch_tensorrt()  # registers the TensorRT engine class the TorchScript file holds
     return torch.jit.load(path, map_location=job.device)

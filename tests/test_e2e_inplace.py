@@ -39,14 +39,15 @@ def test_a_bundled_pipeline_runs_its_modules_optimized_in_a_later_process(pipeli
     for name in MODULES[pipeline]:
         module = results["modules"][name]
         assert module["status"] == "optimized", module
-        assert module["capture"] == "exported_program"
+        assert module["captures"] == {"fp32": "exported_program"}  # CPUs search fp32 alone
+        assert module["workspace"] == module["workspaces"]["fp32"] == f"modules/{name}/fp32/run"
         run = json.loads((workspace / module["workspace"] / "results.json").read_text())
         verified = {v["name"] for v in run["variants"] if v["status"] == "ok"}
         # The best is the fastest verified variant that reproduced every recorded call in place.
         assert module["best"] == next(c for c in module["candidates"] if c not in module["rejected"])
         assert module["best"] in verified and module["precision"] == "fp32"
         assert module["recorded_diff"] <= 1e-3 and module["in_place_diff"] <= 1e-3
-        assert (workspace / "modules" / name / "capture.json").is_file()
+        assert (workspace / "modules" / name / "fp32" / "capture.json").is_file()
     decoder = results["modules"].get("decoder")
     if decoder:  # called once per token: 8 lengths, each within the captured range
         assert decoder["calls_seen"] == 16 and decoder["calls_kept"] == 16

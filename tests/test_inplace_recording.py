@@ -7,8 +7,16 @@ from typing import Optional
 import numpy as np
 import pytest
 
+from orchestrator.config import DeclaredAxes
+from orchestrator.errors import BadInput
+from orchestrator.inplace.capture import CaptureError, check_capturable, compare_leaves
+from orchestrator.inplace.module import RecordedCall
+from orchestrator.inplace.optimize import PipelineMismatch, differences, find_modules
 from orchestrator.inplace.shapes import CallLog
 from orchestrator.inplace.structure import flatten, from_data, to_data, unflatten
+from orchestrator.inplace.swap import shape_misfit
+from orchestrator.results import CapturedModule
+from orchestrator.run.jobs import declared_io
 from runners.protocol import AxisRange
 
 
@@ -79,3 +87,93 @@ def test_inputs_that_change_rank_or_come_and_go_are_errors():
     log.record({"x": (1, 4)}, 1)
     with pytest.raises(ValueError, match="'y' is missing from some calls"):
         log.dynamic_axes()
+
+
+# --- capture, swap-back and the pipeline check: the parts that need no torch ------------------------
+
+def recorded(shapes_by_leaf: dict, constant=None) -> RecordedCall:
+    inputs = {name: np.zeros(shape, "float32") for name, shape in shapes_by_leaf.items()}
+    _, structure = flatten({"args": [inputs[name] for name in inputs], "kwargs": {"flag": constant}}, is_array, "in")
+    outputs, outputs_structure = flatten((inputs[next(iter(inputs))],), is_array, "out")
+    return RecordedCall(inputs, structure, outputs, outputs_structure)
+
+
+def test_calls_that_pass_other_constants_or_objects_cannot_be_captured():
+    check_capturable([recorded({"a": (1, 2)}), recorded({"a": (1, 3)})])  # shapes may differ
+    with pytest.raises(CaptureError, match="differ in their arguments or in the constants"):
+        check_capturable([recorded({"a": (1, 2)}, constant=True), recorded({"a": (1, 2)}, constant=False)])
+    with pytest.raises(CaptureError, match="passed a object, which is neither a tensor nor a plain constant"):
+        check_capturable([recorded({"a": (1, 2)}, constant=object())])
+
+
+def captured_decoder() -> CapturedModule:
+    return CapturedModule(precision="fp32", form="exported_program", file="model.pt2", inputs=["in.args.0"],
+                          outputs=["out.0"], inputs_structure={}, outputs_structure={},
+                          input_shapes={"in.args.0": [1, None]},
+                          input_ranges={"in.args.0": [AxisRange(axis=1, min=2, typical=5, max=8)]},
+                          output_ranges={}, output_dtypes={"out.0": "float32"}, calls_checked=4)
+
+
+def test_a_call_fits_a_capture_where_static_axes_match_and_dynamic_ones_lie_in_range():
+    capture = captured_decoder()
+    assert shape_misfit(capture, {"in.args.0": (1, 2)}) is None
+    assert shape_misfit(capture, {"in.args.0": (1, 8)}) is None
+    assert shape_misfit(capture, {"in.args.0": (1, 9)}) == ("input in.args.0 has shape [1, 9], "
+                                                           "outside the captured [1, 2..8]")
+    assert "outside" in shape_misfit(capture, {"in.args.0": (2, 5)})  # the batch was never dynamic
+    assert "outside" in shape_misfit(capture, {"in.args.0": (1, 5, 1)})
+
+
+def test_recorded_outputs_compare_by_precision_and_integers_exactly():
+    want = {"out.0": np.array([1.0, -2.0, 4.0], "float32"), "out.1": np.array([3, 4])}
+    assert compare_leaves(dict(want), want, "fp32").passed
+    near = {"out.0": want["out.0"] + np.float32(1e-2), "out.1": want["out.1"]}
+    assert not compare_leaves(near, want, "fp32").passed and compare_leaves(near, want, "fp16").passed
+    assert compare_leaves(near, want, "fp16").relative == pytest.approx(1e-2 / 4, rel=1e-3)
+    assert not compare_leaves({"out.0": want["out.0"], "out.1": np.array([3, 5])}, want, "bf16").passed
+
+
+def test_pipeline_outputs_differ_by_magnitude_for_floats_and_by_count_for_integers():
+    eager = {"sample.0": np.array([[0.5, -2.0]], "float32"), "sample.1": np.array([1, 2, 3, 4])}
+    optimized = {"sample.0": np.array([[0.5, -1.9]], "float32"), "sample.1": np.array([1, 2, 0, 4])}
+    largest, relative, mismatched = differences(optimized, eager)
+    assert largest == pytest.approx(0.1) and relative == pytest.approx(0.05) and mismatched == 0.25
+    with pytest.raises(PipelineMismatch, match="returned outputs"):
+        differences({"sample.0": eager["sample.0"]}, eager)
+
+
+class FakeModule:
+    """Stands for an inplace.Module (duck-typed: nav_name, swap, wrapped)."""
+
+    def __init__(self, name: str):
+        self.nav_name, self.wrapped = name, None
+
+    def swap(self, variant) -> None:
+        pass
+
+
+def test_modules_are_found_in_attributes_closures_and_bound_methods():
+    unet, encoder = FakeModule("unet"), FakeModule("text_encoder")
+
+    class Pipe:
+        def __init__(self):
+            self.unet, self.parts = unet, type("Parts", (), {})()
+            self.parts.encoder = encoder
+
+        def generate(self, x):
+            return x
+
+    pipe = Pipe()
+    assert find_modules(pipe) == {"unet": unet, "text_encoder": encoder}
+    assert find_modules(pipe.generate) == {"unet": unet, "text_encoder": encoder}
+    assert find_modules(lambda x: unet) == {"unet": unet}
+    assert find_modules(pipe, given=[encoder]) == {"text_encoder": encoder}
+    with pytest.raises(BadInput, match="two inplace.Modules are named 'unet'"):
+        find_modules([unet], given=[unet, FakeModule("unet")])
+
+
+def test_a_module_workspace_declares_its_dynamic_axes_to_the_reference_job():
+    axes = DeclaredAxes(inputs=[[AxisRange(axis=1, min=1, typical=8, max=64)], []], outputs=[[]])
+    io = declared_io(axes)
+    assert io.batch_axis is None and [spec.ranges for spec in io.inputs] == axes.inputs
+    assert declared_io(None) is None

@@ -1,5 +1,5 @@
 from orchestrator.results import VariantResult
-from orchestrator.run.selection import select_best
+from orchestrator.run.selection import ranked, select_best
 from runners.protocol import LatencyStats, ProfileEntry
 
 
@@ -47,3 +47,12 @@ def test_ties_go_to_the_earlier_variant():
     twin = variant("z", profile=FAST_LARGE.profile)
     best, _ = select_best([FAST_LARGE, twin], "throughput", None)
     assert best == "b"
+
+
+def test_ranked_puts_the_budget_first_then_the_objective_and_leaves_out_unverified_ones():
+    slow = variant("c", profile=[entry(64, 20, 21, 3200)])
+    failed = variant("d", status="failed", profile=[entry(64, 1, 1, 99999)])
+    assert ranked([slow, FAST_SMALL, FAST_LARGE, failed], "throughput", None) == ["b", "a", "c"]
+    # Within a p99 budget of 20 ms: a fits at batch 64, b only at batch 1 (p99 30 ms at 64), c not at all.
+    assert ranked([slow, FAST_SMALL, FAST_LARGE], "throughput", 20.0) == ["a", "b", "c"]
+    assert ranked([FAST_LARGE, variant("e", profile=list(FAST_LARGE.profile))], "throughput", None) == ["b", "e"]

@@ -22,7 +22,7 @@ from orchestrator.inplace.structure import Node, flatten, to_data, unflatten
 from orchestrator.results import CapturedModule
 from runners.common import one_line
 from runners.measure import compare_output
-from runners.protocol import DEFAULT_TOLERANCES, AxisRange, Tolerance
+from runners.protocol import DEFAULT_TOLERANCES, AxisRange, Precision, Tolerance
 
 PLAIN_CONSTANTS = (type(None), bool, int, float, str)
 CAPTURE_FILES = {"exported_program": "model.pt2", "torchscript": "model.ts"}
@@ -106,11 +106,15 @@ def output_ranges(calls: Sequence[RecordedCall]) -> dict[str, list[AxisRange]]:
     return outputs.dynamic_axes()
 
 
-def capture(module: Any, log: CallLog, folder: Path, device: Any) -> tuple[CapturedModule, RecordedCall]:
-    """Capture `module` (the torch module a Module wraps) from its recorded calls into `folder`:
-    an ExportedProgram, else a TorchScript trace, whichever first reproduces the calls. Also
-    returns the typical call: of those reproduced, the one whose shapes were seen most often."""
+def capture(module: Any, log: CallLog, folder: Path, device: Any, precision: Precision
+            ) -> tuple[CapturedModule, RecordedCall]:
+    """Capture `module` (the torch module a Module wraps, in `precision`) from its recorded calls
+    into `folder`: an ExportedProgram, else a TorchScript trace, whichever first reproduces the
+    calls within the precision's tolerance. Also returns the typical call: of those reproduced, the
+    one whose shapes were seen most often."""
     import torch
+
+    dtype = DTYPES[precision](torch)
 
     calls = log.calls()
     if not calls:
@@ -124,14 +128,14 @@ def capture(module: Any, log: CallLog, folder: Path, device: Any) -> tuple[Captu
     flat = Flat(module, structure, inputs, outputs).eval()
     # The largest call as the example: a dynamic axis of size 1 would be specialized by the exporters.
     example_call = max(calls, key=lambda call: sum(array.size for array in call.inputs.values()))
-    example = tuple(torch.from_numpy(example_call.inputs[name]).to(device) for name in inputs)
+    example = tuple(as_input(torch, example_call.inputs[name], device, dtype) for name in inputs)
     failures = []
     for form, build in (("exported_program", export_program), ("torchscript", trace)):
         target = folder / CAPTURE_FILES[form]
         try:
             with torch.inference_mode(False), torch.no_grad():
                 run = build(torch, flat, example, [ranges[name] for name in inputs], target, device)
-            reproduced, missed = reproduce(torch, run, log.kept, inputs, device)
+            reproduced, missed = reproduce(torch, run, log.kept, inputs, device, precision)
         except Exception as error:  # noqa: BLE001 - exporters raise many types; the reason is kept
             failures.append(f"{form}: {one_line(error)}")
             continue
@@ -146,7 +150,8 @@ def capture(module: Any, log: CallLog, folder: Path, device: Any) -> tuple[Captu
         kept_calls = [call for _, call in reproduced]
         _, typical = max(reproduced, key=lambda pair: (log.seen[pair[0]], sum(a.size for a in pair[1].inputs.values())))
         return CapturedModule(
-            form=form, file=target.name, inputs=inputs, outputs=outputs, inputs_structure=to_data(structure),
+            precision=precision, form=form, file=target.name, inputs=inputs, outputs=outputs,
+            inputs_structure=to_data(structure),
             outputs_structure=to_data(calls[0].outputs_structure), input_shapes=shapes, input_ranges=kept_ranges,
             output_ranges=output_ranges(kept_calls),
             output_dtypes={name: str(array.dtype) for name, array in calls[0].outputs.items()},
@@ -155,16 +160,17 @@ def capture(module: Any, log: CallLog, folder: Path, device: Any) -> tuple[Captu
 
 
 def reproduce(torch: Any, run: Callable[[list[Any]], Sequence[Any]], kept: Sequence[tuple[Signature, RecordedCall]],
-              inputs: Sequence[str], device: Any) -> tuple[list[tuple[Signature, RecordedCall]],
-                                                           list[tuple[Signature, str]]]:
-    """The recorded calls the artifact reproduces in fp32, and those it does not, with why."""
+              inputs: Sequence[str], device: Any, precision: Precision
+              ) -> tuple[list[tuple[Signature, RecordedCall]], list[tuple[Signature, str]]]:
+    """The recorded calls the artifact reproduces within the precision's tolerance, and those it
+    does not, with why."""
     reproduced, missed = [], []
+    dtype = DTYPES[precision](torch)
     for signature, call in kept:
         try:
             with torch.inference_mode():
-                got = run([torch.from_numpy(call.inputs[name]).to(device) for name in inputs])
-            actual = {name: tensor.detach().cpu().numpy() for name, tensor in zip(call.outputs, got)}
-            comparison = compare_leaves(actual, call.outputs, "fp32")
+                got = run([as_input(torch, call.inputs[name], device, dtype) for name in inputs])
+            comparison = compare_leaves(as_outputs(got, call.outputs), call.outputs, precision)
         except Exception as error:  # noqa: BLE001 - a shape the artifact was specialized away from, say
             missed.append((signature, one_line(error)))
             continue
@@ -173,6 +179,24 @@ def reproduce(torch: Any, run: Callable[[list[Any]], Sequence[Any]], kept: Seque
         else:
             missed.append((signature, f"outputs differ by {comparison.relative:.2e} of their magnitude"))
     return reproduced, missed
+
+
+# torch's dtype of each precision (torch is imported only inside functions).
+DTYPES: dict[str, Callable[[Any], Any]] = {"fp32": lambda torch: torch.float32, "fp16": lambda torch: torch.float16,
+                                           "bf16": lambda torch: torch.bfloat16}
+
+
+def as_input(torch: Any, array: np.ndarray, device: Any, dtype: Any) -> Any:
+    """A recorded input as the module in `dtype` takes it: floating-point leaves in that dtype."""
+    tensor = torch.from_numpy(array).to(device)
+    return tensor.to(dtype) if tensor.is_floating_point() else tensor
+
+
+def as_outputs(tensors: Sequence[Any], recorded: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Output leaves as arrays named like the recorded ones (floating point as float32: numpy has
+    no bfloat16)."""
+    return {name: (t.detach().float() if t.is_floating_point() else t.detach()).cpu().numpy()
+            for name, t in zip(recorded, tensors)}
 
 
 def Flat(module: Any, structure: Node, inputs: Sequence[str], outputs: Sequence[str]) -> Any:  # noqa: N802
@@ -197,14 +221,24 @@ def Flat(module: Any, structure: Node, inputs: Sequence[str], outputs: Sequence[
 
 def export_program(torch: Any, flat: Any, example: tuple, ranges: list[list[AxisRange]], target: Path,
                    device: Any) -> Callable[[list[Any]], Sequence[Any]]:
+    from torch.export.passes import move_to_device_pass
+
     # Dim.AUTO: the exporter works out which dynamic axes are one and the same (a sequence length
     # that several inputs share), where named Dims would fail on every relation not declared.
     dynamic = tuple({axis.axis: torch.export.Dim.AUTO for axis in axes} or None for axes in ranges)
     # One entry for forward(*leaves): the exporter matches dynamic shapes to parameters.
     program = torch.export.export(flat, example, dynamic_shapes=(dynamic,), strict=False)
-    torch.export.save(program, str(target))
-    loaded = torch.export.load(str(target)).module()
+    # Saved on the CPU: a runner without a GPU (an export job) can load it; loaders move it back.
+    torch.export.save(move_to_device_pass(program, "cpu"), str(target))
+    loaded = load_program(torch, target, device)
     return lambda tensors: loaded(*tensors)
+
+
+def load_program(torch: Any, path: Path, device: Any) -> Any:
+    """A saved ExportedProgram's module on `device`: the weights and the device its graph names."""
+    from torch.export.passes import move_to_device_pass
+
+    return move_to_device_pass(torch.export.load(str(path)), device).module()
 
 
 def trace(torch: Any, flat: Any, example: tuple, ranges: list[list[AxisRange]], target: Path,

@@ -3,11 +3,14 @@ optimized through the normal run (orchestrator.api.optimize, one run per module)
 place, and swapped back; the pipeline timed and checked end to end (WORKSPACE/pipeline.json).
 
 WORKSPACE/
-    pipeline.json              what came of it (orchestrator/results.py PipelineResults)
-    modules/NAME/capture.json  how the module was captured (CapturedModule)
-    modules/NAME/model.pt2     the capture (model.ts where only a TorchScript trace worked)
-    modules/NAME/samples.npz   the typical recorded call, which the module's run verifies and times
-    modules/NAME/run/          the module's optimize run: results.json, variants/, jobs/, ...
+    pipeline.json                         what came of it (orchestrator/results.py PipelineResults)
+    modules/NAME/PRECISION/capture.json   how the module was captured in that precision (CapturedModule)
+    modules/NAME/PRECISION/model.pt2      the capture (model.ts where only a TorchScript trace worked)
+    modules/NAME/PRECISION/samples.npz    the typical recorded call, which the run verifies and times
+    modules/NAME/PRECISION/run/           the capture's optimize run: results.json, variants/, jobs/, ...
+
+A module is captured once per precision searched: an exported graph keeps the dtypes its code chose
+while it was traced, so a half-precision variant must come from the module cast before capture.
 """
 from __future__ import annotations
 
@@ -25,11 +28,11 @@ from orchestrator.config import DeclaredAxes, ExecutorName, ModelRef, OptimizeCo
 from orchestrator.containers.gpus import resolve_gpus
 from orchestrator.containers.images import resolve_release
 from orchestrator.errors import BadInput, NavOrchError
-from orchestrator.inplace.capture import CaptureError, capture, compare_leaves
+from orchestrator.inplace.capture import CaptureError, as_outputs, capture, compare_leaves
 from orchestrator.inplace.module import InPlaceCheck, RecordedCall, is_inplace_module
 from orchestrator.inplace.shapes import CallLog
 from orchestrator.inplace.structure import flatten
-from orchestrator.inplace.swap import CannotLoad, SwappedVariant, load_variant, shape_misfit
+from orchestrator.inplace.swap import SwappedVariant, load_variant, shape_misfit
 from orchestrator.progress import QuietReporter, Reporter
 from orchestrator.results import (
     CapturedModule,
@@ -43,8 +46,8 @@ from orchestrator.run.selection import ranked
 from orchestrator.run.workspace import Workspace
 from runners.arrays import save_npz
 from runners.common import one_line
-from runners.formats import FORMATS
-from runners.protocol import DEFAULT_TOLERANCES, write_json_atomic
+from runners.formats import FORMATS, default_precisions
+from runners.protocol import DEFAULT_TOLERANCES, Precision, write_json_atomic
 
 PIPELINE_FILE = "pipeline.json"
 CAPTURE_FILE = "capture.json"
@@ -88,7 +91,7 @@ def find_modules(pipe: Any, given: Optional[Sequence[Any]] = None) -> dict[str, 
                 visit(item, depth - 1)
 
     for item in given if given is not None else [pipe]:
-        visit(item, 2)
+        visit(item, 3)
     return found
 
 
@@ -198,11 +201,13 @@ def optimize(pipe: Callable[[Any], Any], samples: Iterable[Any], workspace: Unio
                        "seed its random generators (torch.Generator) so that a run can be compared")
     results.timing = PipelineTiming(eager_s=eager_s, repeats=repeats)
     try:
+        swapped = {}
         for name, module in found.items():
-            results.modules[name] = optimize_module(name, module, logs[name], root, template, reporter, force)
+            results.modules[name], variant = optimize_module(name, module, logs[name], root, template, reporter, force)
             save()
-        swapped = {name: module for name, module in found.items()
-                   if results.modules[name].status == "optimized" and swap_in(module, results.modules[name], root)}
+            if variant is not None:  # already loaded (and compiled) to check it: swapped in as it is
+                module.swap(variant)
+                swapped[name] = module
         check_pipeline(pipe, samples, swapped, eager_arrays, results, repeats, tolerance, mismatch_tolerance)
         results.state = "complete" if results.passed else "failed"
     except BaseException as error:
@@ -221,44 +226,53 @@ def optimize(pipe: Callable[[Any], Any], samples: Iterable[Any], workspace: Unio
 
 
 def optimize_module(name: str, module: Any, log: CallLog, root: Path, template: OptimizeConfig,
-                    reporter: Reporter, force: bool) -> ModuleResult:
-    """Capture one module, optimize it through the normal run, and choose the best variant that
-    reproduces every recorded call here, in the user's process."""
+                    reporter: Reporter, force: bool) -> tuple[ModuleResult, Optional[SwappedVariant]]:
+    """Capture one module once per precision, optimize each capture through the normal run, and
+    choose the best variant that reproduces every recorded call here, in the user's process (it is
+    returned loaded)."""
     calls = log.calls()
-    seen = sum(log.seen.values())
-    folder = root / "modules" / name
-    folder.mkdir(parents=True, exist_ok=True)
+    outcome = ModuleResult(status="eager", calls_seen=sum(log.seen.values()), calls_kept=len(calls))
     device = device_of(module)
-    reporter.note(f"pipeline: capturing {name} ({seen} call(s) seen, {len(calls)} kept)")
-    try:
-        captured, typical = capture(module.wrapped, log, folder, device)
-    except CaptureError as error:
-        return ModuleResult(status="eager", reason=f"not captured: {error}", calls_seen=seen, calls_kept=len(calls))
-    write_json_atomic(folder / CAPTURE_FILE, captured.model_dump_json(indent=2))
-    save_npz(folder / "samples.npz", {leaf: typical.inputs[leaf] for leaf in captured.inputs})
-    config = template.model_copy(update={
-        "model": ModelRef(path=folder / captured.file, form=captured.form),
-        "samples": folder / "samples.npz", "workspace": folder / "run",
-        "dynamic_axes": DeclaredAxes(inputs=[captured.input_ranges[leaf] for leaf in captured.inputs],
-                                     outputs=[captured.output_ranges.get(leaf, []) for leaf in captured.outputs])})
-    outcome = ModuleResult(status="eager", capture=captured.form, calls_seen=seen, calls_kept=len(calls),
-                           workspace=str(Path("modules") / name / "run"))
-    try:
-        run = api.optimize(config, reporter, force)
-    except NavOrchError as error:
-        if not isinstance(error, BadInput):
-            raise  # Docker or an image missing: every module would fail alike
-        outcome.reason = f"its optimize run failed: {error}"
-        return outcome
-    outcome.candidates = ranked(run.variants, template.objective, template.latency_budget_ms)
-    reproduced = [call for call in calls if fits(captured, call)]
+    precisions = template.precisions or default_precisions(on_gpu=device.type == "cuda")
+    runs: dict[str, tuple[VariantResult, Path, CapturedModule]] = {}
+    for precision in precisions:
+        folder = root / "modules" / name / precision
+        folder.mkdir(parents=True, exist_ok=True)
+        reporter.note(f"pipeline: capturing {name} in {precision} ({outcome.calls_seen} call(s) seen, "
+                      f"{len(calls)} kept)")
+        try:
+            captured, typical = capture(in_precision(module.wrapped, precision), log, folder, device, precision)
+        except CaptureError as error:
+            outcome.captures[precision] = f"failed: {error}"
+            continue
+        outcome.captures[precision] = captured.form
+        write_json_atomic(folder / CAPTURE_FILE, captured.model_dump_json(indent=2))
+        save_npz(folder / "samples.npz", {leaf: typical.inputs[leaf] for leaf in captured.inputs})
+        config = template.model_copy(update={
+            "model": ModelRef(path=folder / captured.file, form=captured.form, precision=precision),
+            "samples": folder / "samples.npz", "workspace": folder / "run", "precisions": [precision],
+            "dynamic_axes": DeclaredAxes(inputs=[captured.input_ranges[leaf] for leaf in captured.inputs],
+                                         outputs=[captured.output_ranges.get(leaf, []) for leaf in captured.outputs])})
+        outcome.workspaces[precision] = str((folder / "run").relative_to(root))
+        try:
+            run = api.optimize(config, reporter, force)
+        except BadInput as error:  # other errors (Docker or an image missing) would fail every module alike
+            outcome.rejected[f"({precision})"] = f"its optimize run failed: {error}"
+            continue
+        runs.update({variant.name: (variant, folder, captured) for variant in run.variants})
+    if not outcome.workspaces:
+        outcome.reason = "not captured: " + "; ".join(f"{p}: {why}" for p, why in outcome.captures.items())
+        return outcome, None
+    outcome.candidates = ranked([variant for variant, _, _ in runs.values()], template.objective,
+                                template.latency_budget_ms)
     for candidate in outcome.candidates:
-        variant = next(v for v in run.variants if v.name == candidate)
+        variant, folder, captured = runs[candidate]
+        reproduced = [call for call in calls if fits(captured, call)]
         try:
             runner = load_variant(variant.format, variant.precision, artifact_of(folder, variant),
                                   Workspace(folder / "run").variants, folder / captured.file, device)
             worst = reproduces(runner, captured, reproduced, variant.precision, device)
-        except (CannotLoad, Exception) as error:  # noqa: BLE001 - the next candidate may load
+        except Exception as error:  # noqa: BLE001 - CannotLoad or a failed call: the next candidate may do
             outcome.rejected[candidate] = f"cannot run here: {one_line(error)}"
             continue
         if worst is None:
@@ -266,13 +280,26 @@ def optimize_module(name: str, module: Any, log: CallLog, root: Path, template: 
             continue
         outcome.status, outcome.best, outcome.precision, outcome.recorded_diff = (
             "optimized", candidate, variant.precision, worst)
+        outcome.workspace = outcome.workspaces[variant.precision]
         reporter.note(f"pipeline: {name} runs {candidate}")
-        return outcome
+        return outcome, SwappedVariant(name, candidate, runner, captured)
     outcome.reason = ("no verified variant" if not outcome.candidates
                       else "no verified variant reproduced the recorded calls here")
-    if captured.note:
-        outcome.reason += f" ({captured.note})"
-    return outcome
+    return outcome, None
+
+
+def in_precision(module: Any, precision: Precision) -> Any:
+    """The module computing in `precision`: itself where it already does, else a cast copy (its own
+    code then picks the dtypes a traced graph would otherwise fix)."""
+    import copy
+
+    import torch
+
+    dtype = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[precision]
+    floating = [tensor.dtype for tensor in [*module.parameters(), *module.buffers()] if tensor.is_floating_point()]
+    if all(found == dtype for found in floating):
+        return module
+    return copy.deepcopy(module).to(dtype)
 
 
 def fits(captured: CapturedModule, call: RecordedCall) -> bool:
@@ -295,10 +322,8 @@ def reproduces(runner: Callable[[list[Any]], Sequence[Any]], captured: CapturedM
     for call in calls:
         with torch.inference_mode():
             outputs = runner([torch.from_numpy(call.inputs[leaf]).to(device) for leaf in captured.inputs])
-        actual = {leaf: tensor.detach().to(torch.float32 if tensor.is_floating_point() else tensor.dtype).cpu().numpy()
-                  for leaf, tensor in zip(captured.outputs, outputs)}
-        comparison = compare_leaves(actual, {leaf: call.outputs[leaf].astype(actual[leaf].dtype, copy=False)
-                                             for leaf in captured.outputs}, precision)
+        expected = {leaf: call.outputs[leaf] for leaf in captured.outputs}
+        comparison = compare_leaves(as_outputs(outputs, expected), expected, precision)
         if not comparison.passed:
             return None
         worst = max(worst, comparison.relative)
@@ -307,21 +332,23 @@ def reproduces(runner: Callable[[list[Any]], Sequence[Any]], captured: CapturedM
 
 def swap_in(module: Any, result: ModuleResult, root: Path) -> bool:
     """Swap the best variant that loads here into `module`; False (eager) if none does."""
-    folder = root / "modules" / module.nav_name
-    captured = CapturedModule.model_validate_json((folder / CAPTURE_FILE).read_text())
-    run = RunResults.model_validate_json((folder / "run" / "results.json").read_text())
-    variants = {variant.name: variant for variant in run.variants}
+    found: dict[str, tuple[VariantResult, Path, CapturedModule]] = {}
+    for run in result.workspaces.values():
+        folder = (root / run).parent
+        captured = CapturedModule.model_validate_json((folder / CAPTURE_FILE).read_text())
+        results = RunResults.model_validate_json((root / run / "results.json").read_text())
+        found.update({variant.name: (variant, folder, captured) for variant in results.variants})
     order = [result.best] if result.best else []
     order += [name for name in result.candidates if name not in order and name not in result.rejected]
     failures = []
     for name in order:
-        variant = variants.get(name) if name else None
-        if variant is None:
+        if name not in found:
             continue
+        variant, folder, captured = found[name]
         try:
             runner = load_variant(variant.format, variant.precision, artifact_of(folder, variant),
                                   Workspace(folder / "run").variants, folder / captured.file, device_of(module))
-        except (CannotLoad, Exception) as error:  # noqa: BLE001 - the next candidate may load
+        except Exception as error:  # noqa: BLE001 - CannotLoad, or a broken artifact: the next one may load
             failures.append(f"{name} ({one_line(error)})")
             continue
         if failures:

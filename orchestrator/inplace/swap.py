@@ -14,6 +14,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Optional
 
+from orchestrator.inplace.capture import load_program
 from orchestrator.inplace.structure import flatten, from_data, unflatten
 from orchestrator.results import CapturedModule
 from orchestrator.run import untrusted
@@ -36,12 +37,18 @@ def load_variant(fmt: str, precision: str, artifact: Path, variants: Path, captu
     dtype = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[precision]
     if entry.compile_mode:  # compiled where it runs: from the capture, which this process wrote
         model = load_capture(torch, capture, device).to(device, dtype)
-        return cast_inputs(torch, torch.compile(model, mode=entry.compile_mode), dtype)
+        cudagraphs = entry.compile_mode == "reduce-overhead"
+        # The runners' options (torch_runner.record_compile_options): the mode, with weights frozen.
+        compiled = torch.compile(model, options={"freezing": True, "triton.cudagraphs": cudagraphs})
+        run = cast_inputs(torch, compiled, dtype)
+        # A CUDA graph's outputs live in memory its next replay overwrites; the pipeline may still
+        # hold them (a text encoder called for the prompt, then for the empty prompt).
+        return (lambda tensors: [tensor.clone() for tensor in run(tensors)]) if cudagraphs else run
     if not artifact.exists():
         raise CannotLoad(f"its artifact {artifact.name} is missing")
     untrusted.check_tree(variants, artifact)
     if fmt == "exported-program":
-        return cast_inputs(torch, torch.export.load(str(artifact)).module().to(device), dtype)
+        return cast_inputs(torch, load_program(torch, artifact, device), dtype)
     if fmt in ("torchscript-trace", "torchscript-script", "torch-tensorrt"):
         if fmt == "torch-tensorrt":
             try:
@@ -59,7 +66,7 @@ def load_variant(fmt: str, precision: str, artifact: Path, variants: Path, captu
 
 def load_capture(torch: Any, path: Path, device: Any) -> Any:
     if path.suffix == ".pt2":
-        return torch.export.load(str(path)).module().to(device)
+        return load_program(torch, path, device)
     return torch.jit.load(str(path), map_location=device)
 
 
