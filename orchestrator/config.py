@@ -54,10 +54,11 @@ class ModelRef(Strict):
     args: dict[str, Any] = Field(default_factory=dict)
     framework: Framework = "torch"
     precision: Precision = "fp32"  # what the source computes in (see ModelSource.precision)
+    cpu_file: Optional[str] = None  # beside `path`: see ModelSource.cpu_file
 
     def source(self) -> ModelSource:
         return ModelSource(form=self.form, file=self.path.name, factory=self.factory, args=self.args,
-                           precision=self.precision)
+                           precision=self.precision, cpu_file=self.cpu_file)
 
 
 class InputSpec(Strict):

@@ -114,6 +114,7 @@ class CapturedModule(Strict):
     precision: Precision  # what it computes in (a copy of the module cast to it was captured)
     form: Literal["exported_program", "torchscript"]
     file: str  # inside the capture's folder
+    cpu_file: Optional[str] = None  # a GPU capture's copy on the CPU (runners/exported_programs.py)
     inputs: list[str]  # leaf names (structure.py), in the artifact's order
     outputs: list[str]
     inputs_structure: dict[str, Any]  # structure.to_data

@@ -58,6 +58,9 @@ class ModelSource:
     # it was exported in, so its variants are of that precision alone (an inplace module is
     # captured once per precision, where the module's own code adapts its dtypes).
     precision: Precision = "fp32"
+    # An ExportedProgram saved on a GPU: the same program saved on the CPU, in the same folder, which
+    # the jobs without a GPU load (runners/exported_programs.py says why both exist).
+    cpu_file: Optional[str] = None
 
 
 @dataclass

@@ -24,6 +24,7 @@ from runners.common import (
     save_reference,
     sharing_a_load,
 )
+from runners.exported_programs import load_program, place_program
 from runners.formats import FORMATS
 from runners.measure import inputs_at, profile_result, verification_result, verify_outputs
 from runners.protocol import IOSpec, Job, JobResult
@@ -61,21 +62,11 @@ def load_source(job: Job) -> torch.nn.Module:
     if source.form == "torchscript":
         return torch.jit.load(str(path), map_location="cpu").eval()
     if source.form == "exported_program":
+        # Jobs without a GPU load the capture's CPU copy where it has one (exported_programs.py).
+        if source.cpu_file and not job.device.startswith("cuda"):
+            path = path.with_name(source.cpu_file)
         return load_program(path, job.device)
     raise ValueError(f"unknown model form {source.form!r}")
-
-
-def place_program(program: Any, device: str) -> Any:
-    """An ExportedProgram on `device`. Programs travel with their weights on the CPU (they are
-    exported there, or an inplace capture moved them there), and a graph may name the device it was
-    traced on (torch.arange(device=...)): both move, where `.module().to()` would move the weights alone."""
-    from torch.export.passes import move_to_device_pass
-
-    return program if device == "cpu" else move_to_device_pass(program, device)
-
-
-def load_program(path: Path, device: str) -> torch.nn.Module:
-    return place_program(torch.export.load(str(path)), device).module()
 
 
 def forward_names(model: torch.nn.Module) -> Optional[list[str]]:
@@ -283,7 +274,7 @@ def convert(job: Job) -> JobResult:
     torch_tensorrt = import_torch_tensorrt()
     if not job.device.startswith("cuda"):
         raise Skip("Torch-TensorRT needs a GPU; this job runs on the CPU")
-    program = place_program(torch.export.load(job.inputs.export), job.device)
+    program = place_program(torch.export.load(job.inputs.export), job.device)  # exported on the CPUs
     samples = load_npz(job.inputs.samples)
     io = job.io_spec()
     batches = (None if io.batch_axis is None

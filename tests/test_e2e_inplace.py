@@ -52,6 +52,13 @@ def test_a_bundled_pipeline_runs_its_modules_optimized_in_a_later_process(pipeli
     if decoder:  # called once per token: 8 lengths, each within the captured range
         assert decoder["calls_seen"] == 16 and decoder["calls_kept"] == 16
 
+    if pipeline == "whisper":  # a second run in the same workspace: the captures are the same bytes,
+        # so every module's jobs are reused but its reference, which fingerprints the capture
+        user_run(user_python, "optimize", pipeline, str(workspace))
+        for name in MODULES[pipeline]:
+            run = json.loads((workspace / results["modules"][name]["workspace"] / "results.json").read_text())
+            assert run["jobs"]["run"] == 1 and run["jobs"]["reused"] >= 3, run["jobs"]
+
     loaded = user_run(user_python, "load", pipeline, str(workspace))
     assert loaded["running"] == {name: results["modules"][name]["best"] for name in MODULES[pipeline]}
     assert all(calls > 0 for calls in loaded["variant_calls"].values()), loaded  # the variants really ran

@@ -103,3 +103,14 @@ def test_a_declaration_that_does_not_fit_the_arrays_is_one_clear_error(tmp_path,
     with pytest.raises(ValueError, match=message):
         save_reference(reference_job(tmp_path, declared), samples, {"logits": np.zeros((1, 12, 100), np.float32)})
     assert not (tmp_path / "out" / NORMALIZED_SAMPLES).exists()
+
+
+def test_a_programs_device_is_its_weights_and_cpu_without_any():
+    from types import SimpleNamespace
+
+    from runners.exported_programs import program_device
+
+    tensor = SimpleNamespace(device=SimpleNamespace(type="cuda"))
+    assert program_device(SimpleNamespace(state_dict={"w": tensor}, constants={})) == "cuda"
+    assert program_device(SimpleNamespace(state_dict={}, constants={"c": tensor})) == "cuda"
+    assert program_device(SimpleNamespace(state_dict={}, constants={"script_object": object()})) == "cpu"

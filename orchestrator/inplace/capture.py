@@ -26,6 +26,7 @@ from runners.protocol import DEFAULT_TOLERANCES, AxisRange, Precision, Tolerance
 
 PLAIN_CONSTANTS = (type(None), bool, int, float, str)
 CAPTURE_FILES = {"exported_program": "model.pt2", "torchscript": "model.ts"}
+CPU_COPY = "model.cpu.pt2"  # an ExportedProgram captured on a GPU, saved on the CPU too
 
 
 class CaptureError(Exception):
@@ -149,8 +150,10 @@ def capture(module: Any, log: CallLog, folder: Path, device: Any, precision: Pre
             note = f"{len(missed)} recorded call(s) not reproduced, which run eager: {shown}"
         kept_calls = [call for _, call in reproduced]
         _, typical = max(reproduced, key=lambda pair: (log.seen[pair[0]], sum(a.size for a in pair[1].inputs.values())))
+        cpu_copy = target.with_name(CPU_COPY)
         return CapturedModule(
             precision=precision, form=form, file=target.name, inputs=inputs, outputs=outputs,
+            cpu_file=cpu_copy.name if form == "exported_program" and cpu_copy.exists() else None,
             inputs_structure=to_data(structure),
             outputs_structure=to_data(calls[0].outputs_structure), input_shapes=shapes, input_ranges=kept_ranges,
             output_ranges=output_ranges(kept_calls),
@@ -223,22 +226,18 @@ def export_program(torch: Any, flat: Any, example: tuple, ranges: list[list[Axis
                    device: Any) -> Callable[[list[Any]], Sequence[Any]]:
     from torch.export.passes import move_to_device_pass
 
+    from runners.exported_programs import load_program, program_device
+
     # Dim.AUTO: the exporter works out which dynamic axes are one and the same (a sequence length
     # that several inputs share), where named Dims would fail on every relation not declared.
     dynamic = tuple({axis.axis: torch.export.Dim.AUTO for axis in axes} or None for axes in ranges)
     # One entry for forward(*leaves): the exporter matches dynamic shapes to parameters.
     program = torch.export.export(flat, example, dynamic_shapes=(dynamic,), strict=False)
-    # Saved on the CPU: a runner without a GPU (an export job) can load it; loaders move it back.
-    torch.export.save(move_to_device_pass(program, "cpu"), str(target))
-    loaded = load_program(torch, target, device)
+    torch.export.save(program, str(target))
+    if program_device(program) != "cpu":  # a copy for the runners' jobs without a GPU
+        torch.export.save(move_to_device_pass(program, "cpu"), str(target.with_name(CPU_COPY)))
+    loaded = load_program(target, device)
     return lambda tensors: loaded(*tensors)
-
-
-def load_program(torch: Any, path: Path, device: Any) -> Any:
-    """A saved ExportedProgram's module on `device`: the weights and the device its graph names."""
-    from torch.export.passes import move_to_device_pass
-
-    return move_to_device_pass(torch.export.load(str(path)), device).module()
 
 
 def trace(torch: Any, flat: Any, example: tuple, ranges: list[list[AxisRange]], target: Path,

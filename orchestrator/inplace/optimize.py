@@ -249,7 +249,8 @@ def optimize_module(name: str, module: Any, log: CallLog, root: Path, template: 
         write_json_atomic(folder / CAPTURE_FILE, captured.model_dump_json(indent=2))
         save_npz(folder / "samples.npz", {leaf: typical.inputs[leaf] for leaf in captured.inputs})
         config = template.model_copy(update={
-            "model": ModelRef(path=folder / captured.file, form=captured.form, precision=precision),
+            "model": ModelRef(path=folder / captured.file, form=captured.form, precision=precision,
+                              cpu_file=captured.cpu_file),
             "samples": folder / "samples.npz", "workspace": folder / "run", "precisions": [precision],
             "dynamic_axes": DeclaredAxes(inputs=[captured.input_ranges[leaf] for leaf in captured.inputs],
                                          outputs=[captured.output_ranges.get(leaf, []) for leaf in captured.outputs])})

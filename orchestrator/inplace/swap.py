@@ -14,11 +14,11 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Optional
 
-from orchestrator.inplace.capture import load_program
 from orchestrator.inplace.structure import flatten, from_data, unflatten
 from orchestrator.results import CapturedModule
 from orchestrator.run import untrusted
 from runners.common import one_line
+from runners.exported_programs import load_program
 from runners.formats import FORMATS
 
 Run = Callable[[list[Any]], Sequence[Any]]  # tensor leaves in, output leaves out
@@ -48,7 +48,7 @@ def load_variant(fmt: str, precision: str, artifact: Path, variants: Path, captu
         raise CannotLoad(f"its artifact {artifact.name} is missing")
     untrusted.check_tree(variants, artifact)
     if fmt == "exported-program":
-        return cast_inputs(torch, load_program(torch, artifact, device), dtype)
+        return cast_inputs(torch, load_program(artifact, device), dtype)
     if fmt in ("torchscript-trace", "torchscript-script", "torch-tensorrt"):
         if fmt == "torch-tensorrt":
             try:
@@ -66,7 +66,7 @@ def load_variant(fmt: str, precision: str, artifact: Path, variants: Path, captu
 
 def load_capture(torch: Any, path: Path, device: Any) -> Any:
     if path.suffix == ".pt2":
-        return load_program(torch, path, device)
+        return load_program(path, device)
     return torch.jit.load(str(path), map_location=device)
 
 
