@@ -234,8 +234,10 @@ def export_program(torch: Any, flat: Any, example: tuple, ranges: list[list[Axis
     # One entry for forward(*leaves): the exporter matches dynamic shapes to parameters.
     program = torch.export.export(flat, example, dynamic_shapes=(dynamic,), strict=False)
     torch.export.save(program, str(target))
+    cpu_copy = target.with_name(CPU_COPY)
+    cpu_copy.unlink(missing_ok=True)  # an earlier capture's, on a GPU
     if program_device(program) != "cpu":  # a copy for the runners' jobs without a GPU
-        torch.export.save(move_to_device_pass(program, "cpu"), str(target.with_name(CPU_COPY)))
+        torch.export.save(move_to_device_pass(program, "cpu"), str(cpu_copy))
     loaded = load_program(target, device)
     return lambda tensors: loaded(*tensors)
 

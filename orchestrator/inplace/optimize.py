@@ -33,7 +33,7 @@ from orchestrator.inplace.module import InPlaceCheck, RecordedCall, is_inplace_m
 from orchestrator.inplace.shapes import CallLog
 from orchestrator.inplace.structure import flatten
 from orchestrator.inplace.swap import SwappedVariant, load_variant, shape_misfit
-from orchestrator.progress import QuietReporter, Reporter
+from orchestrator.progress import PlainReporter, Reporter, stderr_console
 from orchestrator.results import (
     CapturedModule,
     ModuleResult,
@@ -166,7 +166,9 @@ def optimize(pipe: Callable[[Any], Any], samples: Iterable[Any], workspace: Unio
     pipeline's outputs lie outside the tolerance (by default per the variants' lowest precision).
     """
     started = time.perf_counter()
-    reporter = reporter or QuietReporter()
+    # Minutes of work in the user's own process: progress on stderr unless a reporter is given
+    # (QuietReporter() for none).
+    reporter = reporter or PlainReporter(stderr_console())
     samples = list(samples)
     if not samples:
         raise BadInput("inplace.optimize: no samples; give the inputs to call the pipeline with")
