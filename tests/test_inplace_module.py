@@ -1,6 +1,5 @@
-"""`inplace.Module` with real torch, in the user's position: the CPU PyTorch image stands in for a
-user's process that has torch (the host's own environment has none). Nothing but the standard
-library and torch is needed from nav-orch there."""
+"""`inplace.Module` with real torch, in a user's process (.venv-inplace, the `inplace-test` extra):
+the host's own environment has no torch."""
 from __future__ import annotations
 
 import subprocess
@@ -9,7 +8,8 @@ import textwrap
 import pytest
 from conftest import ROOT
 
-pytestmark = [pytest.mark.docker, pytest.mark.usefixtures("cpu_images")]
+# Marked docker with the other inplace tests: its user environment is as heavy to make.
+pytestmark = [pytest.mark.docker]
 
 SCRIPT = textwrap.dedent('''
     import dataclasses
@@ -61,9 +61,7 @@ SCRIPT = textwrap.dedent('''
 ''')
 
 
-def test_a_wrapped_module_behaves_as_its_own_and_records_its_calls():
-    run = subprocess.run(["docker", "run", "--rm", "--network", "none", "--read-only", "--cap-drop", "ALL",
-                          "--volume", f"{ROOT}/orchestrator:/src/orchestrator:ro", "--env", "PYTHONPATH=/src",
-                          "nav-orch/pytorch:cpu", "python", "-c", SCRIPT], capture_output=True, text=True, timeout=300)
+def test_a_wrapped_module_behaves_as_its_own_and_records_its_calls(user_python):
+    run = subprocess.run([user_python, "-c", SCRIPT], capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert run.returncode == 0, run.stderr[-3000:]
     assert run.stdout.strip().endswith("inplace-module-ok")
