@@ -7,7 +7,7 @@ host's CLI never imports it.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Optional, Protocol
 
 from orchestrator.inplace.shapes import CallLog
@@ -44,7 +44,6 @@ class InPlaceCheck:
     limit: int = CHECKED_CALLS
     calls: int = 0
     worst: float = 0.0
-    errors: list[str] = field(default_factory=list)
 
 
 def Module(module: Any, name: str, max_calls: int = DEFAULT_MAX_CALLS) -> Any:  # noqa: N802 - reads as a class
