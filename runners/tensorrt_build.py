@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Optional
 
 from runners.common import Skip
-from runners.protocol import AxisRange, TensorSpec
+from runners.protocol import AxisRange, IOSpec, TensorSpec
 
 MIB = 1 << 20
 GIB = 1 << 30
@@ -54,6 +54,14 @@ def batch_range(sample_batch: int, batch_sizes: Sequence[int]) -> BatchRange:
     default objective, is decided."""
     sizes = [sample_batch, *batch_sizes]
     return BatchRange(min=min(sizes), opt=max(batch_sizes or [sample_batch]), max=max(sizes))
+
+
+def batch_range_of(io: Optional[IOSpec], sample_shape: Sequence[int], batch_sizes: Sequence[int]
+                   ) -> Optional[BatchRange]:
+    """The engine's batch range for a model described by `io` (no io: batch axis 0), from the
+    samples' shape; None for a model without a batch axis."""
+    batch_axis = io.batch_axis if io is not None else 0
+    return None if batch_axis is None else batch_range(sample_shape[batch_axis], batch_sizes)
 
 
 def profile_shapes(network_dims: Sequence[int], sample_shape: Sequence[int], batches: Optional[BatchRange],

@@ -20,7 +20,7 @@ from runners.formats import FORMATS
 from runners.measure import inputs_at, profile_result, verification_result, verify_outputs
 from runners.protocol import IOSpec, Job, JobResult
 from runners.tensorrt_build import (
-    batch_range,
+    batch_range_of,
     declared_ranges,
     precision_flags,
     profile_shapes,
@@ -104,7 +104,7 @@ def add_profile(builder: Any, network: Any, config: Any, samples: dict[str, np.n
     names = [network.get_input(i).name for i in range(network.num_inputs)]
     arrays = key_by_names(samples, names, "the engine")
     batch_axis = io.batch_axis if io is not None else 0
-    batches = None if batch_axis is None else batch_range(next(iter(arrays.values())).shape[batch_axis], batch_sizes)
+    batches = batch_range_of(io, next(iter(arrays.values())).shape, batch_sizes)
     ranges = declared_ranges(io.inputs if io is not None else [], names)
     profile = builder.create_optimization_profile()
     needed = False

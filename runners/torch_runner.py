@@ -28,7 +28,7 @@ from runners.exported_programs import load_program, place_program
 from runners.formats import FORMATS
 from runners.measure import inputs_at, profile_result, verification_result, verify_outputs
 from runners.protocol import IOSpec, Job, JobResult
-from runners.tensorrt_build import batch_range, input_shapes
+from runners.tensorrt_build import batch_range_of, input_shapes
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 # Lines of a failed trace check kept in the log: its graph diff grows with the model.
@@ -277,8 +277,7 @@ def convert(job: Job) -> JobResult:
     program = place_program(torch.export.load(job.inputs.export), job.device)  # exported on the CPUs
     samples = load_npz(job.inputs.samples)
     io = job.io_spec()
-    batches = (None if io.batch_axis is None
-               else batch_range(next(iter(samples.values())).shape[io.batch_axis], job.batch_sizes))
+    batches = batch_range_of(io, next(iter(samples.values())).shape, job.batch_sizes)
     example = to_tensors(samples, job.device, job.precision)
     if len(example) != len(io.inputs):
         raise ValueError(f"the samples hold {len(example)} arrays, the reference's inputs are {len(io.inputs)}")

@@ -143,3 +143,12 @@ def test_timing_cache_lives_in_the_run_cache_per_version_and_gpu_else_beside_the
     path = timing_cache_path("/nav/cache/tensorrt", "/nav/io/3", "10.13.3.9", "NVIDIA H100 80GB HBM3")
     assert str(path) == "/nav/cache/tensorrt/timing-10.13.3.9-NVIDIA-H100-80GB-HBM3.cache"
     assert str(timing_cache_path(None, "/nav/io/3", "10.13.3.9", "NVIDIA H100")) == "/nav/io/3/timing.cache"
+
+
+def test_the_batch_range_follows_the_models_batch_axis_and_none_without_one():
+    from runners.protocol import IOSpec
+    from runners.tensorrt_build import BatchRange, batch_range_of
+
+    assert batch_range_of(None, (4, 3), [1, 8]) == BatchRange(1, 8, 8)
+    assert batch_range_of(IOSpec(inputs=[], outputs=[], batch_axis=1), (3, 2), [16]) == BatchRange(2, 16, 16)
+    assert batch_range_of(IOSpec(inputs=[], outputs=[], batch_axis=None), (2, 4, 8, 8), [1]) is None

@@ -115,7 +115,7 @@ def capture(module: Any, log: CallLog, folder: Path, device: Any, precision: Pre
     one whose shapes were seen most often."""
     import torch
 
-    dtype = DTYPES[precision](torch)
+    dtype = torch_dtype(precision)
 
     calls = log.calls()
     if not calls:
@@ -136,7 +136,7 @@ def capture(module: Any, log: CallLog, folder: Path, device: Any, precision: Pre
         try:
             with torch.inference_mode(False), torch.no_grad():
                 run = build(torch, flat, example, [ranges[name] for name in inputs], target, device)
-            reproduced, missed = reproduce(torch, run, log.kept, inputs, device, precision)
+            reproduced, missed, _ = reproduce(run, log.kept, inputs, device, precision)
         except Exception as error:  # noqa: BLE001 - exporters raise many types; the reason is kept
             failures.append(f"{form}: {one_line(error)}")
             continue
@@ -162,13 +162,16 @@ def capture(module: Any, log: CallLog, folder: Path, device: Any, precision: Pre
     raise CaptureError("it could not be captured: " + "; ".join(failures))
 
 
-def reproduce(torch: Any, run: Callable[[list[Any]], Sequence[Any]], kept: Sequence[tuple[Signature, RecordedCall]],
+def reproduce(run: Callable[[list[Any]], Sequence[Any]], kept: Sequence[tuple[Signature, RecordedCall]],
               inputs: Sequence[str], device: Any, precision: Precision
-              ) -> tuple[list[tuple[Signature, RecordedCall]], list[tuple[Signature, str]]]:
-    """The recorded calls the artifact reproduces within the precision's tolerance, and those it
-    does not, with why."""
-    reproduced, missed = [], []
-    dtype = DTYPES[precision](torch)
+              ) -> tuple[list[tuple[Signature, RecordedCall]], list[tuple[Signature, str]], float]:
+    """The recorded calls `run` (a capture, or a variant in place) reproduces within the precision's
+    tolerance, those it does not, with why, and the largest difference of those it reproduces,
+    relative to the outputs' magnitude."""
+    import torch
+
+    reproduced, missed, worst = [], [], 0.0
+    dtype = torch_dtype(precision)
     for signature, call in kept:
         try:
             with torch.inference_mode():
@@ -179,14 +182,22 @@ def reproduce(torch: Any, run: Callable[[list[Any]], Sequence[Any]], kept: Seque
             continue
         if comparison.passed:
             reproduced.append((signature, call))
+            worst = max(worst, comparison.relative)
         else:
             missed.append((signature, f"outputs differ by {comparison.relative:.2e} of their magnitude"))
-    return reproduced, missed
+    return reproduced, missed, worst
 
 
-# torch's dtype of each precision (torch is imported only inside functions).
-DTYPES: dict[str, Callable[[Any], Any]] = {"fp32": lambda torch: torch.float32, "fp16": lambda torch: torch.float16,
-                                           "bf16": lambda torch: torch.bfloat16}
+def torch_dtype(precision: str) -> Any:
+    """torch's dtype of a precision (torch is imported only inside functions here)."""
+    import torch
+
+    return {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[precision]
+
+
+def array_of(tensor: Any) -> np.ndarray:
+    """A tensor as an array (floating point as float32: numpy has no bfloat16)."""
+    return (tensor.detach().float() if tensor.is_floating_point() else tensor.detach()).cpu().numpy()
 
 
 def as_input(torch: Any, array: np.ndarray, device: Any, dtype: Any) -> Any:
@@ -196,10 +207,8 @@ def as_input(torch: Any, array: np.ndarray, device: Any, dtype: Any) -> Any:
 
 
 def as_outputs(tensors: Sequence[Any], recorded: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Output leaves as arrays named like the recorded ones (floating point as float32: numpy has
-    no bfloat16)."""
-    return {name: (t.detach().float() if t.is_floating_point() else t.detach()).cpu().numpy()
-            for name, t in zip(recorded, tensors)}
+    """Output leaves as arrays named like the recorded ones."""
+    return {name: array_of(tensor) for name, tensor in zip(recorded, tensors)}
 
 
 def Flat(module: Any, structure: Node, inputs: Sequence[str], outputs: Sequence[str]) -> Any:  # noqa: N802

@@ -28,11 +28,11 @@ from orchestrator.config import DeclaredAxes, ExecutorName, ModelRef, OptimizeCo
 from orchestrator.containers.gpus import resolve_gpus
 from orchestrator.containers.images import resolve_release
 from orchestrator.errors import BadInput, NavOrchError
-from orchestrator.inplace.capture import CaptureError, as_outputs, capture, compare_leaves
+from orchestrator.inplace.capture import CaptureError, array_of, capture, reproduce, torch_dtype
 from orchestrator.inplace.module import InPlaceCheck, RecordedCall, is_inplace_module
 from orchestrator.inplace.shapes import CallLog
 from orchestrator.inplace.structure import flatten
-from orchestrator.inplace.swap import SwappedVariant, load_variant, shape_misfit
+from orchestrator.inplace.swap import Run, SwappedVariant, load_variant, shape_misfit
 from orchestrator.progress import PlainReporter, Reporter, stderr_console
 from orchestrator.results import (
     CapturedModule,
@@ -130,8 +130,7 @@ def as_arrays(outputs: Sequence[Any]) -> dict[str, np.ndarray]:
     import torch
 
     leaves, _ = flatten(list(outputs), lambda value: isinstance(value, torch.Tensor), "sample")
-    return {name: tensor.detach().float().cpu().numpy() if tensor.is_floating_point() else tensor.detach().cpu().numpy()
-            for name, tensor in leaves.items()}
+    return {name: array_of(tensor) for name, tensor in leaves.items()}
 
 
 def differences(actual: dict[str, np.ndarray], expected: dict[str, np.ndarray]) -> tuple[float, float, float]:
@@ -270,16 +269,16 @@ def optimize_module(name: str, module: Any, log: CallLog, root: Path, template: 
                                 template.latency_budget_ms)
     for candidate in outcome.candidates:
         variant, folder, captured = runs[candidate]
-        reproduced = [call for call in calls if fits(captured, call)]
         try:
-            runner = load_variant(variant.format, variant.precision, artifact_of(folder, variant),
-                                  Workspace(folder / "run").variants, folder / captured.file, device)
-            worst = reproduces(runner, captured, reproduced, variant.precision, device)
-        except Exception as error:  # noqa: BLE001 - CannotLoad or a failed call: the next candidate may do
+            runner = load_candidate(variant, folder, captured, device)
+        except Exception as error:  # noqa: BLE001 - CannotLoad, or a broken artifact: the next candidate may do
             outcome.rejected[candidate] = f"cannot run here: {one_line(error)}"
             continue
-        if worst is None:
-            outcome.rejected[candidate] = "outside tolerance on a recorded call in place"
+        # The recorded calls within the capture's shapes (calls it did not reproduce are not).
+        fitting = [(signature, call) for signature, call in log.kept if fits(captured, call)]
+        _, missed, worst = reproduce(runner, fitting, captured.inputs, device, variant.precision)
+        if missed:
+            outcome.rejected[candidate] = f"outside tolerance on a recorded call in place: {missed[0][1]}"
             continue
         outcome.status, outcome.best, outcome.precision, outcome.recorded_diff = (
             "optimized", candidate, variant.precision, worst)
@@ -296,9 +295,7 @@ def in_precision(module: Any, precision: Precision) -> Any:
     code then picks the dtypes a traced graph would otherwise fix)."""
     import copy
 
-    import torch
-
-    dtype = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[precision]
+    dtype = torch_dtype(precision)
     floating = [tensor.dtype for tensor in [*module.parameters(), *module.buffers()] if tensor.is_floating_point()]
     if all(found == dtype for found in floating):
         return module
@@ -310,27 +307,12 @@ def fits(captured: CapturedModule, call: RecordedCall) -> bool:
     return shape_misfit(captured, {leaf: call.inputs[leaf].shape for leaf in captured.inputs}) is None
 
 
-def artifact_of(folder: Path, variant: VariantResult) -> Path:
-    """Where the module's run keeps the variant's artifact (the host's layout, not the runner's word)."""
-    return Workspace(folder / "run").variants / variant.name / FORMATS[variant.format].artifact
-
-
-def reproduces(runner: Callable[[list[Any]], Sequence[Any]], captured: CapturedModule,
-               calls: Sequence[RecordedCall], precision: str, device: Any) -> Optional[float]:
-    """The largest relative difference from the recorded outputs over `calls`; None if a call is
-    outside the precision's tolerance."""
-    import torch
-
-    worst = 0.0
-    for call in calls:
-        with torch.inference_mode():
-            outputs = runner([torch.from_numpy(call.inputs[leaf]).to(device) for leaf in captured.inputs])
-        expected = {leaf: call.outputs[leaf] for leaf in captured.outputs}
-        comparison = compare_leaves(as_outputs(outputs, expected), expected, precision)
-        if not comparison.passed:
-            return None
-        worst = max(worst, comparison.relative)
-    return worst
+def load_candidate(variant: VariantResult, folder: Path, captured: CapturedModule, device: Any) -> Run:
+    """A verified variant of the capture in `folder`, loaded here: its artifact where the capture's
+    run keeps it (the host's layout, not the runner's word)."""
+    variants = Workspace(folder / "run").variants
+    return load_variant(variant.format, variant.precision, variants / variant.name / FORMATS[variant.format].artifact,
+                        variants, folder / captured.file, device)
 
 
 def swap_in(module: Any, result: ModuleResult, root: Path) -> bool:
@@ -349,8 +331,7 @@ def swap_in(module: Any, result: ModuleResult, root: Path) -> bool:
             continue
         variant, folder, captured = found[name]
         try:
-            runner = load_variant(variant.format, variant.precision, artifact_of(folder, variant),
-                                  Workspace(folder / "run").variants, folder / captured.file, device_of(module))
+            runner = load_candidate(variant, folder, captured, device_of(module))
         except Exception as error:  # noqa: BLE001 - CannotLoad, or a broken artifact: the next one may load
             failures.append(f"{name} ({one_line(error)})")
             continue

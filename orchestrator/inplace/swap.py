@@ -14,6 +14,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Optional
 
+from orchestrator.inplace.capture import torch_dtype
 from orchestrator.inplace.structure import flatten, from_data, unflatten
 from orchestrator.results import CapturedModule
 from orchestrator.run import untrusted
@@ -34,7 +35,7 @@ def load_variant(fmt: str, precision: str, artifact: Path, variants: Path, captu
     import torch
 
     entry = FORMATS[fmt]
-    dtype = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[precision]
+    dtype = torch_dtype(precision)
     if entry.compile_mode:  # compiled where it runs: from the capture, which this process wrote
         model = load_capture(torch, capture, device).to(device, dtype)
         cudagraphs = entry.compile_mode == "reduce-overhead"
@@ -106,7 +107,7 @@ def onnx_runtime(torch: Any, artifact: Path, device: Any) -> Run:
         binding = session.io_binding()
         bound = []  # the bound tensors must live until the run ends
         for (name, dtype), tensor in zip(inputs, tensors):
-            tensor = tensor.to(torch.from_numpy(np.empty(0, dtype)).dtype).contiguous()
+            tensor = tensor.to(torch_dtype_of(torch, dtype)).contiguous()
             bound.append(tensor)
             binding.bind_input(name, "cuda", device.index or 0, dtype, list(tensor.shape), tensor.data_ptr())
         for name in outputs:
@@ -134,18 +135,23 @@ def tensorrt_engine(torch: Any, artifact: Path, device: Any) -> Run:
     return run
 
 
+def torch_dtype_of(torch: Any, dtype: Any) -> Any:
+    """torch's dtype for a numpy dtype (or its name)."""
+    import numpy as np
+
+    return torch.from_numpy(np.empty(0, dtype)).dtype
+
+
 class SwappedVariant:
     """What a Module runs instead of its module: `name`'s `run`, fitted to the captured calls."""
 
     def __init__(self, module: str, name: str, run: Run, capture: CapturedModule):
-        import numpy as np
         import torch
 
         self.module, self.name, self.run, self.capture = module, name, run, capture
         self.structure = from_data(capture.inputs_structure)
         self.outputs_structure = from_data(capture.outputs_structure)
-        self.output_dtypes = {name: torch.from_numpy(np.empty(0, dtype)).dtype
-                              for name, dtype in capture.output_dtypes.items()}
+        self.output_dtypes = {name: torch_dtype_of(torch, dtype) for name, dtype in capture.output_dtypes.items()}
         self.is_tensor: Callable[[Any], bool] = lambda value: isinstance(value, torch.Tensor)
         self.calls = 0  # run by the variant
         self.eager_calls = 0  # run by the module instead (warned about once)
