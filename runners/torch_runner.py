@@ -303,7 +303,9 @@ def load_variant(job: Job) -> torch.nn.Module:
         model = load_source(job).to(job.device, DTYPES[job.precision])
         # One static graph per batch size: measured faster than one dynamic-shape graph
         # (ResNet-50 fp16 bs64 on an H100: 4.8 ms after automatic dynamic shapes, 3.5 static).
-        torch._dynamo.config.automatic_dynamic_shapes = False
+        # A model recorded at many sizes of another axis (an inplace decoder, one length per
+        # token) would compile once per size, so there dynamo's automatic dynamic shapes stay on.
+        torch._dynamo.config.automatic_dynamic_shapes = has_non_batch_axes(job.io_spec())
         torch._dynamo.config.cache_size_limit = max(torch._dynamo.config.cache_size_limit, 64)
         torch._inductor.config.freezing = options.get("freezing", False)
         return torch.compile(model, mode=options["mode"], backend=options["backend"])
@@ -312,6 +314,10 @@ def load_variant(job: Job) -> torch.nn.Module:
     if job.format == "torch-tensorrt":
         import_torch_tensorrt()  # registers the TensorRT engine class the TorchScript file holds
     return torch.jit.load(path, map_location=job.device)
+
+
+def has_non_batch_axes(io: IOSpec) -> bool:
+    return any(axis.axis != io.batch_axis for spec in io.inputs for axis in spec.ranges)
 
 
 def variant_key(job: Job) -> tuple:

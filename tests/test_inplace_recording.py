@@ -76,6 +76,20 @@ def test_the_calls_kept_are_bounded_and_spread_over_the_shapes_seen():
     assert sum(log.seen.values()) == 6
 
 
+def test_a_decoder_growing_past_the_limit_keeps_calls_spread_from_its_first_length_to_its_last():
+    # Whisper-small's decoder on the H100 kept its first 16 lengths of 64, so the captured range
+    # ended at 16 and 48 of every 64 calls ran eager.
+    log = CallLog(limit=16)
+    for length in range(1, 65):
+        log.record(shapes(1, length), length)
+    kept = log.calls()
+    assert 8 <= len(kept) <= 16
+    assert kept[0] == 1 and kept[-1] == 64
+    assert max(b - a for a, b in zip(kept, kept[1:])) <= 8  # no long stretch of lengths left out
+    within = {key for key, _ in log.kept}
+    assert log.dynamic_axes(within)["args.0"] == [AxisRange(axis=1, min=1, typical=64, max=64)]
+
+
 def test_inputs_that_change_rank_or_come_and_go_are_errors():
     log = CallLog(limit=4)
     log.record({"x": (1, 3)}, 0)

@@ -353,10 +353,13 @@ def check_pipeline(pipe: Callable[[Any], Any], samples: Sequence[Any], swapped: 
     for a difference outside tolerance (each module's variant compared with it in place)."""
     for module in swapped.values():
         module.nav_check = InPlaceCheck()
-    run_pipeline(pipe, samples)  # warm-up: compiles, records CUDA graphs, and checks in place
+    run_pipeline(pipe, samples)  # warm-up: compiles, and checks in place
     for name, module in swapped.items():
         results.modules[name].in_place_diff = module.nav_check.worst
         module.nav_check = None
+    # A second warm-up: CUDA graphs are recorded on a shape's second call, not its first. With one,
+    # Whisper-small's 64 decoder lengths on an H100 timed 0.70 s against 0.25 s once recorded.
+    run_pipeline(pipe, samples)
     outputs, optimized_s = timed(pipe, samples, repeats)
     assert results.timing is not None
     results.timing.optimized_s = optimized_s

@@ -2,8 +2,9 @@
 
 A module in a pipeline is called with different batch sizes and sequence lengths (a decoder once
 per generated token). Keeping every call would hold every tensor in memory; keeping the first N
-would miss the shapes that come late. So at most `limit` calls are kept, one per distinct
-signature of shapes first, and the axes whose size changed across all calls seen (not only those
+would miss the shapes that come late (a decoder's longer sequences). So at most `limit` calls are
+kept, one per distinct signature of shapes first, spread from the first signature to the latest,
+and the axes whose size changed across all calls seen (not only those
 kept) are dynamic, with the smallest, most common and largest size seen.
 """
 from __future__ import annotations
@@ -30,23 +31,36 @@ class CallLog:
     limit: int
     seen: Counter[Signature] = field(default_factory=Counter)
     kept: list[tuple[Signature, Any]] = field(default_factory=list)
+    stride: int = 1
 
     def record(self, shapes: Mapping[str, Shape], call: Any) -> bool:
         """Note a call; True if it is kept. A new signature replaces a kept call of a signature kept
-        more than once, so the calls kept spread over the shapes seen."""
+        more than once; where every kept signature is distinct, the kept ones thin out evenly, so
+        the calls kept spread from the first signature seen to the latest."""
         key = signature(shapes)
         new = key not in self.seen
         self.seen[key] += 1
-        if len(self.kept) < self.limit:
+        if self.stride == 1 and len(self.kept) < self.limit:
             self.kept.append((key, call))
             return True
         if not new:
             return False
         counts = Counter(kept_key for kept_key, _ in self.kept)
         repeated = [index for index, (kept_key, _) in enumerate(self.kept) if counts[kept_key] > 1]
-        if not repeated:
+        if repeated:
+            self.kept[repeated[-1]] = (key, call)
+            return True
+        if self.limit < 2:
             return False
-        self.kept[repeated[-1]] = (key, call)
+        # Every `stride`-th signature seen stays, and the latest until a later one comes; the
+        # stride doubles whenever they outgrow the limit.
+        order = {seen_key: index for index, seen_key in enumerate(self.seen)}
+        if order[self.kept[-1][0]] % self.stride:
+            self.kept.pop()
+        self.kept.append((key, call))
+        while len(self.kept) > self.limit:
+            self.stride *= 2
+            self.kept = [entry for entry in self.kept[:-1] if order[entry[0]] % self.stride == 0] + [self.kept[-1]]
         return True
 
     def calls(self) -> list[Any]:
