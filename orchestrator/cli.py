@@ -264,17 +264,24 @@ def triton_settings(no_triton: bool, triton_all: bool, concurrency: str) -> Trit
 def serve(
     workspace: Path = typer.Argument(..., help="A workspace that `nav-orch optimize` wrote."),
     variant: Optional[str] = typer.Option(None, help="The variant to serve; default: the best."),
-    http_port: int = typer.Option(0, help="HTTP port on 127.0.0.1; default: a free one."),
-    grpc_port: int = typer.Option(0, help="gRPC port on 127.0.0.1; default: a free one."),
+    server: str = typer.Option("triton", help="triton (Triton Inference Server) or pytriton (PyTriton)."),
+    host: str = typer.Option("127.0.0.1", help="The address the server binds; another than the loopback "
+                             "serves beyond this machine (with a warning)."),
+    http_port: int = typer.Option(0, help="HTTP port; default: a free one."),
+    grpc_port: int = typer.Option(0, help="gRPC port; default: a free one."),
     gpus: str = typer.Option("auto", help="Docker's syntax: all, N, device=0,2 or none; auto: all if present "
                              "(CUDA images only)."),
+    executor: str = typer.Option("docker", help="docker, or local: PyTriton as a process of --python."),
+    python: Optional[str] = typer.Option(None, help="With --executor local: the Python holding nvidia-pytriton, "
+                                         "numpy<2 and the variant's framework; default: this one."),
 ) -> None:
-    """Serve a variant from Triton Inference Server until Ctrl-C; prints the endpoints and a request."""
+    """Serve a variant from Triton Inference Server or PyTriton until Ctrl-C; prints the endpoints and a request."""
     from orchestrator.triton.serve import serve as serve_workspace
 
     def run() -> None:
         serve_workspace(workspace, variant, http_port, grpc_port, gpus, typer.echo,
-                        lambda line: typer.echo(f"nav-orch: {line}", err=True))
+                        lambda line: typer.echo(f"nav-orch: {line}", err=True), server_kind=server, host=host,
+                        executor=executor, python=python)
 
     guarded(run)
 

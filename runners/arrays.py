@@ -5,6 +5,7 @@ numpy and the standard library only: it runs inside every image and on the host.
 from __future__ import annotations
 
 import os
+import zipfile
 from collections.abc import Mapping
 from typing import BinaryIO, Union
 
@@ -22,6 +23,13 @@ def load_npz(source: Union[str, os.PathLike, BinaryIO]) -> dict[str, np.ndarray]
 
 
 def save_npz(target: Union[str, os.PathLike], arrays: Mapping[str, np.ndarray]) -> None:
-    """Write the arrays by name, as load_npz reads them back."""
-    # allow_pickle by keyword (numpy's default): else an array named "allow_pickle" would be taken for it.
-    np.savez(target, allow_pickle=True, **arrays)
+    """Write the arrays by name, as np.savez does and load_npz reads them back (".npz" is added to
+    a name without it). Written here rather than by np.savez, whose keywords differ between numpy 1
+    and 2 and would take an array named like one of them for it."""
+    path = os.fspath(target)
+    if not path.endswith(".npz"):
+        path += ".npz"
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED, allowZip64=True) as archive:
+        for name, array in arrays.items():
+            with archive.open(f"{name}.npy", "w", force_zip64=True) as member:
+                np.lib.format.write_array(member, np.asanyarray(array), allow_pickle=False)

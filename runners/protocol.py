@@ -234,6 +234,41 @@ class JobResult:
     protocol: int = PROTOCOL_VERSION
 
 
+@dataclass
+class ServedTensor:
+    """An input or output as a server declares it (Triton's config, PyTriton's Tensor)."""
+
+    name: str
+    dtype: str  # numpy's name
+    dims: list[int]  # -1 where dynamic; without the batch axis when batched; never empty ([1] for a scalar)
+    reshape: Optional[list[int]] = None  # the shape the model sees per sample, where it differs from dims
+
+
+@dataclass
+class ServedModel:
+    """A model as PyTriton serves it (runners/pytriton_server.py), on the given address."""
+
+    name: str
+    inputs: list[ServedTensor]
+    outputs: list[ServedTensor]
+    max_batch_size: int  # 0: unbatched, tensors at their full shapes
+    host: str
+    http_port: int
+    grpc_port: int
+
+
+@dataclass
+class ServeSpec:
+    """What `python -m runners.pytriton_server` serves: one variant, loaded as the Triton
+    Python-backend model loads it (runners/triton_python_model.py)."""
+
+    model: ServedModel
+    runtime: str  # onnxruntime | torchscript | exported-program
+    artifact: str  # the artifact's path where the server runs
+    precision: str
+    device: str
+
+
 class ProtocolError(ValueError):
     """A job or result document does not fit the protocol."""
 

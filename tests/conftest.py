@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +26,24 @@ def leftover_containers() -> list[str]:
     out = subprocess.run(["docker", "ps", "-aq", "--filter", f"label={RUN_LABEL}"], capture_output=True,
                          text=True, check=True).stdout
     return out.split()
+
+
+def start_serve(workspace: Path, *options: str) -> tuple[subprocess.Popen, dict[str, str]]:
+    """`nav-orch serve` running, with what it printed up to its curl line (model, http, grpc, curl)."""
+    process = subprocess.Popen([sys.executable, "-m", "orchestrator.cli", "serve", str(workspace), *options],
+                               cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    printed: dict[str, str] = {}
+    deadline = time.monotonic() + 180
+    while "curl" not in printed and time.monotonic() < deadline:
+        line = process.stdout.readline()
+        if not line:
+            break
+        key, _, value = line.strip().partition(" ")
+        printed[key] = value.strip()
+    if "curl" not in printed:
+        process.kill()
+        pytest.fail(f"serve printed no request: {printed} {process.stderr.read()[-2000:]}")
+    return process, printed
 
 
 @pytest.fixture(scope="session")
@@ -53,8 +72,8 @@ def user_python() -> str:
     if not python.exists():
         made = subprocess.run([sys.executable, "-m", "venv", str(python.parent.parent)], capture_output=True, text=True)
         assert made.returncode == 0, made.stderr[-3000:]
-    ready = subprocess.run([str(python), "-c", "import torch, transformers, diffusers, onnxruntime, orchestrator"],
-                           capture_output=True)
+    imports = "import torch, transformers, diffusers, onnxruntime, pytriton, orchestrator"
+    ready = subprocess.run([str(python), "-c", imports], capture_output=True)
     if ready.returncode != 0:
         installed = subprocess.run([str(python), "-m", "pip", "install", "-q", "-e", f"{ROOT}[inplace-test]"],
                                    capture_output=True, text=True, timeout=1800)

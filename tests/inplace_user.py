@@ -4,11 +4,14 @@ diffusers (the `inplace-test` extra), which the host's own environment never has
     python tests/inplace_user.py optimize PIPELINE WORKSPACE REPORT.json [--executor docker]
     python tests/inplace_user.py load PIPELINE WORKSPACE REPORT.json
     python tests/inplace_user.py edges toy WORKSPACE REPORT.json
+    python tests/inplace_user.py serve sd WORKSPACE REPORT.json
 
 `optimize` wraps the bundled pipeline's modules and runs inplace.optimize. `load` is a later
 process: it builds the same pipeline, wraps the same modules, loads the chosen variants, runs the
 samples, and reports what each module ran and how far the outputs lie from the eager pipeline's.
-`edges` runs a toy pipeline through the cases a user gets wrong or that fall outside a capture
+`serve` loads the same way, writes the eager pipeline's output for the first sample to REPORT.npz, and
+serves the optimized pipeline through inplace.serve until a stop signal; then it reports how often each
+module ran its variant. `edges` runs a toy pipeline through the cases a user gets wrong or that fall outside a capture
 (with the local executor: no container is needed to show them).
 """
 from __future__ import annotations
@@ -124,7 +127,7 @@ def wrapped(kind: str) -> tuple[object, dict[str, object]]:
 
 def main() -> int:
     parser = argparse.ArgumentParser()
-    parser.add_argument("step", choices=["optimize", "load", "edges"])
+    parser.add_argument("step", choices=["optimize", "load", "serve", "edges"])
     parser.add_argument("pipeline", choices=[*sorted(PIPELINES), "toy"])
     parser.add_argument("workspace", type=Path)
     parser.add_argument("report", type=Path)
@@ -142,6 +145,8 @@ def main() -> int:
             module.nav_variant is None for module in modules.values()]}))
         return 0
     eager = [pipe(sample) for sample in samples]
+    if args.step == "serve":
+        return serve(pipe, modules, samples[0], eager[0], args)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         running = inplace.load_optimized(pipe, workspace=args.workspace)
@@ -159,6 +164,23 @@ def main() -> int:
         "equal": all(torch.equal(a, b) for a, b in zip(optimized, eager)),
     }
     args.report.write_text(json.dumps(report))
+    return 0
+
+
+def serve(pipe, modules: dict, sample: torch.Tensor, expected: torch.Tensor, args: argparse.Namespace) -> int:
+    import numpy as np
+
+    np.savez(args.report.with_suffix(".npz"), prompt_ids=sample.numpy(), image=expected.numpy())
+    inplace.load_optimized(pipe, workspace=args.workspace)
+
+    def generate(prompt_ids: np.ndarray) -> dict:
+        return {"image": pipe(torch.from_numpy(prompt_ids))}
+
+    inplace.serve(generate, inputs=[inplace.Tensor("prompt_ids", np.int64, (-1,))],
+                  outputs=[inplace.Tensor("image", np.float32, (3, -1, -1))], name="sd", max_batch_size=4,
+                  echo=lambda line: print(line, flush=True))
+    args.report.write_text(json.dumps({"variant_calls": {name: module.nav_variant.calls
+                                                         for name, module in modules.items()}}))
     return 0
 
 

@@ -5,9 +5,12 @@ process; and the cases at the edges of a capture."""
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
+import urllib.request
 from pathlib import Path
 
+import numpy as np
 import pytest
 from conftest import ROOT
 
@@ -70,6 +73,7 @@ def test_a_bundled_pipeline_runs_its_modules_optimized_in_a_later_process(pipeli
     if pipeline == "whisper":
         assert loaded["equal"] is True  # the same tokens
         return
+    served_through_pytriton(user_python, workspace)
     # A best variant that cannot load in a later process (its artifact gone here) yields the next one.
     unet = results["modules"]["unet"]
     best = next(v for v in json.loads((workspace / unet["workspace"] / "results.json").read_text())["variants"]
@@ -81,6 +85,41 @@ def test_a_bundled_pipeline_runs_its_modules_optimized_in_a_later_process(pipeli
     said = [warning for warning in fallback["warnings"] if "the best variant that can" in warning]
     assert len(said) == 1 and said[0].startswith(f"inplace module 'unet': {unet['best']} (CannotLoad: its artifact")
     assert fallback["max_abs_diff"] <= 1e-3 * fallback["scale"]
+
+
+def served_through_pytriton(python: str, workspace: Path) -> None:
+    """The optimized SD-style pipeline behind inplace.serve: a real PyTriton server in the user's
+    process, answered over HTTP like the eager pipeline, stopped by SIGTERM."""
+    report = workspace.parent / "served.json"
+    process = subprocess.Popen([python, str(USER_SCRIPT), "serve", "sd", str(workspace), str(report)], cwd=ROOT,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    printed: dict[str, str] = {}
+    try:
+        while "serving;" not in printed:
+            line = process.stdout.readline()
+            if not line:
+                pytest.fail(f"inplace.serve printed {printed} and ended: {process.stderr.read()[-3000:]}")
+            key, _, value = line.strip().partition(" ")
+            printed[key] = value.strip()
+        assert printed["model"] == "sd (PyTriton)" and printed["http"].startswith("http://127.0.0.1:")
+        with np.load(report.with_suffix(".npz")) as saved:
+            ids, expected = saved["prompt_ids"], saved["image"]
+        body = {"inputs": [{"name": "prompt_ids", "shape": list(ids.shape), "datatype": "INT64",
+                            "data": ids.reshape(-1).tolist()}]}
+        request = urllib.request.Request(f"{printed['http']}/v2/models/sd/infer", data=json.dumps(body).encode(),
+                                         headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=120) as response:
+            (output,) = json.load(response)["outputs"]
+    finally:
+        process.send_signal(signal.SIGTERM)
+        stdout, stderr = process.communicate(timeout=120)
+    assert process.returncode == 0, stderr[-3000:]
+    assert stdout.strip().endswith("stopped") and "Traceback" not in stderr
+    assert output["name"] == "image" and output["shape"] == list(expected.shape)
+    image = np.array(output["data"], np.float32).reshape(expected.shape)
+    assert np.abs(image - expected).max() <= 1e-3 * np.abs(expected).max()
+    calls = json.loads(report.read_text())["variant_calls"]
+    assert all(count > 0 for count in calls.values()), calls  # the request ran the optimized modules
 
 
 def test_the_edges_of_a_capture_say_what_happened(user_python, tmp_path):

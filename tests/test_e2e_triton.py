@@ -5,15 +5,12 @@ from __future__ import annotations
 import json
 import shutil
 import signal
-import subprocess
-import sys
-import time
 import urllib.request
 from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import EXAMPLES, ROOT, leftover_containers, nav_orch, read_results
+from conftest import EXAMPLES, leftover_containers, nav_orch, read_results, start_serve
 
 pytestmark = [pytest.mark.docker, pytest.mark.usefixtures("cpu_images", "no_leftovers")]
 BATCH_SIZES = [1, 4]
@@ -60,23 +57,6 @@ def test_optimize_serves_every_variant_and_records_perf_analyzer_figures(optimiz
         config = (folder / "model_repository" / name / "config.pbtxt").read_text()
         assert 'backend: "python"' in config and "max_batch_size: 4" in config
     assert "served/s" in run.stderr  # the final table, next to the in-runner figures
-
-
-def start_serve(workspace: Path, *options: str) -> tuple[subprocess.Popen, dict[str, str]]:
-    process = subprocess.Popen([sys.executable, "-m", "orchestrator.cli", "serve", str(workspace), *options],
-                               cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    printed: dict[str, str] = {}
-    deadline = time.monotonic() + 180
-    while "curl" not in printed and time.monotonic() < deadline:
-        line = process.stdout.readline()
-        if not line:
-            break
-        key, _, value = line.strip().partition(" ")
-        printed[key] = value.strip()
-    if "curl" not in printed:
-        process.kill()
-        pytest.fail(f"serve printed no request: {printed} {process.stderr.read()[-2000:]}")
-    return process, printed
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP])

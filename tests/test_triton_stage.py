@@ -44,7 +44,7 @@ from orchestrator.triton.perf_analyzer import (
 )
 from orchestrator.triton.repository import read_config
 from orchestrator.triton.serve import request_body
-from orchestrator.triton.server import TritonServer, failed_models, fatal_line, log_message
+from orchestrator.triton.server import InContainer, TritonServer, failed_models, fatal_line, log_message
 from orchestrator.triton.tensorrt_guard import TensorRTMismatch, builder_tensorrt, check_engine, same_version
 from runners.protocol import IOSpec, LatencyStats, ProfileEntry, TensorSpec
 
@@ -220,7 +220,7 @@ def waiting_server(tmp_path: Path, container: FakeContainer, health: FakeHealth,
     """A server whose container has started: what is left is the wait for readiness."""
     server = TritonServer(None, "nav-orch/triton:cpu", tmp_path, ["onnx-fp32"], "run", tmp_path / "server.log",
                           ready_timeout_s=ready_timeout_s, health=lambda url: health)
-    server.container, server.health = container, health
+    server.running, server.health = InContainer(container), health
     return server
 
 

@@ -4,14 +4,17 @@ user's own process. It imports torch only inside its functions; the CLI never im
     pipe.unet = inplace.Module(pipe.unet, name="unet")
     inplace.optimize(pipe, samples, workspace="nav-pipeline")
     inplace.load_optimized(pipe, workspace="nav-pipeline")
+    inplace.serve(fn, inputs=[inplace.Tensor("prompt_ids", np.int64, (-1,))], ...)   # through PyTriton
 
 The stages, one module each: module.py wraps a pipeline's module (records its calls, runs a
 swapped-in variant); structure.py and shapes.py turn calls into named leaves and dynamic axes;
 capture.py exports a module as an artifact that loads without its source; optimize.py runs each
 captured module through the normal optimize run, checks the pipeline and writes pipeline.json;
-swap.py runs a chosen variant in place of its module.
+swap.py runs a chosen variant in place of its module; serve.py serves a function that calls the
+optimized pipeline through PyTriton.
 """
 from orchestrator.inplace.module import Module
 from orchestrator.inplace.optimize import PipelineMismatch, load_optimized, optimize
+from orchestrator.inplace.serve import Tensor, serve
 
-__all__ = ["Module", "PipelineMismatch", "load_optimized", "optimize"]
+__all__ = ["Module", "PipelineMismatch", "Tensor", "load_optimized", "optimize", "serve"]

@@ -7,13 +7,17 @@ SIGTERM or SIGHUP (the CLI turns each into KeyboardInterrupt: orchestrator/signa
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import shlex
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import numpy as np
 from pydantic import ValidationError
@@ -22,11 +26,12 @@ from tritonclient.grpc import model_config_pb2 as mc
 from orchestrator.containers import engine
 from orchestrator.containers.gpus import host_gpus, select_gpus
 from orchestrator.containers.images import CPU_RELEASE
-from orchestrator.errors import BadInput
+from orchestrator.errors import BadInput, EnvironmentProblem
 from orchestrator.results import JOB_RESULT, RunResults, VariantResult
 from orchestrator.run import untrusted
 from orchestrator.run.planning import REFERENCE
 from orchestrator.run.workspace import Workspace
+from orchestrator.triton.pytriton import PyTritonServer
 from orchestrator.triton.repository import (
     CONFIG_FILE,
     VERSION,
@@ -37,13 +42,15 @@ from orchestrator.triton.repository import (
     request_shape,
     write_model,
 )
-from orchestrator.triton.server import TritonServer, check_port_free, image_backends
+from orchestrator.triton.server import HOST, LOOPBACK, TritonServer, check_port_free, image_backends
 from orchestrator.triton.stage import gpu_request, load_samples, release_of, require_image, triton_images
 from orchestrator.triton.tensorrt_guard import builder_tensorrt, check_engine
+from runners.formats import FORMATS
 from runners.protocol import RESULT_FILE, IOSpec
 
 Echo = Callable[[str], None]
 DEFAULT_MAX_BATCH_SIZE = 8
+SERVERS = ("triton", "pytriton")
 
 
 def read_results(workspace: Workspace) -> RunResults:
@@ -95,15 +102,27 @@ def request_body(samples: dict[str, np.ndarray], config: mc.ModelConfig) -> dict
 
 
 def serve(workspace_path: Path, variant_name: Optional[str], http_port: int, grpc_port: int, gpus: str,
-          out: Echo, err: Echo, ready_timeout_s: float = 180.0) -> None:
-    """Serve until Ctrl-C or SIGTERM (a normal end); ServerFailed when Triton fails or stops."""
+          out: Echo, err: Echo, server_kind: str = "triton", host: str = HOST, executor: str = "docker",
+          python: Optional[str] = None, ready_timeout_s: float = 180.0) -> None:
+    """Serve until Ctrl-C or SIGTERM (a normal end); ServerFailed when the server fails or stops.
+    `server_kind`: triton (tritonserver and the model repository) or pytriton (PyTriton serving
+    the same variant through Triton's Python-backend model folder). `executor` local: PyTriton as
+    a process of `python` (default: this one), without Docker."""
+    if server_kind not in SERVERS:
+        raise BadInput(f"--server {server_kind}: choose {' or '.join(SERVERS)}")
+    if executor not in ("docker", "local"):
+        raise BadInput(f"--executor {executor}: choose docker or local")
+    if executor == "local" and server_kind != "pytriton":
+        raise BadInput("--executor local serves with --server pytriton only (Triton runs in its image)")
     workspace = Workspace(workspace_path)
     results = read_results(workspace)
     variant = pick_variant(results, variant_name)
     io = reference_io(workspace)
     for port, option in ((http_port, "--http-port"), (grpc_port, "--grpc-port")):
         if port:
-            check_port_free(port, option)
+            check_port_free(port, option, host)
+    if host not in LOOPBACK:
+        err(f"warning: --host {host} serves the model beyond this machine, without authentication")
     release = release_of(results)
     server_image, _ = triton_images(release)
     available = host_gpus()
@@ -111,40 +130,103 @@ def serve(workspace_path: Path, variant_name: Optional[str], http_port: int, grp
         gpu_indices: list[str] = []
     else:
         gpu_indices = select_gpus("all" if gpus == "auto" else gpus, available)
+    run_id = uuid.uuid4().hex[:12]
+    settings = ServerSettings(gpus=gpu_request(gpu_indices), ready_timeout_s=ready_timeout_s, http_port=http_port,
+                              grpc_port=grpc_port, host=host)
+    # Its own repository: the workspace's may hold this variant for a native backend.
+    pytriton_folder = workspace.triton / "pytriton"
+    pytriton_log = workspace.triton / "pytriton-serve.log"
+    if executor == "local":
+        python = python or sys.executable
+        check_serving_python(python, variant.format)
+        folder = write_variant(pytriton_folder, variant, workspace, io, {"python"}, gpu_indices, err)
+        server: TritonServer = PyTritonServer(None, server_image, folder, run_id, pytriton_log, python=python,
+                                              **settings.options())
+        run_serving(server, folder, variant.name, workspace, f"PyTriton (--python {python})", out, err)
+        return
     client = engine.connect()
     server_info = require_image(client, server_image)
-    run_id = uuid.uuid4().hex[:12]
-    repository = workspace.model_repository
     try:
-        config = read_config(repository, variant.name)
-        if config is None or not (repository / variant.name / VERSION).is_dir():
-            backends = image_backends(client, server_image, run_id)
-            deployment = deployment_for(variant, workspace.root, backends)
-            if deployment.format == "tensorrt":
-                check_engine(variant.name, builder_tensorrt(results.environment), server_image, server_info.labels)
-            max_batch_size = max((e.batch_size for e in variant.profile), default=DEFAULT_MAX_BATCH_SIZE)
-            err(f"writing {variant.name} into {repository}")
-            repository.mkdir(parents=True, exist_ok=True)
-            folder = write_model(repository, deployment, io, max_batch_size, gpu_indices)
-            config = parse_config((folder / CONFIG_FILE).read_text())
-        request = workspace.triton / f"request-{variant.name}.json"
-        request.write_text(json.dumps(request_body(load_samples(workspace), config)))
-        server = TritonServer(client, server_image, repository, [variant.name], run_id,
-                              workspace.triton / "serve.log", gpu_request(gpu_indices),
-                              ready_timeout_s=ready_timeout_s, http_port=http_port, grpc_port=grpc_port)
-        err(f"starting {server_image} with {variant.name}")
-        with server:
-            out(f"model  {variant.name} ({config.backend or config.platform} backend)")
-            out(f"http   {server.http_url}")
-            out(f"grpc   {server.grpc_url}")
-            out(shlex.join(["curl", "-s", "-X", "POST", f"{server.http_url}/v2/models/{variant.name}/infer",
-                            "-H", "Content-Type: application/json", "-d", f"@{request}"]))
-            err("serving; Ctrl-C stops and removes the server")
-            try:
-                while True:
-                    time.sleep(0.5)
-                    server.check_running()
-            except KeyboardInterrupt:
-                err("stopping")
+        if server_kind == "pytriton":
+            folder = write_variant(pytriton_folder, variant, workspace, io, {"python"}, gpu_indices, err)
+            server = PyTritonServer(client, server_image, folder, run_id, pytriton_log, **settings.options())
+        else:
+            repository = workspace.model_repository
+            folder = repository / variant.name
+            if read_config(repository, variant.name) is None or not (folder / VERSION).is_dir():
+                backends = image_backends(client, server_image, run_id)
+                deployment = deployment_for(variant, workspace.root, backends)
+                if deployment.format == "tensorrt":
+                    check_engine(variant.name, builder_tensorrt(results.environment), server_image,
+                                 server_info.labels)
+                folder = write_variant(repository, variant, workspace, io, backends, gpu_indices, err)
+            server = TritonServer(client, server_image, repository, [variant.name], run_id,
+                                  workspace.triton / "serve.log", **settings.options())
+        what = f"PyTriton ({server_image})" if server_kind == "pytriton" else f"Triton ({server_image})"
+        run_serving(server, folder, variant.name, workspace, what, out, err)
     finally:
         engine.remove_labelled(client, run_id)
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    gpus: str
+    ready_timeout_s: float
+    http_port: int
+    grpc_port: int
+    host: str
+
+    def options(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def run_serving(server: TritonServer, folder: Path, model: str, workspace: Workspace, what: str, out: Echo,
+                err: Echo) -> None:
+    """Start the server, print its endpoints and a request, and serve until Ctrl-C."""
+    config = parse_config((folder / CONFIG_FILE).read_text())
+    request = workspace.triton / f"request-{model}.json"
+    request.write_text(json.dumps(request_body(load_samples(workspace), config)))
+    err(f"starting {what} with {model}")
+    with server:
+        kind = "PyTriton" if isinstance(server, PyTritonServer) else f"{config.backend or config.platform} backend"
+        out(f"model  {model} ({kind})")
+        out(f"http   {server.http_url}")
+        out(f"grpc   {server.grpc_url}")
+        out(shlex.join(["curl", "-s", "-X", "POST", f"{server.http_url}/v2/models/{model}/infer",
+                        "-H", "Content-Type: application/json", "-d", f"@{request}"]))
+        err("serving; Ctrl-C stops and removes the server")
+        try:
+            while True:
+                time.sleep(0.5)
+                server.check_running()
+        except KeyboardInterrupt:
+            err("stopping")
+
+
+def check_serving_python(python: str, fmt: str) -> None:
+    """The local Python can serve: PyTriton, numpy<2 (PyTriton's pin: its server's Python backend is
+    built against numpy 1) and the variant's runtime."""
+    serving = FORMATS[fmt].triton
+    runtime = "onnxruntime" if serving is not None and serving.python_runtime == "onnxruntime" else "torch"
+    probe = [python, "-c", f"import numpy, pytriton, {runtime}; print(numpy.__version__)"]
+    try:
+        found = subprocess.run(probe, capture_output=True, text=True, timeout=120)
+    except (OSError, subprocess.SubprocessError) as error:
+        raise EnvironmentProblem(f"--python {python} cannot be run ({error})") from None
+    if found.returncode != 0:
+        missing = found.stderr.strip().splitlines()[-1] if found.stderr.strip() else "it failed"
+        raise EnvironmentProblem(f"--python {python} cannot serve {fmt} with PyTriton ({missing}): "
+                                 f"pip install nvidia-pytriton {runtime} into it")
+    if int(found.stdout.strip().split(".")[0]) >= 2:
+        raise EnvironmentProblem(f"--python {python} has numpy {found.stdout.strip()}; PyTriton needs numpy<2 "
+                                 "(its server answers empty tensors under numpy 2): pip install 'numpy<2' into it")
+
+
+def write_variant(repository: Path, variant: VariantResult, workspace: Workspace, io: IOSpec, backends: set[str],
+                  gpu_indices: list[str], err: Echo) -> Path:
+    """Write the variant's model folder into `repository`; returns the folder."""
+    deployment = deployment_for(variant, workspace.root, backends)
+    max_batch_size = max((e.batch_size for e in variant.profile), default=DEFAULT_MAX_BATCH_SIZE)
+    err(f"writing {variant.name} into {repository}")
+    repository.mkdir(parents=True, exist_ok=True)
+    return write_model(repository, deployment, io, max_batch_size, gpu_indices)

@@ -6,8 +6,12 @@ says why.
 """
 from __future__ import annotations
 
+import errno
+import os
 import re
+import signal
 import socket
+import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -22,6 +26,7 @@ from orchestrator.containers import engine
 from orchestrator.errors import EnvironmentProblem, ServerFailed
 
 HOST = "127.0.0.1"  # tests and benchmarks talk only to the loopback interface
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
 REPOSITORY_MOUNT = "/models"
 BACKENDS_DIR = "/opt/tritonserver/backends"  # both flavors: NGC's images and images/triton-cpu
 # Lines of the server log that mean it will not become ready (case-insensitive). Not every
@@ -32,6 +37,7 @@ FAILED_MODEL = re.compile(r"failed to load '([^']+)' version \d+: (.*?)\"?$", re
 GLOG_PREFIX = re.compile(r"^[IWEF]\d{4} [\d:.]+ +\d+ [\w.]+:\d+\] ")
 PORT_RETRIES = 3
 FATAL_GRACE_S = 15.0
+STOP_GRACE_S = 30.0  # a local server's time to stop after SIGTERM
 POLL_S = 0.25  # between readiness checks
 CALL_TIMEOUT_S = 1.0  # one readiness or version call
 # gRPC waits up to two minutes between connection attempts by default: while the server starts,
@@ -48,12 +54,18 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-def check_port_free(port: int, option: str) -> None:
-    with socket.socket() as probe:
+def check_port_free(port: int, option: str, host: str = HOST) -> None:
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
         try:
-            probe.bind((HOST, port))
-        except OSError:
-            raise EnvironmentProblem(f"port {port} on {HOST} is in use: choose another with {option}") from None
+            probe.bind((host, port))
+        except OSError as error:
+            why = "is in use" if error.errno == errno.EADDRINUSE else f"cannot be used ({error.strerror})"
+            raise EnvironmentProblem(f"port {port} on {host} {why}: choose another with {option}") from None
+
+
+def reachable(host: str) -> str:
+    """Where this machine reaches a server bound to `host` (the loopback for every address)."""
+    return HOST if host in ("0.0.0.0", "::") else host
 
 
 def image_backends(client: docker.DockerClient, image: str, run_id: str) -> set[str]:
@@ -124,13 +136,63 @@ class GrpcHealth:
         self.client.close()
 
 
+class Running(Protocol):
+    """Where a server runs: a container, or a process of a local Python."""
+
+    def exit_state(self) -> Optional[engine.ExitState]: ...
+    def logs(self) -> str: ...
+    def remove(self) -> None: ...
+
+
+class InContainer:
+    def __init__(self, container: Container):
+        self.container = container
+
+    def exit_state(self) -> Optional[engine.ExitState]:
+        return engine.exit_state(self.container)
+
+    def logs(self) -> str:
+        return engine.container_logs(self.container)
+
+    def remove(self) -> None:
+        engine.remove_container(self.container)
+
+
+class LocalProcess:
+    """A server as a subprocess (its own session, so the whole group stops), its output in `log`."""
+
+    def __init__(self, argv: list[str], environment: dict[str, str], log: Path):
+        log.parent.mkdir(parents=True, exist_ok=True)
+        self.log = log.open("w+b")
+        self.popen = subprocess.Popen(argv, stdout=self.log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                      env={**os.environ, **environment}, start_new_session=True)
+
+    def exit_state(self) -> Optional[engine.ExitState]:
+        code = self.popen.poll()
+        return None if code is None else engine.ExitState(code=code, oom_killed=False, error="")
+
+    def logs(self) -> str:
+        self.log.seek(0)
+        return self.log.read().decode(errors="replace")
+
+    def remove(self) -> None:
+        if self.popen.poll() is None:
+            os.killpg(self.popen.pid, signal.SIGTERM)
+            try:
+                self.popen.wait(timeout=STOP_GRACE_S)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.popen.pid, signal.SIGKILL)
+                self.popen.wait()
+        self.log.close()
+
+
 class TritonServer:
     """One tritonserver container; a context manager that always removes it."""
 
     def __init__(self, client: docker.DockerClient, image: str, repository: Path, models: list[str], run_id: str,
                  log_path: Path, gpus: str = "none", shm_size: str = "256m", ready_timeout_s: float = 180.0,
                  http_port: int = 0, grpc_port: int = 0, pids: int = 4096,
-                 health: Callable[[str], Health] = GrpcHealth):
+                 health: Callable[[str], Health] = GrpcHealth, host: str = HOST):
         self.client = client
         self.image = image
         self.repository = repository.resolve()
@@ -144,17 +206,18 @@ class TritonServer:
         self.http_port = http_port
         self.grpc_port = grpc_port
         self.pids = pids
+        self.host = host  # the address it binds; the host talks to it over the loopback unless it is another
         self.open_health = health  # a Health for the server's gRPC address
         self.health: Optional[Health] = None
-        self.container: Optional[Container] = None
+        self.running: Optional[Running] = None
 
     @property
     def http_url(self) -> str:
-        return f"http://{HOST}:{self.http_port}"
+        return f"http://{reachable(self.host)}:{self.http_port}"
 
     @property
     def grpc_url(self) -> str:
-        return f"{HOST}:{self.grpc_port}"
+        return f"{reachable(self.host)}:{self.grpc_port}"
 
     def command(self) -> list[str]:
         # Explicit model control loads just the models asked for; the repository may hold more.
@@ -162,10 +225,19 @@ class TritonServer:
         return [
             "tritonserver", f"--model-repository={REPOSITORY_MOUNT}", "--model-control-mode=explicit",
             *[f"--load-model={model}" for model in self.models],
-            f"--http-address={HOST}", f"--http-port={self.http_port}",
-            f"--grpc-address={HOST}", f"--grpc-port={self.grpc_port}",
+            f"--http-address={self.host}", f"--http-port={self.http_port}",
+            f"--grpc-address={self.host}", f"--grpc-port={self.grpc_port}",
             "--allow-metrics=false", "--exit-on-error=true", "--strict-readiness=true",
         ]
+
+    def launch(self, spec: engine.ContainerSpec) -> Running:
+        return InContainer(engine.start_container(self.client, spec))
+
+    def mounts(self) -> list[engine.Mount]:
+        return [engine.Mount(source=self.repository, target=REPOSITORY_MOUNT, read_only=True)]
+
+    def environment(self) -> dict[str, str]:
+        return {}
 
     def start(self) -> TritonServer:
         """Start and wait until every model is ready; ServerFailed says why it did not."""
@@ -189,12 +261,11 @@ class TritonServer:
 
     def _start_once(self) -> None:
         spec = engine.ContainerSpec(
-            image=self.image, command=self.command(),
-            mounts=[engine.Mount(source=self.repository, target=REPOSITORY_MOUNT, read_only=True)],
+            image=self.image, command=self.command(), mounts=self.mounts(), environment=self.environment(),
             labels={engine.RUN_LABEL: self.run_id, engine.ROLE_LABEL: "triton-server"},
             network="host", gpus=self.gpus, pids=self.pids, shm_size=self.shm_size,
         )
-        self.container = engine.start_container(self.client, spec)
+        self.running = self.launch(spec)
         self.health = self.open_health(self.grpc_url)
         self.wait_ready()
 
@@ -204,10 +275,10 @@ class TritonServer:
         assert self.health is not None, "started first"
         deadline = time.monotonic() + self.ready_timeout_s
         while True:
-            if self.health.ready():
+            if self.ready():
                 return
             log = self.logs()
-            state = engine.exit_state(self.started())
+            state = self.started().exit_state()
             if fatal_line(log) or state is not None:
                 log = self._settle()
                 failed = failed_models(log)
@@ -220,33 +291,37 @@ class TritonServer:
                                    f"(log: {self.log_path})", failed_models(log))
             time.sleep(POLL_S)
 
+    def ready(self) -> bool:
+        assert self.health is not None, "started first"
+        return self.health.ready()
+
     def _settle(self) -> str:
         """After a fatal line: give the server a moment to finish loading the other models and
         exit (--exit-on-error), so the log names every model that failed. Returns the log."""
         deadline = time.monotonic() + FATAL_GRACE_S
-        while engine.exit_state(self.started()) is None and time.monotonic() < deadline:
+        while self.started().exit_state() is None and time.monotonic() < deadline:
             time.sleep(0.25)
         self.save_log()
         return self.logs()
 
     def check_running(self) -> None:
         """Raise ServerFailed when the server has stopped on its own."""
-        state = engine.exit_state(self.started())
+        state = self.started().exit_state()
         if state is not None:
             self.save_log()
             log = self.logs()
             reason = fatal_line(log) or f"exit code {state.code}" + (", out of memory" if state.oom_killed else "")
             raise ServerFailed(f"Triton stopped: {reason} (log: {self.log_path})")
 
-    def started(self) -> Container:
-        assert self.container is not None, "started first"
-        return self.container
+    def started(self) -> Running:
+        assert self.running is not None, "started first"
+        return self.running
 
     def logs(self) -> str:
-        return engine.container_logs(self.container) if self.container is not None else ""
+        return self.running.logs() if self.running is not None else ""
 
     def save_log(self) -> None:
-        if self.container is not None:
+        if self.running is not None:
             self.log_path.parent.mkdir(parents=True, exist_ok=True)
             self.log_path.write_text(self.logs())
 
@@ -258,13 +333,13 @@ class TritonServer:
         if self.health is not None:
             self.health.close()
             self.health = None
-        if self.container is None:
+        if self.running is None:
             return
         try:
             self.save_log()
         finally:
-            engine.remove_container(self.container)
-            self.container = None
+            self.running.remove()
+            self.running = None
 
     def __enter__(self) -> TritonServer:
         return self.start()
