@@ -117,8 +117,10 @@ def optimize(
                                           "that the device runs."),
     precisions: Optional[str] = typer.Option(None, help="Comma-separated fp32,fp16,bf16; default: fp32 on CPUs, "
                                              "all three on GPUs."),
+    memory_formats: Optional[str] = typer.Option(None, help="Comma-separated contiguous,channels_last for the torch "
+                                                 "formats; default: contiguous on CPUs, both on GPUs."),
     exhaustive: bool = typer.Option(False, "--exhaustive", help="On GPUs, build torch.compile variants in every "
-                                    "precision, not only in the one that won among the other formats."),
+                                    "precision, not only the fast half precisions and fp32 where it wins."),
     batch_sizes: str = typer.Option("1,8,64", help="Comma-separated batch sizes to profile."),
     atol: list[str] = typer.Option([], help="Absolute tolerance: VALUE, or OUTPUT=VALUE (repeatable)."),
     rtol: list[str] = typer.Option([], help="Relative tolerance: VALUE, or OUTPUT=VALUE (repeatable)."),
@@ -151,7 +153,8 @@ def optimize(
         # OptimizeConfig validates the values (formats, precisions, executor, ...), as for the API.
         config = OptimizeConfig(
             model=ref, samples=samples, inputs=[parse_input_spec(s) for s in input_spec], seed=seed,
-            formats=split_list(formats) or None, precisions=split_list(precisions) or None, exhaustive=exhaustive,
+            formats=split_list(formats) or None, precisions=split_list(precisions) or None,
+            memory_formats=split_list(memory_formats) or None, exhaustive=exhaustive,
             batch_sizes=parse_batch_sizes(batch_sizes), tolerances=parse_tolerances(atol, rtol), objective=objective,
             latency_budget_ms=latency_budget_ms, workspace=workspace, images=release,
             gpus=resolve_gpus(gpus, release), jobs=jobs, job_timeout_s=timeout, memory=memory, pids=pids,

@@ -19,10 +19,11 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
-from runners.formats import PRECISIONS, formats_of
+from runners.formats import MEMORY_FORMATS, PRECISIONS, formats_of
 from runners.protocol import (
     DEFAULT_TOLERANCES,
     AxisRange,
+    MemoryFormat,
     ModelForm,
     ModelSource,
     Precision,
@@ -123,6 +124,7 @@ def not_one_of(value: object, what: str, choices: Iterable[str]) -> PydanticCust
 # Fields with a fixed set of values: what a value is, and the values.
 CHOICES: dict[str, tuple[str, tuple[str, ...]]] = {
     "precisions": ("a precision", PRECISIONS),
+    "memory_formats": ("a memory format", MEMORY_FORMATS),
     "objective": ("an objective", get_args(Objective)),
     "executor": ("an executor", tuple(kind.value for kind in ExecutorName)),
 }
@@ -139,6 +141,7 @@ class OptimizeConfig(Strict):
     seed: int = 0
     formats: Optional[list[str]] = None  # None: every format of the framework for the device
     precisions: Optional[list[Precision]] = None  # None: fp32 on CPUs, all on GPUs
+    memory_formats: Optional[list[MemoryFormat]] = None  # None: contiguous on CPUs, channels_last too on GPUs
     batch_sizes: list[int] = Field(default_factory=lambda: [1, 8, 64])
     tolerances: Tolerances = Field(default_factory=Tolerances)
     objective: Objective = "throughput"
@@ -151,13 +154,13 @@ class OptimizeConfig(Strict):
     memory: Optional[str] = None  # per runner container, docker's syntax ("8g")
     pids: PositiveInt = 4096
     profiling: ProfileSettings = Field(default_factory=ProfileSettings)
-    exhaustive: bool = False  # build compiled formats in every precision, not only the winning one
+    exhaustive: bool = False  # build compiled formats in every precision (compiled_skip_reason)
     triton: TritonSettings = Field(default_factory=TritonSettings)
     executor: ExecutorName = ExecutorName.docker
     python: Optional[str] = None  # the local executor's Python; None: the host's own
     dynamic_axes: Optional[DeclaredAxes] = None  # None: axis 0 of every input and output is the batch
 
-    @field_validator("precisions", "objective", "executor", mode="before")
+    @field_validator("precisions", "memory_formats", "objective", "executor", mode="before")
     @classmethod
     def known_choices(cls, value: Any, info: ValidationInfo) -> Any:
         # Before pydantic's own check, whose message would not name the wrong value.

@@ -11,7 +11,7 @@ from pydantic import Field, TypeAdapter
 
 from orchestrator.config import Objective, Strict
 from runners.formats import FORMATS
-from runners.protocol import AxisRange, GpuInfo, JobResult, Precision, ProfileEntry, Verification
+from runners.protocol import AxisRange, GpuInfo, JobResult, MemoryFormat, Precision, ProfileEntry, Verification
 
 # A variant is `pending` only while a run is under way.
 VariantStatus = Literal["pending", "ok", "failed", "skipped"]
@@ -52,6 +52,7 @@ class VariantResult(Strict):
     name: str
     format: str
     precision: Precision
+    memory_format: MemoryFormat = "contiguous"
     status: VariantStatus
     error: Optional[str] = None
     artifact: Optional[str] = None  # relative to the workspace

@@ -22,7 +22,8 @@ from typing import Any, Literal, Optional, TypeVar, Union
 
 # 2: typed job inputs (JobInputs), a model's `form`, results carry `fingerprint`.
 # 3: per-tensor dynamic axes with their sizes (TensorSpec.ranges); IOSpec.batch_axis may be None (no batch axis).
-PROTOCOL_VERSION = 3
+# 4: Job.memory_format.
+PROTOCOL_VERSION = 4
 JOB_FILE = "job.json"
 RESULT_FILE = "result.json"
 LOG_FILE = "runner.log"
@@ -33,6 +34,8 @@ REFERENCE_OUTPUTS = "reference.npz"
 JobKind = Literal["reference", "export", "convert", "verify", "profile"]
 Status = Literal["ok", "failed", "skipped"]
 Precision = Literal["fp32", "fp16", "bf16"]
+# The layout of the model's weights and 4-D inputs where the runner chooses it (torch variants).
+MemoryFormat = Literal["contiguous", "channels_last"]
 # How the user handed the model over, which says how a runner loads it.
 ModelForm = Literal["factory", "torchscript", "exported_program", "savedmodel", "keras", "onnx", "function"]
 
@@ -135,6 +138,7 @@ class Job:
     model: Optional[ModelSource] = None
     format: Optional[str] = None
     precision: Precision = "fp32"
+    memory_format: MemoryFormat = "contiguous"
     # The reference's inputs and outputs. On a reference job, where given: the host's declaration,
     # by position, of each tensor's dynamic axes (`ranges`) and of `batch_axis`; its names, dtypes
     # and shapes are placeholders (runners/common.py `declared_io`).

@@ -102,14 +102,32 @@ def flatten_outputs(outputs: Any, names: Optional[list[str]] = None) -> dict[str
             for name, t in arrays.items()}
 
 
-def to_tensors(samples: dict[str, np.ndarray], device: str, precision: str = "fp32") -> list[torch.Tensor]:
+def to_tensors(samples: dict[str, np.ndarray], device: str, precision: str = "fp32",
+               memory_format: str = "contiguous") -> list[torch.Tensor]:
     tensors = []
     for array in samples.values():
         tensor = torch.from_numpy(array).to(device)
         if tensor.dtype.is_floating_point:
             tensor = tensor.to(DTYPES[precision])
+        if memory_format == "channels_last" and tensor.dim() == 4:
+            tensor = tensor.contiguous(memory_format=torch.channels_last)
         tensors.append(tensor)
     return tensors
+
+
+def in_layout(model: torch.nn.Module, job: Job) -> torch.nn.Module:
+    """The model in the job's memory format; channels_last only pays where 4-D convolution weights
+    are (a model without them skips the variant rather than measure the same thing twice)."""
+    if job.memory_format == "contiguous":
+        return model
+    if not any(param.dim() == 4 for param in model.parameters()):
+        raise Skip("channels_last changes nothing here: the model has no 4-D convolution weights")
+    return model.to(memory_format=torch.channels_last)
+
+
+def job_tensors(samples: dict[str, np.ndarray], job: Job) -> list[torch.Tensor]:
+    """A variant's inputs: on its device, in its precision and memory format."""
+    return to_tensors(samples, job.device, job.precision, job.memory_format)
 
 
 def weight_bytes(model: torch.nn.Module):
@@ -139,13 +157,13 @@ def export(job: Job) -> JobResult:
     # source stays in the precision it was traced in.
     fixed = fixed_precision(job)
     precision = fixed or ("fp32" if job.format == "tensorrt" else job.precision)
-    model = load_source(job).to(job.device, DTYPES[precision])
+    model = in_layout(load_source(job).to(job.device, DTYPES[precision]), job)
     samples = load_npz(job.inputs.samples)
     io = job.io_spec()
     # A batch of 2: exporters would specialize a batch of 1, and a larger one only costs
     # time (a trace runs the model; half precision on CPUs is slow). A model without a batch
     # axis is traced on the samples as they are.
-    example = tuple(to_tensors(inputs_at(samples, io, 2), job.device, precision))
+    example = tuple(to_tensors(inputs_at(samples, io, 2), job.device, precision, job.memory_format))
     EXPORTERS[fmt.name](model, example, io, target)
     return JobResult(job.id, job.kind, "ok", artifact=target.name)
 
@@ -300,7 +318,7 @@ def load_variant(job: Job) -> torch.nn.Module:
         options = json.loads(Path(path).read_text())
         if options["mode"] == "reduce-overhead" and not job.device.startswith("cuda"):
             raise Skip("CUDA graphs (mode=reduce-overhead) need a GPU")
-        model = load_source(job).to(job.device, DTYPES[job.precision])
+        model = in_layout(load_source(job).to(job.device, DTYPES[job.precision]), job)
         # One static graph per batch size: measured faster than one dynamic-shape graph
         # (ResNet-50 fp16 bs64 on an H100: 4.8 ms after automatic dynamic shapes, 3.5 static).
         # A model recorded at many sizes of another axis (an inplace decoder, one length per
@@ -329,7 +347,7 @@ def verify(job: Job, loaded: LastLoaded) -> JobResult:
     samples = load_npz(job.inputs.samples)
     reference_outputs = load_npz(job.inputs.reference)
     with torch.inference_mode():
-        outputs = flatten_outputs(model(*to_tensors(samples, job.device, job.precision)), list(reference_outputs))
+        outputs = flatten_outputs(model(*job_tensors(samples, job)), list(reference_outputs))
     return verification_result(job, verify_outputs(outputs, reference_outputs, job.tolerances))
 
 
@@ -339,7 +357,7 @@ def profile(job: Job, loaded: LastLoaded) -> JobResult:
     sync = torch.cuda.synchronize if job.device.startswith("cuda") else (lambda: None)
 
     def call_at(batch_size: int) -> Callable[[], None]:
-        tensors = to_tensors(inputs_at(samples, job.io, batch_size), job.device, job.precision)
+        tensors = job_tensors(inputs_at(samples, job.io, batch_size), job)
 
         def run() -> None:
             model(*tensors)

@@ -5,7 +5,7 @@ import json
 import subprocess
 
 import pytest
-from conftest import EXAMPLES, assert_verified_and_profiled, read_results, write_two_input_samples
+from conftest import EXAMPLES, ROOT, assert_verified_and_profiled, read_results, write_two_input_samples
 from conftest import optimize_cpu as optimize
 
 pytestmark = [pytest.mark.docker, pytest.mark.usefixtures("cpu_images", "no_leftovers")]
@@ -126,3 +126,23 @@ def test_each_job_folder_has_a_command_that_reruns_it_without_nav_orch(tmp_path)
     assert rerun.returncode == 0, rerun.stderr
     result = json.loads((verify / "result.json").read_text())
     assert result["status"] == "ok" and result["verification"]["passed"] is True
+
+
+def test_channels_last_variants_of_a_convnet_verify_and_a_model_without_convolutions_skips_them(tmp_path):
+    run = optimize(tmp_path / "conv", f"{ROOT}/tests/models/convnet.py:make_convnet",
+                   "--input", "x:2,3,16,16:float32", "--formats", "torchscript-trace,exported-program,onnx",
+                   "--memory-formats", "contiguous,channels_last")
+    assert run.returncode == 0, run.stderr
+    variants = {v["name"]: v for v in json.loads(run.stdout)["variants"]}
+    assert set(variants) == {"torchscript-trace-fp32", "torchscript-trace-fp32-channels-last", "exported-program-fp32",
+                             "exported-program-fp32-channels-last", "onnx-fp32"}  # ONNX chooses its own layout
+    for name in ("torchscript-trace-fp32-channels-last", "exported-program-fp32-channels-last"):
+        assert variants[name]["memory_format"] == "channels_last"
+        assert_verified_and_profiled(variants[name])
+        assert variants[name]["verification"]["outputs"]["output"]["max_abs_err"] <= 1e-5
+    assert variants["onnx-fp32"]["memory_format"] == "contiguous"
+    run = optimize(tmp_path / "mlp", f"{EXAMPLES}/mlp.py:make_mlp", "--input", "input:8,64:float32",
+                   "--formats", "torchscript-trace", "--memory-formats", "channels_last")
+    (variant,) = json.loads(run.stdout)["variants"]
+    assert variant["status"] == "skipped"
+    assert "channels_last changes nothing here: the model has no 4-D convolution weights" in variant["error"]

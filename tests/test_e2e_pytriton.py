@@ -4,6 +4,7 @@ and gRPC, stopped by SIGINT and SIGTERM, talking only to 127.0.0.1."""
 from __future__ import annotations
 
 import json
+import shutil
 import signal
 import socket
 import subprocess
@@ -123,3 +124,15 @@ def test_a_local_python_without_pytriton_is_one_clear_line(two_heads):
     assert "pip install nvidia-pytriton onnxruntime into it" in run.stderr and len(run.stderr.splitlines()) == 1
     run = nav_orch("serve", str(two_heads), "--executor", "local")
     assert run.returncode == 2 and "--executor local serves with --server pytriton only" in run.stderr
+
+
+def test_a_cuda_workspace_is_served_by_pytriton_only_through_a_local_python(two_heads, tmp_path):
+    cuda = tmp_path / "ws"
+    shutil.copytree(two_heads, cuda)
+    results = json.loads((cuda / "results.json").read_text())
+    for image in results["environment"]["images"]:
+        image["tag"] = image["tag"].replace(":cpu", ":25.10")
+    (cuda / "results.json").write_text(json.dumps(results))
+    run = nav_orch("serve", str(cuda), "--server", "pytriton", "--gpus", "none")
+    assert run.returncode == 3 and len(run.stderr.splitlines()) == 1
+    assert "for this 25.10 workspace use --executor local --python PY" in run.stderr

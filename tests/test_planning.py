@@ -3,9 +3,17 @@ on GPUs, without running anything."""
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 
 from orchestrator.config import ModelRef, OptimizeConfig
-from orchestrator.run.planning import FUNCTION_VARIANT, Variant, plan_steps, plan_variants, skip_reason
+from orchestrator.run.planning import (
+    FUNCTION_VARIANT,
+    Variant,
+    compiled_skip_reason,
+    plan_steps,
+    plan_variants,
+    skip_reason,
+)
 
 
 def config(framework: str = "torch", **options) -> OptimizeConfig:
@@ -24,9 +32,22 @@ def test_cpu_variants_are_the_frameworks_default_formats_in_fp32():
 
 
 def test_gpu_variants_take_every_precision_a_format_supports():
-    variants = names(plan_variants(config(formats=["onnx", "torch-compile-cudagraphs"]), on_gpu=True))
+    variants = names(plan_variants(config(formats=["onnx", "torch-compile-cudagraphs"], memory_formats=["contiguous"]),
+                                   on_gpu=True))
     assert variants == ["onnx-fp32", "onnx-fp16", "torch-compile-cudagraphs-fp32", "torch-compile-cudagraphs-fp16",
                         "torch-compile-cudagraphs-bf16"]  # ONNX Runtime has no bf16
+
+
+def test_gpus_search_channels_last_for_the_torch_formats_whose_layout_the_runner_chooses():
+    variants = plan_variants(config(formats=["onnx", "exported-program"], precisions=["fp16"]), on_gpu=True)
+    assert names(variants) == ["onnx-fp16", "exported-program-fp16", "exported-program-fp16-channels-last"]
+    assert [v.memory_format for v in variants] == ["contiguous", "contiguous", "channels_last"]
+    assert names(plan_variants(config(formats=["exported-program"]), on_gpu=False)) == ["exported-program-fp32"]
+    asked = plan_variants(config(formats=["torchscript-trace", "onnx"], memory_formats=["channels_last"]), on_gpu=False)
+    # ONNX chooses its own layout: built once, as it is.
+    assert names(asked) == ["torchscript-trace-fp32-channels-last", "onnx-fp32"]
+    with pytest.raises(ValidationError, match="'nhwc' is not a memory format; choose from contiguous, channels_last"):
+        config(memory_formats=["nhwc"])
 
 
 def test_asked_for_formats_are_kept_even_where_the_device_cannot_run_them():
@@ -52,7 +73,7 @@ def test_on_cpus_each_variant_builds_in_its_own_step_and_one_exclusive_step_prof
 
 def test_on_gpus_exports_run_on_cpus_checks_per_runner_and_compiled_variants_after_their_rivals():
     variants = plan_variants(config(formats=["torchscript-trace", "onnx", "torch-compile-cudagraphs"],
-                                    precisions=["fp32", "fp16"]), on_gpu=True)
+                                    precisions=["fp32", "fp16"], memory_formats=["contiguous"]), on_gpu=True)
     steps = {s.name: s for s in plan_steps(variants, on_gpu=True)}
     exports = [name for name in steps if name.startswith("export-")]
     assert len(exports) == 6 and all(not steps[e].gpu and not steps[e].needs for e in exports)
@@ -82,3 +103,23 @@ def test_profile_of_a_function_is_one_exclusive_step(on_gpu):
     assert variants == [FUNCTION_VARIANT]
     (step,) = plan_steps(variants, on_gpu)
     assert (step.action, step.exclusive, step.gpu) == ("profile-function", True, on_gpu)
+
+
+@pytest.mark.parametrize("precision, winner, capability, given, built", [
+    ("fp16", "fp16", "9.0", False, True),
+    ("bf16", "fp16", "9.0", False, True),   # every half precision the GPU runs fast, whatever eager said
+    ("fp16", "fp32", "9.0", False, True),
+    ("fp32", "fp16", "9.0", False, False),  # fp32 only where it won among the other formats
+    ("fp32", "fp32", "9.0", False, True),
+    ("fp32", None, "9.0", False, True),     # no rival verified: nothing to go by
+    ("bf16", "bf16", "7.0", False, False),  # a V100 has no fast bf16
+    ("bf16", "fp16", "7.0", True, True),    # asked for: built
+    ("fp32", "fp16", "9.0", True, True),
+])
+def test_compiled_variants_are_built_in_each_fast_half_precision_and_in_fp32_where_it_wins(
+        precision, winner, capability, given, built):
+    variant = Variant(f"torch-compile-cudagraphs-{precision}", "torch-compile-cudagraphs", precision)
+    reason = compiled_skip_reason(variant, winner, capability, given)
+    assert (reason is None) == built
+    if not built:
+        assert reason.startswith("not built: ") and ("--precisions" in reason)

@@ -311,8 +311,8 @@ def load_candidate(variant: VariantResult, folder: Path, captured: CapturedModul
     """A verified variant of the capture in `folder`, loaded here: its artifact where the capture's
     run keeps it (the host's layout, not the runner's word)."""
     variants = Workspace(folder / "run").variants
-    return load_variant(variant.format, variant.precision, variants / variant.name / FORMATS[variant.format].artifact,
-                        variants, folder / captured.file, device)
+    return load_variant(variant, variants / variant.name / FORMATS[variant.format].artifact, variants,
+                        folder / captured.file, device)
 
 
 def swap_in(module: Any, result: ModuleResult, root: Path) -> bool:

@@ -16,7 +16,7 @@ from typing import Any, Optional
 
 from orchestrator.inplace.capture import torch_dtype
 from orchestrator.inplace.structure import flatten, from_data, unflatten
-from orchestrator.results import CapturedModule
+from orchestrator.results import CapturedModule, VariantResult
 from orchestrator.run import untrusted
 from runners.common import one_line
 from runners.exported_programs import load_program
@@ -29,15 +29,17 @@ class CannotLoad(Exception):
     """This Python cannot run the variant (a missing package, no GPU provider): why."""
 
 
-def load_variant(fmt: str, precision: str, artifact: Path, variants: Path, capture: Path, device: Any) -> Run:
+def load_variant(variant: VariantResult, artifact: Path, variants: Path, capture: Path, device: Any) -> Run:
     """The variant as a function of the call's leaves, on `device`. `artifact` lies in the runners'
     `variants` folder: it is checked (no links, regular files) before anything loads it."""
     import torch
 
-    entry = FORMATS[fmt]
-    dtype = torch_dtype(precision)
+    fmt, entry = variant.format, FORMATS[variant.format]
+    dtype = torch_dtype(variant.precision)
     if entry.compile_mode:  # compiled where it runs: from the capture, which this process wrote
         model = load_capture(torch, capture, device).to(device, dtype)
+        if variant.memory_format == "channels_last":  # as the runner compiled it (torch_runner.in_layout)
+            model = model.to(memory_format=torch.channels_last)
         cudagraphs = entry.compile_mode == "reduce-overhead"
         # The runners' options (torch_runner.record_compile_options): the mode, with weights frozen.
         compiled = torch.compile(model, options={"freezing": True, "triton.cudagraphs": cudagraphs})

@@ -62,7 +62,8 @@ class JobBuilder:
              profiling: Optional[ProfileSettings] = None) -> Job:
         return Job(id=job_id, kind=kind, runner=runner, output_dir=str(output_dir), inputs=inputs, needs=needs or [],
                    model=self.config.model.source(), format=variant.format if variant else None,
-                   precision=variant.precision if variant else "fp32", io=io, tolerances=tolerances or {},
+                   precision=variant.precision if variant else "fp32",
+                   memory_format=variant.memory_format if variant else "contiguous", io=io, tolerances=tolerances or {},
                    batch_sizes=batch_sizes or [], profiling=profiling or ProfileSettings(), device=device)
 
     def _keyed(self, job: Job, reference: Reference, after: list[str]) -> Job:

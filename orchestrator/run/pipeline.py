@@ -19,7 +19,15 @@ from orchestrator.errors import BadInput
 from orchestrator.run import cache, untrusted
 from orchestrator.run.executor import Executor, OnResult, Placement
 from orchestrator.run.jobs import JobBuilder, Reference
-from orchestrator.run.planning import REFERENCE, Step, Variant, plan_steps, plan_variants, skip_reason
+from orchestrator.run.planning import (
+    REFERENCE,
+    Step,
+    Variant,
+    compiled_skip_reason,
+    plan_steps,
+    plan_variants,
+    skip_reason,
+)
 from orchestrator.run.recording import Recorder
 from orchestrator.run.scheduler import Scheduler, Unit
 from orchestrator.run.selection import select_best
@@ -184,9 +192,11 @@ class Pipeline:
         best, _ = select_best([self.recorder.entry(v) for v in step.rivals], self.config.objective,
                               self.config.latency_budget_ms)
         winner = self.recorder.variants[best].precision if best else None
-        if winner and variant.precision != winner and not self.config.exhaustive:
-            self.recorder.skip(variant, f"not built: {winner} was the fastest precision of the other formats "
-                                        "(--exhaustive builds every precision)")
+        gpus = self.recorder.results.environment.gpus
+        reason = None if self.config.exhaustive else compiled_skip_reason(
+            variant, winner, gpus[0].compute_capability if gpus else None, bool(self.config.precisions))
+        if reason:
+            self.recorder.skip(variant, reason)
             return
         self.check(step.name, [variant], reference, gpu)
 

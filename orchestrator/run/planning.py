@@ -5,7 +5,7 @@ On CPUs, export and verify of a variant share a runner session, variants build i
 one exclusive step profiles them all, so nothing competes with what it measures. On GPUs, exports
 run on the CPU cores in parallel; on the GPU one session per runner verifies and profiles every
 variant that needs no long compile (one CUDA start for all), then each compiled variant gets a
-session of its own, built only in the precision that won among the others.
+session of its own (`compiled_skip_reason` says which precisions it is built in).
 """
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from typing import Literal, Optional
 
 from orchestrator.config import OptimizeConfig
-from runners.formats import FORMATS, default_formats, default_precisions
-from runners.protocol import Precision
+from runners.formats import FORMATS, default_formats, default_memory_formats, default_precisions
+from runners.protocol import MemoryFormat, Precision
 
 REFERENCE = "reference"
 
@@ -25,6 +25,12 @@ class Variant:
     name: str
     format: str
     precision: Precision
+    memory_format: MemoryFormat = "contiguous"
+
+
+def variant_name(fmt: str, precision: Precision, memory_format: MemoryFormat) -> str:
+    """`onnx-fp16`; a channels_last one says so: `torch-compile-cudagraphs-fp16-channels-last`."""
+    return f"{fmt}-{precision}" + ("" if memory_format == "contiguous" else "-channels-last")
 
 
 # `nav-orch profile file.py:function`: the callable as the one variant, profiled only.
@@ -53,14 +59,17 @@ class Step:
 
 
 def plan_variants(config: OptimizeConfig, on_gpu: bool) -> list[Variant]:
-    """Every format in every precision it supports (asked-for formats are kept even where the
-    device can't run them: `skip_reason` says why they are skipped)."""
+    """Every format in every precision and memory format it supports (asked-for formats are kept
+    even where the device can't run them: `skip_reason` says why they are skipped)."""
     if config.model.form == "function":
         return [FUNCTION_VARIANT]
     formats = config.formats or default_formats(config.model.framework, on_gpu)
     precisions = config.precisions or default_precisions(on_gpu)
-    return [Variant(f"{fmt}-{precision}", fmt, precision) for fmt in formats for precision in precisions
-            if precision in FORMATS[fmt].precisions]
+    layouts = config.memory_formats or default_memory_formats(on_gpu)
+    return [Variant(variant_name(fmt, precision, layout), fmt, precision, layout)
+            for fmt in formats for precision in precisions if precision in FORMATS[fmt].precisions
+            # A format that chooses its own layout (ONNX, TensorRT) is built once, as it is.
+            for layout in [m for m in layouts if m in FORMATS[fmt].memory_formats] or ["contiguous"]]
 
 
 def skip_reason(variant: Variant, versions: Mapping[str, str], where: str, has_gpus: bool) -> Optional[str]:
@@ -71,6 +80,23 @@ def skip_reason(variant: Variant, versions: Mapping[str, str], where: str, has_g
         return f"{entry.toolchain.title} is not installed in {where}"
     if entry.gpu_only and not has_gpus:
         return "needs a GPU (this run has none: --gpus)"
+    return None
+
+
+def compiled_skip_reason(variant: Variant, winner: Optional[Precision], capability: Optional[str],
+                         precisions_given: bool) -> Optional[str]:
+    """Why a compiled variant (torch.compile) is not built; None: build it. Compiled ranking does
+    not follow eager ranking (BERT-base on an H100: bf16 compiled beat fp16 compiled at batch 64),
+    so it is built in every half precision the GPU runs fast, and in fp32 only where fp32 won among
+    the other formats (`winner`). Precisions the user asked for are all built, as under --exhaustive."""
+    if precisions_given:
+        return None
+    if variant.precision == "bf16" and capability and int(capability.split(".")[0]) < 8:
+        return (f"not built: bf16 is slow on this GPU (compute capability {capability}; 8.0 and later run it "
+                "fast); --precisions bf16 builds it")
+    if variant.precision == "fp32" and winner is not None and winner != "fp32":
+        return (f"not built: {winner} was the fastest precision of the other formats, and a compiled variant is "
+                "built in fp32 only where fp32 wins (--exhaustive or --precisions fp32 builds it)")
     return None
 
 

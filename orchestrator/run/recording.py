@@ -34,7 +34,8 @@ class Recorder:
     def queue(self, variants: list[Variant]) -> None:
         for variant in variants:
             self.variants[variant.name] = VariantResult(name=variant.name, format=variant.format,
-                                                        precision=variant.precision, status="pending")
+                                                        precision=variant.precision,
+                                                        memory_format=variant.memory_format, status="pending")
             self.reporter.stage(variant.name, "queued")
         self.save()
 

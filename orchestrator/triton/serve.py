@@ -144,6 +144,11 @@ def serve(workspace_path: Path, variant_name: Optional[str], http_port: int, grp
                                               **settings.options())
         run_serving(server, folder, variant.name, workspace, f"PyTriton (--python {python})", out, err)
         return
+    if server_kind == "pytriton" and release != CPU_RELEASE:
+        # NGC's Triton images carry no nvidia-pytriton, and PyTriton pins numpy<2.
+        raise EnvironmentProblem(f"--server pytriton in a container needs the CPU flavor's Triton image; for this "
+                                 f"{release} workspace use --executor local --python PY, a Python with "
+                                 "nvidia-pytriton, numpy<2 and the variant's framework")
     client = engine.connect()
     server_info = require_image(client, server_image)
     try:
