@@ -28,7 +28,7 @@ from orchestrator.containers import engine  # noqa: E402
 from orchestrator.run.workspace import Workspace  # noqa: E402
 from orchestrator.triton.perf_analyzer import PerfAnalyzer, write_input_data  # noqa: E402
 from orchestrator.triton.pytriton import PyTritonServer  # noqa: E402
-from orchestrator.triton.serve import pick_variant, read_results, reference_io, write_variant  # noqa: E402
+from orchestrator.triton.serve import pick_variant, reference_io, write_variant  # noqa: E402
 from orchestrator.triton.stage import load_samples, release_of, triton_images  # noqa: E402
 
 
@@ -41,7 +41,7 @@ def main() -> int:
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     workspace = Workspace(args.workspace)
-    results = read_results(workspace)
+    results = workspace.read_results()
     variant = pick_variant(results, args.variant)
     triton_runs = [run for run in (results.triton.runs if results.triton else []) if run.variant == variant.name]
     if not triton_runs:

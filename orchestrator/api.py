@@ -44,6 +44,16 @@ def prepare_samples(config: OptimizeConfig) -> dict[str, np.ndarray]:
     raise BadInput("no samples: pass --samples FILE.npz or --input NAME:SHAPE:DTYPE for each model input")
 
 
+def write_report(results: RunResults, path: Path, reporter: Reporter) -> None:
+    """The run's report.html; a report that cannot be written is noted, never the run's failure."""
+    from orchestrator.report.html import write_report as write_html
+
+    try:
+        write_html(results, path)
+    except Exception as error:  # noqa: BLE001 - the run's results stand whatever the report does
+        reporter.note(f"report.html not written: {type(error).__name__}: {error}")
+
+
 def profile(config: OptimizeConfig, reporter: Optional[Reporter] = None) -> RunResults:
     """Profile a Python callable (`config.model.form == "function"`) on the samples: the optimize
     run with one profile-only variant, `python-function`, and no Triton stage (a bare function
@@ -95,7 +105,7 @@ def optimize(config: OptimizeConfig, reporter: Optional[Reporter] = None, force:
         environment_id = f"{python}:{probe.packages}"
         runner = LocalExecutor(workspace, config.job_timeout_s, python)
     environment.images.append(image)
-    results = RunResults(environment=environment)
+    results = RunResults(model=config.model.title(), environment=environment)
     inputs_key = cache.inputs_key(arrays, environment_id)
     recorder = Recorder(results, image, workspace, reporter)
     pipeline = Pipeline(config, workspace, runner, recorder, inputs_key, gpus, force)
@@ -122,3 +132,4 @@ def optimize(config: OptimizeConfig, reporter: Optional[Reporter] = None, force:
         recorder.save()
         if client is not None:
             engine.remove_labelled(client, run_id)
+        write_report(results, workspace.report_path, reporter)

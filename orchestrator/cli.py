@@ -92,7 +92,7 @@ def run_reported(call: Callable[[Reporter], T], progress: str, console: Console)
     return call(reporter)
 
 
-def report(results: RunResults, workspace: Path, json_output: bool, progress: str, console: Console) -> int:
+def finish(results: RunResults, workspace: Path, json_output: bool, progress: str, console: Console) -> int:
     """results.json on stdout with --json, the summary table, and the exit code."""
     if json_output:
         sys.stdout.write(results.model_dump_json(indent=2) + "\n")
@@ -161,7 +161,7 @@ def optimize(
             triton=triton_settings(no_triton, triton_all, triton_concurrency), executor=executor, python=python,
         )
         results = run_reported(lambda reporter: api.optimize(config, reporter, force), progress, console)
-        return report(results, config.workspace, json_output, progress, console)
+        return finish(results, config.workspace, json_output, progress, console)
 
     raise typer.Exit(guarded(run))
 
@@ -204,7 +204,7 @@ def profile(
             executor=executor, python=python,
         )
         results = run_reported(lambda reporter: api.profile(config, reporter), progress, console)
-        return report(results, config.workspace, json_output, progress, console)
+        return finish(results, config.workspace, json_output, progress, console)
 
     raise typer.Exit(guarded(run))
 
@@ -285,6 +285,27 @@ def serve(
         serve_workspace(workspace, variant, http_port, grpc_port, gpus, typer.echo,
                         lambda line: typer.echo(f"nav-orch: {line}", err=True), server_kind=server, host=host,
                         executor=executor, python=python)
+
+    guarded(run)
+
+
+@app.command()
+def report(
+    workspaces: list[Path] = typer.Argument(..., help="One workspace: rebuild its report.html; several: compare them."),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Where to write it; default: WORKSPACE/"
+                                          "report.html for one workspace, compare.html for several."),
+) -> None:
+    """Write the HTML report of a run, or of several runs side by side (one self-contained file)."""
+    from orchestrator.report.html import write_comparison, write_report
+    from orchestrator.run.workspace import Workspace
+
+    def run() -> None:
+        found = [(str(path), Workspace(path).read_results()) for path in workspaces]
+        if len(found) == 1:
+            path = write_report(found[0][1], output or Workspace(workspaces[0]).report_path)
+        else:
+            path = write_comparison(found, output or Path("compare.html"))
+        typer.echo(f"report: {path}")
 
     guarded(run)
 

@@ -57,6 +57,10 @@ class ModelRef(Strict):
     precision: Precision = "fp32"  # what the source computes in (see ModelSource.precision)
     cpu_file: Optional[str] = None  # beside `path`: see ModelSource.cpu_file
 
+    def title(self) -> str:
+        """How a report names the model: `mlp.py:make_mlp`, `model.onnx`."""
+        return f"{self.path.name}:{self.factory}" if self.factory else self.path.name
+
     def source(self) -> ModelSource:
         return ModelSource(form=self.form, file=self.path.name, factory=self.factory, args=self.args,
                            precision=self.precision, cpu_file=self.cpu_file)

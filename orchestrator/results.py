@@ -92,7 +92,20 @@ class JobCounts(Strict):
     reused: int = 0  # finished earlier under the same content key
 
 
+class JobTiming(Strict):
+    """A job this run ran (a reused one did not), for the report's timeline: seconds from the run's
+    start (its end as the host saw the result; its start that less the runner's own duration)."""
+
+    job: str
+    kind: str
+    session: str  # the runner process that ran it
+    placement: str  # "GPU 0", or "CPU"
+    start_s: float
+    end_s: float
+
+
 class RunResults(Strict):
+    model: Optional[str] = None  # what was optimized: `mlp.py:make_mlp`, `model.onnx`
     state: Literal["running", "complete", "interrupted", "failed"] = "running"
     error: Optional[str] = None
     best: Optional[str] = None
@@ -103,6 +116,7 @@ class RunResults(Strict):
     model_fingerprint: Optional[str] = None
     environment: Environment
     triton: Optional[TritonResults] = None  # the Triton stage, when it ran
+    timeline: list[JobTiming] = Field(default_factory=list)
 
 
 # --- inplace pipelines (orchestrator/inplace): WORKSPACE/pipeline.json and each module's capture ----

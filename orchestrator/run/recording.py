@@ -3,10 +3,11 @@ it, once, with the job's reason), and the file is rewritten atomically after eve
 from __future__ import annotations
 
 import threading
+import time
 from typing import Optional
 
 from orchestrator.progress import Reporter
-from orchestrator.results import ImageRecord, RunResults, Selection, VariantResult
+from orchestrator.results import ImageRecord, JobTiming, RunResults, Selection, VariantResult
 from orchestrator.run.planning import Variant
 from orchestrator.run.workspace import Workspace
 from runners.protocol import JobResult
@@ -25,6 +26,7 @@ class Recorder:
         self.reporter = reporter
         self.lock = threading.Lock()
         self.variants: dict[str, VariantResult] = {}
+        self.started = time.monotonic()
 
     def save(self) -> None:
         with self.lock:
@@ -58,6 +60,13 @@ class Recorder:
             known = {gpu.uuid for gpu in self.results.environment.gpus}
             if result.gpu is not None and result.gpu.uuid not in known:
                 self.results.environment.gpus.append(result.gpu)
+
+    def record_timing(self, result: JobResult, session: str, placement: str) -> None:
+        end = time.monotonic() - self.started
+        with self.lock:
+            self.results.timeline.append(JobTiming(job=result.job_id, kind=result.kind, session=session,
+                                                   placement=placement, start_s=max(0.0, end - result.duration_s),
+                                                   end_s=end))
 
     def record_fingerprint(self, fingerprint: str) -> None:
         with self.lock:

@@ -35,5 +35,11 @@ class Sessions:
         for job in pending:
             cache.mark(self.workspace, job.id, self.keys.get(job.id))
         if pending:
-            results.update(self.executor.run(name, self.image, pending, on_result, placement))
+            where = f"GPU {placement.gpu}" if placement.gpu is not None else "CPU"
+
+            def timed(result: JobResult) -> None:
+                self.recorder.record_timing(result, name, where)
+                on_result(result)
+
+            results.update(self.executor.run(name, self.image, pending, timed, placement))
         return results

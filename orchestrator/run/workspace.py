@@ -4,6 +4,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from pydantic import ValidationError
+
+from orchestrator.errors import BadInput
 from orchestrator.results import RunResults
 from runners.protocol import write_json_atomic
 
@@ -36,6 +39,7 @@ class Workspace:
         self.model_repository = self.triton / "model_repository"
         self.perf = self.triton / "perf"
         self.results_path = self.root / "results.json"
+        self.report_path = self.root / "report.html"
 
     def create(self) -> Workspace:
         for folder in (self.inputs, self.reference, self.variants, self.jobs, self.logs, self.cache):
@@ -74,6 +78,16 @@ class Workspace:
 
     def relative(self, path: Path) -> str:
         return str(path.relative_to(self.root))
+
+    def read_results(self) -> RunResults:
+        """results.json, as a run wrote it; BadInput when there is none or it is not one."""
+        if not self.results_path.is_file():
+            raise BadInput(f"{self.root} has no results.json: run `nav-orch optimize ... --workspace {self.root}` "
+                           "first")
+        try:
+            return RunResults.model_validate_json(self.results_path.read_text())
+        except ValidationError as error:
+            raise BadInput(f"{self.results_path} is not a nav-orch results file: {error.errors()[0]['msg']}") from None
 
     def write_results(self, results: RunResults) -> None:
         write_json_atomic(self.results_path, results.model_dump_json(indent=2))

@@ -53,16 +53,6 @@ DEFAULT_MAX_BATCH_SIZE = 8
 SERVERS = ("triton", "pytriton")
 
 
-def read_results(workspace: Workspace) -> RunResults:
-    if not workspace.results_path.is_file():
-        raise BadInput(f"{workspace.root} has no results.json: run `nav-orch optimize ... --workspace "
-                       f"{workspace.root}` first")
-    try:
-        return RunResults.model_validate_json(workspace.results_path.read_text())
-    except ValidationError as error:
-        raise BadInput(f"{workspace.results_path} is not a nav-orch results file: {error.errors()[0]['msg']}") from None
-
-
 def reference_io(workspace: Workspace) -> IOSpec:
     """The input/output description the reference job reported (jobs/reference/result.json)."""
     path = workspace.jobs / REFERENCE / RESULT_FILE
@@ -115,7 +105,7 @@ def serve(workspace_path: Path, variant_name: Optional[str], http_port: int, grp
     if executor == "local" and server_kind != "pytriton":
         raise BadInput("--executor local serves with --server pytriton only (Triton runs in its image)")
     workspace = Workspace(workspace_path)
-    results = read_results(workspace)
+    results = workspace.read_results()
     variant = pick_variant(results, variant_name)
     io = reference_io(workspace)
     for port, option in ((http_port, "--http-port"), (grpc_port, "--grpc-port")):

@@ -1,0 +1,299 @@
+"""nav-orch on a GPU against hand-tuned baselines, ResNet-50 and BERT-base, side by side in one run.
+
+    python benchmarks/gpu_models.py --workspace /tmp/nav-gpu-models [--models resnet50,bert-base]
+        [--executor local] [--python python3] [--out result.json]
+
+The models are bundled factories with random weights (nothing is downloaded):
+  resnet50   examples/resnet50.py:make_resnet50 (torchvision), input x float32 (batch, 3, 224, 224)
+  bert-base  examples/bert_base.py:make_bert_base (transformers BertModel(BertConfig()), returning the
+             last hidden state), input input_ids int64 (batch, 128)
+torchvision and transformers are needed only in `--python`, the runners' Python: the host process
+imports no framework.
+
+For each model, in its own folder of `--workspace`:
+1. Times the whole `nav-orch optimize` over every PyTorch format, precision and memory format the
+   GPU host offers (with `--executor local`, the default, the runners are subprocesses of `--python`).
+2. Then, in one process of `--python`, measures nav-orch's chosen variant (its inputs in the
+   variant's precision and memory format, as the runner profiles it) and the hand-tuned baseline
+   with the same timing loop as the runners (runners/measure.py time_calls: calls synchronized,
+   stable windows), at batch 64 and batch 1. The baselines are the best recipes known:
+     resnet50   torch.compile(model.half().cuda().to(memory_format=torch.channels_last),
+                mode="reduce-overhead"), its inputs fp16 channels_last
+     bert-base  torch.compile(model.to(torch.bfloat16).cuda(), mode="reduce-overhead"), the ids int64
+   Both compile one static graph per batch size, as nav-orch's own torch.compile variants do
+   (runners/torch_runner.py load_variant).
+3. Prints a table per model: throughput at batch 64, the ratio, latency at batch 1, the wall time.
+
+`--out` gets one JSON record for the run (rewritten after each model, so a failure keeps the models
+before it): date, command line, GPU, and for each model `models.<name>` with `best`, `wall_s`,
+`ratio_bs64` (nav-orch's throughput over the baseline's at batch 64), `p50_bs1_ms`
+({"nav-orch": ms, "baseline": ms}), the raw figures and nav-orch's variants. A model whose optimize
+or measurement failed has `error` instead, and the script exits with status 1.
+
+`--device cpu` is for smoke tests of this script only: tiny models (`--size tiny`: ResNet-50 on
+64x64 images, a 2-layer BERT with hidden size 32), nav-orch restricted to `--formats
+torchscript-trace --batch-sizes 1,2 --gpus none --images cpu`, and timings at batch 2 and 1 on the
+CPU (keys then `ratio_bs2`, `p50_bs1_ms`); a few minutes on 2 cores, e.g.
+    python benchmarks/gpu_models.py --device cpu --python .venv-inplace/bin/python \\
+        --workspace /tmp/bench-models --out /tmp/bench-models.json
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import gc
+import importlib
+import json
+import shlex
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional
+
+ROOT = Path(__file__).resolve().parent.parent
+BERT_VOCAB = 30522
+
+
+@dataclass(frozen=True)
+class Model:
+    factory: str  # file:factory, relative to the checkout
+    input: str  # the factory's forward() parameter
+    shapes: dict[str, tuple[int, ...]]  # one sample's shape (no batch axis) by --size
+    model_args: dict[str, list[str]]  # nav-orch --model-arg by --size
+    vocab: Optional[int]  # int64 ids below it; None: a float32 image
+    library: str  # the package the factory builds it with (its version goes into the record)
+    unit: str
+    baseline: str  # the recipe, as printed
+    baseline_precision: str  # runners/torch_runner.py DTYPES
+    baseline_memory_format: str
+
+
+MODELS = {
+    "resnet50": Model(
+        factory="examples/resnet50.py:make_resnet50", input="x",
+        shapes={"full": (3, 224, 224), "tiny": (3, 64, 64)}, model_args={"full": [], "tiny": []}, vocab=None,
+        library="torchvision", unit="img/s",
+        baseline='torch.compile(model.half().cuda().to(memory_format=torch.channels_last), mode="reduce-overhead")',
+        baseline_precision="fp16", baseline_memory_format="channels_last"),
+    "bert-base": Model(
+        factory="examples/bert_base.py:make_bert_base", input="input_ids",
+        shapes={"full": (128,), "tiny": (128,)}, model_args={"full": [], "tiny": ["size=tiny"]}, vocab=BERT_VOCAB,
+        library="transformers", unit="seq/s",
+        baseline='torch.compile(model.to(torch.bfloat16).cuda(), mode="reduce-overhead")',
+        baseline_precision="bf16", baseline_memory_format="contiguous"),
+}
+
+
+def batches(args: argparse.Namespace) -> tuple[int, int]:
+    """The batch sizes measured: a large one for throughput, then batch 1 for latency."""
+    return (64, 1) if args.device == "cuda" else (2, 1)
+
+
+def optimize(args: argparse.Namespace, name: str) -> tuple[float, dict]:
+    model = MODELS[name]
+    verify_batch = 8 if args.device == "cuda" else 2
+    shape = ",".join(str(d) for d in (verify_batch, *model.shapes[args.size]))
+    dtype = "int64" if model.vocab else "float32"
+    command = [sys.executable, "-m", "orchestrator.cli", "optimize", f"{ROOT}/{model.factory}",
+               "--input", f"{model.input}:{shape}:{dtype}", "--gpus", args.gpus, "--images", args.images,
+               "--executor", args.executor, "--workspace", str(args.workspace / name),
+               "--batch-sizes", "1,8,64" if args.device == "cuda" else "1,2", "--progress", "plain", "--json",
+               "--force"]
+    for pair in model.model_args[args.size]:
+        command += ["--model-arg", pair]
+    if args.formats:
+        command += ["--formats", args.formats]
+    if args.memory_formats:
+        command += ["--memory-formats", args.memory_formats]
+    if args.executor == "local":  # nav-orch refuses --python with Docker (containers bring their own)
+        command += ["--python", args.python]
+    start = time.perf_counter()
+    run = subprocess.run(command, cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    wall = time.perf_counter() - start
+    if run.returncode != 0:
+        raise RuntimeError(f"nav-orch optimize failed with exit code {run.returncode}")
+    results = json.loads(run.stdout)
+    if not results["best"]:
+        raise RuntimeError("nav-orch optimize chose no variant: none verified")
+    return wall, results
+
+
+def measure(args: argparse.Namespace) -> dict[str, Any]:
+    """Runs inside `--python` (it imports torch): the chosen variant, then the baseline, of one model."""
+    import torch
+
+    sys.path.insert(0, str(ROOT))
+    from runners import torch_runner
+    from runners.formats import FORMATS
+    from runners.measure import time_calls
+    from runners.protocol import ProfileSettings, read_job
+
+    model = MODELS[args.models]
+    job = read_job(args.workspace / args.models / "jobs" / f"profile-{args.measure}" / "job.json")
+    runner = FORMATS[job.format_name()].runner
+    if runner != "torch":
+        raise SystemExit(f"{args.measure} is a {job.format} variant of nav-orch's {runner} runner: "
+                         "this benchmark loads the torch runner's variants only")
+    device = "cuda" if args.device == "cuda" else "cpu"
+    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+    generator = torch.Generator().manual_seed(0)
+    samples = {}
+    for batch in batches(args):
+        shape = (batch, *model.shapes[args.size])
+        array = (torch.randint(0, model.vocab, shape, generator=generator, dtype=torch.int64) if model.vocab
+                 else torch.randn(shape, generator=generator))
+        samples[batch] = {model.input: array.numpy()}
+
+    def chosen() -> tuple[Any, Any]:
+        # The variant as nav-orch's runner loads and profiles it: inputs in the job's device,
+        # precision and memory format (torch_runner.profile).
+        return torch_runner.load_variant(job), lambda arrays: torch_runner.job_tensors(arrays, job)
+
+    def baseline() -> tuple[Any, Any]:
+        # One static graph per batch size, as the runner compiles nav-orch's variants (measured faster
+        # than dynamo's automatic dynamic shapes); the same factory and arguments as nav-orch's run.
+        torch._dynamo.config.automatic_dynamic_shapes = False
+        source = torch_runner.load_source(job).to(device, torch_runner.DTYPES[model.baseline_precision])
+        if model.baseline_memory_format == "channels_last":
+            source = source.to(memory_format=torch.channels_last)
+        return (torch.compile(source, mode="reduce-overhead"),
+                lambda arrays: torch_runner.to_tensors(arrays, device, model.baseline_precision,
+                                                       model.baseline_memory_format))
+
+    def time_one(name: str, build: Callable[[], tuple[Any, Any]]) -> None:
+        runnable, tensors_of = build()
+        for batch, arrays in samples.items():
+            tensors = tensors_of(arrays)
+
+            def run() -> None:
+                runnable(*tensors)  # noqa: B023 - run in this iteration
+                sync()
+
+            entry = time_calls(run, ProfileSettings(), batch)
+            figures[f"{name}_bs{batch}"] = {"throughput": entry.throughput, "p50_ms": entry.latency_ms.p50,
+                                             "stable": entry.stable}
+
+    figures: dict[str, dict[str, Any]] = {}
+    with torch.inference_mode():
+        time_one("nav-orch", chosen)
+        gc.collect()  # the chosen variant's memory is free before the baseline is built
+        time_one("baseline", baseline)
+    versions = {"torch": torch.__version__, model.library: importlib.import_module(model.library).__version__}
+    return {"figures": figures, "versions": versions}
+
+
+def gpu_line(gpu: dict) -> str:
+    if not gpu:
+        return "GPU: none (a CPU smoke test: the figures mean nothing)"
+    return (f"GPU: {gpu.get('name', '?')} (driver {gpu.get('driver', '?')}, SM clock {gpu.get('sm_clock_mhz')} MHz "
+            f"of {gpu.get('max_sm_clock_mhz')})")
+
+
+def report(name: str, entry: dict, results: dict, big: int) -> None:
+    model = MODELS[name]
+    figures = entry["figures"]
+    nav_big, base_big = figures[f"nav-orch_bs{big}"], figures[f"baseline_bs{big}"]
+    nav1, base1 = figures["nav-orch_bs1"], figures["baseline_bs1"]
+    rows = [
+        (f"throughput bs{big} ({model.unit})", f"{nav_big['throughput']:,.0f}", f"{base_big['throughput']:,.0f}",
+         f"{entry[f'ratio_bs{big}']:.3f}"),
+        ("p50 latency bs1 (ms)", f"{nav1['p50_ms']:.3f}", f"{base1['p50_ms']:.3f}",
+         f"{nav1['p50_ms'] / base1['p50_ms']:.3f}"),
+        ("wall time of optimize (s)", f"{entry['wall_s']:.1f}", "-", ""),
+    ]
+    print(f"\n== {name}: {model.factory}")
+    print(f"nav-orch's choice: {entry['best']}")
+    print(f"baseline:          {model.baseline}")
+    print(f"{'':30}{'nav-orch':>12}{'baseline':>12}{'ratio':>8}")
+    for label, ours, theirs, ratio in rows:
+        print(f"{label:30}{ours:>12}{theirs:>12}{ratio:>8}")
+    print("variants:")
+    for variant in results["variants"]:
+        top = max(variant["profile"], key=lambda e: e["batch_size"]) if variant["profile"] else None
+        figure = f"{top['throughput']:,.0f} {model.unit} at bs{top['batch_size']}" if top else variant["error"] or ""
+        print(f"  {variant['name']:44} {variant['status']:8} {figure}")
+
+
+def run_model(args: argparse.Namespace, name: str, record: dict) -> None:
+    """Optimize and measure one model; its entry goes into `record["models"]`."""
+    big, _ = batches(args)
+    try:
+        wall, results = optimize(args, name)
+    except RuntimeError as error:
+        record["models"][name] = {"factory": MODELS[name].factory, "error": str(error)}
+        print(f"\n== {name}: {error}", file=sys.stderr)
+        return
+    gpus = results["environment"]["gpus"]
+    record["gpu"] = record["gpu"] or (gpus[0] if gpus else {})
+    entry: dict[str, Any] = {"factory": MODELS[name].factory, "baseline": MODELS[name].baseline,
+                             "best": results["best"], "wall_s": wall}
+    record["models"][name] = entry
+    measured = subprocess.run([args.python, __file__, "--workspace", str(args.workspace), "--models", name,
+                               "--device", args.device, "--size", args.size, "--measure", results["best"]],
+                              cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    if measured.returncode != 0:
+        entry["error"] = f"the measurement failed with exit code {measured.returncode}"
+        print(f"\n== {name}: {entry['error']}", file=sys.stderr)
+    else:
+        output = json.loads(measured.stdout.strip().splitlines()[-1])
+        figures = output["figures"]
+        nav_orch, hand_tuned = figures[f"nav-orch_bs{big}"], figures[f"baseline_bs{big}"]
+        entry[f"ratio_bs{big}"] = nav_orch["throughput"] / hand_tuned["throughput"]
+        entry["p50_bs1_ms"] = {"nav-orch": figures["nav-orch_bs1"]["p50_ms"],
+                               "baseline": figures["baseline_bs1"]["p50_ms"]}
+        entry["figures"] = figures
+        entry["versions"] = output["versions"]
+        print(gpu_line(record["gpu"]))
+        report(name, entry, results, big)
+    entry["variants"], entry["jobs"] = results["variants"], results["jobs"]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+    parser.add_argument("--models", default=",".join(MODELS), help=f"comma-separated, of {', '.join(MODELS)}")
+    parser.add_argument("--workspace", type=Path, default=Path("/tmp/nav-gpu-models"),
+                        help="one folder per model inside it")
+    parser.add_argument("--executor", default="local")
+    parser.add_argument("--python", default="python3", help="the Python holding torch (local executor)")
+    parser.add_argument("--device", choices=("cuda", "cpu"), default="cuda",
+                        help="cpu: smoke tests of this script only")
+    parser.add_argument("--size", choices=("full", "tiny"), help="default: full on cuda, tiny on cpu")
+    parser.add_argument("--gpus", help="nav-orch --gpus (default: all on cuda, none on cpu)")
+    parser.add_argument("--images", help="nav-orch --images (default: 25.10 on cuda, cpu on cpu)")
+    parser.add_argument("--formats", help="nav-orch --formats (default: all on cuda, torchscript-trace on cpu)")
+    parser.add_argument("--memory-formats", help="nav-orch --memory-formats (default: nav-orch's)")
+    parser.add_argument("--out", type=Path)
+    parser.add_argument("--measure", metavar="VARIANT", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    on_gpu = args.device == "cuda"
+    args.size = args.size or ("full" if on_gpu else "tiny")
+    args.gpus = args.gpus or ("all" if on_gpu else "none")
+    args.images = args.images or ("25.10" if on_gpu else "cpu")
+    args.formats = args.formats or (None if on_gpu else "torchscript-trace")
+    if args.measure:
+        print(json.dumps(measure(args)))
+        return
+    names = [name.strip() for name in args.models.split(",") if name.strip()]
+    unknown = [name for name in names if name not in MODELS]
+    if unknown or not names:
+        parser.error(f"--models {args.models!r}: expected some of {', '.join(MODELS)}")
+
+    record: dict[str, Any] = {
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "command": shlex.join([sys.executable, *sys.argv]),
+        "device": args.device, "size": args.size, "batch_sizes": list(batches(args)), "gpu": {}, "models": {},
+    }
+    for name in names:
+        run_model(args, name, record)
+        if args.out:
+            args.out.write_text(json.dumps(record, indent=2))
+    if any("error" in entry for entry in record["models"].values()):
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

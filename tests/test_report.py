@@ -1,0 +1,61 @@
+"""report.html without a browser: what it holds for a run, and that runner text is escaped. The
+browser checks are in test_e2e_report.py."""
+from __future__ import annotations
+
+import re
+
+from orchestrator.report.html import write_comparison, write_report
+from orchestrator.results import (
+    Environment,
+    JobTiming,
+    RunResults,
+    Selection,
+    TritonLatency,
+    TritonResults,
+    TritonRun,
+    VariantResult,
+)
+from runners.protocol import LatencyStats, OutputError, ProfileEntry, Verification
+
+
+def entry(batch: int, p50: float, throughput: float) -> ProfileEntry:
+    return ProfileEntry(batch, LatencyStats(p50, p50 * 1.1, p50 * 1.2, p50 * 1.5, p50), throughput, 3, True)
+
+
+def results(best_throughput: float = 900.0) -> RunResults:
+    verified = Verification(True, {"y": OutputError(1e-6, 1e-5, 1e-4, 1e-3, True)})
+    variants = [
+        VariantResult(name="onnx-fp32", format="onnx", precision="fp32", status="ok", verification=verified,
+                      profile=[entry(1, 0.1, 100.0), entry(4, 0.2, best_throughput)]),
+        VariantResult(name="torchscript-trace-fp32", format="torchscript-trace", precision="fp32", status="ok",
+                      verification=verified, profile=[entry(1, 0.2, 50.0), entry(4, 0.4, 300.0)]),
+        VariantResult(name="exported-program-fp32", format="exported-program", precision="fp32", status="failed",
+                      error="export: <script>alert(1)</script>"),
+    ]
+    triton = TritonResults(image="nav-orch/triton:cpu", model_repository="triton/model_repository", runs=[
+        TritonRun(variant="onnx-fp32", backend="python", batch_size=4, concurrency=c, throughput=500.0 * c,
+                  latency_ms=TritonLatency(p50=0.5, p90=0.6, p95=0.7, p99=0.9), server_queue_ms=0.01,
+                  server_compute_ms=0.2) for c in (1, 2)])
+    timeline = [JobTiming(job="reference", kind="reference", session="reference", placement="CPU", start_s=0.0,
+                          end_s=2.0),
+                JobTiming(job="export-onnx-fp32", kind="export", session="build-onnx-fp32", placement="CPU",
+                          start_s=2.0, end_s=3.0)]
+    return RunResults(model="mlp.py:make_mlp", state="complete", best="onnx-fp32", variants=variants,
+                      selection=Selection(objective="throughput", batch_size=4, reason="highest throughput"),
+                      environment=Environment(nav_orch="0.1.0", host_python="3.11"), triton=triton, timeline=timeline)
+
+
+def test_a_report_holds_the_verdict_every_chart_and_the_failures_escaped(tmp_path):
+    text = write_report(results(), tmp_path / "report.html").read_text()
+    assert "<title>nav-orch: mlp.py:make_mlp</title>" in text
+    assert "It is 3.00× the runner-up, torchscript-trace-fp32" in text
+    # throughput/latency (2 variants), percentiles (4), verification (1 output), Triton (1 sweep), timeline (2 kinds)
+    assert re.findall(r'<div class="chart" data-series="(\d+)">', text) == ["2", "4", "1", "1", "2"]
+    assert "export: &lt;script&gt;alert(1)&lt;/script&gt;" in text and "<script>alert(1)" not in text
+    assert "<script src" not in text and "cdn.plot.ly/plotly" not in text.split("<body>")[1]
+
+
+def test_a_comparison_shows_each_runs_best_and_the_change_per_variant(tmp_path):
+    text = write_comparison([("before", results(900.0)), ("after", results(1800.0))], tmp_path / "c.html").read_text()
+    assert re.findall(r'<div class="chart" data-series="(\d+)">', text) == ["2"]
+    assert "<td>onnx-fp32</td><td>+100.0 %</td>" in text and "<td>torchscript-trace-fp32</td><td>+0.0 %</td>" in text
