@@ -61,7 +61,8 @@ def main() -> int:
     input_data = write_input_data(load_samples(workspace), names, True, perf.folder / f"{variant.name}-input.json")
     measured = []
     try:
-        with PyTritonServer(client, image, folder, run_id, workspace.triton / "pytriton-bench.log") as server:
+        with PyTritonServer(client, image, folder, run_id, workspace.triton / "pytriton-bench.log", "none",
+                            "127.0.0.1") as server:
             for batch_size in batch_sizes:
                 for streams in concurrency:
                     point, _ = perf.measure(variant.name, batch_size, streams, server.grpc_url, input_data)

@@ -48,9 +48,10 @@ class PyTritonServer(TritonServer):
     a container of `image`, or with `python` given, as a process of that Python (the local
     executor's: it needs nvidia-pytriton, numpy<2 and the variant's framework)."""
 
-    def __init__(self, client, image: str, folder: Path, run_id: str, log_path: Path, python: Optional[str] = None,
-                 **options):
-        super().__init__(client, image, folder, [folder.name], run_id, log_path, **options)
+    def __init__(self, client, image: str, folder: Path, run_id: str, log_path: Path, gpus: str, host: str,
+                 http_port: int = 0, grpc_port: int = 0, ready_timeout_s: float = 180.0, python: Optional[str] = None):
+        super().__init__(client, image, folder, [folder.name], run_id, log_path, gpus=gpus, host=host,
+                         http_port=http_port, grpc_port=grpc_port, ready_timeout_s=ready_timeout_s)
         self.python = python
         config = parse_config((folder / CONFIG_FILE).read_text())
         artifact = Path(VERSION) / config.parameters["artifact"].string_value

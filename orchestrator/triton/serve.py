@@ -7,7 +7,6 @@ SIGTERM or SIGHUP (the CLI turns each into KeyboardInterrupt: orchestrator/signa
 """
 from __future__ import annotations
 
-import dataclasses
 import json
 import shlex
 import subprocess
@@ -15,9 +14,8 @@ import sys
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Optional
 
 import numpy as np
 from pydantic import ValidationError
@@ -121,8 +119,7 @@ def serve(workspace_path: Path, variant_name: Optional[str], http_port: int, grp
     else:
         gpu_indices = select_gpus("all" if gpus == "auto" else gpus, available)
     run_id = uuid.uuid4().hex[:12]
-    settings = ServerSettings(gpus=gpu_request(gpu_indices), ready_timeout_s=ready_timeout_s, http_port=http_port,
-                              grpc_port=grpc_port, host=host)
+    gpu_option = gpu_request(gpu_indices)
     # Its own repository: the workspace's may hold this variant for a native backend.
     pytriton_folder = workspace.triton / "pytriton"
     pytriton_log = workspace.triton / "pytriton-serve.log"
@@ -130,8 +127,8 @@ def serve(workspace_path: Path, variant_name: Optional[str], http_port: int, grp
         python = python or sys.executable
         check_serving_python(python, variant.format)
         folder = write_variant(pytriton_folder, variant, workspace, io, {"python"}, gpu_indices, err)
-        server: TritonServer = PyTritonServer(None, server_image, folder, run_id, pytriton_log, python=python,
-                                              **settings.options())
+        server: TritonServer = PyTritonServer(None, server_image, folder, run_id, pytriton_log, gpu_option, host,
+                                              http_port, grpc_port, ready_timeout_s, python=python)
         run_serving(server, folder, variant.name, workspace, f"PyTriton (--python {python})", out, err)
         return
     if server_kind == "pytriton" and release != CPU_RELEASE:
@@ -144,7 +141,8 @@ def serve(workspace_path: Path, variant_name: Optional[str], http_port: int, grp
     try:
         if server_kind == "pytriton":
             folder = write_variant(pytriton_folder, variant, workspace, io, {"python"}, gpu_indices, err)
-            server = PyTritonServer(client, server_image, folder, run_id, pytriton_log, **settings.options())
+            server = PyTritonServer(client, server_image, folder, run_id, pytriton_log, gpu_option, host, http_port,
+                                    grpc_port, ready_timeout_s)
         else:
             repository = workspace.model_repository
             folder = repository / variant.name
@@ -156,23 +154,12 @@ def serve(workspace_path: Path, variant_name: Optional[str], http_port: int, grp
                                  server_info.labels)
                 folder = write_variant(repository, variant, workspace, io, backends, gpu_indices, err)
             server = TritonServer(client, server_image, repository, [variant.name], run_id,
-                                  workspace.triton / "serve.log", **settings.options())
+                                  workspace.triton / "serve.log", gpus=gpu_option, ready_timeout_s=ready_timeout_s,
+                                  http_port=http_port, grpc_port=grpc_port, host=host)
         what = f"PyTriton ({server_image})" if server_kind == "pytriton" else f"Triton ({server_image})"
         run_serving(server, folder, variant.name, workspace, what, out, err)
     finally:
         engine.remove_labelled(client, run_id)
-
-
-@dataclass(frozen=True)
-class ServerSettings:
-    gpus: str
-    ready_timeout_s: float
-    http_port: int
-    grpc_port: int
-    host: str
-
-    def options(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
 
 
 def run_serving(server: TritonServer, folder: Path, model: str, workspace: Workspace, what: str, out: Echo,
