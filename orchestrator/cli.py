@@ -1,10 +1,12 @@
 """The `nav-orch` command line."""
 from __future__ import annotations
 
+import contextlib
 import inspect
 import os
 import sys
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Optional, TypeVar, cast, get_args
 
@@ -16,9 +18,17 @@ from orchestrator import api
 from orchestrator.config import OptimizeConfig, Tolerances, TritonSettings
 from orchestrator.containers import engine, images
 from orchestrator.containers.gpus import host_gpus, resolve_gpus
-from orchestrator.errors import BadInput, ExitCode, NavOrchError
+from orchestrator.errors import BadInput, EnvironmentProblem, ExitCode, NavOrchError
 from orchestrator.model_ref import parse_function, parse_model
-from orchestrator.progress import LiveReporter, ProgressMode, Reporter, make_reporter, print_summary, stderr_console
+from orchestrator.progress import (
+    BuildOutput,
+    LiveReporter,
+    ProgressMode,
+    Reporter,
+    make_reporter,
+    print_summary,
+    stderr_console,
+)
 from orchestrator.results import RunResults
 from orchestrator.samples import parse_input_spec
 from orchestrator.signals import StopOnSignals, exit_code
@@ -217,6 +227,8 @@ def images_build(
     pip_config: Optional[Path] = typer.Option(None, help="pip configuration for builds; default: the host's."),
     ca_bundle: Optional[Path] = typer.Option(None, help="CA bundle pip trusts in builds; default: the host's."),
     rebuild: bool = typer.Option(False, help="Build every target anew, without cache, even when up to date."),
+    progress: str = typer.Option("auto", help="auto: a line per image, the builder's output in the log file; "
+                                 "plain: the builder's output as it comes."),
 ) -> None:
     """Build the runner images from docker-bake.hcl (buildx bake, or the Docker API without buildx)."""
 
@@ -225,12 +237,30 @@ def images_build(
         if len(overrides) != len(set_var):
             raise BadInput("--set takes VAR=VALUE")
         client = engine.connect()
-        built = images.build_images(client, images.BAKE_FILE, target or flavor, overrides,
-                                    pip_config, ca_bundle, lambda line: typer.echo(line, err=True), rebuild=rebuild)
+        with build_output("images-build", progress) as shown:
+            built = images.build_images(client, images.BAKE_FILE, target or flavor, overrides, pip_config,
+                                        ca_bundle, shown.note, rebuild=rebuild, on_output=shown.output)
         for tag in built:
             typer.echo(tag)
 
     guarded(run)
+
+
+@contextlib.contextmanager
+def build_output(name: str, progress: str) -> Iterator[BuildOutput]:
+    """The screen and the log file of an image build or bootstrap (the log: in nav-orch's cache)."""
+    if progress not in ("auto", "plain"):
+        raise BadInput(f"--progress {progress}: choose auto or plain")
+    logs = images.user_cache() / "logs"
+    try:
+        logs.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise EnvironmentProblem(f"cannot make {logs} ({error.strerror}): set XDG_CACHE_HOME to a folder you may "
+                                 "write") from None
+    path = logs / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}.log"
+    with path.open("w") as log:
+        typer.echo(f"nav-orch: the full log goes to {path}", err=True)
+        yield BuildOutput(log, sys.stderr, live=sys.stderr.isatty(), plain=progress == "plain")
 
 
 @images_app.command("bootstrap")
@@ -238,6 +268,8 @@ def images_bootstrap(
     tag: str = typer.Option(images.DEBIAN_BASE, help="Tag of the Debian base image to make."),
     mirror: Optional[str] = typer.Option(None, help="Debian mirror; default: the one the host's apt uses."),
     if_missing: bool = typer.Option(False, help="Do nothing when the image exists already."),
+    progress: str = typer.Option("auto", help="auto: the phases, debootstrap's output in the log file; plain: "
+                                 "debootstrap's output as it comes."),
 ) -> None:
     """Make the Debian base image locally with debootstrap (no registry needed)."""
 
@@ -247,7 +279,8 @@ def images_bootstrap(
         if if_missing and existing is not None:
             typer.echo(f"{tag} {existing.id}")
             return
-        image_id = images.bootstrap_base(client, tag, mirror, lambda line: typer.echo(line, err=True))
+        with build_output("images-bootstrap", progress) as shown:
+            image_id = images.bootstrap_base(client, tag, mirror, shown.note, on_output=shown.output)
         typer.echo(f"{tag} {image_id}")
 
     guarded(run)

@@ -1,10 +1,12 @@
 """What people see: a live view of each variant's stage, and the final table."""
 from __future__ import annotations
 
+import re
 import sys
 import threading
 import time
-from typing import Literal, Optional, Protocol
+from collections.abc import Callable
+from typing import Literal, Optional, Protocol, TextIO
 
 from rich.console import Console
 from rich.live import Live
@@ -169,3 +171,42 @@ def print_summary(results: RunResults, console: Console, workspace: str) -> None
 
 def stderr_console(no_color: Optional[bool] = None) -> Console:
     return Console(file=sys.stderr, no_color=no_color)
+
+
+class BuildOutput:
+    """What `images build` and `images bootstrap` show on `screen`. nav-orch's own lines appear as
+    they are; a tool's own output (the builder's steps, debootstrap's lines) goes to `log` only and,
+    on a terminal (`live`), shows as one line per source that updates in place ("pytorch-cpu: step
+    3/12, 42 s"). `plain`: every line on the screen, as the tools print them. `log` keeps all."""
+
+    STEP = re.compile(r"^Step (\d+)/(\d+) : ")
+
+    def __init__(self, log: TextIO, screen: TextIO, live: bool, plain: bool,
+                 clock: Callable[[], float] = time.monotonic):
+        self.log, self.screen, self.live, self.plain, self.clock = log, screen, live, plain, clock
+        self.source: Optional[str] = None
+        self.started = 0.0
+        self.showing = False  # a live line is on the screen
+
+    def note(self, line: str) -> None:
+        self.log.write(line + "\n")
+        self._show(line + "\n")
+
+    def output(self, source: str, line: str) -> None:
+        self.log.write(f"{source}: {line}\n")
+        if self.plain:
+            self._show(line + "\n")
+            return
+        if source != self.source:
+            self.source, self.started = source, self.clock()
+        if self.live:
+            step = self.STEP.match(line)
+            phase = f"step {step.group(1)}/{step.group(2)}" if step else "working"
+            self._show(f"{source}: {phase}, {self.clock() - self.started:.0f} s", live=True)
+
+    def _show(self, text: str, live: bool = False) -> None:
+        if self.showing:  # the live line gives way: cleared, then overwritten
+            self.screen.write("\r\x1b[2K")
+        self.screen.write(text)
+        self.screen.flush()
+        self.showing = live

@@ -48,7 +48,8 @@ class FakeDocker:
     def get(self, name: str) -> SimpleNamespace:
         for image_id, image in self.store.items():
             if name == image_id or name in image["tags"]:
-                return SimpleNamespace(id=image_id, labels=image["labels"], tag=lambda *a: None)
+                return SimpleNamespace(id=image_id, labels=image["labels"], tag=lambda *a: None,
+                                       attrs={"Size": 2_500_000_000})
         raise docker.errors.ImageNotFound(name)
 
     def build(self, **options):
@@ -159,7 +160,7 @@ def test_build_image_reports_the_stage_images():
     fake.stage_ids = ["sha256:s1", "sha256:s2", "sha256:s1"]
     lines: list[str] = []
     built = engine.build_image(fake, Path("/context"), "Dockerfile", ["x/y:1"], {}, {}, lines.append)
-    assert built == engine.BuiltImage(id="sha256:final1", stage_ids=["sha256:s1", "sha256:s2"])
+    assert built == engine.BuiltImage(id="sha256:final1", size=2_500_000_000, stage_ids=["sha256:s1", "sha256:s2"])
     assert lines[-1] == "Successfully built final1"
 
 

@@ -252,6 +252,7 @@ def bake(bake_file: Path, targets: Iterable[str], overrides: dict[str, str], no_
 @dataclass
 class BuiltImage:
     id: str
+    size: int  # bytes, as `docker images` counts them
     # What each earlier stage ended on: the classic builder keeps those images, untagged. A stage
     # without steps of its own ends on its base image, which the build did not make.
     stage_ids: list[str]
@@ -285,7 +286,8 @@ def build_image(
         repository, _, version = tag.rpartition(":")
         image.tag(repository, version)
     built = image_id(image)
-    return BuiltImage(id=built, stage_ids=list(dict.fromkeys(i for i in stage_ids if i != built)))
+    return BuiltImage(id=built, size=int(image.attrs.get("Size") or 0),
+                      stage_ids=list(dict.fromkeys(i for i in stage_ids if i != built)))
 
 
 def remove_untagged(client: docker.DockerClient, image_ids: Iterable[str],

@@ -14,6 +14,7 @@ import stat
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Optional, Union
@@ -55,6 +56,8 @@ BUILD_INPUTS_LABEL = "org.nav-orch.build-inputs"
 PIP_ENV_SETTINGS = ("INDEX_URL", "EXTRA_INDEX_URL", "TRUSTED_HOST", "PROXY", "DEFAULT_TIMEOUT", "RETRIES")
 
 OnLine = Callable[[str], None]
+# A tool's own output (the builder's steps, debootstrap's lines): where it came from, and the line.
+OnOutput = Callable[[str, str], None]
 
 
 def image_for(framework: str, release: str) -> str:
@@ -77,7 +80,7 @@ def default_release(gpus_wanted: bool) -> str:
 # --- the Debian base ------------------------------------------------------------------------
 
 def bootstrap_base(client: docker.DockerClient, tag: str = DEBIAN_BASE, mirror: Optional[str] = None,
-                   on_line: OnLine = lambda line: None) -> str:
+                   on_line: OnLine = lambda line: None, on_output: Optional[OnOutput] = None) -> str:
     """Make the Debian base image from Debian's own packages (debootstrap + import), with no
     registry. Returns the image ID."""
     if shutil.which("debootstrap") is None:
@@ -94,7 +97,8 @@ def bootstrap_base(client: docker.DockerClient, tag: str = DEBIAN_BASE, mirror: 
     scratch = Path(tempfile.mkdtemp(prefix="nav-orch-rootfs-"))
     rootfs = scratch / "rootfs"
     try:
-        _stream(["debootstrap", "--variant=minbase", DEBIAN_SUITE, str(rootfs), mirror], on_line,
+        _stream(["debootstrap", "--variant=minbase", DEBIAN_SUITE, str(rootfs), mirror],
+                output_of("debootstrap", on_line, on_output),
                 failure=f"debootstrap of {DEBIAN_SUITE} from {mirror} failed")
         on_line(f"importing the root filesystem as {tag}")
         return engine.import_rootfs(client, rootfs, tag)
@@ -169,7 +173,8 @@ def build_images(client: docker.DockerClient, bake_file: Path,
                  flavor_or_targets: Union[str, Sequence[str]], overrides: Mapping[str, str],
                  pip_config: Optional[Path], ca_bundle: Optional[Path],
                  on_line: OnLine = lambda line: None, rebuild: bool = False,
-                 cache: Optional[Path] = None, buildx: Optional[bool] = None) -> list[str]:
+                 cache: Optional[Path] = None, buildx: Optional[bool] = None,
+                 on_output: Optional[OnOutput] = None) -> list[str]:
     """Build a bake group (`cpu`, `cuda`, `default`) or the named targets; returns their tags.
 
     pip_config / ca_bundle: what pip uses inside builds (only in build stages, never in the
@@ -179,6 +184,7 @@ def build_images(client: docker.DockerClient, bake_file: Path,
     Builds run from a temporary copy of the bake file and the contexts in `cache` (None: the
     user's, see `user_cache`), which also keeps the torch wheel between builds: nothing is
     written next to the bake file. `buildx`: build with `docker buildx bake` (None: where it exists).
+    `on_output` gets the builder's own lines, by target (None: `on_line` gets them too).
     """
     bake = load_bake_file(Path(bake_file))
     variables = bake.resolve_variables(overrides)
@@ -215,7 +221,7 @@ def build_images(client: docker.DockerClient, bake_file: Path,
             replaced: list[str] = []
             try:
                 for target in targets:
-                    previous = build_target(client, staged.parent, target, rebuild, on_line)
+                    previous = build_target(client, staged.parent, target, rebuild, on_line, on_output)
                     if previous is not None:
                         replaced.append(previous)
             finally:
@@ -284,7 +290,7 @@ def _place(source: Path, destination: Path, link: bool = False) -> None:
 
 
 def build_target(client: docker.DockerClient, root: Path, target: BakeTarget, rebuild: bool,
-                 on_line: OnLine) -> Optional[str]:
+                 on_line: OnLine, on_output: Optional[OnOutput] = None) -> Optional[str]:
     """Build one target through the Docker API, unless its image was built from the same inputs
     (`rebuild`: build anyway, without the builder's cache), and remove the build stages' images.
     Returns the ID of the image the target's tag named before, when the build moved the tag."""
@@ -298,8 +304,11 @@ def build_target(client: docker.DockerClient, root: Path, target: BakeTarget, re
         on_line(f"{target.name} ({', '.join(target.tags)}) is up to date")
         return None
     on_line(f"building {target.name} ({', '.join(target.tags)}) through the Docker API")
+    started = time.monotonic()
     built = engine.build_image(client, context, target.dockerfile, target.tags, target.args,
-                                      {**target.labels, BUILD_INPUTS_LABEL: digest}, on_line, no_cache=rebuild)
+                               {**target.labels, BUILD_INPUTS_LABEL: digest},
+                               output_of(target.name, on_line, on_output), no_cache=rebuild)
+    on_line(f"{target.name} built in {time.monotonic() - started:.0f} s: {built.size / 1e9:.2f} GB")
     # The final stage has copied what it needs out of the earlier ones: their images would only
     # show as <none> in `docker images`. Their loss costs no time later, as unchanged targets
     # are skipped. A stage without steps ends on its base image, which is not the build's.
@@ -580,6 +589,11 @@ def _warn_stale_ngc_versions(bake: BakeFile, variables: Mapping[str, str], targe
         if same:
             on_line(f"warning: NGC_RELEASE={variables[release]} but {', '.join(same)} still describe "
                     f"{bake.variables[release]}: set them too (--set), or the image labels will be wrong")
+
+
+def output_of(source: str, on_line: OnLine, on_output: Optional[OnOutput]) -> OnLine:
+    """Where `source`'s own lines go: to `on_output` by source, else with nav-orch's."""
+    return on_line if on_output is None else (lambda line: on_output(source, line))
 
 
 def _stream(command: list[str], on_line: OnLine, failure: str) -> None:
