@@ -1,7 +1,7 @@
 """nav-orch on a GPU against hand-tuned baselines, ResNet-50 and BERT-base, side by side in one run.
 
     python benchmarks/gpu_models.py --workspace /tmp/nav-gpu-models [--models resnet50,bert-base]
-        [--executor local] [--python python3] [--out result.json]
+        [--executor local] [--python python3] [--gpus 1 --compare-gpus all] [--out result.json]
 
 The models are bundled factories with random weights (nothing is downloaded):
   resnet50   examples/resnet50.py:make_resnet50 (torchvision), input x float32 (batch, 3, 224, 224)
@@ -29,6 +29,13 @@ before it): date, command line, GPU, and for each model `models.<name>` with `be
 `ratio_bs64` (nav-orch's throughput over the baseline's at batch 64), `p50_bs1_ms`
 ({"nav-orch": ms, "baseline": ms}), the raw figures and nav-orch's variants. A model whose optimize
 or measurement failed has `error` instead, and the script exits with status 1.
+
+`--compare-gpus all` (with `--gpus 1`) runs each model's optimize a second time on that many GPUs
+(issue "Several GPUs, measured") and records `models.<name>.compare`: both runs' `phases` (wall time,
+the reference job, the conversion phase after it, the GPUs used, and how many GPU jobs the runners
+reported on the GPU they were placed on), the conversion phase's speed-up, and `profile_spread`: each
+variant's throughput there over the first run's, with the GPU it ran on. `--no-baseline` skips the
+side-by-side measurement.
 
 `--device cpu` is for smoke tests of this script only: tiny models (`--size tiny`: ResNet-50 on
 64x64 images, a 2-layer BERT with hidden size 32), nav-orch restricted to `--formats
@@ -92,14 +99,14 @@ def batches(args: argparse.Namespace) -> tuple[int, int]:
     return (64, 1) if args.device == "cuda" else (2, 1)
 
 
-def optimize(args: argparse.Namespace, name: str) -> tuple[float, dict]:
+def optimize(args: argparse.Namespace, name: str, gpus: str, folder: str) -> tuple[float, dict]:
     model = MODELS[name]
     verify_batch = 8 if args.device == "cuda" else 2
     shape = ",".join(str(d) for d in (verify_batch, *model.shapes[args.size]))
     dtype = "int64" if model.vocab else "float32"
     command = [sys.executable, "-m", "orchestrator.cli", "optimize", f"{ROOT}/{model.factory}",
-               "--input", f"{model.input}:{shape}:{dtype}", "--gpus", args.gpus, "--images", args.images,
-               "--executor", args.executor, "--workspace", str(args.workspace / name),
+               "--input", f"{model.input}:{shape}:{dtype}", "--gpus", gpus, "--images", args.images,
+               "--executor", args.executor, "--workspace", str(args.workspace / folder),
                "--batch-sizes", "1,8,64" if args.device == "cuda" else "1,2", "--progress", "plain", "--json",
                "--force"]
     for pair in model.model_args[args.size]:
@@ -217,11 +224,65 @@ def report(name: str, entry: dict, results: dict, big: int) -> None:
         print(f"  {variant['name']:44} {variant['status']:8} {figure}")
 
 
-def run_model(args: argparse.Namespace, name: str, record: dict) -> None:
-    """Optimize and measure one model; its entry goes into `record["models"]`."""
+def phases(results: dict, wall: float) -> dict[str, Any]:
+    """Where a run's time went, from its timeline (results.json): the reference job, then the
+    conversion phase (every export, conversion, verification and profile after it), and which
+    GPUs the jobs ran on, with the runners' evidence that each ran on the GPU it was placed on."""
+    timeline = results["timeline"]
+    reference_end = max((t["end_s"] for t in timeline if t["kind"] == "reference"), default=0.0)
+    last_end = max((t["end_s"] for t in timeline), default=0.0)
+    on_placed = [t["on_placed_gpu"] for t in timeline if t["placement"] != "CPU"]
+    return {"wall_s": wall, "reference_s": reference_end, "conversion_s": last_end - reference_end,
+            "gpus_used": sorted({t["placement"] for t in timeline if t["placement"] != "CPU"}),
+            "gpu_jobs": len(on_placed), "gpu_jobs_on_placed_gpu": on_placed.count(True),
+            "gpu_jobs_elsewhere": on_placed.count(False)}
+
+
+def top_throughputs(results: dict) -> dict[str, float]:
+    """Each verified variant's throughput at its largest profiled batch."""
+    return {v["name"]: max(v["profile"], key=lambda e: e["batch_size"])["throughput"]
+            for v in results["variants"] if v["profile"]}
+
+
+def compare_gpus(args: argparse.Namespace, name: str, entry: dict, results: dict) -> None:
+    """The same optimize again on `--compare-gpus` (issue "Several GPUs, measured"): both runs' phases,
+    the conversion phase's speed-up, and how each variant's profile on its GPU there compares with
+    the first run's (the same GPU model should agree within a few percent)."""
+    try:
+        wall, other = optimize(args, name, args.compare_gpus, f"{name}-gpus-{args.compare_gpus}")
+    except RuntimeError as error:
+        entry["compare_error"] = str(error)
+        print(f"\n== {name} on --gpus {args.compare_gpus}: {error}", file=sys.stderr)
+        return
+    first, second = entry["phases"], phases(other, wall)
+    placed = {t["job"].removeprefix("profile-"): t["placement"] for t in other["timeline"] if t["kind"] == "profile"}
+    mine, theirs = top_throughputs(results), top_throughputs(other)
+    spread = {variant: {"ratio": theirs[variant] / mine[variant], "placement": placed.get(variant)}
+              for variant in mine if variant in theirs}
+    ratios = [s["ratio"] for s in spread.values()]
+    entry["compare"] = {"gpus": args.compare_gpus, "phases": second, "best": other["best"],
+                        "conversion_speedup": first["conversion_s"] / second["conversion_s"],
+                        "profile_spread": spread,
+                        "profile_ratio_range": [min(ratios), max(ratios)] if ratios else None}
+    print(f"\n== {name}: --gpus {args.gpus} against --gpus {args.compare_gpus}")
+    print(f"{'':34}{'--gpus ' + args.gpus:>14}{'--gpus ' + args.compare_gpus:>14}")
+    for label, key in (("wall time of optimize (s)", "wall_s"), ("reference (s)", "reference_s"),
+                       ("conversion phase (s)", "conversion_s")):
+        print(f"{label:34}{first[key]:>14.1f}{second[key]:>14.1f}")
+    print(f"{'GPUs used':34}{len(first['gpus_used']):>14}{len(second['gpus_used']):>14}")
+    print(f"{'GPU jobs on their placed GPU':34}{first['gpu_jobs_on_placed_gpu']:>8}/{first['gpu_jobs']:<5}"
+          f"{second['gpu_jobs_on_placed_gpu']:>8}/{second['gpu_jobs']:<5}")
+    print(f"conversion phase speed-up: {entry['compare']['conversion_speedup']:.2f}x")
+    for variant, figure in spread.items():
+        print(f"  {variant:44} {figure['ratio']:.3f} on {figure['placement']}")
+
+
+def run_model(args: argparse.Namespace, name: str, record: dict, save: Callable[[], None]) -> None:
+    """Optimize and measure one model; its entry goes into `record["models"]`, saved after each part
+    (a run cut short by a time limit keeps what it measured)."""
     big, _ = batches(args)
     try:
-        wall, results = optimize(args, name)
+        wall, results = optimize(args, name, args.gpus, name)
     except RuntimeError as error:
         record["models"][name] = {"factory": MODELS[name].factory, "error": str(error)}
         print(f"\n== {name}: {error}", file=sys.stderr)
@@ -229,26 +290,37 @@ def run_model(args: argparse.Namespace, name: str, record: dict) -> None:
     gpus = results["environment"]["gpus"]
     record["gpu"] = record["gpu"] or (gpus[0] if gpus else {})
     entry: dict[str, Any] = {"factory": MODELS[name].factory, "baseline": MODELS[name].baseline,
-                             "best": results["best"], "wall_s": wall}
+                             "best": results["best"], "wall_s": wall, "phases": phases(results, wall),
+                             "variants": results["variants"], "jobs": results["jobs"]}
     record["models"][name] = entry
+    save()
+    if not args.no_baseline:
+        measure_side_by_side(args, name, entry, results, record["gpu"])
+        save()
+    if args.compare_gpus:
+        compare_gpus(args, name, entry, results)
+
+
+def measure_side_by_side(args: argparse.Namespace, name: str, entry: dict, results: dict, gpu: dict) -> None:
+    """nav-orch's choice against the hand-tuned baseline, in one process of `--python`."""
+    big, _ = batches(args)
     measured = subprocess.run([args.python, __file__, "--workspace", str(args.workspace), "--models", name,
                                "--device", args.device, "--size", args.size, "--measure", results["best"]],
                               cwd=ROOT, stdout=subprocess.PIPE, text=True)
     if measured.returncode != 0:
         entry["error"] = f"the measurement failed with exit code {measured.returncode}"
         print(f"\n== {name}: {entry['error']}", file=sys.stderr)
-    else:
-        output = json.loads(measured.stdout.strip().splitlines()[-1])
-        figures = output["figures"]
-        nav_orch, hand_tuned = figures[f"nav-orch_bs{big}"], figures[f"baseline_bs{big}"]
-        entry[f"ratio_bs{big}"] = nav_orch["throughput"] / hand_tuned["throughput"]
-        entry["p50_bs1_ms"] = {"nav-orch": figures["nav-orch_bs1"]["p50_ms"],
-                               "baseline": figures["baseline_bs1"]["p50_ms"]}
-        entry["figures"] = figures
-        entry["versions"] = output["versions"]
-        print(gpu_line(record["gpu"]))
-        report(name, entry, results, big)
-    entry["variants"], entry["jobs"] = results["variants"], results["jobs"]
+        return
+    output = json.loads(measured.stdout.strip().splitlines()[-1])
+    figures = output["figures"]
+    nav_orch, hand_tuned = figures[f"nav-orch_bs{big}"], figures[f"baseline_bs{big}"]
+    entry[f"ratio_bs{big}"] = nav_orch["throughput"] / hand_tuned["throughput"]
+    entry["p50_bs1_ms"] = {"nav-orch": figures["nav-orch_bs1"]["p50_ms"],
+                           "baseline": figures["baseline_bs1"]["p50_ms"]}
+    entry["figures"] = figures
+    entry["versions"] = output["versions"]
+    print(gpu_line(gpu))
+    report(name, entry, results, big)
 
 
 def main() -> None:
@@ -266,6 +338,9 @@ def main() -> None:
     parser.add_argument("--images", help="nav-orch --images (default: 25.10 on cuda, cpu on cpu)")
     parser.add_argument("--formats", help="nav-orch --formats (default: all on cuda, torchscript-trace on cpu)")
     parser.add_argument("--memory-formats", help="nav-orch --memory-formats (default: nav-orch's)")
+    parser.add_argument("--compare-gpus", metavar="GPUS",
+                        help="optimize each model again with this --gpus (e.g. all against --gpus 1), and compare")
+    parser.add_argument("--no-baseline", action="store_true", help="optimize only: no side-by-side measurement")
     parser.add_argument("--out", type=Path)
     parser.add_argument("--measure", metavar="VARIANT", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -287,10 +362,13 @@ def main() -> None:
         "command": shlex.join([sys.executable, *sys.argv]),
         "device": args.device, "size": args.size, "batch_sizes": list(batches(args)), "gpu": {}, "models": {},
     }
-    for name in names:
-        run_model(args, name, record)
+    def save() -> None:
         if args.out:
             args.out.write_text(json.dumps(record, indent=2))
+
+    for name in names:
+        run_model(args, name, record, save)
+        save()
     if any("error" in entry for entry in record["models"].values()):
         sys.exit(1)
 

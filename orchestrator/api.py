@@ -80,7 +80,8 @@ def optimize(config: OptimizeConfig, reporter: Optional[Reporter] = None, force:
     check_readable(config.model.path)
     workspace = Workspace(config.workspace).create()
     arrays = prepare_samples(config)
-    gpus = select_gpus(config.gpus, host_gpus())
+    available = host_gpus()
+    gpus = select_gpus(config.gpus, available)
     samples = write_samples(arrays, workspace.given_samples)
     tag = image_for(config.model.framework, config.images)
     environment = Environment(nav_orch=__version__, host_python=platform.python_version())
@@ -97,7 +98,7 @@ def optimize(config: OptimizeConfig, reporter: Optional[Reporter] = None, force:
         image = ImageRecord(tag=tag, id=info.id, labels=info.labels)
         environment_id = info.id
         runner: Executor = DockerExecutor(workspace, config.job_timeout_s, client, run_id,
-                                          config.memory, config.pids)
+                                          config.memory, config.pids, config.gpus)
     else:
         python = config.python or sys.executable
         probe = probe_python(python, config.model.framework)
@@ -107,7 +108,7 @@ def optimize(config: OptimizeConfig, reporter: Optional[Reporter] = None, force:
     environment.images.append(image)
     results = RunResults(model=config.model.title(), environment=environment)
     inputs_key = cache.inputs_key(arrays, environment_id)
-    recorder = Recorder(results, image, workspace, reporter)
+    recorder = Recorder(results, image, workspace, reporter, {gpu.index: gpu.uuid for gpu in available})
     pipeline = Pipeline(config, workspace, runner, recorder, inputs_key, gpus, force)
     try:
         reference = pipeline.execute(samples)

@@ -139,7 +139,8 @@ def optimize(
     workspace: Path = typer.Option(Path("nav-workspace"), help="Folder for artifacts, logs and results.json."),
     images_release: str = typer.Option("auto", "--images", help="cpu, or the NGC release of the CUDA images; "
                                        "auto: the bake file's release on a GPU host (unless --gpus none), else cpu."),
-    gpus: str = typer.Option("auto", help="Docker's syntax: all, N, device=0,2 or none; auto: all if present."),
+    gpus: str = typer.Option("auto", help="Docker's syntax (all, N, device=0,2, count=N, capabilities=..., "
+                                          "driver=...) or none; auto: all if present."),
     jobs: int = typer.Option(os.cpu_count() or 1, help="Variants built in parallel."),
     timeout: float = typer.Option(900.0, help="Seconds each job may take."),
     memory: Optional[str] = typer.Option(None, help="Memory limit of each runner container, e.g. 8g."),

@@ -102,6 +102,10 @@ class JobTiming(Strict):
     placement: str  # "GPU 0", or "CPU"
     start_s: float
     end_s: float
+    # The GPU the runner reported computing on, and whether it is the one placed (None where either
+    # is unknown): the evidence that placement holds inside containers and subprocesses.
+    gpu_uuid: Optional[str] = None
+    on_placed_gpu: Optional[bool] = None
 
 
 class RunResults(Strict):
@@ -117,6 +121,9 @@ class RunResults(Strict):
     environment: Environment
     triton: Optional[TritonResults] = None  # the Triton stage, when it ran
     timeline: list[JobTiming] = Field(default_factory=list)
+    # The source model run as is (its framework, its precision, on the run's device), timed by the
+    # reference job: what the best variant's gain is measured against.
+    source_profile: list[ProfileEntry] = Field(default_factory=list)
 
 
 # --- inplace pipelines (orchestrator/inplace): WORKSPACE/pipeline.json and each module's capture ----

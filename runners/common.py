@@ -6,7 +6,7 @@ be a different class from the one the runner modules import.
 from __future__ import annotations
 
 import hashlib
-import importlib.metadata
+import importlib
 import importlib.util
 import os
 import platform
@@ -19,7 +19,7 @@ import numpy as np
 
 from runners import nvidia_smi
 from runners.arrays import load_npz, save_npz  # noqa: F401 - the runners import load_npz from here
-from runners.formats import TOOLCHAINS
+from runners.formats import TOOLCHAINS, Toolchain
 from runners.protocol import (
     NORMALIZED_SAMPLES,
     REFERENCE_OUTPUTS,
@@ -68,20 +68,34 @@ def sharing_a_load(plain: Handlers, loading: dict[str, Callable[[Job, LastLoaded
 
 def base_versions() -> dict[str, str]:
     """Python, numpy, and the optional toolchains (runners/formats.py) this image has."""
-    found = {"python": platform.python_version(), "numpy": np.__version__}
-    for toolchain in TOOLCHAINS:
-        try:  # metadata only: importing TensorRT would cost seconds in every job
-            found[toolchain.distribution] = importlib.metadata.version(toolchain.distribution)
-        except importlib.metadata.PackageNotFoundError:
-            pass
+    return {"python": platform.python_version(), "numpy": np.__version__, **toolchain_versions(TOOLCHAINS)}
+
+
+def toolchain_versions(toolchains: Iterable[Toolchain]) -> dict[str, str]:
+    """The version of each toolchain whose module imports here, keyed by the module's name.
+
+    Imported, not looked up by distribution name: that name varies with how the module was
+    installed, and a module that is present but cannot load its libraries is no toolchain. The
+    import costs once per runner process (sys.modules keeps it); a module that is not there at
+    all costs only the look-up."""
+    found = {}
+    for toolchain in toolchains:
+        try:
+            if importlib.util.find_spec(toolchain.module) is None:
+                continue
+            module = importlib.import_module(toolchain.module)
+        except Exception:  # noqa: BLE001 - a broken install is a missing toolchain, never a failed job
+            continue
+        found[toolchain.module] = str(getattr(module, "__version__", "unknown"))
     return found
 
 
-def gpu_info(environ: Mapping[str, str] = os.environ,
-             run: nvidia_smi.Run = nvidia_smi.run_command) -> Optional[GpuInfo]:
-    """The first visible GPU, read with nvidia-smi (present wherever the NVIDIA runtime is)."""
-    visible = environ.get("CUDA_VISIBLE_DEVICES", "0").split(",")[0] or "0"
-    gpus = nvidia_smi.query(nvidia_smi.RUNNER_FIELDS, visible, run)
+def gpu_info(environ: Mapping[str, str] = os.environ, run: nvidia_smi.Run = nvidia_smi.run_command,
+             used: Optional[str] = None) -> Optional[GpuInfo]:
+    """The GPU a job ran on, read with nvidia-smi (present wherever the NVIDIA runtime is): the one
+    the framework reported computing on (`used`, a UUID), else the first visible one."""
+    device = used or environ.get("CUDA_VISIBLE_DEVICES", "0").split(",")[0] or "0"
+    gpus = nvidia_smi.query(nvidia_smi.RUNNER_FIELDS, device, run)
     return gpus[0].info() if gpus else None
 
 

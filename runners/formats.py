@@ -19,10 +19,12 @@ FRAMEWORKS = ("torch", "tensorflow", "jax", "onnx")
 
 @dataclass(frozen=True)
 class Toolchain:
-    """A package a format needs beyond its runner's framework. Runners report the distribution's
-    version when the image has it; the host skips the format's variants where it is missing."""
+    """A package a format needs beyond its runner's framework. Runners report its version, keyed by
+    `module`, when the module imports in the image; the host skips the format's variants where it
+    is missing. The import name, not a distribution name: the same module comes from NGC's
+    `tensorrt` wheel or from PyPI's `tensorrt-cu12-bindings` / `tensorrt-cu13-bindings`."""
 
-    distribution: str
+    module: str
     title: str
 
 
@@ -70,6 +72,9 @@ class Format:
     # A long compile (about a minute per batch size for ResNet-50 on an H100): on GPUs it gets a
     # session of its own, after the other formats (orchestrator/run/planning.py compiled_skip_reason).
     compiled: bool = False
+    # A trace records the device the model's own code makes tensors on (BERT's position ids), so a
+    # variant traced on the CPUs fails on a GPU: on GPUs it is exported in its check session.
+    traced_on_device: bool = False
     # Converted from a TensorFlow graph by a tool that reads only plain TensorFlow ops (tf2onnx,
     # TF-TRT): a JAX source must lower to such ops, not to StableHLO.
     plain_tf_ops: bool = False
@@ -85,7 +90,7 @@ class Format:
 # In search order: the variants of a framework come in the order its formats appear here.
 REGISTRY: tuple[Format, ...] = (
     Format("torchscript-trace", ("torch",), "torch", "model.ts", memory_formats=MEMORY_FORMATS,
-           triton=TORCHSCRIPT_SERVING),
+           traced_on_device=True, triton=TORCHSCRIPT_SERVING),
     Format("torchscript-script", ("torch",), "torch", "model.ts", memory_formats=MEMORY_FORMATS,
            triton=TORCHSCRIPT_SERVING),
     Format("savedmodel", ("tensorflow", "jax"), "tensorflow", "savedmodel",

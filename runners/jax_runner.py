@@ -16,6 +16,7 @@ import numpy as np
 from runners import tensorflow_runner as tfr  # sets TensorFlow's log level before it loads
 from runners.common import Handlers, Skip, array_bytes, import_callable, key_by_names, load_npz, save_reference
 from runners.formats import FORMATS
+from runners.measure import inputs_at, profile_source
 from runners.protocol import IOSpec, Job, JobResult
 
 # isort: split
@@ -66,8 +67,15 @@ def reference(job: Job) -> JobResult:
     outputs = apply_fn(params, *(jax.numpy.asarray(a) for a in samples.values()))
     arrays = tfr.to_numpy({name: np.asarray(value) for name, value in tfr.name_outputs(outputs, None).items()})
     leaves = jax.tree_util.tree_leaves_with_path(params)
-    return save_reference(job, samples, arrays, weights=array_bytes(
+    result = save_reference(job, samples, arrays, weights=array_bytes(
         (jax.tree_util.keystr(path), np.asarray(leaf)) for path, leaf in leaves))
+
+    def call_at(batch_size: int) -> Callable[[], None]:
+        batch = [jax.device_put(a) for a in inputs_at(samples, result.io, batch_size).values()]
+        return lambda: jax.block_until_ready(apply_fn(params, *batch))
+
+    result.profile = profile_source(job, call_at)
+    return result
 
 
 def polymorphic_shapes(io: IOSpec) -> list[Optional[str]]:

@@ -39,7 +39,10 @@ def run_job(job: Job, job_dir: Path, done: dict[str, str], runners: dict[str, Ha
         module = sys.modules.get(f"runners.{job.runner}_runner")
     result.duration_s = time.perf_counter() - start
     if job.device.startswith("cuda"):
-        result.gpu = gpu_info()
+        # The framework's own word on its device, where its runner can give it (`gpu_uuid`), so
+        # results.json shows that each job ran on the GPU it was placed on.
+        used = getattr(module, "gpu_uuid", None)
+        result.gpu = gpu_info(used=used() if used is not None else None)
     result.versions = {**base_versions(), **(module.versions() if module else {})}
     return result
 

@@ -119,6 +119,17 @@ def time_calls(run: Callable[[], object], settings: ProfileSettings, batch_size:
     )
 
 
+def profile_source(job: Job, call_at: Callable[[int], Callable[[], object]]) -> list[ProfileEntry]:
+    """The source model run as is, timed at the reference job's batch sizes (none given: not timed):
+    what the report measures the best variant against. It never fails the reference: a source that
+    cannot run at a batch size (an ONNX graph with a fixed batch) is reported by the host."""
+    try:
+        return [time_calls(call_at(size), job.profiling, size) for size in job.batch_sizes]
+    except Exception as error:  # noqa: BLE001 - the reference's outputs matter, its timing is extra
+        print(f"[nav-orch runner] the source model was not timed: {type(error).__name__}: {error}", flush=True)
+        return []
+
+
 def profile_result(job: Job, call_at: Callable[[int], Callable[[], object]]) -> JobResult:
     """A profile job's result: the variant timed at each of the job's batch sizes, where
     `call_at(batch_size)` prepares that batch and returns the one synchronous call to time."""

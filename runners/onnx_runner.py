@@ -13,7 +13,7 @@ import onnxruntime as ort
 
 from runners.common import Handlers, Skip, key_by_names, load_npz, save_reference
 from runners.formats import FORMATS
-from runners.measure import inputs_at, profile_result, verification_result, verify_outputs
+from runners.measure import inputs_at, profile_result, profile_source, verification_result, verify_outputs
 from runners.protocol import IOSpec, Job, JobResult, TensorSpec
 
 # ONNX Runtime's element types as numpy dtypes (bfloat16 and strings have none to compare with).
@@ -121,7 +121,10 @@ def reference(job: Job) -> JobResult:
         inputs=[TensorSpec(s.name, str(samples[s.name].dtype), graph_dims(s.shape)) for s in sess.get_inputs()],
         outputs=[TensorSpec(s.name, str(outputs[s.name].dtype), graph_dims(s.shape)) for s in sess.get_outputs()],
     )
-    return save_reference(job, samples, outputs, io)
+    result = save_reference(job, samples, outputs, io)
+    result.profile = profile_source(
+        job, lambda size: partial(sess.run, output_names, inputs_at(samples, result.io, size)))
+    return result
 
 
 def export(job: Job) -> JobResult:

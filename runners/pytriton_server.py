@@ -22,10 +22,12 @@ from typing import Any, Optional
 
 import numpy as np
 
+from runners.common import gpu_info
 from runners.protocol import ServedModel, ServedTensor, ServeSpec, from_dict
 from runners.triton_python_model import Run, load, split_rows
 
 READY = "nav-orch pytriton: ready"
+GPU_LINE = "nav-orch pytriton: serving on GPU"
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 
 
@@ -126,12 +128,29 @@ def serve(run: Run, model: ServedModel, stop: threading.Event, ready: Callable[[
         stop.wait()
 
 
+def serving_gpu(device: str) -> Optional[str]:
+    """The GPU this server computes on, as a line for its log (None on the CPU): torch's own word
+    where a torch runtime loaded, else the first GPU the process sees."""
+    if not device.startswith("cuda"):
+        return None
+    used = None
+    if "torch" in sys.modules:
+        from runners.torch_runner import gpu_uuid
+
+        used = gpu_uuid()
+    info = gpu_info(used=used)
+    return f"{GPU_LINE} {info.uuid} ({info.name})" if info else f"{GPU_LINE} unknown (nvidia-smi gave nothing)"
+
+
 def main(argv: list[str]) -> int:
     if len(argv) != 1:
         print(__doc__, file=sys.stderr)
         return 2
     spec = from_dict(ServeSpec, json.loads(argv[0]))
     run = load(spec.runtime, spec.artifact, spec.device, spec.precision, [t.name for t in spec.model.inputs])
+    gpu = serving_gpu(spec.device)
+    if gpu:
+        print(gpu, flush=True)
     with stop_on_signals() as stop:
         serve(run, spec.model, stop, lambda: print(READY, flush=True))
     return 0

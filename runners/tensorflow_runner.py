@@ -7,7 +7,8 @@ from __future__ import annotations
 import importlib.util
 import os
 import random
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
@@ -31,8 +32,14 @@ from runners.common import (  # noqa: E402
     sharing_a_load,
 )
 from runners.formats import FORMATS  # noqa: E402
-from runners.measure import batch_of, profile_result, verification_result, verify_outputs  # noqa: E402
+from runners.measure import batch_of, profile_result, profile_source, verification_result, verify_outputs  # noqa: E402
 from runners.protocol import IOSpec, Job, JobResult  # noqa: E402
+from runners.tensorrt_build import (  # noqa: E402
+    TFTRT_NATIVE_SEGMENT_ENV,
+    tftrt_build_batches,
+    tftrt_engine_problem,
+    tftrt_fallback_reason,
+)
 
 SIGNATURE = "serving_default"
 # tf2onnx 1.17 and the ONNX Runtime of the images both support opset 17; TensorRT 10 parses it too.
@@ -175,8 +182,11 @@ def reference(job: Job) -> JobResult:
         outputs = to_numpy(name_outputs(source.call({n: tf.constant(a) for n, a in samples.items()}),
                                         source.output_names))
     weights = getattr(source.owner, "weights", None) or []
-    return save_reference(job, samples, outputs,
-                          weights=array_bytes((getattr(w, "path", w.name), np.asarray(w)) for w in weights))
+    result = save_reference(job, samples, outputs,
+                            weights=array_bytes((getattr(w, "path", w.name), np.asarray(w)) for w in weights))
+    with tf.device(tf_device(job)):
+        result.profile = profile_source(job, lambda size: timed_call(source, batch_of(samples, size), job))
+    return result
 
 
 # --- export --------------------------------------------------------------------------------------
@@ -291,8 +301,9 @@ def tensorrt_missing() -> Optional[str]:
 
 
 def convert(job: Job) -> JobResult:
-    """TF-TRT: TrtGraphConverterV2 on the exported SavedModel, engines built for the batch sizes
-    that will be profiled (dynamic shapes, one optimization profile each)."""
+    """TF-TRT: TrtGraphConverterV2 on the exported SavedModel, engines built for the samples' batch
+    (verification) and every batch size that will be profiled (dynamic shapes, one optimization
+    profile each); a conversion that leaves no TensorRT engine op is no TF-TRT variant."""
     if job.format != "tf-trt":
         raise Skip(f"the TensorFlow runner converts tf-trt only, not {job.format}")
     reason = tensorrt_missing()
@@ -311,20 +322,54 @@ def convert(job: Job) -> JobResult:
         use_dynamic_shape=True,
         dynamic_shape_profile_strategy="Optimal",
     )
-    converter.convert()
-    samples = load_npz(job.inputs.samples)
-    order = [spec.name for spec in job.io_spec().inputs]
+    converted = converter.convert()
+    graph = converted.graph.as_graph_def()
+    problem = tftrt_engine_problem([node.op for node in graph.node] +
+                                   [node.op for function in graph.library.function for node in function.node_def])
+    if problem:
+        raise Skip(problem)
+    # Keyed by the signature's input names: the converted function's flat inputs are not in the
+    # declared order (tensorflow#50630), and build() passes a dict as keyword arguments, which the
+    # signature's function type binds by name (trt_convert.py _convert_to_tensor).
+    arrays = key_by_names(load_npz(job.inputs.samples), list(converted.structured_input_signature[1]),
+                          "the TF-TRT function")
+    sizes = tftrt_build_batches(next(iter(arrays.values())).shape[0], job.batch_sizes)
 
-    def input_fn():
-        # Positional, in the signature's input order (the export's, the reference's).
-        for batch_size in job.batch_sizes:
-            batch = batch_of(samples, batch_size)
-            yield tuple(tf.constant(batch[name]) for name in order)
+    def input_fn() -> Iterator[dict[str, tf.Tensor]]:
+        for size in sizes:
+            yield {name: tf.constant(array) for name, array in batch_of(arrays, size).items()}
 
-    converter.build(input_fn=input_fn)
+    with engines_only(job, {name: array.shape for name, array in arrays.items()}, sizes):
+        converter.build(input_fn=input_fn)
     target = Path(job.output_dir) / FORMATS[job.format].artifact
     converter.save(str(target))
     return JobResult(job.id, job.kind, "ok", artifact=target.name)
+
+
+@contextmanager
+def engines_only(job: Job, shapes: Mapping[str, Sequence[int]], batch_sizes: Sequence[int] = ()) -> Iterator[None]:
+    """Run a tf-trt variant with no fallback to TensorFlow: where a TRTEngineOp would run its segment
+    natively (no engine for the input shapes, an engine that failed to build or run), the call fails
+    instead, with the reason, so a tf-trt variant is built, verified and timed only as TensorRT ran
+    it. Other formats hold no engine op and run as they are. `shapes`, `batch_sizes`: for the reason."""
+    if job.format != "tf-trt":
+        yield
+        return
+    previous = os.environ.get(TFTRT_NATIVE_SEGMENT_ENV)
+    # Read at every TRTEngineOp call (trt_engine_op.cc), so it holds for this block only.
+    os.environ[TFTRT_NATIVE_SEGMENT_ENV] = "false"
+    try:
+        yield
+    except tf.errors.AbortedError as error:
+        reason = tftrt_fallback_reason(str(error.message), shapes, batch_sizes)
+        if reason is None:
+            raise
+        raise RuntimeError(reason) from error
+    finally:
+        if previous is None:
+            os.environ.pop(TFTRT_NATIVE_SEGMENT_ENV, None)
+        else:
+            os.environ[TFTRT_NATIVE_SEGMENT_ENV] = previous
 
 
 # --- verify and profile --------------------------------------------------------------------------
@@ -364,33 +409,35 @@ def verify(job: Job, loaded: LastLoaded) -> JobResult:
     device = tf_device(job)
     reference_outputs = load_npz(job.inputs.reference)
     samples = key_by_names(load_npz(job.inputs.samples), variant.input_names, "the model")
-    with tf.device(device):
+    with tf.device(device), engines_only(job, {name: array.shape for name, array in samples.items()}):
         inputs = {name: tf.constant(array) for name, array in samples.items()}
         outputs = to_numpy(run_variant(variant, inputs, list(reference_outputs)))
     return verification_result(job, verify_outputs(outputs, reference_outputs, job.tolerances))
 
 
+def timed_call(model: Source, arrays: Mapping[str, np.ndarray], job: Job) -> Callable[[], None]:
+    """One synchronous call of `model` on `arrays`, its device work included, for timing."""
+    on_gpu = tf_device(job).startswith("/GPU")
+    sync = getattr(tf.experimental, "sync_devices", None) if on_gpu else None
+    inputs = {name: tf.constant(array) for name, array in arrays.items()}
+
+    def run() -> None:
+        outputs = model.call(inputs)
+        if sync is not None:
+            sync()
+        elif on_gpu:  # no sync_devices: reading a value waits for the GPU
+            for value in tf.nest.flatten(outputs):
+                value.numpy()
+
+    return run
+
+
 def profile(job: Job, loaded: LastLoaded) -> JobResult:
     variant = load_variant(job, loaded)
-    device = tf_device(job)
     samples = key_by_names(load_npz(job.inputs.samples), variant.input_names, "the model")
-    sync = getattr(tf.experimental, "sync_devices", None) if device.startswith("/GPU") else None
-
-    def call_at(batch_size: int) -> Callable[[], None]:
-        inputs = {name: tf.constant(array) for name, array in batch_of(samples, batch_size).items()}
-
-        def run() -> None:
-            outputs = variant.call(inputs)
-            if sync is not None:
-                sync()
-            elif device.startswith("/GPU"):  # no sync_devices: reading a value waits for the GPU
-                for value in tf.nest.flatten(outputs):
-                    value.numpy()
-
-        return run
-
-    with tf.device(device):
-        return profile_result(job, call_at)
+    with tf.device(tf_device(job)), engines_only(job, {name: array.shape for name, array in samples.items()},
+                                                 job.batch_sizes):
+        return profile_result(job, lambda size: timed_call(variant, batch_of(samples, size), job))
 
 
 def handlers() -> Handlers:

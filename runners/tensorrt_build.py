@@ -1,15 +1,19 @@
 """How a TensorRT engine is built, as plain decisions that need no TensorRT: the optimization
-profile of each input (its batch range and its declared dynamic axes), the builder's precision
-flags, its workspace limit and where the timing cache lives. The runners (tensorrt_runner.py,
-torch_runner.py's Torch-TensorRT conversion) apply them; tests/test_tensorrt_build.py checks them on
-hosts without a GPU."""
+profile of each input (its batch range and its declared dynamic axes), which TensorRT API
+generation sets the precision (builder flags or the network's own types), the builder's precision
+flags, its workspace limit, where the timing cache lives and how parallel builds merge it, and
+what TF-TRT builds engines for and how its fallback to TensorFlow shows. The runners
+(tensorrt_runner.py, torch_runner.py's Torch-TensorRT conversion, tensorflow_runner.py's TF-TRT)
+apply them; tests/test_tensorrt_build.py checks them on hosts without a GPU."""
 from __future__ import annotations
 
+import fcntl
+import os
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
+from typing import Literal, Optional
 
 from runners.common import Skip
 from runners.protocol import AxisRange, IOSpec, TensorSpec
@@ -22,6 +26,20 @@ GIB = 1 << 30
 MIN_WORKSPACE = 256 * MIB
 MAX_WORKSPACE = 8 * GIB
 TIMING_CACHE_FILE = "timing.cache"
+
+# Where a plan's precision comes from (`precision_source`).
+PrecisionSource = Literal["builder-flags", "network-types"]
+# Each half precision's trt.BuilderFlag (weak typing) and trt.DataType (what a strongly typed
+# network must hold).
+HALF_FLAGS = {"fp16": "FP16", "bf16": "BF16"}
+HALF_TYPES = {"fp16": "HALF", "bf16": "BF16"}
+
+# TF-TRT (tensorflow/compiler/tf2tensorrt/kernels/trt_engine_op.cc): with this variable false, a
+# TRTEngineOp that has no engine for its input shapes, or whose engine fails, raises AbortedError
+# with this message instead of running its segment in plain TensorFlow.
+TFTRT_NATIVE_SEGMENT_ENV = "TF_TRT_ALLOW_ENGINE_NATIVE_SEGMENT_EXECUTION"
+TFTRT_FALLBACK_MESSAGE = "User disallowed engine native segment execution"
+TFTRT_ENGINE_OP = "TRTEngineOp"
 
 
 @dataclass(frozen=True)
@@ -136,28 +154,102 @@ def declared_ranges(specs: Sequence[TensorSpec], names: Sequence[str]) -> dict[s
                      f"({', '.join(spec.name for spec in specs)}), whose dynamic axes are declared")
 
 
+def version_major(version: str) -> Optional[int]:
+    """The major number of a version string ("10.13.3.9" -> 10); None where it has none."""
+    match = re.match(r"\s*(\d+)", version)
+    return int(match.group(1)) if match else None
+
+
+def precision_source(tensorrt_version: str, builder_flags: Collection[str]) -> PrecisionSource:
+    """The TensorRT API generation the build targets, as where a plan's precision comes from.
+
+    "builder-flags" (TensorRT 10, NGC 25.10's 10.13): an fp32 network, and BuilderFlag.FP16 or
+    BF16 let TensorRT choose half-precision kernels, keeping fp32 where a layer needs it (weak
+    typing). "network-types": TensorRT 11 removed those flags (strong typing only, see NVIDIA's
+    "Migrating from TensorRT 10.x to 11.x"), and a build without them (TensorRT-RTX) has no weak
+    typing either; the network's own types then decide, so half precision needs a half-precision
+    ONNX model."""
+    major = version_major(tensorrt_version)
+    if (major is not None and major >= 11) or "FP16" not in builder_flags:
+        return "network-types"
+    return "builder-flags"
+
+
+def network_flags(tensorrt_version: str, source: PrecisionSource, creation_flags: Collection[str]) -> tuple[str, ...]:
+    """NetworkDefinitionCreationFlag members to create the network with: EXPLICIT_BATCH before
+    TensorRT 10 (from 10 on the only mode), STRONGLY_TYPED where the network's types decide and
+    TensorRT still takes the flag (10.x opts in with it; 11 is strongly typed whatever it is given)."""
+    major = version_major(tensorrt_version)
+    flags = []
+    if major is not None and major < 10 and "EXPLICIT_BATCH" in creation_flags:
+        flags.append("EXPLICIT_BATCH")
+    if source == "network-types" and (major is None or major < 11) and "STRONGLY_TYPED" in creation_flags:
+        flags.append("STRONGLY_TYPED")
+    return tuple(flags)
+
+
+def onnx_export_precision(precision: str, source: PrecisionSource) -> str:
+    """The precision the tensorrt format's intermediate model.onnx must be exported in: fp32 where
+    builder flags lower it (TensorRT then keeps fp32 where a layer needs it), the variant's own
+    where the network's types decide (an fp32 export would give an fp32 plan)."""
+    return "fp32" if source == "builder-flags" else precision
+
+
+def builder_precision(precision: str, source: PrecisionSource, available: Collection[str],
+                      network_types: Collection[str], fast_fp16: Optional[bool],
+                      compute_capability: Optional[tuple[int, int]], tensorrt_version: str) -> PrecisionFlags:
+    """The builder flags of a precision for the API generation `source`; Skip (with the reason)
+    where the plan cannot be built in that precision. `network_types`: the trt.DataType names the
+    parsed network holds (read only where the network's types decide)."""
+    if source == "builder-flags":
+        return precision_flags(precision, set(available), fast_fp16, compute_capability, tensorrt_version)
+    return typed_precision(precision, network_types, set(available), compute_capability, tensorrt_version)
+
+
 def precision_flags(precision: str, available: set[str], fast_fp16: Optional[bool],
                     compute_capability: Optional[tuple[int, int]], tensorrt_version: str) -> PrecisionFlags:
-    """The builder flags for a precision; Skip (with the reason) where this TensorRT or GPU has none.
+    """The builder flags for a precision (weak typing); Skip (with the reason) where this TensorRT
+    or GPU has none.
 
     fp32 clears TF32 (on by default on Ampere and later), for the same reason the torch runner
     turns it off: fp32 variants must match the reference to fp32 round-off. Half precisions are
-    builder flags on an fp32 network (weak typing), so TensorRT keeps fp32 where a layer needs it;
-    TensorRT 11 removed these flags in favour of strongly typed networks."""
+    builder flags on an fp32 network, so TensorRT keeps fp32 where a layer needs it."""
     if precision == "fp32":
         return PrecisionFlags(clear=("TF32",) if "TF32" in available else ())
-    flag = {"fp16": "FP16", "bf16": "BF16"}.get(precision)
+    flag = HALF_FLAGS.get(precision)
     if flag is None:
         raise Skip(f"TensorRT runner: unknown precision {precision!r}")
     if flag not in available:
-        raise Skip(f"TensorRT {tensorrt_version} has no {flag} builder flag (weak typing was removed): "
-                   f"{precision} needs a strongly typed {precision} ONNX model, which nav-orch does not build yet")
+        raise Skip(f"TensorRT {tensorrt_version} has no {flag} builder flag")
     if precision == "fp16" and fast_fp16 is False:
         raise Skip("this GPU has no fast fp16 (TensorRT's platform_has_fast_fp16 is false)")
+    check_bf16(precision, compute_capability)
+    return PrecisionFlags(set=(flag,))
+
+
+def typed_precision(precision: str, network_types: Collection[str], available: set[str],
+                    compute_capability: Optional[tuple[int, int]], tensorrt_version: str) -> PrecisionFlags:
+    """The builder flags of a strongly typed build: none to set (TensorRT runs the types the ONNX
+    model holds), TF32 cleared for fp32. A half precision needs a network that holds that type: an
+    fp32 export would build an fp32 plan under a half-precision name, so it is skipped instead."""
+    if precision == "fp32":
+        return PrecisionFlags(clear=("TF32",) if "TF32" in available else ())
+    half = HALF_TYPES.get(precision)
+    if half is None:
+        raise Skip(f"TensorRT runner: unknown precision {precision!r}")
+    check_bf16(precision, compute_capability)
+    if half not in network_types:
+        raise Skip(f"TensorRT {tensorrt_version} builds strongly typed networks only (no {HALF_FLAGS[precision]} "
+                   f"builder flag): the {precision} plan needs an ONNX export in {precision}, and this model.onnx "
+                   f"holds no {precision} tensor (its exporter wrote it in fp32)")
+    return PrecisionFlags()
+
+
+def check_bf16(precision: str, compute_capability: Optional[tuple[int, int]]) -> None:
+    """Skip bf16 on GPUs without bf16 kernels (before Ampere), whichever generation builds it."""
     if precision == "bf16" and compute_capability is not None and compute_capability < (8, 0):
         major, minor = compute_capability
         raise Skip(f"bf16 needs a GPU of compute capability 8.0 or later; this one is {major}.{minor}")
-    return PrecisionFlags(set=(flag,))
 
 
 def workspace_limit(free_bytes: int) -> int:
@@ -175,3 +267,49 @@ def timing_cache_path(cache_dir: Optional[str], output_dir: str, tensorrt_versio
         return Path(output_dir) / TIMING_CACHE_FILE
     device = re.sub(r"[^A-Za-z0-9.]+", "-", device_name).strip("-") or "gpu"
     return Path(cache_dir) / f"timing-{tensorrt_version}-{device}.cache"
+
+
+def merge_into_file(path: Path, merge: Callable[[bytes], bytes]) -> None:
+    """Replace `path` with `merge(what it holds now)` (b"" where it does not exist yet), under an
+    exclusive lock and atomically: builds that finish together (other GPUs, other containers on the
+    same cache folder) each add to the file instead of the last writer's copy replacing the others'.
+    Readers never lock: they see the old file or the new one, whole."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_name(f"{path.name}.lock"), "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        data = merge(path.read_bytes() if path.exists() else b"")
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
+
+
+# --- TF-TRT --------------------------------------------------------------------------------------
+
+def tftrt_build_batches(sample_batch: int, batch_sizes: Sequence[int]) -> list[int]:
+    """The batch sizes TF-TRT builds engines for, each once: the samples' own (verification runs
+    it), then every profiled size. With the "Optimal" profile strategy each gets a profile of its
+    own, and an input shape with none makes the TRTEngineOp fall back to TensorFlow."""
+    return list(dict.fromkeys([sample_batch, *batch_sizes]))
+
+
+def tftrt_engine_problem(op_types: Iterable[str]) -> Optional[str]:
+    """Why a TF-TRT conversion is no TensorRT variant, from the op types of the converted graph
+    (its nodes and its functions' nodes); None when some segment became a TRTEngineOp."""
+    if TFTRT_ENGINE_OP in set(op_types):
+        return None
+    return ("TF-TRT replaced no part of the graph with a TensorRT engine (no TRTEngineOp after conversion: "
+            "no segment of supported ops was large enough), so the variant would be the SavedModel itself")
+
+
+def tftrt_fallback_reason(message: str, shapes: Mapping[str, Sequence[int]],
+                          batch_sizes: Sequence[int] = ()) -> Optional[str]:
+    """A one-line reason for a TF-TRT call that failed because a TRTEngineOp would have fallen back
+    to TensorFlow (`TFTRT_NATIVE_SEGMENT_ENV` off); None for any other failure. `shapes`: the
+    inputs as given, repeated to each of `batch_sizes` where those are given."""
+    if TFTRT_FALLBACK_MESSAGE not in message:
+        return None
+    given = ", ".join(f"{name} {list(shape)}" for name, shape in shapes.items()) or "no inputs"
+    if batch_sizes:
+        given += f"; at batch sizes {', '.join(map(str, batch_sizes))}"
+    return (f"a TF-TRT engine op would have run plain TensorFlow on these inputs ({given}): it has no TensorRT "
+            "engine for their shapes, or its engine failed to build or run (the log says which)")

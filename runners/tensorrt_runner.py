@@ -1,10 +1,11 @@
 """TensorRT runner: builds an engine from the exported model.onnx on the GPU the variant runs on
 (convert), then verifies and profiles it with the TensorRT runtime.
 
-Written against TensorRT's documented Python API (10.x: named I/O tensors, execute_async_v3) and
-not run on the hosts nav-orch is developed on, which have no TensorRT. Device buffers are torch
-tensors: the NGC PyTorch image that runs this carries torch. The decisions that need no TensorRT
-(profile shapes, precision flags, workspace, timing cache) are in tensorrt_build.py.
+Written against TensorRT's documented Python API (10.x: named I/O tensors, execute_async_v3; the
+11.x strong typing where the precision flags are gone) and not run on the hosts nav-orch is
+developed on, which have no TensorRT. Device buffers are torch tensors: the NGC PyTorch image that
+runs this carries torch. The decisions that need no TensorRT (API generation, profile shapes,
+precision, workspace, timing cache) are in tensorrt_build.py.
 """
 from __future__ import annotations
 
@@ -21,8 +22,11 @@ from runners.measure import inputs_at, profile_result, verification_result, veri
 from runners.protocol import IOSpec, Job, JobResult
 from runners.tensorrt_build import (
     batch_range_of,
+    builder_precision,
     declared_ranges,
-    precision_flags,
+    merge_into_file,
+    network_flags,
+    precision_source,
     profile_shapes,
     timing_cache_path,
     workspace_limit,
@@ -63,9 +67,14 @@ def convert(job: Job) -> JobResult:
     torch = require_gpu_runtime(job)
     logger = trt.Logger(trt.Logger.WARNING)
     builder = trt.Builder(logger)
-    major = int(trt.__version__.split(".")[0])
-    # Explicit batch is the only mode from TensorRT 10 on; earlier versions need the flag.
-    network = builder.create_network(0 if major >= 10 else 1 << int(trt.NetworkDefinitionCreationFlag.EXPLICIT_BATCH))
+    available = set(trt.BuilderFlag.__members__)
+    # Builder flags (TensorRT 10) or the network's own types (11 on) set the plan's precision.
+    source = precision_source(trt.__version__, available)
+    print(f"[nav-orch runner] TensorRT {trt.__version__}: the plan's precision comes from the "
+          f"{source.replace('-', ' ')}", flush=True)
+    creation = trt.NetworkDefinitionCreationFlag
+    network = builder.create_network(sum(1 << int(getattr(creation, name))
+                                         for name in network_flags(trt.__version__, source, set(creation.__members__))))
     parser = trt.OnnxParser(network, logger)
     if not parser.parse_from_file(job.inputs.export):
         errors = [str(parser.get_error(i)) for i in range(parser.num_errors)] or ["no detail"]
@@ -74,9 +83,11 @@ def convert(job: Job) -> JobResult:
     config = builder.create_builder_config()
     free, _ = torch.cuda.mem_get_info()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, workspace_limit(free))
-    flags = precision_flags(job.precision, set(trt.BuilderFlag.__members__),
-                            getattr(builder, "platform_has_fast_fp16", None),
-                            torch.cuda.get_device_capability(), trt.__version__)
+    flags = builder_precision(job.precision, source, available,
+                              network_types(network) if source == "network-types" else (),
+                              # Gone in TensorRT 11 (strong typing decides): None, no check.
+                              getattr(builder, "platform_has_fast_fp16", None),
+                              torch.cuda.get_device_capability(), trt.__version__)
     for name in flags.set:
         config.set_flag(getattr(trt.BuilderFlag, name))
     for name in flags.clear:
@@ -93,8 +104,18 @@ def convert(job: Job) -> JobResult:
         raise RuntimeError("TensorRT could not build an engine (the log above says why)")
     target = Path(job.output_dir) / FORMATS[job.format_name()].artifact
     target.write_bytes(bytes(serialized))
-    save_timing_cache(config.get_timing_cache(), cache_path)
+    save_timing_cache(config, config.get_timing_cache(), cache_path)
     return JobResult(job.id, job.kind, "ok", artifact=target.name)
+
+
+def network_types(network: Any) -> set[str]:
+    """The trt.DataType names of the parsed network's inputs and layer outputs: in a strongly typed
+    network, the types the ONNX model gave them."""
+    tensors = [network.get_input(i) for i in range(network.num_inputs)]
+    for i in range(network.num_layers):
+        layer = network.get_layer(i)
+        tensors += [layer.get_output(j) for j in range(layer.num_outputs)]
+    return {tensor.dtype.name for tensor in tensors}
 
 
 def add_profile(builder: Any, network: Any, config: Any, samples: dict[str, np.ndarray],
@@ -119,12 +140,25 @@ def add_profile(builder: Any, network: Any, config: Any, samples: dict[str, np.n
         config.add_optimization_profile(profile)
 
 
-def save_timing_cache(cache: Any, path: Path) -> None:
-    """Write atomically: parallel builds on other GPUs may share the file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_bytes(bytes(cache.serialize()))
-    os.replace(tmp, path)
+def save_timing_cache(config: Any, cache: Any, path: Path) -> None:
+    """Add this build's timings to the shared file: parallel builds on other GPUs may have written
+    it since this one loaded it, so their entries are combined in (ITimingCache.combine; on a
+    conflict this build's entry stays) rather than overwritten."""
+
+    def merge(on_disk: bytes) -> bytes:
+        if on_disk:
+            try:
+                theirs = config.create_timing_cache(on_disk)
+                # Same TensorRT and GPU model by the file's name, so no header mismatch is allowed.
+                combined = theirs is not None and cache.combine(theirs, False)
+            except Exception:  # noqa: BLE001 - a bad cache file must not fail a finished build
+                combined = False
+            if not combined:
+                print(f"[nav-orch runner] {path.name} could not be combined with this build's timings; "
+                      "it is replaced by them", flush=True)
+        return bytes(cache.serialize())
+
+    merge_into_file(path, merge)
 
 
 # --- verify and profile: running model.plan ------------------------------------------------------
@@ -143,7 +177,9 @@ class Engine:
         names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
         self.inputs = [n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
         self.outputs = [n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.OUTPUT]
-        self.bound: dict[str, Any] = {}  # the bound input tensors: the engine reads their memory
+        # The tensors whose addresses the context holds (inputs it reads, outputs it writes): kept
+        # alive here until the next bind replaces them, whatever the caller keeps.
+        self.bound: dict[str, Any] = {}
 
     def torch_dtype(self, name: str) -> Any:
         return self.torch.from_numpy(np.empty(0, dtype=trt.nptype(self.engine.get_tensor_dtype(name)))).dtype
@@ -157,9 +193,10 @@ class Engine:
     def bind_tensors(self, tensors: list[Any]) -> dict[str, Any]:
         """`bind` for torch tensors in the engine's input order (an inplace module's leaves):
         those already on the GPU in the engine's types are bound without a copy."""
+        bound = {}
         for name, given in zip(self.inputs, tensors):
             tensor = given.to("cuda", self.torch_dtype(name)).contiguous()
-            self.bound[name] = tensor
+            bound[name] = tensor
             self.context.set_input_shape(name, tuple(tensor.shape))
             self.context.set_tensor_address(name, tensor.data_ptr())
         outputs = {}
@@ -167,6 +204,8 @@ class Engine:
             shape = tuple(self.context.get_tensor_shape(name))
             outputs[name] = self.torch.empty(shape, dtype=self.torch_dtype(name), device="cuda")
             self.context.set_tensor_address(name, outputs[name].data_ptr())
+        # Only now, with every address moved to the new tensors, may the previous ones be freed.
+        self.bound = {**bound, **outputs}
         return outputs
 
     def execute(self) -> None:
@@ -199,6 +238,7 @@ def profile(job: Job) -> JobResult:
     samples = load_npz(job.inputs.samples)
 
     def bound(batch_size: int) -> Callable[[], None]:
+        # The engine keeps the output tensors it writes to (Engine.bound); they are not read here.
         engine.bind(inputs_at(samples, job.io, batch_size))
         return engine.execute
 

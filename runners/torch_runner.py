@@ -26,7 +26,7 @@ from runners.common import (
 )
 from runners.exported_programs import load_program, place_program
 from runners.formats import FORMATS
-from runners.measure import inputs_at, profile_result, verification_result, verify_outputs
+from runners.measure import inputs_at, profile_result, profile_source, verification_result, verify_outputs
 from runners.protocol import IOSpec, Job, JobResult
 from runners.tensorrt_build import batch_range_of, input_shapes
 
@@ -46,6 +46,14 @@ def versions() -> dict[str, str]:
 
         found["onnx"] = onnx.__version__
     return found
+
+
+def gpu_uuid() -> Optional[str]:
+    """The GPU torch computed on, as nvidia-smi names it; None where CUDA never started."""
+    if not torch.cuda.is_initialized():
+        return None
+    uuid = str(getattr(torch.cuda.get_device_properties(torch.cuda.current_device()), "uuid", "") or "")
+    return None if not uuid else uuid if uuid.startswith(("GPU-", "MIG-")) else f"GPU-{uuid}"
 
 
 def load_source(job: Job) -> torch.nn.Module:
@@ -141,9 +149,23 @@ def weight_bytes(model: torch.nn.Module):
 def reference(job: Job) -> JobResult:
     model = load_source(job).to(job.device)
     samples = order_samples(load_npz(job.inputs.samples), forward_names(model))
+    precision = job.source().precision
+    sync = torch.cuda.synchronize if job.device.startswith("cuda") else (lambda: None)
     with torch.inference_mode():
-        outputs = flatten_outputs(model(*to_tensors(samples, job.device, job.source().precision)))
-    return save_reference(job, samples, outputs, weights=weight_bytes(model))
+        outputs = flatten_outputs(model(*to_tensors(samples, job.device, precision)))
+        result = save_reference(job, samples, outputs, weights=weight_bytes(model))
+
+        def call_at(batch_size: int) -> Callable[[], None]:
+            tensors = to_tensors(inputs_at(samples, result.io, batch_size), job.device, precision)
+
+            def run() -> None:
+                model(*tensors)
+                sync()
+
+            return run
+
+        result.profile = profile_source(job, call_at)
+    return result
 
 
 def export(job: Job) -> JobResult:
@@ -151,6 +173,8 @@ def export(job: Job) -> JobResult:
     target = Path(job.output_dir) / fmt.export_file
     if fmt.compile_mode:
         fixed_precision(job)
+        if job.memory_format != "contiguous":  # decided here, on the CPUs, not in a GPU session
+            in_layout(load_source(job), job)
         return record_compile_options(job, target)
     # TensorRT lowers precision itself (builder flags) from an fp32 ONNX graph, keeping fp32
     # where a layer needs it; Torch-TensorRT takes the program in the variant's precision. A traced

@@ -49,7 +49,11 @@ def test_every_run_writes_a_report_that_renders_offline_with_every_chart(runs):
     assert results["timeline"] and all(t["end_s"] >= t["start_s"] >= 0 and t["placement"] == "CPU"
                                        for t in results["timeline"])
     assert {t["kind"] for t in results["timeline"]} >= {"reference", "export", "verify", "profile"}
+    # The source model as it is, timed by the reference job at every batch size: the verdict's baseline.
+    assert [e["batch_size"] for e in results["source_profile"]] == [1, 4]
+    assert all(e["throughput"] > 0 for e in results["source_profile"])
     text = report.read_text()
+    assert "× the source model run as it is" in text
     assert "<script src" not in text and "two_heads.py:make_two_heads" in text
     ARTIFACTS.mkdir(exist_ok=True)
     page = open_page(report, ARTIFACTS / "report.png")

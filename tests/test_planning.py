@@ -71,22 +71,26 @@ def test_on_cpus_each_variant_builds_in_its_own_step_and_one_exclusive_step_prof
     assert steps[-1].variants == tuple(variants)
 
 
-def test_on_gpus_exports_run_on_cpus_checks_per_runner_and_compiled_variants_after_their_rivals():
+def test_on_gpus_exports_run_on_cpus_checks_per_runner_and_compiled_fp32_after_its_rivals():
     variants = plan_variants(config(formats=["torchscript-trace", "onnx", "torch-compile-cudagraphs"],
                                     precisions=["fp32", "fp16"], memory_formats=["contiguous"]), on_gpu=True)
     steps = {s.name: s for s in plan_steps(variants, on_gpu=True)}
     exports = [name for name in steps if name.startswith("export-")]
-    assert len(exports) == 6 and all(not steps[e].gpu and not steps[e].needs for e in exports)
+    assert len(exports) == 4 and all(not steps[e].gpu and not steps[e].needs for e in exports)
     torch_check, onnx_check = steps["check-torch"], steps["check-onnx"]
     assert names(torch_check.variants) == ["torchscript-trace-fp32", "torchscript-trace-fp16"]
-    assert torch_check.needs == ("export-torchscript-trace-fp32", "export-torchscript-trace-fp16")
+    # A trace records the device its tensors are made on: it is exported in the check session, on the GPU.
+    assert "export-torchscript-trace-fp32" not in steps and torch_check.needs == ()
     assert names(onnx_check.variants) == ["onnx-fp32", "onnx-fp16"]
     assert torch_check.gpu and torch_check.exclusive and onnx_check.gpu
-    compiled = steps["check-torch-compile-cudagraphs-fp16"]
+    compiled = steps["check-torch-compile-cudagraphs-fp32"]
     assert compiled.action == "check-compiled" and compiled.gpu and compiled.exclusive
-    # Built after the torch runner's other formats, whose winning precision decides whether it is built.
-    assert compiled.needs == ("export-torch-compile-cudagraphs-fp16", "check-torch")
+    # fp32 is built after the torch runner's other formats, whose winning precision decides whether it is.
+    assert compiled.needs == ("export-torch-compile-cudagraphs-fp32", "check-torch")
     assert compiled.rivals == torch_check.variants
+    # A half precision is always built: it compiles while the exports run, on a GPU they leave idle.
+    half = steps["check-torch-compile-cudagraphs-fp16"]
+    assert half.needs == ("export-torch-compile-cudagraphs-fp16",) and half.rivals == ()
 
 
 def test_a_compiled_variant_without_rivals_waits_only_for_its_export():
@@ -123,3 +127,22 @@ def test_compiled_variants_are_built_in_each_fast_half_precision_and_in_fp32_whe
     assert (reason is None) == built
     if not built:
         assert reason.startswith("not built: ") and ("--precisions" in reason)
+
+
+def test_on_several_gpus_each_runners_checks_are_dealt_out_one_session_per_gpu():
+    variants = plan_variants(config(formats=["torchscript-script", "exported-program", "onnx",
+                                             "torch-compile-cudagraphs"],
+                                    precisions=["fp32", "fp16", "bf16"], memory_formats=["contiguous"]), on_gpu=True)
+    steps = {s.name: s for s in plan_steps(variants, on_gpu=True, gpus=4)}
+    torch_checks = [steps[f"check-torch-{i}"] for i in range(1, 5)]
+    assert "check-torch" not in steps and all(s.gpu and s.exclusive for s in torch_checks)
+    assert sorted(v.name for s in torch_checks for v in s.variants) == sorted(
+        f"{fmt}-{p}" for fmt in ("torchscript-script", "exported-program") for p in ("fp32", "fp16", "bf16"))
+    assert [len(s.variants) for s in torch_checks] == [2, 2, 1, 1]
+    assert all(s.needs == tuple(f"export-{v.name}" for v in s.variants) for s in torch_checks)
+    # ONNX has two variants (no bf16): two sessions, not four.
+    assert [names(steps[f"check-onnx-{i}"].variants) for i in (1, 2)] == [["onnx-fp32"], ["onnx-fp16"]]
+    # The compiled fp32 variant waits for every torch session; the half precisions for none.
+    assert steps["check-torch-compile-cudagraphs-fp32"].needs == (
+        "export-torch-compile-cudagraphs-fp32", *(s.name for s in torch_checks))
+    assert steps["check-torch-compile-cudagraphs-bf16"].needs == ("export-torch-compile-cudagraphs-bf16",)

@@ -59,3 +59,17 @@ def test_a_comparison_shows_each_runs_best_and_the_change_per_variant(tmp_path):
     text = write_comparison([("before", results(900.0)), ("after", results(1800.0))], tmp_path / "c.html").read_text()
     assert re.findall(r'<div class="chart" data-series="(\d+)">', text) == ["2"]
     assert "<td>onnx-fp32</td><td>+100.0 %</td>" in text and "<td>torchscript-trace-fp32</td><td>+0.0 %</td>" in text
+
+
+def test_the_verdict_measures_the_best_against_the_source_model_as_it_is(tmp_path):
+    run = results()
+    run.source_profile = [entry(1, 0.5, 20.0), entry(4, 1.0, 200.0)]
+    text = write_report(run, tmp_path / "report.html").read_text()
+    assert "It is 3.00× the runner-up, torchscript-trace-fp32 and 4.50× the source model run as it is." in text
+    run.selection = Selection(objective="latency", batch_size=1, reason="lowest p50 latency")
+    text = write_report(run, tmp_path / "latency.html").read_text()
+    assert "2.00× the runner-up, torchscript-trace-fp32 and 5.00× the source model run as it is." in text
+    run.source_profile = [entry(1, 0.5, 20.0)]  # not timed at the selection's batch
+    run.selection = Selection(objective="throughput", batch_size=4, reason="highest throughput")
+    text = write_report(run, tmp_path / "untimed.html").read_text()
+    assert "not compared with the source model as it is (it was not timed at that batch size)" in text

@@ -1,6 +1,9 @@
 """The TensorRT build decisions that need no TensorRT (runners/tensorrt_build.py)."""
 from __future__ import annotations
 
+import threading
+import time
+
 import pytest
 
 from runners.common import Skip
@@ -10,17 +13,26 @@ from runners.tensorrt_build import (
     MAX_WORKSPACE,
     MIN_WORKSPACE,
     BatchRange,
+    PrecisionFlags,
     ShapeRange,
     batch_range,
+    builder_precision,
     declared_ranges,
     input_shapes,
+    merge_into_file,
+    network_flags,
+    onnx_export_precision,
     precision_flags,
+    precision_source,
     profile_shapes,
     timing_cache_path,
     workspace_limit,
 )
 
 FLAGS_10 = {"FP16", "BF16", "TF32", "INT8", "REFIT"}
+# TensorRT 11 removed every weak-typing flag (NVIDIA's "Removed Python APIs and Replacements").
+FLAGS_11 = {"TF32", "REFIT", "DEBUG", "SPARSE_WEIGHTS"}
+CREATION_FLAGS = {"EXPLICIT_BATCH", "STRONGLY_TYPED"}
 
 
 def test_batch_range_covers_the_samples_and_every_profiled_size_and_tunes_for_the_largest():
@@ -152,3 +164,102 @@ def test_the_batch_range_follows_the_models_batch_axis_and_none_without_one():
     assert batch_range_of(None, (4, 3), [1, 8]) == BatchRange(1, 8, 8)
     assert batch_range_of(IOSpec(inputs=[], outputs=[], batch_axis=1), (3, 2), [16]) == BatchRange(2, 16, 16)
     assert batch_range_of(IOSpec(inputs=[], outputs=[], batch_axis=None), (2, 4, 8, 8), [1]) is None
+
+
+# --- the TensorRT API generation: where a plan's precision comes from ------------------------------
+
+def test_the_pinned_tensorrt_sets_half_precision_with_builder_flags_on_an_fp32_export():
+    # NGC 25.10 ships TensorRT 10.13.3: this decision changes only with a deliberate bump.
+    assert precision_source("10.13.3.9", FLAGS_10) == "builder-flags"
+    assert onnx_export_precision("fp16", "builder-flags") == "fp32"
+    assert onnx_export_precision("bf16", "builder-flags") == "fp32"
+
+
+@pytest.mark.parametrize("version, flags", [
+    ("11.0.0.114", FLAGS_11),
+    ("11.4.1", FLAGS_10),  # the version alone decides: 11 has no weak typing, whatever is listed
+    ("10.13.3", FLAGS_11),  # no FP16 flag (TensorRT-RTX): no weak typing either
+    ("unknown", FLAGS_11),
+])
+def test_without_the_half_precision_flags_the_networks_types_decide(version, flags):
+    assert precision_source(version, flags) == "network-types"
+    assert onnx_export_precision("fp16", "network-types") == "fp16"
+    assert onnx_export_precision("bf16", "network-types") == "bf16"
+
+
+def test_an_unreadable_version_with_the_flags_keeps_builder_flags():
+    assert precision_source("unknown", FLAGS_10) == "builder-flags"
+
+
+@pytest.mark.parametrize("version, source, expected", [
+    ("8.6.1", "builder-flags", ("EXPLICIT_BATCH",)),
+    ("10.13.3", "builder-flags", ()),
+    ("10.13.3", "network-types", ("STRONGLY_TYPED",)),  # 10.x opts in to strong typing
+    ("11.0.0", "network-types", ()),  # 11 is strongly typed whatever it is given
+])
+def test_network_creation_flags_follow_the_version_and_the_precision_source(version, source, expected):
+    assert network_flags(version, source, CREATION_FLAGS) == expected
+    assert network_flags(version, source, set()) == ()
+
+
+def test_a_strongly_typed_build_sets_no_precision_flag_where_the_export_holds_the_precision():
+    assert builder_precision("fp16", "network-types", FLAGS_11, {"FLOAT", "HALF", "INT64"}, None, (9, 0),
+                             "11.0.0") == PrecisionFlags()
+    assert builder_precision("bf16", "network-types", FLAGS_11, {"BF16"}, None, (8, 0), "11.0.0") == PrecisionFlags()
+    assert builder_precision("fp32", "network-types", FLAGS_11, {"FLOAT"}, None, (9, 0), "11.0.0") == PrecisionFlags(
+        clear=("TF32",))
+
+
+@pytest.mark.parametrize("precision, types, capability, reason", [
+    # An fp32 export built strongly typed would be an fp32 plan under an fp16 name: skipped, said why.
+    ("fp16", {"FLOAT", "INT64"}, (9, 0), "strongly typed networks only .* fp16 plan needs an ONNX export in fp16"),
+    ("bf16", {"FLOAT", "HALF"}, (9, 0), "no BF16 builder flag.* bf16 plan needs an ONNX export in bf16"),
+    ("bf16", {"BF16"}, (7, 5), "compute capability 8.0 or later; this one is 7.5"),
+])
+def test_a_strongly_typed_half_precision_plan_without_its_type_is_skipped_with_the_reason(
+        precision, types, capability, reason):
+    with pytest.raises(Skip, match=reason):
+        builder_precision(precision, "network-types", FLAGS_11, types, None, capability, "11.0.0")
+
+
+def test_builder_flags_are_the_weak_typing_decision():
+    assert builder_precision("fp16", "builder-flags", FLAGS_10, (), True, (9, 0), "10.13.3") == PrecisionFlags(
+        set=("FP16",))
+    # The network's types do not matter there: TensorRT lowers the fp32 network itself.
+    assert builder_precision("bf16", "builder-flags", FLAGS_10, {"FLOAT"}, None, (8, 0), "10.13.3") == PrecisionFlags(
+        set=("BF16",))
+
+
+# --- the shared timing cache -----------------------------------------------------------------------
+
+def test_merge_into_file_hands_over_what_the_file_holds_and_writes_the_result(tmp_path):
+    path = tmp_path / "cache" / "timing.cache"
+    seen = []
+
+    def merge(on_disk: bytes) -> bytes:
+        seen.append(on_disk)
+        return on_disk + b"entry;"
+
+    merge_into_file(path, merge)
+    merge_into_file(path, merge)
+    assert seen == [b"", b"entry;"]
+    assert path.read_bytes() == b"entry;entry;"
+    assert sorted(p.name for p in path.parent.iterdir()) == ["timing.cache", "timing.cache.lock"]
+
+
+def test_builds_that_finish_together_each_keep_their_entries(tmp_path):
+    path = tmp_path / "timing.cache"
+
+    def build(entry: bytes) -> None:
+        def merge(on_disk: bytes) -> bytes:
+            time.sleep(0.02)  # a slow combine: an unlocked read-combine-write would lose entries
+            return on_disk + entry
+
+        merge_into_file(path, merge)
+
+    threads = [threading.Thread(target=build, args=(f"{i};".encode(),)) for i in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(path.read_bytes().decode().split(";")[:-1]) == [str(i) for i in range(8)]

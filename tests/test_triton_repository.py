@@ -83,9 +83,21 @@ def test_config_round_trips_through_the_protobuf_parser_for_every_format(tmp_pat
         assert parsed.HasField("dynamic_batching")
         (group,) = parsed.instance_group
         if gpus:
-            assert group.kind == mc.ModelInstanceGroup.KIND_GPU and list(group.gpus) == [0, 2]
+            assert group.kind == mc.ModelInstanceGroup.KIND_GPU and group.count == 1 and not group.gpus
         else:
             assert group.kind == mc.ModelInstanceGroup.KIND_CPU and group.count == 1
+
+
+@pytest.mark.parametrize("gpus", [["2"], ["0", "2"], ["3", "1"]])
+def test_gpu_instances_name_no_host_index(tmp_path, gpus):
+    # `docker run --gpus device=0,2` shows the server GPUs 0 and 1; a host index such as 2 or 3
+    # is a GPU Triton cannot see. Without `gpus` Triton puts `count` instances on each GPU it sees.
+    deployment = deployment_for(variant(tmp_path, "model.plan", fmt="tensorrt"), tmp_path, NATIVE_BACKENDS)
+    folder = write_model(tmp_path / "repository", deployment, IO, 8, gpus)
+    text = (folder / "config.pbtxt").read_text()
+    (group,) = parse_config(text).instance_group
+    assert (group.kind, group.count, list(group.gpus)) == (mc.ModelInstanceGroup.KIND_GPU, 1, [])
+    assert "gpus" not in text
 
 
 def test_pytorch_backend_names_outputs_by_position(tmp_path):

@@ -18,6 +18,7 @@ from tritonclient.grpc import model_config_pb2 as mc
 
 from orchestrator.config import TritonSettings
 from orchestrator.containers import engine
+from orchestrator.containers.gpus import GpuRequest
 from orchestrator.errors import ServerFailed
 from orchestrator.progress import print_summary
 from orchestrator.results import (
@@ -45,7 +46,7 @@ from orchestrator.triton.perf_analyzer import (
 from orchestrator.triton.repository import read_config
 from orchestrator.triton.serve import request_body
 from orchestrator.triton.server import InContainer, TritonServer, failed_models, fatal_line, log_message
-from orchestrator.triton.tensorrt_guard import TensorRTMismatch, builder_tensorrt, check_engine, same_version
+from orchestrator.triton.tensorrt_guard import TensorRTMismatch, builder_tensorrt, same_version
 from runners.protocol import IOSpec, LatencyStats, ProfileEntry, TensorSpec
 
 DATA = Path(__file__).resolve().parent / "data"
@@ -255,22 +256,6 @@ def environment(versions=None, label="from-base") -> Environment:
         versions=versions or {})])
 
 
-def test_an_engine_is_served_only_by_the_same_tensorrt():
-    built = builder_tensorrt(environment({"tensorrt": "10.13.3.9"}))
-    assert built == "10.13.3.9"
-    check_engine("trt-fp16", built, "nav-orch/triton:25.10", {"org.nav-orch.tensorrt": "10.13.3"})
-    with pytest.raises(TensorRTMismatch, match="built with TensorRT 10.13.3.9 but nav-orch/triton:25.09 carries "
-                                               "TensorRT 10.11.0"):
-        check_engine("trt-fp16", built, "nav-orch/triton:25.09", {"org.nav-orch.tensorrt": "10.11.0"})
-    with pytest.raises(TensorRTMismatch, match="has no TensorRT"):
-        check_engine("trt-fp16", built, "nav-orch/triton:cpu", {"org.nav-orch.tensorrt": "none"})
-    with pytest.raises(TensorRTMismatch, match="does not say which TensorRT.*NGC_TENSORRT_VERSION=10.13.3.9"):
-        check_engine("trt-fp16", built, "nav-orch/triton:25.10", {"org.nav-orch.tensorrt": "from-base"})
-    with pytest.raises(TensorRTMismatch, match="version that built the engine is unknown"):
-        check_engine("trt-fp16", builder_tensorrt(environment()), "nav-orch/triton:25.10",
-                     {"org.nav-orch.tensorrt": "10.13.3"})
-
-
 def test_builder_version_from_labels_and_disagreement():
     assert builder_tensorrt(environment(label="10.13.3.9")) == "10.13.3.9"
     env = environment({"tensorrt": "10.13.3.9"})
@@ -335,6 +320,17 @@ class FakePerf:
         return point, self.folder / f"{model}-b{batch_size}-c{concurrency}.csv"
 
 
+class ShippedTensorRT:
+    """The server image's TensorRT as a fake image_tensorrt: records each question."""
+
+    def __init__(self, version: Optional[str]):
+        self.version, self.asked = version, []
+
+    def __call__(self, image: str, run_id: str) -> Optional[str]:
+        self.asked.append(image)
+        return self.version
+
+
 class World:
     """A workspace with three verified variants, and the stage's Docker side as fakes that record
     what they were asked."""
@@ -349,10 +345,12 @@ class World:
         ])
         self.started: list[list[str]] = []
         self.measured: list[tuple[str, Optional[int], Optional[Path]]] = []
+        self.tensorrt = ShippedTensorRT(None)
         self.tools = triton_stage.StageTools(
             require_image=lambda tag: engine.ImageInfo(tag=tag, id="sha256:t", labels={}),
             image_backends=lambda image, run_id: {"python"},
-            server=partial(FakeServer, self.started), perf=partial(FakePerf, self.measured))
+            image_tensorrt=self.tensorrt, server=partial(FakeServer, self.started),
+            perf=partial(FakePerf, self.measured))
 
     def stage(self, settings: TritonSettings, save: Callable[[], None] = lambda: None,
               **tools: Callable) -> triton_stage.TritonStage:
@@ -391,6 +389,7 @@ def test_a_model_that_fails_to_load_is_recorded_and_the_rest_measured(world):
     assert "torchscript-trace-fp32: Triton failed to load it: Internal: boom" in triton.error
     assert "onnx-fp32 batch 1 concurrency 2: no stable measurement" in triton.error
     assert len(saves) >= len(triton.runs)  # results.json rewritten as figures arrive
+    assert world.tensorrt.asked == []  # no engine to serve: no container asks the image for its TensorRT
 
 
 def test_the_best_runtime_falls_back_to_the_best_servable_variant(world):
@@ -424,6 +423,55 @@ def test_an_unexpected_failure_becomes_the_stage_error(world):
                                                                        "cpu")
     assert triton.error == "RuntimeError: disk on fire (traceback: triton/stage.log)"
     assert "Traceback" in (world.workspace.root / "triton" / "stage.log").read_text()
+
+
+def with_engines(world: World, *names: str) -> None:
+    """Add verified TensorRT engines, the best first, built by TensorRT 10.13.3.9 as the runner
+    reported; the runner image's label says "from-base", docker-bake.hcl's default."""
+    world.results.environment = environment({"tensorrt": "10.13.3.9"})
+    world.results.variants += [verified(world.workspace, name, "model.plan", 900.0) for name in names]
+    world.results.best = names[0]
+
+
+def test_an_engine_is_served_when_the_image_ships_its_tensorrt_whatever_the_labels(world):
+    with_engines(world, "tensorrt-fp16", "tensorrt-fp32")
+    shipped = ShippedTensorRT("10.13.3")
+    stage = world.stage(TritonSettings(all_variants=True, concurrency=[1]), image_tensorrt=shipped,
+                        image_backends=lambda image, run_id: {"python", "tensorrt"})
+    triton = stage.run(world.results, IO, [1], "throughput", None, "25.10")
+    assert world.started[0] == ["onnx-fp32", "torchscript-trace-fp32", "tensorrt-fp16", "tensorrt-fp32"]
+    assert shipped.asked == ["nav-orch/triton:25.10"]  # one short container for every engine
+    assert "TensorRT" not in (triton.error or "")
+    assert {r.variant for r in triton.runs} >= {"tensorrt-fp16", "tensorrt-fp32"}
+
+
+@pytest.mark.parametrize("shipped, reason", [
+    ("10.11.0", "tensorrt-fp16 was built with TensorRT 10.13.3.9 but nav-orch/triton:25.10 carries TensorRT 10.11.0"),
+    (None, "tensorrt-fp16 is a TensorRT engine, but nav-orch/triton:25.10 has no TensorRT"),
+])
+def test_an_engine_the_image_cannot_load_is_not_served(world, shipped, reason):
+    with_engines(world, "tensorrt-fp16")
+    stage = world.stage(TritonSettings(concurrency=[1]), image_tensorrt=ShippedTensorRT(shipped),
+                        image_backends=lambda image, run_id: {"python", "tensorrt"})
+    triton = stage.run(world.results, IO, [1], "throughput", None, "25.10")
+    assert reason in triton.error
+    assert world.started == [["onnx-fp32"]]  # the best servable variant instead
+    assert "served onnx-fp32 instead" in triton.error
+
+
+def test_the_server_gets_the_gpus_and_configs_name_none_of_their_host_indices(world):
+    gpus_given: list[str] = []
+
+    def server(**options):
+        gpus_given.append(options["gpus"])
+        return FakeServer(world.started, **options)
+
+    stage = dataclasses.replace(world.stage(TritonSettings(concurrency=[1])), gpus=["0", "2"],
+                                tools=dataclasses.replace(world.tools, server=server))
+    stage.run(world.results, IO, [1], "throughput", None, "25.10")
+    assert [GpuRequest.parse(gpus).devices for gpus in gpus_given] == [("0", "2")]
+    (group,) = read_config(world.workspace.model_repository, "onnx-fp32").instance_group
+    assert (group.kind, list(group.gpus)) == (mc.ModelInstanceGroup.KIND_GPU, [])
 
 
 def test_the_ready_to_copy_request_takes_the_shapes_the_server_serves():

@@ -72,16 +72,16 @@ def image_id(image: Image) -> str:
 
 
 def gpu_requests(gpus: str) -> list[DeviceRequest]:
-    """Docker's `--gpus` syntax (`all`, `N`, `device=0,2`, `none`) as device requests."""
+    """Docker's `--gpus` syntax as the device request Docker's CLI makes of it (docker/cli
+    opts/gpus.go); none for `none`."""
     request = GpuRequest.parse(gpus)
-    capabilities = [["gpu"]]
-    if request.all:
-        return [DeviceRequest(count=-1, capabilities=capabilities)]
-    if request.devices:
-        return [DeviceRequest(device_ids=list(request.devices), capabilities=capabilities)]
-    if request.count:
-        return [DeviceRequest(count=request.count, capabilities=capabilities)]
-    return []
+    if not request.wanted:
+        return []
+    # "gpu" is the capability that selects the GPU driver; Docker's CLI adds it to any given.
+    capabilities = [*request.capabilities, *(["gpu"] if "gpu" not in request.capabilities else [])]
+    return [DeviceRequest(driver=request.driver, count=-1 if request.all else request.count,
+                          device_ids=list(request.devices), capabilities=[capabilities],
+                          options=dict(request.options))]
 
 
 def container_user() -> str:
@@ -164,8 +164,9 @@ def docker_run_command(spec: ContainerSpec) -> list[str]:
     for flag, value in (("--pids-limit", spec.pids), ("--memory", spec.memory), ("--shm-size", spec.shm_size)):
         if value:
             args += [flag, str(value)]
-    if gpu_requests(spec.gpus):
-        args += ["--gpus", spec.gpus]
+    gpus = GpuRequest.parse(spec.gpus)
+    if gpus.wanted:
+        args += ["--gpus", str(gpus)]  # Docker's CLI reads it as CSV: a device list travels quoted
     args += [arg for name, value in container_environment(spec).items() for arg in ("--env", f"{name}={value}")]
     args += [arg for m in spec.mounts for arg in ("--volume", f"{m.source}:{m.target}:{'ro' if m.read_only else 'rw'}")]
     return [*args, spec.image, *spec.command]

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from orchestrator.results import RunResults, VariantResult
+from runners.protocol import ProfileEntry
 
 STYLE = """
 body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1100px; color: #222; }
@@ -67,13 +68,25 @@ def verdict(results: RunResults) -> str:
         objective = results.selection.objective
         others = [v for v in results.variants if v.status == "ok" and v.name != results.best and v.profile]
         batch = results.selection.batch_size
-        ours = figure(best, objective, batch)
-        rivals = [(value, v.name) for v in others if (value := figure(v, objective, batch))]
+        ours = figure(best.profile if best else [], objective, batch)
+        rivals = [(value, v.name) for v in others if (value := figure(v.profile, objective, batch))]
+        gains = []
         if ours and rivals:
             value, name = (max if objective == "throughput" else min)(rivals)
-            ratio = ours / value if objective == "throughput" else value / ours
-            text += f". It is {ratio:.2f}× the runner-up, {esc(name)}"
+            gains.append(f"{gain(ours, value, objective):.2f}× the runner-up, {esc(name)}")
+        source = figure(results.source_profile, objective, batch)
+        if ours and source:
+            gains.append(f"{gain(ours, source, objective):.2f}× the source model run as it is")
+        elif ours:
+            gains.append("not compared with the source model as it is (it was not timed at that batch size)")
+        if gains:
+            text += ". It is " + " and ".join(gains)
     return f"<p class=verdict>{text}.</p>"
+
+
+def gain(ours: float, theirs: float, objective: str) -> float:
+    """How many times better `ours` is: throughput higher, latency lower."""
+    return ours / theirs if objective == "throughput" else theirs / ours
 
 
 def charts(results: RunResults) -> list[str]:
@@ -153,11 +166,9 @@ def find(results: RunResults, name: str) -> Optional[VariantResult]:
     return next((v for v in results.variants if v.name == name), None)
 
 
-def figure(variant: Optional[VariantResult], objective: str, batch: Optional[int]) -> Optional[float]:
-    """The variant's figure for the objective: throughput (higher wins) or p50 latency (lower wins)."""
-    if variant is None:
-        return None
-    entries = [e for e in variant.profile if batch is None or e.batch_size == batch]
+def figure(profile: list[ProfileEntry], objective: str, batch: Optional[int]) -> Optional[float]:
+    """A profile's figure for the objective: throughput (higher wins) or p50 latency (lower wins)."""
+    entries = [e for e in profile if batch is None or e.batch_size == batch]
     if not entries:
         return None
     if objective == "throughput":
@@ -166,7 +177,7 @@ def figure(variant: Optional[VariantResult], objective: str, batch: Optional[int
 
 
 def top_throughput(variant: Optional[VariantResult]) -> Optional[float]:
-    return figure(variant, "throughput", None)
+    return figure(variant.profile, "throughput", None) if variant else None
 
 
 def budget(variant: VariantResult, output: str) -> Optional[float]:

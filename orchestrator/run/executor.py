@@ -27,6 +27,7 @@ from docker.models.containers import Container
 from pydantic import ValidationError
 
 from orchestrator.containers import engine
+from orchestrator.containers.gpus import docker_gpus
 from orchestrator.errors import EnvironmentProblem
 from orchestrator.results import JOB_RESULT
 from orchestrator.run import untrusted
@@ -295,9 +296,10 @@ class DockerExecutor(Executor):
     """Each session runs in a fresh, sandboxed, labelled container of the run."""
 
     def __init__(self, workspace: Workspace, timeout_s: float, client: docker.DockerClient, run_id: str,
-                 memory: Optional[str] = None, pids: int = 4096):
+                 memory: Optional[str] = None, pids: int = 4096, gpus: str = "auto"):
         super().__init__(workspace, timeout_s)
         self.client = client
+        self.gpus = gpus  # the user's --gpus: its capabilities, driver and options go to every container
         self.run_id = run_id
         self.memory = memory
         self.pids = pids
@@ -327,7 +329,7 @@ class DockerExecutor(Executor):
             labels={engine.RUN_LABEL: self.run_id, engine.ROLE_LABEL: f"runner:{name}"},
             environment={"PYTHONPATH": CONTAINER_CODE, "PYTHONUNBUFFERED": "1", **cache_environment(CONTAINER_CACHE),
                          **placement.environment()},
-            gpus=f"device={placement.gpu}" if placement.gpu is not None else "none",
+            gpus=docker_gpus(self.gpus, [placement.gpu] if placement.gpu is not None else []),
             memory=self.memory,
             pids=self.pids,
         )
@@ -401,8 +403,10 @@ class LocalExecutor(Executor):
         job_files = [str(write_job(job, self.workspace.job_dir(job.id))) for job in jobs]
         own = {"PYTHONPATH": str(RUNNERS_DIR.parent), "PYTHONUNBUFFERED": "1",
                **cache_environment(str(self.workspace.cache)), **placement.environment(),
-               # A session without a GPU must not see one: the scheduler gave it none.
-               "CUDA_VISIBLE_DEVICES": placement.gpu if placement.gpu is not None else ""}
+               # A session without a GPU must not see one: the scheduler gave it none. The index is
+               # nvidia-smi's, which counts in PCI bus order; CUDA's own default order is another.
+               "CUDA_VISIBLE_DEVICES": placement.gpu if placement.gpu is not None else "",
+               "CUDA_DEVICE_ORDER": "PCI_BUS_ID"}
         environment = {**os.environ, **own}
         write_rerun_scripts(self.workspace, jobs, lambda files: [
             "env", *(f"{name}={value}" for name, value in own.items()), self.python, "-m", "runners.main", *files],

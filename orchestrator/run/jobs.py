@@ -73,11 +73,13 @@ class JobBuilder:
     # --- the jobs ---------------------------------------------------------------------------------
 
     def reference_job(self, samples: Path, device: str) -> Job:
-        """Runs the source model on the samples; never reused (it fingerprints the model). Where the
+        """Runs the source model on the samples, then times it as it is at the batch sizes (alone on
+        its device: nothing else runs yet); never reused (it fingerprints the model). Where the
         config declares dynamic axes, the job carries them as the io the runner fills in."""
         inputs = JobInputs(model=str(self.config.model.path.parent), samples=str(samples))
         return self._job(REFERENCE, "reference", self.config.model.framework, self.workspace.reference, None,
-                         device=device, inputs=inputs, io=declared_io(self.config.dynamic_axes))
+                         device=device, inputs=inputs, io=declared_io(self.config.dynamic_axes),
+                         batch_sizes=self.config.batch_sizes, profiling=self.config.profiling)
 
     def function_job(self, variant: Variant, samples: Path, device: str) -> Job:
         """`nav-orch profile`: times the function; never reused (there is no reference to key it by)."""

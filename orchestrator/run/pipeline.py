@@ -34,6 +34,7 @@ from orchestrator.run.selection import select_best
 from orchestrator.run.sessions import Sessions
 from orchestrator.run.workspace import Workspace
 from runners.arrays import load_npz
+from runners.formats import FORMATS
 from runners.protocol import REFERENCE_OUTPUTS, IOSpec, JobResult
 
 
@@ -75,7 +76,7 @@ class Pipeline:
         reference = None if function else self.run_reference(samples, self.gpus[0] if self.gpus else None)
         units = [Unit(step.name, partial(self.perform, step, reference, samples),
                       needs=list(step.needs), gpu=step.gpu, exclusive=step.exclusive)
-                 for step in plan_steps(variants, bool(self.gpus))]
+                 for step in plan_steps(variants, bool(self.gpus), len(self.gpus))]
         Scheduler(self.gpus, self.config.jobs).run(units, on_abort=self.executor.cancel)
         best, selection = select_best(list(self.recorder.variants.values()), self.config.objective,
                                       self.config.latency_budget_ms)
@@ -86,7 +87,7 @@ class Pipeline:
         """The source model on the samples: its outputs, the input/output description, and its
         fingerprint, which keys every later job. It always runs (it is the cheapest job)."""
         job = self.jobs.reference_job(samples, "cuda" if gpu is not None else "cpu")
-        self.recorder.reporter.note("running the source model on the samples")
+        self.recorder.reporter.note("running the source model on the samples, and timing it as it is")
         result = self.sessions.run(REFERENCE, [job], self.recorder.record_versions, Placement(gpu))[REFERENCE]
         if result.status != "ok" or result.io is None or result.fingerprint is None:
             raise ReferenceFailed(result.error or "the reference job returned no input/output description "
@@ -94,6 +95,7 @@ class Pipeline:
         check_fixed_batch(result.io, self.config.batch_sizes)
         key = cache.base_key(result.fingerprint, self.inputs_key)
         self.recorder.record_fingerprint(result.fingerprint)
+        self.recorder.record_source_profile(result.profile)
         with untrusted.open_file(self.workspace.root, self.workspace.reference / REFERENCE_OUTPUTS,
                                  untrusted.ARRAYS_MAX_BYTES) as outputs_file:
             outputs = load_npz(outputs_file)
@@ -168,15 +170,19 @@ class Pipeline:
                           self.on_result_of(variant), self.shared_cpus())
 
     def check(self, name: str, variants: list[Variant], reference: Reference, gpu: Optional[str]) -> None:
-        variants = self.recorder.pending(variants)
+        variants = [v for v in self.recorder.pending(variants)
+                    if not (FORMATS[v.format].traced_on_device and self.skipped(v))]
         if not variants:
             return
         jobs, owner = [], {}
         for variant in variants:
-            checked = self.jobs.checked_jobs(variant, reference, "cuda", needs=[])
+            # A format traced on its device is exported here, on the GPU it will run on.
+            export = ([self.jobs.export_job(variant, reference, "cuda")] if FORMATS[variant.format].traced_on_device
+                      else [])
+            checked = self.jobs.checked_jobs(variant, reference, "cuda", needs=[job.id for job in export])
             profile = self.jobs.profile_job(variant, reference, "cuda", needs=[checked[-1].id])
-            jobs += [*checked, profile]
-            owner.update({job.id: variant for job in (*checked, profile)})
+            jobs += [*export, *checked, profile]
+            owner.update({job.id: variant for job in (*export, *checked, profile)})
 
         def on_result(result: JobResult) -> None:
             self.recorder.on_result(owner[result.job_id], result)

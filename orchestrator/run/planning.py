@@ -3,9 +3,10 @@ profiles them. Pure decisions from the config and the registry (runners/formats.
 
 On CPUs, export and verify of a variant share a runner session, variants build in parallel, and
 one exclusive step profiles them all, so nothing competes with what it measures. On GPUs, exports
-run on the CPU cores in parallel; on the GPU one session per runner verifies and profiles every
-variant that needs no long compile (one CUDA start for all), then each compiled variant gets a
-session of its own (`compiled_skip_reason` says which precisions it is built in).
+run on the CPU cores in parallel (a format traced on its device is exported in its check session);
+on the GPUs one session per runner and GPU verifies and profiles the variants that need no long
+compile (one CUDA start for many), and each compiled variant gets a session of its own
+(`compiled_skip_reason` says which precisions it is built in).
 """
 from __future__ import annotations
 
@@ -46,7 +47,7 @@ class Step:
     build: export and verify one variant on the CPUs; profile: profile the variants that passed,
     alone on the machine; export: export one variant on the CPUs; check: verify and profile the
     variants on a GPU; check-compiled: the same for one compiled variant, unless `rivals` (the
-    variants that need no compile) settled on another precision; profile-function: time the
+    variants that need no compile, for an fp32 one) settled on another precision; profile-function: time the
     function of `nav-orch profile`."""
 
     name: str
@@ -76,7 +77,7 @@ def skip_reason(variant: Variant, versions: Mapping[str, str], where: str, has_g
     """Why the run cannot build a variant, decided before any work is spent on it: a toolchain the
     runners' environment (`where`, which reported `versions`) lacks, or a GPU the run does not have."""
     entry = FORMATS[variant.format]
-    if entry.toolchain is not None and entry.toolchain.distribution not in versions:
+    if entry.toolchain is not None and entry.toolchain.module not in versions:
         return f"{entry.toolchain.title} is not installed in {where}"
     if entry.gpu_only and not has_gpus:
         return "needs a GPU (this run has none: --gpus)"
@@ -100,29 +101,38 @@ def compiled_skip_reason(variant: Variant, winner: Optional[Precision], capabili
     return None
 
 
-def plan_steps(variants: list[Variant], on_gpu: bool) -> list[Step]:
-    """The graph of steps after the reference job, which every step builds on."""
+def plan_steps(variants: list[Variant], on_gpu: bool, gpus: int = 1) -> list[Step]:
+    """The graph of steps after the reference job, which every step builds on. With several `gpus`,
+    each runner's variants that need no compile are checked in as many sessions, one per GPU."""
     if variants == [FUNCTION_VARIANT]:
         return [Step("profile", "profile-function", (FUNCTION_VARIANT,), gpu=on_gpu, exclusive=True)]
     if not on_gpu:
         builds = [Step(f"build-{v.name}", "build", (v,)) for v in variants]
         return [*builds, Step("profile", "profile", tuple(variants), needs=tuple(b.name for b in builds),
                               exclusive=True)]
-    exports = [Step(f"export-{v.name}", "export", (v,)) for v in variants]
-    # Variants that need no compile are checked in one session per runner, so a slow export of
-    # one runtime (ONNX) does not hold up the others.
+    exports = [Step(f"export-{v.name}", "export", (v,)) for v in variants if not FORMATS[v.format].traced_on_device]
+    # Variants that need no compile are checked in sessions per runner (one CUDA start for many), so
+    # a slow export of one runtime (ONNX) does not hold up the others.
     cheap: dict[str, list[Variant]] = {}
     for v in variants:
         if not FORMATS[v.format].compiled:
             cheap.setdefault(FORMATS[v.format].runner, []).append(v)
-    checks = [Step(f"check-{runner}", "check", tuple(vs), needs=tuple(f"export-{v.name}" for v in vs), gpu=True,
-                   exclusive=True) for runner, vs in cheap.items()]
+    checks: dict[str, list[Step]] = {}
+    for runner, vs in cheap.items():
+        parts = max(1, min(gpus, len(vs)))
+        chunks = [vs[i::parts] for i in range(parts)]  # dealt out, so each holds a mix of formats
+        checks[runner] = [Step(f"check-{runner}" + (f"-{i + 1}" if parts > 1 else ""), "check", tuple(chunk),
+                               needs=tuple(f"export-{v.name}" for v in chunk if not FORMATS[v.format].traced_on_device),
+                               gpu=True, exclusive=True)
+                          for i, chunk in enumerate(chunks)]
     compiled = []
     for v in variants:
         if FORMATS[v.format].compiled:
             runner = FORMATS[v.format].runner
-            rivals = tuple(cheap.get(runner, []))
-            needs = (f"export-{v.name}", *([f"check-{runner}"] if rivals else []))
+            # Only fp32 waits for the other formats' winner (compiled_skip_reason); a half precision
+            # starts compiling at once, on a GPU the exports leave idle.
+            rivals = tuple(cheap.get(runner, [])) if v.precision == "fp32" else ()
+            needs = (f"export-{v.name}", *(c.name for c in checks.get(runner, []) if rivals))
             compiled.append(Step(f"check-{v.name}", "check-compiled", (v,), needs=needs, gpu=True, exclusive=True,
                                  rivals=rivals))
-    return [*exports, *checks, *compiled]
+    return [*exports, *(step for steps in checks.values() for step in steps), *compiled]

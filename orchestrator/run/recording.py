@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Mapping
 from typing import Optional
 
 from orchestrator.progress import Reporter
 from orchestrator.results import ImageRecord, JobTiming, RunResults, Selection, VariantResult
 from orchestrator.run.planning import Variant
 from orchestrator.run.workspace import Workspace
-from runners.protocol import JobResult
+from runners.protocol import JobResult, ProfileEntry
 
 # The stage a variant enters when a job of this kind succeeds.
 NEXT_STAGE = {"export": "exported", "convert": "converted", "verify": "verified", "profile": "done"}
@@ -19,8 +20,10 @@ NEXT_STAGE = {"export": "exported", "convert": "converted", "verify": "verified"
 class Recorder:
     """The run's results, shared by the sessions that run in parallel (one lock guards them)."""
 
-    def __init__(self, results: RunResults, image: ImageRecord, workspace: Workspace, reporter: Reporter):
+    def __init__(self, results: RunResults, image: ImageRecord, workspace: Workspace, reporter: Reporter,
+                 gpu_uuids: Optional[Mapping[str, str]] = None):
         self.results = results
+        self.gpu_uuids = gpu_uuids or {}  # the host's GPUs: index -> UUID
         self.image = image
         self.workspace = workspace
         self.reporter = reporter
@@ -61,12 +64,21 @@ class Recorder:
             if result.gpu is not None and result.gpu.uuid not in known:
                 self.results.environment.gpus.append(result.gpu)
 
-    def record_timing(self, result: JobResult, session: str, placement: str) -> None:
+    def record_timing(self, result: JobResult, session: str, gpu: Optional[str]) -> None:
+        """When and where a job ran; `gpu` is the host's index of the GPU it was placed on."""
         end = time.monotonic() - self.started
+        used = result.gpu.uuid if result.gpu is not None else None
+        placed = self.gpu_uuids.get(gpu) if gpu is not None else None
+        timing = JobTiming(job=result.job_id, kind=result.kind, session=session,
+                           placement=f"GPU {gpu}" if gpu is not None else "CPU",
+                           start_s=max(0.0, end - result.duration_s), end_s=end,
+                           gpu_uuid=used, on_placed_gpu=used == placed if used and placed else None)
         with self.lock:
-            self.results.timeline.append(JobTiming(job=result.job_id, kind=result.kind, session=session,
-                                                   placement=placement, start_s=max(0.0, end - result.duration_s),
-                                                   end_s=end))
+            self.results.timeline.append(timing)
+
+    def record_source_profile(self, profile: list[ProfileEntry]) -> None:
+        with self.lock:
+            self.results.source_profile = profile
 
     def record_fingerprint(self, fingerprint: str) -> None:
         with self.lock:

@@ -35,10 +35,8 @@ class Sessions:
         for job in pending:
             cache.mark(self.workspace, job.id, self.keys.get(job.id))
         if pending:
-            where = f"GPU {placement.gpu}" if placement.gpu is not None else "CPU"
-
             def timed(result: JobResult) -> None:
-                self.recorder.record_timing(result, name, where)
+                self.recorder.record_timing(result, name, placement.gpu)
                 on_result(result)
 
             results.update(self.executor.run(name, self.image, pending, timed, placement))

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Optional
 
@@ -49,10 +50,12 @@ class PyTritonServer(TritonServer):
     executor's: it needs nvidia-pytriton, numpy<2 and the variant's framework)."""
 
     def __init__(self, client, image: str, folder: Path, run_id: str, log_path: Path, gpus: str, host: str,
-                 http_port: int = 0, grpc_port: int = 0, ready_timeout_s: float = 180.0, python: Optional[str] = None):
+                 http_port: int = 0, grpc_port: int = 0, ready_timeout_s: float = 180.0, python: Optional[str] = None,
+                 gpu_indices: Sequence[str] = ()):
         super().__init__(client, image, folder, [folder.name], run_id, log_path, gpus=gpus, host=host,
                          http_port=http_port, grpc_port=grpc_port, ready_timeout_s=ready_timeout_s)
         self.python = python
+        self.gpu_indices = list(gpu_indices)  # the host's (nvidia-smi's) indices, for a local process
         config = parse_config((folder / CONFIG_FILE).read_text())
         artifact = Path(VERSION) / config.parameters["artifact"].string_value
         place = self.repository if python else Path(MODEL_MOUNT)
@@ -69,8 +72,9 @@ class PyTritonServer(TritonServer):
             return super().launch(spec)
         # The runners from this installation; the artifact where it lies (the spec names it).
         environment = {"PYTHONPATH": str(RUNNERS_DIR.parent), "PYTHONUNBUFFERED": "1"}
-        if self.gpus == "none":
-            environment["CUDA_VISIBLE_DEVICES"] = ""
+        # Docker shows a container only its GPUs; a process sees them all unless told.
+        environment["CUDA_VISIBLE_DEVICES"] = ",".join(self.gpu_indices) if self.gpus != "none" else ""
+        environment["CUDA_DEVICE_ORDER"] = "PCI_BUS_ID"  # nvidia-smi's order, which the indices are in
         return LocalProcess(spec.command, environment, self.log_path.with_suffix(".live.log"))
 
     def ready(self) -> bool:

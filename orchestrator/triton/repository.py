@@ -159,6 +159,7 @@ def tensor_names(deployment: Deployment, io: IOSpec) -> tuple[list[str], list[st
 
 
 def model_config(deployment: Deployment, io: IOSpec, max_batch_size: int, gpus: list[str]) -> mc.ModelConfig:
+    """The variant's config; `gpus`: the host GPUs the server is given, none for the CPU."""
     batched = max_batch_size > 0 and batchable(io)
     config = mc.ModelConfig(name=deployment.model, max_batch_size=max_batch_size if batched else 0)
     if deployment.backend == "python":
@@ -178,7 +179,11 @@ def model_config(deployment: Deployment, io: IOSpec, max_batch_size: int, gpus: 
     if batched:
         config.dynamic_batching.SetInParent()
     if gpus:
-        config.instance_group.add(kind=mc.ModelInstanceGroup.KIND_GPU, count=1, gpus=[int(g) for g in gpus])
+        # No `gpus` list: the server's container sees only the GPUs it was given, numbered from 0
+        # (host GPUs 0 and 2 are its 0 and 1), and Triton places `count` instances on each GPU it
+        # sees. A host index would name a GPU the server cannot see, and a config that names none
+        # stays right when `nav-orch serve` reuses it with other GPUs.
+        config.instance_group.add(kind=mc.ModelInstanceGroup.KIND_GPU, count=1)
     else:
         config.instance_group.add(kind=mc.ModelInstanceGroup.KIND_CPU, count=1)
     return config

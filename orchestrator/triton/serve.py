@@ -14,6 +14,7 @@ import sys
 import time
 import uuid
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Optional
 
@@ -22,7 +23,7 @@ from pydantic import ValidationError
 from tritonclient.grpc import model_config_pb2 as mc
 
 from orchestrator.containers import engine
-from orchestrator.containers.gpus import host_gpus, select_gpus
+from orchestrator.containers.gpus import docker_gpus, host_gpus, select_gpus
 from orchestrator.containers.images import CPU_RELEASE
 from orchestrator.errors import BadInput, EnvironmentProblem
 from orchestrator.results import JOB_RESULT, RunResults, VariantResult
@@ -41,8 +42,8 @@ from orchestrator.triton.repository import (
     write_model,
 )
 from orchestrator.triton.server import HOST, LOOPBACK, TritonServer, check_port_free, image_backends
-from orchestrator.triton.stage import gpu_request, load_samples, release_of, require_image, triton_images
-from orchestrator.triton.tensorrt_guard import builder_tensorrt, check_engine
+from orchestrator.triton.stage import image_tensorrt, load_samples, release_of, require_image, triton_images
+from orchestrator.triton.tensorrt_guard import builder_tensorrt, check_served_engine
 from runners.formats import FORMATS
 from runners.protocol import RESULT_FILE, IOSpec
 
@@ -114,12 +115,13 @@ def serve(workspace_path: Path, variant_name: Optional[str], http_port: int, grp
     release = release_of(results)
     server_image, _ = triton_images(release)
     available = host_gpus()
-    if release == CPU_RELEASE or (gpus == "auto" and not available):
+    # GPUs as the run had them: its runners saw GPUs (a CUDA image, or the local executor on a GPU host).
+    if not results.environment.gpus or (gpus == "auto" and not available):
         gpu_indices: list[str] = []
     else:
         gpu_indices = select_gpus("all" if gpus == "auto" else gpus, available)
     run_id = uuid.uuid4().hex[:12]
-    gpu_option = gpu_request(gpu_indices)
+    gpu_option = docker_gpus(gpus, gpu_indices)
     # Its own repository: the workspace's may hold this variant for a native backend.
     pytriton_folder = workspace.triton / "pytriton"
     pytriton_log = workspace.triton / "pytriton-serve.log"
@@ -128,7 +130,8 @@ def serve(workspace_path: Path, variant_name: Optional[str], http_port: int, grp
         check_serving_python(python, variant.format)
         folder = write_variant(pytriton_folder, variant, workspace, io, {"python"}, gpu_indices, err)
         server: TritonServer = PyTritonServer(None, server_image, folder, run_id, pytriton_log, gpu_option, host,
-                                              http_port, grpc_port, ready_timeout_s, python=python)
+                                              http_port, grpc_port, ready_timeout_s, python=python,
+                                              gpu_indices=gpu_indices)
         run_serving(server, folder, variant.name, workspace, f"PyTriton (--python {python})", out, err)
         return
     if server_kind == "pytriton" and release != CPU_RELEASE:
@@ -137,7 +140,7 @@ def serve(workspace_path: Path, variant_name: Optional[str], http_port: int, grp
                                  f"{release} workspace use --executor local --python PY, a Python with "
                                  "nvidia-pytriton, numpy<2 and the variant's framework")
     client = engine.connect()
-    server_info = require_image(client, server_image)
+    require_image(client, server_image)
     try:
         if server_kind == "pytriton":
             folder = write_variant(pytriton_folder, variant, workspace, io, {"python"}, gpu_indices, err)
@@ -150,8 +153,8 @@ def serve(workspace_path: Path, variant_name: Optional[str], http_port: int, grp
                 backends = image_backends(client, server_image, run_id)
                 deployment = deployment_for(variant, workspace.root, backends)
                 if deployment.format == "tensorrt":
-                    check_engine(variant.name, builder_tensorrt(results.environment), server_image,
-                                 server_info.labels)
+                    check_served_engine(variant.name, builder_tensorrt(results.environment), server_image,
+                                        image_tensorrt(partial(engine.run_to_exit, client), server_image, run_id))
                 folder = write_variant(repository, variant, workspace, io, backends, gpu_indices, err)
             server = TritonServer(client, server_image, repository, [variant.name], run_id,
                                   workspace.triton / "serve.log", gpus=gpu_option, ready_timeout_s=ready_timeout_s,

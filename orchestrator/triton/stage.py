@@ -18,7 +18,7 @@ from __future__ import annotations
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
-from functools import partial
+from functools import cache, partial
 from pathlib import Path
 from typing import Optional, Protocol
 
@@ -27,6 +27,7 @@ import numpy as np
 
 from orchestrator.config import Objective, OptimizeConfig, TritonSettings
 from orchestrator.containers import engine
+from orchestrator.containers.gpus import docker_gpus
 from orchestrator.containers.images import CPU_RELEASE
 from orchestrator.errors import EnvironmentProblem, NavOrchError, ServerFailed
 from orchestrator.progress import Reporter
@@ -34,10 +35,16 @@ from orchestrator.results import RunResults, TritonResults, TritonRun, VariantRe
 from orchestrator.run import untrusted
 from orchestrator.run.selection import select_best
 from orchestrator.run.workspace import Workspace
-from orchestrator.triton.perf_analyzer import Measurement, PerfAnalyzer, PerfFailed, write_input_data
+from orchestrator.triton.perf_analyzer import Measurement, PerfAnalyzer, PerfFailed, RunContainer, write_input_data
 from orchestrator.triton.repository import Deployment, deployment_for, model_config, tensor_names, write_model
 from orchestrator.triton.server import TritonServer, image_backends
-from orchestrator.triton.tensorrt_guard import builder_tensorrt, check_engine
+from orchestrator.triton.tensorrt_guard import (
+    LIBRARY_PATTERN,
+    LIBRARY_ROOTS,
+    builder_tensorrt,
+    check_served_engine,
+    tensorrt_in_listing,
+)
 from runners.arrays import load_npz
 from runners.protocol import NORMALIZED_SAMPLES, IOSpec
 
@@ -80,6 +87,7 @@ class StageTools:
 
     require_image: Callable[[str], engine.ImageInfo]  # tag -> image; EnvironmentProblem when not built
     image_backends: Callable[[str, str], set[str]]  # (tag, run id) -> the backends it carries
+    image_tensorrt: Callable[[str, str], Optional[str]]  # (tag, run id) -> the TensorRT it ships, if any
     server: ServerFactory
     perf: PerfFactory
 
@@ -98,16 +106,29 @@ def release_of(results: RunResults) -> str:
     return tags[0].rpartition(":")[2] if tags else CPU_RELEASE
 
 
-def gpu_request(gpus: list[str]) -> str:
-    return f"device={','.join(gpus)}" if gpus else "none"
-
-
 def require_image(client: docker.DockerClient, tag: str) -> engine.ImageInfo:
     info = engine.inspect_image(client, tag)
     if info is None:
         flavor = "cpu" if tag.endswith(f":{CPU_RELEASE}") else "cuda"
         raise EnvironmentProblem(f"image {tag} is not built: run `nav-orch images build --flavor {flavor}`")
     return info
+
+
+def image_tensorrt(run: RunContainer, image: str, run_id: str, timeout_s: float = 120.0) -> Optional[str]:
+    """The TensorRT version the image ships, from the names of its libnvinfer files, listed by a
+    short container of the image (`run`: engine.run_to_exit) as server.image_backends lists its
+    backends."""
+    spec = engine.ContainerSpec(
+        image=image, command=["find", *LIBRARY_ROOTS, "-name", LIBRARY_PATTERN], mounts=[],
+        labels={engine.RUN_LABEL: run_id, engine.ROLE_LABEL: "triton-tensorrt"}, pids=64)
+    state, output = run(spec, timeout_s)
+    version = tensorrt_in_listing(output, image)
+    # find fails for a folder it may not read, and may still have found the library elsewhere.
+    if state is None or (state.code != 0 and version is None):
+        last = output.strip().splitlines()[-1] if output.strip() else "no output"
+        raise EnvironmentProblem(f"cannot look for {LIBRARY_PATTERN} in {image}: "
+                                 f"{last if state is not None else f'no answer in {timeout_s:.0f} s'}")
+    return version
 
 
 def load_samples(workspace: Workspace) -> dict[str, np.ndarray]:
@@ -162,6 +183,7 @@ class TritonStage:
     reporter: Reporter
     tools: StageTools
     save: Callable[[], None] = lambda: None
+    gpu_request: str = "auto"  # the user's --gpus: its capabilities, driver and options go to the server
 
     def run(self, results: RunResults, io: IOSpec, batch_sizes: list[int], objective: Objective,
             budget_ms: Optional[float], release: Optional[str] = None) -> TritonResults:
@@ -191,18 +213,25 @@ class TritonStage:
     def _run(self, results: RunResults, triton: TritonResults, io: IOSpec, batch_sizes: list[int],
              server_image: str, perf_image: str, objective: Objective, budget_ms: Optional[float],
              problems: list[str]) -> None:
-        server_info = self.tools.require_image(server_image)
+        self.tools.require_image(server_image)
         self.tools.require_image(perf_image)
         self.reporter.note(f"triton: reading the backends of {server_image}")
         backends = self.tools.image_backends(server_image, self.run_id)
         builder_version = None  # the TensorRT that built the run's engines, asked once
+
+        @cache
+        def server_tensorrt() -> Optional[str]:
+            # Asked of the image itself, and only when an engine is to be served: its label says
+            # "from-base" unless the images were built with NGC_TENSORRT_VERSION set.
+            self.reporter.note(f"triton: reading the TensorRT version of {server_image}")
+            return self.tools.image_tensorrt(server_image, self.run_id)
 
         def servable(variant: VariantResult) -> Deployment:
             nonlocal builder_version
             deployment = deployment_for(variant, self.workspace.root, backends)
             if deployment.format == "tensorrt":
                 builder_version = builder_version or builder_tensorrt(results.environment)
-                check_engine(variant.name, builder_version, server_image, server_info.labels)
+                check_served_engine(variant.name, builder_version, server_image, server_tensorrt())
             return deployment
 
         choice = choose_variants(results, self.settings.all_variants, servable, objective, budget_ms)
@@ -228,7 +257,7 @@ class TritonStage:
             log_path = self.workspace.triton / ("server.log" if attempt == 1 else f"server-{attempt}.log")
             server = self.tools.server(image=server_image, repository=self.workspace.model_repository,
                                        models=[d.model for d in deployments], run_id=self.run_id, log_path=log_path,
-                                       gpus=gpu_request(self.gpus), shm_size=self.settings.shm_size,
+                                       gpus=docker_gpus(self.gpu_request, self.gpus), shm_size=self.settings.shm_size,
                                        ready_timeout_s=self.settings.ready_timeout_s)
             self.reporter.note(f"triton: starting {server_image} with {', '.join(d.model for d in deployments)}")
             for deployment in deployments:
@@ -288,6 +317,7 @@ class TritonStage:
 def docker_tools(client: docker.DockerClient) -> StageTools:
     """The real collaborators, each talking to `client`."""
     return StageTools(require_image=partial(require_image, client), image_backends=partial(image_backends, client),
+                      image_tensorrt=partial(image_tensorrt, partial(engine.run_to_exit, client)),
                       server=partial(TritonServer, client),
                       perf=partial(PerfAnalyzer, partial(engine.run_to_exit, client)))
 
@@ -298,5 +328,5 @@ def run_triton_stage(client: docker.DockerClient, workspace: Workspace, results:
     """The stage as `api.optimize` runs it after selection; None when it is off or nothing was chosen."""
     if not config.triton.enabled or not results.best or io is None:
         return None
-    stage = TritonStage(workspace, run_id, config.triton, gpus, reporter, docker_tools(client), save)
+    stage = TritonStage(workspace, run_id, config.triton, gpus, reporter, docker_tools(client), save, config.gpus)
     return stage.run(results, io, config.batch_sizes, config.objective, config.latency_budget_ms, config.images)

@@ -1,0 +1,122 @@
+"""The optimize pipeline's orchestration on GPUs, with a fake executor standing in for the runners
+(the GPU paths themselves run on GPU hosts: docs/performance.md). What is checked: which sessions
+run, on which GPU, with which jobs on which device."""
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import numpy as np
+
+from orchestrator.config import OptimizeConfig
+from orchestrator.model_ref import ModelRef
+from orchestrator.progress import QuietReporter
+from orchestrator.results import Environment, ImageRecord, RunResults
+from orchestrator.run.executor import OnResult, Placement
+from orchestrator.run.pipeline import Pipeline
+from orchestrator.run.recording import Recorder
+from orchestrator.run.workspace import Workspace
+from runners.protocol import (
+    REFERENCE_OUTPUTS,
+    GpuInfo,
+    IOSpec,
+    Job,
+    JobResult,
+    LatencyStats,
+    OutputError,
+    ProfileEntry,
+    TensorSpec,
+    Verification,
+)
+
+# Throughput by variant: the compiled fp16 variant wins; fp16 wins among the eager ones.
+SPEED = {"torch-compile-cudagraphs-fp16": 900.0, "torchscript-trace-fp16": 500.0}
+
+
+class FakeRunners:
+    """Answers every job as a runner that succeeded would, and records each session."""
+
+    def __init__(self, workspace: Workspace):
+        self.workspace = workspace
+        self.sessions: list[tuple[str, str | None, list[tuple[str, str]]]] = []
+        self.lock = threading.Lock()
+
+    def run(self, name: str, image: str, jobs: list[Job], on_result: OnResult,
+            placement: Placement) -> dict[str, JobResult]:
+        with self.lock:
+            self.sessions.append((name, placement.gpu, [(job.id, job.device) for job in jobs]))
+        results = {}
+        for job in jobs:
+            result = self.answer(job, placement)
+            results[job.id] = result
+            on_result(result)
+        return results
+
+    def answer(self, job: Job, placement: Placement) -> JobResult:
+        gpu = (GpuInfo("NVIDIA H100 80GB HBM3", f"GPU-{placement.gpu}", "580", "9.0")
+               if placement.gpu is not None else None)
+        if job.kind == "reference":
+            np.savez(self.workspace.reference / REFERENCE_OUTPUTS, y=np.ones((4, 2), np.float32))
+            io = IOSpec(inputs=[TensorSpec("x", "float32", [None, 3])], outputs=[TensorSpec("y", "float32", [None, 2])])
+            return JobResult(job.id, job.kind, "ok", io=io, fingerprint="model", gpu=gpu)
+        if job.kind == "export":
+            return JobResult(job.id, job.kind, "ok", artifact="model")
+        if job.kind == "verify":
+            return JobResult(job.id, job.kind, "ok", gpu=gpu, verification=Verification(
+                True, {"y": OutputError(0.0, 0.0, 1e-3, 1e-3, True)}))
+        speed = SPEED.get(job.id.removeprefix("profile-"), 100.0)
+        entry = ProfileEntry(4, LatencyStats(1.0, 1.0, 1.0, 1.0, 1.0), speed, 3, True)
+        return JobResult(job.id, job.kind, "ok", profile=[entry], gpu=gpu)
+
+    def cancel(self) -> None:
+        pass
+
+
+def optimize_on(tmp_path: Path, gpus: list[str], formats: list[str],
+                precisions: list[str] | None = None) -> tuple[FakeRunners, RunResults]:
+    model = tmp_path / "model.py"
+    model.write_text("def make(): ...\n")
+    config = OptimizeConfig(model=ModelRef(path=model, form="factory", factory="make", framework="torch"),
+                            workspace=tmp_path / "ws", formats=formats, precisions=precisions,
+                            memory_formats=["contiguous"], batch_sizes=[4], gpus="all", jobs=4)
+    workspace = Workspace(config.workspace).create()
+    runners = FakeRunners(workspace)
+    results = RunResults(environment=Environment(nav_orch="0", host_python="3.11"))
+    recorder = Recorder(results, ImageRecord(tag="local", id="python"), workspace, QuietReporter(),
+                        {g: f"GPU-{g}" for g in gpus})
+    samples = tmp_path / "samples.npz"
+    np.savez(samples, x=np.zeros((4, 3), np.float32))
+    Pipeline(config, workspace, runners, recorder, "inputs", gpus).execute(samples)  # type: ignore[arg-type]
+    return runners, results
+
+
+def test_a_trace_is_exported_on_the_gpu_it_is_checked_on(tmp_path):
+    runners, results = optimize_on(tmp_path, ["0"], ["torchscript-trace", "exported-program"], ["fp32", "fp16"])
+    sessions = {name: (gpu, jobs) for name, gpu, jobs in runners.sessions}
+    # The exported program is exported on the CPUs, the trace in the check session on the GPU.
+    assert sessions["export-exported-program-fp32"] == (None, [("export-exported-program-fp32", "cpu")])
+    assert not any(name.startswith("export-torchscript-trace") for name in sessions)
+    gpu, jobs = sessions["check-torch"]
+    assert gpu == "0"
+    assert jobs[:3] == [("export-torchscript-trace-fp32", "cuda"), ("verify-torchscript-trace-fp32", "cuda"),
+                        ("profile-torchscript-trace-fp32", "cuda")]
+    assert {v.name: v.status for v in results.variants} == {
+        "torchscript-trace-fp32": "ok", "torchscript-trace-fp16": "ok", "exported-program-fp32": "ok",
+        "exported-program-fp16": "ok"}
+    assert results.best == "torchscript-trace-fp16"
+    assert all(t.on_placed_gpu for t in results.timeline if t.placement != "CPU" and t.kind != "export")
+
+
+def test_on_two_gpus_the_checks_spread_and_only_the_compiled_fp32_waits_for_the_winner(tmp_path):
+    # No precisions given: fp32, fp16 and bf16; the compiled fp32 is built only if fp32 wins.
+    runners, results = optimize_on(tmp_path, ["0", "1"], ["torchscript-trace", "torch-compile-cudagraphs"])
+    placed = {name: gpu for name, gpu, _ in runners.sessions}
+    assert placed["check-torch-1"] is not None and placed["check-torch-2"] is not None
+    variants = {v.name: v for v in results.variants}
+    assert variants["torch-compile-cudagraphs-fp16"].status == variants["torch-compile-cudagraphs-bf16"].status == "ok"
+    assert variants["torch-compile-cudagraphs-fp32"].status == "skipped"
+    assert "fp16 was the fastest precision of the other formats" in variants["torch-compile-cudagraphs-fp32"].error
+    assert results.best == "torch-compile-cudagraphs-fp16"
+    # Every GPU job ran alone on its GPU, on the GPU it was placed on.
+    assert {t.placement for t in results.timeline} >= {"GPU 0", "GPU 1"}
+    assert all(t.on_placed_gpu for t in results.timeline if t.placement != "CPU" and t.kind != "export")
