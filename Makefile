@@ -24,7 +24,7 @@ install: $(BIN)/nav-orch
 
 $(BIN)/nav-orch: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install -q -e '.[test]'
+	$(BIN)/pip install -q -e '.[test,ray]'
 	touch $@
 
 docker:

@@ -65,6 +65,27 @@ variable "ONNXRUNTIME_GPU_VERSION" {
   default = "1.31.1"
 }
 
+variable "TORCHAO_VERSION" {
+  # int8/fp8 torch.compile variants (runners/torchao_plan.py). torchao's compatibility table
+  # (pytorch/ao#2919; the check in torchao 0.14.1's own __init__) pairs 0.14.1 with torch 2.9.0:
+  # NGC 25.10's 2.9.0a0 reads as 2.9.0 there (no "dev"/"git" in it), so its kernels load too. 0.13
+  # is built for 2.8, 0.15 for 2.9.1, 0.16 for 2.10. Change it together with NGC_RELEASE.
+  default = "0.14.1"
+}
+
+variable "MODELOPT_VERSION" {
+  # nvidia-modelopt, TensorRT Model Optimizer's ONNX post-training quantization for int8/fp8
+  # TensorRT plans. 0.42.0: the first release whose installation guide lists CUDA 13.x (with
+  # TensorRT >= 10.0 and torch >= 2.6), and the one that fixed calibration on several samples in
+  # the ONNX workflow; from 0.43 on it requires setuptools >= 80, and from 0.44 on onnx 1.21, either
+  # of which NGC's pinned packages (/etc/pip/constraint.txt) may refuse (the base's onnx is kept;
+  # NGC 25.10's version could not be confirmed here). Its [onnx] extra's onnxruntime-gpu (~1.22, a
+  # CUDA 12 build) is not installed: the image keeps ONNXRUNTIME_GPU_VERSION, whose
+  # onnxruntime.quantization still has every class 0.42.0 imports and patches, and with which its
+  # int8 and fp8 ONNX quantization ran here on the CPU (images/pytorch/Dockerfile says how).
+  default = "0.42.0"
+}
+
 # --- CPU flavor: a local Debian base (see `nav-orch images bootstrap`) ---------------------
 
 variable "DEBIAN_BASE" {
@@ -231,20 +252,25 @@ target "pytorch-cuda" {
     BASE_IMAGE              = "${REGISTRY}pytorch:${NGC_RELEASE}-py3"
     ONNXRUNTIME_GPU_VERSION = "${ONNXRUNTIME_GPU_VERSION}"
     ONNXSCRIPT_VERSION      = "${ONNXSCRIPT_VERSION}"
+    TORCHAO_VERSION         = "${TORCHAO_VERSION}"
+    MODELOPT_VERSION        = "${MODELOPT_VERSION}"
   }
   tags = ["nav-orch/pytorch:${NGC_RELEASE}"]
   labels = {
     "org.opencontainers.image.title"       = "nav-orch PyTorch (NGC ${NGC_RELEASE})"
-    "org.opencontainers.image.description" = "nav-orch runner image: NVIDIA NGC PyTorch ${NGC_RELEASE} plus onnxruntime-gpu ${ONNXRUNTIME_GPU_VERSION} and onnxscript ${ONNXSCRIPT_VERSION}"
+    "org.opencontainers.image.description" = "nav-orch runner image: NVIDIA NGC PyTorch ${NGC_RELEASE} plus onnxruntime-gpu ${ONNXRUNTIME_GPU_VERSION}, onnxscript ${ONNXSCRIPT_VERSION}, torchao ${TORCHAO_VERSION} and nvidia-modelopt ${MODELOPT_VERSION} (ONNX quantization)"
     "org.opencontainers.image.version"     = "${NAV_ORCH_VERSION}"
     "org.opencontainers.image.source"      = "${SOURCE_URL}"
-    # The NGC base is under the NVIDIA Deep Learning Container License; the added packages: MIT.
-    "org.opencontainers.image.licenses"    = "LicenseRef-NVIDIA-Deep-Learning-Container-License AND MIT"
+    # The NGC base is under the NVIDIA Deep Learning Container License; onnxruntime-gpu, onnxscript:
+    # MIT; torchao: BSD-3-Clause; nvidia-modelopt and its ONNX dependencies: Apache-2.0.
+    "org.opencontainers.image.licenses"    = "LicenseRef-NVIDIA-Deep-Learning-Container-License AND MIT AND BSD-3-Clause AND Apache-2.0"
     "org.opencontainers.image.base.name"   = "${REGISTRY}pytorch:${NGC_RELEASE}-py3"
     "org.nav-orch.flavor"                  = "cuda"
     "org.nav-orch.ngc-release"             = "${NGC_RELEASE}"
     "org.nav-orch.torch"                   = "${NGC_TORCH_VERSION}"
     "org.nav-orch.onnxruntime"             = "${ONNXRUNTIME_GPU_VERSION}"
+    "org.nav-orch.torchao"                 = "${TORCHAO_VERSION}"
+    "org.nav-orch.modelopt"                = "${MODELOPT_VERSION}"
     "org.nav-orch.cuda"                    = "${NGC_CUDA_VERSION}"
     "org.nav-orch.tensorrt"                = "${NGC_TENSORRT_VERSION}"
   }

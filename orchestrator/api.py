@@ -24,7 +24,7 @@ from orchestrator.run.pipeline import Pipeline, ReferenceFailed
 from orchestrator.run.planning import REFERENCE
 from orchestrator.run.recording import Recorder
 from orchestrator.run.workspace import Workspace
-from orchestrator.samples import load_samples, random_samples, write_samples
+from orchestrator.samples import load_calibration, load_samples, random_samples, write_samples
 from orchestrator.triton.stage import run_triton_stage
 
 
@@ -80,6 +80,11 @@ def optimize(config: OptimizeConfig, reporter: Optional[Reporter] = None, force:
     check_readable(config.model.path)
     workspace = Workspace(config.workspace).create()
     arrays = prepare_samples(config)
+    calibration: dict[str, np.ndarray] = {}
+    if config.calibration is not None:
+        given = config.calibration.resolve()
+        calibration = load_calibration(given, arrays)
+        config = config.model_copy(update={"calibration": given})
     available = host_gpus()
     gpus = select_gpus(config.gpus, available)
     samples = write_samples(arrays, workspace.given_samples)
@@ -107,7 +112,9 @@ def optimize(config: OptimizeConfig, reporter: Optional[Reporter] = None, force:
         runner = LocalExecutor(workspace, config.job_timeout_s, python)
     environment.images.append(image)
     results = RunResults(model=config.model.title(), environment=environment)
-    inputs_key = cache.inputs_key(arrays, environment_id)
+    # The calibration data shapes every statically quantized variant: it keys their jobs as the samples do.
+    inputs_key = cache.inputs_key({**arrays, **{f"calibration/{k}": v for k, v in calibration.items()}},
+                                  environment_id)
     recorder = Recorder(results, image, workspace, reporter, {gpu.index: gpu.uuid for gpu in available})
     pipeline = Pipeline(config, workspace, runner, recorder, inputs_key, gpus, force)
     try:

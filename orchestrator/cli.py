@@ -15,9 +15,9 @@ from pydantic import ValidationError
 from rich.console import Console
 
 from orchestrator import api
-from orchestrator.config import OptimizeConfig, Tolerances, TritonSettings
+from orchestrator.config import Accuracy, Budget, OptimizeConfig, Tolerances, TritonSettings
 from orchestrator.containers import engine, images
-from orchestrator.containers.gpus import host_gpus, resolve_gpus
+from orchestrator.containers.gpus import host_gpus, resolve_gpus, select_gpus
 from orchestrator.errors import BadInput, EnvironmentProblem, ExitCode, NavOrchError
 from orchestrator.model_ref import parse_function, parse_model
 from orchestrator.progress import (
@@ -27,6 +27,7 @@ from orchestrator.progress import (
     Reporter,
     make_reporter,
     print_summary,
+    say,
     stderr_console,
 )
 from orchestrator.results import RunResults
@@ -84,6 +85,31 @@ def parse_tolerances(atol: list[str], rtol: list[str]) -> Tolerances:
                       output_atol=values["atol"], output_rtol=values["rtol"])
 
 
+BUDGET_KEYS = {"cosine": "min_cosine", "top1": "min_top1", "max_abs": "max_abs"}
+
+
+def parse_accuracy(items: list[str]) -> Accuracy:
+    """Each --accuracy is [OUTPUT=]KEY:VALUE,... with keys cosine, top1 and max_abs (`none` turns
+    top1 or max_abs off); without OUTPUT it sets every output's budget, which an output's own
+    items then change. Values are checked by the config model, as for API callers."""
+    default: dict[str, Optional[float]] = {}
+    outputs: dict[str, dict[str, Optional[float]]] = {}
+    for item in sorted(items, key=lambda text: "=" in text.partition(":")[0]):  # every-output items first
+        name, sep, pairs = item.rpartition("=") if "=" in item.partition(":")[0] else ("", "", item)
+        fields = outputs.setdefault(name, dict(default)) if sep else default
+        for pair in split_list(pairs):
+            key, _, value = pair.partition(":")
+            if key not in BUDGET_KEYS:
+                raise BadInput(f"--accuracy {item!r}: unknown key {key!r}; use cosine, top1 or max_abs, as in "
+                               "--accuracy logits=cosine:0.999,top1:0.99")
+            try:
+                fields[BUDGET_KEYS[key]] = None if value == "none" and key != "cosine" else float(value)
+            except ValueError:
+                raise BadInput(f"--accuracy {item!r}: {key} needs a number{'' if key == 'cosine' else ' or none'}, "
+                               f"not {value!r}") from None
+    return Accuracy(default=Budget(**default), outputs={name: Budget(**fields) for name, fields in outputs.items()})
+
+
 def parse_batch_sizes(text: str) -> list[int]:
     try:
         return [int(size) for size in split_list(text)]
@@ -134,6 +160,10 @@ def optimize(
     batch_sizes: str = typer.Option("1,8,64", help="Comma-separated batch sizes to profile."),
     atol: list[str] = typer.Option([], help="Absolute tolerance: VALUE, or OUTPUT=VALUE (repeatable)."),
     rtol: list[str] = typer.Option([], help="Relative tolerance: VALUE, or OUTPUT=VALUE (repeatable)."),
+    accuracy: list[str] = typer.Option([], help="Accuracy budget of int8/fp8 variants: [OUTPUT=]cosine:0.99,"
+                                       "top1:0.9,max_abs:X (repeatable; defaults cosine 0.99, top1 0.9)."),
+    calibration: Optional[Path] = typer.Option(None, help="npz of inputs to calibrate static int8/fp8 "
+                                               "quantization on (default: the samples)."),
     objective: str = typer.Option("throughput", help="throughput or latency."),
     latency_budget_ms: Optional[float] = typer.Option(None, help="Only consider points with p99 under this."),
     workspace: Path = typer.Option(Path("nav-workspace"), help="Folder for artifacts, logs and results.json."),
@@ -166,7 +196,8 @@ def optimize(
             model=ref, samples=samples, inputs=[parse_input_spec(s) for s in input_spec], seed=seed,
             formats=split_list(formats) or None, precisions=split_list(precisions) or None,
             memory_formats=split_list(memory_formats) or None, exhaustive=exhaustive,
-            batch_sizes=parse_batch_sizes(batch_sizes), tolerances=parse_tolerances(atol, rtol), objective=objective,
+            batch_sizes=parse_batch_sizes(batch_sizes), tolerances=parse_tolerances(atol, rtol),
+            accuracy=parse_accuracy(accuracy), calibration=calibration, objective=objective,
             latency_budget_ms=latency_budget_ms, workspace=workspace, images=release,
             gpus=resolve_gpus(gpus, release), jobs=jobs, job_timeout_s=timeout, memory=memory, pids=pids,
             triton=triton_settings(no_triton, triton_all, triton_concurrency), executor=executor, python=python,
@@ -342,6 +373,59 @@ def report(
         typer.echo(f"report: {path}")
 
     guarded(run)
+
+
+@app.command()
+def zoo(
+    zoo_file: Path = typer.Argument(..., help="The zoo file: TOML, a [[model]] table per model with optimize's "
+                                    "options, [defaults] for all (README, \"Model zoos\")."),
+    workspace: Path = typer.Option(Path("nav-zoo"), help="One folder per model inside it, with zoo.json and "
+                                   "index.html."),
+    ray: Optional[str] = typer.Option(None, help="A Ray cluster's address (or auto): one Ray task per model; "
+                                      "default: this host."),
+    results_dir: Optional[Path] = typer.Option(None, help="With --ray: a folder every node shares; the runs "
+                                               "write there, and the model files are read where they are."),
+    build_images: bool = typer.Option(False, help="With --ray: build missing images on each node first."),
+    parallel: int = typer.Option(1, min=1, help="This host: models run at a time besides those on GPUs (each "
+                                 "optimize uses every core and profiles alone, so 1 keeps figures clean)."),
+    cpus_per_model: float = typer.Option(1.0, help="With --ray: the CPUs a model's task asks for."),
+    gpus: str = typer.Option("auto", help="This host: the GPUs the zoo spreads its GPU models over, in Docker's "
+                             "syntax (all, N, device=0,2); auto: every GPU it has."),
+) -> None:
+    """Optimize every model of a zoo file, on this host or over a Ray cluster, each into its own workspace."""
+    from orchestrator.zoo import run_zoo
+    from orchestrator.zoo.outcome import summary_table
+
+    console = stderr_console()
+
+    def run() -> int:
+        results = run_zoo(zoo_file, workspace, lambda line: say(console, f"zoo: {line}"), ray, results_dir,
+                          build_images, parallel, cpus_per_model,
+                          None if gpus == "auto" else select_gpus(gpus, host_gpus()))
+        out = Console()
+        if not out.is_terminal and out.width < 140:
+            out.width = 140  # outside a terminal rich assumes 80 columns, which would cut the names
+        out.print(summary_table(results))
+        say(console, f"zoo: {workspace / 'zoo.json'}, {workspace / 'index.html'}")
+        return ExitCode.OK if all(entry.status == "ok" for entry in results.models) else ExitCode.NO_VARIANT
+
+    raise typer.Exit(guarded(run))
+
+
+@app.command("run-config", hidden=True)
+def run_config(
+    config_file: Path = typer.Argument(..., help="An OptimizeConfig as JSON (a zoo writes one per model)."),
+    progress: str = typer.Option("plain", help="auto, plain or quiet."),
+) -> None:
+    """Optimize from a config file: a zoo's run of one model (orchestrator/zoo/task.py)."""
+    console = stderr_console()
+
+    def run() -> int:
+        config = OptimizeConfig.model_validate_json(config_file.read_text())
+        results = run_reported(lambda reporter: api.optimize(config, reporter), progress, console)
+        return finish(results, config.workspace, False, progress, console)
+
+    raise typer.Exit(guarded(run))
 
 
 @app.command()

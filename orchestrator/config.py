@@ -22,6 +22,8 @@ from pydantic_core import PydanticCustomError
 from runners.formats import MEMORY_FORMATS, PRECISIONS, formats_of
 from runners.protocol import (
     DEFAULT_TOLERANCES,
+    QUANTIZED,
+    AccuracyBudget,
     AxisRange,
     MemoryFormat,
     ModelForm,
@@ -103,6 +105,30 @@ class Tolerances(Strict):
         return Tolerance(atol=atol, rtol=rtol)
 
 
+class Budget(Strict):
+    """An output's accuracy budget (runners/protocol.py AccuracyBudget): the least cosine similarity
+    to the reference, the least share of rows whose top-1 class agrees (2-D outputs; None: not
+    judged), and an optional largest absolute error."""
+
+    min_cosine: float = Field(default=0.99, ge=-1.0, le=1.0)
+    min_top1: Optional[float] = Field(default=0.9, ge=0.0, le=1.0)
+    max_abs: Optional[NonNegativeFloat] = None
+
+    def protocol(self) -> AccuracyBudget:
+        return AccuracyBudget(min_cosine=self.min_cosine, min_top1=self.min_top1, max_abs=self.max_abs)
+
+
+class Accuracy(Strict):
+    """How quantized variants (int8, fp8) are verified: they cannot meet fp32 tolerances, so each
+    output keeps a budget instead; `default` for every output, `outputs` per output name."""
+
+    default: Budget = Field(default_factory=Budget)
+    outputs: dict[str, Budget] = Field(default_factory=dict)
+
+    def for_output(self, name: str) -> AccuracyBudget:
+        return self.outputs.get(name, self.default).protocol()
+
+
 # --- the Triton stage (orchestrator/stage.py; README, "Triton stage") ---------------
 
 class TritonSettings(Strict):
@@ -127,7 +153,7 @@ def not_one_of(value: object, what: str, choices: Iterable[str]) -> PydanticCust
 
 # Fields with a fixed set of values: what a value is, and the values.
 CHOICES: dict[str, tuple[str, tuple[str, ...]]] = {
-    "precisions": ("a precision", PRECISIONS),
+    "precisions": ("a precision", (*PRECISIONS, *QUANTIZED)),
     "memory_formats": ("a memory format", MEMORY_FORMATS),
     "objective": ("an objective", get_args(Objective)),
     "executor": ("an executor", tuple(kind.value for kind in ExecutorName)),
@@ -148,6 +174,8 @@ class OptimizeConfig(Strict):
     memory_formats: Optional[list[MemoryFormat]] = None  # None: contiguous on CPUs, channels_last too on GPUs
     batch_sizes: list[int] = Field(default_factory=lambda: [1, 8, 64])
     tolerances: Tolerances = Field(default_factory=Tolerances)
+    accuracy: Accuracy = Field(default_factory=Accuracy)  # quantized variants' budgets
+    calibration: Optional[Path] = None  # npz for static quantization; None: the samples
     objective: Objective = "throughput"
     latency_budget_ms: Optional[PositiveFloat] = None
     workspace: Path

@@ -100,7 +100,14 @@ def make_reporter(mode: ProgressMode, console: Console) -> Reporter:
 def _max_error(variant: VariantResult) -> str:
     if variant.verification is None or not variant.verification.outputs:
         return "-"
-    return f"{max(o.max_abs_err for o in variant.verification.outputs.values()):.2e}"
+    outputs = variant.verification.outputs.values()
+    text = f"{max(o.max_abs_err for o in outputs):.2e}"
+    cosines = [o.cosine for o in outputs if o.cosine is not None]
+    if cosines:  # a quantized variant, judged by its accuracy budget
+        text += f" cos {min(cosines):.5f}"
+        top1 = [o.top1 for o in outputs if o.top1 is not None]
+        text += f" top1 {min(top1):.3f}" if top1 else ""
+    return text
 
 
 def _p50_smallest(variant: VariantResult) -> str:

@@ -11,7 +11,16 @@ from pydantic import Field, TypeAdapter
 
 from orchestrator.config import Objective, Strict
 from runners.formats import FORMATS
-from runners.protocol import AxisRange, GpuInfo, JobResult, MemoryFormat, Precision, ProfileEntry, Verification
+from runners.protocol import (
+    AxisRange,
+    GpuInfo,
+    JobResult,
+    MemoryFormat,
+    Precision,
+    ProfileEntry,
+    Quantization,
+    Verification,
+)
 
 # A variant is `pending` only while a run is under way.
 VariantStatus = Literal["pending", "ok", "failed", "skipped"]
@@ -53,6 +62,7 @@ class VariantResult(Strict):
     format: str
     precision: Precision
     memory_format: MemoryFormat = "contiguous"
+    quantization: Quantization = ""  # int8/fp8: dynamic or static (runners/formats.py Quantizer)
     status: VariantStatus
     error: Optional[str] = None
     artifact: Optional[str] = None  # relative to the workspace

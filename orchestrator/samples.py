@@ -43,20 +43,33 @@ def random_samples(specs: list[InputSpec], seed: int) -> dict[str, np.ndarray]:
     return arrays
 
 
-def load_samples(path: Path, batched: bool = True) -> dict[str, np.ndarray]:
-    """The user's `--samples` file, checked: named arrays that share a batch size on axis 0 (unless
-    the model has no batch axis: an inplace module's call, at its own shapes)."""
+def load_samples(path: Path, batched: bool = True, option: str = "--samples") -> dict[str, np.ndarray]:
+    """The user's `--samples` (or `option`'s) file, checked: named arrays that share a batch size on
+    axis 0 (unless the model has no batch axis: an inplace module's call, at its own shapes)."""
     try:
         arrays = load_npz(path)
     except FileNotFoundError:
-        raise BadInput(f"--samples {path}: no such file") from None
+        raise BadInput(f"{option} {path}: no such file") from None
     except (ValueError, OSError, zipfile.BadZipFile) as error:
-        raise BadInput(f"--samples {path}: not a readable .npz file ({error})") from None
+        raise BadInput(f"{option} {path}: not a readable .npz file ({error})") from None
     if not arrays:
-        raise BadInput(f"--samples {path}: the file holds no arrays")
+        raise BadInput(f"{option} {path}: the file holds no arrays")
     batches = {name: a.shape[0] if a.ndim else 0 for name, a in arrays.items()}
     if batched and (min(batches.values()) < 1 or len(set(batches.values())) != 1):
-        raise BadInput(f"--samples {path}: every array needs the same batch size on axis 0, got {batches}")
+        raise BadInput(f"{option} {path}: every array needs the same batch size on axis 0, got {batches}")
+    return arrays
+
+
+def load_calibration(path: Path, samples: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The `--calibration` file: arrays named and shaped as the samples are, in any number of rows."""
+    arrays = load_samples(path, option="--calibration")
+    if set(arrays) != set(samples):
+        raise BadInput(f"--calibration {path}: its arrays ({', '.join(sorted(arrays))}) are not the samples' "
+                       f"({', '.join(sorted(samples))}); name them as the model's inputs")
+    for name, array in arrays.items():
+        if array.shape[1:] != samples[name].shape[1:] or array.dtype != samples[name].dtype:
+            raise BadInput(f"--calibration {path}: {name} is {array.dtype}{list(array.shape)}, but the samples' "
+                           f"is {samples[name].dtype}{list(samples[name].shape)} (rows may differ, nothing else)")
     return arrays
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib
+import importlib.metadata
 import importlib.util
 import os
 import platform
@@ -19,7 +20,7 @@ import numpy as np
 
 from runners import nvidia_smi
 from runners.arrays import load_npz, save_npz  # noqa: F401 - the runners import load_npz from here
-from runners.formats import TOOLCHAINS, Toolchain
+from runners.formats import RUNNER_NEEDS, TOOLCHAINS, Toolchain
 from runners.protocol import (
     NORMALIZED_SAMPLES,
     REFERENCE_OUTPUTS,
@@ -67,8 +68,18 @@ def sharing_a_load(plain: Handlers, loading: dict[str, Callable[[Job, LastLoaded
 
 
 def base_versions() -> dict[str, str]:
-    """Python, numpy, and the optional toolchains (runners/formats.py) this image has."""
-    return {"python": platform.python_version(), "numpy": np.__version__, **toolchain_versions(TOOLCHAINS)}
+    """Python, numpy, the optional toolchains (runners/formats.py) this image has, and the packages
+    a format's runner needs where they are installed (found, not imported: torch costs seconds)."""
+    present = {package: installed_version(package) for package in RUNNER_NEEDS
+               if importlib.util.find_spec(package) is not None}
+    return {"python": platform.python_version(), "numpy": np.__version__, **present, **toolchain_versions(TOOLCHAINS)}
+
+
+def installed_version(package: str) -> str:
+    try:
+        return importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
 
 
 def toolchain_versions(toolchains: Iterable[Toolchain]) -> dict[str, str]:

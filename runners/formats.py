@@ -10,8 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional
 
-from runners.protocol import MemoryFormat, Precision
+from runners.protocol import MemoryFormat, Precision, Quantization
 
+# The precisions searched by default; the quantized ones (protocol QUANTIZED) only where asked for.
 PRECISIONS: tuple[Precision, ...] = ("fp32", "fp16", "bf16")
 MEMORY_FORMATS: tuple[MemoryFormat, ...] = ("contiguous", "channels_last")
 FRAMEWORKS = ("torch", "tensorflow", "jax", "onnx")
@@ -48,7 +49,27 @@ class TritonServing:
     python_runtime: Optional[str] = None
 
 
+@dataclass(frozen=True)
+class Quantizer:
+    """One way a format quantizes: to `precision` (int8, fp8) by `method` (dynamic: scales from each
+    call's activations; static: calibrated on samples), with the package it takes, on GPUs only or not."""
+
+    precision: Precision
+    method: Quantization
+    toolchain: Optional[Toolchain] = None
+    gpu_only: bool = False
+
+
 TENSORRT = Toolchain("tensorrt", "TensorRT")
+TORCHAO = Toolchain("torchao", "torchao")
+MODELOPT = Toolchain("modelopt", "TensorRT Model Optimizer")
+# ONNX Runtime's own quantization: dynamic for matmul-heavy models, static (QDQ, calibrated) for
+# convolutional ones; both are tried where asked for, and the one that verifies and wins is chosen.
+ONNX_QUANTIZERS = (Quantizer("int8", "dynamic"), Quantizer("int8", "static"))
+# torchao on the module before torch.compile: int8 dynamic activations with int8 weights, and fp8
+# dynamic activations and weights (rowwise scales; compute capability 8.9 and later).
+TORCHAO_QUANTIZERS = (Quantizer("int8", "dynamic", TORCHAO, gpu_only=True),
+                      Quantizer("fp8", "dynamic", TORCHAO, gpu_only=True))
 TORCHSCRIPT_SERVING = TritonServing("pytorch", "pytorch_libtorch", "model.pt", python_runtime="torchscript")
 
 
@@ -60,7 +81,12 @@ class Format:
     artifact: str  # file (or folder) inside the variant's folder
     conversion: Optional[Conversion] = None
     toolchain: Optional[Toolchain] = None
+    # Packages its runner needs besides the toolchain, which an image may lack (the versions the
+    # runners report say): the TensorRT runner keeps its GPU buffers in torch tensors, and the
+    # TensorFlow and JAX images carry no torch.
+    runner_needs: tuple[str, ...] = ()
     precisions: tuple[Precision, ...] = PRECISIONS
+    quantizers: tuple[Quantizer, ...] = ()  # its int8/fp8 variants, one per quantizer
     # Layouts the runner can give the weights and 4-D inputs: the torch formats' choice; ONNX and
     # TensorRT choose their own.
     memory_formats: tuple[MemoryFormat, ...] = ("contiguous",)
@@ -97,20 +123,23 @@ REGISTRY: tuple[Format, ...] = (
            triton=TritonServing("tensorflow", "tensorflow_savedmodel", "model.savedmodel")),
     # ONNX Runtime lacks bf16 kernels for most operators.
     Format("onnx", ("torch", "tensorflow", "jax", "onnx"), "onnx", "model.onnx", precisions=("fp32", "fp16"),
-           plain_tf_ops=True,
+           quantizers=ONNX_QUANTIZERS, plain_tf_ops=True,
            triton=TritonServing("onnxruntime", "onnxruntime_onnx", "model.onnx", python_runtime="onnxruntime")),
     Format("exported-program", ("torch",), "torch", "model.pt2", memory_formats=MEMORY_FORMATS,
            triton=TritonServing(python_runtime="exported-program")),
     # Plain torch.compile is opt-in: on CPUs its compile time (half a minute for a small MLP on 2
     # cores) seldom pays off, and on GPUs mode="reduce-overhead" measured faster.
     Format("torch-compile", ("torch",), "torch", "compile.json", runtime=True, compile_mode="default",
-           compiled=True, memory_formats=MEMORY_FORMATS, default=False),
+           compiled=True, memory_formats=MEMORY_FORMATS, quantizers=TORCHAO_QUANTIZERS, default=False),
     Format("torch-compile-cudagraphs", ("torch",), "torch", "compile.json", runtime=True,
-           compile_mode="reduce-overhead", compiled=True, memory_formats=MEMORY_FORMATS, gpu_only=True),
+           compile_mode="reduce-overhead", compiled=True, memory_formats=MEMORY_FORMATS, quantizers=TORCHAO_QUANTIZERS,
+           gpu_only=True),
     Format("torch-tensorrt", ("torch",), "torch", "model.ts", conversion=Conversion("torch", "model.pt2"),
            toolchain=Toolchain("torch_tensorrt", "Torch-TensorRT"), gpu_only=True, triton=TORCHSCRIPT_SERVING),
+    # int8/fp8 plans from a Q/DQ ONNX model that TensorRT Model Optimizer calibrates on the samples.
     Format("tensorrt", ("torch", "tensorflow", "jax", "onnx"), "tensorrt", "model.plan",
-           conversion=Conversion("tensorrt", "model.onnx"), toolchain=TENSORRT, gpu_only=True, plain_tf_ops=True,
+           conversion=Conversion("tensorrt", "model.onnx"), toolchain=TENSORRT, runner_needs=("torch",), gpu_only=True,
+           plain_tf_ops=True, quantizers=(Quantizer("int8", "static", MODELOPT), Quantizer("fp8", "static", MODELOPT)),
            triton=TritonServing("tensorrt", "tensorrt_plan", "model.plan")),
     Format("tf-trt", ("tensorflow", "jax"), "tensorflow", "tftrt-savedmodel",
            conversion=Conversion("tensorflow", "savedmodel"), toolchain=TENSORRT, gpu_only=True, plain_tf_ops=True),
@@ -119,7 +148,10 @@ REGISTRY: tuple[Format, ...] = (
 )
 
 FORMATS: dict[str, Format] = {entry.name: entry for entry in REGISTRY}
-TOOLCHAINS: tuple[Toolchain, ...] = tuple(dict.fromkeys(f.toolchain for f in REGISTRY if f.toolchain))
+TOOLCHAINS: tuple[Toolchain, ...] = tuple(dict.fromkeys(
+    [*(f.toolchain for f in REGISTRY if f.toolchain),
+     *(q.toolchain for f in REGISTRY for q in f.quantizers if q.toolchain)]))
+RUNNER_NEEDS: tuple[str, ...] = tuple(dict.fromkeys(package for f in REGISTRY for package in f.runner_needs))
 
 
 def formats_of(framework: str) -> list[Format]:

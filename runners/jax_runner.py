@@ -118,7 +118,7 @@ def export(job: Job) -> JobResult:
     owner.params = tf.nest.map_structure(lambda a: tf.Variable(np.asarray(a), trainable=False), params)
     serve = serving(apply_fn, owner, job.io_spec(), job.format)
     target = Path(job.output_dir) / FORMATS[job.format].export_file
-    tfr.write_export(job.format, serve, job.io_spec(), target, owner)
+    tfr.write_variant(job, serve, target, owner)
     return JobResult(job.id, job.kind, "ok", artifact=target.name)
 
 

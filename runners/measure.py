@@ -8,6 +8,7 @@ from typing import Optional
 import numpy as np
 
 from runners.protocol import (
+    AccuracyBudget,
     IOSpec,
     Job,
     JobResult,
@@ -20,8 +21,10 @@ from runners.protocol import (
 )
 
 
-def compare_output(actual: np.ndarray, reference: np.ndarray, tolerance: Tolerance) -> OutputError:
-    """Compare one output with numpy.allclose's rule, |a - r| <= atol + rtol * |r|.
+def compare_output(actual: np.ndarray, reference: np.ndarray, tolerance: Tolerance,
+                   budget: Optional[AccuracyBudget] = None) -> OutputError:
+    """Compare one output with numpy.allclose's rule, |a - r| <= atol + rtol * |r|, or, for a
+    quantized variant, by its accuracy budget (`budget_figures`).
 
     The reported relative error divides by |r| + atol, so elements at or near zero
     are judged by absolute error instead of blowing up.
@@ -37,17 +40,40 @@ def compare_output(actual: np.ndarray, reference: np.ndarray, tolerance: Toleran
     max_abs = float(diff.max()) if finite else float("inf")
     max_rel = float((diff / (np.abs(r) + tolerance.atol)).max()) if finite else float("inf")
     passed = finite and bool((diff <= tolerance.atol + tolerance.rtol * np.abs(r)).all())
-    return OutputError(max_abs, max_rel, tolerance.atol, tolerance.rtol, passed)
+    if budget is None:
+        return OutputError(max_abs, max_rel, tolerance.atol, tolerance.rtol, passed)
+    cosine, top1 = budget_figures(a, r)
+    passed = (finite and cosine >= budget.min_cosine
+              and (budget.min_top1 is None or top1 is None or top1 >= budget.min_top1)
+              and (budget.max_abs is None or max_abs <= budget.max_abs))
+    return OutputError(max_abs, max_rel, tolerance.atol, tolerance.rtol, passed, cosine, top1, budget)
+
+
+def budget_figures(actual: np.ndarray, reference: np.ndarray) -> tuple[float, Optional[float]]:
+    """The cosine similarity of the whole output with the reference, and, for an output that looks
+    like class scores (2-D: a row per sample, 2 or more classes), the share of rows whose top-1 class
+    agrees (None for other outputs: a (batch, tokens, features) output's features are no classes)."""
+    a, r = actual.ravel(), reference.ravel()
+    norms = float(np.linalg.norm(a) * np.linalg.norm(r))
+    cosine = float(a @ r / norms) if norms > 0 else float(np.array_equal(a, r))
+    if actual.ndim != 2 or actual.shape[1] < 2 or actual.size == 0:
+        return cosine, None
+    return cosine, float((actual.argmax(axis=1) == reference.argmax(axis=1)).mean())
 
 
 def verify_outputs(
     actual: Mapping[str, np.ndarray],
     reference: Mapping[str, np.ndarray],
     tolerances: Mapping[str, Tolerance],
+    budgets: Optional[Mapping[str, AccuracyBudget]] = None,
 ) -> Verification:
+    """Each output against the reference: by its tolerance, or where `budgets` names it (a quantized
+    variant's job), by its accuracy budget."""
     if list(actual) != list(reference):
         raise ValueError(f"outputs {list(actual)} differ from the reference's {list(reference)}")
-    outputs = {name: compare_output(actual[name], reference[name], tolerances[name]) for name in reference}
+    budgets = budgets or {}
+    outputs = {name: compare_output(actual[name], reference[name], tolerances[name], budgets.get(name))
+               for name in reference}
     return Verification(passed=all(o.passed for o in outputs.values()), outputs=outputs)
 
 
@@ -56,8 +82,27 @@ def verification_result(job: Job, verification: Verification) -> JobResult:
     if verification.passed:
         return JobResult(job.id, job.kind, "ok", verification=verification)
     failed = [name for name, o in verification.outputs.items() if not o.passed]
+    if any(verification.outputs[name].budget for name in failed):
+        return JobResult(job.id, job.kind, "failed", verification=verification,
+                         error="outside the accuracy budget: " + "; ".join(
+                             budget_miss(name, verification.outputs[name]) for name in failed))
     return JobResult(job.id, job.kind, "failed", error=f"outside tolerance: {', '.join(failed)}",
                      verification=verification)
+
+
+def budget_miss(name: str, error: OutputError) -> str:
+    """`logits: cosine 0.9812 < 0.99, top-1 0.875 < 0.9`: the figures that missed, with the budget."""
+    budget = error.budget
+    if budget is None:
+        return name
+    misses = []
+    if error.cosine is not None and error.cosine < budget.min_cosine:
+        misses.append(f"cosine {error.cosine:.7f} < {budget.min_cosine}")
+    if budget.min_top1 is not None and error.top1 is not None and error.top1 < budget.min_top1:
+        misses.append(f"top-1 {error.top1:.3f} < {budget.min_top1}")
+    if budget.max_abs is not None and error.max_abs_err > budget.max_abs:
+        misses.append(f"max abs {error.max_abs_err:.3g} > {budget.max_abs}")
+    return f"{name}: {', '.join(misses) or 'not finite'}"
 
 
 def batch_of(samples: Mapping[str, np.ndarray], batch_size: int, batch_axis: int = 0) -> dict[str, np.ndarray]:

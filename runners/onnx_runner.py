@@ -14,6 +14,7 @@ import onnxruntime as ort
 from runners.common import Handlers, Skip, key_by_names, load_npz, save_reference
 from runners.formats import FORMATS
 from runners.measure import inputs_at, profile_result, profile_source, verification_result, verify_outputs
+from runners.onnx_quantize import quantize_model, quantized_onnx
 from runners.protocol import IOSpec, Job, JobResult, TensorSpec
 
 # ONNX Runtime's element types as numpy dtypes (bfloat16 and strings have none to compare with).
@@ -62,7 +63,7 @@ def verify(job: Job) -> JobResult:
     if len(outputs) != len(reference_outputs):
         raise ValueError(f"the variant returned {len(outputs)} outputs, the source model {len(reference_outputs)}")
     named = dict(zip(reference_outputs, outputs))
-    return verification_result(job, verify_outputs(named, reference_outputs, job.tolerances))
+    return verification_result(job, verify_outputs(named, reference_outputs, job.tolerances, job.budgets))
 
 
 def profile(job: Job) -> JobResult:
@@ -130,14 +131,17 @@ def reference(job: Job) -> JobResult:
 def export(job: Job) -> JobResult:
     """The ONNX variant (ONNX Runtime with every graph optimization, see session()) and the
     intermediate model.onnx of a TensorRT build are the source file itself; an fp16 ONNX
-    variant is converted with onnxconverter-common where the image has it."""
+    variant is converted with onnxconverter-common where the image has it, an int8 one quantized
+    by ONNX Runtime (runners/onnx_quantize.py)."""
     if job.format not in ("onnx", "tensorrt"):
         raise Skip(f"an ONNX model cannot be exported to {job.format}")
     source = Path(job.inputs.model) / job.source().file
     target = Path(job.output_dir) / FORMATS[job.format].export_file
     check_single_file(source)
     # TensorRT lowers precision itself (builder flags) from the fp32 graph: its input is the source.
-    if job.format == "onnx" and job.precision != "fp32":
+    if quantized_onnx(job):
+        quantize_model(job, source, target)
+    elif job.format == "onnx" and job.precision != "fp32":
         convert_precision(source, target, job.precision)
     else:
         shutil.copyfile(source, target)

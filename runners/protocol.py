@@ -23,7 +23,7 @@ from typing import Any, Literal, Optional, TypeVar, Union
 # 2: typed job inputs (JobInputs), a model's `form`, results carry `fingerprint`.
 # 3: per-tensor dynamic axes with their sizes (TensorSpec.ranges); IOSpec.batch_axis may be None (no batch axis).
 # 4: Job.memory_format.
-PROTOCOL_VERSION = 4
+PROTOCOL_VERSION = 5
 JOB_FILE = "job.json"
 RESULT_FILE = "result.json"
 LOG_FILE = "runner.log"
@@ -33,7 +33,13 @@ REFERENCE_OUTPUTS = "reference.npz"
 
 JobKind = Literal["reference", "export", "convert", "verify", "profile"]
 Status = Literal["ok", "failed", "skipped"]
-Precision = Literal["fp32", "fp16", "bf16"]
+Precision = Literal["fp32", "fp16", "bf16", "int8", "fp8"]
+# Quantized precisions: verified against an accuracy budget, not a tolerance, and searched only
+# where asked for (--precisions): they change the numbers a model gives.
+QUANTIZED: tuple[Precision, ...] = ("int8", "fp8")
+# How a quantized variant finds its scales: from each call's activations (dynamic), or calibrated
+# ahead of time on samples (static); "" for a variant that is not quantized.
+Quantization = Literal["", "dynamic", "static"]
 # The layout of the model's weights and 4-D inputs where the runner chooses it (torch variants).
 MemoryFormat = Literal["contiguous", "channels_last"]
 # How the user handed the model over, which says how a runner loads it.
@@ -46,6 +52,9 @@ DEFAULT_TOLERANCES: dict[str, tuple[float, float]] = {
     "fp32": (1e-4, 1e-3),
     "fp16": (1e-2, 1e-2),
     "bf16": (5e-2, 5e-2),
+    # Quantized variants are judged by their accuracy budget; these only say how far off they are.
+    "int8": (1e-1, 1e-1),
+    "fp8": (1e-1, 1e-1),
 }
 
 
@@ -101,6 +110,18 @@ class Tolerance:
 
 
 @dataclass
+class AccuracyBudget:
+    """What a quantized output must keep of the reference, which fp32 tolerances it cannot meet:
+    the cosine similarity of the whole output, the share of rows whose top-1 class agrees (for
+    outputs that look like class scores: 2-D, 2 or more classes; None: not checked), and an optional
+    largest absolute error."""
+
+    min_cosine: float = 0.99
+    min_top1: Optional[float] = 0.9
+    max_abs: Optional[float] = None
+
+
+@dataclass
 class ProfileSettings:
     """How a variant is timed; see `runners/measure.py` for the stability criterion."""
 
@@ -121,6 +142,7 @@ class JobInputs:
     reference: str = ""  # npz of the source model's outputs
     artifact: str = ""  # the variant's artifact (file or folder)
     export: str = ""  # a two-step format's intermediate, which a conversion job converts
+    calibration: str = ""  # npz keyed like the samples, for static quantization (else the samples)
 
     def paths(self) -> dict[str, str]:
         """The inputs given, by field name."""
@@ -139,11 +161,14 @@ class Job:
     format: Optional[str] = None
     precision: Precision = "fp32"
     memory_format: MemoryFormat = "contiguous"
+    quantization: Quantization = ""  # a quantized (int8, fp8) variant's method
     # The reference's inputs and outputs. On a reference job, where given: the host's declaration,
     # by position, of each tensor's dynamic axes (`ranges`) and of `batch_axis`; its names, dtypes
     # and shapes are placeholders (runners/common.py `declared_io`).
     io: Optional[IOSpec] = None
     tolerances: dict[str, Tolerance] = field(default_factory=dict)
+    # A quantized variant's verification: each output's budget, which it is judged by instead.
+    budgets: dict[str, AccuracyBudget] = field(default_factory=dict)
     batch_sizes: list[int] = field(default_factory=list)
     profiling: ProfileSettings = field(default_factory=ProfileSettings)
     device: str = "cpu"
@@ -180,6 +205,10 @@ class OutputError:
     atol: float
     rtol: float
     passed: bool
+    # A quantized variant's figures and the budget they were judged by (then atol/rtol only inform).
+    cosine: Optional[float] = None
+    top1: Optional[float] = None  # the share of rows whose argmax agrees; None: no class axis
+    budget: Optional[AccuracyBudget] = None
 
 
 @dataclass

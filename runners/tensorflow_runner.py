@@ -33,6 +33,7 @@ from runners.common import (  # noqa: E402
 )
 from runners.formats import FORMATS  # noqa: E402
 from runners.measure import batch_of, profile_result, profile_source, verification_result, verify_outputs  # noqa: E402
+from runners.onnx_quantize import export_quantized, quantized_onnx  # noqa: E402
 from runners.protocol import IOSpec, Job, JobResult  # noqa: E402
 from runners.tensorrt_build import (  # noqa: E402
     TFTRT_NATIVE_SEGMENT_ENV,
@@ -213,7 +214,8 @@ def serving_function(call: Callable[[dict[str, tf.Tensor]], Any], io: IOSpec,
 
 
 def check_fp32(job: Job) -> None:
-    if job.precision != "fp32":
+    # An int8 ONNX variant is exported in fp32 too, then quantized (write_variant).
+    if job.precision != "fp32" and not quantized_onnx(job):
         # TF-TRT and TensorRT lower precision themselves from the fp32 graph (see convert);
         # a half-precision SavedModel would need the model rebuilt under a Keras dtype policy.
         raise Skip(f"{job.format} variants are exported in fp32 only: for {job.precision}, "
@@ -230,8 +232,17 @@ def export(job: Job) -> JobResult:
     source = load_source(job)
     serve = serving_function(source.call, job.io_spec(), source.output_names)
     target = Path(job.output_dir) / FORMATS[job.format].export_file
-    write_export(job.format, serve, job.io_spec(), target, source.owner)
+    write_variant(job, serve, target, source.owner)
     return JobResult(job.id, job.kind, "ok", artifact=target.name)
+
+
+def write_variant(job: Job, serve: Any, target: Path, owner: Any) -> None:
+    """`write_export` of the job's variant; an int8 ONNX variant is written in fp32, then quantized
+    by ONNX Runtime (runners/onnx_quantize.py). Shared with the JAX runner."""
+    if quantized_onnx(job):
+        export_quantized(job, lambda fp32: write_export(job.format_name(), serve, job.io_spec(), fp32, owner), target)
+    else:
+        write_export(job.format_name(), serve, job.io_spec(), target, owner)
 
 
 def write_export(fmt: str, serve: Any, io: IOSpec, target: Path, owner: Any) -> None:
@@ -412,7 +423,7 @@ def verify(job: Job, loaded: LastLoaded) -> JobResult:
     with tf.device(device), engines_only(job, {name: array.shape for name, array in samples.items()}):
         inputs = {name: tf.constant(array) for name, array in samples.items()}
         outputs = to_numpy(run_variant(variant, inputs, list(reference_outputs)))
-    return verification_result(job, verify_outputs(outputs, reference_outputs, job.tolerances))
+    return verification_result(job, verify_outputs(outputs, reference_outputs, job.tolerances, job.budgets))
 
 
 def timed_call(model: Source, arrays: Mapping[str, np.ndarray], job: Job) -> Callable[[], None]:

@@ -1,8 +1,9 @@
 """How a TensorRT engine is built, as plain decisions that need no TensorRT: the optimization
 profile of each input (its batch range and its declared dynamic axes), which TensorRT API
 generation sets the precision (builder flags or the network's own types), the builder's precision
-flags, its workspace limit, where the timing cache lives and how parallel builds merge it, and
-what TF-TRT builds engines for and how its fallback to TensorFlow shows. The runners
+flags, how an int8/fp8 plan's Q/DQ model is made (TensorRT Model Optimizer's settings and
+calibration steps), its workspace limit, where the timing cache lives and how parallel builds merge
+it, and what TF-TRT builds engines for and how its fallback to TensorFlow shows. The runners
 (tensorrt_runner.py, torch_runner.py's Torch-TensorRT conversion, tensorflow_runner.py's TF-TRT)
 apply them; tests/test_tensorrt_build.py checks them on hosts without a GPU."""
 from __future__ import annotations
@@ -33,6 +34,13 @@ PrecisionSource = Literal["builder-flags", "network-types"]
 # network must hold).
 HALF_FLAGS = {"fp16": "FP16", "bf16": "BF16"}
 HALF_TYPES = {"fp16": "HALF", "bf16": "BF16"}
+# Each quantized precision's trt.DataType: what the Q/DQ nodes of its strongly typed network hold.
+QUANTIZED_TYPES = {"int8": "INT8", "fp8": "FP8"}
+# FP8 tensor cores: Ada and Hopper on.
+FP8_MIN_CAPABILITY = (8, 9)
+# ModelOpt calibrates in ONNX Runtime on this many samples at a time (`calibration_shapes`): enough
+# for few runs, few enough that the activations of a large model fit on the GPU.
+CALIBRATION_STEP = 16
 
 # TF-TRT (tensorflow/compiler/tf2tensorrt/kernels/trt_engine_op.cc): with this variable false, a
 # TRTEngineOp that has no engine for its input shapes, or whose engine fails, raises AbortedError
@@ -175,6 +183,23 @@ def precision_source(tensorrt_version: str, builder_flags: Collection[str]) -> P
     return "builder-flags"
 
 
+def plan_precision_source(precision: str, tensorrt_version: str, builder_flags: Collection[str]) -> PrecisionSource:
+    """Where the plan of `precision` takes its precision from.
+
+    A quantized (int8, fp8) plan is built from a Q/DQ ONNX model (explicit quantization) as a
+    strongly typed network ("network-types") on TensorRT 10 as on 11, with no INT8 or FP8 builder
+    flag: TensorRT's explicit-quantization guide says to use it with strong typing, without
+    precision-control build flags; TensorRT 10 chose no FP8 tactics for a weakly typed Q/DQ model
+    with --fp8 --fp16 (NVIDIA/TensorRT#3987, "please enable --stronglyTyped"); TensorRT Model
+    Optimizer, which writes the Q/DQ model with its unquantized layers in fp16 (its
+    high_precision_dtype), deploys it with --stronglyTyped; and TensorRT 11 removed the INT8 and FP8
+    flags for Q/DQ nodes ("Removed Python APIs and Replacements"). The float precisions follow the
+    API generation (`precision_source`)."""
+    if precision in QUANTIZED_TYPES:
+        return "network-types"
+    return precision_source(tensorrt_version, builder_flags)
+
+
 def network_flags(tensorrt_version: str, source: PrecisionSource, creation_flags: Collection[str]) -> tuple[str, ...]:
     """NetworkDefinitionCreationFlag members to create the network with: EXPLICIT_BATCH before
     TensorRT 10 (from 10 on the only mode), STRONGLY_TYPED where the network's types decide and
@@ -231,9 +256,17 @@ def typed_precision(precision: str, network_types: Collection[str], available: s
                     compute_capability: Optional[tuple[int, int]], tensorrt_version: str) -> PrecisionFlags:
     """The builder flags of a strongly typed build: none to set (TensorRT runs the types the ONNX
     model holds), TF32 cleared for fp32. A half precision needs a network that holds that type: an
-    fp32 export would build an fp32 plan under a half-precision name, so it is skipped instead."""
+    fp32 export would build an fp32 plan under a half-precision name, so it is skipped instead; so
+    does a quantized one, whose Q/DQ model must hold a tensor of its type."""
     if precision == "fp32":
         return PrecisionFlags(clear=("TF32",) if "TF32" in available else ())
+    quantized = QUANTIZED_TYPES.get(precision)
+    if quantized is not None:
+        check_fp8(precision, compute_capability)
+        if quantized not in network_types:
+            raise Skip(f"the Q/DQ model holds no {precision} tensor: TensorRT Model Optimizer quantized none of "
+                       f"its layers, so the plan would compute in floating point under the name {precision}")
+        return PrecisionFlags()
     half = HALF_TYPES.get(precision)
     if half is None:
         raise Skip(f"TensorRT runner: unknown precision {precision!r}")
@@ -250,6 +283,44 @@ def check_bf16(precision: str, compute_capability: Optional[tuple[int, int]]) ->
     if precision == "bf16" and compute_capability is not None and compute_capability < (8, 0):
         major, minor = compute_capability
         raise Skip(f"bf16 needs a GPU of compute capability 8.0 or later; this one is {major}.{minor}")
+
+
+def check_fp8(precision: str, compute_capability: Optional[tuple[int, int]]) -> None:
+    """Skip fp8 on GPUs without FP8 tensor cores (before Ada)."""
+    if precision == "fp8" and compute_capability is not None and compute_capability < FP8_MIN_CAPABILITY:
+        major, minor = compute_capability
+        raise Skip(f"fp8 needs a GPU of compute capability {FP8_MIN_CAPABILITY[0]}.{FP8_MIN_CAPABILITY[1]} or later "
+                   f"(FP8 tensor cores); this one is {major}.{minor}")
+
+
+def modelopt_settings(precision: str, device: str) -> dict[str, object]:
+    """The arguments of modelopt.onnx.quantization.quantize besides the model, its calibration data and
+    the paths: the precision as its quantize_mode; the unquantized layers in fp16 (ModelOpt's default
+    since 0.37, stated so that a change of default cannot change the plans), which the strongly typed
+    build keeps; calibration in ONNX Runtime on the job's GPU, else the CPU (ModelOpt's default order
+    starts with the CPU)."""
+    if precision not in QUANTIZED_TYPES:
+        raise ValueError(f"TensorRT Model Optimizer quantizes to int8 or fp8 here, not {precision!r}")
+    index = device.partition(":")[2] or "0"
+    return {"quantize_mode": precision, "high_precision_dtype": "fp16", "calibration_eps": [f"cuda:{index}", "cpu"]}
+
+
+def calibration_shapes(shapes: Mapping[str, Sequence[int]], batch_axis: Optional[int],
+                       step: int = CALIBRATION_STEP) -> str:
+    """ModelOpt's `calibration_shapes` ("name:AxB,name:C"): the shape of one calibration step, from the
+    calibration arrays' shapes. ModelOpt splits the arrays along axis 0 into as many steps as the
+    first input's step fits, so a model with its batch on axis 0 is calibrated `step` samples at a
+    time; any other (no batch axis, or another one) in one step of the arrays as they are. A scalar
+    input is left out: ModelOpt reads its shape from the model."""
+    parts = []
+    for name, shape in shapes.items():
+        dims = list(shape)
+        if not dims:
+            continue
+        if batch_axis == 0:
+            dims[0] = max(1, min(step, dims[0]))
+        parts.append(f"{name}:{'x'.join(str(d) for d in dims)}")
+    return ",".join(parts)
 
 
 def workspace_limit(free_bytes: int) -> int:

@@ -6,27 +6,37 @@ Written against TensorRT's documented Python API (10.x: named I/O tensors, execu
 developed on, which have no TensorRT. Device buffers are torch tensors: the NGC PyTorch image that
 runs this carries torch. The decisions that need no TensorRT (API generation, profile shapes,
 precision, workspace, timing cache) are in tensorrt_build.py.
+
+int8 and fp8 plans (explicit quantization): TensorRT Model Optimizer's ONNX post-training
+quantization turns the exported fp32 model.onnx into a Q/DQ model, calibrated on the calibration
+arrays (else the samples), which is built as a strongly typed network with no precision flag, on
+TensorRT 10 as on 11 (tensorrt_build.py `plan_precision_source` says why).
 """
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Optional
 
 import numpy as np
 
-from runners.common import Handlers, Skip, key_by_names, load_npz
+from runners.common import Handlers, Skip, key_by_names, load_npz, one_line
 from runners.formats import FORMATS
 from runners.measure import inputs_at, profile_result, verification_result, verify_outputs
-from runners.protocol import IOSpec, Job, JobResult
+from runners.protocol import QUANTIZED, IOSpec, Job, JobResult
 from runners.tensorrt_build import (
     batch_range_of,
     builder_precision,
+    calibration_shapes,
+    check_fp8,
     declared_ranges,
     merge_into_file,
+    modelopt_settings,
     network_flags,
-    precision_source,
+    plan_precision_source,
     profile_shapes,
     timing_cache_path,
     workspace_limit,
@@ -68,15 +78,21 @@ def convert(job: Job) -> JobResult:
     logger = trt.Logger(trt.Logger.WARNING)
     builder = trt.Builder(logger)
     available = set(trt.BuilderFlag.__members__)
-    # Builder flags (TensorRT 10) or the network's own types (11 on) set the plan's precision.
-    source = precision_source(trt.__version__, available)
+    # Builder flags (TensorRT 10) or the network's own types (11 on, and int8/fp8 Q/DQ models on
+    # any) set the plan's precision.
+    source = plan_precision_source(job.precision, trt.__version__, available)
     print(f"[nav-orch runner] TensorRT {trt.__version__}: the plan's precision comes from the "
           f"{source.replace('-', ' ')}", flush=True)
     creation = trt.NetworkDefinitionCreationFlag
     network = builder.create_network(sum(1 << int(getattr(creation, name))
                                          for name in network_flags(trt.__version__, source, set(creation.__members__))))
     parser = trt.OnnxParser(network, logger)
-    if not parser.parse_from_file(job.inputs.export):
+    # A quantized plan's Q/DQ model and ModelOpt's intermediate files live in a folder on the
+    # workspace's disk (a large model's copies could fill the container's /tmp), gone once parsed.
+    with tempfile.TemporaryDirectory(prefix=".qdq-", dir=job.output_dir) as work:
+        model = qdq_model(job, Path(work), torch) if job.precision in QUANTIZED else Path(job.inputs.export)
+        parsed = parser.parse_from_file(str(model))
+    if not parsed:
         errors = [str(parser.get_error(i)) for i in range(parser.num_errors)] or ["no detail"]
         raise RuntimeError(f"TensorRT's ONNX parser rejected the model: {errors[0]}")
 
@@ -106,6 +122,34 @@ def convert(job: Job) -> JobResult:
     target.write_bytes(bytes(serialized))
     save_timing_cache(config, config.get_timing_cache(), cache_path)
     return JobResult(job.id, job.kind, "ok", artifact=target.name)
+
+
+def qdq_model(job: Job, work: Path, torch: Any) -> Path:
+    """The exported fp32 model.onnx as TensorRT Model Optimizer's Q/DQ model in the job's precision
+    (int8, fp8), calibrated on the calibration arrays (else the samples) keyed by the model's input
+    names; written in `work`, which also takes ModelOpt's intermediate files."""
+    check_fp8(job.precision, torch.cuda.get_device_capability())  # before minutes of calibration
+    try:
+        import onnx
+        from modelopt.onnx.quantization import quantize
+    except (ImportError, OSError) as error:  # ModelOpt without its [onnx] dependencies raises ImportError
+        raise Skip("TensorRT Model Optimizer's ONNX quantization (modelopt.onnx.quantization) cannot be "
+                   f"imported in this runner image: {one_line(error)}") from None
+    source = work / "model.onnx"
+    shutil.copyfile(job.inputs.export, source)  # ModelOpt writes its intermediate files beside its input
+    graph = onnx.load(str(source), load_external_data=False).graph
+    weights = {tensor.name for tensor in graph.initializer}
+    names = [tensor.name for tensor in graph.input if tensor.name not in weights]
+    arrays = key_by_names(load_npz(job.inputs.calibration or job.inputs.samples), names, "the ONNX model")
+    shapes = calibration_shapes({name: array.shape for name, array in arrays.items()},
+                                job.io.batch_axis if job.io is not None else 0)
+    target = work / "model.qdq.onnx"
+    print(f"[nav-orch runner] TensorRT Model Optimizer: a {job.precision} Q/DQ model, calibrated on "
+          f"{'the calibration file' if job.inputs.calibration else 'the samples'} ({shapes or 'one step'})",
+          flush=True)
+    quantize(onnx_path=str(source), calibration_data=arrays, calibration_shapes=shapes or None,
+             output_path=str(target), **modelopt_settings(job.precision, job.device))
+    return target
 
 
 def network_types(network: Any) -> set[str]:
@@ -230,7 +274,7 @@ def verify(job: Job) -> JobResult:
     ordered = [outputs[n] for n in names] if set(outputs) == set(names) else list(outputs.values())
     actual = {name: tensor.float().cpu().numpy() if tensor.dtype.is_floating_point else tensor.cpu().numpy()
               for name, tensor in zip(names, ordered)}
-    return verification_result(job, verify_outputs(actual, reference_outputs, job.tolerances))
+    return verification_result(job, verify_outputs(actual, reference_outputs, job.tolerances, job.budgets))
 
 
 def profile(job: Job) -> JobResult:

@@ -2,6 +2,7 @@
 TorchScript and ExportedProgram variants in torch."""
 from __future__ import annotations
 
+import importlib.metadata
 import importlib.util
 import inspect
 import json
@@ -27,8 +28,18 @@ from runners.common import (
 from runners.exported_programs import load_program, place_program
 from runners.formats import FORMATS
 from runners.measure import inputs_at, profile_result, profile_source, verification_result, verify_outputs
-from runners.protocol import IOSpec, Job, JobResult
-from runners.tensorrt_build import batch_range_of, input_shapes
+from runners.onnx_quantize import export_quantized, quantized_onnx
+from runners.protocol import QUANTIZED, IOSpec, Job, JobResult
+from runners.tensorrt_build import BatchRange, batch_range_of, input_shapes
+from runners.torchao_plan import (
+    compute_precision,
+    device_reason,
+    freezing,
+    inductor_settings,
+    layers_reason,
+    recipe,
+    version_reason,
+)
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 # Lines of a failed trace check kept in the log: its graph diff grows with the model.
@@ -134,8 +145,9 @@ def in_layout(model: torch.nn.Module, job: Job) -> torch.nn.Module:
 
 
 def job_tensors(samples: dict[str, np.ndarray], job: Job) -> list[torch.Tensor]:
-    """A variant's inputs: on its device, in its precision and memory format."""
-    return to_tensors(samples, job.device, job.precision, job.memory_format)
+    """A variant's inputs: on its device, in its precision (a quantized one's float inputs: the
+    precision it computes in) and memory format."""
+    return to_tensors(samples, job.device, compute_precision(job.precision), job.memory_format)
 
 
 def weight_bytes(model: torch.nn.Module):
@@ -172,15 +184,20 @@ def export(job: Job) -> JobResult:
     fmt = FORMATS[job.format_name()]
     target = Path(job.output_dir) / fmt.export_file
     if fmt.compile_mode:
+        # Decided here, on the CPUs, not in a GPU session: whether torchao has anything to quantize
+        # (before the ExportedProgram check, whose reason would not be the real one), and the layout.
+        if job.precision in QUANTIZED:
+            quantizable(load_source(job))
         fixed_precision(job)
-        if job.memory_format != "contiguous":  # decided here, on the CPUs, not in a GPU session
+        if job.memory_format != "contiguous":
             in_layout(load_source(job), job)
         return record_compile_options(job, target)
     # TensorRT lowers precision itself (builder flags) from an fp32 ONNX graph, keeping fp32
     # where a layer needs it; Torch-TensorRT takes the program in the variant's precision. A traced
-    # source stays in the precision it was traced in.
+    # source stays in the precision it was traced in. An int8 ONNX variant is quantized from the fp32
+    # graph (runners/onnx_quantize.py).
     fixed = fixed_precision(job)
-    precision = fixed or ("fp32" if job.format == "tensorrt" else job.precision)
+    precision = fixed or ("fp32" if job.format == "tensorrt" or quantized_onnx(job) else job.precision)
     model = in_layout(load_source(job).to(job.device, DTYPES[precision]), job)
     samples = load_npz(job.inputs.samples)
     io = job.io_spec()
@@ -188,7 +205,13 @@ def export(job: Job) -> JobResult:
     # time (a trace runs the model; half precision on CPUs is slow). A model without a batch
     # axis is traced on the samples as they are.
     example = tuple(to_tensors(inputs_at(samples, io, 2), job.device, precision, job.memory_format))
-    EXPORTERS[fmt.name](model, example, io, target)
+    if quantized_onnx(job):
+        export_quantized(job, lambda fp32: EXPORTERS[fmt.name](model, example, io, fp32), target)
+    elif fmt.name == "torch-tensorrt":
+        batches = batch_range_of(io, next(iter(samples.values())).shape, job.batch_sizes)
+        export_exported_program(model, example, io, target, batches)
+    else:
+        EXPORTERS[fmt.name](model, example, io, target)
     return JobResult(job.id, job.kind, "ok", artifact=target.name)
 
 
@@ -199,16 +222,19 @@ def fixed_precision(job: Job) -> Optional[str]:
     source = job.source()
     if source.form != "exported_program":
         return None
-    if job.precision != source.precision and job.format != "tensorrt":
+    wanted = "fp32" if quantized_onnx(job) else job.precision
+    if wanted != source.precision and job.format != "tensorrt":
         raise Skip(f"the source is an ExportedProgram in {source.precision}: its graph cannot be cast to "
-                   f"{job.precision} (export it in {job.precision}; inplace modules are captured per precision)")
+                   f"{wanted} (export it in {wanted}; inplace modules are captured per precision)")
     return source.precision
 
 
 def record_compile_options(job: Job, target: Path) -> JobResult:
     """torch.compile variants compile where they run; the export only fixes the options."""
-    # Freezing folds the weights into the graph as constants: inference only, and faster.
-    options = {"mode": FORMATS[job.format_name()].compile_mode, "backend": "inductor", "freezing": True}
+    # Freezing folds the weights into the graph as constants: inference only, and faster (not for
+    # torchao's quantized weights: runners/torchao_plan.py `freezing` says why).
+    options = {"mode": FORMATS[job.format_name()].compile_mode, "backend": "inductor",
+               "freezing": freezing(job.precision)}
     target.write_text(json.dumps(options))
     return JobResult(job.id, job.kind, "ok", artifact=target.name)
 
@@ -250,7 +276,10 @@ def export_torchscript_script(model, example, io: IOSpec, target: Path) -> None:
     torch.jit.save(torch.jit.freeze(scripted.eval()), str(target))
 
 
-def export_exported_program(model, example, io: IOSpec, target: Path) -> None:
+def export_exported_program(model, example, io: IOSpec, target: Path, batches: Optional[BatchRange] = None) -> None:
+    """torch.export with a dynamic batch: bounded by `batches` where an engine is built from the
+    program (Torch-TensorRT 2.9 reads the range, and cannot take an unbounded one; later versions
+    build for the range a program carries), else unbounded."""
     if isinstance(model, torch.jit.ScriptModule):
         raise Skip("torch.export cannot take a TorchScript module")
     dynamic: tuple[Optional[dict[int, Any]], ...]
@@ -259,8 +288,10 @@ def export_exported_program(model, example, io: IOSpec, target: Path) -> None:
         # (a decoder's tokens and mask share their length).
         dynamic = tuple({r.axis: torch.export.Dim.AUTO for r in spec.ranges} or None for spec in io.inputs)
     else:
-        batch = torch.export.Dim("batch")
-        dynamic = tuple({0: batch} for _ in example)
+        traced = example[0].shape[io.batch_axis] if example else 2
+        batch = (torch.export.Dim("batch") if batches is None else  # the range must hold the traced batch too
+                 torch.export.Dim("batch", min=min(batches.min, traced), max=max(batches.max, traced)))
+        dynamic = tuple({io.batch_axis: batch} for _ in example)
     torch.export.save(torch.export.export(model, example, dynamic_shapes=dynamic), str(target))
 
 
@@ -295,7 +326,6 @@ EXPORTERS: dict[str, Callable[[torch.nn.Module, tuple, IOSpec, Path], None]] = {
     "exported-program": export_exported_program,
     "onnx": export_onnx,
     "tensorrt": export_onnx,  # model.onnx, built into an engine by the tensorrt runner
-    "torch-tensorrt": export_exported_program,  # model.pt2, compiled by convert() below
 }
 
 
@@ -305,6 +335,19 @@ def import_torch_tensorrt():
     except (ImportError, OSError):  # OSError: installed, but TensorRT's libraries are missing
         raise Skip("Torch-TensorRT (torch_tensorrt, with TensorRT) is not installed in this runner image") from None
     return torch_tensorrt
+
+
+def compile_program(torch_tensorrt: Any, program: torch.export.ExportedProgram, io: IOSpec,
+                    example: list[torch.Tensor], batches: Optional[BatchRange], precision: str) -> Any:
+    """Torch-TensorRT's API for exported programs, `torch_tensorrt.dynamo.compile` (2.9, NGC 25.10:
+    its `compile(ir="dynamo")` traces a module and cannot take a program), with each input's
+    min/opt/max shape (the program's own batch range is the same, for the versions that read it)."""
+    inputs = []
+    for spec, tensor in zip(io.inputs, example):
+        shapes = input_shapes(spec.shape, tuple(tensor.shape), batches, spec.ranges, io.batch_axis, spec.name)
+        inputs.append(torch_tensorrt.Input(min_shape=shapes.min, opt_shape=shapes.opt, max_shape=shapes.max,
+                                           dtype=tensor.dtype))
+    return torch_tensorrt.dynamo.compile(program, arg_inputs=inputs, enabled_precisions={DTYPES[precision]})
 
 
 def convert(job: Job) -> JobResult:
@@ -323,13 +366,7 @@ def convert(job: Job) -> JobResult:
     example = to_tensors(samples, job.device, job.precision)
     if len(example) != len(io.inputs):
         raise ValueError(f"the samples hold {len(example)} arrays, the reference's inputs are {len(io.inputs)}")
-    inputs = []
-    for spec, tensor in zip(io.inputs, example):
-        shapes = input_shapes(spec.shape, tuple(tensor.shape), batches, spec.ranges, io.batch_axis, spec.name)
-        inputs.append(torch_tensorrt.Input(min_shape=shapes.min, opt_shape=shapes.opt, max_shape=shapes.max,
-                                           dtype=tensor.dtype))
-    compiled = torch_tensorrt.compile(program, ir="dynamo", inputs=inputs,
-                                      enabled_precisions={DTYPES[job.precision]})
+    compiled = compile_program(torch_tensorrt, program, io, example, batches, job.precision)
     target = Path(job.output_dir) / FORMATS[job.format_name()].artifact
     torch_tensorrt.save(compiled, str(target), output_format="torchscript", arg_inputs=example)
     return JobResult(job.id, job.kind, "ok", artifact=target.name)
@@ -342,7 +379,11 @@ def load_variant(job: Job) -> torch.nn.Module:
         options = json.loads(Path(path).read_text())
         if options["mode"] == "reduce-overhead" and not job.device.startswith("cuda"):
             raise Skip("CUDA graphs (mode=reduce-overhead) need a GPU")
-        model = in_layout(load_source(job).to(job.device, DTYPES[job.precision]), job)
+        if job.precision in QUANTIZED:
+            check_torchao(job)
+        model = in_layout(load_source(job).to(job.device, DTYPES[compute_precision(job.precision)]), job)
+        if job.precision in QUANTIZED:
+            quantize_module(model, job.precision)
         # One static graph per batch size: measured faster than one dynamic-shape graph
         # (ResNet-50 fp16 bs64 on an H100: 4.8 ms after automatic dynamic shapes, 3.5 static).
         # A model recorded at many sizes of another axis (an inplace decoder, one length per
@@ -350,12 +391,52 @@ def load_variant(job: Job) -> torch.nn.Module:
         torch._dynamo.config.automatic_dynamic_shapes = has_non_batch_axes(job.io_spec())
         torch._dynamo.config.cache_size_limit = max(torch._dynamo.config.cache_size_limit, 64)
         torch._inductor.config.freezing = options.get("freezing", False)
+        for name, value in inductor_settings(job.precision).items():
+            if hasattr(torch._inductor.config, name):  # a later torch may drop one: then nothing to set
+                setattr(torch._inductor.config, name, value)
         return torch.compile(model, mode=options["mode"], backend=options["backend"])
     if job.format == "exported-program":
         return load_program(Path(path), job.device)
     if job.format == "torch-tensorrt":
         import_torch_tensorrt()  # registers the TensorRT engine class the TorchScript file holds
     return torch.jit.load(path, map_location=job.device)
+
+
+def quantizable(model: torch.nn.Module) -> None:
+    """Skip a quantized variant of a model in which torchao finds nothing to quantize."""
+    reason = layers_reason(sum(isinstance(module, torch.nn.Linear) for module in model.modules()))
+    if reason is not None:
+        raise Skip(reason)
+
+
+def check_torchao(job: Job) -> None:
+    """Skip a quantized compiled variant where torchao cannot run it: no CUDA, fp8 on a GPU without
+    FP8 tensor cores, no torchao, or a torchao that does not support this torch (its version read
+    from its metadata: whether its module imports is not the question)."""
+    on_cuda = job.device.startswith("cuda") and torch.cuda.is_available()
+    capability = torch.cuda.get_device_capability(torch.device(job.device)) if on_cuda else None
+    reason = device_reason(job.precision, on_cuda, capability)
+    if reason is None:
+        try:
+            installed: Optional[str] = importlib.metadata.version("torchao")
+        except importlib.metadata.PackageNotFoundError:
+            installed = None
+        reason = version_reason(installed, torch.__version__)
+    if reason is not None:
+        raise Skip(reason)
+
+
+def quantize_module(model: torch.nn.Module, precision: str) -> None:
+    """Quantize the Linear layers of the model (in bf16, on its GPU) in place with torchao's config
+    for `precision` (runners/torchao_plan.py `recipe`)."""
+    quantizable(model)
+    from torchao import quantization
+
+    chosen = recipe(precision)
+    granularity = {"granularity": quantization.PerRow()} if chosen.per_row else {}
+    # set_inductor_config=False: its process-wide settings are set per variant (load_variant).
+    config = getattr(quantization, chosen.config)(set_inductor_config=False, **granularity)
+    quantization.quantize_(model, config)
 
 
 def has_non_batch_axes(io: IOSpec) -> bool:
@@ -372,7 +453,7 @@ def verify(job: Job, loaded: LastLoaded) -> JobResult:
     reference_outputs = load_npz(job.inputs.reference)
     with torch.inference_mode():
         outputs = flatten_outputs(model(*job_tensors(samples, job)), list(reference_outputs))
-    return verification_result(job, verify_outputs(outputs, reference_outputs, job.tolerances))
+    return verification_result(job, verify_outputs(outputs, reference_outputs, job.tolerances, job.budgets))
 
 
 def profile(job: Job, loaded: LastLoaded) -> JobResult:

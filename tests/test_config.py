@@ -4,12 +4,13 @@ from pydantic import ValidationError
 from typer.testing import CliRunner
 
 from orchestrator.api import ExecutorName
-from orchestrator.cli import app, parse_tolerances
-from orchestrator.config import OptimizeConfig
+from orchestrator.cli import app, parse_accuracy, parse_tolerances
+from orchestrator.config import Accuracy, OptimizeConfig
 from orchestrator.containers.engine import gpu_requests
 from orchestrator.errors import BadInput, NavOrchError
 from orchestrator.model_ref import parse_model, parse_model_args
 from orchestrator.samples import load_samples, parse_input_spec, random_samples
+from runners.protocol import AccuracyBudget
 
 EXAMPLES = __import__("pathlib").Path(__file__).resolve().parent.parent / "examples"
 
@@ -125,7 +126,8 @@ def mlp_config(**values) -> OptimizeConfig:
     ({"formats": ["onxx"]}, "formats", "'onxx' is not a format of torch; choose from torchscript-trace, "
                                        "torchscript-script, onnx,"),
     ({"formats": ["savedmodel"]}, "formats", "'savedmodel' is not a format of torch"),
-    ({"precisions": ["fp32", "fp8"]}, "precisions", "'fp8' is not a precision; choose from fp32, fp16, bf16"),
+    ({"precisions": ["fp32", "int4"]}, "precisions",
+     "'int4' is not a precision; choose from fp32, fp16, bf16, int8, fp8"),
     ({"executor": "Docker"}, "executor", "'Docker' is not an executor; choose from docker, local"),
     ({"objective": "speed"}, "objective", "'speed' is not an objective; choose from throughput, latency"),
     ({"batch_sizes": [1, 0]}, "batch_sizes", "0 is not a batch size; give positive integers"),
@@ -155,7 +157,7 @@ def test_config_takes_the_executor_as_enum_and_checks_assignments():
 
 @pytest.mark.parametrize("command, option, message", [
     ("optimize", ["--formats", "onxx"], "invalid option formats: 'onxx' is not a format of torch; choose from "),
-    ("optimize", ["--precisions", "fp8"], "invalid option precisions: 'fp8' is not a precision"),
+    ("optimize", ["--precisions", "int4"], "invalid option precisions: 'int4' is not a precision"),
     ("optimize", ["--executor", "Docker"], "invalid option executor: 'Docker' is not an executor; "
                                            "choose from docker, local"),
     ("optimize", ["--batch-sizes", "0"], "invalid option batch_sizes: 0 is not a batch size"),
@@ -169,3 +171,28 @@ def test_cli_bad_option_values_are_one_line_with_exit_code_2(command, option, me
     assert result.returncode == 2
     assert result.stdout == "" and result.stderr.startswith(f"nav-orch: {message}")
     assert len(result.stderr.splitlines()) == 1
+
+
+def test_accuracy_budgets_from_the_cli_every_output_first_then_each_output():
+    accuracy = parse_accuracy(["logits=top1:0.99", "cosine:0.995,max_abs:0.5", "mask=top1:none"])
+    assert accuracy.for_output("other") == AccuracyBudget(min_cosine=0.995, min_top1=0.9, max_abs=0.5)
+    # An output's own items change the every-output budget, whatever their order on the command line.
+    assert accuracy.for_output("logits") == AccuracyBudget(min_cosine=0.995, min_top1=0.99, max_abs=0.5)
+    assert accuracy.for_output("mask").min_top1 is None
+    assert parse_accuracy([]).for_output("y") == AccuracyBudget()  # the documented defaults: 0.99, 0.9
+
+
+@pytest.mark.parametrize("item, message", [
+    ("cos:0.9", "unknown key 'cos'; use cosine, top1 or max_abs"),
+    ("cosine:none", "cosine needs a number, not 'none'"),
+    ("y=top1:high", "top1 needs a number or none, not 'high'"),
+])
+def test_a_bad_accuracy_item_is_one_clear_line(item, message):
+    with pytest.raises(BadInput, match=message):
+        parse_accuracy([item])
+
+
+def test_an_accuracy_budget_out_of_range_names_the_field():
+    with pytest.raises(ValidationError) as raised:
+        Accuracy(default={"min_cosine": 1.5})
+    assert raised.value.errors()[0]["loc"] == ("default", "min_cosine")

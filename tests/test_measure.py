@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
-from runners.measure import batch_of, compare_output, time_calls, verify_outputs
-from runners.protocol import ProfileSettings, Tolerance
+from runners.measure import batch_of, compare_output, time_calls, verification_result, verify_outputs
+from runners.protocol import AccuracyBudget, Job, ProfileSettings, Tolerance
 
 TOL = Tolerance(atol=1e-4, rtol=1e-3)
 
@@ -75,3 +75,25 @@ def test_time_calls_stops_unstable_after_max_windows():
 
     entry = time_calls(growing, settings, batch_size=1)
     assert entry.windows == 4 and entry.stable is False
+
+
+def test_a_quantized_output_is_judged_by_its_accuracy_budget():
+    rng = np.random.default_rng(0)
+    reference = rng.standard_normal((8, 10))
+    close = reference + 0.01 * rng.standard_normal((8, 10))  # int8-like noise: no fp32 tolerance holds
+    loose = Tolerance(1e-4, 1e-3)
+    budget = AccuracyBudget(min_cosine=0.999, min_top1=0.75)
+    result = verify_outputs({"y": close}, {"y": reference}, {"y": loose}, {"y": budget})
+    error = result.outputs["y"]
+    assert result.passed and error.budget == budget and error.cosine > 0.999 and error.top1 >= 0.75
+    assert not verify_outputs({"y": close}, {"y": reference}, {"y": loose}).passed  # the tolerance alone fails it
+    # Shuffled rows keep the values' spread but lose the classes: both figures miss, and say so.
+    shuffled = reference[::-1].copy()
+    result = verify_outputs({"y": shuffled}, {"y": reference}, {"y": loose}, {"y": budget})
+    failed = verification_result(Job("verify-x", "verify", "onnx", "/tmp"), result)
+    assert failed.status == "failed" and failed.error.startswith("outside the accuracy budget: y: cosine ")
+    assert "< 0.999" in failed.error and "top-1 " in failed.error and "< 0.75" in failed.error
+    # A max_abs bound judges too; top-1 is not judged (None) for an output with no class axis.
+    capped = verify_outputs({"y": close[:, :1]}, {"y": reference[:, :1]}, {"y": loose},
+                            {"y": AccuracyBudget(min_cosine=0.9, max_abs=1e-6)}).outputs["y"]
+    assert capped.top1 is None and not capped.passed

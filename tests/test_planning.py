@@ -57,7 +57,7 @@ def test_asked_for_formats_are_kept_even_where_the_device_cannot_run_them():
         "TensorRT is not installed in nav-orch/pytorch:cpu"
     assert skip_reason(variants[0], {"tensorrt": "10.13"}, "image", has_gpus=False) == \
         "needs a GPU (this run has none: --gpus)"
-    assert skip_reason(variants[0], {"tensorrt": "10.13"}, "image", has_gpus=True) is None
+    assert skip_reason(variants[0], {"tensorrt": "10.13", "torch": "2.9"}, "image", has_gpus=True) is None
 
 
 def test_on_cpus_each_variant_builds_in_its_own_step_and_one_exclusive_step_profiles_all():
@@ -146,3 +146,37 @@ def test_on_several_gpus_each_runners_checks_are_dealt_out_one_session_per_gpu()
     assert steps["check-torch-compile-cudagraphs-fp32"].needs == (
         "export-torch-compile-cudagraphs-fp32", *(s.name for s in torch_checks))
     assert steps["check-torch-compile-cudagraphs-bf16"].needs == ("export-torch-compile-cudagraphs-bf16",)
+
+
+def test_int8_is_planned_once_per_way_a_format_quantizes_and_only_where_asked_for():
+    asked = plan_variants(config(formats=["torchscript-trace", "onnx", "torch-compile"],
+                                 precisions=["fp32", "int8"]), on_gpu=False)
+    assert names(asked) == ["torchscript-trace-fp32", "onnx-fp32", "onnx-int8-dynamic", "onnx-int8-static",
+                            "torch-compile-fp32", "torch-compile-int8-dynamic"]
+    assert [(v.precision, v.quantization) for v in asked if v.format == "onnx"] == [
+        ("fp32", ""), ("int8", "dynamic"), ("int8", "static")]
+    # Never by default: a quantized variant changes the numbers the model gives.
+    assert not [v for v in plan_variants(config(formats=["onnx"]), on_gpu=True) if v.quantization]
+    # torchao's variants need a GPU and torchao; ONNX Runtime quantizes with what the image has.
+    compiled = asked[-1]
+    assert skip_reason(compiled, {"torchao": "0.14.0"}, "nav-orch/pytorch:cpu", has_gpus=False) == (
+        "int8 torch-compile needs a GPU (this run has none: --gpus)")
+    assert skip_reason(compiled, {}, "nav-orch/pytorch:25.10", has_gpus=True) == (
+        "int8 needs torchao, which is not installed in nav-orch/pytorch:25.10")
+    assert skip_reason(asked[3], {}, "nav-orch/pytorch:cpu", has_gpus=False) is None
+
+
+def test_fp8_needs_compute_capability_8_9_even_when_asked_for():
+    fp8 = Variant("torch-compile-cudagraphs-fp8-dynamic", "torch-compile-cudagraphs", "fp8", quantization="dynamic")
+    assert "8.9 or later" in compiled_skip_reason(fp8, None, "8.0", precisions_given=True)
+    assert compiled_skip_reason(fp8, None, "9.0", precisions_given=True) is None
+
+
+def test_tensorrt_plans_are_skipped_where_the_image_has_no_torch_for_the_runners_buffers():
+    variant = Variant("tensorrt-fp16", "tensorrt", "fp16")
+    tensorflow_image = {"tensorflow": "2.17.0", "tensorrt": "10.3.0"}  # TF-TRT's TensorRT, but no torch
+    reason = skip_reason(variant, tensorflow_image, "nav-orch/tensorflow:25.02", has_gpus=True)
+    assert reason is not None
+    assert reason.startswith("its runner (tensorrt) needs torch, which nav-orch/tensorflow:25.02")
+    assert skip_reason(variant, {"torch": "2.9.0", "tensorrt": "10.13.3"}, "nav-orch/pytorch:25.10",
+                       has_gpus=True) is None

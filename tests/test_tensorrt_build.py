@@ -9,6 +9,7 @@ import pytest
 from runners.common import Skip
 from runners.protocol import AxisRange, TensorSpec
 from runners.tensorrt_build import (
+    CALIBRATION_STEP,
     GIB,
     MAX_WORKSPACE,
     MIN_WORKSPACE,
@@ -17,11 +18,14 @@ from runners.tensorrt_build import (
     ShapeRange,
     batch_range,
     builder_precision,
+    calibration_shapes,
     declared_ranges,
     input_shapes,
     merge_into_file,
+    modelopt_settings,
     network_flags,
     onnx_export_precision,
+    plan_precision_source,
     precision_flags,
     precision_source,
     profile_shapes,
@@ -228,6 +232,62 @@ def test_builder_flags_are_the_weak_typing_decision():
     # The network's types do not matter there: TensorRT lowers the fp32 network itself.
     assert builder_precision("bf16", "builder-flags", FLAGS_10, {"FLOAT"}, None, (8, 0), "10.13.3") == PrecisionFlags(
         set=("BF16",))
+
+
+# --- int8 and fp8: explicit quantization (Q/DQ) -----------------------------------------------------
+
+@pytest.mark.parametrize("version, flags", [
+    ("10.13.3.9", FLAGS_10 | {"FP8"}),  # NGC 25.10: TensorRT 10 still has INT8 and FP8 flags, unused here
+    ("11.0.0.114", FLAGS_11),
+])
+@pytest.mark.parametrize("precision", ["int8", "fp8"])
+def test_a_quantized_plan_is_strongly_typed_on_the_pinned_tensorrt_and_the_next(version, flags, precision):
+    """Pinned: on TensorRT 10 a Q/DQ model is built strongly typed, with no INT8/FP8 builder flag
+    (TensorRT's explicit-quantization guide; NVIDIA/TensorRT#3987), as TensorRT 11 requires."""
+    source = plan_precision_source(precision, version, flags)
+    assert source == "network-types"
+    assert network_flags(version, source, CREATION_FLAGS) == (("STRONGLY_TYPED",) if version.startswith("10.") else ())
+    # The Q/DQ model is made from the fp32 export: ModelOpt quantizes it and sets its float layers.
+    assert onnx_export_precision(precision, "builder-flags") == "fp32"
+    network = {"FLOAT", "HALF", "INT64", "INT8" if precision == "int8" else "FP8"}
+    assert builder_precision(precision, source, flags, network, True, (9, 0), version) == PrecisionFlags()
+
+
+def test_float_plans_keep_the_api_generations_decision():
+    assert plan_precision_source("fp16", "10.13.3.9", FLAGS_10) == "builder-flags"
+    assert plan_precision_source("fp16", "11.0.0", FLAGS_11) == "network-types"
+
+
+@pytest.mark.parametrize("precision, types, capability, reason", [
+    ("fp8", {"FLOAT", "HALF", "FP8"}, (8, 0), "compute capability 8.9 or later .*; this one is 8.0"),
+    ("int8", {"FLOAT", "HALF"}, (9, 0), "holds no int8 tensor: TensorRT Model Optimizer quantized none"),
+    ("fp8", {"FLOAT", "INT8"}, (9, 0), "holds no fp8 tensor"),
+])
+def test_a_quantized_plan_that_cannot_be_built_is_skipped_with_the_reason(precision, types, capability, reason):
+    with pytest.raises(Skip, match=reason):
+        builder_precision(precision, "network-types", FLAGS_10, types, True, capability, "10.13.3")
+
+
+def test_int8_needs_no_fp8_tensor_cores():
+    assert builder_precision("int8", "network-types", FLAGS_10, {"INT8"}, True, (7, 5), "10.13.3") == PrecisionFlags()
+
+
+def test_modelopt_quantizes_to_the_precision_with_fp16_float_layers_calibrating_on_the_jobs_gpu():
+    assert modelopt_settings("int8", "cuda") == {"quantize_mode": "int8", "high_precision_dtype": "fp16",
+                                                 "calibration_eps": ["cuda:0", "cpu"]}
+    assert modelopt_settings("fp8", "cuda:1")["calibration_eps"] == ["cuda:1", "cpu"]
+    with pytest.raises(ValueError, match="int8 or fp8"):
+        modelopt_settings("fp16", "cuda")
+
+
+def test_calibration_steps_take_a_few_samples_of_a_batch_model_and_all_of_any_other():
+    shapes = {"input_ids": (64, 384), "mask": (64, 384)}
+    assert calibration_shapes(shapes, 0) == f"input_ids:{CALIBRATION_STEP}x384,mask:{CALIBRATION_STEP}x384"
+    assert calibration_shapes({"x": (8, 3, 224, 224)}, 0) == "x:8x3x224x224"  # fewer samples than a step
+    # Without a batch axis on 0, ModelOpt's split along axis 0 would cut the tensors: one step, whole.
+    assert calibration_shapes({"x": (1, 12, 512)}, None) == "x:1x12x512"
+    assert calibration_shapes({"x": (3, 2)}, 1) == "x:3x2"
+    assert calibration_shapes({"x": (8, 4), "scale": ()}, 0, step=2) == "x:2x4"  # a scalar: from the model
 
 
 # --- the shared timing cache -----------------------------------------------------------------------

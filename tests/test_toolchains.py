@@ -26,9 +26,10 @@ def test_a_missing_module_is_no_toolchain_and_one_without_a_version_says_so():
 
 
 def test_the_host_skips_by_the_module_name_the_runners_report():
-    assert {t.module for t in TOOLCHAINS} == {"tensorrt", "torch_tensorrt"}
+    assert {t.module for t in TOOLCHAINS} == {"tensorrt", "torch_tensorrt", "torchao", "modelopt"}
     variant = Variant("tensorrt-fp16", "tensorrt", "fp16")
     assert FORMATS["tensorrt"].toolchain is not None and FORMATS["tensorrt"].toolchain.module == "tensorrt"
-    assert skip_reason(variant, {"tensorrt": "10.13.3.9"}, "nav-orch/pytorch:25.10", has_gpus=True) is None
+    pytorch_image = {"tensorrt": "10.13.3.9", "torch": "2.9.0"}
+    assert skip_reason(variant, pytorch_image, "nav-orch/pytorch:25.10", has_gpus=True) is None
     assert skip_reason(variant, {"tensorrt_cu13": "10.13.3.9"}, "nav-orch/pytorch:25.10", has_gpus=True) == \
         "TensorRT is not installed in nav-orch/pytorch:25.10"

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from orchestrator.results import RunResults, VariantResult
-from runners.protocol import ProfileEntry
+from runners.protocol import QUANTIZED, OutputError, ProfileEntry
 
 STYLE = """
 body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1100px; color: #222; }
@@ -105,7 +105,8 @@ def charts(results: RunResults) -> list[str]:
         percentiles = [bar(p, points, [getattr(e.latency_ms, p) for v in profiled for e in v.profile])
                        for p in ("p50", "p90", "p95", "p99")]
         out += ["<h2>Latency percentiles</h2>", chart(percentiles, "variant and batch size", "ms", barmode="group")]
-    verified = [v for v in results.variants if v.verification is not None]
+    # Quantized variants are judged by their budget, not their tolerance: their own table (tables()).
+    verified = [v for v in results.variants if v.verification is not None and v.precision not in QUANTIZED]
     if verified:
         outputs = sorted({name for v in verified for name in v.verification.outputs})  # type: ignore[union-attr]
         traces = []
@@ -144,6 +145,13 @@ def tables(results: RunResults) -> list[str]:
         rows = [[esc(v.name), esc(v.status), esc(v.error or ""), f"<code>logs/, jobs/*-{esc(v.name)}/runner.log</code>"]
                 for v in left]
         out += ["<h2>Failed and skipped variants</h2>", table(["variant", "status", "reason", "logs"], rows)]
+    rows = [[esc(v.name), esc(name), f"{o.cosine:.5f}", "-" if o.top1 is None else f"{o.top1:.3f}",
+             f"{o.max_abs_err:.3g}", esc(budget_text(o)), "yes" if o.passed else "<b>no</b>"]
+            for v in results.variants if v.verification for name, o in v.verification.outputs.items()
+            if o.cosine is not None]
+    if rows:
+        out += ["<h2>Accuracy of the quantized variants, against their budget</h2>",
+                table(["variant", "output", "cosine", "top-1 agreement", "max abs error", "budget", "within"], rows)]
     rows = [[esc(v.name), f"{e.batch_size}", f"{e.throughput:,.0f}", *(f"{getattr(e.latency_ms, p):.3f}"
                                                                       for p in ("p50", "p90", "p95", "p99"))]
             for v in results.variants for e in v.profile]
@@ -178,6 +186,17 @@ def figure(profile: list[ProfileEntry], objective: str, batch: Optional[int]) ->
 
 def top_throughput(variant: Optional[VariantResult]) -> Optional[float]:
     return figure(variant.profile, "throughput", None) if variant else None
+
+
+def budget_text(error: OutputError) -> str:
+    """A quantized output's budget as --accuracy writes it: `cosine ≥ 0.99, top-1 ≥ 0.9`."""
+    b = error.budget
+    if b is None:
+        return "-"
+    parts = [f"cosine ≥ {b.min_cosine}"]
+    parts += [f"top-1 ≥ {b.min_top1}"] if b.min_top1 is not None and error.top1 is not None else []
+    parts += [f"max abs ≤ {b.max_abs}"] if b.max_abs is not None else []
+    return ", ".join(parts)
 
 
 def budget(variant: VariantResult, output: str) -> Optional[float]:

@@ -18,7 +18,9 @@ from orchestrator.run.workspace import Workspace
 from runners.formats import FORMATS
 from runners.protocol import (
     NORMALIZED_SAMPLES,
+    QUANTIZED,
     REFERENCE_OUTPUTS,
+    AccuracyBudget,
     AxisRange,
     IOSpec,
     Job,
@@ -59,12 +61,14 @@ class JobBuilder:
     def _job(self, job_id: str, kind: JobKind, runner: str, output_dir: Path, variant: Optional[Variant],
              device: str, inputs: JobInputs, needs: Optional[list[str]] = None, io: Optional[IOSpec] = None,
              tolerances: Optional[dict[str, Tolerance]] = None, batch_sizes: Optional[list[int]] = None,
-             profiling: Optional[ProfileSettings] = None) -> Job:
+             profiling: Optional[ProfileSettings] = None, budgets: Optional[dict[str, AccuracyBudget]] = None) -> Job:
         return Job(id=job_id, kind=kind, runner=runner, output_dir=str(output_dir), inputs=inputs, needs=needs or [],
                    model=self.config.model.source(), format=variant.format if variant else None,
                    precision=variant.precision if variant else "fp32",
-                   memory_format=variant.memory_format if variant else "contiguous", io=io, tolerances=tolerances or {},
-                   batch_sizes=batch_sizes or [], profiling=profiling or ProfileSettings(), device=device)
+                   memory_format=variant.memory_format if variant else "contiguous",
+                   quantization=variant.quantization if variant else "", io=io, tolerances=tolerances or {},
+                   batch_sizes=batch_sizes or [], profiling=profiling or ProfileSettings(), device=device,
+                   budgets=budgets or {})
 
     def _keyed(self, job: Job, reference: Reference, after: list[str]) -> Job:
         self.keys[job.id] = cache.job_key(job, reference.key, [self.keys[other] for other in after])
@@ -97,12 +101,20 @@ class JobBuilder:
             artifact=str(self.workspace.variant_dir(variant.name) / FORMATS[variant.format].artifact),
         )
 
+    def calibration(self, variant: Variant) -> str:
+        """The npz a statically quantized variant is calibrated on: the user's, else ("") the samples."""
+        given = self.config.calibration
+        return str(given) if given is not None and variant.quantization == "static" else ""
+
     def export_job(self, variant: Variant, reference: Reference, device: str) -> Job:
         inputs = JobInputs(model=str(self.config.model.path.parent),
-                           samples=str(self.workspace.reference / NORMALIZED_SAMPLES))
+                           samples=str(self.workspace.reference / NORMALIZED_SAMPLES),
+                           calibration=self.calibration(variant))
+        # A two-step format's export bounds its batch axis to the engine's range (Torch-TensorRT).
         job = self._job(f"export-{variant.name}", "export", self.config.model.framework,
                         self.workspace.variant_dir(variant.name), variant, device=device, io=reference.io,
-                        inputs=inputs)
+                        inputs=inputs, batch_sizes=self.config.batch_sizes if FORMATS[variant.format].conversion
+                        else None)
         return self._keyed(job, reference, [])  # the reference's key is the base of every key
 
     def checked_jobs(self, variant: Variant, reference: Reference, device: str, needs: list[str]) -> list[Job]:
@@ -111,7 +123,7 @@ class JobBuilder:
         conversion = FORMATS[variant.format].conversion
         if conversion is None:
             return [self.verify_job(variant, reference, device, needs, after=f"export-{variant.name}")]
-        inputs = replace(self._variant_inputs(variant), artifact="",
+        inputs = replace(self._variant_inputs(variant), artifact="", calibration=self.calibration(variant),
                          export=str(self.workspace.variant_dir(variant.name) / conversion.intermediate))
         convert = self._keyed(self._job(f"convert-{variant.name}", "convert", conversion.runner,
                                         self.workspace.variant_dir(variant.name), variant, device=device, needs=needs,
@@ -123,10 +135,13 @@ class JobBuilder:
         tolerances = {spec.name: self.config.tolerances.for_output(spec.name, variant.precision,
                                                                    reference.output_scale.get(spec.name, 1.0))
                       for spec in reference.io.outputs}
+        # A quantized variant is judged by its accuracy budget (the tolerances then only inform).
+        budgets = ({spec.name: self.config.accuracy.for_output(spec.name) for spec in reference.io.outputs}
+                   if variant.precision in QUANTIZED else {})
         job_id = f"verify-{variant.name}"
         job = self._job(job_id, "verify", FORMATS[variant.format].runner, self.workspace.job_dir(job_id), variant,
                         device=device, needs=needs, io=reference.io, inputs=self._variant_inputs(variant),
-                        tolerances=tolerances)
+                        tolerances=tolerances, budgets=budgets)
         return self._keyed(job, reference, [after])
 
     def profile_job(self, variant: Variant, reference: Reference, device: str, needs: list[str]) -> Job:

@@ -16,7 +16,7 @@ from typing import Literal, Optional
 
 from orchestrator.config import OptimizeConfig
 from runners.formats import FORMATS, default_formats, default_memory_formats, default_precisions
-from runners.protocol import MemoryFormat, Precision
+from runners.protocol import QUANTIZED, MemoryFormat, Precision, Quantization
 
 REFERENCE = "reference"
 
@@ -27,11 +27,14 @@ class Variant:
     format: str
     precision: Precision
     memory_format: MemoryFormat = "contiguous"
+    quantization: Quantization = ""
 
 
-def variant_name(fmt: str, precision: Precision, memory_format: MemoryFormat) -> str:
-    """`onnx-fp16`; a channels_last one says so: `torch-compile-cudagraphs-fp16-channels-last`."""
-    return f"{fmt}-{precision}" + ("" if memory_format == "contiguous" else "-channels-last")
+def variant_name(fmt: str, precision: Precision, memory_format: MemoryFormat, quantization: Quantization = "") -> str:
+    """`onnx-fp16`; a quantized one says how (`onnx-int8-static`), a channels_last one says so:
+    `torch-compile-cudagraphs-fp16-channels-last`."""
+    return (f"{fmt}-{precision}" + (f"-{quantization}" if quantization else "")
+            + ("" if memory_format == "contiguous" else "-channels-last"))
 
 
 # `nav-orch profile file.py:function`: the callable as the one variant, profiled only.
@@ -60,17 +63,27 @@ class Step:
 
 
 def plan_variants(config: OptimizeConfig, on_gpu: bool) -> list[Variant]:
-    """Every format in every precision and memory format it supports (asked-for formats are kept
-    even where the device can't run them: `skip_reason` says why they are skipped)."""
+    """Every format in every precision and memory format it supports, a quantized precision once per
+    way the format quantizes to it (asked-for formats are kept even where the device can't run
+    them: `skip_reason` says why they are skipped)."""
     if config.model.form == "function":
         return [FUNCTION_VARIANT]
     formats = config.formats or default_formats(config.model.framework, on_gpu)
     precisions = config.precisions or default_precisions(on_gpu)
     layouts = config.memory_formats or default_memory_formats(on_gpu)
-    return [Variant(variant_name(fmt, precision, layout), fmt, precision, layout)
-            for fmt in formats for precision in precisions if precision in FORMATS[fmt].precisions
+    return [Variant(variant_name(fmt, precision, layout, method), fmt, precision, layout, method)
+            for fmt in formats for precision in precisions for method in methods(fmt, precision)
             # A format that chooses its own layout (ONNX, TensorRT) is built once, as it is.
             for layout in [m for m in layouts if m in FORMATS[fmt].memory_formats] or ["contiguous"]]
+
+
+def methods(fmt: str, precision: Precision) -> list[Quantization]:
+    """How `fmt` reaches `precision`: [""] for a float precision it runs, the quantizers' methods
+    for int8 and fp8, none where it has no way."""
+    entry = FORMATS[fmt]
+    if precision in QUANTIZED:
+        return [q.method for q in entry.quantizers if q.precision == precision]
+    return [""] if precision in entry.precisions else []
 
 
 def skip_reason(variant: Variant, versions: Mapping[str, str], where: str, has_gpus: bool) -> Optional[str]:
@@ -81,6 +94,17 @@ def skip_reason(variant: Variant, versions: Mapping[str, str], where: str, has_g
         return f"{entry.toolchain.title} is not installed in {where}"
     if entry.gpu_only and not has_gpus:
         return "needs a GPU (this run has none: --gpus)"
+    missing = [package for package in entry.runner_needs if package not in versions]
+    if missing:
+        return (f"its runner ({entry.runner}) needs {', '.join(missing)}, which {where} does not have (TensorRT "
+                "plans of TensorFlow and JAX models would be built in the PyTorch image from their ONNX export: "
+                "not built yet; TF-TRT is their TensorRT path)")
+    quantizer = next((q for q in entry.quantizers
+                      if (q.precision, q.method) == (variant.precision, variant.quantization)), None)
+    if quantizer is not None and quantizer.toolchain is not None and quantizer.toolchain.module not in versions:
+        return f"{variant.precision} needs {quantizer.toolchain.title}, which is not installed in {where}"
+    if quantizer is not None and quantizer.gpu_only and not has_gpus:
+        return f"{variant.precision} {variant.format} needs a GPU (this run has none: --gpus)"
     return None
 
 
@@ -90,6 +114,8 @@ def compiled_skip_reason(variant: Variant, winner: Optional[Precision], capabili
     not follow eager ranking (BERT-base on an H100: bf16 compiled beat fp16 compiled at batch 64),
     so it is built in every half precision the GPU runs fast, and in fp32 only where fp32 won among
     the other formats (`winner`). Precisions the user asked for are all built, as under --exhaustive."""
+    if variant.precision == "fp8" and capability and tuple(map(int, capability.split(".")[:2])) < (8, 9):
+        return (f"fp8 needs a GPU of compute capability 8.9 or later (FP8 tensor cores); this one is {capability}")
     if precisions_given:
         return None
     if variant.precision == "bf16" and capability and int(capability.split(".")[0]) < 8:

@@ -40,7 +40,8 @@ class Recorder:
         for variant in variants:
             self.variants[variant.name] = VariantResult(name=variant.name, format=variant.format,
                                                         precision=variant.precision,
-                                                        memory_format=variant.memory_format, status="pending")
+                                                        memory_format=variant.memory_format,
+                                                        quantization=variant.quantization, status="pending")
             self.reporter.stage(variant.name, "queued")
         self.save()
 

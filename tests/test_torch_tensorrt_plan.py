@@ -1,0 +1,50 @@
+"""Torch-TensorRT's conversion without TensorRT (issue 19, item 1): the exported program carries a
+bounded batch range, and the conversion hands the program itself to the API for exported programs
+(`torch_tensorrt.dynamo.compile`) with each input's min/opt/max. Real torch on the CPU, in the
+inplace tests' Python (the host's has no framework); a recording stand-in for torch_tensorrt."""
+from __future__ import annotations
+
+import json
+import subprocess
+
+SCRIPT = r'''
+import json, sys, tempfile, types
+from pathlib import Path
+import torch
+from runners import torch_runner
+from runners.protocol import IOSpec, TensorSpec
+from runners.tensorrt_build import BatchRange
+
+model = torch.nn.Sequential(torch.nn.Linear(4, 3)).eval()
+example = (torch.randn(2, 4),)
+io = IOSpec(inputs=[TensorSpec("x", "float32", [None, 4])], outputs=[TensorSpec("y", "float32", [None, 3])])
+target = Path(tempfile.mkdtemp()) / "model.pt2"
+torch_runner.export_exported_program(model, example, io, target, BatchRange(min=1, opt=8, max=64))
+program = torch.export.load(str(target))
+ranges = [[int(r.lower), int(r.upper)] for r in program.range_constraints.values()]
+
+calls = []
+class Input:
+    def __init__(self, **shapes):
+        self.shapes = {k: list(v) if isinstance(v, tuple) else str(v) for k, v in shapes.items()}
+fake = types.SimpleNamespace(Input=Input, dynamo=types.SimpleNamespace(
+    compile=lambda program, **kw: calls.append((type(program).__name__, kw)) or "engine"))
+samples = [torch.randn(8, 4)]
+out = torch_runner.compile_program(fake, program, io, samples, BatchRange(min=1, opt=8, max=64), "fp16")
+(kind, kw), = calls
+print(json.dumps({"ranges": ranges, "program": kind, "out": out,
+                  "inputs": [i.shapes for i in kw["arg_inputs"]],
+                  "precisions": sorted(str(p) for p in kw["enabled_precisions"])}))
+'''
+
+
+def test_the_program_is_bounded_and_compiled_through_the_exported_program_api(user_python):
+    run = subprocess.run([user_python, "-c", SCRIPT], capture_output=True, text=True, timeout=300,
+                         cwd=__import__("pathlib").Path(__file__).resolve().parent.parent)
+    assert run.returncode == 0, run.stderr[-3000:]
+    found = json.loads(run.stdout.strip().splitlines()[-1])
+    assert found["ranges"] == [[1, 64]]  # bounded: 2.9's range extraction cannot take an unbounded one
+    assert found["program"] == "ExportedProgram" and found["out"] == "engine"
+    assert found["inputs"] == [{"min_shape": [1, 4], "opt_shape": [8, 4], "max_shape": [64, 4],
+                                "dtype": "torch.float32"}]
+    assert found["precisions"] == ["torch.float16"]
