@@ -4,6 +4,7 @@ separate raylet processes with their own resources), including a worker node los
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
 import time
@@ -122,3 +123,41 @@ def test_a_model_whose_node_is_lost_runs_again_on_the_other_node(cluster, tmp_pa
     deadline = time.monotonic() + 60
     while leftover_containers() and time.monotonic() < deadline:
         time.sleep(1)
+
+
+def stop_mid_run(process: subprocess.Popen, signum: int) -> str:
+    """Send `signum` once a model's container is up; the zoo's stderr once it has exited."""
+    deadline = time.monotonic() + 300
+    while not leftover_containers() and time.monotonic() < deadline and process.poll() is None:
+        time.sleep(0.5)
+    assert leftover_containers(), "no model started"
+    process.send_signal(signum)
+    _, stderr = process.communicate(timeout=300)
+    return stderr
+
+
+def test_sigterm_stops_a_local_zoo_and_every_run_removes_its_containers(tmp_path):
+    process = subprocess.Popen([sys.executable, "-m", "orchestrator.cli", "zoo", str(write_zoo(tmp_path)),
+                                "--workspace", str(tmp_path / "out")], cwd=ROOT, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+    stderr = stop_mid_run(process, signal.SIGTERM)
+    assert process.returncode == 143, stderr[-3000:]
+    assert "Traceback" not in stderr and "interrupted" in stderr
+    zoo = json.loads((tmp_path / "out" / "zoo.json").read_text())
+    assert zoo["state"] == "interrupted"
+    # The model that was running stopped as optimize stops: its results marked interrupted, kept.
+    running = json.loads((tmp_path / "out" / NAMES[0] / "results.json").read_text())
+    assert running["state"] == "interrupted"
+    assert leftover_containers() == []
+
+
+def test_ctrl_c_cancels_every_task_of_a_ray_zoo_and_each_node_removes_its_containers(cluster, tmp_path):
+    ray_cluster, _ = cluster
+    process = zoo_on(ray_cluster.address, tmp_path)
+    stderr = stop_mid_run(process, signal.SIGINT)
+    assert process.returncode == 130, stderr[-3000:]
+    assert json.loads((tmp_path / "out" / "zoo.json").read_text())["state"] == "interrupted"
+    deadline = time.monotonic() + 60  # each cancelled task's run cleans up on its node
+    while leftover_containers() and time.monotonic() < deadline:
+        time.sleep(1)
+    assert leftover_containers() == []
