@@ -29,6 +29,7 @@ from orchestrator.progress import (
     print_summary,
     say,
     stderr_console,
+    widen,
 )
 from orchestrator.results import RunResults
 from orchestrator.samples import parse_input_spec
@@ -402,10 +403,7 @@ def zoo(
         results = run_zoo(zoo_file, workspace, lambda line: say(console, f"zoo: {line}"), ray, results_dir,
                           build_images, parallel, cpus_per_model,
                           None if gpus == "auto" else select_gpus(gpus, host_gpus()))
-        out = Console()
-        if not out.is_terminal and out.width < 140:
-            out.width = 140  # outside a terminal rich assumes 80 columns, which would cut the names
-        out.print(summary_table(results))
+        widen(Console()).print(summary_table(results))
         say(console, f"zoo: {workspace / 'zoo.json'}, {workspace / 'index.html'}")
         return ExitCode.OK if all(entry.status == "ok" for entry in results.models) else ExitCode.NO_VARIANT
 

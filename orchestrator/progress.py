@@ -157,10 +157,15 @@ def say(console: Console, text: str) -> None:
     console.print(text, markup=False, highlight=False, soft_wrap=not console.is_terminal)
 
 
-def print_summary(results: RunResults, console: Console, workspace: str) -> None:
+def widen(console: Console) -> Console:
+    """Outside a terminal rich assumes 80 columns, which would cut a table's names: give it 140."""
     if not console.is_terminal and console.width < 140:
-        console.width = 140  # outside a terminal rich assumes 80 columns, which would cut the variant names
-    console.print(results_table(results))
+        console.width = 140
+    return console
+
+
+def print_summary(results: RunResults, console: Console, workspace: str) -> None:
+    widen(console).print(results_table(results))
     for variant in results.variants:
         if variant.error:
             say(console, f"{variant.name}: {variant.status}: {variant.error}")

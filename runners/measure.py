@@ -169,7 +169,7 @@ def profile_source(job: Job, call_at: Callable[[int], Callable[[], object]]) -> 
     what the report measures the best variant against. It never fails the reference: a source that
     cannot run at a batch size (an ONNX graph with a fixed batch) is reported by the host."""
     try:
-        return [time_calls(call_at(size), job.profiling, size) for size in job.batch_sizes]
+        return profile_result(job, call_at).profile
     except Exception as error:  # noqa: BLE001 - the reference's outputs matter, its timing is extra
         print(f"[nav-orch runner] the source model was not timed: {type(error).__name__}: {error}", flush=True)
         return []

@@ -186,11 +186,12 @@ def export(job: Job) -> JobResult:
     if fmt.compile_mode:
         # Decided here, on the CPUs, not in a GPU session: whether torchao has anything to quantize
         # (before the ExportedProgram check, whose reason would not be the real one), and the layout.
-        if job.precision in QUANTIZED:
-            quantizable(load_source(job))
+        checked = load_source(job) if job.precision in QUANTIZED or job.memory_format != "contiguous" else None
+        if checked is not None and job.precision in QUANTIZED:
+            quantizable(checked)
         fixed_precision(job)
-        if job.memory_format != "contiguous":
-            in_layout(load_source(job), job)
+        if checked is not None and job.memory_format != "contiguous":
+            in_layout(checked, job)
         return record_compile_options(job, target)
     # TensorRT lowers precision itself (builder flags) from an fp32 ONNX graph, keeping fp32
     # where a layer needs it; Torch-TensorRT takes the program in the variant's precision. A traced

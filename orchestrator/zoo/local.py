@@ -45,7 +45,7 @@ def run_local(models: list[ZooModel], folder: Path, results: ZooResults, gpus: l
         start = time.monotonic()
         log = folder / f"{model.name}.log"
         code = run(model, gpu, log, started)
-        entry = entry_for_local(model, folder, code, log, time.monotonic() - start)
+        entry = entry_for(model.name, folder / model.name, code, last_line(log), "local", 1, time.monotonic() - start)
         with lock:
             results.models.append(entry)
         on_done(entry)
@@ -57,7 +57,3 @@ def run_local(models: list[ZooModel], folder: Path, results: ZooResults, gpus: l
 def run_one(model: ZooModel, gpu: Optional[str], log: Path, started: Callable[[subprocess.Popen], None]) -> int:
     config = model.config if gpu is None else model.config.model_copy(update={"gpus": f"device={gpu}"})
     return run_optimize(config, log, on_start=started)
-
-
-def entry_for_local(model: ZooModel, folder: Path, code: int, log: Path, wall_s: float) -> ZooEntry:
-    return entry_for(model.name, folder / model.name, code, last_line(log), "local", 1, wall_s)

@@ -31,7 +31,7 @@ from orchestrator.errors import EnvironmentProblem
 from orchestrator.triton.stage import triton_images
 from orchestrator.zoo.outcome import ZooEntry, ZooResults, entry_for
 from orchestrator.zoo.spec import ZooModel
-from orchestrator.zoo.task import last_line, pack, run_optimize, unpack
+from orchestrator.zoo.task import last_line, last_nonempty, pack, run_optimize, unpack
 
 MAX_RETRIES = 2  # a task runs up to 3 times: its node lost twice is a cluster problem, not the model's
 
@@ -74,15 +74,10 @@ def check_node(images: dict[str, str], build: bool) -> dict[str, Any]:
     for release in sorted({images[tag] for tag in missing}) if build else []:
         built = subprocess.run(build_command(release), capture_output=True, text=True)
         if built.returncode != 0:
-            report["error"] = f"building the {release} images failed: {last_nonempty(built.stderr)}"
+            report["error"] = f"building the {release} images failed: {last_nonempty(built.stderr, 300)}"
             return report
     report["missing"] = [tag for tag in missing if engine.inspect_image(client, tag) is None]
     return report
-
-
-def last_nonempty(text: str) -> str:
-    lines = [line for line in text.splitlines() if line.strip()]
-    return lines[-1][:300] if lines else ""
 
 
 def node_address() -> str:

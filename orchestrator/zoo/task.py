@@ -57,10 +57,15 @@ def run_optimize(config: OptimizeConfig, log: Path, python: str = sys.executable
 def last_line(log: Path) -> str:
     """The log's last line: the one-line error of a run that failed."""
     try:
-        lines = [line for line in log.read_text(errors="replace").splitlines() if line.strip()]
+        return last_nonempty(log.read_text(errors="replace"), 500)
     except OSError:
         return ""
-    return lines[-1][:500] if lines else ""
+
+
+def last_nonempty(text: str, limit: int) -> str:
+    """The last line of `text` that is not blank, at most `limit` characters."""
+    lines = [line for line in text.splitlines() if line.strip()]
+    return lines[-1][:limit] if lines else ""
 
 
 # --- archives: workspaces and model folders carried through Ray's object store ---------------------
