@@ -71,7 +71,7 @@ def optimize(args: argparse.Namespace, name: str) -> tuple[float, dict]:
     shape = ",".join(str(d or args.seq_len) for d in (VERIFY_BATCH, *model.shape))
     command = [sys.executable, "-m", "orchestrator.cli", "optimize", f"{ROOT}/{model.factory}",
                "--input", f"{model.input}:{shape}:{model.dtype}",
-               "--formats", "torch-compile-cudagraphs", "--precisions", ",".join(PRECISIONS),
+               "--formats", "torch-compile-cudagraphs", "--precisions", ",".join(args.precisions),
                "--batch-sizes", ",".join(map(str, BATCHES)), "--memory-formats", args.memory_formats,
                "--executor", "local", "--python", args.python, "--gpus", args.gpus,
                "--timeout", str(args.timeout), "--workspace", str(args.workspace / name),
@@ -121,13 +121,13 @@ def number(value: Optional[float], spec: str) -> str:
     return "-" if value is None else format(value, spec)
 
 
-def report(name: str, entry: dict) -> None:
+def report(name: str, entry: dict, precisions: tuple[str, ...]) -> None:
     model = MODELS[name]
     print(f"\n== {name}: {model.factory} {' '.join(model.model_args)}".rstrip())
     print(f"nav-orch's choice: {entry['best']}   wall time of optimize: {entry['wall_s']:.0f} s")
     print(f"{'precision':10}{'bs1 ' + model.unit:>14}{'bs64 ' + model.unit:>16}{'x bf16 bs1':>12}{'x bf16 bs64':>13}"
           f"  {'cosine':>9}{'top-1':>7}{'max abs err':>13}")
-    for precision in PRECISIONS:
+    for precision in precisions:
         row = entry["precisions"][precision]
         if not row.get("throughput") and not row.get("accuracy"):  # skipped, or failed before verifying
             print(f"{precision:10}{row['status']}: {row['error'] or 'not profiled'}")
@@ -157,10 +157,10 @@ def run_model(args: argparse.Namespace, name: str, record: dict) -> None:
     baseline = variant_of(results, "bf16")
     entry = {"factory": MODELS[name].factory, "model_args": list(MODELS[name].model_args), "best": results["best"],
              "wall_s": wall, "state": results["state"],
-             "precisions": {p: figures(variant_of(results, p), baseline) for p in PRECISIONS},
+             "precisions": {p: figures(variant_of(results, p), baseline) for p in args.precisions},
              "environment": results["environment"], "variants": results["variants"]}
     record["models"][name] = entry
-    report(name, entry)
+    report(name, entry, args.precisions)
 
 
 def main() -> None:
@@ -171,6 +171,8 @@ def main() -> None:
                         help="one folder per model inside it")
     parser.add_argument("--python", required=True, help="the runners' Python: torch, torchao, transformers, "
                                                         "torchvision")
+    parser.add_argument("--precisions", default=",".join(PRECISIONS),
+                        help="of bf16,int8,fp8 (bf16, the baseline, is always built)")
     parser.add_argument("--seq-len", type=int, default=384, help="the BERT models' sequence length")
     parser.add_argument("--gpus", default="1", help="nav-orch --gpus")
     parser.add_argument("--memory-formats", default="contiguous", help="nav-orch --memory-formats")
@@ -179,6 +181,10 @@ def main() -> None:
                         help="nav-orch --timeout: seconds per job (BERT-large compiles three static graphs)")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
+    asked = [p.strip() for p in args.precisions.split(",") if p.strip()]
+    if any(p not in PRECISIONS for p in asked):
+        parser.error(f"--precisions {args.precisions!r}: expected some of {', '.join(PRECISIONS)}")
+    args.precisions = tuple(dict.fromkeys(["bf16", *asked]))
     names = [name.strip() for name in args.models.split(",") if name.strip()]
     unknown = [name for name in names if name not in MODELS]
     if unknown or not names:
@@ -187,7 +193,7 @@ def main() -> None:
     record: dict[str, Any] = {
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "command": shlex.join([sys.executable, *sys.argv]), "seq_len": args.seq_len,
-        "precisions": list(PRECISIONS), "batch_sizes": list(BATCHES), "gpu": {}, "models": {},
+        "precisions": list(args.precisions), "batch_sizes": list(BATCHES), "gpu": {}, "models": {},
     }
     for name in names:
         run_model(args, name, record)

@@ -6,7 +6,7 @@ GPUs, measured").
 The zoo: `--models` copies of the bundled MLP (examples/mlp.py, input 8x64), each asking for one GPU,
 optimized with the local executor (`--python`: the runners' Python; for GPU hosts without
 Docker) in TorchScript and ExportedProgram at batch sizes 1 and 8, without the Triton stage. It
-runs twice into fresh folders: `nav-orch zoo --gpus 1`, then `--gpus all`; the local zoo gives
+runs twice into fresh folders: `nav-orch zoo --gpus 1`, then `--gpus all` (or the two `--runs`); the local zoo gives
 each GPU model a GPU of its own (orchestrator/zoo/local.py). Prints both wall times and each
 model's; `--out` gets one JSON record.
 """
@@ -62,13 +62,16 @@ def main() -> None:
     parser.add_argument("--models", type=int, default=4)
     parser.add_argument("--python", default="python3", help="the runners' Python (with torch)")
     parser.add_argument("--workspace", type=Path, default=Path("/tmp/zoo-gpus"))
+    parser.add_argument("--runs", nargs=2, default=["1", "all"], metavar=("ONE", "MANY"),
+                        help="the zoo's --gpus for the two runs (default: 1 and all; device=2 device=2,3 leaves the "
+                        "host's other GPUs to other work)")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     args.workspace.mkdir(parents=True, exist_ok=True)
     (args.workspace / "zoo.toml").write_text(zoo_text(args.models, args.python))
     record = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
               "command": " ".join([sys.executable, *sys.argv]), "runs": []}
-    for gpus in ("1", "all"):
+    for gpus in args.runs:
         entry = run(args.workspace, gpus)
         record["runs"].append(entry)
         used = sorted({gpu for gpus in entry["gpus_used"].values() for gpu in gpus})

@@ -173,6 +173,8 @@ def optimize(
     gpus: str = typer.Option("auto", help="Docker's syntax (all, N, device=0,2, count=N, capabilities=..., "
                                           "driver=...) or none; auto: all if present."),
     jobs: int = typer.Option(os.cpu_count() or 1, help="Variants built in parallel."),
+    gpu_sessions: int = typer.Option(6, help="Runner sessions sharing one GPU: they compile side by side and take "
+                                     "turns to profile; 1: one session per GPU at a time (less GPU memory)."),
     timeout: float = typer.Option(900.0, help="Seconds each job may take."),
     memory: Optional[str] = typer.Option(None, help="Memory limit of each runner container, e.g. 8g."),
     pids: int = typer.Option(4096, help="Process limit of each runner container."),
@@ -200,7 +202,8 @@ def optimize(
             batch_sizes=parse_batch_sizes(batch_sizes), tolerances=parse_tolerances(atol, rtol),
             accuracy=parse_accuracy(accuracy), calibration=calibration, objective=objective,
             latency_budget_ms=latency_budget_ms, workspace=workspace, images=release,
-            gpus=resolve_gpus(gpus, release), jobs=jobs, job_timeout_s=timeout, memory=memory, pids=pids,
+            gpus=resolve_gpus(gpus, release), jobs=jobs, gpu_sessions=gpu_sessions, job_timeout_s=timeout,
+            memory=memory, pids=pids,
             triton=triton_settings(no_triton, triton_all, triton_concurrency), executor=executor, python=python,
         )
         results = run_reported(lambda reporter: api.optimize(config, reporter, force), progress, console)

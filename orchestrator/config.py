@@ -182,6 +182,9 @@ class OptimizeConfig(Strict):
     images: str = "cpu"
     gpus: str = "none"
     jobs: PositiveInt = 1
+    # Runner sessions on one GPU at a time: they compile and verify side by side and take turns
+    # to time (orchestrator/run/turns.py); 1 gives each session a GPU of its own.
+    gpu_sessions: PositiveInt = 6
     job_timeout_s: PositiveFloat = 900.0
     memory: Optional[str] = None  # per runner container, docker's syntax ("8g")
     pids: PositiveInt = 4096

@@ -7,6 +7,7 @@ a job that failed is a result, not a crash.
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 import time
 import traceback
@@ -15,15 +16,39 @@ from types import ModuleType
 from typing import Optional
 
 from runners.common import Handlers, Skip, base_versions, gpu_info, one_line
-from runners.protocol import LOG_FILE, RESULT_FILE, Job, JobResult, read_job, to_json, write_json_atomic
+from runners.protocol import (
+    LOG_FILE,
+    RESULT_FILE,
+    TURN_GO,
+    TURN_KINDS,
+    TURN_READY,
+    TURNS_ENV,
+    Job,
+    JobResult,
+    read_job,
+    to_json,
+    write_json_atomic,
+)
 
 
-def run_job(job: Job, job_dir: Path, done: dict[str, str], runners: dict[str, Handlers]) -> JobResult:
+def wait_for_turn(job_dir: Path, poll_s: float = 0.01) -> None:
+    """Say this job is ready to time, and wait until the host gives it its turn on the GPU (the
+    host stops the whole session if it never does)."""
+    (job_dir / TURN_READY).write_text("")
+    while not (job_dir / TURN_GO).exists():
+        time.sleep(poll_s)
+
+
+def run_job(job: Job, job_dir: Path, done: dict[str, str], runners: dict[str, Handlers],
+            take_turns: bool = False) -> JobResult:
     """Run one job through its runner module and return its result. `runners` holds each runner
-    module's handlers for this process (made once: they may share what they loaded)."""
+    module's handlers for this process (made once: they may share what they loaded). With
+    `take_turns`, a job that times work waits for its turn first (runners/protocol.py)."""
     unmet = [need for need in job.needs if done.get(need) != "ok"]
     if unmet:
         return JobResult(job.id, job.kind, "skipped", error=f"needs {', '.join(unmet)}, which did not succeed")
+    if take_turns and job.kind in TURN_KINDS:
+        wait_for_turn(job_dir)
     start = time.perf_counter()
     module: Optional[ModuleType]
     try:
@@ -53,10 +78,11 @@ def main(argv: list[str]) -> int:
         return 2
     done: dict[str, str] = {}
     runners: dict[str, Handlers] = {}
+    take_turns = bool(os.environ.get(TURNS_ENV))
     for job_path in map(Path, argv):
         job = read_job(job_path)
         print(f"[nav-orch runner] {job.kind} {job.id}", flush=True)
-        result = run_job(job, job_path.parent, done, runners)
+        result = run_job(job, job_path.parent, done, runners, take_turns)
         done[job.id] = result.status
         write_json_atomic(job_path.parent / RESULT_FILE, to_json(result))
         print(f"[nav-orch runner] {job.id}: {result.status} {result.error or ''}", flush=True)

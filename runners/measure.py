@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import replace
 from typing import Optional
 
 import numpy as np
@@ -105,14 +106,15 @@ def budget_miss(name: str, error: OutputError) -> str:
     return f"{name}: {', '.join(misses) or 'not finite'}"
 
 
+def take_rows(array: np.ndarray, rows: np.ndarray, axis: int) -> np.ndarray:
+    """The given rows of `array` along `axis`, contiguous (as a model takes its inputs)."""
+    return np.ascontiguousarray(np.take(array, rows, axis=axis))
+
+
 def batch_of(samples: Mapping[str, np.ndarray], batch_size: int, batch_axis: int = 0) -> dict[str, np.ndarray]:
     """Repeat the samples along the batch axis until there are `batch_size` of them."""
-    out = {}
-    for name, array in samples.items():
-        n = array.shape[batch_axis]
-        index = np.arange(batch_size) % n
-        out[name] = np.ascontiguousarray(np.take(array, index, axis=batch_axis))
-    return out
+    return {name: take_rows(array, np.arange(batch_size) % array.shape[batch_axis], batch_axis)
+            for name, array in samples.items()}
 
 
 def inputs_at(samples: Mapping[str, np.ndarray], io: Optional[IOSpec], batch_size: int) -> dict[str, np.ndarray]:
@@ -126,6 +128,48 @@ def inputs_at(samples: Mapping[str, np.ndarray], io: Optional[IOSpec], batch_siz
     return batch_of(samples, batch_size, io.batch_axis)
 
 
+def call_rows(rows: int, batch_size: int) -> list[np.ndarray]:
+    """The sample rows of each call that checks a variant at `batch_size`: ceil(rows / batch_size)
+    calls of `batch_size` rows, taken cyclically, so that every sample is checked at that size (a
+    call larger than the samples repeats them)."""
+    calls = -(-rows // batch_size)
+    return [np.arange(start, start + batch_size) % rows for start in range(0, calls * batch_size, batch_size)]
+
+
+def sample_rows(samples: Mapping[str, np.ndarray], reference: Mapping[str, np.ndarray],
+                batch_axis: Optional[int]) -> Optional[int]:
+    """How many rows the samples hold on the batch axis, where every input and reference output holds
+    that many; only then does each output row answer one sample row, to be checked at other batch
+    sizes. None: no batch axis, or tensors that disagree on it (an output without the axis)."""
+    if batch_axis is None:
+        return None
+    sizes = {a.shape[batch_axis] if a.ndim > batch_axis else 0 for a in [*samples.values(), *reference.values()]}
+    rows = sizes.pop() if len(sizes) == 1 else 0
+    return rows or None
+
+
+def verify_at_batch_sizes(run: Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]],
+                          samples: Mapping[str, np.ndarray], reference: Mapping[str, np.ndarray],
+                          job: Job) -> Verification:
+    """A verify job's verification, where `run` calls the variant on inputs and returns its outputs as
+    numpy arrays (copied off the device at once: a CUDA graph overwrites its outputs on the next call).
+
+    A compiled variant runs one graph per batch size, so where its job names the batch sizes it is
+    profiled at, every sample row is checked at each of them (`call_rows`), in one verification whose
+    figures are the worst over all. Otherwise, or without rows to take (`sample_rows`), the samples
+    run as they are."""
+    axis = job.io.batch_axis if job.io is not None else None
+    rows = sample_rows(samples, reference, axis)
+    if not job.batch_sizes or rows is None or axis is None:
+        return verify_outputs(run(dict(samples)), reference, job.tolerances, job.budgets)
+    calls = [taken for size in job.batch_sizes for taken in call_rows(rows, size)]
+    outputs = [run({name: take_rows(array, taken, axis) for name, array in samples.items()}) for taken in calls]
+    actual = {name: np.concatenate([output[name] for output in outputs], axis=axis) for name in outputs[0]}
+    every = np.concatenate(calls)
+    expected = {name: take_rows(array, every, axis) for name, array in reference.items()}
+    return replace(verify_outputs(actual, expected, job.tolerances, job.budgets), batch_sizes=list(job.batch_sizes))
+
+
 def time_calls(run: Callable[[], object], settings: ProfileSettings, batch_size: int) -> ProfileEntry:
     """Time `run` (one synchronous inference, device work included) until stable.
 
@@ -133,16 +177,24 @@ def time_calls(run: Callable[[], object], settings: ProfileSettings, batch_size:
     calls. After `stable_windows` windows the measurement is stable when the medians of
     the last `stable_windows` windows lie within `stability` of their mean; at most
     `max_windows` windows are run. Statistics come from the calls of those last windows.
+    A point that takes longer than `max_point_s` stops early, unstable: warm-up after a
+    quarter of it, the windows (each of at least one call) once it is spent.
     """
+    start_ns = time.perf_counter_ns()
+    budget_ns = settings.max_point_s * 1e9
     for _ in range(settings.warmup_calls):
         run()
+        if time.perf_counter_ns() - start_ns > budget_ns / 4:
+            break
     windows: list[np.ndarray] = []
     stable = False
     window_ns = settings.window_ms * 1e6
     while len(windows) < settings.max_windows:
         samples: list[int] = []
-        start = time.perf_counter_ns()
-        while len(samples) < settings.min_window_calls or time.perf_counter_ns() - start < window_ns:
+        window_start = time.perf_counter_ns()
+        while len(samples) < settings.min_window_calls or time.perf_counter_ns() - window_start < window_ns:
+            if samples and time.perf_counter_ns() - start_ns > budget_ns:
+                break
             t0 = time.perf_counter_ns()
             run()
             samples.append(time.perf_counter_ns() - t0)
@@ -152,6 +204,8 @@ def time_calls(run: Callable[[], object], settings: ProfileSettings, batch_size:
             if np.all(np.abs(medians - medians.mean()) <= settings.stability * medians.mean()):
                 stable = True
                 break
+        if time.perf_counter_ns() - start_ns > budget_ns:
+            break
     latencies = np.concatenate(windows[-settings.stable_windows:])
     p50, p90, p95, p99 = (float(v) for v in np.percentile(latencies, [50, 90, 95, 99]))
     mean = float(latencies.mean())

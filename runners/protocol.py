@@ -27,6 +27,14 @@ PROTOCOL_VERSION = 5
 JOB_FILE = "job.json"
 RESULT_FILE = "result.json"
 LOG_FILE = "runner.log"
+# Sessions that share a GPU take turns at the jobs that time work on it (TURN_KINDS: a profile, and
+# a conversion, whose TensorRT builder times its tactics): started with TURNS_ENV set, the runner
+# writes TURN_READY in the job's folder and waits for the host's TURN_GO there. A rerun script runs
+# alone, without TURNS_ENV, and does not wait.
+TURNS_ENV = "NAV_ORCH_TAKE_TURNS"
+TURN_READY = "turn-ready"
+TURN_GO = "turn-go"
+TURN_KINDS = ("profile", "convert")
 # What the reference job writes: the samples keyed by the model's input names, and its outputs.
 NORMALIZED_SAMPLES = "samples.npz"
 REFERENCE_OUTPUTS = "reference.npz"
@@ -131,6 +139,9 @@ class ProfileSettings:
     stable_windows: int = 3
     max_windows: int = 10
     stability: float = 0.10
+    # Seconds one batch size's timing may take, warm-up included. A variant whose calls take seconds
+    # (a broken quantized path) cannot win: past this, its timing stops and is marked unstable.
+    max_point_s: float = 20.0
 
 
 @dataclass
@@ -215,6 +226,7 @@ class OutputError:
 class Verification:
     passed: bool
     outputs: dict[str, OutputError]
+    batch_sizes: list[int] = field(default_factory=list)  # the batch sizes it ran at; empty: the samples as they are
 
 
 @dataclass

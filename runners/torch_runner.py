@@ -27,7 +27,7 @@ from runners.common import (
 )
 from runners.exported_programs import load_program, place_program
 from runners.formats import FORMATS
-from runners.measure import inputs_at, profile_result, profile_source, verification_result, verify_outputs
+from runners.measure import inputs_at, profile_result, profile_source, verification_result, verify_at_batch_sizes
 from runners.onnx_quantize import export_quantized, quantized_onnx
 from runners.protocol import QUANTIZED, IOSpec, Job, JobResult
 from runners.tensorrt_build import BatchRange, batch_range_of, input_shapes
@@ -452,9 +452,12 @@ def verify(job: Job, loaded: LastLoaded) -> JobResult:
     model = loaded.get(variant_key(job), lambda: load_variant(job))
     samples = load_npz(job.inputs.samples)
     reference_outputs = load_npz(job.inputs.reference)
+
+    def run(inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return flatten_outputs(model(*job_tensors(inputs, job)), list(reference_outputs))
+
     with torch.inference_mode():
-        outputs = flatten_outputs(model(*job_tensors(samples, job)), list(reference_outputs))
-    return verification_result(job, verify_outputs(outputs, reference_outputs, job.tolerances, job.budgets))
+        return verification_result(job, verify_at_batch_sizes(run, samples, reference_outputs, job))
 
 
 def profile(job: Job, loaded: LastLoaded) -> JobResult:

@@ -5,7 +5,14 @@ import json
 import subprocess
 
 import pytest
-from conftest import EXAMPLES, ROOT, assert_verified_and_profiled, read_results, write_two_input_samples
+from conftest import (
+    E2E_BATCH_SIZES,
+    EXAMPLES,
+    ROOT,
+    assert_verified_and_profiled,
+    read_results,
+    write_two_input_samples,
+)
 from conftest import optimize_cpu as optimize
 
 pytestmark = [pytest.mark.docker, pytest.mark.usefixtures("cpu_images", "no_leftovers")]
@@ -26,6 +33,7 @@ def test_mlp_every_format_verified_profiled_and_best_chosen(tmp_path, request, e
     assert {v["format"] for v in results["variants"]} == ALL_FORMATS
     for variant in results["variants"]:
         assert_verified_and_profiled(variant)
+        assert variant["verification"]["batch_sizes"] == []  # eager: the samples as they are
         assert (workspace / variant["artifact"]).is_file()
     assert results["best"] in {v["name"] for v in results["variants"]}
     image = results["environment"]["images"][0]
@@ -109,6 +117,8 @@ def test_torch_compile_on_cpu_is_verified_and_profiled_and_cuda_graphs_need_a_gp
     results = json.loads(run.stdout)
     variants = {v["format"]: v for v in results["variants"]}
     assert_verified_and_profiled(variants["torch-compile"])
+    # Verified on the graphs it is profiled with: every sample at each batch size.
+    assert variants["torch-compile"]["verification"]["batch_sizes"] == E2E_BATCH_SIZES
     assert results["best"] == "torch-compile-fp32"
     cuda_graphs = variants["torch-compile-cudagraphs"]
     assert cuda_graphs["status"] == "skipped" and "needs a GPU" in cuda_graphs["error"]

@@ -1,8 +1,19 @@
+import time
+
 import numpy as np
 import pytest
 
-from runners.measure import batch_of, compare_output, time_calls, verification_result, verify_outputs
-from runners.protocol import AccuracyBudget, Job, ProfileSettings, Tolerance
+from runners.measure import (
+    batch_of,
+    call_rows,
+    compare_output,
+    sample_rows,
+    time_calls,
+    verification_result,
+    verify_at_batch_sizes,
+    verify_outputs,
+)
+from runners.protocol import AccuracyBudget, IOSpec, Job, ProfileSettings, TensorSpec, Tolerance
 
 TOL = Tolerance(atol=1e-4, rtol=1e-3)
 
@@ -54,6 +65,78 @@ def test_batch_of_repeats_samples_along_batch_axis():
     assert out[3].tolist() == [0, 1] and out[4].tolist() == [2, 3]
 
 
+@pytest.mark.parametrize("rows, batch_size, calls", [
+    (6, 3, [[0, 1, 2], [3, 4, 5]]),  # b < S
+    (5, 2, [[0, 1], [2, 3], [4, 0]]),  # b does not divide S: the last call wraps around
+    (5, 5, [[0, 1, 2, 3, 4]]),  # b == S
+    (5, 8, [[0, 1, 2, 3, 4, 0, 1, 2]]),  # b > S: one call, rows repeated
+    (3, 1, [[0], [1], [2]]),
+])
+def test_call_rows_take_every_sample_at_each_batch_size(rows, batch_size, calls):
+    assert [taken.tolist() for taken in call_rows(rows, batch_size)] == calls
+
+
+def verify_job(batch_sizes: list[int], batch_axis=0) -> Job:
+    io = IOSpec(inputs=[TensorSpec("x", "float32", [])], outputs=[TensorSpec("y", "float32", [])],
+                batch_axis=batch_axis)
+    return Job("verify-x", "verify", "torch", "/tmp", io=io, tolerances={"y": TOL, "total": TOL},
+               batch_sizes=batch_sizes)
+
+
+class RowModel:
+    """A model computed row by row (the row's values doubled, and their sum), recording its calls."""
+
+    def __init__(self, axis: int = 0, wrong_at: int = 0):
+        self.axis, self.wrong_at, self.calls = axis, wrong_at, []
+
+    def __call__(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        x = inputs["x"]
+        self.calls.append(x)
+        y = x * 2.0
+        if x.shape[self.axis] == self.wrong_at:  # wrong in its last row at this batch size alone
+            np.moveaxis(y, self.axis, 0)[-1] += 1.0
+        return {"y": y, "total": x.sum(axis=1 - self.axis, keepdims=True)}
+
+
+def test_a_compiled_variant_is_verified_on_every_sample_at_each_batch_size():
+    samples = {"x": np.arange(10, dtype=np.float64).reshape(5, 2)}
+    model = RowModel()
+    reference = RowModel()(samples)
+    result = verify_at_batch_sizes(model, samples, reference, verify_job([2, 5, 8]))
+    assert result.passed and result.batch_sizes == [2, 5, 8]
+    rows = [[0, 1], [2, 3], [4, 0], [0, 1, 2, 3, 4], [0, 1, 2, 3, 4, 0, 1, 2]]
+    assert [call.tolist() for call in model.calls] == [samples["x"][taken].tolist() for taken in rows]
+    # A variant wrong at one batch size alone fails, with its worst figures, even in a repeated row.
+    for size in (2, 8):
+        failed = verify_at_batch_sizes(RowModel(wrong_at=size), samples, reference, verify_job([2, 5, 8]))
+        assert not failed.passed and failed.outputs["y"].max_abs_err == 1.0 and failed.outputs["total"].passed
+
+
+def test_the_rows_line_up_on_another_batch_axis():
+    samples = {"x": np.arange(10, dtype=np.float64).reshape(2, 5)}  # 5 samples on axis 1
+    model = RowModel(axis=1)
+    reference = RowModel(axis=1)(samples)
+    assert sample_rows(samples, reference, 1) == 5
+    result = verify_at_batch_sizes(model, samples, reference, verify_job([3], batch_axis=1))
+    assert result.passed and result.batch_sizes == [3]
+    assert [call.tolist() for call in model.calls] == [samples["x"][:, [0, 1, 2]].tolist(),
+                                                       samples["x"][:, [3, 4, 0]].tolist()]
+
+
+def test_without_a_batch_axis_or_batch_sizes_the_samples_run_as_they_are():
+    samples = {"x": np.arange(10, dtype=np.float64).reshape(5, 2)}
+    reference = RowModel()(samples)
+    for job in (verify_job([2, 8], batch_axis=None), verify_job([])):
+        model = RowModel()
+        result = verify_at_batch_sizes(model, samples, reference, job)
+        assert result.passed and result.batch_sizes == []
+        assert [call.tolist() for call in model.calls] == [samples["x"].tolist()]
+    # An output without the samples' rows on the batch axis (a scalar) has no row to compare a call's to.
+    assert sample_rows(samples, {**reference, "loss": np.float64(1.0)}, 0) is None
+    assert sample_rows(samples, {"y": np.ones((4, 2))}, 0) is None
+    assert sample_rows(samples, reference, None) is None
+
+
 def test_time_calls_reports_percentiles_and_throughput():
     settings = ProfileSettings(warmup_calls=2, window_ms=5, min_window_calls=5, stable_windows=3, max_windows=10)
     entry = time_calls(lambda: sum(range(2000)), settings, batch_size=4)
@@ -97,3 +180,19 @@ def test_a_quantized_output_is_judged_by_its_accuracy_budget():
     capped = verify_outputs({"y": close[:, :1]}, {"y": reference[:, :1]}, {"y": loose},
                             {"y": AccuracyBudget(min_cosine=0.9, max_abs=1e-6)}).outputs["y"]
     assert capped.top1 is None and not capped.passed
+
+
+def test_a_slow_point_stops_at_its_time_budget_unstable():
+    calls = []
+    settings = ProfileSettings(warmup_calls=10, window_ms=0, min_window_calls=10, stable_windows=3, max_windows=10,
+                               max_point_s=0.2)
+
+    def slow() -> None:  # 50 ms a call: 10 warm-ups and 3 windows of 10 would take 2 s
+        calls.append(1)
+        time.sleep(0.05)
+
+    entry = time_calls(slow, settings, batch_size=2)
+    assert entry.stable is False and entry.windows == 1
+    # Warm-up stops past a quarter of the budget (2 calls), the window once it is spent (4 more).
+    assert len(calls) <= 8
+    assert entry.latency_ms.p50 == pytest.approx(50, rel=0.5)

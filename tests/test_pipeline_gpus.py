@@ -39,12 +39,14 @@ class FakeRunners:
     def __init__(self, workspace: Workspace):
         self.workspace = workspace
         self.sessions: list[tuple[str, str | None, list[tuple[str, str]]]] = []
+        self.turns: dict[str, object] = {}  # session -> the turns it takes on its GPU (None: none)
         self.lock = threading.Lock()
 
     def run(self, name: str, image: str, jobs: list[Job], on_result: OnResult,
             placement: Placement) -> dict[str, JobResult]:
         with self.lock:
             self.sessions.append((name, placement.gpu, [(job.id, job.device) for job in jobs]))
+            self.turns[name] = placement.turns
         results = {}
         for job in jobs:
             result = self.answer(job, placement)
@@ -73,12 +75,13 @@ class FakeRunners:
 
 
 def optimize_on(tmp_path: Path, gpus: list[str], formats: list[str],
-                precisions: list[str] | None = None) -> tuple[FakeRunners, RunResults]:
+                precisions: list[str] | None = None, gpu_sessions: int = 6) -> tuple[FakeRunners, RunResults]:
     model = tmp_path / "model.py"
     model.write_text("def make(): ...\n")
     config = OptimizeConfig(model=ModelRef(path=model, form="factory", factory="make", framework="torch"),
                             workspace=tmp_path / "ws", formats=formats, precisions=precisions,
-                            memory_formats=["contiguous"], batch_sizes=[4], gpus="all", jobs=4)
+                            memory_formats=["contiguous"], batch_sizes=[4], gpus="all", jobs=4,
+                            gpu_sessions=gpu_sessions)
     workspace = Workspace(config.workspace).create()
     runners = FakeRunners(workspace)
     results = RunResults(environment=Environment(nav_orch="0", host_python="3.11"))
@@ -117,6 +120,18 @@ def test_on_two_gpus_the_checks_spread_and_only_the_compiled_fp32_waits_for_the_
     assert variants["torch-compile-cudagraphs-fp32"].status == "skipped"
     assert "fp16 was the fastest precision of the other formats" in variants["torch-compile-cudagraphs-fp32"].error
     assert results.best == "torch-compile-cudagraphs-fp16"
-    # Every GPU job ran alone on its GPU, on the GPU it was placed on.
+    # The sessions on one GPU take the same turns there (the reference runs before all, alone); each
+    # GPU job ran on the GPU it was placed on.
+    shared = [(name, gpu) for name, gpu, _ in runners.sessions if name != "reference"]
+    for name, gpu in shared:
+        others = {runners.turns[other] for other, elsewhere in shared if elsewhere == gpu}
+        assert (runners.turns[name] is None) == (gpu is None) and len(others) == 1, name
     assert {t.placement for t in results.timeline} >= {"GPU 0", "GPU 1"}
     assert all(t.on_placed_gpu for t in results.timeline if t.placement != "CPU" and t.kind != "export")
+
+
+def test_with_one_session_per_gpu_no_turns_are_taken(tmp_path):
+    runners, results = optimize_on(tmp_path, ["0"], ["torchscript-trace", "torch-compile-cudagraphs"], ["fp16"],
+                                   gpu_sessions=1)
+    assert set(runners.turns.values()) == {None}
+    assert results.best == "torch-compile-cudagraphs-fp16"

@@ -11,10 +11,12 @@ from runners.protocol import (
     JobResult,
     LatencyStats,
     ModelSource,
+    OutputError,
     ProfileEntry,
     ProtocolError,
     TensorSpec,
     Tolerance,
+    Verification,
     from_dict,
     read_job,
     to_json,
@@ -66,6 +68,15 @@ def test_an_io_of_protocol_2_reads_as_batch_axis_0_without_ranges():
 def test_the_host_reads_dynamic_axes_in_results():
     result = JobResult("reference", "reference", "ok", io=decoder_io(), fingerprint="f")
     assert JOB_RESULT.validate_json(to_json(result)) == result
+
+
+def test_the_host_reads_the_batch_sizes_a_verification_ran_at():
+    result = JobResult("verify-torch-compile-fp32", "verify", "ok", verification=Verification(
+        True, {"output": OutputError(0.0, 0.0, 1e-4, 1e-3, True)}, batch_sizes=[1, 64]))
+    assert JOB_RESULT.validate_json(to_json(result)) == result
+    older = json.loads(to_json(result))
+    del older["verification"]["batch_sizes"]  # a result written before the field: the samples as they were
+    assert JOB_RESULT.validate_python(older).verification.batch_sizes == []
 
 
 def test_unknown_job_field_is_rejected():

@@ -31,9 +31,10 @@ from orchestrator.containers.gpus import docker_gpus
 from orchestrator.errors import EnvironmentProblem
 from orchestrator.results import JOB_RESULT
 from orchestrator.run import untrusted
+from orchestrator.run.turns import GpuTurns
 from orchestrator.run.workspace import Workspace
 from runners import RUNNERS_DIR
-from runners.protocol import JOB_FILE, RESULT_FILE, Job, JobResult
+from runners.protocol import JOB_FILE, RESULT_FILE, TURN_GO, TURN_READY, TURNS_ENV, Job, JobResult
 
 CONTAINER_CODE = "/nav/code"
 CONTAINER_CACHE = "/nav/cache"
@@ -53,13 +54,20 @@ OnResult = Callable[[JobResult], None]
 class Placement:
     """Where a session runs: on one GPU (an index) or none, and with how many CPU threads
     per framework (None: all; sessions that share the CPUs split them, instead of each
-    starting a thread per core)."""
+    starting a thread per core). `turns`: the GPU is shared with other sessions, and the
+    session's timed jobs take turns on it (orchestrator/run/turns.py)."""
 
     gpu: Optional[str] = None
     threads: Optional[int] = None
+    turns: Optional[GpuTurns] = None
 
     def environment(self) -> dict[str, str]:
+        """What the runner process needs, a rerun script's included."""
         return {"OMP_NUM_THREADS": str(self.threads), "MKL_NUM_THREADS": str(self.threads)} if self.threads else {}
+
+    def process_environment(self) -> dict[str, str]:
+        """`environment`, and what only the session's own process gets: a rerun runs alone and takes no turns."""
+        return {**self.environment(), **({TURNS_ENV: "1"} if self.turns is not None else {})}
 
 
 ANY_PLACEMENT = Placement()  # no GPU, every CPU thread
@@ -135,7 +143,8 @@ class Executor:
             placement: Placement = ANY_PLACEMENT) -> dict[str, JobResult]:
         reported: dict[str, JobResult] = {}
         for job in jobs:
-            (self.workspace.job_dir(job.id) / RESULT_FILE).unlink(missing_ok=True)
+            for stale in (RESULT_FILE, TURN_READY, TURN_GO):  # an earlier run's turn must not start this one
+                (self.workspace.job_dir(job.id) / stale).unlink(missing_ok=True)
             refused = self.untrusted_input(job)
             if refused is not None:
                 reported[job.id] = refused
@@ -158,30 +167,76 @@ class Executor:
 
     def _run_process(self, name: str, image: str, jobs: list[Job], on_result: OnResult, placement: Placement,
                      reported: dict[str, JobResult]) -> None:
-        process = self.start(name, image, jobs, placement)
+        turns = placement.turns
+        if turns is not None and not self._wait_to_start(name, turns):
+            self._fail_unreported(jobs, reported, on_result, "interrupted")
+            return
         exit = None
         try:
-            # Each job gets the timeout from the moment the previous one reported.
-            deadline = time.monotonic() + self.timeout_s
-            while exit is None:
-                exit = process.poll()
-                if exit is None and (time.monotonic() > deadline or self.cancelled.is_set()):
-                    process.stop()
-                    exit = Exit(code=-signal.SIGKILL, timed_out=not self.cancelled.is_set())
-                if self._report_new(jobs, reported, on_result):
-                    deadline = time.monotonic() + self.timeout_s
-                if exit is None:
-                    time.sleep(0.1)
-            untrusted.write_text(self.workspace.logs / f"{name}.log", process.output())
+            process = self.start(name, image, jobs, placement)
+            try:
+                # Each job gets the timeout from the moment the previous one reported; waiting for a
+                # turn on a shared GPU is not the job's time.
+                deadline = time.monotonic() + self.timeout_s
+                granted: set[str] = set()
+                while exit is None:
+                    exit = process.poll()
+                    if exit is None and (time.monotonic() > deadline or self.cancelled.is_set()):
+                        process.stop()
+                        exit = Exit(code=-signal.SIGKILL, timed_out=not self.cancelled.is_set())
+                    new = self._report_new(jobs, reported, on_result)
+                    if turns is not None:
+                        if any(job.id in granted for job in new):  # its timed job is done
+                            turns.done(name)
+                        if exit is None and self._waiting_for_turn(name, jobs, reported, granted, turns):
+                            deadline = time.monotonic() + self.timeout_s
+                    if new:
+                        deadline = time.monotonic() + self.timeout_s
+                    if exit is None:
+                        time.sleep(0.1)
+                untrusted.write_text(self.workspace.logs / f"{name}.log", process.output())
+            finally:
+                process.stop()
         finally:
-            process.stop()
-        reason = "interrupted" if self.cancelled.is_set() else describe_exit(exit, self.timeout_s)
+            if turns is not None:
+                turns.leave(name)
+        self._fail_unreported(jobs, reported, on_result,
+                              "interrupted" if self.cancelled.is_set() else describe_exit(exit, self.timeout_s),
+                              log=name)
+        self._sweep(jobs, reported, on_result)
+
+    def _wait_to_start(self, name: str, turns: GpuTurns) -> bool:
+        """Wait until no session on the GPU is timing (a start would disturb it); False if cancelled."""
+        while not turns.try_enter(name):
+            if self.cancelled.wait(0.1):
+                return False
+        return True
+
+    def _waiting_for_turn(self, name: str, jobs: list[Job], reported: dict[str, JobResult], granted: set[str],
+                          turns: GpuTurns) -> bool:
+        """Give the runner its turn where it asked for one and it is free; True while it still waits.
+        The runner's marker is only looked at, never followed or read."""
+        for job in jobs:
+            if job.id in reported or job.id in granted:
+                continue
+            if os.path.lexists(self.workspace.job_dir(job.id) / TURN_READY):
+                if not turns.ask(name):
+                    return True
+                granted.add(job.id)
+                try:
+                    untrusted.write_text(self.workspace.job_dir(job.id) / TURN_GO, "")
+                except OSError:
+                    pass  # the runner meddled with the marker: its job waits and times out, nothing else
+        return False
+
+    def _fail_unreported(self, jobs: list[Job], reported: dict[str, JobResult], on_result: OnResult, reason: str,
+                         log: Optional[str] = None) -> None:
+        where = f" (log: logs/{log}.log)" if log else ""
         for job in jobs:
             if job.id not in reported:
-                result = JobResult(job.id, job.kind, "failed", error=f"{reason} (log: logs/{name}.log)")
+                result = JobResult(job.id, job.kind, "failed", error=f"{reason}{where}")
                 reported[job.id] = result
                 on_result(result)
-        self._sweep(jobs, reported, on_result)
 
     def _sweep(self, jobs: list[Job], reported: dict[str, JobResult], on_result: OnResult) -> None:
         """Once the runner is gone, remove what it left that is not plain data from every folder it
@@ -202,16 +257,16 @@ class Executor:
                 reported[job.id] = result
                 on_result(result)
 
-    def _report_new(self, jobs: list[Job], reported: dict[str, JobResult], on_result: OnResult) -> bool:
-        """Report results that appeared since the last look; True if any did."""
-        new = False
+    def _report_new(self, jobs: list[Job], reported: dict[str, JobResult], on_result: OnResult) -> list[Job]:
+        """Report results that appeared since the last look; the jobs they belong to."""
+        new = []
         for job in jobs:
             if job.id not in reported:
                 result = read_result(job, self.workspace)
                 if result is not None:
                     reported[job.id] = result
                     on_result(result)
-                    new = True
+                    new.append(job)
         return new
 
 
@@ -335,7 +390,8 @@ class DockerExecutor(Executor):
         )
         write_rerun_scripts(self.workspace, jobs, lambda files: engine.docker_run_command(
             dataclasses.replace(spec, command=["python", "-m", "runners.main", *files])), job_files)
-        return ContainerProcess(engine.start_container(self.client, spec))
+        own = dataclasses.replace(spec, environment={**spec.environment, **placement.process_environment()})
+        return ContainerProcess(engine.start_container(self.client, own))
 
 
 class SubprocessProcess:
@@ -407,7 +463,7 @@ class LocalExecutor(Executor):
                # nvidia-smi's, which counts in PCI bus order; CUDA's own default order is another.
                "CUDA_VISIBLE_DEVICES": placement.gpu if placement.gpu is not None else "",
                "CUDA_DEVICE_ORDER": "PCI_BUS_ID"}
-        environment = {**os.environ, **own}
+        environment = {**os.environ, **own, **placement.process_environment()}
         write_rerun_scripts(self.workspace, jobs, lambda files: [
             "env", *(f"{name}={value}" for name, value in own.items()), self.python, "-m", "runners.main", *files],
             job_files)

@@ -32,6 +32,7 @@ from orchestrator.run.recording import Recorder
 from orchestrator.run.scheduler import Scheduler, Unit
 from orchestrator.run.selection import select_best
 from orchestrator.run.sessions import Sessions
+from orchestrator.run.turns import GpuTurns
 from orchestrator.run.workspace import Workspace
 from runners.arrays import load_npz
 from runners.formats import FORMATS
@@ -66,6 +67,8 @@ class Pipeline:
         self.gpus = gpus
         self.jobs = JobBuilder(config, workspace)
         self.sessions = Sessions(executor, workspace, self.jobs.keys, recorder, recorder.image.tag, force)
+        # Sessions sharing a GPU take turns at what they time; a GPU of one session needs none.
+        self.turns = {gpu: GpuTurns() for gpu in gpus} if config.gpu_sessions > 1 else {}
 
     def execute(self, samples: Path) -> Optional[Reference]:
         """Run every step; returns what the reference job established (None for `nav-orch profile`,
@@ -77,7 +80,7 @@ class Pipeline:
         units = [Unit(step.name, partial(self.perform, step, reference, samples),
                       needs=list(step.needs), gpu=step.gpu, exclusive=step.exclusive)
                  for step in plan_steps(variants, bool(self.gpus), len(self.gpus))]
-        Scheduler(self.gpus, self.config.jobs).run(units, on_abort=self.executor.cancel)
+        Scheduler(self.gpus, self.config.jobs, self.config.gpu_sessions).run(units, on_abort=self.executor.cancel)
         best, selection = select_best(list(self.recorder.variants.values()), self.config.objective,
                                       self.config.latency_budget_ms)
         self.recorder.finish(best, selection)
@@ -191,7 +194,8 @@ class Pipeline:
                 self.recorder.reporter.stage(following[0].name, "verifying")
 
         self.recorder.reporter.stage(variants[0].name, "verifying")
-        self.sessions.run(name, jobs, on_result, Placement(gpu))
+        self.sessions.run(name, jobs, on_result,
+                          Placement(gpu, turns=self.turns.get(gpu) if gpu is not None else None))
 
     def check_compiled(self, step: Step, reference: Reference, gpu: Optional[str]) -> None:
         (variant,) = step.variants

@@ -6,7 +6,9 @@ one exclusive step profiles them all, so nothing competes with what it measures.
 run on the CPU cores in parallel (a format traced on its device is exported in its check session);
 on the GPUs one session per runner and GPU verifies and profiles the variants that need no long
 compile (one CUDA start for many), and each compiled variant gets a session of its own
-(`compiled_skip_reason` says which precisions it is built in).
+(`compiled_skip_reason` says which precisions it is built in). GPU sessions share their GPU and
+take turns to profile (orchestrator/run/turns.py), so one variant's compile does not hold up the
+others.
 """
 from __future__ import annotations
 
@@ -149,7 +151,7 @@ def plan_steps(variants: list[Variant], on_gpu: bool, gpus: int = 1) -> list[Ste
         chunks = [vs[i::parts] for i in range(parts)]  # dealt out, so each holds a mix of formats
         checks[runner] = [Step(f"check-{runner}" + (f"-{i + 1}" if parts > 1 else ""), "check", tuple(chunk),
                                needs=tuple(f"export-{v.name}" for v in chunk if not FORMATS[v.format].traced_on_device),
-                               gpu=True, exclusive=True)
+                               gpu=True)
                           for i, chunk in enumerate(chunks)]
     compiled = []
     for v in variants:
@@ -159,6 +161,5 @@ def plan_steps(variants: list[Variant], on_gpu: bool, gpus: int = 1) -> list[Ste
             # starts compiling at once, on a GPU the exports leave idle.
             rivals = tuple(cheap.get(runner, [])) if v.precision == "fp32" else ()
             needs = (f"export-{v.name}", *(c.name for c in checks.get(runner, []) if rivals))
-            compiled.append(Step(f"check-{v.name}", "check-compiled", (v,), needs=needs, gpu=True, exclusive=True,
-                                 rivals=rivals))
+            compiled.append(Step(f"check-{v.name}", "check-compiled", (v,), needs=needs, gpu=True, rivals=rivals))
     return [*exports, *(step for steps in checks.values() for step in steps), *compiled]

@@ -1,9 +1,9 @@
 """Runs a graph of units (each one runner session) as soon as their inputs exist.
 
-Placement rules: a unit that uses a GPU takes one free GPU for itself (one GPU unit per
-GPU at a time); CPU units run up to `jobs` at a time. An *exclusive* unit (profiling) runs
-alone on its GPU — or, on a machine without GPUs, alone on the machine — so nothing
-competes with what it measures.
+Placement rules: a unit that uses a GPU goes to the GPU with the fewest units running, up to
+`per_gpu` units on one GPU (they take turns at what they time: orchestrator/run/turns.py); CPU
+units run up to `jobs` at a time. An *exclusive* unit runs alone on its GPU, or, on a machine
+without GPUs, alone on the machine (profiling there), so nothing competes with what it measures.
 """
 from __future__ import annotations
 
@@ -44,9 +44,10 @@ def unit_graph(units: list[Unit]) -> TopologicalSorter:
 
 
 class Scheduler:
-    def __init__(self, gpus: list[str], jobs: int):
+    def __init__(self, gpus: list[str], jobs: int, per_gpu: int = 1):
         self.gpus = gpus
         self.jobs = max(1, jobs)
+        self.per_gpu = max(1, per_gpu)
 
     def run(self, units: list[Unit], on_abort: Callable[[], None] = lambda: None) -> None:
         """Run every unit. The first exception of a unit stops scheduling and is raised once
@@ -71,7 +72,7 @@ class Scheduler:
                     errors.append(error)
                 changed.notify_all()
 
-        workers = max(self.jobs, len(self.gpus)) + 1
+        workers = max(self.jobs, len(self.gpus) * self.per_gpu) + 1
         with ThreadPoolExecutor(max_workers=workers) as pool:
             try:
                 with changed:
@@ -104,9 +105,11 @@ class Scheduler:
         if any(units[name].exclusive and gpu is None for name, gpu in running.items()):
             return False, None  # an exclusive unit has the whole machine
         if unit.gpu and self.gpus:
-            busy = set(running.values())
-            free = [gpu for gpu in self.gpus if gpu not in busy]
-            return (True, free[0]) if free else (False, None)
+            load = {gpu: [name for name, placed in running.items() if placed == gpu] for gpu in self.gpus}
+            free = [gpu for gpu in self.gpus
+                    if len(load[gpu]) < (1 if unit.exclusive else self.per_gpu)
+                    and not any(units[name].exclusive for name in load[gpu])]
+            return (True, min(free, key=lambda gpu: len(load[gpu]))) if free else (False, None)
         if unit.exclusive:
             return (not running), None
         cpu_units = sum(1 for gpu in running.values() if gpu is None)
