@@ -67,12 +67,15 @@ def sharing_a_load(plain: Handlers, loading: dict[str, Callable[[Job, LastLoaded
     return {**plain, **{kind: sharing(handler) for kind, handler in loading.items()}}
 
 
-def base_versions() -> dict[str, str]:
-    """Python, numpy, the optional toolchains (runners/formats.py) this image has, and the packages
-    a format's runner needs where they are installed (found, not imported: torch costs seconds)."""
+def base_versions(with_toolchains: bool) -> dict[str, str]:
+    """Python, numpy, the packages a format's runner needs where they are installed (found, not
+    imported: torch costs seconds), and `with_toolchains` the optional toolchains (runners/formats.py)
+    this image has. Those are imported to be found, which would pull torch and TensorRT into every
+    runner process of the CUDA images; the reference job's report is what the host decides from."""
     present = {package: installed_version(package) for package in RUNNER_NEEDS
                if importlib.util.find_spec(package) is not None}
-    return {"python": platform.python_version(), "numpy": np.__version__, **present, **toolchain_versions(TOOLCHAINS)}
+    return {"python": platform.python_version(), "numpy": np.__version__, **present,
+            **(toolchain_versions(TOOLCHAINS) if with_toolchains else {})}
 
 
 def installed_version(package: str) -> str:

@@ -75,7 +75,8 @@ class FakeRunners:
 
 
 def optimize_on(tmp_path: Path, gpus: list[str], formats: list[str],
-                precisions: list[str] | None = None, gpu_sessions: int = 6) -> tuple[FakeRunners, RunResults]:
+                precisions: list[str] | None = None, gpu_sessions: int = 6,
+                runners_type: type[FakeRunners] = FakeRunners) -> tuple[FakeRunners, RunResults]:
     model = tmp_path / "model.py"
     model.write_text("def make(): ...\n")
     config = OptimizeConfig(model=ModelRef(path=model, form="factory", factory="make", framework="torch"),
@@ -83,7 +84,7 @@ def optimize_on(tmp_path: Path, gpus: list[str], formats: list[str],
                             memory_formats=["contiguous"], batch_sizes=[4], gpus="all", jobs=4,
                             gpu_sessions=gpu_sessions)
     workspace = Workspace(config.workspace).create()
-    runners = FakeRunners(workspace)
+    runners = runners_type(workspace)
     results = RunResults(environment=Environment(nav_orch="0", host_python="3.11"))
     recorder = Recorder(results, ImageRecord(tag="local", id="python"), workspace, QuietReporter(),
                         {g: f"GPU-{g}" for g in gpus})
@@ -135,3 +136,23 @@ def test_with_one_session_per_gpu_no_turns_are_taken(tmp_path):
                                    gpu_sessions=1)
     assert set(runners.turns.values()) == {None}
     assert results.best == "torch-compile-cudagraphs-fp16"
+
+
+class OutOfMemory(FakeRunners):
+    def answer(self, job: Job, placement: Placement) -> JobResult:
+        if job.id == "verify-torch-compile-cudagraphs-fp16":
+            return JobResult(job.id, job.kind, "failed", error="OutOfMemoryError: CUDA out of memory. "
+                             "Tried to allocate 2.00 GiB")
+        if job.id == "profile-torch-compile-cudagraphs-fp16":  # as the runner skips a job whose needs failed
+            return JobResult(job.id, job.kind, "skipped", error=f"needs {job.needs[0]}, which did not succeed")
+        return super().answer(job, placement)
+
+
+def test_a_variant_out_of_gpu_memory_says_that_sessions_shared_its_gpu(tmp_path):
+    _, results = optimize_on(tmp_path, ["0"], ["torchscript-trace", "torch-compile-cudagraphs"], ["fp16"],
+                             runners_type=OutOfMemory)
+    failed = {v.name: v for v in results.variants}["torch-compile-cudagraphs-fp16"]
+    assert failed.status == "failed"
+    assert failed.error.startswith("verify: OutOfMemoryError: CUDA out of memory")
+    assert "up to 6 sessions shared this GPU: a lower --gpu-sessions" in failed.error
+    assert results.best == "torchscript-trace-fp16"

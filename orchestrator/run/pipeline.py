@@ -7,6 +7,7 @@ and selects the best variant at the end.
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 from functools import partial
 from pathlib import Path
@@ -173,8 +174,13 @@ class Pipeline:
                           self.on_result_of(variant), self.shared_cpus())
 
     def check(self, name: str, variants: list[Variant], reference: Reference, gpu: Optional[str]) -> None:
-        variants = [v for v in self.recorder.pending(variants)
-                    if not (FORMATS[v.format].traced_on_device and self.skipped(v))]
+        to_check = []
+        for variant in self.recorder.pending(variants):
+            # A format traced on its device is exported in this session: what would skip its export
+            # (`skipped` records why) is decided here.
+            if not (FORMATS[variant.format].traced_on_device and self.skipped(variant)):
+                to_check.append(variant)
+        variants = to_check
         if not variants:
             return
         jobs, owner = [], {}
@@ -187,15 +193,20 @@ class Pipeline:
             jobs += [*export, *checked, profile]
             owner.update({job.id: variant for job in (*export, *checked, profile)})
 
+        turns = self.turns.get(gpu) if gpu is not None else None
+
         def on_result(result: JobResult) -> None:
+            if turns is not None and result.status == "failed" and "out of memory" in (result.error or ""):
+                result = dataclasses.replace(result, error=(
+                    f"{result.error} (up to {self.config.gpu_sessions} sessions shared this GPU: a lower "
+                    "--gpu-sessions leaves each more memory)"))
             self.recorder.on_result(owner[result.job_id], result)
             following = [v for v in self.recorder.pending(variants) if not self.recorder.entry(v).verification]
             if following and result.kind == "profile":
                 self.recorder.reporter.stage(following[0].name, "verifying")
 
         self.recorder.reporter.stage(variants[0].name, "verifying")
-        self.sessions.run(name, jobs, on_result,
-                          Placement(gpu, turns=self.turns.get(gpu) if gpu is not None else None))
+        self.sessions.run(name, jobs, on_result, Placement(gpu, turns=turns))
 
     def check_compiled(self, step: Step, reference: Reference, gpu: Optional[str]) -> None:
         (variant,) = step.variants
