@@ -72,7 +72,7 @@ class Scheduler:
                     errors.append(error)
                 changed.notify_all()
 
-        workers = max(self.jobs, len(self.gpus) * self.per_gpu) + 1
+        workers = self.jobs + len(self.gpus) * self.per_gpu + 1  # CPU and GPU units may all run at once
         with ThreadPoolExecutor(max_workers=workers) as pool:
             try:
                 with changed:
