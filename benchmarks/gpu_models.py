@@ -47,20 +47,27 @@ CPU (keys then `ratio_bs2`, `p50_bs1_ms`); a few minutes on 2 cores, e.g.
 from __future__ import annotations
 
 import argparse
-import datetime
 import gc
 import importlib
 import json
-import shlex
 import subprocess
 import sys
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
-ROOT = Path(__file__).resolve().parent.parent
+from model_runs import (
+    ROOT,
+    chosen_models,
+    exit_if_any_failed,
+    model_failed,
+    new_record,
+    run_models,
+    save,
+    timed_optimize,
+)
+
 BERT_VOCAB = 30522
 
 
@@ -117,9 +124,7 @@ def optimize(args: argparse.Namespace, name: str, gpus: str, folder: str) -> tup
         command += ["--memory-formats", args.memory_formats]
     if args.executor == "local":  # nav-orch refuses --python with Docker (containers bring their own)
         command += ["--python", args.python]
-    start = time.perf_counter()
-    run = subprocess.run(command, cwd=ROOT, stdout=subprocess.PIPE, text=True)
-    wall = time.perf_counter() - start
+    wall, run = timed_optimize(command)
     if run.returncode != 0:
         raise RuntimeError(f"nav-orch optimize failed with exit code {run.returncode}")
     results = json.loads(run.stdout)
@@ -277,15 +282,14 @@ def compare_gpus(args: argparse.Namespace, name: str, entry: dict, results: dict
         print(f"  {variant:44} {figure['ratio']:.3f} on {figure['placement']}")
 
 
-def run_model(args: argparse.Namespace, name: str, record: dict, save: Callable[[], None]) -> None:
+def run_model(args: argparse.Namespace, name: str, record: dict, checkpoint: Callable[[], None]) -> None:
     """Optimize and measure one model; its entry goes into `record["models"]`, saved after each part
     (a run cut short by a time limit keeps what it measured)."""
     big, _ = batches(args)
     try:
         wall, results = optimize(args, name, args.gpus, name)
     except RuntimeError as error:
-        record["models"][name] = {"factory": MODELS[name].factory, "error": str(error)}
-        print(f"\n== {name}: {error}", file=sys.stderr)
+        model_failed(record, name, MODELS[name].factory, error)
         return
     gpus = results["environment"]["gpus"]
     record["gpu"] = record["gpu"] or (gpus[0] if gpus else {})
@@ -293,10 +297,10 @@ def run_model(args: argparse.Namespace, name: str, record: dict, save: Callable[
                              "best": results["best"], "wall_s": wall, "phases": phases(results, wall),
                              "variants": results["variants"], "jobs": results["jobs"]}
     record["models"][name] = entry
-    save()
+    checkpoint()
     if not args.no_baseline:
         measure_side_by_side(args, name, entry, results, record["gpu"])
-        save()
+        checkpoint()
     if args.compare_gpus:
         compare_gpus(args, name, entry, results)
 
@@ -352,25 +356,10 @@ def main() -> None:
     if args.measure:
         print(json.dumps(measure(args)))
         return
-    names = [name.strip() for name in args.models.split(",") if name.strip()]
-    unknown = [name for name in names if name not in MODELS]
-    if unknown or not names:
-        parser.error(f"--models {args.models!r}: expected some of {', '.join(MODELS)}")
-
-    record: dict[str, Any] = {
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "command": shlex.join([sys.executable, *sys.argv]),
-        "device": args.device, "size": args.size, "batch_sizes": list(batches(args)), "gpu": {}, "models": {},
-    }
-    def save() -> None:
-        if args.out:
-            args.out.write_text(json.dumps(record, indent=2))
-
-    for name in names:
-        run_model(args, name, record, save)
-        save()
-    if any("error" in entry for entry in record["models"].values()):
-        sys.exit(1)
+    names = chosen_models(parser, args.models, MODELS)
+    record = new_record(device=args.device, size=args.size, batch_sizes=list(batches(args)), gpu={})
+    run_models(names, lambda name: run_model(args, name, record, lambda: save(record, args.out)), record, args.out)
+    exit_if_any_failed(record)
 
 
 if __name__ == "__main__":

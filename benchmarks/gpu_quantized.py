@@ -32,17 +32,14 @@ variants. A model whose optimize failed has `error` instead, and the script exit
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
-import shlex
-import subprocess
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
-ROOT = Path(__file__).resolve().parent.parent
+from model_runs import ROOT, chosen_models, exit_if_any_failed, model_failed, new_record, run_models, timed_optimize
+
 PRECISIONS = ("bf16", "int8", "fp8")
 BATCHES = (1, 64)
 VERIFY_BATCH = 8  # the samples: verification runs them, the profiles repeat them to each batch size
@@ -80,9 +77,7 @@ def optimize(args: argparse.Namespace, name: str) -> tuple[float, dict]:
         command += ["--model-arg", pair]
     if args.images:
         command += ["--images", args.images]
-    start = time.perf_counter()
-    run = subprocess.run(command, cwd=ROOT, stdout=subprocess.PIPE, text=True)
-    wall = time.perf_counter() - start
+    wall, run = timed_optimize(command)
     if not run.stdout.strip():
         raise RuntimeError(f"nav-orch optimize failed with exit code {run.returncode} and no results")
     # Exit code 1 (no variant verified) still leaves results worth reading: why each one failed.
@@ -149,8 +144,7 @@ def run_model(args: argparse.Namespace, name: str, record: dict) -> None:
     try:
         wall, results = optimize(args, name)
     except (RuntimeError, json.JSONDecodeError) as error:
-        record["models"][name] = {"factory": MODELS[name].factory, "error": str(error)}
-        print(f"\n== {name}: {error}", file=sys.stderr)
+        model_failed(record, name, MODELS[name].factory, error)
         return
     gpus = results["environment"]["gpus"]
     record["gpu"] = record["gpu"] or (gpus[0] if gpus else {})
@@ -185,26 +179,14 @@ def main() -> None:
     if any(p not in PRECISIONS for p in asked):
         parser.error(f"--precisions {args.precisions!r}: expected some of {', '.join(PRECISIONS)}")
     args.precisions = tuple(dict.fromkeys(["bf16", *asked]))
-    names = [name.strip() for name in args.models.split(",") if name.strip()]
-    unknown = [name for name in names if name not in MODELS]
-    if unknown or not names:
-        parser.error(f"--models {args.models!r}: expected some of {', '.join(MODELS)}")
-
-    record: dict[str, Any] = {
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "command": shlex.join([sys.executable, *sys.argv]), "seq_len": args.seq_len,
-        "precisions": list(args.precisions), "batch_sizes": list(BATCHES), "gpu": {}, "models": {},
-    }
-    for name in names:
-        run_model(args, name, record)
-        if args.out:
-            args.out.write_text(json.dumps(record, indent=2))
+    names = chosen_models(parser, args.models, MODELS)
+    record = new_record(seq_len=args.seq_len, precisions=list(args.precisions), batch_sizes=list(BATCHES), gpu={})
+    run_models(names, lambda name: run_model(args, name, record), record, args.out)
     if record["gpu"]:
         gpu = record["gpu"]
         print(f"\nGPU: {gpu.get('name', '?')} (compute capability {gpu.get('compute_capability', '?')}, "
               f"driver {gpu.get('driver', '?')})")
-    if any("error" in entry for entry in record["models"].values()):
-        sys.exit(1)
+    exit_if_any_failed(record)
 
 
 if __name__ == "__main__":

@@ -30,18 +30,14 @@ not controlled: rerun on a quiet machine before quoting them.
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
-import shlex
-import subprocess
 import sys
-import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
-ROOT = Path(__file__).resolve().parent.parent
+from model_runs import ROOT, chosen_models, exit_if_any_failed, model_failed, new_record, run_models, timed_optimize
+
 BATCHES = (1, 64)
 VARIANTS = ("onnx-fp32", "onnx-int8-dynamic", "onnx-int8-static")
 BASELINE = "onnx-fp32"
@@ -84,9 +80,7 @@ def optimize(args: argparse.Namespace, name: str) -> tuple[float, dict]:
         command += ["--model-arg", pair]
     if args.executor == "local":  # nav-orch refuses --python with Docker (containers bring their own)
         command += ["--python", args.python]
-    start = time.perf_counter()
-    run = subprocess.run(command, cwd=ROOT, stdout=subprocess.PIPE, text=True)
-    wall = time.perf_counter() - start
+    wall, run = timed_optimize(command)
     if run.returncode not in (0, 1):  # 1: no variant passed, which the table shows
         raise RuntimeError(f"nav-orch optimize failed with exit code {run.returncode}")
     return wall, json.loads(run.stdout)
@@ -130,12 +124,11 @@ def report(name: str, entry: dict) -> None:
               f"{cell(max(errors, default=None), '.3g'):>10}  {status}")
 
 
-def run_model(args: argparse.Namespace, name: str, record: dict, save: Callable[[], None]) -> None:
+def run_model(args: argparse.Namespace, name: str, record: dict) -> None:
     try:
         wall, results = optimize(args, name)
     except (RuntimeError, json.JSONDecodeError) as error:
-        record["models"][name] = {"factory": MODELS[name].factory, "error": str(error)}
-        print(f"\n== {name}: {error}", file=sys.stderr)
+        model_failed(record, name, MODELS[name].factory, error)
         return
     by_name = {v["name"]: v for v in results["variants"]}
     baseline = by_name.get(BASELINE)
@@ -144,7 +137,6 @@ def run_model(args: argparse.Namespace, name: str, record: dict, save: Callable[
              "wall_s": wall, "versions": images[0]["versions"] if images else {},
              "variants": {n: variant_figures(by_name[n], baseline) for n in VARIANTS if n in by_name}}
     record["models"][name] = entry
-    save()
     report(name, entry)
 
 
@@ -157,27 +149,16 @@ def main() -> None:
     parser.add_argument("--python", default="python3", help="the runners' Python (local executor)")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
-    names = args.models.split(",")
-    unknown = [n for n in names if n not in MODELS]
-    if unknown:
-        parser.error(f"unknown models {', '.join(unknown)}; expected some of {', '.join(MODELS)}")
+    names = chosen_models(parser, args.models, MODELS)
     try:
         cpuinfo = Path("/proc/cpuinfo").read_text()
     except OSError:
         cpuinfo = ""
-    record: dict[str, Any] = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-                              "command": shlex.join(sys.argv), "cpu": host_cpu(cpuinfo), "models": {}}
+    record = new_record(cpu=host_cpu(cpuinfo))
     print(f"CPU: {record['cpu']['model_name']} (AVX-512 VNNI: {'yes' if record['cpu']['avx512_vnni'] else 'no'})")
 
-    def save() -> None:
-        if args.out:
-            args.out.write_text(json.dumps(record, indent=2))
-
-    for name in names:
-        run_model(args, name, record, save)
-    save()
-    if any("error" in entry for entry in record["models"].values()):
-        sys.exit(1)
+    run_models(names, lambda name: run_model(args, name, record), record, args.out)
+    exit_if_any_failed(record)
 
 
 if __name__ == "__main__":
