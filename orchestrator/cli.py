@@ -157,7 +157,8 @@ def optimize(
     memory_formats: Optional[str] = typer.Option(None, help="Comma-separated contiguous,channels_last for the torch "
                                                  "formats; default: contiguous on CPUs, both on GPUs."),
     exhaustive: bool = typer.Option(False, "--exhaustive", help="On GPUs, build torch.compile variants in every "
-                                    "precision, not only the fast half precisions and fp32 where it wins."),
+                                    "precision, not only the fast half precisions and fp32 where it wins; "
+                                    "time every profile point in full, even one a verified rival beat."),
     batch_sizes: str = typer.Option("1,8,64", help="Comma-separated batch sizes to profile."),
     atol: list[str] = typer.Option([], help="Absolute tolerance: VALUE, or OUTPUT=VALUE (repeatable)."),
     rtol: list[str] = typer.Option([], help="Relative tolerance: VALUE, or OUTPUT=VALUE (repeatable)."),

@@ -2,6 +2,7 @@
 the Python API alike. What each format is comes from the registry (runners/formats.py)."""
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable
 from enum import Enum
 from pathlib import Path
@@ -189,11 +190,17 @@ class OptimizeConfig(Strict):
     memory: Optional[str] = None  # per runner container, docker's syntax ("8g")
     pids: PositiveInt = 4096
     profiling: ProfileSettings = Field(default_factory=ProfileSettings)
-    exhaustive: bool = False  # build compiled formats in every precision (compiled_skip_reason)
+    # Build compiled formats in every precision (compiled_skip_reason), and time every profile point
+    # in full, none cut short for a rival that beat it (`variant_profiling`).
+    exhaustive: bool = False
     triton: TritonSettings = Field(default_factory=TritonSettings)
     executor: ExecutorName = ExecutorName.docker
     python: Optional[str] = None  # the local executor's Python; None: the host's own
     dynamic_axes: Optional[DeclaredAxes] = None  # None: axis 0 of every input and output is the batch
+
+    def variant_profiling(self) -> ProfileSettings:
+        """How the variants are timed: as `profiling` says, with no point cut short under --exhaustive."""
+        return dataclasses.replace(self.profiling, prune_margin=None) if self.exhaustive else self.profiling
 
     @field_validator("precisions", "memory_formats", "objective", "executor", mode="before")
     @classmethod

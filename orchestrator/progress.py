@@ -13,6 +13,7 @@ from rich.live import Live
 from rich.table import Table
 
 from orchestrator.results import RunResults, VariantResult
+from runners.protocol import ProfileEntry
 
 ProgressMode = Literal["auto", "plain", "quiet"]
 STAGE_STYLE = {"failed": "red", "skipped": "yellow", "done": "green", "verified": "cyan"}
@@ -110,18 +111,22 @@ def _max_error(variant: VariantResult) -> str:
     return text
 
 
+def _cut(entry: ProfileEntry) -> str:
+    return "~" if entry.beaten_by else ""  # timed for one window only: a verified rival beat it
+
+
 def _p50_smallest(variant: VariantResult) -> str:
     if not variant.profile:
         return "-"
     entry = min(variant.profile, key=lambda e: e.batch_size)
-    return f"{entry.latency_ms.p50:.3f} (bs{entry.batch_size})"
+    return f"{_cut(entry)}{entry.latency_ms.p50:.3f} (bs{entry.batch_size})"
 
 
 def _throughput_largest(variant: VariantResult) -> str:
     if not variant.profile:
         return "-"
     entry = max(variant.profile, key=lambda e: e.batch_size)
-    return f"{entry.throughput:,.0f} (bs{entry.batch_size})"
+    return f"{_cut(entry)}{entry.throughput:,.0f} (bs{entry.batch_size})"
 
 
 def _served(results: RunResults, variant: VariantResult) -> tuple[str, str]:
@@ -169,6 +174,10 @@ def print_summary(results: RunResults, console: Console, workspace: str) -> None
     for variant in results.variants:
         if variant.error:
             say(console, f"{variant.name}: {variant.status}: {variant.error}")
+    cut = sum(1 for variant in results.variants for entry in variant.profile if entry.beaten_by)
+    if cut:
+        say(console, f"~: {cut} profile point(s) timed for one window only, as a verified variant beat them by "
+                     "the margin there (--exhaustive times every point in full)")
     if results.best and results.selection:  # a selection comes with every best
         say(console, f"best: {results.best} ({results.selection.reason})")
     elif results.selection:

@@ -16,7 +16,7 @@ import numpy as np
 from runners import tensorflow_runner as tfr  # sets TensorFlow's log level before it loads
 from runners.common import Handlers, Skip, array_bytes, import_callable, key_by_names, load_npz, save_reference
 from runners.formats import FORMATS
-from runners.measure import inputs_at, profile_source
+from runners.measure import ProfileSession, inputs_at, profile_source
 from runners.protocol import IOSpec, Job, JobResult
 
 # isort: split
@@ -146,6 +146,6 @@ def serving(apply_fn: Callable[..., Any], owner: tf.Module, io: IOSpec, fmt: str
     return serve
 
 
-def handlers() -> Handlers:
-    """This runner's jobs, for one runner process."""
+def handlers(profiling: ProfileSession) -> Handlers:
+    """This runner's jobs, for one runner process (it profiles nothing: its variants run in others)."""
     return {"reference": reference, "export": export}

@@ -7,6 +7,7 @@ a job that failed is a result, not a crash.
 from __future__ import annotations
 
 import importlib
+import json
 import os
 import sys
 import time
@@ -16,45 +17,52 @@ from types import ModuleType
 from typing import Optional
 
 from runners.common import Handlers, Skip, base_versions, gpu_info, one_line
+from runners.measure import ProfileSession
 from runners.protocol import (
     LOG_FILE,
     RESULT_FILE,
     TURN_GO,
     TURN_KINDS,
     TURN_READY,
+    TURN_RIVALS,
     TURNS_ENV,
     Job,
     JobResult,
+    Rival,
+    from_dict,
     read_job,
     to_json,
     write_json_atomic,
 )
 
 
-def wait_for_turn(job_dir: Path, poll_s: float = 0.01) -> None:
+def wait_for_turn(job_dir: Path, poll_s: float = 0.01) -> list[Rival]:
     """Say this job is ready to time, and wait until the host gives it its turn on the GPU (the
-    host stops the whole session if it never does)."""
+    host stops the whole session if it never does); the rivals the host wrote before the turn."""
     (job_dir / TURN_READY).write_text("")
     while not (job_dir / TURN_GO).exists():
         time.sleep(poll_s)
+    rivals = job_dir / TURN_RIVALS
+    return from_dict(list[Rival], json.loads(rivals.read_text())) if rivals.exists() else []
 
 
 def run_job(job: Job, job_dir: Path, done: dict[str, str], runners: dict[str, Handlers],
-            take_turns: bool = False) -> JobResult:
+            session: ProfileSession, take_turns: bool = False) -> JobResult:
     """Run one job through its runner module and return its result. `runners` holds each runner
-    module's handlers for this process (made once: they may share what they loaded). With
-    `take_turns`, a job that times work waits for its turn first (runners/protocol.py)."""
+    module's handlers for this process (made once: they may share what they loaded, and `session`).
+    With `take_turns`, a job that times work waits for its turn (runners/protocol.py): a conversion
+    before it starts, a profile once its variant is loaded (`session`)."""
     unmet = [need for need in job.needs if done.get(need) != "ok"]
     if unmet:
         return JobResult(job.id, job.kind, "skipped", error=f"needs {', '.join(unmet)}, which did not succeed")
-    if take_turns and job.kind in TURN_KINDS:
+    if take_turns and job.kind in TURN_KINDS and job.kind != "profile":
         wait_for_turn(job_dir)
     start = time.perf_counter()
     module: Optional[ModuleType]
     try:
         module = importlib.import_module(f"runners.{job.runner}_runner")
         if job.runner not in runners:
-            runners[job.runner] = module.handlers()
+            runners[job.runner] = module.handlers(session)
         result = runners[job.runner][job.kind](job)
     except Skip as reason:
         result = JobResult(job.id, job.kind, "skipped", error=str(reason))
@@ -80,10 +88,13 @@ def main(argv: list[str]) -> int:
     done: dict[str, str] = {}
     runners: dict[str, Handlers] = {}
     take_turns = bool(os.environ.get(TURNS_ENV))
+    folders: dict[str, Path] = {}  # job id -> the folder of its job file, where its turn is asked for
+    session = ProfileSession((lambda job: wait_for_turn(folders[job.id])) if take_turns else None)
     for job_path in map(Path, argv):
         job = read_job(job_path)
+        folders[job.id] = job_path.parent
         print(f"[nav-orch runner] {job.kind} {job.id}", flush=True)
-        result = run_job(job, job_path.parent, done, runners, take_turns)
+        result = run_job(job, job_path.parent, done, runners, session, take_turns)
         done[job.id] = result.status
         write_json_atomic(job_path.parent / RESULT_FILE, to_json(result))
         print(f"[nav-orch runner] {job.id}: {result.status} {result.error or ''}", flush=True)

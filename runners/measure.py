@@ -17,6 +17,7 @@ from runners.protocol import (
     OutputError,
     ProfileEntry,
     ProfileSettings,
+    Rival,
     Tolerance,
     Verification,
 )
@@ -170,7 +171,21 @@ def verify_at_batch_sizes(run: Callable[[dict[str, np.ndarray]], dict[str, np.nd
     return replace(verify_outputs(actual, expected, job.tolerances, job.budgets), batch_sizes=list(job.batch_sizes))
 
 
-def time_calls(run: Callable[[], object], settings: ProfileSettings, batch_size: int) -> ProfileEntry:
+def beaten_by(point: ProfileEntry, rivals: list[Rival], margin: float) -> Optional[str]:
+    """The first rival whose profile at `point`'s batch size has at least (1 + margin) times its
+    throughput and a p99 no higher than its p50: then `point` can win by no objective (throughput,
+    latency, or throughput within a p99 budget, which the rival meets wherever `point` does)."""
+    for rival in rivals:
+        for entry in rival.profile:
+            if (entry.batch_size == point.batch_size and entry.beaten_by is None
+                    and entry.throughput >= (1 + margin) * point.throughput
+                    and entry.latency_ms.p99 <= point.latency_ms.p50):
+                return rival.variant
+    return None
+
+
+def time_calls(run: Callable[[], object], settings: ProfileSettings, batch_size: int,
+               rivals: Optional[list[Rival]] = None) -> ProfileEntry:
     """Time `run` (one synchronous inference, device work included) until stable.
 
     Calls are timed one by one in windows of at least `window_ms` and `min_window_calls`
@@ -178,7 +193,8 @@ def time_calls(run: Callable[[], object], settings: ProfileSettings, batch_size:
     the last `stable_windows` windows lie within `stability` of their mean; at most
     `max_windows` windows are run. Statistics come from the calls of those last windows.
     A point that takes longer than `max_point_s` stops early, unstable: warm-up after a
-    quarter of it, the windows (each of at least one call) once it is spent.
+    quarter of it, the windows (each of at least one call) once it is spent. A point that
+    one of `rivals` beats after the first window (`beaten_by`) stops there.
     """
     start_ns = time.perf_counter_ns()
     budget_ns = settings.max_point_s * 1e9
@@ -199,6 +215,11 @@ def time_calls(run: Callable[[], object], settings: ProfileSettings, batch_size:
             run()
             samples.append(time.perf_counter_ns() - t0)
         windows.append(np.asarray(samples, dtype=np.float64) / 1e6)
+        if len(windows) == 1 and rivals and settings.prune_margin is not None:
+            first = statistics(windows, len(windows), batch_size, stable=False)
+            rival = beaten_by(first, rivals, settings.prune_margin)
+            if rival is not None:
+                return replace(first, beaten_by=rival)
         if len(windows) >= settings.stable_windows:
             medians = np.array([np.median(w) for w in windows[-settings.stable_windows:]])
             if np.all(np.abs(medians - medians.mean()) <= settings.stability * medians.mean()):
@@ -206,16 +227,39 @@ def time_calls(run: Callable[[], object], settings: ProfileSettings, batch_size:
                 break
         if time.perf_counter_ns() - start_ns > budget_ns:
             break
-    latencies = np.concatenate(windows[-settings.stable_windows:])
+    return statistics(windows[-settings.stable_windows:], len(windows), batch_size, stable)
+
+
+def statistics(last: list[np.ndarray], windows: int, batch_size: int, stable: bool) -> ProfileEntry:
+    """A point's figures from the calls of its `last` windows (milliseconds each), of `windows` run."""
+    latencies = np.concatenate(last)
     p50, p90, p95, p99 = (float(v) for v in np.percentile(latencies, [50, 90, 95, 99]))
     mean = float(latencies.mean())
     return ProfileEntry(
         batch_size=batch_size,
         latency_ms=LatencyStats(p50=p50, p90=p90, p95=p95, p99=p99, mean=mean),
         throughput=batch_size * 1000.0 / mean,
-        windows=len(windows),
+        windows=windows,
         stable=stable,
     )
+
+
+class ProfileSession:
+    """What the profile jobs of one runner process share: the turn they wait for on a GPU that other
+    sessions share (`take_turn`: it returns the rivals the host knows of then), and the profiles this
+    process measured, which its later profiles are measured against too."""
+
+    def __init__(self, take_turn: Optional[Callable[[Job], list[Rival]]] = None):
+        self.take_turn = take_turn
+        self.profiled: list[Rival] = []
+
+    def start(self, job: Job) -> list[Rival]:
+        """Wait for the turn where there is one; the rivals of `job`'s variant (never itself)."""
+        from_host = self.take_turn(job) if self.take_turn is not None else []
+        return [rival for rival in [*self.profiled, *from_host] if rival.variant != job.variant]
+
+    def add(self, job: Job, profile: list[ProfileEntry]) -> None:
+        self.profiled.append(Rival(job.variant, [entry for entry in profile if entry.beaten_by is None]))
 
 
 def profile_source(job: Job, call_at: Callable[[int], Callable[[], object]]) -> list[ProfileEntry]:
@@ -223,14 +267,18 @@ def profile_source(job: Job, call_at: Callable[[int], Callable[[], object]]) -> 
     what the report measures the best variant against. It never fails the reference: a source that
     cannot run at a batch size (an ONNX graph with a fixed batch) is reported by the host."""
     try:
-        return profile_result(job, call_at).profile
+        return [time_calls(call_at(size), job.profiling, size) for size in job.batch_sizes]
     except Exception as error:  # noqa: BLE001 - the reference's outputs matter, its timing is extra
         print(f"[nav-orch runner] the source model was not timed: {type(error).__name__}: {error}", flush=True)
         return []
 
 
-def profile_result(job: Job, call_at: Callable[[int], Callable[[], object]]) -> JobResult:
+def profile_result(job: Job, call_at: Callable[[int], Callable[[], object]], session: ProfileSession) -> JobResult:
     """A profile job's result: the variant timed at each of the job's batch sizes, where
-    `call_at(batch_size)` prepares that batch and returns the one synchronous call to time."""
-    entries = [time_calls(call_at(size), job.profiling, size) for size in job.batch_sizes]
+    `call_at(batch_size)` prepares that batch and returns the one synchronous call to time. The
+    timing starts once `session` gives the turn, so that loading the variant (before this call)
+    overlaps other sessions' work."""
+    rivals = session.start(job)
+    entries = [time_calls(call_at(size), job.profiling, size, rivals) for size in job.batch_sizes]
+    session.add(job, entries)
     return JobResult(job.id, job.kind, "ok", profile=entries)

@@ -13,7 +13,14 @@ import onnxruntime as ort
 
 from runners.common import Handlers, Skip, key_by_names, load_npz, save_reference
 from runners.formats import FORMATS
-from runners.measure import inputs_at, profile_result, profile_source, verification_result, verify_outputs
+from runners.measure import (
+    ProfileSession,
+    inputs_at,
+    profile_result,
+    profile_source,
+    verification_result,
+    verify_outputs,
+)
 from runners.onnx_quantize import quantize_model, quantized_onnx
 from runners.protocol import IOSpec, Job, JobResult, TensorSpec
 
@@ -66,10 +73,11 @@ def verify(job: Job) -> JobResult:
     return verification_result(job, verify_outputs(named, reference_outputs, job.tolerances, job.budgets))
 
 
-def profile(job: Job) -> JobResult:
+def profile(job: Job, profiling: ProfileSession) -> JobResult:
     sess = session(job)
     samples = load_npz(job.inputs.samples)
-    return profile_result(job, lambda size: partial(sess.run, None, feeds(sess, inputs_at(samples, job.io, size))))
+    return profile_result(job, lambda size: partial(sess.run, None, feeds(sess, inputs_at(samples, job.io, size))),
+                          profiling)
 
 
 # --- an ONNX file as the source model ----------------------------------------------------------
@@ -172,6 +180,7 @@ def convert_precision(source: Path, target: Path, precision: str) -> None:
     onnx.save(converted, str(target))
 
 
-def handlers() -> Handlers:
+def handlers(profiling: ProfileSession) -> Handlers:
     """This runner's jobs, for one runner process."""
-    return {"reference": reference, "export": export, "verify": verify, "profile": profile}
+    return {"reference": reference, "export": export, "verify": verify,
+            "profile": partial(profile, profiling=profiling)}

@@ -23,17 +23,20 @@ from typing import Any, Literal, Optional, TypeVar, Union
 # 2: typed job inputs (JobInputs), a model's `form`, results carry `fingerprint`.
 # 3: per-tensor dynamic axes with their sizes (TensorSpec.ranges); IOSpec.batch_axis may be None (no batch axis).
 # 4: Job.memory_format.
-PROTOCOL_VERSION = 5
+# 6: Job.variant, ProfileSettings.prune_margin, ProfileEntry.beaten_by, the host's rivals at a turn.
+PROTOCOL_VERSION = 6
 JOB_FILE = "job.json"
 RESULT_FILE = "result.json"
 LOG_FILE = "runner.log"
 # Sessions that share a GPU take turns at the jobs that time work on it (TURN_KINDS: a profile, and
 # a conversion, whose TensorRT builder times its tactics): started with TURNS_ENV set, the runner
 # writes TURN_READY in the job's folder and waits for the host's TURN_GO there. A rerun script runs
-# alone, without TURNS_ENV, and does not wait.
+# alone, without TURNS_ENV, and does not wait. Before TURN_GO the host writes TURN_RIVALS: the
+# profiles of the variants verified so far (a JSON list of `Rival`), which a profile is measured against.
 TURNS_ENV = "NAV_ORCH_TAKE_TURNS"
 TURN_READY = "turn-ready"
 TURN_GO = "turn-go"
+TURN_RIVALS = "turn-rivals.json"
 TURN_KINDS = ("profile", "convert")
 # What the reference job writes: the samples keyed by the model's input names, and its outputs.
 NORMALIZED_SAMPLES = "samples.npz"
@@ -142,6 +145,11 @@ class ProfileSettings:
     # Seconds one batch size's timing may take, warm-up included. A variant whose calls take seconds
     # (a broken quantized path) cannot win: past this, its timing stops and is marked unstable.
     max_point_s: float = 20.0
+    # A point that cannot win is cut short after its first window: once a rival (a verified variant
+    # profiled earlier) has at least (1 + prune_margin) times its throughput at that batch size, and a
+    # p99 no higher than its p50, the selection can never choose it. None times every point in full
+    # (--exhaustive).
+    prune_margin: Optional[float] = 0.2
 
 
 @dataclass
@@ -166,6 +174,7 @@ class Job:
     kind: JobKind
     runner: str  # module under runners/ that runs it: "torch", "onnx", ...
     output_dir: str  # the one folder the job may write artifacts into
+    variant: str = ""  # the variant's name; "" for the reference
     inputs: JobInputs = field(default_factory=JobInputs)
     needs: list[str] = field(default_factory=list)
     model: Optional[ModelSource] = None
@@ -245,6 +254,17 @@ class ProfileEntry:
     throughput: float  # samples per second, one stream
     windows: int
     stable: bool
+    # The rival that beat this point by the margin after its first window (ProfileSettings.prune_margin):
+    # its timing stopped there, and its figures are that window's.
+    beaten_by: Optional[str] = None
+
+
+@dataclass
+class Rival:
+    """A verified variant's profile, which a later profile is measured against."""
+
+    variant: str
+    profile: list[ProfileEntry]
 
 
 @dataclass

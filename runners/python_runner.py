@@ -6,7 +6,7 @@ from __future__ import annotations
 from functools import partial
 
 from runners.common import Handlers, import_callable, load_npz
-from runners.measure import batch_of, profile_result
+from runners.measure import ProfileSession, batch_of, profile_result
 from runners.protocol import Job, JobResult
 
 
@@ -14,12 +14,12 @@ def versions() -> dict[str, str]:
     return {}
 
 
-def profile(job: Job) -> JobResult:
+def profile(job: Job, profiling: ProfileSession) -> JobResult:
     function = import_callable(job)
     samples = load_npz(job.inputs.samples)
-    return profile_result(job, lambda size: partial(function, *batch_of(samples, size).values()))
+    return profile_result(job, lambda size: partial(function, *batch_of(samples, size).values()), profiling)
 
 
-def handlers() -> Handlers:
+def handlers(profiling: ProfileSession) -> Handlers:
     """This runner's jobs, for one runner process."""
-    return {"profile": profile}
+    return {"profile": partial(profile, profiling=profiling)}

@@ -10,6 +10,7 @@ import random
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any, Optional
 
@@ -32,7 +33,14 @@ from runners.common import (  # noqa: E402
     sharing_a_load,
 )
 from runners.formats import FORMATS  # noqa: E402
-from runners.measure import batch_of, profile_result, profile_source, verification_result, verify_outputs  # noqa: E402
+from runners.measure import (  # noqa: E402
+    ProfileSession,
+    batch_of,
+    profile_result,
+    profile_source,
+    verification_result,
+    verify_outputs,
+)
 from runners.onnx_quantize import export_quantized, quantized_onnx  # noqa: E402
 from runners.protocol import IOSpec, Job, JobResult  # noqa: E402
 from runners.tensorrt_build import (  # noqa: E402
@@ -443,15 +451,15 @@ def timed_call(model: Source, arrays: Mapping[str, np.ndarray], job: Job) -> Cal
     return run
 
 
-def profile(job: Job, loaded: LastLoaded) -> JobResult:
+def profile(job: Job, loaded: LastLoaded, profiling: ProfileSession) -> JobResult:
     variant = load_variant(job, loaded)
     samples = key_by_names(load_npz(job.inputs.samples), variant.input_names, "the model")
     with tf.device(tf_device(job)), engines_only(job, {name: array.shape for name, array in samples.items()},
                                                  job.batch_sizes):
-        return profile_result(job, lambda size: timed_call(variant, batch_of(samples, size), job))
+        return profile_result(job, lambda size: timed_call(variant, batch_of(samples, size), job), profiling)
 
 
-def handlers() -> Handlers:
+def handlers(profiling: ProfileSession) -> Handlers:
     """This runner's jobs, for one runner process."""
     return sharing_a_load({"reference": reference, "export": export, "convert": convert},
-                          {"verify": verify, "profile": profile})
+                          {"verify": verify, "profile": partial(profile, profiling=profiling)})

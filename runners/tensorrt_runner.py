@@ -18,6 +18,7 @@ import os
 import shutil
 import tempfile
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any, Optional
 
@@ -25,7 +26,7 @@ import numpy as np
 
 from runners.common import Handlers, Skip, key_by_names, load_npz, one_line
 from runners.formats import FORMATS
-from runners.measure import inputs_at, profile_result, verification_result, verify_outputs
+from runners.measure import ProfileSession, inputs_at, profile_result, verification_result, verify_outputs
 from runners.protocol import QUANTIZED, IOSpec, Job, JobResult
 from runners.tensorrt_build import (
     batch_range_of,
@@ -277,7 +278,7 @@ def verify(job: Job) -> JobResult:
     return verification_result(job, verify_outputs(actual, reference_outputs, job.tolerances, job.budgets))
 
 
-def profile(job: Job) -> JobResult:
+def profile(job: Job, profiling: ProfileSession) -> JobResult:
     engine = load_engine(job)
     samples = load_npz(job.inputs.samples)
 
@@ -286,9 +287,9 @@ def profile(job: Job) -> JobResult:
         engine.bind(inputs_at(samples, job.io, batch_size))
         return engine.execute
 
-    return profile_result(job, bound)
+    return profile_result(job, bound, profiling)
 
 
-def handlers() -> Handlers:
+def handlers(profiling: ProfileSession) -> Handlers:
     """This runner's jobs, for one runner process."""
-    return {"convert": convert, "verify": verify, "profile": profile}
+    return {"convert": convert, "verify": verify, "profile": partial(profile, profiling=profiling)}

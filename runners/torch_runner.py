@@ -9,6 +9,7 @@ import json
 import re
 import sys
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any, Optional
 
@@ -27,7 +28,14 @@ from runners.common import (
 )
 from runners.exported_programs import load_program, place_program
 from runners.formats import FORMATS
-from runners.measure import inputs_at, profile_result, profile_source, verification_result, verify_at_batch_sizes
+from runners.measure import (
+    ProfileSession,
+    inputs_at,
+    profile_result,
+    profile_source,
+    verification_result,
+    verify_at_batch_sizes,
+)
 from runners.onnx_quantize import export_quantized, quantized_onnx
 from runners.protocol import QUANTIZED, IOSpec, Job, JobResult
 from runners.tensorrt_build import BatchRange, batch_range_of, input_shapes
@@ -460,7 +468,7 @@ def verify(job: Job, loaded: LastLoaded) -> JobResult:
         return verification_result(job, verify_at_batch_sizes(run, samples, reference_outputs, job))
 
 
-def profile(job: Job, loaded: LastLoaded) -> JobResult:
+def profile(job: Job, loaded: LastLoaded, profiling: ProfileSession) -> JobResult:
     model = loaded.get(variant_key(job), lambda: load_variant(job))
     samples = load_npz(job.inputs.samples)
     sync = torch.cuda.synchronize if job.device.startswith("cuda") else (lambda: None)
@@ -475,10 +483,10 @@ def profile(job: Job, loaded: LastLoaded) -> JobResult:
         return run
 
     with torch.inference_mode():
-        return profile_result(job, call_at)
+        return profile_result(job, call_at, profiling)
 
 
-def handlers() -> Handlers:
+def handlers(profiling: ProfileSession) -> Handlers:
     """This runner's jobs, for one runner process."""
     return sharing_a_load({"reference": reference, "export": export, "convert": convert},
-                          {"verify": verify, "profile": profile})
+                          {"verify": verify, "profile": partial(profile, profiling=profiling)})

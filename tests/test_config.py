@@ -145,6 +145,12 @@ def test_config_rejects_bad_values_naming_the_valid_ones(values, where, message)
     assert message in first["msg"] and not first["msg"].startswith("Value error")
 
 
+def test_exhaustive_times_every_variant_point_in_full():
+    assert mlp_config().variant_profiling().prune_margin == 0.2
+    config = mlp_config(exhaustive=True)
+    assert config.variant_profiling().prune_margin is None and config.profiling.prune_margin == 0.2
+
+
 def test_config_takes_the_executor_as_enum_and_checks_assignments():
     config = mlp_config(executor="local", python="/usr/bin/python3", formats=["onnx"], precisions=["fp16"])
     assert config.executor is ExecutorName.local and config.python == "/usr/bin/python3"

@@ -1,10 +1,15 @@
+import json
 import time
+from dataclasses import replace
 
 import numpy as np
 import pytest
 
+from runners.main import main as runner_main
 from runners.measure import (
+    ProfileSession,
     batch_of,
+    beaten_by,
     call_rows,
     compare_output,
     sample_rows,
@@ -13,7 +18,24 @@ from runners.measure import (
     verify_at_batch_sizes,
     verify_outputs,
 )
-from runners.protocol import AccuracyBudget, IOSpec, Job, ProfileSettings, TensorSpec, Tolerance
+from runners.protocol import (
+    JOB_FILE,
+    RESULT_FILE,
+    AccuracyBudget,
+    IOSpec,
+    Job,
+    JobInputs,
+    JobResult,
+    LatencyStats,
+    ModelSource,
+    ProfileEntry,
+    ProfileSettings,
+    Rival,
+    TensorSpec,
+    Tolerance,
+    from_dict,
+    to_json,
+)
 
 TOL = Tolerance(atol=1e-4, rtol=1e-3)
 
@@ -196,3 +218,64 @@ def test_a_slow_point_stops_at_its_time_budget_unstable():
     # Warm-up stops past a quarter of the budget (2 calls), the window once it is spent (4 more).
     assert len(calls) <= 8
     assert entry.latency_ms.p50 == pytest.approx(50, rel=0.5)
+
+
+def point(batch_size: int, throughput: float, p50: float, p99: float, beaten_by=None) -> ProfileEntry:
+    return ProfileEntry(batch_size, LatencyStats(p50, p50, p99, p99, p50), throughput, 3, True, beaten_by)
+
+
+def test_a_point_is_beaten_only_by_a_rival_that_wins_every_objective_at_its_batch_size():
+    slow = point(8, 1000.0, p50=8.0, p99=9.0)
+    assert beaten_by(slow, [Rival("fast", [point(8, 1200.0, p50=6.6, p99=8.0)])], 0.2) == "fast"
+    # Not by the margin, or at another batch size, or with a tail past the point's median (a p99
+    # budget might then keep the rival out and the point in), or with figures cut short themselves.
+    assert beaten_by(slow, [Rival("close", [point(8, 1190.0, p50=6.6, p99=8.0)])], 0.2) is None
+    assert beaten_by(slow, [Rival("other-size", [point(64, 9000.0, p50=7.0, p99=7.5)])], 0.2) is None
+    assert beaten_by(slow, [Rival("long-tail", [point(8, 2000.0, p50=4.0, p99=8.5)])], 0.2) is None
+    assert beaten_by(slow, [Rival("cut", [point(8, 2000.0, p50=4.0, p99=4.0, beaten_by="x")])], 0.2) is None
+    assert beaten_by(slow, [Rival("close", [point(8, 1190.0, 6.6, 8.0)]),
+                            Rival("fast", [point(1, 500.0, 2.0, 2.0), point(8, 4000.0, 2.0, 2.0)])], 0.2) == "fast"
+
+
+def test_a_beaten_point_stops_after_its_first_window_and_says_by_whom():
+    settings = ProfileSettings(warmup_calls=2, window_ms=5, min_window_calls=5, stable_windows=3, max_windows=10)
+    fast = Rival("fast", [point(4, 1e9, p50=1e-6, p99=1e-6)])
+    entry = time_calls(lambda: time.sleep(0.001), settings, batch_size=4, rivals=[fast])
+    assert entry.beaten_by == "fast" and entry.windows == 1 and entry.stable is False
+    assert entry.latency_ms.p50 >= 1.0 and entry.throughput == pytest.approx(4 * 1000 / entry.latency_ms.mean)
+    # --exhaustive (no margin) times it in full; so does a rival slower than the point.
+    full = time_calls(lambda: time.sleep(0.001), replace(settings, prune_margin=None), batch_size=4, rivals=[fast])
+    assert full.beaten_by is None and full.windows >= 3
+    slow = Rival("slow", [point(4, 1.0, p50=4000.0, p99=4000.0)])
+    assert time_calls(lambda: time.sleep(0.001), settings, batch_size=4, rivals=[slow]).windows >= 3
+
+
+def test_a_runner_session_measures_each_profile_against_those_before_it_and_the_hosts(tmp_path):
+    """Two profile jobs in one real runner process (runners/main.py, the python runner): the slow
+    function's points are cut short by the fast one's, profiled before it in the same process."""
+    (tmp_path / "fns.py").write_text("import time\n\ndef fast(x):\n    return x\n\n"
+                                     "def slow(x):\n    time.sleep(0.003)\n    return x\n")
+    np.savez(tmp_path / "samples.npz", x=np.ones((2, 3), np.float32))
+    settings = ProfileSettings(warmup_calls=2, window_ms=5, min_window_calls=5, stable_windows=3, max_windows=10)
+    paths = []
+    for name in ("fast", "slow"):
+        folder = tmp_path / f"profile-{name}"
+        folder.mkdir()
+        job = Job(id=f"profile-{name}", kind="profile", runner="python", output_dir=str(folder), variant=name,
+                  inputs=JobInputs(model=str(tmp_path), samples=str(tmp_path / "samples.npz")),
+                  model=ModelSource(form="function", file="fns.py", factory=name), format="python",
+                  batch_sizes=[1, 2], profiling=settings)
+        (folder / JOB_FILE).write_text(to_json(job))
+        paths.append(str(folder / JOB_FILE))
+    assert runner_main(paths) == 0
+    fast, slow = (from_dict(JobResult, json.loads((tmp_path / f"profile-{name}" / RESULT_FILE).read_text()))
+                  for name in ("fast", "slow"))
+    assert fast.status == slow.status == "ok"
+    assert [e.beaten_by for e in fast.profile] == [None, None]
+    assert [e.beaten_by for e in slow.profile] == ["fast", "fast"] and [e.windows for e in slow.profile] == [1, 1]
+    # A session also gets the host's rivals with its turn, and never measures a variant against itself.
+    session = ProfileSession(lambda job: [Rival("host", []), Rival("self", [])])
+    session.add(Job("profile-a", "profile", "python", "/tmp", variant="a"),
+                [point(1, 10.0, 1.0, 1.0), point(2, 5.0, 1.0, 1.0, beaten_by="host")])
+    rivals = session.start(Job("profile-self", "profile", "python", "/tmp", variant="self"))
+    assert [(r.variant, len(r.profile)) for r in rivals] == [("a", 1), ("host", 0)]

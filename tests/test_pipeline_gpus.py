@@ -40,6 +40,7 @@ class FakeRunners:
         self.workspace = workspace
         self.sessions: list[tuple[str, str | None, list[tuple[str, str]]]] = []
         self.turns: dict[str, object] = {}  # session -> the turns it takes on its GPU (None: none)
+        self.placements: dict[str, Placement] = {}
         self.lock = threading.Lock()
 
     def run(self, name: str, image: str, jobs: list[Job], on_result: OnResult,
@@ -47,6 +48,7 @@ class FakeRunners:
         with self.lock:
             self.sessions.append((name, placement.gpu, [(job.id, job.device) for job in jobs]))
             self.turns[name] = placement.turns
+            self.placements[name] = placement
         results = {}
         for job in jobs:
             result = self.answer(job, placement)
@@ -102,8 +104,13 @@ def test_a_trace_is_exported_on_the_gpu_it_is_checked_on(tmp_path):
     assert not any(name.startswith("export-torchscript-trace") for name in sessions)
     gpu, jobs = sessions["check-torch"]
     assert gpu == "0"
-    assert jobs[:3] == [("export-torchscript-trace-fp32", "cuda"), ("verify-torchscript-trace-fp32", "cuda"),
-                        ("profile-torchscript-trace-fp32", "cuda")]
+    # Every export and verification comes before the first profile, which waits for a turn.
+    assert [job for job, _ in jobs] == [
+        "export-torchscript-trace-fp32", "verify-torchscript-trace-fp32", "export-torchscript-trace-fp16",
+        "verify-torchscript-trace-fp16", "verify-exported-program-fp32", "verify-exported-program-fp16",
+        "profile-torchscript-trace-fp32", "profile-torchscript-trace-fp16", "profile-exported-program-fp32",
+        "profile-exported-program-fp16"]
+    assert {device for _, device in jobs} == {"cuda"}
     assert {v.name: v.status for v in results.variants} == {
         "torchscript-trace-fp32": "ok", "torchscript-trace-fp16": "ok", "exported-program-fp32": "ok",
         "exported-program-fp16": "ok"}
@@ -136,6 +143,15 @@ def test_with_one_session_per_gpu_no_turns_are_taken(tmp_path):
                                    gpu_sessions=1)
     assert set(runners.turns.values()) == {None}
     assert results.best == "torch-compile-cudagraphs-fp16"
+
+
+def test_each_turn_tells_the_runner_the_profiles_of_the_variants_verified_by_then(tmp_path):
+    runners, results = optimize_on(tmp_path, ["0"], ["torchscript-trace", "torch-compile-cudagraphs"], ["fp16"],
+                                   runners_type=OutOfMemory)
+    # Asked after the run: every verified, profiled variant; the failed compiled one is none.
+    rivals = runners.placements["check-torch"].rivals()
+    assert [(r.variant, [e.throughput for e in r.profile]) for r in rivals] == [("torchscript-trace-fp16", [500.0])]
+    assert results.best == "torchscript-trace-fp16"
 
 
 class OutOfMemory(FakeRunners):

@@ -3,7 +3,11 @@ browser checks are in test_e2e_report.py."""
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 
+from rich.console import Console
+
+from orchestrator.progress import print_summary
 from orchestrator.report.html import write_comparison, write_report
 from orchestrator.results import (
     Environment,
@@ -28,7 +32,8 @@ def results(best_throughput: float = 900.0) -> RunResults:
         VariantResult(name="onnx-fp32", format="onnx", precision="fp32", status="ok", verification=verified,
                       profile=[entry(1, 0.1, 100.0), entry(4, 0.2, best_throughput)]),
         VariantResult(name="torchscript-trace-fp32", format="torchscript-trace", precision="fp32", status="ok",
-                      verification=verified, profile=[entry(1, 0.2, 50.0), entry(4, 0.4, 300.0)]),
+                      verification=verified, profile=[entry(1, 0.2, 50.0), replace(entry(4, 0.4, 300.0),
+                                                                                   beaten_by="onnx-fp32")]),
         VariantResult(name="exported-program-fp32", format="exported-program", precision="fp32", status="failed",
                       error="export: <script>alert(1)</script>"),
     ]
@@ -53,6 +58,17 @@ def test_a_report_holds_the_verdict_every_chart_and_the_failures_escaped(tmp_pat
     assert re.findall(r'<div class="chart" data-series="(\d+)">', text) == ["2", "4", "1", "1", "2"]
     assert "export: &lt;script&gt;alert(1)&lt;/script&gt;" in text and "<script>alert(1)" not in text
     assert "<script src" not in text and "cdn.plot.ly/plotly" not in text.split("<body>")[1]
+    # The profile table says which points were cut short, and by whom.
+    assert "<td>4</td><td>300</td>" in text and "<td>first window only: onnx-fp32 beat it</td>" in text
+    assert text.count("<td>in full</td>") == 3
+
+
+def test_the_summary_marks_the_points_a_rival_cut_short():
+    console = Console(record=True, width=200)
+    print_summary(results(), console, "ws")
+    text = console.export_text()
+    assert "~300 (bs4)" in text and " 900 (bs4)" in text
+    assert "~: 1 profile point(s) timed for one window only" in text and "--exhaustive" in text
 
 
 def test_a_comparison_shows_each_runs_best_and_the_change_per_variant(tmp_path):

@@ -20,8 +20,11 @@ from runners.protocol import (
     Job,
     JobInputs,
     JobResult,
+    LatencyStats,
     ModelSource,
+    ProfileEntry,
     ProfileSettings,
+    Rival,
     to_json,
 )
 
@@ -183,7 +186,8 @@ def test_units_share_a_gpu_up_to_per_gpu_and_an_exclusive_unit_runs_alone():
 
 def test_a_real_runner_profiles_only_in_its_turn(tmp_path):
     """The local executor and a real runner process (the python runner, which needs no framework):
-    the profile waits while another session on the GPU is at work, then runs in its turn."""
+    the profile waits while another session on the GPU is at work, then runs in its turn, measured
+    against the rivals the host knew when it gave the turn."""
     workspace = Workspace(tmp_path / "ws").create()
     (tmp_path / "fn.py").write_text("def double(x):\n    return x * 2\n")
     np.savez(tmp_path / "samples.npz", x=np.ones((2, 3), np.float32))
@@ -195,8 +199,10 @@ def test_a_real_runner_profiles_only_in_its_turn(tmp_path):
     turns = GpuTurns()
     assert turns.try_enter("compiling")
     results = {}
+    known: list[Rival] = []  # what the host knows when it gives the turn, not when the session starts
+    placement = Placement(None, turns=turns, rivals=lambda: known)
     thread = threading.Thread(target=lambda: results.update(LocalExecutor(workspace, 60, sys.executable).run(
-        "profile", "local", [job], lambda r: None, Placement(None, turns=turns))))
+        "profile", "local", [job], lambda r: None, placement)))
     thread.start()
     ready = workspace.job_dir(job.id) / TURN_READY
     deadline = time.monotonic() + 30
@@ -205,7 +211,8 @@ def test_a_real_runner_profiles_only_in_its_turn(tmp_path):
     assert ready.exists(), "the runner never asked for its turn"
     time.sleep(0.3)
     assert not results and not (workspace.job_dir(job.id) / TURN_GO).exists()  # "compiling" is at work
+    known.append(Rival("faster", [ProfileEntry(1, LatencyStats(1e-6, 1e-6, 1e-6, 1e-6, 1e-6), 1e9, 3, True)]))
     turns.leave("compiling")
     thread.join(30)
     assert results[job.id].status == "ok", results[job.id].error
-    assert results[job.id].profile and results[job.id].profile[0].batch_size == 1
+    assert [(e.batch_size, e.beaten_by, e.windows) for e in results[job.id].profile] == [(1, "faster", 1)]

@@ -152,12 +152,12 @@ def tables(results: RunResults) -> list[str]:
     if rows:
         out += ["<h2>Accuracy of the quantized variants, against their budget</h2>",
                 table(["variant", "output", "cosine", "top-1 agreement", "max abs error", "budget", "within"], rows)]
-    rows = [[esc(v.name), f"{e.batch_size}", f"{e.throughput:,.0f}", *(f"{getattr(e.latency_ms, p):.3f}"
-                                                                      for p in ("p50", "p90", "p95", "p99"))]
+    rows = [[esc(v.name), f"{e.batch_size}", f"{e.throughput:,.0f}",
+             *(f"{getattr(e.latency_ms, p):.3f}" for p in ("p50", "p90", "p95", "p99")), timed(e)]
             for v in results.variants for e in v.profile]
     if rows:
-        out += ["<h2>Profile</h2>", table(["variant", "batch", "samples/s", "p50 ms", "p90 ms", "p95 ms", "p99 ms"],
-                                          rows)]
+        out += ["<h2>Profile</h2>", table(["variant", "batch", "samples/s", "p50 ms", "p90 ms", "p95 ms", "p99 ms",
+                                           "timed"], rows)]
     env = results.environment
     rows = [["nav-orch", esc(env.nav_orch)], ["host Python", esc(env.host_python)], ["Docker", esc(env.docker or "-")]]
     rows += [[f"image {esc(i.tag)}", esc(f"{i.id}; " + ", ".join(f"{k} {v}" for k, v in sorted(i.versions.items())))]
@@ -169,6 +169,13 @@ def tables(results: RunResults) -> list[str]:
 
 
 # --- pieces ----------------------------------------------------------------------------------------
+
+def timed(entry: ProfileEntry) -> str:
+    """How far a point was timed: a point a rival beat stopped after its first window."""
+    if entry.beaten_by:
+        return f"first window only: {esc(entry.beaten_by)} beat it"
+    return "in full" if entry.stable else "in full, unstable"
+
 
 def find(results: RunResults, name: str) -> Optional[VariantResult]:
     return next((v for v in results.variants if v.name == name), None)

@@ -34,7 +34,7 @@ from orchestrator.run import untrusted
 from orchestrator.run.turns import GpuTurns
 from orchestrator.run.workspace import Workspace
 from runners import RUNNERS_DIR
-from runners.protocol import JOB_FILE, RESULT_FILE, TURN_GO, TURN_READY, TURNS_ENV, Job, JobResult
+from runners.protocol import JOB_FILE, RESULT_FILE, TURN_GO, TURN_READY, TURN_RIVALS, TURNS_ENV, Job, JobResult, Rival
 
 CONTAINER_CODE = "/nav/code"
 CONTAINER_CACHE = "/nav/cache"
@@ -55,11 +55,13 @@ class Placement:
     """Where a session runs: on one GPU (an index) or none, and with how many CPU threads
     per framework (None: all; sessions that share the CPUs split them, instead of each
     starting a thread per core). `turns`: the GPU is shared with other sessions, and the
-    session's timed jobs take turns on it (orchestrator/run/turns.py)."""
+    session's timed jobs take turns on it (orchestrator/run/turns.py); with each turn the runner
+    is told the `rivals` known then, the profiles its own are measured against."""
 
     gpu: Optional[str] = None
     threads: Optional[int] = None
     turns: Optional[GpuTurns] = None
+    rivals: Callable[[], list[Rival]] = list
 
     def environment(self) -> dict[str, str]:
         """What the runner process needs, a rerun script's included."""
@@ -143,7 +145,8 @@ class Executor:
             placement: Placement = ANY_PLACEMENT) -> dict[str, JobResult]:
         reported: dict[str, JobResult] = {}
         for job in jobs:
-            for stale in (RESULT_FILE, TURN_READY, TURN_GO):  # an earlier run's turn must not start this one
+            # An earlier run's turn must not start this one.
+            for stale in (RESULT_FILE, TURN_READY, TURN_RIVALS, TURN_GO):
                 (self.workspace.job_dir(job.id) / stale).unlink(missing_ok=True)
             refused = self.untrusted_input(job)
             if refused is not None:
@@ -188,7 +191,8 @@ class Executor:
                     if turns is not None:
                         if any(job.id in granted for job in new):  # its timed job is done
                             turns.done(name)
-                        if exit is None and self._waiting_for_turn(name, jobs, reported, granted, turns):
+                        if exit is None and self._waiting_for_turn(name, jobs, reported, granted, turns,
+                                                                   placement.rivals):
                             deadline = time.monotonic() + self.timeout_s
                     if new:
                         deadline = time.monotonic() + self.timeout_s
@@ -213,9 +217,9 @@ class Executor:
         return True
 
     def _waiting_for_turn(self, name: str, jobs: list[Job], reported: dict[str, JobResult], granted: set[str],
-                          turns: GpuTurns) -> bool:
-        """Give the runner its turn where it asked for one and it is free; True while it still waits.
-        The runner's marker is only looked at, never followed or read."""
+                          turns: GpuTurns, rivals: Callable[[], list[Rival]]) -> bool:
+        """Give the runner its turn where it asked for one and it is free, the rivals known now written
+        before it; True while it still waits. The runner's marker is only looked at, never followed or read."""
         for job in jobs:
             if job.id in reported or job.id in granted:
                 continue
@@ -224,6 +228,8 @@ class Executor:
                     return True
                 granted.add(job.id)
                 try:
+                    untrusted.write_text(self.workspace.job_dir(job.id) / TURN_RIVALS,
+                                         json.dumps([dataclasses.asdict(rival) for rival in rivals()]))
                     untrusted.write_text(self.workspace.job_dir(job.id) / TURN_GO, "")
                 except OSError:
                     pass  # the runner meddled with the marker: its job waits and times out, nothing else

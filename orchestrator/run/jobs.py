@@ -62,7 +62,8 @@ class JobBuilder:
              device: str, inputs: JobInputs, needs: Optional[list[str]] = None, io: Optional[IOSpec] = None,
              tolerances: Optional[dict[str, Tolerance]] = None, batch_sizes: Optional[list[int]] = None,
              profiling: Optional[ProfileSettings] = None, budgets: Optional[dict[str, AccuracyBudget]] = None) -> Job:
-        return Job(id=job_id, kind=kind, runner=runner, output_dir=str(output_dir), inputs=inputs, needs=needs or [],
+        return Job(id=job_id, kind=kind, runner=runner, variant=variant.name if variant else "",
+                   output_dir=str(output_dir), inputs=inputs, needs=needs or [],
                    model=self.config.model.source(), format=variant.format if variant else None,
                    precision=variant.precision if variant else "fp32",
                    memory_format=variant.memory_format if variant else "contiguous",
@@ -150,5 +151,5 @@ class JobBuilder:
         job_id = f"profile-{variant.name}"
         job = self._job(job_id, "profile", FORMATS[variant.format].runner, self.workspace.job_dir(job_id), variant,
                         device=device, needs=needs, io=reference.io, inputs=self._variant_inputs(variant),
-                        batch_sizes=self.config.batch_sizes, profiling=self.config.profiling)
+                        batch_sizes=self.config.batch_sizes, profiling=self.config.variant_profiling())
         return self._keyed(job, reference, [f"verify-{variant.name}"])

@@ -39,6 +39,9 @@ from runners.arrays import load_npz
 from runners.formats import FORMATS
 from runners.protocol import REFERENCE_OUTPUTS, IOSpec, JobResult
 
+# What a variant's stage is while a job of this kind runs for it.
+DOING = {"export": "exporting", "convert": "converting", "verify": "verifying", "profile": "profiling"}
+
 
 class ReferenceFailed(Exception):
     """The source model could not be loaded or run on the samples."""
@@ -183,16 +186,19 @@ class Pipeline:
         variants = to_check
         if not variants:
             return
-        jobs, owner = [], {}
+        jobs, profiles, owner = [], [], {}
         for variant in variants:
             # A format traced on its device is exported here, on the GPU it will run on.
             export = ([self.jobs.export_job(variant, reference, "cuda")] if FORMATS[variant.format].traced_on_device
                       else [])
             checked = self.jobs.checked_jobs(variant, reference, "cuda", needs=[job.id for job in export])
             profile = self.jobs.profile_job(variant, reference, "cuda", needs=[checked[-1].id])
-            jobs += [*export, *checked, profile]
+            jobs += [*export, *checked]
+            profiles.append(profile)
             owner.update({job.id: variant for job in (*export, *checked, profile)})
-
+        # Every export and verification before the first profile: a profile waits for a turn, which
+        # other sessions' compiles on this GPU hold up, and the rest of the session needs none.
+        jobs += profiles
         turns = self.turns.get(gpu) if gpu is not None else None
 
         def on_result(result: JobResult) -> None:
@@ -201,12 +207,13 @@ class Pipeline:
                     f"{result.error} (up to {self.config.gpu_sessions} sessions shared this GPU: a lower "
                     "--gpu-sessions leaves each more memory)"))
             self.recorder.on_result(owner[result.job_id], result)
-            following = [v for v in self.recorder.pending(variants) if not self.recorder.entry(v).verification]
-            if following and result.kind == "profile":
-                self.recorder.reporter.stage(following[0].name, "verifying")
+            following = [job for job in jobs[[job.id for job in jobs].index(result.job_id) + 1:]
+                         if self.recorder.pending([owner[job.id]])]
+            if following:
+                self.recorder.reporter.stage(owner[following[0].id].name, DOING[following[0].kind])
 
-        self.recorder.reporter.stage(variants[0].name, "verifying")
-        self.sessions.run(name, jobs, on_result, Placement(gpu, turns=turns))
+        self.recorder.reporter.stage(variants[0].name, DOING[jobs[0].kind])
+        self.sessions.run(name, jobs, on_result, Placement(gpu, turns=turns, rivals=self.recorder.rivals))
 
     def check_compiled(self, step: Step, reference: Reference, gpu: Optional[str]) -> None:
         (variant,) = step.variants

@@ -11,7 +11,7 @@ from orchestrator.progress import Reporter
 from orchestrator.results import ImageRecord, JobTiming, RunResults, Selection, VariantResult
 from orchestrator.run.planning import Variant
 from orchestrator.run.workspace import Workspace
-from runners.protocol import JobResult, ProfileEntry
+from runners.protocol import JobResult, ProfileEntry, Rival
 
 # The stage a variant enters when a job of this kind succeeds.
 NEXT_STAGE = {"export": "exported", "convert": "converted", "verify": "verified", "profile": "done"}
@@ -51,6 +51,12 @@ class Recorder:
 
     def entry(self, variant: Variant) -> VariantResult:
         return self.variants[variant.name]
+
+    def rivals(self) -> list[Rival]:
+        """The verified, profiled variants' points timed in full: what a later profile is measured against."""
+        with self.lock:
+            return [Rival(v.name, [e for e in v.profile if e.beaten_by is None])
+                    for v in self.variants.values() if v.status == "ok" and v.profile]
 
     def count_jobs(self, reused: int, run: int) -> None:
         with self.lock:
