@@ -42,24 +42,36 @@ Handlers = dict[str, Callable[[Job], JobResult]]  # job kind -> what runs it
 
 
 class LastLoaded:
-    """The variant a runner process loaded last: verify and profile of one variant share one load
-    (and one compile); loading another replaces it, so one model is in memory at a time."""
+    """The variants a runner process loaded: verify and profile of one variant share one load (and
+    one compile). A GPU session verifies all its variants before it profiles any
+    (orchestrator/run/pipeline.py), so those loaded while the process holds less than `keep_bytes`
+    (as `in_use` counts, e.g. the GPU memory it allocated) stay loaded, and their profiles need no
+    second load. Any other replaces the last one loaded, so memory stays bounded."""
 
-    def __init__(self) -> None:
+    def __init__(self, in_use: Callable[[], int] = lambda: 0, keep_bytes: int = 0) -> None:
+        self.in_use, self.keep_bytes = in_use, keep_bytes
+        self.kept: dict[tuple, Any] = {}
         self.key: Optional[tuple] = None
         self.value: Any = None
 
     def get(self, key: tuple, load: Callable[[], Any]) -> Any:
+        if key in self.kept:
+            return self.kept[key]
         if key != self.key:
-            self.key, self.value = None, None  # free the old model before loading the next
-            self.value = load()
-            self.key = key
+            self.key, self.value = None, None  # free the last model before loading the next
+            value = load()
+            if self.in_use() < self.keep_bytes:
+                self.kept[key] = value
+                return value
+            self.key, self.value = key, value
         return self.value
 
 
-def sharing_a_load(plain: Handlers, loading: dict[str, Callable[[Job, LastLoaded], JobResult]]) -> Handlers:
-    """A runner's handlers for one process, where those in `loading` share one LastLoaded."""
-    loaded = LastLoaded()
+def sharing_a_load(plain: Handlers, loading: dict[str, Callable[[Job, LastLoaded], JobResult]],
+                   loaded: Optional[LastLoaded] = None) -> Handlers:
+    """A runner's handlers for one process, where those in `loading` share one LastLoaded (by default
+    one that keeps a single variant)."""
+    loaded = loaded or LastLoaded()
 
     def sharing(handler: Callable[[Job, LastLoaded], JobResult]) -> Callable[[Job], JobResult]:
         return lambda job: handler(job, loaded)

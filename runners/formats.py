@@ -108,6 +108,14 @@ class Format:
     default: bool = True  # searched when --formats is not given (gpu_only ones only on GPUs)
 
     @property
+    def exported_in_check(self) -> bool:
+        """On GPUs, exported in its check session instead of on the CPUs before it: a trace, which
+        records its device, and a compiled format, whose export only fixes its options, so that its
+        long compile starts as soon as the reference has run, not after a runner's cold start among
+        the other exports."""
+        return self.traced_on_device or self.compiled
+
+    @property
     def export_file(self) -> str:
         """What the export job writes: the intermediate of a two-step format, else the artifact."""
         return self.conversion.intermediate if self.conversion else self.artifact

@@ -57,7 +57,7 @@ def run_job(job: Job, job_dir: Path, done: dict[str, str], runners: dict[str, Ha
         return JobResult(job.id, job.kind, "skipped", error=f"needs {', '.join(unmet)}, which did not succeed")
     if take_turns and job.kind in TURN_KINDS and job.kind != "profile":
         wait_for_turn(job_dir)
-    start = time.perf_counter()
+    start, waited = time.perf_counter(), session.waited_s
     module: Optional[ModuleType]
     try:
         module = importlib.import_module(f"runners.{job.runner}_runner")
@@ -70,7 +70,7 @@ def run_job(job: Job, job_dir: Path, done: dict[str, str], runners: dict[str, Ha
         (job_dir / LOG_FILE).write_text(traceback.format_exc())
         result = JobResult(job.id, job.kind, "failed", error=one_line(error))
         module = sys.modules.get(f"runners.{job.runner}_runner")
-    result.duration_s = time.perf_counter() - start
+    result.duration_s = time.perf_counter() - start - (session.waited_s - waited)  # a turn is not the job's time
     if job.device.startswith("cuda"):
         # The framework's own word on its device, where its runner can give it (`gpu_uuid`), so
         # results.json shows that each job ran on the GPU it was placed on.

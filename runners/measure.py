@@ -252,10 +252,13 @@ class ProfileSession:
     def __init__(self, take_turn: Optional[Callable[[Job], list[Rival]]] = None):
         self.take_turn = take_turn
         self.profiled: list[Rival] = []
+        self.waited_s = 0.0  # for turns, all told: not the jobs' own time
 
     def start(self, job: Job) -> list[Rival]:
         """Wait for the turn where there is one; the rivals of `job`'s variant (never itself)."""
+        asked = time.perf_counter()
         from_host = self.take_turn(job) if self.take_turn is not None else []
+        self.waited_s += time.perf_counter() - asked
         return [rival for rival in [*self.profiled, *from_host] if rival.variant != job.variant]
 
     def add(self, job: Job, profile: list[ProfileEntry]) -> None:

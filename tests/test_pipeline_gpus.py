@@ -128,6 +128,11 @@ def test_on_two_gpus_the_checks_spread_and_only_the_compiled_fp32_waits_for_the_
     assert variants["torch-compile-cudagraphs-fp32"].status == "skipped"
     assert "fp16 was the fastest precision of the other formats" in variants["torch-compile-cudagraphs-fp32"].error
     assert results.best == "torch-compile-cudagraphs-fp16"
+    # A compiled variant's session exports it (its options), so its compile starts after the reference.
+    compiled = next(jobs for name, _, jobs in runners.sessions if name == "check-torch-compile-cudagraphs-fp16")
+    assert compiled == [("export-torch-compile-cudagraphs-fp16", "cuda"), ("verify-torch-compile-cudagraphs-fp16",
+                        "cuda"), ("profile-torch-compile-cudagraphs-fp16", "cuda")]
+    assert not any(name.startswith("export-torch-compile") for name, _, _ in runners.sessions)
     # The sessions on one GPU take the same turns there (the reference runs before all, alone); each
     # GPU job ran on the GPU it was placed on.
     shared = [(name, gpu) for name, gpu, _ in runners.sessions if name != "reference"]

@@ -7,7 +7,7 @@ from typing import Optional
 import numpy as np
 import pytest
 
-from runners.common import key_by_names, load_npz, save_reference
+from runners.common import LastLoaded, key_by_names, load_npz, save_reference
 from runners.protocol import NORMALIZED_SAMPLES, AxisRange, IOSpec, Job, JobInputs, ModelSource, TensorSpec
 
 A = np.zeros((2, 3), np.float32)
@@ -114,3 +114,27 @@ def test_a_programs_device_is_its_weights_and_cpu_without_any():
     assert program_device(SimpleNamespace(state_dict={"w": tensor}, constants={})) == "cuda"
     assert program_device(SimpleNamespace(state_dict={}, constants={"c": tensor})) == "cuda"
     assert program_device(SimpleNamespace(state_dict={}, constants={"script_object": object()})) == "cpu"
+
+
+def test_variants_loaded_under_the_budget_stay_loaded_and_the_rest_replace_each_other():
+    in_use = [0]
+    loads: list[str] = []
+
+    def load(name: str, size: int):
+        def loader() -> str:
+            loads.append(name)
+            in_use[0] += size
+            return name
+        return loader
+
+    loaded = LastLoaded(lambda: in_use[0], keep_bytes=100)
+    assert loaded.get(("a",), load("a", 40)) == "a" and loaded.get(("b",), load("b", 40)) == "b"
+    assert loaded.get(("c",), load("c", 40)) == "c"  # 120 in use: c is only the last one loaded
+    assert loaded.get(("d",), load("d", 0)) == "d"  # replaces c
+    assert [loaded.get((name,), load(name, 0)) for name in "abdc"] == list("abdc")
+    assert loads == ["a", "b", "c", "d", "c"]  # a and b were kept; c was loaded again
+    # The default keeps one variant, as before.
+    single = LastLoaded()
+    for name in "aba":
+        single.get((name,), load(name, 0))
+    assert loads[-3:] == ["a", "b", "a"]

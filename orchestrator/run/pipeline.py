@@ -179,17 +179,17 @@ class Pipeline:
     def check(self, name: str, variants: list[Variant], reference: Reference, gpu: Optional[str]) -> None:
         to_check = []
         for variant in self.recorder.pending(variants):
-            # A format traced on its device is exported in this session: what would skip its export
-            # (`skipped` records why) is decided here.
-            if not (FORMATS[variant.format].traced_on_device and self.skipped(variant)):
+            # A format exported in its check session: what would skip its export (`skipped` records
+            # why) is decided here.
+            if not (FORMATS[variant.format].exported_in_check and self.skipped(variant)):
                 to_check.append(variant)
         variants = to_check
         if not variants:
             return
         jobs, profiles, owner = [], [], {}
         for variant in variants:
-            # A format traced on its device is exported here, on the GPU it will run on.
-            export = ([self.jobs.export_job(variant, reference, "cuda")] if FORMATS[variant.format].traced_on_device
+            # A trace is exported here, on the GPU it will run on; a compiled format here, at once.
+            export = ([self.jobs.export_job(variant, reference, "cuda")] if FORMATS[variant.format].exported_in_check
                       else [])
             checked = self.jobs.checked_jobs(variant, reference, "cuda", needs=[job.id for job in export])
             profile = self.jobs.profile_job(variant, reference, "cuda", needs=[checked[-1].id])
