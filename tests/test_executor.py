@@ -236,3 +236,42 @@ def test_the_rerun_command_has_the_same_sandbox_mounts_and_limits(tmp_path):
                  "--volume /ws/jobs/j:/nav/io/1:rw", "--volume /home/me/model:/nav/io/2:ro", "--init"):
         assert part in joined, part
     assert command[-5:] == ["nav-orch/pytorch:cpu", "python", "-m", "runners.main", "/nav/io/1/job.json"]
+
+
+def test_a_background_session_yields_the_cores(tmp_path):
+    """A GPU run's exports run below the compiles: a runner process at a higher nice value, a container
+    with a lower CPU weight. A rerun runs alone and keeps the default."""
+    import os
+    import sys
+
+    from orchestrator.containers import engine
+    from orchestrator.run.executor import BACKGROUND_CPU_SHARES, BACKGROUND_NICE, LocalExecutor, Placement
+
+    workspace = Workspace(tmp_path / "ws").create()
+    job = Job(id="export-x", kind="export", runner="python", output_dir=str(workspace.job_dir("export-x")))
+    executor = LocalExecutor(workspace, 60, sys.executable)
+    ours = os.getpriority(os.PRIO_PROCESS, 0)
+    for background, nice in ((True, ours + BACKGROUND_NICE), (False, ours)):
+        process = executor.start("export-x", "local", [job], Placement(background=background))
+        try:
+            assert os.getpriority(os.PRIO_PROCESS, process.popen.pid) == min(nice, 19)
+        finally:
+            process.stop()
+
+    class Containers:
+        def run(self, image, command, **options):
+            self.options = options
+            return "container"
+
+    class Client:
+        containers = Containers()
+
+    spec = engine.ContainerSpec(image="nav-orch/pytorch:cpu", command=["true"], mounts=[], labels={},
+                                cpu_shares=BACKGROUND_CPU_SHARES)
+    assert engine.start_container(Client(), spec) == "container"
+    assert Client.containers.options["cpu_shares"] == BACKGROUND_CPU_SHARES
+    assert "--cpu-shares 256" in " ".join(engine.docker_run_command(spec))
+    unset = engine.ContainerSpec(image="nav-orch/pytorch:cpu", command=["true"], mounts=[], labels={})
+    engine.start_container(Client(), unset)
+    assert Client.containers.options["cpu_shares"] is None
+    assert "--cpu-shares" not in engine.docker_run_command(unset)
