@@ -80,14 +80,18 @@ class TurnTakingProcess:
     """A runner session: its verify job takes `verify_s`; its profile job asks for a turn, then
     records how long it held it and who else ran meanwhile."""
 
-    def __init__(self, workspace, name, jobs, log, verify_s):
+    def __init__(self, workspace, name, jobs, log, verify_s, linger_s=0.0):
         self.workspace, self.name, self.jobs, self.log = workspace, name, jobs, log
         self.started = time.monotonic()
-        self.verify_s = verify_s
+        self.verify_s, self.linger_s = verify_s, linger_s
         self.exit = None
+        self.done_at = None
 
     def poll(self):
         if self.exit:
+            if time.monotonic() - self.done_at < self.linger_s:  # its interpreter and CUDA shut down
+                return None
+            self.log.append(("exited", self.name, time.monotonic()))
             return self.exit
         verify, profile = self.jobs
         if time.monotonic() - self.started < self.verify_s:
@@ -101,7 +105,7 @@ class TurnTakingProcess:
             return None
         self.log.append(("timing", self.name, time.monotonic()))
         self.write(profile)
-        self.exit = Exit(code=0)
+        self.exit, self.done_at = Exit(code=0), time.monotonic()
         return None  # exits at the next poll, as a runner does after writing its last result
 
     def write(self, job):
@@ -117,16 +121,18 @@ class TurnTakingProcess:
 
 
 class TurnTakingExecutor(Executor):
-    def __init__(self, workspace, verify_s):
+    def __init__(self, workspace, verify_s, linger_s=None):
         super().__init__(workspace, timeout_s=60)
         self.log: list[tuple[str, str, float]] = []
         self.environments: dict[str, dict[str, str]] = {}
         self.verify_s = verify_s
+        self.linger_s = linger_s or {}
 
     def start(self, name, image, jobs, placement):
         self.log.append(("start", name, time.monotonic()))
         self.environments[name] = placement.process_environment()
-        return TurnTakingProcess(self.workspace, name, jobs, self.log, self.verify_s[name])
+        return TurnTakingProcess(self.workspace, name, jobs, self.log, self.verify_s[name],
+                                 self.linger_s.get(name, 0.0))
 
 
 def session_jobs(tmp_path, name):
@@ -158,6 +164,28 @@ def test_a_session_times_only_once_the_others_on_its_gpu_are_done_compiling(tmp_
     assert all(env == {TURNS_ENV: "1"} for env in executor.environments.values())
     # The rerun scripts run alone: they must not wait for a turn.
     assert TURNS_ENV not in Placement("0", turns=turns).environment()
+
+
+def test_a_session_whose_jobs_all_reported_no_longer_holds_up_the_others_turns(tmp_path):
+    """A runner process takes seconds to exit after its last result (the interpreter, CUDA): the
+    next session on the GPU times meanwhile."""
+    workspace = Workspace(tmp_path / "ws").create()
+    executor = TurnTakingExecutor(workspace, {"first": 0.0, "second": 0.3}, linger_s={"first": 1.5})
+    turns = GpuTurns()
+    results = {}
+
+    def session(name):
+        results.update(executor.run(name, "image", session_jobs(tmp_path, name), lambda r: None,
+                                    Placement("0", turns=turns)))
+
+    threads = [threading.Thread(target=session, args=(name,)) for name in ("first", "second")]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(10)
+    assert {r.status for r in results.values()} == {"ok"} and len(results) == 4
+    events = {(what, name): at for what, name, at in executor.log}
+    assert events[("timing", "first")] < events[("timing", "second")] < events[("exited", "first")]
 
 
 def test_units_share_a_gpu_up_to_per_gpu_and_an_exclusive_unit_runs_alone():

@@ -199,6 +199,10 @@ class Executor:
                     if turns is not None:
                         if any(job.id in granted for job in new):  # its timed job is done
                             turns.done(name)
+                        if all(job.id in reported for job in jobs):
+                            # Its runner only shuts down now (seconds, for torch and CUDA), which does
+                            # not disturb another session's timing: the GPU is theirs.
+                            turns.leave(name)
                         if exit is None and self._waiting_for_turn(name, jobs, reported, granted, turns,
                                                                    placement.rivals):
                             deadline = time.monotonic() + self.timeout_s
