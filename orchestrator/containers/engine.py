@@ -110,7 +110,6 @@ class ContainerSpec:
     memory: Optional[str] = None
     pids: Optional[int] = 4096
     shm_size: Optional[str] = None  # /dev/shm; Triton's Python backend talks to its stubs through it
-    cpu_shares: Optional[int] = None  # Docker's relative CPU weight (default 1024) where cores are contended
 
 
 # The sandbox every container gets (start_container and docker_run_command alike).
@@ -145,7 +144,6 @@ def start_container(client: docker.DockerClient, spec: ContainerSpec) -> Contain
             mem_limit=spec.memory,
             pids_limit=spec.pids,
             shm_size=spec.shm_size,
-            cpu_shares=spec.cpu_shares,
             working_dir=WORKDIR,
         )
     except docker.errors.ImageNotFound:
@@ -163,8 +161,7 @@ def docker_run_command(spec: ContainerSpec) -> list[str]:
             "--cap-drop", "ALL", "--init", "--workdir", WORKDIR]
     args += [arg for path, options in TMPFS.items() for arg in ("--tmpfs", f"{path}:{options}")]
     args += [arg for option in SECURITY for arg in ("--security-opt", option)]
-    for flag, value in (("--pids-limit", spec.pids), ("--memory", spec.memory), ("--shm-size", spec.shm_size),
-                        ("--cpu-shares", spec.cpu_shares)):
+    for flag, value in (("--pids-limit", spec.pids), ("--memory", spec.memory), ("--shm-size", spec.shm_size)):
         if value:
             args += [flag, str(value)]
     gpus = GpuRequest.parse(spec.gpus)

@@ -7,7 +7,6 @@ that say why.
 """
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
 import os
@@ -57,15 +56,12 @@ class Placement:
     per framework (None: all; sessions that share the CPUs split them, instead of each
     starting a thread per core). `turns`: the GPU is shared with other sessions, and the
     session's timed jobs take turns on it (orchestrator/run/turns.py); with each turn the runner
-    is told the `rivals` known then, the profiles its own are measured against. `background`: CPU
-    work off the run's critical path (the exports of a GPU run), which yields the cores to the
-    sessions that compile (BACKGROUND_NICE, BACKGROUND_CPU_SHARES)."""
+    is told the `rivals` known then, the profiles its own are measured against."""
 
     gpu: Optional[str] = None
     threads: Optional[int] = None
     turns: Optional[GpuTurns] = None
     rivals: Callable[[], list[Rival]] = list
-    background: bool = False
 
     def environment(self) -> dict[str, str]:
         """What the runner process needs, a rerun script's included."""
@@ -77,10 +73,6 @@ class Placement:
 
 
 ANY_PLACEMENT = Placement()  # no GPU, every CPU thread
-# A background session's CPU priority: a runner process's nice value, a container's CPU weight (of
-# Docker's default 1024). Only where the cores are contended do they count.
-BACKGROUND_NICE = 10
-BACKGROUND_CPU_SHARES = 256
 
 
 @dataclass
@@ -408,9 +400,7 @@ class DockerExecutor(Executor):
         )
         write_rerun_scripts(self.workspace, jobs, lambda files: engine.docker_run_command(
             dataclasses.replace(spec, command=["python", "-m", "runners.main", *files])), job_files)
-        # What only this session gets: a rerun runs alone, with no turns to take and no one to yield to.
-        own = dataclasses.replace(spec, environment={**spec.environment, **placement.process_environment()},
-                                  cpu_shares=BACKGROUND_CPU_SHARES if placement.background else None)
+        own = dataclasses.replace(spec, environment={**spec.environment, **placement.process_environment()})
         return ContainerProcess(engine.start_container(self.client, own))
 
 
@@ -495,7 +485,4 @@ class LocalExecutor(Executor):
             env=environment,
             start_new_session=True,  # so a timeout can kill the runner's whole group
         )
-        if placement.background:  # before the runner starts its threads, which inherit it
-            with contextlib.suppress(ProcessLookupError):  # it died at once: its exit says why
-                os.setpriority(os.PRIO_PROCESS, popen.pid, os.getpriority(os.PRIO_PROCESS, 0) + BACKGROUND_NICE)
         return SubprocessProcess(popen, log)

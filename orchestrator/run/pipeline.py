@@ -128,9 +128,9 @@ class Pipeline:
     def on_result_of(self, variant: Variant) -> OnResult:
         return lambda result: self.recorder.on_result(variant, result)
 
-    def shared_cpus(self, background: bool = False) -> Placement:
+    def shared_cpus(self) -> Placement:
         """CPU sessions run up to `jobs` at a time: each gets its share of the cores."""
-        return Placement(threads=max(1, (os.cpu_count() or 1) // self.config.jobs), background=background)
+        return Placement(threads=max(1, (os.cpu_count() or 1) // self.config.jobs))
 
     def skipped(self, variant: Variant) -> bool:
         """Skip a variant the run cannot build before any work is spent on it."""
@@ -173,9 +173,8 @@ class Pipeline:
         if self.skipped(variant):
             return
         self.recorder.reporter.stage(variant.name, "exporting")
-        # The GPU sessions' compiles are what the run waits for: the exports yield the cores to them.
         self.sessions.run(f"export-{variant.name}", [self.jobs.export_job(variant, reference, "cpu")],
-                          self.on_result_of(variant), self.shared_cpus(background=True))
+                          self.on_result_of(variant), self.shared_cpus())
 
     def check(self, name: str, variants: list[Variant], reference: Reference, gpu: Optional[str]) -> None:
         to_check = []
