@@ -23,6 +23,7 @@ from runners.common import (
     import_callable,
     key_by_names,
     load_npz,
+    one_line,
     save_reference,
     sharing_a_load,
 )
@@ -44,6 +45,7 @@ from runners.torchao_plan import (
     device_reason,
     freezing,
     inductor_settings,
+    int8_rows_hint,
     layers_reason,
     recipe,
     version_reason,
@@ -464,8 +466,14 @@ def verify(job: Job, loaded: LastLoaded) -> JobResult:
     def run(inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         return flatten_outputs(model(*job_tensors(inputs, job)), list(reference_outputs))
 
-    with torch.inference_mode():
-        return verification_result(job, verify_at_batch_sizes(run, samples, reference_outputs, job))
+    try:
+        with torch.inference_mode():
+            return verification_result(job, verify_at_batch_sizes(run, samples, reference_outputs, job))
+    except RuntimeError as error:
+        hint = int8_rows_hint(str(error)) if job.precision == "int8" else None
+        if hint is None:
+            raise
+        raise RuntimeError(f"{one_line(error)}: {hint}") from error
 
 
 def profile(job: Job, loaded: LastLoaded, profiling: ProfileSession) -> JobResult:

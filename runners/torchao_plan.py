@@ -135,6 +135,21 @@ def device_reason(precision: str, on_cuda: bool, capability: Optional[tuple[int,
     return None
 
 
+# torch._int_mm, the int8 matrix product torchao's int8 path runs on CUDA (cuBLAS), refuses 16 rows
+# or fewer, and inductor does not route around it (pytorch/ao#2376).
+INT_MM_ROWS = re.compile(r"self\.size\(0\) needs to be greater than 16, but got (\d+)")
+
+
+def int8_rows_hint(error: str) -> Optional[str]:
+    """What to do about an int8 variant that failed for want of rows (None: it failed otherwise)."""
+    match = INT_MM_ROWS.search(error)
+    if match is None:
+        return None
+    return (f"torch._int_mm, torchao's int8 matrix product on CUDA, needs more than 16 rows and a Linear "
+            f"layer got {match.group(1)} (a classifier head sees one row per sample): int8 needs batch sizes "
+            "above 16 for such a model (--batch-sizes), or fp8")
+
+
 def layers_reason(linear_layers: int) -> Optional[str]:
     """Why there is nothing to quantize (None: there is): torchao's configs replace the weights of
     torch.nn.Linear modules, and a model without one would be its bf16 variant under another name."""

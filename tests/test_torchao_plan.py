@@ -18,6 +18,7 @@ from runners.torchao_plan import (
     device_reason,
     freezing,
     inductor_settings,
+    int8_rows_hint,
     layers_reason,
     parse_version,
     recipe,
@@ -131,3 +132,11 @@ def test_a_model_without_linear_layers_has_nothing_to_quantize():
     reason = layers_reason(0)
     assert reason is not None and "torch.nn.Linear" in reason
     assert layers_reason(12) is None
+
+
+def test_an_int8_matmul_on_too_few_rows_says_what_to_do():
+    # The error torch._int_mm raises on CUDA (ViT-B/16's classifier at batch 1 on an H100).
+    hint = int8_rows_hint("RuntimeError: self.size(0) needs to be greater than 16, but got 1")
+    assert hint is not None and "needs more than 16 rows" in hint and "got 1" in hint
+    assert "--batch-sizes" in hint and "fp8" in hint
+    assert int8_rows_hint("CUDA out of memory") is None
