@@ -140,23 +140,31 @@ def session_jobs(tmp_path, name):
             for kind in ("verify", "profile")]
 
 
-def test_a_session_times_only_once_the_others_on_its_gpu_are_done_compiling(tmp_path):
-    workspace = Workspace(tmp_path / "ws").create()
-    executor = TurnTakingExecutor(workspace, {"quick": 0.0, "slow": 0.6})
-    turns = GpuTurns()
+def run_sessions(tmp_path, executor, names, turns):
+    """The sessions on one GPU, each in a thread as the scheduler runs them, the first at work before
+    the others start; their results."""
     results = {}
 
     def session(name):
         results.update(executor.run(name, "image", session_jobs(tmp_path, name), lambda r: None,
                                     Placement("0", turns=turns)))
 
-    threads = [threading.Thread(target=session, args=(name,)) for name in ("slow", "quick")]
+    threads = [threading.Thread(target=session, args=(name,)) for name in names]
     threads[0].start()
-    while not executor.log:  # slow is at work before quick starts
+    while not executor.log:
         time.sleep(0.01)
-    threads[1].start()
+    for thread in threads[1:]:
+        thread.start()
     for thread in threads:
         thread.join(10)
+    return results
+
+
+def test_a_session_times_only_once_the_others_on_its_gpu_are_done_compiling(tmp_path):
+    workspace = Workspace(tmp_path / "ws").create()
+    executor = TurnTakingExecutor(workspace, {"quick": 0.0, "slow": 0.6})
+    turns = GpuTurns()
+    results = run_sessions(tmp_path, executor, ["slow", "quick"], turns)
     assert {r.status for r in results.values()} == {"ok"} and len(results) == 4
     events = {(what, name): at for what, name, at in executor.log}
     # quick was ready at once, but timed only after slow's verification (its compile) ended.
@@ -171,18 +179,7 @@ def test_a_session_whose_jobs_all_reported_no_longer_holds_up_the_others_turns(t
     next session on the GPU times meanwhile."""
     workspace = Workspace(tmp_path / "ws").create()
     executor = TurnTakingExecutor(workspace, {"first": 0.0, "second": 0.3}, linger_s={"first": 1.5})
-    turns = GpuTurns()
-    results = {}
-
-    def session(name):
-        results.update(executor.run(name, "image", session_jobs(tmp_path, name), lambda r: None,
-                                    Placement("0", turns=turns)))
-
-    threads = [threading.Thread(target=session, args=(name,)) for name in ("first", "second")]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(10)
+    results = run_sessions(tmp_path, executor, ["first", "second"], GpuTurns())
     assert {r.status for r in results.values()} == {"ok"} and len(results) == 4
     events = {(what, name): at for what, name, at in executor.log}
     assert events[("timing", "first")] < events[("timing", "second")] < events[("exited", "first")]
