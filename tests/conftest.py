@@ -125,6 +125,30 @@ def assert_profiled(variant: dict) -> None:
         assert entry["throughput"] > 0
 
 
+def assert_cut_points_lost(results: dict, margin: float = 0.2) -> int:
+    """Every profile point cut short after its first window was beaten there, by the margin, by a full
+    point of the verified variant it names (runners/measure.py `beaten_by`), and the best variant's
+    chosen point is none of them; how many were cut."""
+    variants = {v["name"]: v for v in results["variants"]}
+    cut = 0
+    for variant in results["variants"]:
+        for entry in variant["profile"]:
+            if entry["beaten_by"] is None:
+                continue
+            cut += 1
+            assert entry["windows"] == 1 and entry["stable"] is False
+            rival = variants[entry["beaten_by"]]
+            (beating,) = [e for e in rival["profile"] if e["batch_size"] == entry["batch_size"]]
+            assert rival["status"] == "ok" and beating["beaten_by"] is None
+            assert beating["throughput"] >= (1 + margin) * entry["throughput"]
+            assert beating["latency_ms"]["p99"] <= entry["latency_ms"]["p50"]
+    if results["best"]:
+        chosen = [e for e in variants[results["best"]]["profile"]
+                  if e["batch_size"] == results["selection"]["batch_size"]]
+        assert chosen and chosen[0]["beaten_by"] is None
+    return cut
+
+
 def assert_verified_and_profiled(variant: dict) -> None:
     assert variant["status"] == "ok", variant["error"]
     assert variant["verification"]["passed"] is True
