@@ -47,17 +47,17 @@ def wait_for_turn(job_dir: Path, poll_s: float = 0.01) -> list[Rival]:
 
 
 def run_job(job: Job, job_dir: Path, done: dict[str, str], runners: dict[str, Handlers],
-            session: ProfileSession, take_turns: bool = False) -> JobResult:
+            session: ProfileSession) -> JobResult:
     """Run one job through its runner module and return its result. `runners` holds each runner
     module's handlers for this process (made once: they may share what they loaded, and `session`).
-    With `take_turns`, a job that times work waits for its turn (runners/protocol.py): a conversion
-    before it starts, a profile once its variant is loaded (`session`)."""
+    Where `session` takes turns, a job that times work waits for its turn (runners/protocol.py): a
+    conversion before it starts, a profile once its variant is loaded."""
     unmet = [need for need in job.needs if done.get(need) != "ok"]
     if unmet:
         return JobResult(job.id, job.kind, "skipped", error=f"needs {', '.join(unmet)}, which did not succeed")
-    if take_turns and job.kind in TURN_KINDS and job.kind != "profile":
-        wait_for_turn(job_dir)
     start, waited = time.perf_counter(), session.waited_s
+    if job.kind in TURN_KINDS and job.kind != "profile":
+        session.wait_for_turn(job)
     module: Optional[ModuleType]
     try:
         module = importlib.import_module(f"runners.{job.runner}_runner")
@@ -87,14 +87,13 @@ def main(argv: list[str]) -> int:
         return 2
     done: dict[str, str] = {}
     runners: dict[str, Handlers] = {}
-    take_turns = bool(os.environ.get(TURNS_ENV))
     folders: dict[str, Path] = {}  # job id -> the folder of its job file, where its turn is asked for
-    session = ProfileSession((lambda job: wait_for_turn(folders[job.id])) if take_turns else None)
+    session = ProfileSession((lambda job: wait_for_turn(folders[job.id])) if os.environ.get(TURNS_ENV) else None)
     for job_path in map(Path, argv):
         job = read_job(job_path)
         folders[job.id] = job_path.parent
         print(f"[nav-orch runner] {job.kind} {job.id}", flush=True)
-        result = run_job(job, job_path.parent, done, runners, session, take_turns)
+        result = run_job(job, job_path.parent, done, runners, session)
         done[job.id] = result.status
         write_json_atomic(job_path.parent / RESULT_FILE, to_json(result))
         print(f"[nav-orch runner] {job.id}: {result.status} {result.error or ''}", flush=True)

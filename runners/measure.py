@@ -245,20 +245,25 @@ def statistics(last: list[np.ndarray], windows: int, batch_size: int, stable: bo
 
 
 class ProfileSession:
-    """What the profile jobs of one runner process share: the turn they wait for on a GPU that other
-    sessions share (`take_turn`: it returns the rivals the host knows of then), and the profiles this
-    process measured, which its later profiles are measured against too."""
+    """What the timed jobs of one runner process share: the turn they wait for on a GPU that other
+    sessions share (`take_turn`, None where there is none: it returns the rivals the host knows of
+    then), and the profiles this process measured, which its later profiles are measured against too."""
 
     def __init__(self, take_turn: Optional[Callable[[Job], list[Rival]]] = None):
         self.take_turn = take_turn
         self.profiled: list[Rival] = []
         self.waited_s = 0.0  # for turns, all told: not the jobs' own time
 
-    def start(self, job: Job) -> list[Rival]:
-        """Wait for the turn where there is one; the rivals of `job`'s variant (never itself)."""
+    def wait_for_turn(self, job: Job) -> list[Rival]:
+        """Wait for `job`'s turn where there is one; the rivals the host gave with it."""
         asked = time.perf_counter()
         from_host = self.take_turn(job) if self.take_turn is not None else []
         self.waited_s += time.perf_counter() - asked
+        return from_host
+
+    def start(self, job: Job) -> list[Rival]:
+        """Wait for the profile's turn; the rivals of `job`'s variant (never itself)."""
+        from_host = self.wait_for_turn(job)
         return [rival for rival in [*self.profiled, *from_host] if rival.variant != job.variant]
 
     def add(self, job: Job, profile: list[ProfileEntry]) -> None:
@@ -270,7 +275,7 @@ def profile_source(job: Job, call_at: Callable[[int], Callable[[], object]]) -> 
     what the report measures the best variant against. It never fails the reference: a source that
     cannot run at a batch size (an ONNX graph with a fixed batch) is reported by the host."""
     try:
-        return [time_calls(call_at(size), job.profiling, size) for size in job.batch_sizes]
+        return profile_result(job, call_at, ProfileSession()).profile  # alone: no turn, no rivals
     except Exception as error:  # noqa: BLE001 - the reference's outputs matter, its timing is extra
         print(f"[nav-orch runner] the source model was not timed: {type(error).__name__}: {error}", flush=True)
         return []

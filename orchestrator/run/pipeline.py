@@ -199,6 +199,7 @@ class Pipeline:
         # Every export and verification before the first profile: a profile waits for a turn, which
         # other sessions' compiles on this GPU hold up, and the rest of the session needs none.
         jobs += profiles
+        position = {job.id: index for index, job in enumerate(jobs)}
         turns = self.turns.get(gpu) if gpu is not None else None
 
         def on_result(result: JobResult) -> None:
@@ -207,8 +208,7 @@ class Pipeline:
                     f"{result.error} (up to {self.config.gpu_sessions} sessions shared this GPU: a lower "
                     "--gpu-sessions leaves each more memory)"))
             self.recorder.on_result(owner[result.job_id], result)
-            following = [job for job in jobs[[job.id for job in jobs].index(result.job_id) + 1:]
-                         if self.recorder.pending([owner[job.id]])]
+            following = [job for job in jobs[position[result.job_id] + 1:] if self.recorder.pending([owner[job.id]])]
             if following:
                 self.recorder.reporter.stage(owner[following[0].id].name, DOING[following[0].kind])
 
