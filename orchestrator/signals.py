@@ -5,11 +5,18 @@ SIGHUP comes when a terminal closes. The first of them raises `Interrupted` in t
 so the run unwinds through its clean-up (containers removed, results.json marked
 `interrupted`); any signal after that is noted and ignored, so a second Ctrl-C or a repeated
 SIGTERM cannot cut the clean-up short. The exit code is 128 + the signal's number.
+
+Python runs a signal handler in the main thread at its next bytecode, which may belong to a
+finaliser (a `__del__` or a weakref callback run by the garbage collector). Python drops an
+exception raised there, and the stop would be lost while its signal counted as received, so
+every later Ctrl-C would be ignored as a repeat. A dropped stop is therefore raised again.
 """
 from __future__ import annotations
 
+import _thread
 import signal
 import sys
+import threading
 from collections.abc import Callable
 from types import FrameType
 from typing import Any, Optional
@@ -37,12 +44,36 @@ class StopOnSignals:
         self.on_repeat = on_repeat
         self.received: list[int] = []
         self.previous: dict[int, Any] = {}
+        self.raised: Optional[Interrupted] = None
+        self.previous_unraisable_hook = sys.unraisablehook
+        self.hook_running = threading.RLock()  # held by the main thread while _unraisable runs
 
     def _handle(self, signum: int, frame: Optional[FrameType]) -> None:
+        if inside(frame, StopOnSignals._unraisable):  # raised here, Python would drop it without a word
+            self._signal_after_hook(signum)
+            return
         self.received.append(signum)
         if len(self.received) == 1:
-            raise Interrupted(signum)
+            self.raised = Interrupted(signum)
+            raise self.raised
         self.on_repeat(f"nav-orch: {signal.Signals(signum).name} again: still removing containers, please wait")
+
+    def _unraisable(self, unraisable: Any) -> None:
+        with self.hook_running:
+            if self.raised is not None and unraisable.exc_value is self.raised:
+                self.received.clear()  # the stop never arrived: its signal is a first one again
+                self._signal_after_hook(self.raised.signum)
+            else:
+                self.previous_unraisable_hook(unraisable)
+
+    def _signal_after_hook(self, signum: int) -> None:
+        """Signal the main thread again once it has left the hook; if another finaliser drops the stop
+        then, it comes back to the hook."""
+        def signal_main() -> None:
+            with self.hook_running:
+                _thread.interrupt_main(signum)
+
+        threading.Thread(target=signal_main, daemon=True).start()
 
     def __enter__(self) -> StopOnSignals:
         try:
@@ -50,8 +81,22 @@ class StopOnSignals:
                 self.previous[signum] = signal.signal(signum, self._handle)
         except ValueError:  # not the main thread (an embedding application): leave signals alone
             self.previous.clear()
+            return self
+        self.previous_unraisable_hook = sys.unraisablehook
+        sys.unraisablehook = self._unraisable
         return self
 
     def __exit__(self, *exc: object) -> None:
         for signum, handler in self.previous.items():
             signal.signal(signum, handler)
+        if self.previous:
+            sys.unraisablehook = self.previous_unraisable_hook
+
+
+def inside(frame: Optional[FrameType], function: Callable[..., Any]) -> bool:
+    """Whether `function` is running in `frame` or in one of its callers."""
+    while frame is not None:
+        if frame.f_code is function.__code__:
+            return True
+        frame = frame.f_back
+    return False

@@ -5,6 +5,7 @@ import time
 import pytest
 
 from orchestrator.run.scheduler import Scheduler, Unit
+from orchestrator.signals import Interrupted, StopOnSignals
 
 
 class Recorder:
@@ -134,16 +135,19 @@ def test_a_failure_lets_running_units_finish_and_starts_nothing_new():
 def test_ctrl_c_calls_on_abort_and_waits_for_running_units():
     aborted = threading.Event()
     returned = threading.Event()
+    rec = Recorder()
 
     def interrupted(device):
-        # As Ctrl-C: KeyboardInterrupt in the main thread, once it waits for units (one landing
-        # inside ThreadPoolExecutor.submit leaves a thread the pool does not join).
-        time.sleep(0.2)
+        # As Ctrl-C: the stop arrives in the main thread wherever it is, its wait or `pool.submit`
+        # starting this very worker; StopOnSignals makes sure that it does arrive.
         signal.raise_signal(signal.SIGINT)
         assert aborted.wait(timeout=10), "on_abort was not called"
         returned.set()
 
-    with pytest.raises(KeyboardInterrupt):
-        Scheduler(gpus=[], jobs=1).run([Unit("a", interrupted), Unit("b", lambda d: None, needs=["a"])],
-                                       on_abort=aborted.set)
+    with pytest.raises(Interrupted):
+        with StopOnSignals():
+            Scheduler(gpus=[], jobs=1).run([Unit("a", interrupted), rec.unit("b", needs=["a"])],
+                                           on_abort=aborted.set)
     assert returned.is_set()
+    assert rec.started == []
+

@@ -51,8 +51,9 @@ class Scheduler:
 
     def run(self, units: list[Unit], on_abort: Callable[[], None] = lambda: None) -> None:
         """Run every unit. The first exception of a unit stops scheduling and is raised once
-        the running units have returned; on Ctrl-C, `on_abort` is called first so that
-        running units can stop."""
+        the running units have returned. On Ctrl-C `on_abort` is called so that running units
+        can stop, and the interrupt is raised once they have returned; a unit not begun by then
+        never begins."""
         graph = unit_graph(units)  # before anything runs: a bad graph starts no unit
         by_name = {unit.name: unit for unit in units}
         position = {unit.name: i for i, unit in enumerate(units)}
@@ -61,6 +62,22 @@ class Scheduler:
         # Guards graph, running and errors; reentrant, as `finished` may run inside `run`.
         changed = threading.Condition(threading.RLock())
         errors: list[BaseException] = []
+        # A Ctrl-C can land inside `pool.submit` while it starts a worker, which the pool then never
+        # joins: so the units that began are tracked here, and a stopped run begins no more of them.
+        begun: set[str] = set()
+        stopping = threading.Event()
+
+        def begin(unit: Unit, gpu: Optional[str]) -> None:
+            with changed:
+                if stopping.is_set():
+                    return
+                begun.add(unit.name)
+            try:
+                unit.run(gpu)
+            finally:
+                with changed:
+                    begun.discard(unit.name)
+                    changed.notify_all()
 
         def finished(unit: Unit, future: Future) -> None:
             with changed:
@@ -85,7 +102,7 @@ class Scheduler:
                             if placed:
                                 ready.remove(unit)
                                 running[unit.name] = gpu
-                                future = pool.submit(unit.run, gpu)
+                                future = pool.submit(begin, unit, gpu)
                                 # Runs `finished` at once, in this thread, if the unit is done already.
                                 future.add_done_callback(partial(finished, unit))
                                 started = True
@@ -94,7 +111,11 @@ class Scheduler:
                     while running:
                         changed.wait(timeout=1.0)
             except BaseException:
+                stopping.set()
                 on_abort()
+                with changed:
+                    while begun:
+                        changed.wait(timeout=1.0)
                 raise
         if errors:
             raise errors[0]
