@@ -71,7 +71,7 @@ class StopOnSignals:
         then, it comes back to the hook."""
         def signal_main() -> None:
             with self.hook_running:
-                _thread.interrupt_main(signum)
+                _thread.interrupt_main(signal.Signals(signum))
 
         threading.Thread(target=signal_main, daemon=True).start()
 
