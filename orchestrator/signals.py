@@ -13,10 +13,10 @@ every later Ctrl-C would be ignored as a repeat. A dropped stop is therefore rai
 """
 from __future__ import annotations
 
-import _thread
 import signal
 import sys
 import threading
+import time
 from collections.abc import Callable
 from types import FrameType
 from typing import Any, Optional
@@ -44,36 +44,56 @@ class StopOnSignals:
         self.on_repeat = on_repeat
         self.received: list[int] = []
         self.previous: dict[int, Any] = {}
-        self.raised: Optional[Interrupted] = None
         self.previous_unraisable_hook = sys.unraisablehook
-        self.hook_running = threading.RLock()  # held by the main thread while _unraisable runs
+        self.raised: Optional[Interrupted] = None
+        # A stop that Python dropped is owed: a helper thread signals the main thread again, one signal at
+        # a time, never while the main thread runs the hook (which holds `lock`; it also guards what follows).
+        self.lock = threading.RLock()
+        self.owed: Optional[int] = None  # the signal of the dropped stop
+        self.sent = False  # the helper's signal has not reached _handle yet
+        self.sender: Optional[threading.Thread] = None
 
     def _handle(self, signum: int, frame: Optional[FrameType]) -> None:
+        self.sent = False
         if inside(frame, StopOnSignals._unraisable):  # raised here, Python would drop it without a word
-            self._signal_after_hook(signum)
+            self._owe(signum)
             return
-        self.received.append(signum)
-        if len(self.received) == 1:
+        if self.owed is None:  # an owed stop's signal was counted when it first came
+            self.received.append(signum)
+        if len(self.received) == 1 or self.owed is not None:
+            self.owed = None
             self.raised = Interrupted(signum)
             raise self.raised
         self.on_repeat(f"nav-orch: {signal.Signals(signum).name} again: still removing containers, please wait")
 
     def _unraisable(self, unraisable: Any) -> None:
-        with self.hook_running:
+        with self.lock:
             if self.raised is not None and unraisable.exc_value is self.raised:
-                self.received.clear()  # the stop never arrived: its signal is a first one again
-                self._signal_after_hook(self.raised.signum)
+                self._owe(self.raised.signum)
             else:
                 self.previous_unraisable_hook(unraisable)
 
-    def _signal_after_hook(self, signum: int) -> None:
-        """Signal the main thread again once it has left the hook; if another finaliser drops the stop
-        then, it comes back to the hook."""
-        def signal_main() -> None:
-            with self.hook_running:
-                _thread.interrupt_main(signal.Signals(signum))
+    def _owe(self, signum: int) -> None:
+        with self.lock:
+            self.owed = signum
+            if self.sender is None:
+                self.sender = threading.Thread(target=self._send_owed, args=(threading.main_thread().ident,),
+                                               name="nav-orch-stop", daemon=True)
+                self.sender.start()
 
-        threading.Thread(target=signal_main, daemon=True).start()
+    def _send_owed(self, main: int) -> None:
+        """Signal the main thread until no stop is owed: a real signal, which also cuts a blocking call
+        short, as the first one did. Another finaliser may drop it again, and then it is owed again."""
+        while True:
+            with self.lock:
+                owed = self.owed
+                if not self.sent and owed is None:
+                    self.sender = None
+                    return
+                if not self.sent and owed is not None:
+                    self.sent = True
+                    signal.pthread_kill(main, owed)
+            time.sleep(0.005)
 
     def __enter__(self) -> StopOnSignals:
         try:
@@ -87,6 +107,8 @@ class StopOnSignals:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        with self.lock:
+            self.owed, self.sent = None, False  # the helper sends nothing more
         for signum, handler in self.previous.items():
             signal.signal(signum, handler)
         if self.previous:
