@@ -66,7 +66,7 @@ variable "ONNXRUNTIME_GPU_VERSION" {
 }
 
 variable "TORCHAO_VERSION" {
-  # int8/fp8 torch.compile variants (runners/torchao_plan.py). torchao's compatibility table
+  # int8/fp8 torch.compile variants (runners/toolchains/torchao_plan.py). torchao's compatibility table
   # (pytorch/ao#2919; the check in torchao 0.14.1's own __init__) pairs 0.14.1 with torch 2.9.0:
   # NGC 25.10's 2.9.0a0 reads as 2.9.0 there (no "dev"/"git" in it), so its kernels load too. 0.13
   # is built for 2.8, 0.15 for 2.9.1, 0.16 for 2.10. Change it together with NGC_RELEASE.

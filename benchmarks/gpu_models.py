@@ -15,13 +15,13 @@ For each model, in its own folder of `--workspace`:
    GPU host offers (with `--executor local`, the default, the runners are subprocesses of `--python`).
 2. Then, in one process of `--python`, measures nav-orch's chosen variant (its inputs in the
    variant's precision and memory format, as the runner profiles it) and the hand-tuned baseline
-   with the same timing loop as the runners (runners/measure.py time_calls: calls synchronized,
+   with the same timing loop as the runners (runners/harness/measure.py time_calls: calls synchronized,
    stable windows), at batch 64 and batch 1. The baselines are the best recipes known:
      resnet50   torch.compile(model.half().cuda().to(memory_format=torch.channels_last),
                 mode="reduce-overhead"), its inputs fp16 channels_last
      bert-base  torch.compile(model.to(torch.bfloat16).cuda(), mode="reduce-overhead"), the ids int64
    Both compile one static graph per batch size, as nav-orch's own torch.compile variants do
-   (runners/torch_runner.py load_variant).
+   (runners/toolchains/torch_runner.py load_variant).
 3. Prints a table per model: throughput at batch 64, the ratio, latency at batch 1, the wall time.
 
 `--out` gets one JSON record for the run (rewritten after each model, so a failure keeps the models
@@ -81,7 +81,7 @@ class Model:
     library: str  # the package the factory builds it with (its version goes into the record)
     unit: str
     baseline: str  # the recipe, as printed
-    baseline_precision: str  # runners/torch_runner.py DTYPES
+    baseline_precision: str  # runners/toolchains/torch_runner.py DTYPES
     baseline_memory_format: str
 
 
@@ -138,10 +138,10 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     import torch
 
     sys.path.insert(0, str(ROOT))
-    from runners import torch_runner
-    from runners.formats import FORMATS
-    from runners.measure import time_calls
-    from runners.protocol import ProfileSettings, read_job
+    from runners.contract.formats import FORMATS
+    from runners.contract.protocol import ProfileSettings, read_job
+    from runners.harness.measure import time_calls
+    from runners.toolchains import torch_runner
 
     model = MODELS[args.models]
     job = read_job(args.workspace / args.models / "jobs" / f"profile-{args.measure}" / "job.json")

@@ -31,7 +31,7 @@ TORCHINDUCTOR_CACHE_DIR at an empty folder. Timings are only meaningful on a GPU
 
 Profiling is nav-orch's quick setting by default (QUICK_PROFILING): device time is scarce, and the
 pipeline's own end-to-end timing here is what this benchmark reports; `--thorough` restores
-nav-orch's defaults (runners/protocol.py ProfileSettings).
+nav-orch's defaults (runners/contract/protocol.py ProfileSettings).
 
 `--device cpu` is for smoke tests of this script only, e.g. (about 2 minutes each on 2 cores):
     python benchmarks/gpu_pipelines.py --pipeline sd --size tiny --steps 3 --device cpu --gpus none \

@@ -12,7 +12,8 @@ The models are bundled factories with random, seeded weights (nothing is downloa
 For each model, one `nav-orch optimize MODEL --formats onnx --precisions fp32,int8 --images cpu
 --gpus none --batch-sizes 1,64 --no-triton` (Docker and the CPU images by default; `--executor
 local` runs the runners as subprocesses of `--python`, which then needs torch, onnx, onnxscript and
-onnxruntime), which builds onnx-fp32, onnx-int8-dynamic and onnx-int8-static (runners/onnx_quantize.py), verifies
+onnxruntime), which builds onnx-fp32, onnx-int8-dynamic and onnx-int8-static
+(runners/toolchains/onnx_quantize.py), verifies
 each (the int8 ones by the default accuracy budget) and profiles them as every variant is profiled.
 Then a table per model: each variant's throughput at batch 1 and 64 and its ratio to onnx-fp32's,
 and its accuracy against the source model on the samples (verification: cosine similarity, top-1
@@ -22,7 +23,7 @@ agreement where the output is class scores, max abs error), or why it failed.
 before it): date, command line, the host CPU (model name, whether it has AVX-512 VNNI), and for each
 model `models.<name>` with `best`, `wall_s`, the runners' `versions`, and per variant `throughput`
 ({"1": per s, "64": per s}), `ratio` (the same over onnx-fp32's), `unstable_batches` (where the
-timing never settled: runners/measure.py time_calls), `accuracy` (per output: cosine, top1,
+timing never settled: runners/harness/measure.py time_calls), `accuracy` (per output: cosine, top1,
 max_abs_err, passed), `status` and `error`. A model whose optimize failed has `error` instead,
 and the script exits with status 1. Throughputs are one stream on a machine whose other work is
 not controlled: rerun on a quiet machine before quoting them.

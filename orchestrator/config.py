@@ -1,5 +1,5 @@
 """A run's configuration as pydantic v2 models: validated here, in one place, for the CLI and
-the Python API alike. What each format is comes from the registry (runners/formats.py)."""
+the Python API alike. What each format is comes from the registry (runners/contract/formats.py)."""
 from __future__ import annotations
 
 import dataclasses
@@ -20,8 +20,8 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
-from runners.formats import MEMORY_FORMATS, PRECISIONS, formats_of
-from runners.protocol import (
+from runners.contract.formats import MEMORY_FORMATS, PRECISIONS, formats_of
+from runners.contract.protocol import (
     DEFAULT_TOLERANCES,
     QUANTIZED,
     AccuracyBudget,
@@ -107,7 +107,7 @@ class Tolerances(Strict):
 
 
 class Budget(Strict):
-    """An output's accuracy budget (runners/protocol.py AccuracyBudget): the least cosine similarity
+    """An output's accuracy budget (runners/contract/protocol.py AccuracyBudget): the least cosine similarity
     to the reference, the least share of rows whose top-1 class agrees (2-D outputs; None: not
     judged), and an optional largest absolute error."""
 

@@ -13,7 +13,7 @@ from rich.live import Live
 from rich.table import Table
 
 from orchestrator.results import RunResults, VariantResult
-from runners.protocol import ProfileEntry
+from runners.contract.protocol import ProfileEntry
 
 ProgressMode = Literal["auto", "plain", "quiet"]
 STAGE_STYLE = {"failed": "red", "skipped": "yellow", "done": "green", "verified": "cyan"}

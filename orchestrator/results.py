@@ -10,8 +10,8 @@ from typing import Any, Literal, Optional
 from pydantic import Field, TypeAdapter
 
 from orchestrator.config import Objective, Strict
-from runners.formats import FORMATS
-from runners.protocol import (
+from runners.contract.formats import FORMATS
+from runners.contract.protocol import (
     AxisRange,
     GpuInfo,
     JobResult,
@@ -62,7 +62,7 @@ class VariantResult(Strict):
     format: str
     precision: Precision
     memory_format: MemoryFormat = "contiguous"
-    quantization: Quantization = ""  # int8/fp8: dynamic or static (runners/formats.py Quantizer)
+    quantization: Quantization = ""  # int8/fp8: dynamic or static (runners/contract/formats.py Quantizer)
     status: VariantStatus
     error: Optional[str] = None
     artifact: Optional[str] = None  # relative to the workspace
@@ -146,7 +146,7 @@ class CapturedModule(Strict):
     precision: Precision  # what it computes in (a copy of the module cast to it was captured)
     form: Literal["exported_program", "torchscript"]
     file: str  # inside the capture's folder
-    cpu_file: Optional[str] = None  # a GPU capture's copy on the CPU (runners/exported_programs.py)
+    cpu_file: Optional[str] = None  # a GPU capture's copy on the CPU (runners/toolchains/exported_programs.py)
     inputs: list[str]  # leaf names (structure.py), in the artifact's order
     outputs: list[str]
     inputs_structure: dict[str, Any]  # structure.to_data

@@ -8,7 +8,7 @@ import numpy as np
 
 from orchestrator.config import InputSpec
 from orchestrator.errors import BadInput
-from runners.arrays import load_npz, save_npz
+from runners.contract.arrays import load_npz, save_npz
 
 
 def parse_input_spec(text: str) -> InputSpec:

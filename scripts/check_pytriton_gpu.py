@@ -31,8 +31,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # run as a script from a checkout
 
-from runners.protocol import REFERENCE_OUTPUTS  # noqa: E402
-from runners.pytriton_server import GPU_LINE  # noqa: E402
+from runners.contract.protocol import REFERENCE_OUTPUTS  # noqa: E402
+from runners.serving.pytriton_server import GPU_LINE  # noqa: E402
 
 
 def nav_orch(*args: str) -> list[str]:
@@ -132,7 +132,7 @@ def main() -> int:
             during = memory_used()
             grown = {index: during[index] - before.get(index, 0) for index in during}
             record["memory_grown_mib"] = grown
-            # The server's own word (torch's device, runners/pytriton_server.py serving_gpu).
+            # The server's own word (torch's device, runners/serving/pytriton_server.py serving_gpu).
             log = (args.workspace / "triton" / "pytriton-serve.live.log").read_text()
             said = [line.partition(GPU_LINE)[2].split()[0] for line in log.splitlines() if GPU_LINE in line]
             record["server_says"] = said

@@ -127,7 +127,7 @@ def assert_profiled(variant: dict) -> None:
 
 def assert_cut_points_lost(results: dict, margin: float = 0.2) -> int:
     """Every profile point cut short after its first window was beaten there, by the margin, by a full
-    point of the verified variant it names (runners/measure.py `beaten_by`), and the best variant's
+    point of the verified variant it names (runners/harness/measure.py `beaten_by`), and the best variant's
     chosen point is none of them; how many were cut."""
     variants = {v["name"]: v for v in results["variants"]}
     cut = 0

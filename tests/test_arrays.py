@@ -1,4 +1,4 @@
-"""The one .npz reader (runners/arrays.py) and the loaders built on it: the user's samples and the
+"""The one .npz reader (runners/contract/arrays.py) and the loaders built on it: the user's samples and the
 samples a runner wrote (no Docker)."""
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ from orchestrator.run.untrusted import UntrustedOutput
 from orchestrator.run.workspace import Workspace
 from orchestrator.samples import load_samples
 from orchestrator.triton import stage
-from runners.arrays import load_npz
-from runners.protocol import NORMALIZED_SAMPLES
+from runners.contract.arrays import load_npz
+from runners.contract.protocol import NORMALIZED_SAMPLES
 
 X = np.arange(6, dtype=np.float32).reshape(2, 3)
 MASK = np.array([[True], [False]])

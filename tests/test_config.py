@@ -10,7 +10,7 @@ from orchestrator.containers.engine import gpu_requests
 from orchestrator.errors import BadInput, NavOrchError
 from orchestrator.model_ref import parse_model, parse_model_args
 from orchestrator.samples import load_samples, parse_input_spec, random_samples
-from runners.protocol import AccuracyBudget
+from runners.contract.protocol import AccuracyBudget
 
 EXAMPLES = __import__("pathlib").Path(__file__).resolve().parent.parent / "examples"
 

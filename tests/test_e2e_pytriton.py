@@ -113,7 +113,7 @@ def test_the_local_executor_serves_in_the_given_python_and_leaves_no_process(two
     assert f"starting PyTriton (--python {user_python})" in stderr
     with np.load(two_heads / "reference" / "reference.npz") as reference:
         np.testing.assert_allclose(output, reference["output_0"], rtol=1e-4, atol=1e-5)
-    left = subprocess.run(["pgrep", "-f", "runners.pytriton_server"], capture_output=True, text=True).stdout
+    left = subprocess.run(["pgrep", "-f", "runners.serving.pytriton_server"], capture_output=True, text=True).stdout
     assert left == "", "the server process outlived serve"
 
 

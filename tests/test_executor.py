@@ -2,7 +2,7 @@ import signal
 
 from orchestrator.run.executor import Executor, Exit, Mounts, describe_exit
 from orchestrator.run.workspace import Workspace
-from runners.protocol import RESULT_FILE, Job, JobInputs, JobResult, to_json
+from runners.contract.protocol import RESULT_FILE, Job, JobInputs, JobResult, to_json
 
 
 def test_mount_plan_reuses_writable_folders_for_later_inputs(tmp_path):
@@ -222,7 +222,7 @@ def test_the_rerun_command_has_the_same_sandbox_mounts_and_limits(tmp_path):
     from orchestrator.containers import engine
 
     spec = engine.ContainerSpec(image="nav-orch/pytorch:cpu",
-                                command=["python", "-m", "runners.main", "/nav/io/1/job.json"],
+                                command=["python", "-m", "runners.harness.main", "/nav/io/1/job.json"],
                                 mounts=[engine.Mount(Path("/ws/jobs/j"), "/nav/io/1", read_only=False),
                                         engine.Mount(Path("/home/me/model"), "/nav/io/2", read_only=True)],
                                 labels={engine.RUN_LABEL: "run"}, environment={"PYTHONPATH": "/nav/code"},
@@ -235,4 +235,4 @@ def test_the_rerun_command_has_the_same_sandbox_mounts_and_limits(tmp_path):
                  "--memory 8g", "--gpus device=1", "--env HOME=/tmp", "--env PYTHONPATH=/nav/code",
                  "--volume /ws/jobs/j:/nav/io/1:rw", "--volume /home/me/model:/nav/io/2:ro", "--init"):
         assert part in joined, part
-    assert command[-5:] == ["nav-orch/pytorch:cpu", "python", "-m", "runners.main", "/nav/io/1/job.json"]
+    assert command[-5:] == ["nav-orch/pytorch:cpu", "python", "-m", "runners.harness.main", "/nav/io/1/job.json"]

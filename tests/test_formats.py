@@ -1,8 +1,8 @@
-"""The format registry (runners/formats.py): what the host plans from and the runners build from."""
+"""The format registry (runners/contract/formats.py): what the host plans from and the runners build from."""
 import pytest
 
 from runners import RUNNERS_DIR
-from runners.formats import FORMATS, REGISTRY, default_formats, default_precisions, formats_of
+from runners.contract.formats import FORMATS, REGISTRY, default_formats, default_precisions, formats_of
 
 
 def test_two_step_formats_export_their_intermediate_file():
@@ -35,7 +35,7 @@ def test_half_precisions_only_on_gpus_and_onnx_has_no_bf16():
 def test_every_entry_points_at_real_runners_and_a_way_to_serve_or_a_reason_not_to(entry):
     runners = [entry.runner] + ([entry.conversion.runner] if entry.conversion else [])
     for runner in runners:
-        assert (RUNNERS_DIR / f"{runner}_runner.py").is_file(), runner
+        assert (RUNNERS_DIR / "toolchains" / f"{runner}_runner.py").is_file(), runner
     if entry.triton is not None:
         assert entry.triton.backend or entry.triton.python_runtime
         assert not entry.runtime

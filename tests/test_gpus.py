@@ -6,9 +6,9 @@ import pytest
 from orchestrator.containers.engine import ContainerSpec, docker_run_command, gpu_requests
 from orchestrator.containers.gpus import GpuRequest, HostGpu, docker_gpus, host_gpus, resolve_gpus, select_gpus
 from orchestrator.errors import BadInput, EnvironmentProblem
-from runners import nvidia_smi
-from runners.common import gpu_info
-from runners.protocol import GpuInfo
+from runners.contract import nvidia_smi
+from runners.contract.protocol import GpuInfo
+from runners.harness.common import gpu_info
 
 H100 = "NVIDIA H100 80GB HBM3"
 TWO_GPUS = [HostGpu("0", H100, "GPU-aaaa", "580.95.05"), HostGpu("1", H100, "GPU-bbbb", "580.95.05")]

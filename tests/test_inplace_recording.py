@@ -17,7 +17,7 @@ from orchestrator.inplace.structure import flatten, from_data, to_data, unflatte
 from orchestrator.inplace.swap import shape_misfit
 from orchestrator.results import CapturedModule
 from orchestrator.run.jobs import declared_io
-from runners.protocol import AxisRange
+from runners.contract.protocol import AxisRange
 
 
 @dataclass

@@ -5,20 +5,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from runners.main import main as runner_main
-from runners.measure import (
-    ProfileSession,
-    batch_of,
-    beaten_by,
-    call_rows,
-    compare_output,
-    sample_rows,
-    time_calls,
-    verification_result,
-    verify_at_batch_sizes,
-    verify_outputs,
-)
-from runners.protocol import (
+from runners.contract.protocol import (
     JOB_FILE,
     RESULT_FILE,
     AccuracyBudget,
@@ -35,6 +22,19 @@ from runners.protocol import (
     Tolerance,
     from_dict,
     to_json,
+)
+from runners.harness.main import main as runner_main
+from runners.harness.measure import (
+    ProfileSession,
+    batch_of,
+    beaten_by,
+    call_rows,
+    compare_output,
+    sample_rows,
+    time_calls,
+    verification_result,
+    verify_at_batch_sizes,
+    verify_outputs,
 )
 
 TOL = Tolerance(atol=1e-4, rtol=1e-3)
@@ -251,7 +251,7 @@ def test_a_beaten_point_stops_after_its_first_window_and_says_by_whom():
 
 
 def test_a_runner_session_measures_each_profile_against_those_before_it_and_the_hosts(tmp_path):
-    """Two profile jobs in one real runner process (runners/main.py, the python runner): the slow
+    """Two profile jobs in one real runner process (runners/harness/main.py, the python runner): the slow
     function's points are cut short by the fast one's, profiled before it in the same process."""
     (tmp_path / "fns.py").write_text("import time\n\ndef fast(x):\n    return x\n\n"
                                      "def slow(x):\n    time.sleep(0.003)\n    return x\n")

@@ -7,7 +7,7 @@ from orchestrator.containers.images import image_for
 from orchestrator.errors import BadInput
 from orchestrator.model_ref import parse_function, parse_model
 from orchestrator.run.pipeline import check_fixed_batch
-from runners.protocol import IOSpec, TensorSpec
+from runners.contract.protocol import IOSpec, TensorSpec
 
 
 def test_an_onnx_file_is_framework_onnx_run_in_the_pytorch_image(tmp_path):

@@ -1,4 +1,4 @@
-"""ONNX Runtime INT8 quantization's decisions (runners/onnx_quantize.py): the settings per method and
+"""ONNX Runtime INT8 quantization's decisions (runners/toolchains/onnx_quantize.py): the settings per method and
 CPU, how calibration rows are cut, which variants quantize. Pure parts only: the host has no
 onnxruntime (the end-to-end tests quantize for real, in the runner images)."""
 from __future__ import annotations
@@ -8,8 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from runners.arrays import save_npz
-from runners.onnx_quantize import (
+from runners.contract.arrays import save_npz
+from runners.contract.protocol import Job, JobInputs, Precision, Quantization
+from runners.toolchains.onnx_quantize import (
     Cpu,
     calibration_arrays,
     calibration_batches,
@@ -19,7 +20,6 @@ from runners.onnx_quantize import (
     quantized_onnx,
     settings_for,
 )
-from runners.protocol import Job, JobInputs, Precision, Quantization
 
 X86_CPUINFO = """processor\t: 0
 vendor_id\t: AuthenticAMD

@@ -16,7 +16,7 @@ from orchestrator.run.executor import OnResult, Placement
 from orchestrator.run.pipeline import Pipeline
 from orchestrator.run.recording import Recorder
 from orchestrator.run.workspace import Workspace
-from runners.protocol import (
+from runners.contract.protocol import (
     REFERENCE_OUTPUTS,
     GpuInfo,
     IOSpec,

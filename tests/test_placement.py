@@ -10,8 +10,8 @@ from orchestrator.progress import QuietReporter
 from orchestrator.results import Environment, ImageRecord, RunResults
 from orchestrator.run.recording import Recorder
 from orchestrator.run.workspace import Workspace
-from runners.common import gpu_info
-from runners.protocol import GpuInfo, JobResult
+from runners.contract.protocol import GpuInfo, JobResult
+from runners.harness.common import gpu_info
 
 ROW = "{index}, NVIDIA H100 80GB HBM3, {uuid}, 580.95.05, 9.0, 1980, 2619, 1980\n"
 

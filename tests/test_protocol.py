@@ -3,7 +3,7 @@ import json
 import pytest
 
 from orchestrator.results import JOB_RESULT
-from runners.protocol import (
+from runners.contract.protocol import (
     AxisRange,
     IOSpec,
     Job,

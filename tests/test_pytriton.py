@@ -1,4 +1,4 @@
-"""PyTriton serving without a server: what the host asks runners/pytriton_server.py to serve (from the
+"""PyTriton serving without a server: what the host asks runners/serving/pytriton_server.py to serve (from the
 Python-backend config of the Triton path), how its inference callable batches requests, and what
 inplace.serve accepts. The real server is tested in test_e2e_pytriton.py and test_e2e_inplace.py."""
 from __future__ import annotations
@@ -11,8 +11,8 @@ from orchestrator.inplace.serve import Tensor, served
 from orchestrator.results import VariantResult
 from orchestrator.triton.pytriton import serve_spec
 from orchestrator.triton.repository import deployment_for, model_config
-from runners.protocol import IOSpec, ServedModel, ServedTensor, TensorSpec
-from runners.pytriton_server import answer
+from runners.contract.protocol import IOSpec, ServedModel, ServedTensor, TensorSpec
+from runners.serving.pytriton_server import answer
 
 
 def spec_for(tmp_path, io: IOSpec, max_batch_size: int):

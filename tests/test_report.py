@@ -19,7 +19,7 @@ from orchestrator.results import (
     TritonRun,
     VariantResult,
 )
-from runners.protocol import LatencyStats, OutputError, ProfileEntry, Verification
+from runners.contract.protocol import LatencyStats, OutputError, ProfileEntry, Verification
 
 
 def entry(batch: int, p50: float, throughput: float) -> ProfileEntry:

@@ -28,7 +28,7 @@ def test_shipped_files_resolve_in_this_install():
         assert (shipped("images").parent / dockerfile).read_bytes() == (ROOT / dockerfile).read_bytes()
     # The runner code is bind-mounted into containers: a real folder, wherever nav-orch lies.
     assert Path(str(resources.files("runners"))) == RUNNERS_DIR
-    assert (RUNNERS_DIR / "main.py").is_file()
+    assert (RUNNERS_DIR / "harness" / "main.py").is_file()
 
 
 def test_doctor_names_the_image_matrix_or_a_broken_installation(tmp_path):

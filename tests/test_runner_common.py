@@ -1,4 +1,4 @@
-"""What every runner shares (runners/common.py): numpy only, so it runs on the host too."""
+"""What every runner shares (runners/harness/common.py): numpy only, so it runs on the host too."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -7,8 +7,8 @@ from typing import Optional
 import numpy as np
 import pytest
 
-from runners.common import LastLoaded, key_by_names, load_npz, save_reference
-from runners.protocol import NORMALIZED_SAMPLES, AxisRange, IOSpec, Job, JobInputs, ModelSource, TensorSpec
+from runners.contract.protocol import NORMALIZED_SAMPLES, AxisRange, IOSpec, Job, JobInputs, ModelSource, TensorSpec
+from runners.harness.common import LastLoaded, key_by_names, load_npz, save_reference
 
 A = np.zeros((2, 3), np.float32)
 B = np.ones((2, 1), np.float32)
@@ -108,7 +108,7 @@ def test_a_declaration_that_does_not_fit_the_arrays_is_one_clear_error(tmp_path,
 def test_a_programs_device_is_its_weights_and_cpu_without_any():
     from types import SimpleNamespace
 
-    from runners.exported_programs import program_device
+    from runners.toolchains.exported_programs import program_device
 
     tensor = SimpleNamespace(device=SimpleNamespace(type="cuda"))
     assert program_device(SimpleNamespace(state_dict={"w": tensor}, constants={})) == "cuda"

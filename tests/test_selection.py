@@ -1,6 +1,6 @@
 from orchestrator.results import VariantResult
 from orchestrator.run.selection import ranked, select_best
-from runners.protocol import LatencyStats, ProfileEntry
+from runners.contract.protocol import LatencyStats, ProfileEntry
 
 
 def entry(batch, p50, p99, throughput):

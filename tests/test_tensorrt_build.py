@@ -1,4 +1,4 @@
-"""The TensorRT build decisions that need no TensorRT (runners/tensorrt_build.py)."""
+"""The TensorRT build decisions that need no TensorRT (runners/toolchains/tensorrt_build.py)."""
 from __future__ import annotations
 
 import threading
@@ -6,9 +6,9 @@ import time
 
 import pytest
 
-from runners.common import Skip
-from runners.protocol import AxisRange, TensorSpec
-from runners.tensorrt_build import (
+from runners.contract.protocol import AxisRange, TensorSpec
+from runners.harness.common import Skip
+from runners.toolchains.tensorrt_build import (
     CALIBRATION_STEP,
     GIB,
     MAX_WORKSPACE,
@@ -162,8 +162,8 @@ def test_timing_cache_lives_in_the_run_cache_per_version_and_gpu_else_beside_the
 
 
 def test_the_batch_range_follows_the_models_batch_axis_and_none_without_one():
-    from runners.protocol import IOSpec
-    from runners.tensorrt_build import BatchRange, batch_range_of
+    from runners.contract.protocol import IOSpec
+    from runners.toolchains.tensorrt_build import BatchRange, batch_range_of
 
     assert batch_range_of(None, (4, 3), [1, 8]) == BatchRange(1, 8, 8)
     assert batch_range_of(IOSpec(inputs=[], outputs=[], batch_axis=1), (3, 2), [16]) == BatchRange(2, 16, 16)

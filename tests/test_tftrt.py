@@ -1,8 +1,8 @@
-"""The TF-TRT decisions that need no TensorFlow (runners/tensorrt_build.py): which shapes get an
+"""The TF-TRT decisions that need no TensorFlow (runners/toolchains/tensorrt_build.py): which shapes get an
 engine, and how a conversion or a call that would run plain TensorFlow shows."""
 from __future__ import annotations
 
-from runners.tensorrt_build import (
+from runners.toolchains.tensorrt_build import (
     TFTRT_FALLBACK_MESSAGE,
     TFTRT_NATIVE_SEGMENT_ENV,
     tftrt_build_batches,

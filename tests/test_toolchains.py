@@ -1,4 +1,4 @@
-"""Which optional toolchains a runner reports (runners/common.py `toolchain_versions`), and how the
+"""Which optional toolchains a runner reports (runners/harness/common.py `toolchain_versions`), and how the
 host reads them (orchestrator/run/planning.py `skip_reason`)."""
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import grpc
 import pytest
 
 from orchestrator.run.planning import Variant, skip_reason
-from runners.common import toolchain_versions
-from runners.formats import FORMATS, TOOLCHAINS, Toolchain
+from runners.contract.formats import FORMATS, TOOLCHAINS, Toolchain
+from runners.harness.common import toolchain_versions
 
 
 def test_a_toolchain_is_found_by_importing_its_module_whatever_its_distribution_is_called():

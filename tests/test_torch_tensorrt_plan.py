@@ -11,9 +11,9 @@ SCRIPT = r'''
 import json, sys, tempfile, types
 from pathlib import Path
 import torch
-from runners import torch_runner
-from runners.protocol import IOSpec, TensorSpec
-from runners.tensorrt_build import BatchRange
+from runners.toolchains import torch_runner
+from runners.contract.protocol import IOSpec, TensorSpec
+from runners.toolchains.tensorrt_build import BatchRange
 
 model = torch.nn.Sequential(torch.nn.Linear(4, 3)).eval()
 example = (torch.randn(2, 4),)

@@ -1,4 +1,4 @@
-"""How compiled torch variants are quantized with torchao (runners/torchao_plan.py), checked without
+"""How compiled torch variants are quantized with torchao (runners/toolchains/torchao_plan.py), checked without
 torch or torchao."""
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from runners.torchao_plan import (
+from runners.toolchains.torchao_plan import (
     ABI_STABLE_TORCHAO,
     FP8_MIN_CAPABILITY,
     TORCHAO_TORCH,
@@ -32,7 +32,8 @@ NGC_25_10_TORCH = "2.9.0a0+145a3a7bda.nv25.10"  # docker-bake.hcl NGC_TORCH_VERS
 
 def test_the_plan_imports_without_torch():
     """The decisions must be testable on the host, where no framework is installed."""
-    code = "import sys, runners.torchao_plan; assert 'torch' not in sys.modules and 'torchao' not in sys.modules"
+    code = ("import sys, runners.toolchains.torchao_plan; "
+            "assert 'torch' not in sys.modules and 'torchao' not in sys.modules")
     subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True)
 
 

@@ -1,4 +1,4 @@
-"""runners/triton_python_model.py outside Triton: a stand-in for triton_python_backend_utils and a
+"""runners/serving/triton_python_model.py outside Triton: a stand-in for triton_python_backend_utils and a
 stand-in runtime check how requests the dynamic batcher merged are run and answered."""
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import types
 import numpy as np
 import pytest
 
-from runners import triton_python_model
+from runners.serving import triton_python_model
 
 
 class Tensor:

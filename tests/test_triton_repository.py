@@ -20,7 +20,7 @@ from orchestrator.triton.repository import (
     read_config,
     write_model,
 )
-from runners.protocol import IOSpec, TensorSpec
+from runners.contract.protocol import IOSpec, TensorSpec
 
 IO = IOSpec(inputs=[TensorSpec("image", "float32", [None, 3, None, 224]), TensorSpec("mask", "int64", [None, 7])],
             outputs=[TensorSpec("logits", "float16", [None, 10]), TensorSpec("ok", "bool", [None])])

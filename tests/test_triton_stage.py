@@ -47,7 +47,7 @@ from orchestrator.triton.repository import read_config
 from orchestrator.triton.serve import request_body
 from orchestrator.triton.server import InContainer, TritonServer, failed_models, fatal_line, log_message
 from orchestrator.triton.tensorrt_guard import TensorRTMismatch, builder_tensorrt, same_version
-from runners.protocol import IOSpec, LatencyStats, ProfileEntry, TensorSpec
+from runners.contract.protocol import IOSpec, LatencyStats, ProfileEntry, TensorSpec
 
 DATA = Path(__file__).resolve().parent / "data"
 

@@ -11,8 +11,7 @@ from orchestrator.run.executor import Executor, Exit, LocalExecutor, Placement
 from orchestrator.run.scheduler import Scheduler, Unit
 from orchestrator.run.turns import GpuTurns
 from orchestrator.run.workspace import Workspace
-from runners.main import wait_for_turn
-from runners.protocol import (
+from runners.contract.protocol import (
     RESULT_FILE,
     TURN_GO,
     TURN_READY,
@@ -27,6 +26,7 @@ from runners.protocol import (
     Rival,
     to_json,
 )
+from runners.harness.main import wait_for_turn
 
 
 def test_a_turn_waits_until_no_other_session_runs():

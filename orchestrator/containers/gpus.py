@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Union
 
 from orchestrator.errors import BadInput, EnvironmentProblem
-from runners import nvidia_smi
+from runners.contract import nvidia_smi
 
 # What the host knows of a GPU: index, name, UUID and driver (the runners' parser, HOST_FIELDS).
 HostGpu = nvidia_smi.SmiGpu

@@ -20,9 +20,9 @@ from orchestrator.inplace.module import RecordedCall
 from orchestrator.inplace.shapes import CallLog, Signature
 from orchestrator.inplace.structure import Node, flatten, to_data, unflatten
 from orchestrator.results import CapturedModule
-from runners.common import one_line
-from runners.measure import compare_output
-from runners.protocol import DEFAULT_TOLERANCES, AxisRange, Precision, Tolerance
+from runners.contract.protocol import DEFAULT_TOLERANCES, AxisRange, Precision, Tolerance
+from runners.harness.common import one_line
+from runners.harness.measure import compare_output
 
 PLAIN_CONSTANTS = (type(None), bool, int, float, str)
 CAPTURE_FILES = {"exported_program": "model.pt2", "torchscript": "model.ts"}
@@ -235,7 +235,7 @@ def export_program(torch: Any, flat: Any, example: tuple, ranges: list[list[Axis
                    device: Any) -> Callable[[list[Any]], Sequence[Any]]:
     from torch.export.passes import move_to_device_pass
 
-    from runners.exported_programs import load_program, program_device
+    from runners.toolchains.exported_programs import load_program, program_device
 
     # Dim.AUTO: the exporter works out which dynamic axes are one and the same (a sequence length
     # that several inputs share), where named Dims would fail on every relation not declared.

@@ -44,10 +44,10 @@ from orchestrator.results import (
 )
 from orchestrator.run.selection import ranked
 from orchestrator.run.workspace import Workspace
-from runners.arrays import save_npz
-from runners.common import one_line
-from runners.formats import FORMATS, default_precisions
-from runners.protocol import DEFAULT_TOLERANCES, Precision, write_json_atomic
+from runners.contract.arrays import save_npz
+from runners.contract.formats import FORMATS, default_precisions
+from runners.contract.protocol import DEFAULT_TOLERANCES, Precision, write_json_atomic
+from runners.harness.common import one_line
 
 PIPELINE_FILE = "pipeline.json"
 CAPTURE_FILE = "capture.json"

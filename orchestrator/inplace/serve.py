@@ -4,7 +4,7 @@ PyTriton in the user's own process, until Ctrl-C, SIGTERM or SIGHUP.
 The function takes the inputs as numpy arrays, by name, and returns a dict of output arrays. With
 `max_batch_size` > 0 every tensor has a batch axis in front (not in `shape`), and requests that
 arrive together come as one batch; with 0 each request comes alone, at its full shape. This is the
-loop `nav-orch serve --server pytriton` runs in its container (runners/pytriton_server.py).
+loop `nav-orch serve --server pytriton` runs in its container (runners/serving/pytriton_server.py).
 """
 from __future__ import annotations
 
@@ -16,9 +16,9 @@ import numpy as np
 
 from orchestrator.errors import BadInput, EnvironmentProblem
 from orchestrator.triton.server import HOST, LOOPBACK, check_port_free, free_port, reachable
-from runners.protocol import ServedModel, ServedTensor
-from runners.pytriton_server import serve as serve_model
-from runners.pytriton_server import stop_on_signals
+from runners.contract.protocol import ServedModel, ServedTensor
+from runners.serving.pytriton_server import serve as serve_model
+from runners.serving.pytriton_server import stop_on_signals
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
-from runners.protocol import AxisRange
+from runners.contract.protocol import AxisRange
 
 Shape = tuple[int, ...]
 Signature = tuple[tuple[str, Shape], ...]  # every input's name and shape, in order

@@ -18,9 +18,9 @@ from orchestrator.inplace.capture import torch_dtype
 from orchestrator.inplace.structure import flatten, from_data, unflatten
 from orchestrator.results import CapturedModule, VariantResult
 from orchestrator.run import untrusted
-from runners.common import one_line
-from runners.exported_programs import load_program
-from runners.formats import FORMATS
+from runners.contract.formats import FORMATS
+from runners.harness.common import one_line
+from runners.toolchains.exported_programs import load_program
 
 Run = Callable[[list[Any]], Sequence[Any]]  # tensor leaves in, output leaves out
 
@@ -89,7 +89,7 @@ def onnx_runtime(torch: Any, artifact: Path, device: Any) -> Run:
         raise CannotLoad("onnxruntime is not installed in this Python") from None
     import numpy as np
 
-    from runners.onnx_runner import ORT_DTYPES
+    from runners.toolchains.onnx_runner import ORT_DTYPES
 
     on_gpu = device.type == "cuda"
     if on_gpu and "CUDAExecutionProvider" not in ort.get_available_providers():
@@ -122,7 +122,7 @@ def onnx_runtime(torch: Any, artifact: Path, device: Any) -> Run:
 
 def tensorrt_engine(torch: Any, artifact: Path, device: Any) -> Run:
     try:
-        from runners import tensorrt_runner
+        from runners.toolchains import tensorrt_runner
     except ImportError:
         raise CannotLoad("TensorRT (the tensorrt package) is not installed in this Python") from None
     if device.type != "cuda":

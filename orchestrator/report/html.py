@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from orchestrator.results import RunResults, VariantResult
-from runners.protocol import QUANTIZED, OutputError, ProfileEntry
+from runners.contract.protocol import QUANTIZED, OutputError, ProfileEntry
 
 STYLE = """
 body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1100px; color: #222; }

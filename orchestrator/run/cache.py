@@ -17,7 +17,7 @@ import numpy as np
 from orchestrator.run import untrusted
 from orchestrator.run.executor import RUNNERS_DIR, read_result
 from orchestrator.run.workspace import Workspace
-from runners.protocol import RESULT_FILE, Job, JobResult
+from runners.contract.protocol import RESULT_FILE, Job, JobResult
 
 KEY_FILE = "key"
 
@@ -36,7 +36,9 @@ def samples_digest(arrays: dict[str, np.ndarray]) -> str:
 
 
 def code_digest() -> str:
-    return _digest(*(f"{p.name}:".encode() + p.read_bytes() for p in sorted(RUNNERS_DIR.glob("*.py"))))
+    """The runner code in every folder of runners/: a change to any of it redoes the jobs."""
+    return _digest(*(f"{p.relative_to(RUNNERS_DIR)}:".encode() + p.read_bytes()
+                     for p in sorted(RUNNERS_DIR.rglob("*.py"))))
 
 
 def inputs_key(arrays: dict[str, np.ndarray], environment_id: str) -> str:

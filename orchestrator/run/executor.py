@@ -34,7 +34,17 @@ from orchestrator.run import untrusted
 from orchestrator.run.turns import GpuTurns
 from orchestrator.run.workspace import Workspace
 from runners import RUNNERS_DIR
-from runners.protocol import JOB_FILE, RESULT_FILE, TURN_GO, TURN_READY, TURN_RIVALS, TURNS_ENV, Job, JobResult, Rival
+from runners.contract.protocol import (
+    JOB_FILE,
+    RESULT_FILE,
+    TURN_GO,
+    TURN_READY,
+    TURN_RIVALS,
+    TURNS_ENV,
+    Job,
+    JobResult,
+    Rival,
+)
 
 CONTAINER_CODE = "/nav/code"
 CONTAINER_CACHE = "/nav/cache"
@@ -44,7 +54,7 @@ def cache_environment(cache_dir: str) -> dict[str, str]:
     """Where compilers keep their caches, so a variant compiled to verify it is not
     compiled from scratch again to profile it in another process."""
     return {"TORCHINDUCTOR_CACHE_DIR": f"{cache_dir}/torchinductor", "TRITON_CACHE_DIR": f"{cache_dir}/triton",
-            # TensorRT builder timing caches (runners/tensorrt_build.py names them per version and GPU).
+            # TensorRT builder timing caches (runners/toolchains/tensorrt_build.py names them per version and GPU).
             "NAV_ORCH_TENSORRT_CACHE": f"{cache_dir}/tensorrt"}
 
 OnResult = Callable[[JobResult], None]
@@ -389,7 +399,7 @@ class DockerExecutor(Executor):
             job_files.append(f"{mounts.writable(job_dir)}/{JOB_FILE}")
         spec = engine.ContainerSpec(
             image=image,
-            command=["python", "-m", "runners.main", *job_files],
+            command=["python", "-m", "runners.harness.main", *job_files],
             mounts=mounts.mounts,
             labels={engine.RUN_LABEL: self.run_id, engine.ROLE_LABEL: f"runner:{name}"},
             environment={"PYTHONPATH": CONTAINER_CODE, "PYTHONUNBUFFERED": "1", **cache_environment(CONTAINER_CACHE),
@@ -399,7 +409,7 @@ class DockerExecutor(Executor):
             pids=self.pids,
         )
         write_rerun_scripts(self.workspace, jobs, lambda files: engine.docker_run_command(
-            dataclasses.replace(spec, command=["python", "-m", "runners.main", *files])), job_files)
+            dataclasses.replace(spec, command=["python", "-m", "runners.harness.main", *files])), job_files)
         own = dataclasses.replace(spec, environment={**spec.environment, **placement.process_environment()})
         return ContainerProcess(engine.start_container(self.client, own))
 
@@ -475,12 +485,13 @@ class LocalExecutor(Executor):
                "CUDA_DEVICE_ORDER": "PCI_BUS_ID"}
         environment = {**os.environ, **own, **placement.process_environment()}
         write_rerun_scripts(self.workspace, jobs, lambda files: [
-            "env", *(f"{name}={value}" for name, value in own.items()), self.python, "-m", "runners.main", *files],
+            "env", *(f"{name}={value}" for name, value in own.items()), self.python, "-m", "runners.harness.main",
+            *files],
             job_files)
         # Written live (users can follow it); read back through this handle, never by name.
         log = untrusted.create(self.workspace.logs / f"{name}.log")
         popen = subprocess.Popen(
-            [self.python, "-m", "runners.main", *job_files],
+            [self.python, "-m", "runners.harness.main", *job_files],
             stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
             env=environment,
             start_new_session=True,  # so a timeout can kill the runner's whole group

@@ -15,8 +15,8 @@ from orchestrator.config import DeclaredAxes, OptimizeConfig
 from orchestrator.run import cache
 from orchestrator.run.planning import REFERENCE, Variant
 from orchestrator.run.workspace import Workspace
-from runners.formats import FORMATS
-from runners.protocol import (
+from runners.contract.formats import FORMATS
+from runners.contract.protocol import (
     NORMALIZED_SAMPLES,
     QUANTIZED,
     REFERENCE_OUTPUTS,

@@ -35,9 +35,9 @@ from orchestrator.run.selection import select_best
 from orchestrator.run.sessions import Sessions
 from orchestrator.run.turns import GpuTurns
 from orchestrator.run.workspace import Workspace
-from runners.arrays import load_npz
-from runners.formats import FORMATS
-from runners.protocol import REFERENCE_OUTPUTS, IOSpec, JobResult
+from runners.contract.arrays import load_npz
+from runners.contract.formats import FORMATS
+from runners.contract.protocol import REFERENCE_OUTPUTS, IOSpec, JobResult
 
 # What a variant's stage is while a job of this kind runs for it.
 DOING = {"export": "exporting", "convert": "converting", "verify": "verifying", "profile": "profiling"}

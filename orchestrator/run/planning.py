@@ -1,5 +1,5 @@
 """Planning a run: which variants to build, and the graph of steps that builds, checks and
-profiles them. Pure decisions from the config and the registry (runners/formats.py): no I/O.
+profiles them. Pure decisions from the config and the registry (runners/contract/formats.py): no I/O.
 
 On CPUs, export and verify of a variant share a runner session, variants build in parallel, and
 one exclusive step profiles them all, so nothing competes with what it measures. On GPUs, exports
@@ -18,8 +18,8 @@ from dataclasses import dataclass
 from typing import Literal, Optional
 
 from orchestrator.config import OptimizeConfig
-from runners.formats import FORMATS, default_formats, default_memory_formats, default_precisions
-from runners.protocol import QUANTIZED, MemoryFormat, Precision, Quantization
+from runners.contract.formats import FORMATS, default_formats, default_memory_formats, default_precisions
+from runners.contract.protocol import QUANTIZED, MemoryFormat, Precision, Quantization
 
 REFERENCE = "reference"
 

@@ -11,7 +11,7 @@ from orchestrator.progress import Reporter
 from orchestrator.results import ImageRecord, JobTiming, RunResults, Selection, VariantResult
 from orchestrator.run.planning import Variant
 from orchestrator.run.workspace import Workspace
-from runners.protocol import JobResult, ProfileEntry, Rival
+from runners.contract.protocol import JobResult, ProfileEntry, Rival
 
 # The stage a variant enters when a job of this kind succeeds.
 NEXT_STAGE = {"export": "exported", "convert": "converted", "verify": "verified", "profile": "done"}

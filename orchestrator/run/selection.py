@@ -5,7 +5,7 @@ from typing import Optional
 
 from orchestrator.config import Objective
 from orchestrator.results import Selection, VariantResult
-from runners.protocol import ProfileEntry
+from runners.contract.protocol import ProfileEntry
 
 
 def _within(entry: ProfileEntry, budget_ms: Optional[float]) -> bool:

@@ -8,7 +8,7 @@ from orchestrator.run import cache
 from orchestrator.run.executor import Executor, OnResult, Placement
 from orchestrator.run.recording import Recorder
 from orchestrator.run.workspace import Workspace
-from runners.protocol import Job, JobResult
+from runners.contract.protocol import Job, JobResult
 
 
 class Sessions:

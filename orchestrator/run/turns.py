@@ -4,7 +4,7 @@ during which no other session on that GPU runs anything.
 
 Compiling (Inductor, TensorRT's parsing) is mostly CPU work, so sessions that hold a GPU each for
 the whole of their compile leave it idle for most of a run; timing is what must be alone. The
-runner side of the handshake is in runners/main.py (`wait_for_turn`); the executor asks for turns
+runner side of the handshake is in runners/harness/main.py (`wait_for_turn`); the executor asks for turns
 on the runner's behalf.
 """
 from __future__ import annotations

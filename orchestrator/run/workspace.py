@@ -8,7 +8,7 @@ from pydantic import ValidationError
 
 from orchestrator.errors import BadInput
 from orchestrator.results import RunResults
-from runners.protocol import write_json_atomic
+from runners.contract.protocol import write_json_atomic
 
 
 class Workspace:

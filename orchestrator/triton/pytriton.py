@@ -1,4 +1,4 @@
-"""PyTriton as the server of `nav-orch serve --server pytriton`: runners/pytriton_server.py in a
+"""PyTriton as the server of `nav-orch serve --server pytriton`: runners/serving/pytriton_server.py in a
 container of the CPU Triton image, whose /opt/python-backend holds nvidia-pytriton. It serves the
 model folder written for Triton's Python backend (the same artifact, loader, names, dtypes and
 dims), and is supervised like tritonserver: the same ports, readiness, log scan and removal.
@@ -19,8 +19,8 @@ from orchestrator.run.executor import CONTAINER_CODE
 from orchestrator.triton.repository import CONFIG_FILE, VERSION, api_datatype, parse_config
 from orchestrator.triton.server import LocalProcess, Running, TritonServer
 from runners import RUNNERS_DIR
-from runners.protocol import ServedModel, ServedTensor, ServeSpec
-from runners.pytriton_server import READY
+from runners.contract.protocol import ServedModel, ServedTensor, ServeSpec
+from runners.serving.pytriton_server import READY
 
 MODEL_MOUNT = "/model"
 
@@ -33,7 +33,7 @@ def served(tensor: mc.ModelInput | mc.ModelOutput, scalar: bool = False) -> Serv
 
 
 def serve_spec(config: mc.ModelConfig, artifact: str, device: str, host: str) -> ServeSpec:
-    """What runners/pytriton_server.py serves, from the Python-backend config written for the
+    """What runners/serving/pytriton_server.py serves, from the Python-backend config written for the
     variant (repository.model_config); the ports are filled in when the server starts."""
     parameters = {key: value.string_value for key, value in config.parameters.items()}
     scalars = set(json.loads(parameters.get("scalars", "[]")))
@@ -45,7 +45,7 @@ def serve_spec(config: mc.ModelConfig, artifact: str, device: str, host: str) ->
 
 
 class PyTritonServer(TritonServer):
-    """runners/pytriton_server.py serving one model folder (MODEL/config.pbtxt, MODEL/1/ARTIFACT): in
+    """runners/serving/pytriton_server.py serving one model folder (MODEL/config.pbtxt, MODEL/1/ARTIFACT): in
     a container of `image`, or with `python` given, as a process of that Python (the local
     executor's: it needs nvidia-pytriton, numpy<2 and the variant's framework)."""
 
@@ -65,7 +65,7 @@ class PyTritonServer(TritonServer):
     def command(self) -> list[str]:
         model = dataclasses.replace(self.spec.model, http_port=self.http_port, grpc_port=self.grpc_port)
         spec = dataclasses.replace(self.spec, model=model)
-        return [self.python or "python3", "-m", "runners.pytriton_server", json.dumps(dataclasses.asdict(spec))]
+        return [self.python or "python3", "-m", "runners.serving.pytriton_server", json.dumps(dataclasses.asdict(spec))]
 
     def launch(self, spec: engine.ContainerSpec) -> Running:
         if self.python is None:

@@ -8,7 +8,7 @@ handed in as data: a variant serves exactly the interface the source model was v
 Layout, one folder per served variant (the Triton model name is the variant name):
     MODEL_REPOSITORY/NAME/config.pbtxt
     MODEL_REPOSITORY/NAME/1/<artifact>   model.onnx, model.pt, model.plan, model.savedmodel/, ...
-    MODEL_REPOSITORY/NAME/1/model.py     Python backend only: runners/triton_python_model.py
+    MODEL_REPOSITORY/NAME/1/model.py     Python backend only: runners/serving/triton_python_model.py
 """
 from __future__ import annotations
 
@@ -28,10 +28,10 @@ from orchestrator.errors import NavOrchError
 from orchestrator.results import VariantResult
 from orchestrator.run import untrusted
 from runners import RUNNERS_DIR
-from runners.formats import FORMATS, TritonServing
-from runners.protocol import IOSpec, TensorSpec
+from runners.contract.formats import FORMATS, TritonServing
+from runners.contract.protocol import IOSpec, TensorSpec
 
-PYTHON_MODEL_SOURCE = RUNNERS_DIR / "triton_python_model.py"
+PYTHON_MODEL_SOURCE = RUNNERS_DIR / "serving" / "triton_python_model.py"
 CONFIG_FILE = "config.pbtxt"
 VERSION = "1"
 Tensor = TypeVar("Tensor", mc.ModelInput, mc.ModelOutput)
@@ -56,7 +56,7 @@ class Deployment:
     model: str  # Triton model name (the variant's name)
     variant: str
     format: str
-    backend: str  # the format's native backend (runners/formats.py), or "python"
+    backend: str  # the format's native backend (runners/contract/formats.py), or "python"
     precision: str
     artifact: Path  # the variant's artifact in the workspace
     workspace: Path  # the workspace's root: the artifact is runner output, read as untrusted data

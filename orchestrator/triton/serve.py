@@ -44,8 +44,8 @@ from orchestrator.triton.repository import (
 from orchestrator.triton.server import HOST, LOOPBACK, TritonServer, check_port_free, image_backends
 from orchestrator.triton.stage import image_tensorrt, load_samples, release_of, require_image, triton_images
 from orchestrator.triton.tensorrt_guard import builder_tensorrt, check_served_engine
-from runners.formats import FORMATS
-from runners.protocol import RESULT_FILE, IOSpec
+from runners.contract.formats import FORMATS
+from runners.contract.protocol import RESULT_FILE, IOSpec
 
 Echo = Callable[[str], None]
 DEFAULT_MAX_BATCH_SIZE = 8

@@ -45,8 +45,8 @@ from orchestrator.triton.tensorrt_guard import (
     check_served_engine,
     tensorrt_in_listing,
 )
-from runners.arrays import load_npz
-from runners.protocol import NORMALIZED_SAMPLES, IOSpec
+from runners.contract.arrays import load_npz
+from runners.contract.protocol import NORMALIZED_SAMPLES, IOSpec
 
 TRITON_IMAGE = "nav-orch/triton"
 TRITON_SDK_IMAGE = "nav-orch/triton-sdk"

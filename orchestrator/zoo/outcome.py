@@ -11,7 +11,7 @@ from rich.table import Table
 
 from orchestrator.config import Strict
 from orchestrator.results import RunResults
-from runners.protocol import write_json_atomic
+from runners.contract.protocol import write_json_atomic
 
 ZOO_FILE = "zoo.json"
 INDEX_FILE = "index.html"

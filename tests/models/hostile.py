@@ -59,7 +59,7 @@ def make_links_artifact(secret: str, secret_sha256: str):
 
 
 def _rewrite_results(change) -> None:
-    """Patch the runner's result writer (runners.main runs as __main__) to tamper with what it writes."""
+    """Patch the runner's result writer (runners.harness.main runs as __main__) to tamper with what it writes."""
     main = sys.modules["__main__"]
     write = main.write_json_atomic
 

@@ -10,7 +10,7 @@ import re
 from dataclasses import dataclass
 from typing import Optional
 
-from runners.protocol import QUANTIZED
+from runners.contract.protocol import QUANTIZED
 
 Version = tuple[int, ...]
 

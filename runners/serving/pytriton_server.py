@@ -1,6 +1,6 @@
 """Serve a model through PyTriton until SIGTERM, SIGINT or SIGHUP.
 
-    python -m runners.pytriton_server SPEC_JSON     (`nav-orch serve --server pytriton`)
+    python -m runners.serving.pytriton_server SPEC_JSON     (`nav-orch serve --server pytriton`)
 
 SPEC_JSON is a protocol.ServeSpec: one variant, loaded through triton_python_model.load, so PyTriton
 and Triton's Python backend run it alike. It runs where nvidia-pytriton and the variant's framework
@@ -22,9 +22,9 @@ from typing import Any, Optional
 
 import numpy as np
 
-from runners.common import gpu_info
-from runners.protocol import ServedModel, ServedTensor, ServeSpec, from_dict
-from runners.triton_python_model import Run, load, split_rows
+from runners.contract.protocol import ServedModel, ServedTensor, ServeSpec, from_dict
+from runners.harness.common import gpu_info
+from runners.serving.triton_python_model import Run, load, split_rows
 
 READY = "nav-orch pytriton: ready"
 GPU_LINE = "nav-orch pytriton: serving on GPU"
@@ -135,7 +135,7 @@ def serving_gpu(device: str) -> Optional[str]:
         return None
     used = None
     if "torch" in sys.modules:
-        from runners.torch_runner import gpu_uuid
+        from runners.toolchains.torch_runner import gpu_uuid
 
         used = gpu_uuid()
     info = gpu_info(used=used)

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from functools import partial
 
-from runners.common import Handlers, import_callable, load_npz
-from runners.measure import ProfileSession, batch_of, profile_result
-from runners.protocol import Job, JobResult
+from runners.contract.protocol import Job, JobResult
+from runners.harness.common import Handlers, import_callable, load_npz
+from runners.harness.measure import ProfileSession, batch_of, profile_result
 
 
 def versions() -> dict[str, str]:

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Optional
 
-from runners.protocol import Job, Quantization
+from runners.contract.protocol import Job, Quantization
 
 if TYPE_CHECKING:
     import numpy as np
@@ -145,7 +145,7 @@ def is_quantized(op_types: Collection[str]) -> bool:
 def calibration_arrays(job: Job, input_names: list[str]) -> dict[str, np.ndarray]:
     """What a static variant is calibrated on: `--calibration`'s arrays where given (the host checked
     that they fit the samples), else the samples; keyed by the ONNX model's input names."""
-    from runners.common import key_by_names, load_npz
+    from runners.harness.common import key_by_names, load_npz
 
     return key_by_names(load_npz(job.inputs.calibration or job.inputs.samples), input_names, "the ONNX model")
 
@@ -204,7 +204,7 @@ def quantize_onnx(fp32_model: Path, target: Path, method: Quantization, calibrat
         quantize_static,
     )
 
-    from runners.common import Skip
+    from runners.harness.common import Skip
 
     settings = settings_for(method, this_cpu())
     batches = calibration_batches(calibration, batch_axis) if method == "static" else []

@@ -1,4 +1,4 @@
-"""Runner entry point: `python -m runners.main JOB.json [JOB.json ...]`.
+"""Runner entry point: `python -m runners.harness.main JOB.json [JOB.json ...]`.
 
 Runs the jobs in order in this one process (so a framework is imported once), writes
 each job's result next to its job file, and exits 0 whenever every result was written:
@@ -16,9 +16,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Optional
 
-from runners.common import Handlers, Skip, base_versions, gpu_info, one_line
-from runners.measure import ProfileSession
-from runners.protocol import (
+from runners.contract.protocol import (
     LOG_FILE,
     RESULT_FILE,
     TURN_GO,
@@ -34,6 +32,8 @@ from runners.protocol import (
     to_json,
     write_json_atomic,
 )
+from runners.harness.common import Handlers, Skip, base_versions, gpu_info, one_line
+from runners.harness.measure import ProfileSession
 
 
 def wait_for_turn(job_dir: Path, poll_s: float = 0.01) -> list[Rival]:
@@ -50,7 +50,7 @@ def run_job(job: Job, job_dir: Path, done: dict[str, str], runners: dict[str, Ha
             session: ProfileSession) -> JobResult:
     """Run one job through its runner module and return its result. `runners` holds each runner
     module's handlers for this process (made once: they may share what they loaded, and `session`).
-    Where `session` takes turns, a job that times work waits for its turn (runners/protocol.py): a
+    Where `session` takes turns, a job that times work waits for its turn (runners/contract/protocol.py): a
     conversion before it starts, a profile once its variant is loaded."""
     unmet = [need for need in job.needs if done.get(need) != "ok"]
     if unmet:
@@ -60,7 +60,7 @@ def run_job(job: Job, job_dir: Path, done: dict[str, str], runners: dict[str, Ha
         session.wait_for_turn(job)
     module: Optional[ModuleType]
     try:
-        module = importlib.import_module(f"runners.{job.runner}_runner")
+        module = importlib.import_module(f"runners.toolchains.{job.runner}_runner")
         if job.runner not in runners:
             runners[job.runner] = module.handlers(session)
         result = runners[job.runner][job.kind](job)
@@ -69,7 +69,7 @@ def run_job(job: Job, job_dir: Path, done: dict[str, str], runners: dict[str, Ha
     except Exception as error:  # noqa: BLE001 - every failure of a job becomes its result
         (job_dir / LOG_FILE).write_text(traceback.format_exc())
         result = JobResult(job.id, job.kind, "failed", error=one_line(error))
-        module = sys.modules.get(f"runners.{job.runner}_runner")
+        module = sys.modules.get(f"runners.toolchains.{job.runner}_runner")
     result.duration_s = time.perf_counter() - start - (session.waited_s - waited)  # a turn is not the job's time
     if job.device.startswith("cuda"):
         # The framework's own word on its device, where its runner can give it (`gpu_uuid`), so
@@ -83,7 +83,7 @@ def run_job(job: Job, job_dir: Path, done: dict[str, str], runners: dict[str, Ha
 
 def main(argv: list[str]) -> int:
     if not argv:
-        print("usage: python -m runners.main JOB.json [JOB.json ...]", file=sys.stderr)
+        print("usage: python -m runners.harness.main JOB.json [JOB.json ...]", file=sys.stderr)
         return 2
     done: dict[str, str] = {}
     runners: dict[str, Handlers] = {}

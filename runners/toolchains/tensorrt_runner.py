@@ -24,11 +24,11 @@ from typing import Any, Optional
 
 import numpy as np
 
-from runners.common import Handlers, Skip, key_by_names, load_npz, one_line
-from runners.formats import FORMATS
-from runners.measure import ProfileSession, inputs_at, profile_result, verification_result, verify_outputs
-from runners.protocol import QUANTIZED, IOSpec, Job, JobResult
-from runners.tensorrt_build import (
+from runners.contract.formats import FORMATS
+from runners.contract.protocol import QUANTIZED, IOSpec, Job, JobResult
+from runners.harness.common import Handlers, Skip, key_by_names, load_npz, one_line
+from runners.harness.measure import ProfileSession, inputs_at, profile_result, verification_result, verify_outputs
+from runners.toolchains.tensorrt_build import (
     batch_range_of,
     builder_precision,
     calibration_shapes,

@@ -16,7 +16,9 @@ from typing import Any, Optional
 import numpy as np
 import torch
 
-from runners.common import (
+from runners.contract.formats import FORMATS
+from runners.contract.protocol import QUANTIZED, IOSpec, Job, JobResult
+from runners.harness.common import (
     Handlers,
     LastLoaded,
     Skip,
@@ -27,9 +29,7 @@ from runners.common import (
     save_reference,
     sharing_a_load,
 )
-from runners.exported_programs import load_program, place_program
-from runners.formats import FORMATS
-from runners.measure import (
+from runners.harness.measure import (
     ProfileSession,
     inputs_at,
     profile_result,
@@ -37,10 +37,10 @@ from runners.measure import (
     verification_result,
     verify_at_batch_sizes,
 )
-from runners.onnx_quantize import export_quantized, quantized_onnx
-from runners.protocol import QUANTIZED, IOSpec, Job, JobResult
-from runners.tensorrt_build import BatchRange, batch_range_of, input_shapes
-from runners.torchao_plan import (
+from runners.toolchains.exported_programs import load_program, place_program
+from runners.toolchains.onnx_quantize import export_quantized, quantized_onnx
+from runners.toolchains.tensorrt_build import BatchRange, batch_range_of, input_shapes
+from runners.toolchains.torchao_plan import (
     compute_precision,
     device_reason,
     freezing,
@@ -206,7 +206,7 @@ def export(job: Job) -> JobResult:
     # TensorRT lowers precision itself (builder flags) from an fp32 ONNX graph, keeping fp32
     # where a layer needs it; Torch-TensorRT takes the program in the variant's precision. A traced
     # source stays in the precision it was traced in. An int8 ONNX variant is quantized from the fp32
-    # graph (runners/onnx_quantize.py).
+    # graph (runners/toolchains/onnx_quantize.py).
     fixed = fixed_precision(job)
     precision = fixed or ("fp32" if job.format == "tensorrt" or quantized_onnx(job) else job.precision)
     model = in_layout(load_source(job).to(job.device, DTYPES[precision]), job)
@@ -243,7 +243,7 @@ def fixed_precision(job: Job) -> Optional[str]:
 def record_compile_options(job: Job, target: Path) -> JobResult:
     """torch.compile variants compile where they run; the export only fixes the options."""
     # Freezing folds the weights into the graph as constants: inference only, and faster (not for
-    # torchao's quantized weights: runners/torchao_plan.py `freezing` says why).
+    # torchao's quantized weights: runners/toolchains/torchao_plan.py `freezing` says why).
     options = {"mode": FORMATS[job.format_name()].compile_mode, "backend": "inductor",
                "freezing": freezing(job.precision)}
     target.write_text(json.dumps(options))
@@ -364,7 +364,7 @@ def compile_program(torch_tensorrt: Any, program: torch.export.ExportedProgram, 
 def convert(job: Job) -> JobResult:
     """Torch-TensorRT: compile the exported program into TensorRT engines for this GPU, saved as
     TorchScript: with a dynamic batch from the smallest to the largest batch size, and each declared
-    dynamic axis over its sizes (runners/tensorrt_build.py `input_shapes`)."""
+    dynamic axis over its sizes (runners/toolchains/tensorrt_build.py `input_shapes`)."""
     if job.format != "torch-tensorrt":
         raise ValueError(f"the torch runner converts only torch-tensorrt, not {job.format}")
     torch_tensorrt = import_torch_tensorrt()
@@ -439,7 +439,7 @@ def check_torchao(job: Job) -> None:
 
 def quantize_module(model: torch.nn.Module, precision: str) -> None:
     """Quantize the Linear layers of the model (in bf16, on its GPU) in place with torchao's config
-    for `precision` (runners/torchao_plan.py `recipe`)."""
+    for `precision` (runners/toolchains/torchao_plan.py `recipe`)."""
     quantizable(model)
     from torchao import quantization
 

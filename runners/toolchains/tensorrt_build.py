@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, Optional
 
-from runners.common import Skip
-from runners.protocol import AxisRange, IOSpec, TensorSpec
+from runners.contract.protocol import AxisRange, IOSpec, TensorSpec
+from runners.harness.common import Skip
 
 MIB = 1 << 20
 GIB = 1 << 30

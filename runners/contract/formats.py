@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional
 
-from runners.protocol import MemoryFormat, Precision, Quantization
+from runners.contract.protocol import MemoryFormat, Precision, Quantization
 
 # The precisions searched by default; the quantized ones (protocol QUANTIZED) only where asked for.
 PRECISIONS: tuple[Precision, ...] = ("fp32", "fp16", "bf16")
@@ -41,7 +41,7 @@ class Conversion:
 @dataclass(frozen=True)
 class TritonServing:
     """How Triton serves the artifact: a native backend (with its platform and the model file name
-    it expects), and/or the Python backend's runtime in runners/triton_python_model.py."""
+    it expects), and/or the Python backend's runtime in runners/serving/triton_python_model.py."""
 
     backend: Optional[str] = None
     platform: Optional[str] = None

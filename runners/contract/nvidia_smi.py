@@ -9,7 +9,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Optional
 
-from runners.protocol import GpuInfo
+from runners.contract.protocol import GpuInfo
 
 # SmiGpu's field -> nvidia-smi's name for it (`nvidia-smi --help-query-gpu`).
 QUERY_FIELDS: dict[str, str] = {

@@ -18,10 +18,10 @@ from typing import Any, Optional
 
 import numpy as np
 
-from runners import nvidia_smi
-from runners.arrays import load_npz, save_npz  # noqa: F401 - the runners import load_npz from here
-from runners.formats import RUNNER_NEEDS, TOOLCHAINS, Toolchain
-from runners.protocol import (
+from runners.contract import nvidia_smi
+from runners.contract.arrays import load_npz, save_npz  # noqa: F401 - the runners import load_npz from here
+from runners.contract.formats import RUNNER_NEEDS, TOOLCHAINS, Toolchain
+from runners.contract.protocol import (
     NORMALIZED_SAMPLES,
     REFERENCE_OUTPUTS,
     AxisRange,
@@ -81,7 +81,7 @@ def sharing_a_load(plain: Handlers, loading: dict[str, Callable[[Job, LastLoaded
 
 def base_versions(with_toolchains: bool) -> dict[str, str]:
     """Python, numpy, the packages a format's runner needs where they are installed (found, not
-    imported: torch costs seconds), and `with_toolchains` the optional toolchains (runners/formats.py)
+    imported: torch costs seconds), and `with_toolchains` the optional toolchains (runners/contract/formats.py)
     this image has. Those are imported to be found, which would pull torch and TensorRT into every
     runner process of the CUDA images; the reference job's report is what the host decides from."""
     present = {package: installed_version(package) for package in RUNNER_NEEDS

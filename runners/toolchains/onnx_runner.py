@@ -11,9 +11,10 @@ from typing import Optional
 import numpy as np
 import onnxruntime as ort
 
-from runners.common import Handlers, Skip, key_by_names, load_npz, save_reference
-from runners.formats import FORMATS
-from runners.measure import (
+from runners.contract.formats import FORMATS
+from runners.contract.protocol import IOSpec, Job, JobResult, TensorSpec
+from runners.harness.common import Handlers, Skip, key_by_names, load_npz, save_reference
+from runners.harness.measure import (
     ProfileSession,
     inputs_at,
     profile_result,
@@ -21,8 +22,7 @@ from runners.measure import (
     verification_result,
     verify_outputs,
 )
-from runners.onnx_quantize import quantize_model, quantized_onnx
-from runners.protocol import IOSpec, Job, JobResult, TensorSpec
+from runners.toolchains.onnx_quantize import quantize_model, quantized_onnx
 
 # ONNX Runtime's element types as numpy dtypes (bfloat16 and strings have none to compare with).
 ORT_DTYPES = {
@@ -140,7 +140,7 @@ def export(job: Job) -> JobResult:
     """The ONNX variant (ONNX Runtime with every graph optimization, see session()) and the
     intermediate model.onnx of a TensorRT build are the source file itself; an fp16 ONNX
     variant is converted with onnxconverter-common where the image has it, an int8 one quantized
-    by ONNX Runtime (runners/onnx_quantize.py)."""
+    by ONNX Runtime (runners/toolchains/onnx_quantize.py)."""
     if job.format not in ("onnx", "tensorrt"):
         raise Skip(f"an ONNX model cannot be exported to {job.format}")
     source = Path(job.inputs.model) / job.source().file

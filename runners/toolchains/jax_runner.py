@@ -13,11 +13,11 @@ from typing import Any, Optional
 
 import numpy as np
 
-from runners import tensorflow_runner as tfr  # sets TensorFlow's log level before it loads
-from runners.common import Handlers, Skip, array_bytes, import_callable, key_by_names, load_npz, save_reference
-from runners.formats import FORMATS
-from runners.measure import ProfileSession, inputs_at, profile_source
-from runners.protocol import IOSpec, Job, JobResult
+from runners.contract.formats import FORMATS
+from runners.contract.protocol import IOSpec, Job, JobResult
+from runners.harness.common import Handlers, Skip, array_bytes, import_callable, key_by_names, load_npz, save_reference
+from runners.harness.measure import ProfileSession, inputs_at, profile_source
+from runners.toolchains import tensorflow_runner as tfr  # sets TensorFlow's log level before it loads
 
 # isort: split
 # JAX after TensorFlow: both load their own XLA; this order is the tested one.

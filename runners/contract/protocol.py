@@ -82,7 +82,7 @@ class ModelSource:
     # captured once per precision, where the module's own code adapts its dtypes).
     precision: Precision = "fp32"
     # An ExportedProgram saved on a GPU: the same program saved on the CPU, in the same folder, which
-    # the jobs without a GPU load (runners/exported_programs.py says why both exist).
+    # the jobs without a GPU load (runners/toolchains/exported_programs.py says why both exist).
     cpu_file: Optional[str] = None
 
 
@@ -134,7 +134,7 @@ class AccuracyBudget:
 
 @dataclass
 class ProfileSettings:
-    """How a variant is timed; see `runners/measure.py` for the stability criterion."""
+    """How a variant is timed; see `runners/harness/measure.py` for the stability criterion."""
 
     warmup_calls: int = 10
     window_ms: float = 100.0
@@ -184,7 +184,7 @@ class Job:
     quantization: Quantization = ""  # a quantized (int8, fp8) variant's method
     # The reference's inputs and outputs. On a reference job, where given: the host's declaration,
     # by position, of each tensor's dynamic axes (`ranges`) and of `batch_axis`; its names, dtypes
-    # and shapes are placeholders (runners/common.py `declared_io`).
+    # and shapes are placeholders (runners/harness/common.py `declared_io`).
     io: Optional[IOSpec] = None
     tolerances: dict[str, Tolerance] = field(default_factory=dict)
     # A quantized variant's verification: each output's budget, which it is judged by instead.
@@ -292,7 +292,7 @@ class JobResult:
     verification: Optional[Verification] = None  # verify jobs
     profile: list[ProfileEntry] = field(default_factory=list)  # profile jobs
     gpu: Optional[GpuInfo] = None  # jobs that ran on a GPU
-    # Reference jobs: what the source model is (runners/common.py `fingerprint`); every other
+    # Reference jobs: what the source model is (runners/harness/common.py `fingerprint`); every other
     # job's cache key hangs on it.
     fingerprint: Optional[str] = None
     duration_s: float = 0.0
@@ -311,7 +311,7 @@ class ServedTensor:
 
 @dataclass
 class ServedModel:
-    """A model as PyTriton serves it (runners/pytriton_server.py), on the given address."""
+    """A model as PyTriton serves it (runners/serving/pytriton_server.py), on the given address."""
 
     name: str
     inputs: list[ServedTensor]
@@ -324,8 +324,8 @@ class ServedModel:
 
 @dataclass
 class ServeSpec:
-    """What `python -m runners.pytriton_server` serves: one variant, loaded as the Triton
-    Python-backend model loads it (runners/triton_python_model.py)."""
+    """What `python -m runners.serving.pytriton_server` serves: one variant, loaded as the Triton
+    Python-backend model loads it (runners/serving/triton_python_model.py)."""
 
     model: ServedModel
     runtime: str  # onnxruntime | torchscript | exported-program

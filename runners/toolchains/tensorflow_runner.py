@@ -1,7 +1,7 @@
 """TensorFlow runner: loads a Keras model or a SavedModel, exports it (SavedModel, ONNX through
 tf2onnx, and the intermediates of TensorRT and TF-TRT), converts SavedModels with TF-TRT, and
 verifies and profiles SavedModel and TF-TRT variants in TensorFlow. SavedModels that jax2tf
-wrote (runners/jax_runner.py) load here too: they use the same serving signature."""
+wrote (runners/toolchains/jax_runner.py) load here too: they use the same serving signature."""
 from __future__ import annotations
 
 import importlib.util
@@ -21,7 +21,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
 
 import tensorflow as tf  # noqa: E402
 
-from runners.common import (  # noqa: E402
+from runners.contract.formats import FORMATS  # noqa: E402
+from runners.contract.protocol import IOSpec, Job, JobResult  # noqa: E402
+from runners.harness.common import (  # noqa: E402
     Handlers,
     LastLoaded,
     Skip,
@@ -32,8 +34,7 @@ from runners.common import (  # noqa: E402
     save_reference,
     sharing_a_load,
 )
-from runners.formats import FORMATS  # noqa: E402
-from runners.measure import (  # noqa: E402
+from runners.harness.measure import (  # noqa: E402
     ProfileSession,
     batch_of,
     profile_result,
@@ -41,9 +42,8 @@ from runners.measure import (  # noqa: E402
     verification_result,
     verify_outputs,
 )
-from runners.onnx_quantize import export_quantized, quantized_onnx  # noqa: E402
-from runners.protocol import IOSpec, Job, JobResult  # noqa: E402
-from runners.tensorrt_build import (  # noqa: E402
+from runners.toolchains.onnx_quantize import export_quantized, quantized_onnx  # noqa: E402
+from runners.toolchains.tensorrt_build import (  # noqa: E402
     TFTRT_NATIVE_SEGMENT_ENV,
     tftrt_build_batches,
     tftrt_engine_problem,
@@ -63,7 +63,7 @@ def versions() -> dict[str, str]:
         if importlib.util.find_spec(name) is not None:
             found[name] = getattr(__import__(name), "__version__", "unknown")
     # "tensorrt" only where TF-TRT can use it: the host skips tf-trt variants on images without it
-    # (runners/formats.py).
+    # (runners/contract/formats.py).
     if tensorrt_missing() is None:
         try:
             from tensorflow.compiler.tf2tensorrt import _pywrap_py_utils
@@ -246,7 +246,7 @@ def export(job: Job) -> JobResult:
 
 def write_variant(job: Job, serve: Any, target: Path, owner: Any) -> None:
     """`write_export` of the job's variant; an int8 ONNX variant is written in fp32, then quantized
-    by ONNX Runtime (runners/onnx_quantize.py). Shared with the JAX runner."""
+    by ONNX Runtime (runners/toolchains/onnx_quantize.py). Shared with the JAX runner."""
     if quantized_onnx(job):
         export_quantized(job, lambda fp32: write_export(job.format_name(), serve, job.io_spec(), fp32, owner), target)
     else:

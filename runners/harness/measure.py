@@ -8,7 +8,7 @@ from typing import Optional
 
 import numpy as np
 
-from runners.protocol import (
+from runners.contract.protocol import (
     AccuracyBudget,
     IOSpec,
     Job,
