@@ -81,7 +81,7 @@ class Model:
     library: str  # the package the factory builds it with (its version goes into the record)
     unit: str
     baseline: str  # the recipe, as printed
-    baseline_precision: str  # runners/toolchains/torch_runner.py DTYPES
+    baseline_precision: str  # runners/serving/variant_loader.py PRECISION_DTYPES
     baseline_memory_format: str
 
 
@@ -141,6 +141,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     from runners.contract.formats import FORMATS
     from runners.contract.protocol import ProfileSettings, read_job
     from runners.harness.measure import time_calls
+    from runners.serving.variant_loader import torch_dtype
     from runners.toolchains import torch_runner
 
     model = MODELS[args.models]
@@ -168,7 +169,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         # One static graph per batch size, as the runner compiles nav-orch's variants (measured faster
         # than dynamo's automatic dynamic shapes); the same factory and arguments as nav-orch's run.
         torch._dynamo.config.automatic_dynamic_shapes = False
-        source = torch_runner.load_source(job).to(device, torch_runner.DTYPES[model.baseline_precision])
+        source = torch_runner.load_source(job).to(device, torch_dtype(model.baseline_precision))
         if model.baseline_memory_format == "channels_last":
             source = source.to(memory_format=torch.channels_last)
         return (torch.compile(source, mode="reduce-overhead"),

@@ -146,7 +146,7 @@ class CapturedModule(Strict):
     precision: Precision  # what it computes in (a copy of the module cast to it was captured)
     form: Literal["exported_program", "torchscript"]
     file: str  # inside the capture's folder
-    cpu_file: Optional[str] = None  # a GPU capture's copy on the CPU (runners/toolchains/exported_programs.py)
+    cpu_file: Optional[str] = None  # a GPU capture's copy on the CPU (runners/serving/variant_loader.py place_program)
     inputs: list[str]  # leaf names (structure.py), in the artifact's order
     outputs: list[str]
     inputs_structure: dict[str, Any]  # structure.to_data

@@ -3,6 +3,7 @@ import pytest
 
 from runners import RUNNERS_DIR
 from runners.contract.formats import FORMATS, REGISTRY, default_formats, default_precisions, formats_of
+from runners.serving import variant_loader
 
 
 def test_two_step_formats_export_their_intermediate_file():
@@ -37,9 +38,9 @@ def test_every_entry_points_at_real_runners_and_a_way_to_serve_or_a_reason_not_t
     for runner in runners:
         assert (RUNNERS_DIR / "toolchains" / f"{runner}_runner.py").is_file(), runner
     if entry.triton is not None:
-        assert entry.triton.backend or entry.triton.python_runtime
-        assert not entry.runtime
-    if entry.runtime:
-        assert entry.triton is None
+        assert entry.triton.backend or entry.triton.python_backend
+        assert not entry.compile_mode  # compiled where it runs: no file to serve
+    if entry.triton is not None and entry.triton.python_backend:  # the served model loads it
+        assert entry.loader.name in variant_loader.LOADERS
     for framework in entry.frameworks:
         assert entry in formats_of(framework)

@@ -25,7 +25,7 @@ from runners.contract.protocol import (
 )
 from runners.harness.main import main as runner_main
 from runners.harness.measure import (
-    ProfileSession,
+    Timing,
     batch_of,
     beaten_by,
     call_rows,
@@ -274,7 +274,7 @@ def test_a_runner_session_measures_each_profile_against_those_before_it_and_the_
     assert [e.beaten_by for e in fast.profile] == [None, None]
     assert [e.beaten_by for e in slow.profile] == ["fast", "fast"] and [e.windows for e in slow.profile] == [1, 1]
     # A session also gets the host's rivals with its turn, and never measures a variant against itself.
-    session = ProfileSession(lambda job: [Rival("host", []), Rival("self", [])])
+    session = Timing(lambda job: [Rival("host", []), Rival("self", [])])
     session.add(Job("profile-a", "profile", "python", "/tmp", variant="a"),
                 [point(1, 10.0, 1.0, 1.0), point(2, 5.0, 1.0, 1.0, beaten_by="host")])
     rivals = session.start(Job("profile-self", "profile", "python", "/tmp", variant="self"))

@@ -29,7 +29,7 @@ def test_the_spec_follows_the_python_backend_config(tmp_path):
     io = IOSpec(inputs=[TensorSpec("image", "float32", [None, 3, None]), TensorSpec("step", "int64", [None])],
                 outputs=[TensorSpec("logits", "float16", [None, 10])])
     spec = spec_for(tmp_path, io, 4)
-    assert (spec.runtime, spec.artifact, spec.precision, spec.device) == ("onnxruntime", "/model/1/model.onnx",
+    assert (spec.loader, spec.artifact, spec.precision, spec.device) == ("onnxruntime", "/model/1/model.onnx",
                                                                           "fp32", "cpu")
     assert spec.model.name == "onnx-fp32" and spec.model.max_batch_size == 4
     # Without the batch axis; a value per sample travels as [1] and reaches the model as [batch].

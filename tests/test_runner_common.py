@@ -108,7 +108,7 @@ def test_a_declaration_that_does_not_fit_the_arrays_is_one_clear_error(tmp_path,
 def test_a_programs_device_is_its_weights_and_cpu_without_any():
     from types import SimpleNamespace
 
-    from runners.toolchains.exported_programs import program_device
+    from runners.serving.variant_loader import program_device
 
     tensor = SimpleNamespace(device=SimpleNamespace(type="cuda"))
     assert program_device(SimpleNamespace(state_dict={"w": tensor}, constants={})) == "cuda"

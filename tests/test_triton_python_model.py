@@ -1,5 +1,5 @@
 """runners/serving/triton_python_model.py outside Triton: a stand-in for triton_python_backend_utils and a
-stand-in runtime check how requests the dynamic batcher merged are run and answered."""
+stand-in loader check how requests the dynamic batcher merged are run and answered."""
 from __future__ import annotations
 
 import json
@@ -35,8 +35,8 @@ def start(monkeypatch, max_batch_size: int, parameters: dict[str, str]):
     monkeypatch.setitem(sys.modules, "triton_python_backend_utils", pb)
     calls = []
 
-    def load(runtime, path, device, precision, input_names):
-        assert (runtime, path.endswith("1/model.onnx"), device, precision) == ("onnxruntime", True, "cpu", "fp32")
+    def arrays_in(loader, path, device, precision, input_names):
+        assert (loader, path.endswith("1/model.onnx"), device, precision) == ("onnxruntime", True, "cpu", "fp32")
 
         def run(arrays):
             calls.append([a.shape for a in arrays])
@@ -45,9 +45,9 @@ def start(monkeypatch, max_batch_size: int, parameters: dict[str, str]):
             return [arrays[0].astype(np.float64) * 2]
         return run
 
-    monkeypatch.setattr(triton_python_model, "load", load)
+    monkeypatch.setattr(triton_python_model, "arrays_in", arrays_in)
     instance = triton_python_model.TritonPythonModel()
-    parameters = {"artifact": "model.onnx", "runtime": "onnxruntime", "precision": "fp32", **parameters}
+    parameters = {"artifact": "model.onnx", "loader": "onnxruntime", "precision": "fp32", **parameters}
     config = {"max_batch_size": max_batch_size, "input": [{"name": "x", "data_type": "TYPE_FP32"}],
               "output": [{"name": "y", "data_type": "TYPE_FP32"}],
               "parameters": {key: {"string_value": value} for key, value in parameters.items()}}

@@ -20,9 +20,9 @@ from orchestrator.inplace.module import RecordedCall
 from orchestrator.inplace.shapes import CallLog, Signature
 from orchestrator.inplace.structure import Node, flatten, to_data, unflatten
 from orchestrator.results import CapturedModule
-from runners.contract.protocol import DEFAULT_TOLERANCES, AxisRange, Precision, Tolerance
-from runners.harness.common import one_line
+from runners.contract.protocol import DEFAULT_TOLERANCES, AxisRange, Precision, Tolerance, one_line
 from runners.harness.measure import compare_output
+from runners.serving.variant_loader import torch_dtype
 
 PLAIN_CONSTANTS = (type(None), bool, int, float, str)
 CAPTURE_FILES = {"exported_program": "model.pt2", "torchscript": "model.ts"}
@@ -188,13 +188,6 @@ def reproduce(run: Callable[[list[Any]], Sequence[Any]], kept: Sequence[tuple[Si
     return reproduced, missed, worst
 
 
-def torch_dtype(precision: str) -> Any:
-    """torch's dtype of a precision (torch is imported only inside functions here)."""
-    import torch
-
-    return {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[precision]
-
-
 def array_of(tensor: Any) -> np.ndarray:
     """A tensor as an array (floating point as float32: numpy has no bfloat16)."""
     return (tensor.detach().float() if tensor.is_floating_point() else tensor.detach()).cpu().numpy()
@@ -235,7 +228,7 @@ def export_program(torch: Any, flat: Any, example: tuple, ranges: list[list[Axis
                    device: Any) -> Callable[[list[Any]], Sequence[Any]]:
     from torch.export.passes import move_to_device_pass
 
-    from runners.toolchains.exported_programs import load_program, program_device
+    from runners.serving.variant_loader import load_exported_program, program_device
 
     # Dim.AUTO: the exporter works out which dynamic axes are one and the same (a sequence length
     # that several inputs share), where named Dims would fail on every relation not declared.
@@ -247,7 +240,7 @@ def export_program(torch: Any, flat: Any, example: tuple, ranges: list[list[Axis
     cpu_copy.unlink(missing_ok=True)  # an earlier capture's, on a GPU
     if program_device(program) != "cpu":  # a copy for the runners' jobs without a GPU
         torch.export.save(move_to_device_pass(program, "cpu"), str(cpu_copy))
-    loaded = load_program(target, device)
+    loaded = load_exported_program(str(target), str(device))
     return lambda tensors: loaded(*tensors)
 
 

@@ -28,11 +28,11 @@ from orchestrator.config import DeclaredAxes, ExecutorName, ModelRef, OptimizeCo
 from orchestrator.containers.gpus import resolve_gpus
 from orchestrator.containers.images import resolve_release
 from orchestrator.errors import BadInput, NavOrchError
-from orchestrator.inplace.capture import CaptureError, array_of, capture, reproduce, torch_dtype
+from orchestrator.inplace.capture import CaptureError, array_of, capture, reproduce
 from orchestrator.inplace.module import InPlaceCheck, RecordedCall, is_inplace_module
 from orchestrator.inplace.shapes import CallLog
 from orchestrator.inplace.structure import flatten
-from orchestrator.inplace.swap import Run, SwappedVariant, load_variant, shape_misfit
+from orchestrator.inplace.swap import Leaves, SwappedVariant, load_variant, shape_misfit
 from orchestrator.progress import PlainReporter, Reporter, stderr_console
 from orchestrator.results import (
     CapturedModule,
@@ -46,8 +46,8 @@ from orchestrator.run.selection import ranked
 from orchestrator.run.workspace import Workspace
 from runners.contract.arrays import save_npz
 from runners.contract.formats import FORMATS, default_precisions
-from runners.contract.protocol import DEFAULT_TOLERANCES, Precision, write_json_atomic
-from runners.harness.common import one_line
+from runners.contract.protocol import DEFAULT_TOLERANCES, Precision, one_line, write_json_atomic
+from runners.serving.variant_loader import torch_dtype
 
 PIPELINE_FILE = "pipeline.json"
 CAPTURE_FILE = "capture.json"
@@ -307,7 +307,7 @@ def fits(captured: CapturedModule, call: RecordedCall) -> bool:
     return shape_misfit(captured, {leaf: call.inputs[leaf].shape for leaf in captured.inputs}) is None
 
 
-def load_candidate(variant: VariantResult, folder: Path, captured: CapturedModule, device: Any) -> Run:
+def load_candidate(variant: VariantResult, folder: Path, captured: CapturedModule, device: Any) -> Leaves:
     """A verified variant of the capture in `folder`, loaded here: its artifact where the capture's
     run keeps it (the host's layout, not the runner's word)."""
     variants = Workspace(folder / "run").variants

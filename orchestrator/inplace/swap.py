@@ -1,6 +1,7 @@
 """Running a module's variant in the user's process, in place of the module.
 
-`load_variant` turns a verified variant (its artifact in the module's run workspace, or for
+`load_variant` turns a verified variant (its artifact in the module's run workspace, loaded by its
+format's loader as the runners loaded it to verify it: runners/serving/variant_loader.py; for
 torch.compile the capture compiled here) into a function of the call's tensor leaves.
 `SwappedVariant` is what an `inplace.Module` calls instead of its module: it flattens the call,
 checks that it fits what was captured (the structure and constants, and each input's shape within
@@ -14,66 +15,52 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Optional
 
-from orchestrator.inplace.capture import torch_dtype
 from orchestrator.inplace.structure import flatten, from_data, unflatten
 from orchestrator.results import CapturedModule, VariantResult
 from orchestrator.run import untrusted
 from runners.contract.formats import FORMATS
-from runners.harness.common import one_line
-from runners.toolchains.exported_programs import load_program
+from runners.contract.protocol import one_line
+from runners.serving import variant_loader
+from runners.serving.variant_loader import CannotLoad
 
-Run = Callable[[list[Any]], Sequence[Any]]  # tensor leaves in, output leaves out
-
-
-class CannotLoad(Exception):
-    """This Python cannot run the variant (a missing package, no GPU provider): why."""
+Leaves = Callable[[list[Any]], Sequence[Any]]  # a variant in place: tensor leaves in, output leaves out
 
 
-def load_variant(variant: VariantResult, artifact: Path, variants: Path, capture: Path, device: Any) -> Run:
+def load_variant(variant: VariantResult, artifact: Path, variants: Path, capture: Path, device: Any) -> Leaves:
     """The variant as a function of the call's leaves, on `device`. `artifact` lies in the runners'
     `variants` folder: it is checked (no links, regular files) before anything loads it."""
     import torch
 
-    fmt, entry = variant.format, FORMATS[variant.format]
-    dtype = torch_dtype(variant.precision)
+    entry = FORMATS[variant.format]
+    dtype = variant_loader.torch_dtype(variant.precision)
     if entry.compile_mode:  # compiled where it runs: from the capture, which this process wrote
-        model = load_capture(torch, capture, device).to(device, dtype)
+        model = load_capture(capture, device).to(device, dtype)
         if variant.memory_format == "channels_last":  # as the runner compiled it (torch_runner.in_layout)
             model = model.to(memory_format=torch.channels_last)
-        cudagraphs = entry.compile_mode == "reduce-overhead"
         # The runners' options (torch_runner.record_compile_options): the mode, with weights frozen.
-        compiled = torch.compile(model, options={"freezing": True, "triton.cudagraphs": cudagraphs})
-        run = cast_inputs(torch, compiled, dtype)
+        run = cast_inputs(variant_loader.compile_module(model, entry.compile_mode, freezing=True), dtype)
         # A CUDA graph's outputs live in memory its next replay overwrites; the pipeline may still
         # hold them (a text encoder called for the prompt, then for the empty prompt).
+        cudagraphs = entry.compile_mode == "reduce-overhead"
         return (lambda tensors: [tensor.clone() for tensor in run(tensors)]) if cudagraphs else run
     if not artifact.exists():
         raise CannotLoad(f"its artifact {artifact.name} is missing")
     untrusted.check_tree(variants, artifact)
-    if fmt == "exported-program":
-        return cast_inputs(torch, load_program(artifact, device), dtype)
-    if fmt in ("torchscript-trace", "torchscript-script", "torch-tensorrt"):
-        if fmt == "torch-tensorrt":
-            try:
-                import torch_tensorrt  # noqa: F401 - registers the engine class the TorchScript file holds
-            except (ImportError, OSError):
-                raise CannotLoad("Torch-TensorRT (torch_tensorrt, with TensorRT) is not installed in this Python") \
-                    from None
-        return cast_inputs(torch, torch.jit.load(str(artifact), map_location=device), dtype)
-    if fmt == "onnx":
-        return onnx_runtime(torch, artifact, device)
-    if fmt == "tensorrt":
-        return tensorrt_engine(torch, artifact, device)
-    raise CannotLoad(f"nav-orch cannot run a {fmt} variant in place")
+    loaded = variant_loader.load(entry.loader.name, str(artifact), str(device))
+    if entry.loader.name == "onnxruntime":
+        return onnx_leaves(torch, loaded, device)
+    if entry.loader.name == "tensorrt":
+        return engine_leaves(loaded)
+    return cast_inputs(loaded, dtype)
 
 
-def load_capture(torch: Any, path: Path, device: Any) -> Any:
+def load_capture(path: Path, device: Any) -> Any:
     if path.suffix == ".pt2":
-        return load_program(path, device)
-    return torch.jit.load(str(path), map_location=device)
+        return variant_loader.load_exported_program(str(path), str(device))
+    return variant_loader.load_torchscript(str(path), str(device))
 
 
-def cast_inputs(torch: Any, model: Any, dtype: Any) -> Run:
+def cast_inputs(model: Any, dtype: Any) -> Leaves:
     """A torch variant in half precision takes its floating-point inputs in that precision."""
     def run(tensors: list[Any]) -> Sequence[Any]:
         return model(*[t.to(dtype) if t.is_floating_point() else t for t in tensors])
@@ -81,32 +68,19 @@ def cast_inputs(torch: Any, model: Any, dtype: Any) -> Run:
     return run
 
 
-def onnx_runtime(torch: Any, artifact: Path, device: Any) -> Run:
-    """ONNX Runtime; on a GPU through IO binding, so the inputs stay on the GPU."""
-    try:
-        import onnxruntime as ort
-    except ImportError:
-        raise CannotLoad("onnxruntime is not installed in this Python") from None
+def onnx_leaves(torch: Any, model: Any, device: Any) -> Leaves:
+    """An ONNX Runtime model fed tensor leaves; on a GPU through IO binding, so the inputs stay there."""
     import numpy as np
 
-    from runners.toolchains.onnx_runner import ORT_DTYPES
-
-    on_gpu = device.type == "cuda"
-    if on_gpu and "CUDAExecutionProvider" not in ort.get_available_providers():
-        raise CannotLoad(f"onnxruntime {ort.__version__} here has no CUDA execution provider")
-    options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if on_gpu else ["CPUExecutionProvider"]
-    session = ort.InferenceSession(str(artifact), options, providers=providers)
-    inputs = [(spec.name, np.dtype(ORT_DTYPES[spec.type])) for spec in session.get_inputs()]
-    outputs = [spec.name for spec in session.get_outputs()]
+    inputs = [(spec.name, np.dtype(variant_loader.ONNX_DTYPES[spec.type])) for spec in model.get_inputs()]
+    outputs = [spec.name for spec in model.get_outputs()]
 
     def run(tensors: list[Any]) -> Sequence[Any]:
-        if not on_gpu:
+        if device.type != "cuda":
             feeds = {name: t.detach().cpu().numpy().astype(dtype, copy=False)
                      for (name, dtype), t in zip(inputs, tensors)}
-            return [torch.from_numpy(array) for array in session.run(None, feeds)]
-        binding = session.io_binding()
+            return [torch.from_numpy(array) for array in model.run(None, feeds)]
+        binding = model.io_binding()
         bound = []  # the bound tensors must live until the run ends
         for (name, dtype), tensor in zip(inputs, tensors):
             tensor = tensor.to(torch_dtype_of(torch, dtype)).contiguous()
@@ -114,21 +88,13 @@ def onnx_runtime(torch: Any, artifact: Path, device: Any) -> Run:
             binding.bind_input(name, "cuda", device.index or 0, dtype, list(tensor.shape), tensor.data_ptr())
         for name in outputs:
             binding.bind_output(name, "cuda", device.index or 0)
-        session.run_with_iobinding(binding)
+        model.run_with_iobinding(binding)
         return [torch.from_numpy(array).to(device) for array in binding.copy_outputs_to_cpu()]
 
     return run
 
 
-def tensorrt_engine(torch: Any, artifact: Path, device: Any) -> Run:
-    try:
-        from runners.toolchains import tensorrt_runner
-    except ImportError:
-        raise CannotLoad("TensorRT (the tensorrt package) is not installed in this Python") from None
-    if device.type != "cuda":
-        raise CannotLoad("a TensorRT engine runs on a GPU; the module is on the CPU")
-    engine = tensorrt_runner.Engine(torch, artifact)
-
+def engine_leaves(engine: variant_loader.Engine) -> Leaves:
     def run(tensors: list[Any]) -> Sequence[Any]:
         outputs = engine.bind_tensors(tensors)
         engine.execute()
@@ -147,7 +113,7 @@ def torch_dtype_of(torch: Any, dtype: Any) -> Any:
 class SwappedVariant:
     """What a Module runs instead of its module: `name`'s `run`, fitted to the captured calls."""
 
-    def __init__(self, module: str, name: str, run: Run, capture: CapturedModule):
+    def __init__(self, module: str, name: str, run: Leaves, capture: CapturedModule):
         import torch
 
         self.module, self.name, self.run, self.capture = module, name, run, capture

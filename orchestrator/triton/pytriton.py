@@ -19,8 +19,7 @@ from orchestrator.run.executor import CONTAINER_CODE
 from orchestrator.triton.repository import CONFIG_FILE, VERSION, api_datatype, parse_config
 from orchestrator.triton.server import LocalProcess, Running, TritonServer
 from runners import RUNNERS_DIR
-from runners.contract.protocol import ServedModel, ServedTensor, ServeSpec
-from runners.serving.pytriton_server import READY
+from runners.contract.protocol import SERVER_READY, ServedModel, ServedTensor, ServeSpec
 
 MODEL_MOUNT = "/model"
 
@@ -40,7 +39,7 @@ def serve_spec(config: mc.ModelConfig, artifact: str, device: str, host: str) ->
     model = ServedModel(name=config.name, inputs=[served(t, t.name in scalars) for t in config.input],
                         outputs=[served(t) for t in config.output], max_batch_size=config.max_batch_size,
                         host=host, http_port=0, grpc_port=0)
-    return ServeSpec(model=model, runtime=parameters["runtime"], artifact=artifact,
+    return ServeSpec(model=model, loader=parameters["loader"], artifact=artifact,
                      precision=parameters.get("precision", "fp32"), device=device)
 
 
@@ -79,7 +78,7 @@ class PyTritonServer(TritonServer):
 
     def ready(self) -> bool:
         # PyTriton's tritonserver is ready before PyTriton has loaded the model into it.
-        return READY in self.logs() and super().ready()
+        return SERVER_READY in self.logs() and super().ready()
 
     def mounts(self) -> list[engine.Mount]:
         return [engine.Mount(source=RUNNERS_DIR, target=f"{CONTAINER_CODE}/runners", read_only=True),

@@ -31,7 +31,9 @@ from runners import RUNNERS_DIR
 from runners.contract.formats import FORMATS, TritonServing
 from runners.contract.protocol import IOSpec, TensorSpec
 
-PYTHON_MODEL_SOURCE = RUNNERS_DIR / "serving" / "triton_python_model.py"
+# The Python backend's model.py, and the loader it runs beside it: the served model needs nothing else.
+PYTHON_MODEL_FILES = {"model.py": RUNNERS_DIR / "serving" / "triton_python_model.py",
+                      "variant_loader.py": RUNNERS_DIR / "serving" / "variant_loader.py"}
 CONFIG_FILE = "config.pbtxt"
 VERSION = "1"
 Tensor = TypeVar("Tensor", mc.ModelInput, mc.ModelOutput)
@@ -80,7 +82,7 @@ def deployment_for(variant: VariantResult, workspace_root: Path, backends: set[s
     entry = FORMATS[variant.format]
     serving = entry.triton
     if serving is None:
-        what = "a runtime" if entry.runtime else "not served by Triton"
+        what = "a runtime" if entry.compile_mode else "not served by Triton"
         raise NotServable(f"{variant.name}: format {variant.format} is {what}, not a deployable artifact")
     if not variant.artifact:
         raise NotServable(f"{variant.name} has no artifact")
@@ -96,7 +98,7 @@ def deployment_for(variant: VariantResult, workspace_root: Path, backends: set[s
         raise NotServable(f"{variant.name}: {error}") from None
     if serving.backend is not None and serving.backend in backends:
         backend = serving.backend
-    elif serving.python_runtime is not None and "python" in backends:
+    elif serving.python_backend and "python" in backends:
         backend = "python"
     else:
         wanted = serving.backend or "python"
@@ -164,7 +166,7 @@ def model_config(deployment: Deployment, io: IOSpec, max_batch_size: int, gpus: 
     config = mc.ModelConfig(name=deployment.model, max_batch_size=max_batch_size if batched else 0)
     if deployment.backend == "python":
         config.backend = "python"
-        parameters = {"artifact": deployment.artifact.name, "runtime": str(deployment.serving.python_runtime),
+        parameters = {"artifact": deployment.artifact.name, "loader": FORMATS[deployment.format].loader.name,
                       "precision": deployment.precision, "variant": deployment.variant}
         scalars = [spec.name for spec in io.inputs if not spec.shape]
         if scalars and not batched:
@@ -218,7 +220,8 @@ def write_model(repository: Path, deployment: Deployment, io: IOSpec, max_batch_
     # never followed (orchestrator/untrusted.py).
     untrusted.copy_tree(deployment.workspace, deployment.artifact, version / deployment.file)
     if deployment.backend == "python":
-        shutil.copyfile(PYTHON_MODEL_SOURCE, version / "model.py")
+        for name, source in PYTHON_MODEL_FILES.items():
+            shutil.copyfile(source, version / name)
     (folder / CONFIG_FILE).write_text(config_text(model_config(deployment, io, max_batch_size, gpus)))
     for root, _dirnames, filenames in os.walk(folder):
         os.chmod(root, 0o755)

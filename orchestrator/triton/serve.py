@@ -191,9 +191,8 @@ def run_serving(server: TritonServer, folder: Path, model: str, workspace: Works
 def check_serving_python(python: str, fmt: str) -> None:
     """The local Python can serve: PyTriton, numpy<2 (PyTriton's pin: its server's Python backend is
     built against numpy 1) and the variant's runtime."""
-    serving = FORMATS[fmt].triton
-    runtime = "onnxruntime" if serving is not None and serving.python_runtime == "onnxruntime" else "torch"
-    probe = [python, "-c", f"import numpy, pytriton, {runtime}; print(numpy.__version__)"]
+    package = FORMATS[fmt].loader.package
+    probe = [python, "-c", f"import numpy, pytriton, {package}; print(numpy.__version__)"]
     try:
         found = subprocess.run(probe, capture_output=True, text=True, timeout=120)
     except (OSError, subprocess.SubprocessError) as error:
@@ -201,7 +200,7 @@ def check_serving_python(python: str, fmt: str) -> None:
     if found.returncode != 0:
         missing = found.stderr.strip().splitlines()[-1] if found.stderr.strip() else "it failed"
         raise EnvironmentProblem(f"--python {python} cannot serve {fmt} with PyTriton ({missing}): "
-                                 f"pip install nvidia-pytriton {runtime} into it")
+                                 f"pip install nvidia-pytriton {package} into it")
     if int(found.stdout.strip().split(".")[0]) >= 2:
         raise EnvironmentProblem(f"--python {python} has numpy {found.stdout.strip()}; PyTriton needs numpy<2 "
                                  "(its server answers empty tensors under numpy 2): pip install 'numpy<2' into it")

@@ -8,14 +8,16 @@ runner that verifies and profiles it).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
+from typing import Literal, Optional, get_args
 
-from runners.contract.protocol import MemoryFormat, Precision, Quantization
+from runners.contract.protocol import Framework, MemoryFormat, Precision, Quantization
 
 # The precisions searched by default; the quantized ones (protocol QUANTIZED) only where asked for.
 PRECISIONS: tuple[Precision, ...] = ("fp32", "fp16", "bf16")
 MEMORY_FORMATS: tuple[MemoryFormat, ...] = ("contiguous", "channels_last")
-FRAMEWORKS = ("torch", "tensorflow", "jax", "onnx")
+FRAMEWORKS: tuple[Framework, ...] = get_args(Framework)
+FormatName = Literal["torchscript-trace", "torchscript-script", "savedmodel", "onnx", "exported-program",
+                     "torch-compile", "torch-compile-cudagraphs", "torch-tensorrt", "tensorrt", "tf-trt", "python"]
 
 
 @dataclass(frozen=True)
@@ -39,14 +41,25 @@ class Conversion:
 
 
 @dataclass(frozen=True)
+class Loader:
+    """How a variant is loaded where it runs: `name` is its function in runners/serving/variant_loader.py
+    (or, for a SavedModel, the TensorFlow runner's; for a compiled variant, its source compiled there),
+    `package` the Python package that takes."""
+
+    name: str
+    package: str
+
+
+@dataclass(frozen=True)
 class TritonServing:
     """How Triton serves the artifact: a native backend (with its platform and the model file name
-    it expects), and/or the Python backend's runtime in runners/serving/triton_python_model.py."""
+    it expects), and/or the Python backend (runners/serving/triton_python_model.py, which runs the
+    format's loader)."""
 
     backend: Optional[str] = None
     platform: Optional[str] = None
     file: Optional[str] = None
-    python_runtime: Optional[str] = None
+    python_backend: bool = False
 
 
 @dataclass(frozen=True)
@@ -70,15 +83,18 @@ ONNX_QUANTIZERS = (Quantizer("int8", "dynamic"), Quantizer("int8", "static"))
 # dynamic activations and weights (rowwise scales; compute capability 8.9 and later).
 TORCHAO_QUANTIZERS = (Quantizer("int8", "dynamic", TORCHAO, gpu_only=True),
                       Quantizer("fp8", "dynamic", TORCHAO, gpu_only=True))
-TORCHSCRIPT_SERVING = TritonServing("pytorch", "pytorch_libtorch", "model.pt", python_runtime="torchscript")
+TORCHSCRIPT_SERVING = TritonServing("pytorch", "pytorch_libtorch", "model.pt", python_backend=True)
+TORCHSCRIPT = Loader("torchscript", "torch")
+COMPILED = Loader("torch-compile", "torch")
 
 
 @dataclass(frozen=True)
 class Format:
-    name: str
-    frameworks: tuple[str, ...]  # source frameworks that export to it
-    runner: str  # the runner module that verifies and profiles it
+    name: FormatName
+    frameworks: tuple[Framework, ...]  # source frameworks that export to it
+    runner: str  # the runner module that verifies and profiles it (runners/toolchains/RUNNER_runner.py)
     artifact: str  # file (or folder) inside the variant's folder
+    loader: Loader
     conversion: Optional[Conversion] = None
     toolchain: Optional[Toolchain] = None
     # Packages its runner needs besides the toolchain, which an image may lack (the versions the
@@ -86,14 +102,14 @@ class Format:
     # TensorFlow and JAX images carry no torch.
     runner_needs: tuple[str, ...] = ()
     precisions: tuple[Precision, ...] = PRECISIONS
+    # Where a source framework's runner exports fewer of them: the ones it does, by framework.
+    framework_precisions: tuple[tuple[Framework, tuple[Precision, ...]], ...] = ()
     quantizers: tuple[Quantizer, ...] = ()  # its int8/fp8 variants, one per quantizer
     # Layouts the runner can give the weights and 4-D inputs: the torch formats' choice; ONNX and
     # TensorRT choose their own.
     memory_formats: tuple[MemoryFormat, ...] = ("contiguous",)
     gpu_only: bool = False
-    # A runtime rather than a file: compiled where it runs (its artifact holds the options), so it
-    # cannot be served. `compile_mode` is torch.compile's mode.
-    runtime: bool = False
+    # torch.compile's mode, for a format compiled where it runs: its artifact holds the options.
     compile_mode: Optional[str] = None
     # A long compile (about a minute per batch size for ResNet-50 on an H100): on GPUs it gets a
     # session of its own, after the other formats (orchestrator/run/planning.py compiled_skip_reason).
@@ -106,6 +122,10 @@ class Format:
     plain_tf_ops: bool = False
     triton: Optional[TritonServing] = None
     default: bool = True  # searched when --formats is not given (gpu_only ones only on GPUs)
+
+    def precisions_from(self, framework: Framework) -> tuple[Precision, ...]:
+        """The float precisions a variant of this format exported from `framework` can be in."""
+        return dict(self.framework_precisions).get(framework, self.precisions)
 
     @property
     def exported_in_check(self) -> bool:
@@ -121,41 +141,49 @@ class Format:
         return self.conversion.intermediate if self.conversion else self.artifact
 
 
+# Exported from TensorFlow or JAX in fp32 only: TF-TRT and TensorRT lower precision themselves, and a
+# half-precision SavedModel or tf2onnx graph would need the model rebuilt under a Keras dtype policy.
+TF_FP32_ONLY: tuple[tuple[Framework, tuple[Precision, ...]], ...] = (("tensorflow", ("fp32",)), ("jax", ("fp32",)))
+
 # In search order: the variants of a framework come in the order its formats appear here.
 REGISTRY: tuple[Format, ...] = (
-    Format("torchscript-trace", ("torch",), "torch", "model.ts", memory_formats=MEMORY_FORMATS,
+    Format("torchscript-trace", ("torch",), "torch", "model.ts", TORCHSCRIPT, memory_formats=MEMORY_FORMATS,
            traced_on_device=True, triton=TORCHSCRIPT_SERVING),
-    Format("torchscript-script", ("torch",), "torch", "model.ts", memory_formats=MEMORY_FORMATS,
+    Format("torchscript-script", ("torch",), "torch", "model.ts", TORCHSCRIPT, memory_formats=MEMORY_FORMATS,
            triton=TORCHSCRIPT_SERVING),
-    Format("savedmodel", ("tensorflow", "jax"), "tensorflow", "savedmodel",
-           triton=TritonServing("tensorflow", "tensorflow_savedmodel", "model.savedmodel")),
+    Format("savedmodel", ("tensorflow", "jax"), "tensorflow", "savedmodel", Loader("savedmodel", "tensorflow"),
+           precisions=("fp32",), triton=TritonServing("tensorflow", "tensorflow_savedmodel", "model.savedmodel")),
     # ONNX Runtime lacks bf16 kernels for most operators.
-    Format("onnx", ("torch", "tensorflow", "jax", "onnx"), "onnx", "model.onnx", precisions=("fp32", "fp16"),
-           quantizers=ONNX_QUANTIZERS, plain_tf_ops=True,
-           triton=TritonServing("onnxruntime", "onnxruntime_onnx", "model.onnx", python_runtime="onnxruntime")),
-    Format("exported-program", ("torch",), "torch", "model.pt2", memory_formats=MEMORY_FORMATS,
-           triton=TritonServing(python_runtime="exported-program")),
+    Format("onnx", ("torch", "tensorflow", "jax", "onnx"), "onnx", "model.onnx", Loader("onnxruntime", "onnxruntime"),
+           precisions=("fp32", "fp16"), framework_precisions=TF_FP32_ONLY, quantizers=ONNX_QUANTIZERS,
+           plain_tf_ops=True,
+           triton=TritonServing("onnxruntime", "onnxruntime_onnx", "model.onnx", python_backend=True)),
+    Format("exported-program", ("torch",), "torch", "model.pt2", Loader("exported-program", "torch"),
+           memory_formats=MEMORY_FORMATS, triton=TritonServing(python_backend=True)),
     # Plain torch.compile is opt-in: on CPUs its compile time (half a minute for a small MLP on 2
     # cores) seldom pays off, and on GPUs mode="reduce-overhead" measured faster.
-    Format("torch-compile", ("torch",), "torch", "compile.json", runtime=True, compile_mode="default",
+    Format("torch-compile", ("torch",), "torch", "compile.json", COMPILED, compile_mode="default",
            compiled=True, memory_formats=MEMORY_FORMATS, quantizers=TORCHAO_QUANTIZERS, default=False),
-    Format("torch-compile-cudagraphs", ("torch",), "torch", "compile.json", runtime=True,
+    Format("torch-compile-cudagraphs", ("torch",), "torch", "compile.json", COMPILED,
            compile_mode="reduce-overhead", compiled=True, memory_formats=MEMORY_FORMATS, quantizers=TORCHAO_QUANTIZERS,
            gpu_only=True),
-    Format("torch-tensorrt", ("torch",), "torch", "model.ts", conversion=Conversion("torch", "model.pt2"),
-           toolchain=Toolchain("torch_tensorrt", "Torch-TensorRT"), gpu_only=True, triton=TORCHSCRIPT_SERVING),
+    Format("torch-tensorrt", ("torch",), "torch", "model.ts", Loader("torch-tensorrt", "torch_tensorrt"),
+           conversion=Conversion("torch", "model.pt2"), toolchain=Toolchain("torch_tensorrt", "Torch-TensorRT"),
+           gpu_only=True, triton=TORCHSCRIPT_SERVING),
     # int8/fp8 plans from a Q/DQ ONNX model that TensorRT Model Optimizer calibrates on the samples.
-    Format("tensorrt", ("torch", "tensorflow", "jax", "onnx"), "tensorrt", "model.plan",
+    Format("tensorrt", ("torch", "tensorflow", "jax", "onnx"), "tensorrt", "model.plan", Loader("tensorrt", "tensorrt"),
            conversion=Conversion("tensorrt", "model.onnx"), toolchain=TENSORRT, runner_needs=("torch",), gpu_only=True,
            plain_tf_ops=True, quantizers=(Quantizer("int8", "static", MODELOPT), Quantizer("fp8", "static", MODELOPT)),
            triton=TritonServing("tensorrt", "tensorrt_plan", "model.plan")),
-    Format("tf-trt", ("tensorflow", "jax"), "tensorflow", "tftrt-savedmodel",
-           conversion=Conversion("tensorflow", "savedmodel"), toolchain=TENSORRT, gpu_only=True, plain_tf_ops=True),
+    # TF-TRT's precision modes are FP32, FP16 and INT8 (which needs its own calibration: not built).
+    Format("tf-trt", ("tensorflow", "jax"), "tensorflow", "tftrt-savedmodel", Loader("savedmodel", "tensorflow"),
+           precisions=("fp32", "fp16"), conversion=Conversion("tensorflow", "savedmodel"), toolchain=TENSORRT,
+           gpu_only=True, plain_tf_ops=True),
     # `nav-orch profile file.py:function`: the callable itself, profiled only (no artifact).
-    Format("python", (), "python", "", runtime=True, default=False),
+    Format("python", (), "python", "", Loader("python-function", "numpy"), default=False),
 )
 
-FORMATS: dict[str, Format] = {entry.name: entry for entry in REGISTRY}
+FORMATS: dict[str, Format] = {entry.name: entry for entry in REGISTRY}  # keyed by FormatName
 TOOLCHAINS: tuple[Toolchain, ...] = tuple(dict.fromkeys(
     [*(f.toolchain for f in REGISTRY if f.toolchain),
      *(q.toolchain for f in REGISTRY for q in f.quantizers if q.toolchain)]))

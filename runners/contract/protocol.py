@@ -53,6 +53,8 @@ QUANTIZED: tuple[Precision, ...] = ("int8", "fp8")
 Quantization = Literal["", "dynamic", "static"]
 # The layout of the model's weights and 4-D inputs where the runner chooses it (torch variants).
 MemoryFormat = Literal["contiguous", "channels_last"]
+# The frameworks a source model comes from: each has a runner image (orchestrator/containers/images.py).
+Framework = Literal["torch", "tensorflow", "jax", "onnx"]
 # How the user handed the model over, which says how a runner loads it.
 ModelForm = Literal["factory", "torchscript", "exported_program", "savedmodel", "keras", "onnx", "function"]
 
@@ -82,7 +84,7 @@ class ModelSource:
     # captured once per precision, where the module's own code adapts its dtypes).
     precision: Precision = "fp32"
     # An ExportedProgram saved on a GPU: the same program saved on the CPU, in the same folder, which
-    # the jobs without a GPU load (runners/toolchains/exported_programs.py says why both exist).
+    # the jobs without a GPU load (runners/serving/variant_loader.py place_program says why both exist).
     cpu_file: Optional[str] = None
 
 
@@ -325,17 +327,29 @@ class ServedModel:
 @dataclass
 class ServeSpec:
     """What `python -m runners.serving.pytriton_server` serves: one variant, loaded as the Triton
-    Python-backend model loads it (runners/serving/triton_python_model.py)."""
+    Python-backend model loads it (runners/serving/variant_loader.py arrays_in)."""
 
     model: ServedModel
-    runtime: str  # onnxruntime | torchscript | exported-program
+    loader: str  # the format's loader (runners/serving/variant_loader.py arrays_in)
     artifact: str  # the artifact's path where the server runs
     precision: str
     device: str
 
 
+# What the PyTriton server (runners/serving/pytriton_server.py) prints once its model answers.
+SERVER_READY = "nav-orch pytriton: ready"
+
+
 class ProtocolError(ValueError):
     """A job or result document does not fit the protocol."""
+
+
+def one_line(error: BaseException) -> str:
+    """An error as a result's `error` tells it, and the host's messages too: its type and first line."""
+    text = str(error).strip().splitlines()
+    message = text[0] if text else ""
+    message = f"{type(error).__name__}: {message}" if message else type(error).__name__
+    return message if len(message) <= 400 else message[:397] + "..."
 
 
 def to_json(obj: Any) -> str:

@@ -157,13 +157,6 @@ def key_by_names(samples: dict[str, np.ndarray], names: Optional[list[str]], tak
     return dict(zip(names, samples.values()))
 
 
-def one_line(error: BaseException) -> str:
-    text = str(error).strip().splitlines()
-    message = text[0] if text else ""
-    message = f"{type(error).__name__}: {message}" if message else type(error).__name__
-    return message if len(message) <= 400 else message[:397] + "..."
-
-
 def tensor_spec(name: str, array: np.ndarray) -> TensorSpec:
     """An input or output as sampled, its batch axis (0) dynamic."""
     shape: list[Optional[int]] = list(array.shape)

@@ -28,12 +28,14 @@ from runners.contract.protocol import (
     JobResult,
     Rival,
     from_dict,
+    one_line,
     read_job,
     to_json,
     write_json_atomic,
 )
-from runners.harness.common import Handlers, Skip, base_versions, gpu_info, one_line
-from runners.harness.measure import ProfileSession
+from runners.harness.common import Handlers, Skip, base_versions, gpu_info
+from runners.harness.measure import Timing
+from runners.serving.variant_loader import CannotLoad
 
 
 def wait_for_turn(job_dir: Path, poll_s: float = 0.01) -> list[Rival]:
@@ -47,30 +49,30 @@ def wait_for_turn(job_dir: Path, poll_s: float = 0.01) -> list[Rival]:
 
 
 def run_job(job: Job, job_dir: Path, done: dict[str, str], runners: dict[str, Handlers],
-            session: ProfileSession) -> JobResult:
+            timing: Timing) -> JobResult:
     """Run one job through its runner module and return its result. `runners` holds each runner
-    module's handlers for this process (made once: they may share what they loaded, and `session`).
-    Where `session` takes turns, a job that times work waits for its turn (runners/contract/protocol.py): a
+    module's handlers for this process (made once: they may share what they loaded, and `timing`).
+    Where `timing` takes turns, a job that times work waits for its turn (runners/contract/protocol.py): a
     conversion before it starts, a profile once its variant is loaded."""
     unmet = [need for need in job.needs if done.get(need) != "ok"]
     if unmet:
         return JobResult(job.id, job.kind, "skipped", error=f"needs {', '.join(unmet)}, which did not succeed")
-    start, waited = time.perf_counter(), session.waited_s
+    start, waited = time.perf_counter(), timing.waited_s
     if job.kind in TURN_KINDS and job.kind != "profile":
-        session.wait_for_turn(job)
+        timing.wait_for_turn(job)
     module: Optional[ModuleType]
     try:
         module = importlib.import_module(f"runners.toolchains.{job.runner}_runner")
         if job.runner not in runners:
-            runners[job.runner] = module.handlers(session)
+            runners[job.runner] = module.handlers(timing)
         result = runners[job.runner][job.kind](job)
-    except Skip as reason:
+    except (Skip, CannotLoad) as reason:  # a variant that cannot load here is skipped, with why
         result = JobResult(job.id, job.kind, "skipped", error=str(reason))
     except Exception as error:  # noqa: BLE001 - every failure of a job becomes its result
         (job_dir / LOG_FILE).write_text(traceback.format_exc())
         result = JobResult(job.id, job.kind, "failed", error=one_line(error))
         module = sys.modules.get(f"runners.toolchains.{job.runner}_runner")
-    result.duration_s = time.perf_counter() - start - (session.waited_s - waited)  # a turn is not the job's time
+    result.duration_s = time.perf_counter() - start - (timing.waited_s - waited)  # a turn is not the job's time
     if job.device.startswith("cuda"):
         # The framework's own word on its device, where its runner can give it (`gpu_uuid`), so
         # results.json shows that each job ran on the GPU it was placed on.
@@ -88,12 +90,12 @@ def main(argv: list[str]) -> int:
     done: dict[str, str] = {}
     runners: dict[str, Handlers] = {}
     folders: dict[str, Path] = {}  # job id -> the folder of its job file, where its turn is asked for
-    session = ProfileSession((lambda job: wait_for_turn(folders[job.id])) if os.environ.get(TURNS_ENV) else None)
+    timing = Timing((lambda job: wait_for_turn(folders[job.id])) if os.environ.get(TURNS_ENV) else None)
     for job_path in map(Path, argv):
         job = read_job(job_path)
         folders[job.id] = job_path.parent
         print(f"[nav-orch runner] {job.kind} {job.id}", flush=True)
-        result = run_job(job, job_path.parent, done, runners, session)
+        result = run_job(job, job_path.parent, done, runners, timing)
         done[job.id] = result.status
         write_json_atomic(job_path.parent / RESULT_FILE, to_json(result))
         print(f"[nav-orch runner] {job.id}: {result.status} {result.error or ''}", flush=True)

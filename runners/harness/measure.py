@@ -244,7 +244,7 @@ def statistics(last: list[np.ndarray], windows: int, batch_size: int, stable: bo
     )
 
 
-class ProfileSession:
+class Timing:
     """What the timed jobs of one runner process share: the turn they wait for on a GPU that other
     sessions share (`take_turn`, None where there is none: it returns the rivals the host knows of
     then), and the profiles this process measured, which its later profiles are measured against too."""
@@ -275,18 +275,18 @@ def profile_source(job: Job, call_at: Callable[[int], Callable[[], object]]) -> 
     what the report measures the best variant against. It never fails the reference: a source that
     cannot run at a batch size (an ONNX graph with a fixed batch) is reported by the host."""
     try:
-        return profile_result(job, call_at, ProfileSession()).profile  # alone: no turn, no rivals
+        return profile_result(job, call_at, Timing()).profile  # alone: no turn, no rivals
     except Exception as error:  # noqa: BLE001 - the reference's outputs matter, its timing is extra
         print(f"[nav-orch runner] the source model was not timed: {type(error).__name__}: {error}", flush=True)
         return []
 
 
-def profile_result(job: Job, call_at: Callable[[int], Callable[[], object]], session: ProfileSession) -> JobResult:
+def profile_result(job: Job, call_at: Callable[[int], Callable[[], object]], timing: Timing) -> JobResult:
     """A profile job's result: the variant timed at each of the job's batch sizes, where
     `call_at(batch_size)` prepares that batch and returns the one synchronous call to time. The
-    timing starts once `session` gives the turn, so that loading the variant (before this call)
+    timing starts once `timing` gives the turn, so that loading the variant (before this call)
     overlaps other sessions' work."""
-    rivals = session.start(job)
+    rivals = timing.start(job)
     entries = [time_calls(call_at(size), job.profiling, size, rivals) for size in job.batch_sizes]
-    session.add(job, entries)
+    timing.add(job, entries)
     return JobResult(job.id, job.kind, "ok", profile=entries)

@@ -2,11 +2,11 @@
 
     python -m runners.serving.pytriton_server SPEC_JSON     (`nav-orch serve --server pytriton`)
 
-SPEC_JSON is a protocol.ServeSpec: one variant, loaded through triton_python_model.load, so PyTriton
+SPEC_JSON is a protocol.ServeSpec: one variant, loaded through variant_loader.arrays_in, so PyTriton
 and Triton's Python backend run it alike. It runs where nvidia-pytriton and the variant's framework
 are: the CPU Triton image's /opt/python-backend (numpy 1, which PyTriton's server needs). `serve`
 is also what orchestrator.inplace.serve runs in the user's own process, for a Python function.
-Prints READY once the model answers.
+Prints SERVER_READY (runners/contract/protocol.py) once the model answers.
 """
 from __future__ import annotations
 
@@ -22,11 +22,11 @@ from typing import Any, Optional
 
 import numpy as np
 
-from runners.contract.protocol import ServedModel, ServedTensor, ServeSpec, from_dict
+from runners.contract.protocol import SERVER_READY, ServedModel, ServedTensor, ServeSpec, from_dict
 from runners.harness.common import gpu_info
-from runners.serving.triton_python_model import Run, load, split_rows
+from runners.serving.triton_python_model import split_rows
+from runners.serving.variant_loader import ArraysIn, arrays_in
 
-READY = "nav-orch pytriton: ready"
 GPU_LINE = "nav-orch pytriton: serving on GPU"
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 
@@ -45,7 +45,7 @@ def declared(array: np.ndarray, dims: list[int], batched: bool) -> np.ndarray:
     return array.reshape(1) if array.ndim == 0 else array
 
 
-def answer(run: Run, model: ServedModel) -> Callable[[Sequence[Any]], list[dict[str, np.ndarray]]]:
+def answer(run: ArraysIn, model: ServedModel) -> Callable[[Sequence[Any]], list[dict[str, np.ndarray]]]:
     """PyTriton's inference callable: requests that arrive together run as one batch where their
     shapes allow (as Triton's dynamic batcher hands them to the Python backend), else one by one."""
     batched = model.max_batch_size > 0
@@ -104,7 +104,7 @@ def this_python_for_the_stub() -> Iterator[None]:
                 os.environ["LD_LIBRARY_PATH"] = before
 
 
-def serve(run: Run, model: ServedModel, stop: threading.Event, ready: Callable[[], None]) -> None:
+def serve(run: ArraysIn, model: ServedModel, stop: threading.Event, ready: Callable[[], None]) -> None:
     """Serve `run` (input arrays in, output arrays out) as `model` until `stop` is set."""
     from pytriton.model_config import ModelConfig, Tensor
     from pytriton.triton import DEFAULT_PROTECTED_ENDPOINTS, Triton, TritonConfig, TritonSecurityConfig
@@ -147,12 +147,12 @@ def main(argv: list[str]) -> int:
         print(__doc__, file=sys.stderr)
         return 2
     spec = from_dict(ServeSpec, json.loads(argv[0]))
-    run = load(spec.runtime, spec.artifact, spec.device, spec.precision, [t.name for t in spec.model.inputs])
+    run = arrays_in(spec.loader, spec.artifact, spec.device, spec.precision, [t.name for t in spec.model.inputs])
     gpu = serving_gpu(spec.device)
     if gpu:
         print(gpu, flush=True)
     with stop_on_signals() as stop:
-        serve(run, spec.model, stop, lambda: print(READY, flush=True))
+        serve(run, spec.model, stop, lambda: print(SERVER_READY, flush=True))
     return 0
 
 

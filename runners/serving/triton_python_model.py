@@ -1,14 +1,14 @@
-"""Triton Python-backend model that serves one nav-orch variant in its own runtime.
+"""Triton Python-backend model that serves one nav-orch variant through its format's loader.
 
 nav-orch copies this file as `MODEL/1/model.py` into a Triton model repository when the server
-image lacks the variant's native backend (the CPU Triton image has only the Python backend).
-It runs inside tritonserver's Python backend stub, next to the other runner code in spirit:
-standard library, numpy and the variant's framework only; `triton_python_backend_utils` exists
-only inside the stub, so it is imported there.
+image lacks the variant's native backend (the CPU Triton image has only the Python backend), with
+variant_loader.py beside it: the same loader that verified and profiled the variant. It runs inside
+tritonserver's Python backend stub: standard library, numpy and the variant's framework only;
+`triton_python_backend_utils` exists only inside the stub, so it is imported there.
 
 The model's config.pbtxt says what to load, as string parameters:
   artifact   file name of the variant, next to this file
-  runtime    onnxruntime | torchscript | exported-program
+  loader     the format's loader (runners/contract/formats.py Loader): onnxruntime, torchscript, ...
   precision  fp32 | fp16 | bf16: floating inputs are cast to it for torch (as the runner did when
              it verified the variant); outputs go back to the dtypes the config declares.
   scalars    unbatched models only: a JSON list of the inputs the model takes as scalars. Triton's
@@ -18,79 +18,13 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable, Sequence
 
 import numpy as np
 
-Run = Callable[[Sequence[np.ndarray]], list[np.ndarray]]
-
-
-def load_onnxruntime(path: str, device: str, precision: str, input_names: list[str]) -> Run:
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    gpu = [("CUDAExecutionProvider", {"device_id": int(device.partition(":")[2] or 0)})]
-    providers = (gpu if device.startswith("cuda") else []) + ["CPUExecutionProvider"]
-    session = ort.InferenceSession(path, options, providers=providers)
-    specs = session.get_inputs()
-    if len(specs) != len(input_names):
-        raise ValueError(f"{os.path.basename(path)} takes {len(specs)} inputs, the config declares {len(input_names)}")
-    # Feed by name where the names agree (they do for nav-orch's exports), else by position.
-    by_name = {spec.name: spec for spec in specs}
-    ordered = [by_name[name] for name in input_names] if set(by_name) == set(input_names) else list(specs)
-    kinds = {"tensor(float16)": np.float16, "tensor(float)": np.float32, "tensor(double)": np.float64}
-
-    def run(arrays: Sequence[np.ndarray]) -> list[np.ndarray]:
-        feeds = {}
-        for spec, array in zip(ordered, arrays):
-            wanted = kinds.get(spec.type)
-            feeds[spec.name] = array.astype(wanted) if wanted is not None and array.dtype != wanted else array
-        return session.run(None, feeds)
-
-    return run
-
-
-def load_torch(path: str, device: str, precision: str, runtime: str) -> Run:
-    import torch
-
-    if runtime == "exported-program":
-        module = torch.export.load(path).module()
-        if device != "cpu":
-            module = module.to(device)
-    else:
-        module = torch.jit.load(path, map_location=device).eval()
-    dtype = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[precision]
-
-    def flatten(outputs) -> list:
-        if isinstance(outputs, torch.Tensor):
-            return [outputs]
-        if isinstance(outputs, dict):
-            return list(outputs.values())
-        if isinstance(outputs, (tuple, list)):
-            return list(outputs)
-        raise TypeError(f"the model returned {type(outputs).__name__}; expected tensors")
-
-    def run(arrays: Sequence[np.ndarray]) -> list[np.ndarray]:
-        tensors = []
-        for array in arrays:
-            tensor = torch.from_numpy(np.ascontiguousarray(array)).to(device)
-            tensors.append(tensor.to(dtype) if tensor.dtype.is_floating_point else tensor)
-        with torch.inference_mode():
-            outputs = flatten(module(*tensors))
-        # numpy has no bfloat16: floating outputs leave as float32, cast to the config's dtype later.
-        return [t.detach().float().cpu().numpy() if t.dtype.is_floating_point else t.detach().cpu().numpy()
-                for t in outputs]
-
-    return run
-
-
-def load(runtime: str, path: str, device: str, precision: str, input_names: list[str]) -> Run:
-    if runtime == "onnxruntime":
-        return load_onnxruntime(path, device, precision, input_names)
-    if runtime in ("torchscript", "exported-program"):
-        return load_torch(path, device, precision, runtime)
-    raise ValueError(f"unknown runtime {runtime!r} (onnxruntime, torchscript, exported-program)")
+try:  # in nav-orch (the PyTriton server, the tests)
+    from runners.serving.variant_loader import arrays_in
+except ImportError:  # in a Triton model folder, where variant_loader.py lies beside this file
+    from variant_loader import arrays_in  # type: ignore[import-not-found,no-redef]
 
 
 def split_rows(arrays: list[np.ndarray], sizes: list[int]) -> list[list[np.ndarray]]:
@@ -114,8 +48,8 @@ class TritonPythonModel:
         self.input_names = [spec["name"] for spec in config["input"]]
         self.scalars = set(json.loads(parameters.get("scalars", "[]")))
         self.outputs = [(spec["name"], pb_utils.triton_string_to_numpy(spec["data_type"])) for spec in config["output"]]
-        self.run = load(parameters["runtime"], os.path.join(folder, parameters["artifact"]), device,
-                        parameters.get("precision", "fp32"), self.input_names)
+        self.run = arrays_in(parameters["loader"], os.path.join(folder, parameters["artifact"]), device,
+                             parameters.get("precision", "fp32"), self.input_names)
 
     def _respond(self, outputs: list[np.ndarray]):
         if len(outputs) != len(self.outputs):

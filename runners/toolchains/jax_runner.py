@@ -16,7 +16,7 @@ import numpy as np
 from runners.contract.formats import FORMATS
 from runners.contract.protocol import IOSpec, Job, JobResult
 from runners.harness.common import Handlers, Skip, array_bytes, import_callable, key_by_names, load_npz, save_reference
-from runners.harness.measure import ProfileSession, inputs_at, profile_source
+from runners.harness.measure import Timing, inputs_at, profile_source
 from runners.toolchains import tensorflow_runner as tfr  # sets TensorFlow's log level before it loads
 
 # isort: split
@@ -146,6 +146,6 @@ def serving(apply_fn: Callable[..., Any], owner: tf.Module, io: IOSpec, fmt: str
     return serve
 
 
-def handlers(profiling: ProfileSession) -> Handlers:
+def handlers(timing: Timing) -> Handlers:
     """This runner's jobs, for one runner process (it profiles nothing: its variants run in others)."""
     return {"reference": reference, "export": export}

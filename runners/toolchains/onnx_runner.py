@@ -15,69 +15,36 @@ from runners.contract.formats import FORMATS
 from runners.contract.protocol import IOSpec, Job, JobResult, TensorSpec
 from runners.harness.common import Handlers, Skip, key_by_names, load_npz, save_reference
 from runners.harness.measure import (
-    ProfileSession,
+    Timing,
     inputs_at,
     profile_result,
     profile_source,
     verification_result,
     verify_outputs,
 )
+from runners.serving.variant_loader import ONNX_DTYPES, load_onnx, onnx_feeds
 from runners.toolchains.onnx_quantize import quantize_model, quantized_onnx
-
-# ONNX Runtime's element types as numpy dtypes (bfloat16 and strings have none to compare with).
-ORT_DTYPES = {
-    "tensor(float)": "float32", "tensor(float16)": "float16", "tensor(double)": "float64",
-    "tensor(int64)": "int64", "tensor(int32)": "int32", "tensor(int16)": "int16", "tensor(int8)": "int8",
-    "tensor(uint64)": "uint64", "tensor(uint32)": "uint32", "tensor(uint16)": "uint16", "tensor(uint8)": "uint8",
-    "tensor(bool)": "bool",
-}
 
 
 def versions() -> dict[str, str]:
     return {"onnxruntime": ort.__version__}
 
 
-def session(job: Job) -> ort.InferenceSession:
-    options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    providers = ["CPUExecutionProvider"]
-    if job.device.startswith("cuda"):
-        if "CUDAExecutionProvider" not in ort.get_available_providers():
-            # Timing a GPU run's variant on the CPU would mislead the selection.
-            raise Skip(f"onnxruntime {ort.__version__} here has no CUDA execution provider")
-        providers.insert(0, "CUDAExecutionProvider")
-    return ort.InferenceSession(job.inputs.artifact, options, providers=providers)
-
-
-def cast_to_model(sess: ort.InferenceSession, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Feed half-precision variants half-precision inputs."""
-    types = {"tensor(float16)": np.float16, "tensor(float)": np.float32, "tensor(double)": np.float64}
-    return {spec.name: batch[spec.name].astype(types[spec.type]) if spec.type in types else batch[spec.name]
-            for spec in sess.get_inputs()}
-
-
-def feeds(sess: ort.InferenceSession, samples: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    inputs = sess.get_inputs()
-    if len(inputs) != len(samples):
-        raise ValueError(f"the ONNX model takes {len(inputs)} inputs, the samples hold {len(samples)}")
-    return cast_to_model(sess, {spec.name: array for spec, array in zip(inputs, samples.values())})
-
-
 def verify(job: Job) -> JobResult:
-    sess = session(job)
+    variant = load_onnx(job.inputs.artifact, job.device)
     reference_outputs = load_npz(job.inputs.reference)
-    outputs = sess.run(None, feeds(sess, load_npz(job.inputs.samples)))
+    outputs = variant.run(None, onnx_feeds(variant, load_npz(job.inputs.samples)))
     if len(outputs) != len(reference_outputs):
         raise ValueError(f"the variant returned {len(outputs)} outputs, the source model {len(reference_outputs)}")
     named = dict(zip(reference_outputs, outputs))
     return verification_result(job, verify_outputs(named, reference_outputs, job.tolerances, job.budgets))
 
 
-def profile(job: Job, profiling: ProfileSession) -> JobResult:
-    sess = session(job)
+def profile(job: Job, timing: Timing) -> JobResult:
+    variant = load_onnx(job.inputs.artifact, job.device)
     samples = load_npz(job.inputs.samples)
-    return profile_result(job, lambda size: partial(sess.run, None, feeds(sess, inputs_at(samples, job.io, size))),
-                          profiling)
+    return profile_result(
+        job, lambda size: partial(variant.run, None, onnx_feeds(variant, inputs_at(samples, job.io, size))), timing)
 
 
 # --- an ONNX file as the source model ----------------------------------------------------------
@@ -101,14 +68,14 @@ def graph_dims(shape: list) -> list[Optional[int]]:
     return [dim if isinstance(dim, int) and dim >= 0 else None for dim in shape]
 
 
-def match_samples(sess: ort.InferenceSession, samples: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+def match_samples(model: ort.InferenceSession, samples: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """Key the samples by the graph's input names (by name where all match, else in order) and
     check each against the graph's dtype and fixed dims, so a mismatch is one clear line."""
-    inputs = sess.get_inputs()
+    inputs = model.get_inputs()
     samples = key_by_names(samples, [spec.name for spec in inputs], "the ONNX model")
     for spec in inputs:
         array = samples[spec.name]
-        expected = ORT_DTYPES.get(spec.type)
+        expected = ONNX_DTYPES.get(spec.type)
         if expected is None:
             raise ValueError(f"input {spec.name!r} is {spec.type}, which nav-orch cannot feed from .npz samples")
         if array.dtype != np.dtype(expected):
@@ -122,22 +89,22 @@ def match_samples(sess: ort.InferenceSession, samples: dict[str, np.ndarray]) ->
 
 
 def reference(job: Job) -> JobResult:
-    sess = source_session(job)
-    samples = match_samples(sess, load_npz(job.inputs.samples))
-    output_names = [spec.name for spec in sess.get_outputs()]
-    outputs = dict(zip(output_names, sess.run(output_names, samples)))
+    model = source_session(job)
+    samples = match_samples(model, load_npz(job.inputs.samples))
+    output_names = [spec.name for spec in model.get_outputs()]
+    outputs = dict(zip(output_names, model.run(output_names, samples)))
     io = IOSpec(
-        inputs=[TensorSpec(s.name, str(samples[s.name].dtype), graph_dims(s.shape)) for s in sess.get_inputs()],
-        outputs=[TensorSpec(s.name, str(outputs[s.name].dtype), graph_dims(s.shape)) for s in sess.get_outputs()],
+        inputs=[TensorSpec(s.name, str(samples[s.name].dtype), graph_dims(s.shape)) for s in model.get_inputs()],
+        outputs=[TensorSpec(s.name, str(outputs[s.name].dtype), graph_dims(s.shape)) for s in model.get_outputs()],
     )
     result = save_reference(job, samples, outputs, io)
     result.profile = profile_source(
-        job, lambda size: partial(sess.run, output_names, inputs_at(samples, result.io, size)))
+        job, lambda size: partial(model.run, output_names, inputs_at(samples, result.io, size)))
     return result
 
 
 def export(job: Job) -> JobResult:
-    """The ONNX variant (ONNX Runtime with every graph optimization, see session()) and the
+    """The ONNX variant (ONNX Runtime with every graph optimization, see variant_loader.load_onnx) and the
     intermediate model.onnx of a TensorRT build are the source file itself; an fp16 ONNX
     variant is converted with onnxconverter-common where the image has it, an int8 one quantized
     by ONNX Runtime (runners/toolchains/onnx_quantize.py)."""
@@ -180,7 +147,7 @@ def convert_precision(source: Path, target: Path, precision: str) -> None:
     onnx.save(converted, str(target))
 
 
-def handlers(profiling: ProfileSession) -> Handlers:
+def handlers(timing: Timing) -> Handlers:
     """This runner's jobs, for one runner process."""
     return {"reference": reference, "export": export, "verify": verify,
-            "profile": partial(profile, profiling=profiling)}
+            "profile": partial(profile, timing=timing)}

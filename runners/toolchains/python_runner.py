@@ -7,19 +7,19 @@ from functools import partial
 
 from runners.contract.protocol import Job, JobResult
 from runners.harness.common import Handlers, import_callable, load_npz
-from runners.harness.measure import ProfileSession, batch_of, profile_result
+from runners.harness.measure import Timing, batch_of, profile_result
 
 
 def versions() -> dict[str, str]:
     return {}
 
 
-def profile(job: Job, profiling: ProfileSession) -> JobResult:
+def profile(job: Job, timing: Timing) -> JobResult:
     function = import_callable(job)
     samples = load_npz(job.inputs.samples)
-    return profile_result(job, lambda size: partial(function, *batch_of(samples, size).values()), profiling)
+    return profile_result(job, lambda size: partial(function, *batch_of(samples, size).values()), timing)
 
 
-def handlers(profiling: ProfileSession) -> Handlers:
+def handlers(timing: Timing) -> Handlers:
     """This runner's jobs, for one runner process."""
-    return {"profile": partial(profile, profiling=profiling)}
+    return {"profile": partial(profile, timing=timing)}

@@ -35,7 +35,7 @@ from runners.harness.common import (  # noqa: E402
     sharing_a_load,
 )
 from runners.harness.measure import (  # noqa: E402
-    ProfileSession,
+    Timing,
     batch_of,
     profile_result,
     profile_source,
@@ -451,15 +451,15 @@ def timed_call(model: Source, arrays: Mapping[str, np.ndarray], job: Job) -> Cal
     return run
 
 
-def profile(job: Job, loaded: LastLoaded, profiling: ProfileSession) -> JobResult:
+def profile(job: Job, loaded: LastLoaded, timing: Timing) -> JobResult:
     variant = load_variant(job, loaded)
     samples = key_by_names(load_npz(job.inputs.samples), variant.input_names, "the model")
     with tf.device(tf_device(job)), engines_only(job, {name: array.shape for name, array in samples.items()},
                                                  job.batch_sizes):
-        return profile_result(job, lambda size: timed_call(variant, batch_of(samples, size), job), profiling)
+        return profile_result(job, lambda size: timed_call(variant, batch_of(samples, size), job), timing)
 
 
-def handlers(profiling: ProfileSession) -> Handlers:
+def handlers(timing: Timing) -> Handlers:
     """This runner's jobs, for one runner process."""
     return sharing_a_load({"reference": reference, "export": export, "convert": convert},
-                          {"verify": verify, "profile": partial(profile, profiling=profiling)})
+                          {"verify": verify, "profile": partial(profile, timing=timing)})

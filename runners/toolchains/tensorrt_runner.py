@@ -25,9 +25,10 @@ from typing import Any, Optional
 import numpy as np
 
 from runners.contract.formats import FORMATS
-from runners.contract.protocol import QUANTIZED, IOSpec, Job, JobResult
-from runners.harness.common import Handlers, Skip, key_by_names, load_npz, one_line
-from runners.harness.measure import ProfileSession, inputs_at, profile_result, verification_result, verify_outputs
+from runners.contract.protocol import QUANTIZED, IOSpec, Job, JobResult, one_line
+from runners.harness.common import Handlers, Skip, key_by_names, load_npz
+from runners.harness.measure import Timing, inputs_at, profile_result, verification_result, verify_outputs
+from runners.serving.variant_loader import Engine
 from runners.toolchains.tensorrt_build import (
     batch_range_of,
     builder_precision,
@@ -208,65 +209,22 @@ def save_timing_cache(config: Any, cache: Any, path: Path) -> None:
 
 # --- verify and profile: running model.plan ------------------------------------------------------
 
-class Engine:
-    """A deserialized engine and one execution context, fed torch tensors on the GPU."""
-
-    def __init__(self, torch: Any, plan: Path):
-        self.torch = torch
-        self.runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
-        self.engine = self.runtime.deserialize_cuda_engine(plan.read_bytes())
-        if self.engine is None:
-            raise RuntimeError(f"TensorRT {trt.__version__} could not load {plan.name} (built by another version?)")
-        self.context = self.engine.create_execution_context()
-        self.stream = torch.cuda.Stream()
-        names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
-        self.inputs = [n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
-        self.outputs = [n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.OUTPUT]
-        # The tensors whose addresses the context holds (inputs it reads, outputs it writes): kept
-        # alive here until the next bind replaces them, whatever the caller keeps.
-        self.bound: dict[str, Any] = {}
-
-    def torch_dtype(self, name: str) -> Any:
-        return self.torch.from_numpy(np.empty(0, dtype=trt.nptype(self.engine.get_tensor_dtype(name)))).dtype
-
-    def bind(self, batch: dict[str, np.ndarray]) -> dict[str, Any]:
-        """Copy a batch to the GPU in the engine's input types, allocate the outputs, set the
-        addresses; returns the output tensors, filled by each `execute()`."""
-        arrays = key_by_names(batch, self.inputs, "the engine")
-        return self.bind_tensors([self.torch.from_numpy(arrays[name]) for name in self.inputs])
-
-    def bind_tensors(self, tensors: list[Any]) -> dict[str, Any]:
-        """`bind` for torch tensors in the engine's input order (an inplace module's leaves):
-        those already on the GPU in the engine's types are bound without a copy."""
-        bound = {}
-        for name, given in zip(self.inputs, tensors):
-            tensor = given.to("cuda", self.torch_dtype(name)).contiguous()
-            bound[name] = tensor
-            self.context.set_input_shape(name, tuple(tensor.shape))
-            self.context.set_tensor_address(name, tensor.data_ptr())
-        outputs = {}
-        for name in self.outputs:
-            shape = tuple(self.context.get_tensor_shape(name))
-            outputs[name] = self.torch.empty(shape, dtype=self.torch_dtype(name), device="cuda")
-            self.context.set_tensor_address(name, outputs[name].data_ptr())
-        # Only now, with every address moved to the new tensors, may the previous ones be freed.
-        self.bound = {**bound, **outputs}
-        return outputs
-
-    def execute(self) -> None:
-        if not self.context.execute_async_v3(self.stream.cuda_stream):
-            raise RuntimeError("TensorRT failed to run the engine")
-        self.stream.synchronize()
-
-
 def load_engine(job: Job) -> Engine:
-    return Engine(require_gpu_runtime(job), Path(job.inputs.artifact))
+    require_gpu_runtime(job)
+    return Engine(job.inputs.artifact, job.device)
+
+
+def bind(engine: Engine, batch: dict[str, np.ndarray]) -> dict[str, Any]:
+    """Copy a batch to the GPU in the engine's input types (keyed by the engine's input names: by name
+    where all match, else in order); returns the output tensors, filled by each `execute()`."""
+    arrays = key_by_names(batch, engine.inputs, "the engine")
+    return engine.bind_tensors([engine.torch.from_numpy(arrays[name]) for name in engine.inputs])
 
 
 def verify(job: Job) -> JobResult:
     engine = load_engine(job)
     reference_outputs = load_npz(job.inputs.reference)
-    outputs = engine.bind(load_npz(job.inputs.samples))
+    outputs = bind(engine, load_npz(job.inputs.samples))
     engine.execute()
     if len(outputs) != len(reference_outputs):
         raise ValueError(f"the engine returned {len(outputs)} outputs, the source model {len(reference_outputs)}")
@@ -278,18 +236,18 @@ def verify(job: Job) -> JobResult:
     return verification_result(job, verify_outputs(actual, reference_outputs, job.tolerances, job.budgets))
 
 
-def profile(job: Job, profiling: ProfileSession) -> JobResult:
+def profile(job: Job, timing: Timing) -> JobResult:
     engine = load_engine(job)
     samples = load_npz(job.inputs.samples)
 
     def bound(batch_size: int) -> Callable[[], None]:
         # The engine keeps the output tensors it writes to (Engine.bound); they are not read here.
-        engine.bind(inputs_at(samples, job.io, batch_size))
+        bind(engine, inputs_at(samples, job.io, batch_size))
         return engine.execute
 
-    return profile_result(job, bound, profiling)
+    return profile_result(job, bound, timing)
 
 
-def handlers(profiling: ProfileSession) -> Handlers:
+def handlers(timing: Timing) -> Handlers:
     """This runner's jobs, for one runner process."""
-    return {"convert": convert, "verify": verify, "profile": partial(profile, profiling=profiling)}
+    return {"convert": convert, "verify": verify, "profile": partial(profile, timing=timing)}

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from runners.contract.formats import FORMATS
-from runners.contract.protocol import QUANTIZED, IOSpec, Job, JobResult
+from runners.contract.protocol import QUANTIZED, IOSpec, Job, JobResult, one_line
 from runners.harness.common import (
     Handlers,
     LastLoaded,
@@ -25,19 +25,18 @@ from runners.harness.common import (
     import_callable,
     key_by_names,
     load_npz,
-    one_line,
     save_reference,
     sharing_a_load,
 )
 from runners.harness.measure import (
-    ProfileSession,
+    Timing,
     inputs_at,
     profile_result,
     profile_source,
     verification_result,
     verify_at_batch_sizes,
 )
-from runners.toolchains.exported_programs import load_program, place_program
+from runners.serving.variant_loader import compile_module, load, load_exported_program, place_program, torch_dtype
 from runners.toolchains.onnx_quantize import export_quantized, quantized_onnx
 from runners.toolchains.tensorrt_build import BatchRange, batch_range_of, input_shapes
 from runners.toolchains.torchao_plan import (
@@ -51,7 +50,6 @@ from runners.toolchains.torchao_plan import (
     version_reason,
 )
 
-DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 # Lines of a failed trace check kept in the log: its graph diff grows with the model.
 TRACE_CHECK_LINES = 40
 
@@ -91,10 +89,10 @@ def load_source(job: Job) -> torch.nn.Module:
     if source.form == "torchscript":
         return torch.jit.load(str(path), map_location="cpu").eval()
     if source.form == "exported_program":
-        # Jobs without a GPU load the capture's CPU copy where it has one (exported_programs.py).
+        # Jobs without a GPU load the capture's CPU copy where it has one (variant_loader.place_program).
         if source.cpu_file and not job.device.startswith("cuda"):
             path = path.with_name(source.cpu_file)
-        return load_program(path, job.device)
+        return load_exported_program(str(path), job.device)
     raise ValueError(f"unknown model form {source.form!r}")
 
 
@@ -137,7 +135,7 @@ def to_tensors(samples: dict[str, np.ndarray], device: str, precision: str = "fp
     for array in samples.values():
         tensor = torch.from_numpy(array).to(device)
         if tensor.dtype.is_floating_point:
-            tensor = tensor.to(DTYPES[precision])
+            tensor = tensor.to(torch_dtype(precision))
         if memory_format == "channels_last" and tensor.dim() == 4:
             tensor = tensor.contiguous(memory_format=torch.channels_last)
         tensors.append(tensor)
@@ -209,7 +207,7 @@ def export(job: Job) -> JobResult:
     # graph (runners/toolchains/onnx_quantize.py).
     fixed = fixed_precision(job)
     precision = fixed or ("fp32" if job.format == "tensorrt" or quantized_onnx(job) else job.precision)
-    model = in_layout(load_source(job).to(job.device, DTYPES[precision]), job)
+    model = in_layout(load_source(job).to(job.device, torch_dtype(precision)), job)
     samples = load_npz(job.inputs.samples)
     io = job.io_spec()
     # A batch of 2: exporters would specialize a batch of 1, and a larger one only costs
@@ -358,7 +356,7 @@ def compile_program(torch_tensorrt: Any, program: torch.export.ExportedProgram, 
         shapes = input_shapes(spec.shape, tuple(tensor.shape), batches, spec.ranges, io.batch_axis, spec.name)
         inputs.append(torch_tensorrt.Input(min_shape=shapes.min, opt_shape=shapes.opt, max_shape=shapes.max,
                                            dtype=tensor.dtype))
-    return torch_tensorrt.dynamo.compile(program, arg_inputs=inputs, enabled_precisions={DTYPES[precision]})
+    return torch_tensorrt.dynamo.compile(program, arg_inputs=inputs, enabled_precisions={torch_dtype(precision)})
 
 
 def convert(job: Job) -> JobResult:
@@ -384,33 +382,26 @@ def convert(job: Job) -> JobResult:
 
 
 def load_variant(job: Job) -> torch.nn.Module:
-    """The variant ready to run (verify and profile share it through LastLoaded)."""
-    path = job.inputs.artifact
-    if FORMATS[job.format_name()].compile_mode:
-        options = json.loads(Path(path).read_text())
-        if options["mode"] == "reduce-overhead" and not job.device.startswith("cuda"):
-            raise Skip("CUDA graphs (mode=reduce-overhead) need a GPU")
-        if job.precision in QUANTIZED:
-            check_torchao(job)
-        model = in_layout(load_source(job).to(job.device, DTYPES[compute_precision(job.precision)]), job)
-        if job.precision in QUANTIZED:
-            quantize_module(model, job.precision)
-        # One static graph per batch size: measured faster than one dynamic-shape graph
-        # (ResNet-50 fp16 bs64 on an H100: 4.8 ms after automatic dynamic shapes, 3.5 static).
-        # A model recorded at many sizes of another axis (an inplace decoder, one length per
-        # token) would compile once per size, so there dynamo's automatic dynamic shapes stay on.
-        torch._dynamo.config.automatic_dynamic_shapes = has_non_batch_axes(job.io_spec())
-        torch._dynamo.config.cache_size_limit = max(torch._dynamo.config.cache_size_limit, 64)
-        torch._inductor.config.freezing = options.get("freezing", False)
-        for name, value in inductor_settings(job.precision).items():
-            if hasattr(torch._inductor.config, name):  # a later torch may drop one: then nothing to set
-                setattr(torch._inductor.config, name, value)
-        return torch.compile(model, mode=options["mode"], backend=options["backend"])
-    if job.format == "exported-program":
-        return load_program(Path(path), job.device)
-    if job.format == "torch-tensorrt":
-        import_torch_tensorrt()  # registers the TensorRT engine class the TorchScript file holds
-    return torch.jit.load(path, map_location=job.device)
+    """The variant ready to run (verify and profile share it through LastLoaded): its artifact
+    through its format's loader, or, for a compiled format, the source compiled here."""
+    fmt = FORMATS[job.format_name()]
+    if fmt.compile_mode is None:
+        return load(fmt.loader.name, job.inputs.artifact, job.device)
+    options = json.loads(Path(job.inputs.artifact).read_text())
+    if options["mode"] == "reduce-overhead" and not job.device.startswith("cuda"):
+        raise Skip("CUDA graphs (mode=reduce-overhead) need a GPU")
+    if job.precision in QUANTIZED:
+        check_torchao(job)
+    model = in_layout(load_source(job).to(job.device, torch_dtype(compute_precision(job.precision))), job)
+    if job.precision in QUANTIZED:
+        quantize_module(model, job.precision)
+    # One static graph per batch size: measured faster than one dynamic-shape graph
+    # (ResNet-50 fp16 bs64 on an H100: 4.8 ms after automatic dynamic shapes, 3.5 static).
+    # A model recorded at many sizes of another axis (an inplace decoder, one length per
+    # token) would compile once per size, so there dynamo's automatic dynamic shapes stay on.
+    torch._dynamo.config.automatic_dynamic_shapes = has_non_batch_axes(job.io_spec())
+    torch._dynamo.config.cache_size_limit = max(torch._dynamo.config.cache_size_limit, 64)
+    return compile_module(model, options["mode"], options.get("freezing", False), inductor_settings(job.precision))
 
 
 def quantizable(model: torch.nn.Module) -> None:
@@ -476,7 +467,7 @@ def verify(job: Job, loaded: LastLoaded) -> JobResult:
         raise RuntimeError(f"{one_line(error)}: {hint}") from error
 
 
-def profile(job: Job, loaded: LastLoaded, profiling: ProfileSession) -> JobResult:
+def profile(job: Job, loaded: LastLoaded, timing: Timing) -> JobResult:
     model = loaded.get(variant_key(job), lambda: load_variant(job))
     samples = load_npz(job.inputs.samples)
     sync = torch.cuda.synchronize if job.device.startswith("cuda") else (lambda: None)
@@ -491,7 +482,7 @@ def profile(job: Job, loaded: LastLoaded, profiling: ProfileSession) -> JobResul
         return run
 
     with torch.inference_mode():
-        return profile_result(job, call_at, profiling)
+        return profile_result(job, call_at, timing)
 
 
 # What a GPU session keeps loaded between its verifications and its profiles (LastLoaded): the eager
@@ -505,8 +496,8 @@ def gpu_memory_in_use() -> int:
     return torch.cuda.memory_allocated() if torch.cuda.is_available() else 1 << 62
 
 
-def handlers(profiling: ProfileSession) -> Handlers:
+def handlers(timing: Timing) -> Handlers:
     """This runner's jobs, for one runner process."""
     return sharing_a_load({"reference": reference, "export": export, "convert": convert},
-                          {"verify": verify, "profile": partial(profile, profiling=profiling)},
+                          {"verify": verify, "profile": partial(profile, timing=timing)},
                           LastLoaded(gpu_memory_in_use, KEEP_LOADED_BYTES))
