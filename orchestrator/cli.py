@@ -16,7 +16,7 @@ from rich.console import Console
 
 from orchestrator import api
 from orchestrator.config import Accuracy, Budget, OptimizeConfig, Tolerances, TritonSettings
-from orchestrator.containers import engine, images
+from orchestrator.containers import engine, image_builds, images
 from orchestrator.containers.gpus import host_gpus, resolve_gpus, select_gpus
 from orchestrator.errors import BadInput, EnvironmentProblem, ExitCode, NavOrchError
 from orchestrator.model_ref import parse_function, parse_model
@@ -275,8 +275,8 @@ def images_build(
             raise BadInput("--set takes VAR=VALUE")
         client = engine.connect()
         with build_output("images-build", progress) as shown:
-            built = images.build_images(client, images.BAKE_FILE, target or flavor, overrides, pip_config,
-                                        ca_bundle, shown.note, rebuild=rebuild, on_output=shown.output)
+            built = image_builds.build_images(client, images.BAKE_FILE, target or flavor, overrides, pip_config,
+                                              ca_bundle, shown.note, rebuild=rebuild, on_output=shown.output)
         for tag in built:
             typer.echo(tag)
 
@@ -288,7 +288,7 @@ def build_output(name: str, progress: str) -> Iterator[BuildOutput]:
     """The screen and the log file of an image build or bootstrap (the log: in nav-orch's cache)."""
     if progress not in ("auto", "plain"):
         raise BadInput(f"--progress {progress}: choose auto or plain")
-    logs = images.user_cache() / "logs"
+    logs = image_builds.user_cache() / "logs"
     try:
         logs.mkdir(parents=True, exist_ok=True)
     except OSError as error:
@@ -302,7 +302,7 @@ def build_output(name: str, progress: str) -> Iterator[BuildOutput]:
 
 @images_app.command("bootstrap")
 def images_bootstrap(
-    tag: str = typer.Option(images.DEBIAN_BASE, help="Tag of the Debian base image to make."),
+    tag: str = typer.Option(image_builds.DEBIAN_BASE, help="Tag of the Debian base image to make."),
     mirror: Optional[str] = typer.Option(None, help="Debian mirror; default: the one the host's apt uses."),
     if_missing: bool = typer.Option(False, help="Do nothing when the image exists already."),
     progress: str = typer.Option("auto", help="auto: the phases, debootstrap's output in the log file; plain: "
@@ -317,7 +317,7 @@ def images_bootstrap(
             typer.echo(f"{tag} {existing.id}")
             return
         with build_output("images-bootstrap", progress) as shown:
-            image_id = images.bootstrap_base(client, tag, mirror, shown.note, on_output=shown.output)
+            image_id = image_builds.bootstrap_base(client, tag, mirror, shown.note, on_output=shown.output)
         typer.echo(f"{tag} {image_id}")
 
     guarded(run)
@@ -438,7 +438,7 @@ def doctor() -> None:
 
     def run() -> int:
         matrix, bake = check_bake_file(images.BAKE_FILE)
-        findings = [matrix, *diagnose(bake, engine.connect, host_gpus, images.DEBIAN_BASE)]
+        findings = [matrix, *diagnose(bake, engine.connect, host_gpus, image_builds.DEBIAN_BASE)]
         for finding in findings:
             typer.echo(f"{finding.level:<5} {finding.check}: {finding.detail}")
             if finding.fix and finding.level != "ok":

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from orchestrator import __version__
-from orchestrator.containers import images
+from orchestrator.containers import image_builds, images
 from orchestrator.containers.bake import BakeError, load_bake_file
 from orchestrator.errors import BadInput
 
@@ -38,7 +38,7 @@ def write(tmp_path: Path, text: str) -> Path:
 def test_real_bake_file_parses(bake):
     assert images.BAKE_FILE == ROOT / "docker-bake.hcl"
     # The code and the bake file agree on what they both name.
-    assert bake.variables["DEBIAN_BASE"] == images.DEBIAN_BASE
+    assert bake.variables["DEBIAN_BASE"] == image_builds.DEBIAN_BASE
     assert bake.variables["NAV_ORCH_VERSION"] == __version__
     assert set(bake.groups) >= {"default", "cpu", "cuda"}
     for target in bake.targets.values():
@@ -145,8 +145,8 @@ def test_cpu_target_resolves(bake, no_env):
     (cpu,) = bake.select("pytorch-cpu")
     assert cpu.context == "images/pytorch-cpu"
     assert cpu.tags == [images.image_for("torch", "cpu")] == ["nav-orch/pytorch:cpu"]
-    assert cpu.args["BASE_IMAGE"] == images.DEBIAN_BASE
-    assert cpu.labels["org.opencontainers.image.base.name"] == images.DEBIAN_BASE
+    assert cpu.args["BASE_IMAGE"] == image_builds.DEBIAN_BASE
+    assert cpu.labels["org.opencontainers.image.base.name"] == image_builds.DEBIAN_BASE
     assert cpu.labels["org.nav-orch.torch"] == cpu.args["TORCH_CPU_VERSION"]
     assert cpu.labels["org.nav-orch.onnxruntime"] == cpu.args["ONNXRUNTIME_VERSION"]
     assert cpu.labels["org.nav-orch.cuda"] == cpu.labels["org.nav-orch.tensorrt"] == "none"
@@ -284,11 +284,11 @@ def test_host_debian_mirror(tmp_path):
         "Types: deb\nURIs: http://mirror.example/debian-security\nSuites: bookworm-security\nComponents: main\n\n"
         "# a comment\nTypes: deb\nURIs: http://mirror.example/debian/\nSuites: bookworm bookworm-updates\n"
         "Components: main\n")
-    assert images.host_debian_mirror("bookworm", tmp_path) == "http://mirror.example/debian"
+    assert image_builds.host_debian_mirror("bookworm", tmp_path) == "http://mirror.example/debian"
     (tmp_path / "sources.list.d" / "debian.sources").unlink()
     (tmp_path / "sources.list").write_text("deb [signed-by=/k.gpg] http://old.example/debian bookworm main\n")
-    assert images.host_debian_mirror("bookworm", tmp_path) == "http://old.example/debian"
-    assert images.host_debian_mirror("trixie", tmp_path) is None
+    assert image_builds.host_debian_mirror("bookworm", tmp_path) == "http://old.example/debian"
+    assert image_builds.host_debian_mirror("trixie", tmp_path) is None
 
 
 def test_host_pip_config_merges_in_pips_order(tmp_path):
@@ -298,13 +298,14 @@ def test_host_pip_config_merges_in_pips_order(tmp_path):
     (home / ".config" / "pip").mkdir(parents=True)
     (home / ".config" / "pip" / "pip.conf").write_text("[global]\nindex-url = https://user.example/simple\n"
                                                        "cert = /nonexistent.crt\n")
-    text = images.host_pip_config({"XDG_CONFIG_DIRS": str(tmp_path / "none")}, home)
+    text = image_builds.host_pip_config({"XDG_CONFIG_DIRS": str(tmp_path / "none")}, home)
     assert "index-url = https://user.example/simple" in text
     # PIP_CONFIG_FILE wins, and pip then skips the user file; PIP_INDEX_URL beats both.
-    text = images.host_pip_config({"XDG_CONFIG_DIRS": str(tmp_path / "none"), "PIP_CONFIG_FILE": str(env_file)}, home)
+    text = image_builds.host_pip_config({"XDG_CONFIG_DIRS": str(tmp_path / "none"), "PIP_CONFIG_FILE": str(env_file)},
+                                        home)
     assert "https://env.example/simple" in text and "user.example" not in text
-    text = images.host_pip_config({"XDG_CONFIG_DIRS": str(tmp_path / "none"),
-                                   "PIP_INDEX_URL": "https://var.example/simple"}, home)
+    text = image_builds.host_pip_config({"XDG_CONFIG_DIRS": str(tmp_path / "none"),
+                                         "PIP_INDEX_URL": "https://var.example/simple"}, home)
     assert "index-url = https://var.example/simple" in text
 
 
@@ -312,17 +313,17 @@ def test_pip_config_for_build_drops_what_only_the_host_has():
     text = ("[global]\nconstraint = /etc/xdg/pip/constraints.txt\ncert = /etc/ssl/ca.crt\n"
             "find-links = /opt/wheels\nextra-index-url = file:///opt/pypi/simple https://mirror.example/simple\n"
             "timeout = 60\n[install]\nrequirement = /tmp/req.txt\n")
-    build = images.pip_config_for_build(text)
+    build = image_builds.pip_config_for_build(text)
     assert "extra-index-url = https://mirror.example/simple" in build and "timeout = 60" in build
     for gone in ("constraint", "cert", "find-links", "file://", "requirement"):
         assert gone not in build
-    assert images.pip_config_for_build("[global]\nconstraint = /c.txt\n") is None
-    assert images.pip_config_for_build(None) is None
+    assert image_builds.pip_config_for_build("[global]\nconstraint = /c.txt\n") is None
+    assert image_builds.pip_config_for_build(None) is None
 
 
 def test_host_ca_bundle_order(tmp_path):
     bundle = tmp_path / "ca.crt"
     bundle.write_text("x")
-    assert images.host_ca_bundle(None, {"SSL_CERT_FILE": str(bundle)}) == bundle
-    assert images.host_ca_bundle(f"[global]\ncert = {bundle}\n", {"PIP_CERT": "/nonexistent"}) == bundle
-    assert images.host_ca_bundle(None, {"PIP_CERT": "/nonexistent"}) is None
+    assert image_builds.host_ca_bundle(None, {"SSL_CERT_FILE": str(bundle)}) == bundle
+    assert image_builds.host_ca_bundle(f"[global]\ncert = {bundle}\n", {"PIP_CERT": "/nonexistent"}) == bundle
+    assert image_builds.host_ca_bundle(None, {"PIP_CERT": "/nonexistent"}) is None

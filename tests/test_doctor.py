@@ -9,7 +9,8 @@ import pytest
 from orchestrator.containers.bake import load_bake_file
 from orchestrator.containers.doctor import diagnose
 from orchestrator.containers.gpus import HostGpu
-from orchestrator.containers.images import BAKE_FILE, DEBIAN_BASE
+from orchestrator.containers.image_builds import DEBIAN_BASE
+from orchestrator.containers.images import BAKE_FILE
 from orchestrator.errors import EnvironmentProblem
 
 BAKE = load_bake_file(BAKE_FILE)

@@ -11,8 +11,8 @@ from typing import Optional
 import docker.errors
 import pytest
 
-from orchestrator.containers import engine, images
-from orchestrator.containers.bake import BakeTarget
+from orchestrator.containers import engine, image_builds, images
+from orchestrator.containers.bake import BakeTarget, load_bake_file
 from orchestrator.errors import BadInput
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -95,8 +95,8 @@ def context(tmp_path: Path) -> Path:
 
 def digest_of(context: Path, args: Optional[dict] = None, labels: Optional[dict] = None,
               bases: Optional[dict] = None) -> str:
-    return images.build_inputs_digest(context, "Dockerfile", args or {"BASE_IMAGE": "b:1"}, labels or {"k": "v"},
-                                      bases or {"b:1": "sha256:b"})
+    return image_builds.build_inputs_digest(context, "Dockerfile", args or {"BASE_IMAGE": "b:1"}, labels or {"k": "v"},
+                                            bases or {"b:1": "sha256:b"})
 
 
 def test_digest_follows_what_the_image_is_built_from(context):
@@ -126,33 +126,33 @@ def test_digest_follows_what_the_image_is_built_from(context):
 
 
 def test_dockerfile_bases():
-    bases = images.dockerfile_bases(TWO_STAGES, {"BASE_IMAGE": "nav-orch/debian:bookworm"})
+    bases = image_builds.dockerfile_bases(TWO_STAGES, {"BASE_IMAGE": "nav-orch/debian:bookworm"})
     assert bases == ["nav-orch/debian:bookworm"]
     text = ("# syntax comment\nARG BASE=nav-orch/debian:bookworm\nARG TAG\n"
             "FROM --platform=linux/amd64 $BASE AS Build\nRUN true\n"
             "FROM scratch AS empty\nFROM build AS again\nFROM \\\n  other/image:${TAG}\nARG BASE=ignored\n")
-    assert images.dockerfile_bases(text, {"TAG": "7"}) == ["nav-orch/debian:bookworm", "other/image:7"]
-    assert images.dockerfile_bases(text, {"TAG": "7", "BASE": "x/y:1"}) == ["x/y:1", "other/image:7"]
+    assert image_builds.dockerfile_bases(text, {"TAG": "7"}) == ["nav-orch/debian:bookworm", "other/image:7"]
+    assert image_builds.dockerfile_bases(text, {"TAG": "7", "BASE": "x/y:1"}) == ["x/y:1", "other/image:7"]
     with pytest.raises(BadInput, match="cannot tell the image of `FROM other/image:\\$\\{TAG:-1\\}`"):
-        images.dockerfile_bases("ARG TAG\nFROM other/image:${TAG:-1}\n", {})
-    bake = images.load_bake_file(images.BAKE_FILE)
+        image_builds.dockerfile_bases("ARG TAG\nFROM other/image:${TAG:-1}\n", {})
+    bake = load_bake_file(images.BAKE_FILE)
     variables = bake.resolve_variables({}, environ={})
     for name in bake.target_names(["cpu", "cuda"]):  # every real target starts FROM its BASE_IMAGE
         target = bake.resolve_target(name, variables)
         text = (bake.root / target.context / target.dockerfile).read_text()
-        assert images.dockerfile_bases(text, target.args) == [target.args["BASE_IMAGE"]]
+        assert image_builds.dockerfile_bases(text, target.args) == [target.args["BASE_IMAGE"]]
 
 
 def test_up_to_date():
     info = lambda image_id, digest: engine.ImageInfo(tag="t", id=image_id,  # noqa: E731
-                                                            labels={images.BUILD_INPUTS_LABEL: digest})
-    assert images.up_to_date([info("sha256:a", "d1")], "d1")
-    assert not images.up_to_date([info("sha256:a", "d0")], "d1")
-    assert not images.up_to_date([None], "d1")
-    assert not images.up_to_date([], "d1")
-    assert not images.up_to_date([info("sha256:a", "d1"), info("sha256:b", "d1")], "d1")  # two tags, two images
-    assert not images.up_to_date([info("sha256:a", "d1"), None], "d1")
-    assert not images.up_to_date([engine.ImageInfo(tag="t", id="sha256:a", labels={})], "d1")
+                                                            labels={image_builds.BUILD_INPUTS_LABEL: digest})
+    assert image_builds.up_to_date([info("sha256:a", "d1")], "d1")
+    assert not image_builds.up_to_date([info("sha256:a", "d0")], "d1")
+    assert not image_builds.up_to_date([None], "d1")
+    assert not image_builds.up_to_date([], "d1")
+    assert not image_builds.up_to_date([info("sha256:a", "d1"), info("sha256:b", "d1")], "d1")  # two tags, two images
+    assert not image_builds.up_to_date([info("sha256:a", "d1"), None], "d1")
+    assert not image_builds.up_to_date([engine.ImageInfo(tag="t", id="sha256:a", labels={})], "d1")
 
 
 def test_build_image_reports_the_stage_images():
@@ -186,12 +186,12 @@ def test_build_target_skips_unchanged_and_cleans_up(context):
     lines: list[str] = []
 
     def build(rebuild: bool = False) -> Optional[str]:
-        return images.build_target(fake, context.parent, target, rebuild, lines.append)
+        return image_builds.build_target(fake, context.parent, target, rebuild, lines.append)
 
     assert build() is None  # nothing carried the tag before
     assert len(fake.builds) == 1 and not fake.builds[0]["nocache"]
-    digest = fake.builds[0]["labels"][images.BUILD_INPUTS_LABEL]
-    assert fake.builds[0]["labels"] == {"k": "v", images.BUILD_INPUTS_LABEL: digest}
+    digest = fake.builds[0]["labels"][image_builds.BUILD_INPUTS_LABEL]
+    assert fake.builds[0]["labels"] == {"k": "v", image_builds.BUILD_INPUTS_LABEL: digest}
     assert set(fake.store) == {"sha256:base", "sha256:final1"}  # the stage image is gone
 
     (context / ".build-extras" / "pip.conf").write_text("[global]\n")
@@ -226,8 +226,8 @@ def test_two_stage_build_leaves_no_untagged_images(tmp_path):
     client = engine.connect()
     if engine.buildx_available():
         pytest.skip("buildx builds with BuildKit, which keeps no stage images")
-    if engine.inspect_image(client, images.DEBIAN_BASE) is None:
-        pytest.fail(f"{images.DEBIAN_BASE} is missing: run `make setup` first")
+    if engine.inspect_image(client, image_builds.DEBIAN_BASE) is None:
+        pytest.fail(f"{image_builds.DEBIAN_BASE} is missing: run `make setup` first")
     token = uuid.uuid4().hex  # every image of this test is new, and known by it
     tag = f"nav-orch-test/tiny-{token[:12]}:latest"
     (tmp_path / "tiny").mkdir()
@@ -240,7 +240,7 @@ variable "MESSAGE" {{
 target "tiny" {{
   context = "tiny"
   args = {{
-    BASE_IMAGE = "{images.DEBIAN_BASE}"
+    BASE_IMAGE = "{image_builds.DEBIAN_BASE}"
     TOKEN      = "{token} ${{MESSAGE}}"
   }}
   tags   = ["{tag}"]
@@ -255,13 +255,13 @@ target "tiny" {{
     lines: list[str] = []
 
     def build(**overrides: str) -> str:
-        assert images.build_images(client, bake_file, "tiny", overrides, pip_conf, ca, lines.append) == [tag]
+        assert image_builds.build_images(client, bake_file, "tiny", overrides, pip_conf, ca, lines.append) == [tag]
         return client.images.get(tag).id
 
     try:
         first = build()
         assert leftovers(client, token) == []
-        assert images.BUILD_INPUTS_LABEL in client.images.get(tag).labels
+        assert image_builds.BUILD_INPUTS_LABEL in client.images.get(tag).labels
 
         lines.clear()
         assert build() == first

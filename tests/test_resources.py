@@ -9,7 +9,7 @@ from pathlib import Path
 
 from test_image_builds import FakeDocker
 
-from orchestrator.containers import images
+from orchestrator.containers import image_builds, images
 from orchestrator.containers.bake import load_bake_file
 from orchestrator.containers.doctor import check_bake_file, diagnose
 from orchestrator.errors import EnvironmentProblem
@@ -42,14 +42,14 @@ def test_doctor_names_the_image_matrix_or_a_broken_installation(tmp_path):
         raise EnvironmentProblem("cannot reach the Docker daemon")
 
     # Without the matrix the other checks still run.
-    assert [f.check for f in diagnose(None, no_daemon, lambda: [], images.DEBIAN_BASE)] == ["docker", "gpus"]
+    assert [f.check for f in diagnose(None, no_daemon, lambda: [], image_builds.DEBIAN_BASE)] == ["docker", "gpus"]
 
 
 def test_user_cache():
     home = Path("/home/u")
-    assert images.user_cache({}, home) == home / ".cache" / "nav-orch"
-    assert images.user_cache({"XDG_CACHE_HOME": "/var/cache/u"}, home) == Path("/var/cache/u/nav-orch")
-    assert images.user_cache({"XDG_CACHE_HOME": "relative"}, home) == home / ".cache" / "nav-orch"
+    assert image_builds.user_cache({}, home) == home / ".cache" / "nav-orch"
+    assert image_builds.user_cache({"XDG_CACHE_HOME": "/var/cache/u"}, home) == Path("/var/cache/u/nav-orch")
+    assert image_builds.user_cache({"XDG_CACHE_HOME": "relative"}, home) == home / ".cache" / "nav-orch"
 
 
 def files_below(folder: Path) -> dict[str, tuple[int, int, int]]:
@@ -71,7 +71,8 @@ class RecordingDocker(FakeDocker):
 
     def build(self, **options):
         context = Path(options["path"])
-        self.contexts[options["tag"]] = (context, sorted(str(p.relative_to(context)) for p in images._tree(context)))
+        self.contexts[options["tag"]] = (context,
+                                         sorted(str(p.relative_to(context)) for p in image_builds._tree(context)))
         return super().build(**options)
 
 
@@ -86,11 +87,11 @@ def test_a_build_writes_nothing_next_to_the_bake_file(tmp_path):
     pip_conf, ca = tmp_path / "pip.conf", tmp_path / "ca.crt"
     pip_conf.write_text("[global]\ntimeout = 5\n")
     ca.write_text("ca")
-    fake = RecordingDocker({"sha256:debian": {"tags": [images.DEBIAN_BASE], "labels": {}}})
+    fake = RecordingDocker({"sha256:debian": {"tags": [image_builds.DEBIAN_BASE], "labels": {}}})
     lines: list[str] = []
 
-    tags = images.build_images(fake, images.BAKE_FILE, "cpu", {}, pip_conf, ca, lines.append, cache=cache,
-                               buildx=False)
+    tags = image_builds.build_images(fake, images.BAKE_FILE, "cpu", {}, pip_conf, ca, lines.append, cache=cache,
+                                     buildx=False)
 
     assert tags == ["nav-orch/pytorch:cpu", "nav-orch/triton:cpu", "nav-orch/tensorflow:cpu", "nav-orch/jax:cpu"]
     assert files_below(shipped_root / "images") == before
@@ -102,7 +103,7 @@ def test_a_build_writes_nothing_next_to_the_bake_file(tmp_path):
     assert wheel.read_bytes() == b"a wheel"
 
     lines.clear()  # the same inputs again: every image is up to date, whatever folder the copy was in
-    images.build_images(fake, images.BAKE_FILE, "cpu", {}, pip_conf, ca, lines.append, cache=cache, buildx=False)
+    image_builds.build_images(fake, images.BAKE_FILE, "cpu", {}, pip_conf, ca, lines.append, cache=cache, buildx=False)
     assert len(fake.builds) == 4 and [line for line in lines if line.endswith("is up to date")] == [
         f"{name} (nav-orch/{image}:cpu) is up to date"
         for name, image in [("pytorch-cpu", "pytorch"), ("triton-cpu", "triton"), ("tensorflow-cpu", "tensorflow"),
@@ -122,7 +123,7 @@ def test_the_digest_of_a_staged_context_is_that_of_the_context_in_place(tmp_path
     wheel_name = "torch-1.0+cpu-cp311-cp311-linux_x86_64.whl"
     (context / ".build-extras" / "wheels" / wheel_name).write_bytes(b"wheel")
     (context / ".build-extras" / "pip.conf").write_text("[global]\n")
-    for path in images._tree(context):  # as git checks files out
+    for path in image_builds._tree(context):  # as git checks files out
         path.chmod(0o755 if path.name == "run.sh" else 0o644)
     bake_file = source / "docker-bake.hcl"
     bake_file.write_text('target "tiny" {\n  context = "images/tiny"\n  args = {\n    TORCH_CPU_VERSION = "1.0"\n'
@@ -131,7 +132,7 @@ def test_the_digest_of_a_staged_context_is_that_of_the_context_in_place(tmp_path
     target = bake.resolve_target("tiny", bake.resolve_variables({}, environ={}))
 
     def digest(folder: Path) -> str:
-        return images.build_inputs_digest(folder, "Dockerfile", target.args, target.labels, {"base": "sha256:b"})
+        return image_builds.build_inputs_digest(folder, "Dockerfile", target.args, target.labels, {"base": "sha256:b"})
 
     in_place = digest(context)
     # Installed with another umask: the modes differ from git's, the copy has git's again.
@@ -139,9 +140,9 @@ def test_the_digest_of_a_staged_context_is_that_of_the_context_in_place(tmp_path
     cache = tmp_path / "cache"
     (cache / "wheels").mkdir(parents=True)
     (cache / "wheels" / wheel_name).write_bytes(b"wheel")
-    staged = images.stage_build(bake, [target], tmp_path / "staged")
+    staged = image_builds.stage_build(bake, [target], tmp_path / "staged")
     assert staged == tmp_path / "staged" / "docker-bake.hcl" and staged.read_text() == bake_file.read_text()
-    extras = images.prepare_extras(staged.parent / target.context, target, "[global]\nother = 1\n", None,
-                                   cache / "wheels", lambda line: None)
+    extras = image_builds.prepare_extras(staged.parent / target.context, target, "[global]\nother = 1\n", None,
+                                         cache / "wheels", lambda line: None)
     assert extras == tmp_path / "staged" / "images" / "tiny" / ".build-extras"
     assert digest(staged.parent / target.context) == in_place
