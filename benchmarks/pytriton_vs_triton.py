@@ -25,11 +25,12 @@ sys.path.insert(0, str(ROOT))
 
 from orchestrator.config import TritonSettings  # noqa: E402
 from orchestrator.containers import engine  # noqa: E402
+from orchestrator.run.runner_output import reference_io, reference_samples  # noqa: E402
 from orchestrator.run.workspace import Workspace  # noqa: E402
 from orchestrator.triton.perf_analyzer import PerfAnalyzer, write_input_data  # noqa: E402
 from orchestrator.triton.pytriton import PyTritonServer  # noqa: E402
-from orchestrator.triton.serve import pick_variant, reference_io, write_variant  # noqa: E402
-from orchestrator.triton.stage import load_samples, release_of, triton_images  # noqa: E402
+from orchestrator.triton.serve import pick_variant, write_variant  # noqa: E402
+from orchestrator.triton.stage import release_of, triton_images  # noqa: E402
 
 
 def main() -> int:
@@ -58,7 +59,7 @@ def main() -> int:
     perf_folder = workspace.triton / "pytriton-perf"
     perf = PerfAnalyzer(partial(engine.run_to_exit, client), image, run_id, perf_folder, settings)
     names = [spec.name for spec in io.inputs]
-    input_data = write_input_data(load_samples(workspace), names, True, perf.folder / f"{variant.name}-input.json")
+    input_data = write_input_data(reference_samples(workspace), names, True, perf.folder / f"{variant.name}-input.json")
     measured = []
     try:
         with PyTritonServer(client, image, folder, run_id, workspace.triton / "pytriton-bench.log", "none",

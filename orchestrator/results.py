@@ -7,14 +7,13 @@ from __future__ import annotations
 
 from typing import Any, Literal, Optional
 
-from pydantic import Field, TypeAdapter
+from pydantic import Field
 
 from orchestrator.config import Objective, Strict
 from runners.contract.formats import FORMATS
 from runners.contract.protocol import (
     AxisRange,
     GpuInfo,
-    JobResult,
     MemoryFormat,
     Precision,
     ProfileEntry,
@@ -208,6 +207,3 @@ class PipelineResults(Strict):
     mismatch_tolerance: Optional[float] = None
     passed: Optional[bool] = None
     optimize_s: Optional[float] = None  # the wall time of inplace.optimize
-
-
-JOB_RESULT: TypeAdapter[JobResult] = TypeAdapter(JobResult)

@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 
 from orchestrator.errors import BadInput
+from orchestrator.run.runner_output import reference_samples
 from orchestrator.run.untrusted import UntrustedOutput
 from orchestrator.run.workspace import Workspace
 from orchestrator.samples import load_samples
-from orchestrator.triton import stage
 from runners.contract.arrays import load_npz
 from runners.contract.protocol import NORMALIZED_SAMPLES
 
@@ -74,9 +74,9 @@ def test_the_users_samples_load(tmp_path):
 def test_runner_samples_are_read_as_untrusted_output(tmp_path):
     workspace = Workspace(tmp_path / "ws").create()
     np.savez(workspace.reference / NORMALIZED_SAMPLES, x=X)
-    assert np.array_equal(stage.load_samples(workspace)["x"], X)
+    assert np.array_equal(reference_samples(workspace)["x"], X)
     elsewhere = tmp_path / "elsewhere.npz"
     (workspace.reference / NORMALIZED_SAMPLES).rename(elsewhere)
     (workspace.reference / NORMALIZED_SAMPLES).symlink_to(elsewhere)
     with pytest.raises(UntrustedOutput, match="symbolic link"):
-        stage.load_samples(workspace)
+        reference_samples(workspace)

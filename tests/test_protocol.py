@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from orchestrator.results import JOB_RESULT
+from orchestrator.run.runner_output import JOB_RESULT
 from runners.contract.protocol import (
     AxisRange,
     IOSpec,

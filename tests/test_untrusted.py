@@ -1,4 +1,4 @@
-"""The host's handling of runner output (orchestrator/untrusted.py): links are never followed,
+"""The host's handling of runner output (orchestrator/run/untrusted.py): links are never followed,
 only plain files and folders within limits pass, and nothing hangs on a FIFO."""
 import os
 

@@ -15,7 +15,8 @@ from typing import Optional
 import numpy as np
 
 from orchestrator.run import untrusted
-from orchestrator.run.executor import RUNNERS_DIR, read_result
+from orchestrator.run.executor import RUNNERS_DIR
+from orchestrator.run.runner_output import job_result
 from orchestrator.run.workspace import Workspace
 from runners.contract.protocol import RESULT_FILE, Job, JobResult
 
@@ -66,7 +67,7 @@ def reusable(job: Job, workspace: Workspace, key: str) -> Optional[JobResult]:
             return None
     except (OSError, untrusted.UntrustedOutput):
         return None
-    result = read_result(job, workspace)
+    result = job_result(job, workspace)
     return result if result is not None and result.status == "ok" else None
 
 

@@ -24,13 +24,12 @@ from typing import BinaryIO, Optional, Protocol
 
 import docker
 from docker.models.containers import Container
-from pydantic import ValidationError
 
 from orchestrator.containers import engine
 from orchestrator.containers.gpus import docker_gpus
 from orchestrator.errors import EnvironmentProblem
-from orchestrator.results import JOB_RESULT
 from orchestrator.run import untrusted
+from orchestrator.run.runner_output import job_result
 from orchestrator.run.turns import GpuTurns
 from orchestrator.run.workspace import Workspace
 from runners import RUNNERS_DIR
@@ -115,24 +114,6 @@ def describe_exit(exit: Exit, timeout_s: float) -> str:
     if code:
         return f"runner exited with code {code} before writing a result"
     return "runner wrote no result"
-
-
-def read_result(job: Job, workspace: Workspace) -> Optional[JobResult]:
-    """The job's result.json, read as untrusted data: never through a link, within a size
-    limit, and with an artifact path confined to the job's output folder."""
-    path = workspace.jobs / job.id / RESULT_FILE
-    if not os.path.lexists(path):
-        return None
-    try:
-        result = JOB_RESULT.validate_json(untrusted.read_bytes(workspace.root, path, untrusted.RESULT_MAX_BYTES))
-        if result.artifact is not None:
-            untrusted.relative_inside(result.artifact)
-        return result
-    except untrusted.UntrustedOutput as error:
-        return JobResult(job.id, job.kind, "failed", error=str(error))
-    except ValidationError as error:
-        return JobResult(job.id, job.kind, "failed",
-                         error=f"invalid result from the runner: {error.errors()[0]['msg']}")
 
 
 class Executor:
@@ -282,7 +263,7 @@ class Executor:
         new = []
         for job in jobs:
             if job.id not in reported:
-                result = read_result(job, self.workspace)
+                result = job_result(job, self.workspace)
                 if result is not None:
                     reported[job.id] = result
                     on_result(result)

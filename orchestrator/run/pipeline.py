@@ -17,7 +17,7 @@ import numpy as np
 
 from orchestrator.config import OptimizeConfig
 from orchestrator.errors import BadInput
-from orchestrator.run import cache, untrusted
+from orchestrator.run import cache
 from orchestrator.run.executor import Executor, OnResult, Placement
 from orchestrator.run.jobs import JobBuilder, Reference
 from orchestrator.run.planning import (
@@ -30,14 +30,14 @@ from orchestrator.run.planning import (
     skip_reason,
 )
 from orchestrator.run.recording import Recorder
+from orchestrator.run.runner_output import reference_outputs
 from orchestrator.run.scheduler import Scheduler, Unit
 from orchestrator.run.selection import select_best
 from orchestrator.run.sessions import Sessions
 from orchestrator.run.turns import GpuTurns
 from orchestrator.run.workspace import Workspace
-from runners.contract.arrays import load_npz
 from runners.contract.formats import FORMATS
-from runners.contract.protocol import REFERENCE_OUTPUTS, IOSpec, JobResult
+from runners.contract.protocol import IOSpec, JobResult
 
 # What a variant's stage is while a job of this kind runs for it.
 DOING = {"export": "exporting", "convert": "converting", "verify": "verifying", "profile": "profiling"}
@@ -103,10 +103,8 @@ class Pipeline:
         key = cache.base_key(result.fingerprint, self.inputs_key)
         self.recorder.record_fingerprint(result.fingerprint)
         self.recorder.record_source_profile(result.profile)
-        with untrusted.open_file(self.workspace.root, self.workspace.reference / REFERENCE_OUTPUTS,
-                                 untrusted.ARRAYS_MAX_BYTES) as outputs_file:
-            outputs = load_npz(outputs_file)
-        scale = {name: float(np.abs(array).max(initial=0.0)) for name, array in outputs.items()}
+        scale = {name: float(np.abs(array).max(initial=0.0))
+                 for name, array in reference_outputs(self.workspace).items()}
         return Reference(io=result.io, output_scale=scale, key=key)
 
     def perform(self, step: Step, reference: Optional[Reference], samples: Path, gpu: Optional[str]) -> None:

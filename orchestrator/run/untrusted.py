@@ -12,7 +12,8 @@ large. So the host:
   runner is gone (`sweep`), so the workspace users keep and upload holds only data.
 
 A violation is `UntrustedOutput`: the job or variant fails with "runner output not trusted: ...",
-and the offending file is never read.
+and the offending file is never read. The host's reads of runner output (a job's result, the
+reference job's arrays) are in runner_output.py, built on these checks.
 """
 from __future__ import annotations
 

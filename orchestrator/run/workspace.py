@@ -23,7 +23,8 @@ class Workspace:
     triton/             the Triton stage: model_repository/, server logs, perf/ (perf_analyzer's runs)
 
     Runners write into reference/, variants/, jobs/ and cache/: what lies there is untrusted
-    (orchestrator/untrusted.py). The host alone writes results.json, inputs/, logs/ and triton/.
+    (orchestrator/run/untrusted.py; read in runner_output.py). The host alone writes results.json,
+    inputs/, logs/ and triton/.
     """
 
     def __init__(self, root: Path):

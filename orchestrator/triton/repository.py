@@ -217,7 +217,7 @@ def write_model(repository: Path, deployment: Deployment, io: IOSpec, max_batch_
     version = folder / VERSION
     version.mkdir(parents=True)
     # A copy, never a link: a hard link would share the runner-written file, and links are
-    # never followed (orchestrator/untrusted.py).
+    # never followed (orchestrator/run/untrusted.py).
     untrusted.copy_tree(deployment.workspace, deployment.artifact, version / deployment.file)
     if deployment.backend == "python":
         for name, source in PYTHON_MODEL_FILES.items():

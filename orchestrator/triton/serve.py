@@ -19,16 +19,14 @@ from pathlib import Path
 from typing import Optional
 
 import numpy as np
-from pydantic import ValidationError
 from tritonclient.grpc import model_config_pb2 as mc
 
 from orchestrator.containers import engine
 from orchestrator.containers.gpus import docker_gpus, host_gpus, select_gpus
 from orchestrator.containers.images import CPU_RELEASE
 from orchestrator.errors import BadInput, EnvironmentProblem
-from orchestrator.results import JOB_RESULT, RunResults, VariantResult
-from orchestrator.run import untrusted
-from orchestrator.run.planning import REFERENCE
+from orchestrator.results import RunResults, VariantResult
+from orchestrator.run.runner_output import reference_io, reference_samples
 from orchestrator.run.workspace import Workspace
 from orchestrator.triton.pytriton import PyTritonServer
 from orchestrator.triton.repository import (
@@ -42,26 +40,14 @@ from orchestrator.triton.repository import (
     write_model,
 )
 from orchestrator.triton.server import HOST, LOOPBACK, TritonServer, check_port_free, image_backends
-from orchestrator.triton.stage import image_tensorrt, load_samples, release_of, require_image, triton_images
+from orchestrator.triton.stage import image_tensorrt, release_of, require_image, triton_images
 from orchestrator.triton.tensorrt_guard import builder_tensorrt, check_served_engine
 from runners.contract.formats import FORMATS
-from runners.contract.protocol import RESULT_FILE, IOSpec
+from runners.contract.protocol import IOSpec
 
 Echo = Callable[[str], None]
 DEFAULT_MAX_BATCH_SIZE = 8
 SERVERS = ("triton", "pytriton")
-
-
-def reference_io(workspace: Workspace) -> IOSpec:
-    """The input/output description the reference job reported (jobs/reference/result.json)."""
-    path = workspace.jobs / REFERENCE / RESULT_FILE
-    try:
-        result = JOB_RESULT.validate_json(untrusted.read_bytes(workspace.root, path, untrusted.RESULT_MAX_BYTES))
-    except (OSError, ValidationError, untrusted.UntrustedOutput):
-        result = None
-    if result is None or result.io is None:
-        raise BadInput(f"{path} holds no input/output description: run `nav-orch optimize` on this workspace again")
-    return result.io
 
 
 def pick_variant(results: RunResults, name: Optional[str]) -> VariantResult:
@@ -170,7 +156,7 @@ def run_serving(server: TritonServer, folder: Path, model: str, workspace: Works
     """Start the server, print its endpoints and a request, and serve until Ctrl-C."""
     config = parse_config((folder / CONFIG_FILE).read_text())
     request = workspace.triton / f"request-{model}.json"
-    request.write_text(json.dumps(request_body(load_samples(workspace), config)))
+    request.write_text(json.dumps(request_body(reference_samples(workspace), config)))
     err(f"starting {what} with {model}")
     with server:
         kind = "PyTriton" if isinstance(server, PyTritonServer) else f"{config.backend or config.platform} backend"

@@ -32,7 +32,7 @@ from orchestrator.containers.images import CPU_RELEASE
 from orchestrator.errors import EnvironmentProblem, NavOrchError, ServerFailed
 from orchestrator.progress import Reporter
 from orchestrator.results import RunResults, TritonResults, TritonRun, VariantResult
-from orchestrator.run import untrusted
+from orchestrator.run.runner_output import reference_samples
 from orchestrator.run.selection import select_best
 from orchestrator.run.workspace import Workspace
 from orchestrator.triton.perf_analyzer import Measurement, PerfAnalyzer, PerfFailed, RunContainer, write_input_data
@@ -45,8 +45,7 @@ from orchestrator.triton.tensorrt_guard import (
     check_served_engine,
     tensorrt_in_listing,
 )
-from runners.contract.arrays import load_npz
-from runners.contract.protocol import NORMALIZED_SAMPLES, IOSpec
+from runners.contract.protocol import IOSpec
 
 TRITON_IMAGE = "nav-orch/triton"
 TRITON_SDK_IMAGE = "nav-orch/triton-sdk"
@@ -129,13 +128,6 @@ def image_tensorrt(run: RunContainer, image: str, run_id: str, timeout_s: float 
         raise EnvironmentProblem(f"cannot look for {LIBRARY_PATTERN} in {image}: "
                                  f"{last if state is not None else f'no answer in {timeout_s:.0f} s'}")
     return version
-
-
-def load_samples(workspace: Workspace) -> dict[str, np.ndarray]:
-    """The reference job's samples (runner output: read as untrusted data)."""
-    samples = untrusted.open_file(workspace.root, workspace.reference / NORMALIZED_SAMPLES, untrusted.ARRAYS_MAX_BYTES)
-    with samples:
-        return load_npz(samples)
 
 
 @dataclass
@@ -245,7 +237,7 @@ class TritonStage:
         self.workspace.model_repository.mkdir(parents=True, exist_ok=True)
         for deployment in deployments:
             write_model(self.workspace.model_repository, deployment, io, max_batch_size, self.gpus)
-        samples = load_samples(self.workspace)
+        samples = reference_samples(self.workspace)
         perf = self.tools.perf(image=perf_image, run_id=self.run_id, folder=self.workspace.perf,
                                settings=self.settings)
 

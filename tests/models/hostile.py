@@ -1,5 +1,5 @@
 """Factories that attack the host once their results are written: the runner's output is
-untrusted, and the tests of orchestrator/untrusted.py check that none of these reach host files.
+untrusted, and the tests of orchestrator/run/untrusted.py check that none of these reach host files.
 
 Every factory also behaves as a hostile model would whenever it runs (`exfiltrate`): it looks
 through every file its container can see for the host's secret and copies what it finds into
