@@ -7,15 +7,16 @@ import os
 import sys
 import time
 from collections.abc import Callable, Iterator
+from enum import Enum
 from pathlib import Path
-from typing import Optional, TypeVar, cast, get_args
+from typing import Any, Optional, TypeVar, cast, get_args
 
 import typer
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 from rich.console import Console
 
 from orchestrator import api
-from orchestrator.config import Accuracy, Budget, OptimizeConfig, Tolerances, TritonSettings
+from orchestrator.config import Accuracy, Budget, OptimizeConfig, Tolerances, TritonSettings, default_of
 from orchestrator.containers import engine, image_builds, images
 from orchestrator.containers.gpus import host_gpus, resolve_gpus, select_gpus
 from orchestrator.errors import BadInput, EnvironmentProblem, ExitCode, NavOrchError
@@ -65,6 +66,15 @@ def guarded(action: Callable[[], T]) -> T:
 
 def split_list(text: Optional[str]) -> list[str]:
     return [item.strip() for item in (text or "").split(",") if item.strip()]
+
+
+def option_default(model: type[BaseModel], name: str) -> Any:
+    """The default of an option that sets a config field: the field's own (config.py holds the
+    defaults), written as the option takes it: a list as comma-separated text, a choice by its value."""
+    value = default_of(model, name)
+    if isinstance(value, list):
+        return ",".join(str(item) for item in value)
+    return value.value if isinstance(value, Enum) else value
 
 
 def parse_tolerances(atol: list[str], rtol: list[str]) -> Tolerances:
@@ -146,48 +156,66 @@ def optimize(
                                             "inferred from the file or the factory's imports where possible "
                                             "(`profile`: torch unless given; numpy is in every image)."),
     model_arg: list[str] = typer.Option([], "--model-arg", help="key=value passed to the factory (repeatable)."),
-    samples: Optional[Path] = typer.Option(None, help=".npz with one array per model input, batch on axis 0."),
+    samples: Optional[Path] = typer.Option(option_default(OptimizeConfig, "samples"),
+                                           help=".npz with one array per model input, batch on axis 0."),
     input_spec: list[str] = typer.Option([], "--input",
                                          help="NAME:SHAPE:DTYPE for seeded random samples (repeatable)."),
-    seed: int = typer.Option(0, help="Seed of the random samples."),
-    formats: Optional[str] = typer.Option(None, help="Comma-separated formats; default: all of the framework's "
-                                          "that the device runs."),
-    precisions: Optional[str] = typer.Option(None, help="Comma-separated fp32,fp16,bf16; default: fp32 on CPUs, "
-                                             "all three on GPUs."),
-    memory_formats: Optional[str] = typer.Option(None, help="Comma-separated contiguous,channels_last for the torch "
+    seed: int = typer.Option(option_default(OptimizeConfig, "seed"), help="Seed of the random samples."),
+    formats: Optional[str] = typer.Option(option_default(OptimizeConfig, "formats"), help="Comma-separated formats; "
+                                          "default: all of the framework's that the device runs."),
+    precisions: Optional[str] = typer.Option(option_default(OptimizeConfig, "precisions"), help="Comma-separated "
+                                             "fp32,fp16,bf16; default: fp32 on CPUs, all three on GPUs."),
+    memory_formats: Optional[str] = typer.Option(option_default(OptimizeConfig, "memory_formats"),
+                                                 help="Comma-separated contiguous,channels_last for the torch "
                                                  "formats; default: contiguous on CPUs, both on GPUs."),
-    exhaustive: bool = typer.Option(False, "--exhaustive", help="On GPUs, build torch.compile variants in every "
-                                    "precision, not only the fast half precisions and fp32 where it wins; "
-                                    "time every profile point in full, even one a verified rival beat."),
-    batch_sizes: str = typer.Option("1,8,64", help="Comma-separated batch sizes to profile."),
+    exhaustive: bool = typer.Option(option_default(OptimizeConfig, "exhaustive"), "--exhaustive",
+                                    help="On GPUs, build torch.compile variants in every precision, not only the "
+                                    "fast half precisions and fp32 where it wins; time every profile point in "
+                                    "full, even one a verified rival beat."),
+    batch_sizes: str = typer.Option(option_default(OptimizeConfig, "batch_sizes"),
+                                    help="Comma-separated batch sizes to profile."),
     atol: list[str] = typer.Option([], help="Absolute tolerance: VALUE, or OUTPUT=VALUE (repeatable)."),
     rtol: list[str] = typer.Option([], help="Relative tolerance: VALUE, or OUTPUT=VALUE (repeatable)."),
     accuracy: list[str] = typer.Option([], help="Accuracy budget of int8/fp8 variants: [OUTPUT=]cosine:0.99,"
-                                       "top1:0.9,max_abs:X (repeatable; defaults cosine 0.99, top1 0.9)."),
-    calibration: Optional[Path] = typer.Option(None, help="npz of inputs to calibrate static int8/fp8 "
-                                               "quantization on (default: the samples)."),
-    objective: str = typer.Option("throughput", help="throughput or latency."),
-    latency_budget_ms: Optional[float] = typer.Option(None, help="Only consider points with p99 under this."),
+                                       "top1:0.9,max_abs:X (repeatable; defaults cosine "
+                                       f"{option_default(Budget, 'min_cosine')}, "
+                                       f"top1 {option_default(Budget, 'min_top1')})."),
+    calibration: Optional[Path] = typer.Option(option_default(OptimizeConfig, "calibration"), help="npz of inputs "
+                                               "to calibrate static int8/fp8 quantization on (default: the samples)."),
+    objective: str = typer.Option(option_default(OptimizeConfig, "objective"), help="throughput or latency."),
+    latency_budget_ms: Optional[float] = typer.Option(option_default(OptimizeConfig, "latency_budget_ms"),
+                                                      help="Only consider points with p99 under this."),
+    # CLI-only: the config asks API callers to name their workspace; a command gets one without being told.
     workspace: Path = typer.Option(Path("nav-workspace"), help="Folder for artifacts, logs and results.json."),
+    # CLI-only `auto`, not the config's cpu and none: a command resolves it into the release and GPUs of the
+    # host it runs on (images.resolve_release, resolve_gpus); an API caller's config says what it runs on.
     images_release: str = typer.Option("auto", "--images", help="cpu, or the NGC release of the CUDA images; "
                                        "auto: the bake file's release on a GPU host (unless --gpus none), else cpu."),
     gpus: str = typer.Option("auto", help="Docker's syntax (all, N, device=0,2, count=N, capabilities=..., "
                                           "driver=...) or none; auto: all if present."),
+    # CLI-only: the cores of the host the command runs on; a config's default is 1 (OptimizeConfig.jobs says why).
     jobs: int = typer.Option(os.cpu_count() or 1, help="Variants built in parallel."),
-    gpu_sessions: int = typer.Option(6, help="Runner sessions sharing one GPU: they compile side by side and take "
-                                     "turns to profile; 1: one session per GPU at a time (less GPU memory)."),
-    timeout: float = typer.Option(900.0, help="Seconds each job may take."),
-    memory: Optional[str] = typer.Option(None, help="Memory limit of each runner container, e.g. 8g."),
-    pids: int = typer.Option(4096, help="Process limit of each runner container."),
-    executor: str = typer.Option("docker", help="docker, or local: runners as subprocesses of --python."),
-    python: Optional[str] = typer.Option(None, help="With --executor local: the Python holding the frameworks."),
+    gpu_sessions: int = typer.Option(option_default(OptimizeConfig, "gpu_sessions"), help="Runner sessions sharing "
+                                     "one GPU: they compile side by side and take turns to profile; 1: one session "
+                                     "per GPU at a time (less GPU memory)."),
+    timeout: float = typer.Option(option_default(OptimizeConfig, "job_timeout_s"),
+                                  help="Seconds each job may take."),
+    memory: Optional[str] = typer.Option(option_default(OptimizeConfig, "memory"),
+                                         help="Memory limit of each runner container, e.g. 8g."),
+    pids: int = typer.Option(option_default(OptimizeConfig, "pids"), help="Process limit of each runner container."),
+    executor: str = typer.Option(option_default(OptimizeConfig, "executor"),
+                                 help="docker, or local: runners as subprocesses of --python."),
+    python: Optional[str] = typer.Option(option_default(OptimizeConfig, "python"),
+                                         help="With --executor local: the Python holding the frameworks."),
     force: bool = typer.Option(False, help="Redo every job, even those finished earlier in this workspace."),
     json_output: bool = typer.Option(False, "--json", help="Print results.json on stdout."),
     progress: str = typer.Option("auto", help="auto, plain or quiet."),
     no_triton: bool = typer.Option(False, "--no-triton", help="Skip the Triton stage (serving the best variant "
                                    "from Triton Inference Server and measuring it with perf_analyzer)."),
-    triton_all: bool = typer.Option(False, "--triton-all", help="Serve and measure every verified variant."),
-    triton_concurrency: str = typer.Option("1,2,4", help="Concurrency sweep of perf_analyzer (comma-separated)."),
+    triton_all: bool = typer.Option(option_default(TritonSettings, "all_variants"), "--triton-all",
+                                    help="Serve and measure every verified variant."),
+    triton_concurrency: str = typer.Option(option_default(TritonSettings, "concurrency"),
+                                           help="Concurrency sweep of perf_analyzer (comma-separated)."),
 ) -> None:
     """Export, verify and profile MODEL in every format, and pick the best variant."""
     console = stderr_console()
@@ -330,7 +358,9 @@ def triton_settings(no_triton: bool, triton_all: bool, concurrency: str) -> Trit
         raise BadInput(f"--triton-concurrency {concurrency!r}: expected integers like 1,2,4") from None
     if not values or min(values) < 1:
         raise BadInput(f"--triton-concurrency {concurrency!r}: expected positive integers like 1,2,4")
-    return TritonSettings(enabled=not no_triton, all_variants=triton_all, concurrency=values)
+    # --no-triton only turns the stage off: without it, the settings' own default stands.
+    off: dict[str, Any] = {"enabled": False} if no_triton else {}
+    return TritonSettings(all_variants=triton_all, concurrency=values, **off)
 
 
 @app.command()

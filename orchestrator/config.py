@@ -49,6 +49,12 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+def default_of(model: type[BaseModel], name: str) -> Any:
+    """A field's default (a factory's called anew), for the CLI's options and the parameters that
+    must start from the same value: the models hold every default, nothing else repeats one."""
+    return model.model_fields[name].get_default(call_default_factory=True)
+
+
 class ModelRef(Strict):
     """The MODEL argument: where the model is and how the runner loads it."""
 
@@ -182,6 +188,9 @@ class OptimizeConfig(Strict):
     workspace: Path
     images: str = "cpu"
     gpus: str = "none"
+    # 1, not the host's cores as `nav-orch optimize --jobs` has it: a config is built where a zoo or
+    # a pipeline starts and may run on another host (a Ray node, from the JSON it travels as), and
+    # one build at a time gets every core (Pipeline.shared_cpus), which suits any host.
     jobs: PositiveInt = 1
     # Runner sessions on one GPU at a time: they compile and verify side by side and take turns
     # to time (orchestrator/run/turns.py); 1 gives each session a GPU of its own.

@@ -1,11 +1,14 @@
+import os
+
 import pytest
 from conftest import nav_orch
 from pydantic import ValidationError
 from typer.testing import CliRunner
 
+from orchestrator import cli
 from orchestrator.api import ExecutorName
-from orchestrator.cli import app, parse_accuracy, parse_tolerances
-from orchestrator.config import Accuracy, OptimizeConfig
+from orchestrator.cli import app, parse_accuracy, parse_tolerances, triton_settings
+from orchestrator.config import Accuracy, OptimizeConfig, TritonSettings
 from orchestrator.containers.engine import gpu_requests
 from orchestrator.errors import BadInput, NavOrchError
 from orchestrator.model_ref import parse_model, parse_model_args
@@ -177,6 +180,31 @@ def test_cli_bad_option_values_are_one_line_with_exit_code_2(command, option, me
     assert result.returncode == 2
     assert result.stdout == "" and result.stderr.startswith(f"nav-orch: {message}")
     assert len(result.stderr.splitlines()) == 1
+
+
+@pytest.mark.parametrize("command, model", [("optimize", "mlp.py:make_mlp"), ("profile", "numpy_function.py:predict")])
+def test_the_cli_defaults_are_the_configs(monkeypatch, command, model):
+    """Options left out give an API caller's config, but for the CLI's own values (its workspace
+    folder, and --jobs: this host's cores) and --images/--gpus auto, named here to keep the host out."""
+    built: list[OptimizeConfig] = []
+
+    def run(config, *args):
+        built.append(config)
+        raise BadInput("stop")
+
+    monkeypatch.setattr(cli.api, command, run)
+    result = CliRunner().invoke(app, [command, f"{EXAMPLES}/{model}", "--input", "x:2,64:float32", "--images", "cpu",
+                                      "--gpus", "none"])
+    assert result.exit_code == 2 and "stop" in result.output
+    (config,) = built
+    assert config.workspace.name == "nav-workspace" and config.jobs == (1 if command == "profile" else os.cpu_count())
+    assert config == OptimizeConfig(model=config.model, inputs=config.inputs, workspace=config.workspace,
+                                    jobs=config.jobs)
+
+
+def test_no_triton_only_turns_the_stage_off():
+    assert triton_settings(False, False, "1,2,4") == TritonSettings()
+    assert triton_settings(True, True, "2") == TritonSettings(enabled=False, all_variants=True, concurrency=[2])
 
 
 def test_accuracy_budgets_from_the_cli_every_output_first_then_each_output():

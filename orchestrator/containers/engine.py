@@ -20,6 +20,7 @@ from docker.models.images import Image
 from docker.types import DeviceRequest
 from docker.utils import parse_repository_tag
 
+from orchestrator.config import OptimizeConfig, default_of
 from orchestrator.containers.gpus import GpuRequest
 from orchestrator.errors import EnvironmentProblem
 
@@ -108,7 +109,8 @@ class ContainerSpec:
     gpus: str = "none"
     network: str = "none"  # runners get no network; servers get "host"
     memory: Optional[str] = None
-    pids: Optional[int] = 4096
+    # A container that names no limit (perf_analyzer's) gets the runners' default: the sandbox has one.
+    pids: Optional[int] = default_of(OptimizeConfig, "pids")
     shm_size: Optional[str] = None  # /dev/shm; Triton's Python backend talks to its stubs through it
 
 

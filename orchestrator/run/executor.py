@@ -352,7 +352,7 @@ class DockerExecutor(Executor):
     """Each session runs in a fresh, sandboxed, labelled container of the run."""
 
     def __init__(self, workspace: Workspace, timeout_s: float, client: docker.DockerClient, run_id: str,
-                 memory: Optional[str] = None, pids: int = 4096, gpus: str = "auto"):
+                 memory: Optional[str], pids: int, gpus: str):
         super().__init__(workspace, timeout_s)
         self.client = client
         self.gpus = gpus  # the user's --gpus: its capabilities, driver and options go to every container

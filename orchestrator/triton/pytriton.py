@@ -14,6 +14,7 @@ from typing import Optional
 from tritonclient.grpc import model_config_pb2 as mc
 from tritonclient.utils import triton_to_np_dtype
 
+from orchestrator.config import TritonSettings, default_of
 from orchestrator.containers import engine
 from orchestrator.run.executor import CONTAINER_CODE
 from orchestrator.triton.repository import CONFIG_FILE, VERSION, api_datatype, parse_config
@@ -49,7 +50,8 @@ class PyTritonServer(TritonServer):
     executor's: it needs nvidia-pytriton, numpy<2 and the variant's framework)."""
 
     def __init__(self, client, image: str, folder: Path, run_id: str, log_path: Path, gpus: str, host: str,
-                 http_port: int = 0, grpc_port: int = 0, ready_timeout_s: float = 180.0, python: Optional[str] = None,
+                 http_port: int = 0, grpc_port: int = 0,
+                 ready_timeout_s: float = default_of(TritonSettings, "ready_timeout_s"), python: Optional[str] = None,
                  gpu_indices: Sequence[str] = ()):
         super().__init__(client, image, folder, [folder.name], run_id, log_path, gpus=gpus, host=host,
                          http_port=http_port, grpc_port=grpc_port, ready_timeout_s=ready_timeout_s)

@@ -21,6 +21,7 @@ from typing import Optional
 import numpy as np
 from tritonclient.grpc import model_config_pb2 as mc
 
+from orchestrator.config import TritonSettings, default_of
 from orchestrator.containers import engine
 from orchestrator.containers.gpus import docker_gpus, host_gpus, select_gpus
 from orchestrator.containers.images import CPU_RELEASE
@@ -78,7 +79,8 @@ def request_body(samples: dict[str, np.ndarray], config: mc.ModelConfig) -> dict
 
 def serve(workspace_path: Path, variant_name: Optional[str], http_port: int, grpc_port: int, gpus: str,
           out: Echo, err: Echo, server_kind: str = "triton", host: str = HOST, executor: str = "docker",
-          python: Optional[str] = None, ready_timeout_s: float = 180.0) -> None:
+          python: Optional[str] = None,
+          ready_timeout_s: float = default_of(TritonSettings, "ready_timeout_s")) -> None:
     """Serve until Ctrl-C or SIGTERM (a normal end); ServerFailed when the server fails or stops.
     `server_kind`: triton (tritonserver and the model repository) or pytriton (PyTriton serving
     the same variant through Triton's Python-backend model folder). `executor` local: PyTriton as

@@ -22,6 +22,7 @@ import tritonclient.grpc as triton_grpc
 from docker.models.containers import Container
 from tritonclient.utils import InferenceServerException
 
+from orchestrator.config import OptimizeConfig, TritonSettings, default_of
 from orchestrator.containers import engine
 from orchestrator.errors import EnvironmentProblem, ServerFailed
 
@@ -190,8 +191,9 @@ class TritonServer:
     """One tritonserver container; a context manager that always removes it."""
 
     def __init__(self, client: docker.DockerClient, image: str, repository: Path, models: list[str], run_id: str,
-                 log_path: Path, gpus: str = "none", shm_size: str = "256m", ready_timeout_s: float = 180.0,
-                 http_port: int = 0, grpc_port: int = 0, pids: int = 4096,
+                 log_path: Path, gpus: str = "none", shm_size: str = default_of(TritonSettings, "shm_size"),
+                 ready_timeout_s: float = default_of(TritonSettings, "ready_timeout_s"),
+                 http_port: int = 0, grpc_port: int = 0, pids: int = default_of(OptimizeConfig, "pids"),
                  health: Callable[[str], Health] = GrpcHealth, host: str = HOST):
         self.client = client
         self.image = image

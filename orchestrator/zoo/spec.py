@@ -24,7 +24,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from orchestrator.config import OptimizeConfig, TritonSettings
+from orchestrator.config import OptimizeConfig, TritonSettings, default_of
 from orchestrator.containers.gpus import GpuRequest
 from orchestrator.errors import BadInput, NavOrchError
 from orchestrator.model_ref import parse_model
@@ -83,12 +83,12 @@ def zoo_model(folder: Path, entry: dict[str, Any], index: int, workspace: Path) 
         ref = parse_model(str(folder / entry["model"]), [f"{k}={v}" for k, v in entry.get("model_args", {}).items()],
                           entry.get("framework"))
         fields = {key: value for key, value in entry.items() if key not in MODEL_KEYS}
+        # Files the entry leaves out keep the config's default.
+        files = {key: folder / entry[key] for key in ("samples", "calibration") if key in entry}
         config = OptimizeConfig(
-            model=ref, workspace=workspace / name, **fields,
+            model=ref, workspace=workspace / name, **fields, **files,
             inputs=[parse_input_spec(text) for text in entry.get("inputs", [])],
-            samples=folder / entry["samples"] if "samples" in entry else None,
-            calibration=folder / entry["calibration"] if "calibration" in entry else None,
-            triton=TritonSettings(enabled=bool(entry.get("triton", True))))
+            triton=TritonSettings(enabled=bool(entry.get("triton", default_of(TritonSettings, "enabled")))))
         return ZooModel(name=name, config=config, gpus=gpu_count(config.gpus))
     except ValidationError as error:
         first = error.errors()[0]
