@@ -20,12 +20,13 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
-from runners.contract.formats import MEMORY_FORMATS, PRECISIONS, formats_of
+from runners.contract.formats import MEMORY_FORMATS, PRECISIONS, FormatName, formats_of
 from runners.contract.protocol import (
     DEFAULT_TOLERANCES,
     QUANTIZED,
     AccuracyBudget,
     AxisRange,
+    Framework,
     MemoryFormat,
     ModelForm,
     ModelSource,
@@ -34,7 +35,6 @@ from runners.contract.protocol import (
     Tolerance,
 )
 
-Framework = Literal["torch", "tensorflow", "jax", "onnx"]
 Objective = Literal["throughput", "latency"]
 
 
@@ -176,7 +176,7 @@ class OptimizeConfig(Strict):
     samples: Optional[Path] = None
     inputs: list[InputSpec] = Field(default_factory=list)
     seed: int = 0
-    formats: Optional[list[str]] = None  # None: every format of the framework for the device
+    formats: Optional[list[FormatName]] = None  # None: every format of the framework for the device
     precisions: Optional[list[Precision]] = None  # None: fp32 on CPUs, all on GPUs
     memory_formats: Optional[list[MemoryFormat]] = None  # None: contiguous on CPUs, channels_last too on GPUs
     batch_sizes: list[int] = Field(default_factory=lambda: [1, 8, 64])
@@ -222,11 +222,12 @@ class OptimizeConfig(Strict):
                 raise not_one_of(item, what, choices)
         return value
 
-    @field_validator("formats")
+    @field_validator("formats", mode="before")
     @classmethod
-    def known_formats(cls, formats: Optional[list[str]], info: ValidationInfo) -> Optional[list[str]]:
+    def known_formats(cls, formats: Any, info: ValidationInfo) -> Any:
+        # Before pydantic's own check, whose message would not name the framework's formats.
         model = info.data.get("model")  # absent when the model itself is invalid
-        if formats is None or model is None or model.form == "function":
+        if not isinstance(formats, (list, tuple)) or model is None or model.form == "function":
             return formats
         known = [f.name for f in formats_of(model.framework)]
         for fmt in formats:

@@ -13,6 +13,7 @@ from orchestrator.config import Objective, Strict
 from runners.contract.formats import FORMATS
 from runners.contract.protocol import (
     AxisRange,
+    FormatName,
     GpuInfo,
     MemoryFormat,
     Precision,
@@ -58,7 +59,7 @@ class TritonResults(Strict):
 
 class VariantResult(Strict):
     name: str
-    format: str
+    format: FormatName
     precision: Precision
     memory_format: MemoryFormat = "contiguous"
     quantization: Quantization = ""  # int8/fp8: dynamic or static (runners/contract/formats.py Quantizer)

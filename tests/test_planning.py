@@ -13,6 +13,7 @@ from orchestrator.run.planning import (
     plan_steps,
     plan_variants,
     skip_reason,
+    source_skip_reason,
 )
 
 
@@ -182,3 +183,60 @@ def test_tensorrt_plans_are_skipped_where_the_image_has_no_torch_for_the_runners
     assert reason.startswith("its runner (tensorrt) needs torch, which nav-orch/tensorflow:25.02")
     assert skip_reason(variant, {"torch": "2.9.0", "tensorrt": "10.13.3"}, "nav-orch/pytorch:25.10",
                        has_gpus=True) is None
+
+
+# What the registry allows, written out as the support matrix a user reads (README): per framework,
+# each format's precisions (a quantized one with its method) and memory formats.
+SUPPORTED = {
+    "torch": {
+        "torchscript-trace": ("fp32 fp16 bf16", "contiguous channels_last"),
+        "torchscript-script": ("fp32 fp16 bf16", "contiguous channels_last"),
+        "onnx": ("fp32 fp16 int8-dynamic int8-static", "contiguous"),
+        "exported-program": ("fp32 fp16 bf16", "contiguous channels_last"),
+        "torch-compile": ("fp32 fp16 bf16 int8-dynamic fp8-dynamic", "contiguous channels_last"),
+        "torch-compile-cudagraphs": ("fp32 fp16 bf16 int8-dynamic fp8-dynamic", "contiguous channels_last"),
+        "torch-tensorrt": ("fp32 fp16 bf16", "contiguous"),
+        "tensorrt": ("fp32 fp16 bf16 int8-static fp8-static", "contiguous"),
+    },
+    "tensorflow": {
+        "savedmodel": ("fp32", "contiguous"),
+        "onnx": ("fp32 int8-dynamic int8-static", "contiguous"),
+        "tensorrt": ("fp32 fp16 bf16 int8-static fp8-static", "contiguous"),
+        "tf-trt": ("fp32 fp16", "contiguous"),
+    },
+    "onnx": {
+        "onnx": ("fp32 fp16 int8-dynamic int8-static", "contiguous"),
+        "tensorrt": ("fp32 fp16 bf16 int8-static fp8-static", "contiguous"),
+    },
+}
+SUPPORTED["jax"] = SUPPORTED["tensorflow"]
+
+
+@pytest.mark.parametrize("framework", sorted(SUPPORTED))
+def test_planning_emits_exactly_the_combinations_the_registry_allows(framework):
+    expected = {(fmt, precision, layout) for fmt, (precisions, layouts) in SUPPORTED[framework].items()
+                for precision in precisions.split() for layout in layouts.split()}
+    everything = config(framework, formats=list(SUPPORTED[framework]),
+                        precisions=["fp32", "fp16", "bf16", "int8", "fp8"],
+                        memory_formats=["contiguous", "channels_last"])
+    planned = {(v.format, v.precision + (f"-{v.quantization}" if v.quantization else ""), v.memory_format)
+               for v in plan_variants(everything, on_gpu=True)}
+    assert planned == expected
+    with pytest.raises(ValidationError, match="is not a format of"):
+        config(framework, formats=["no-such-format"])
+
+
+def test_an_exported_program_source_keeps_its_precision_but_tensorrt_lowers_its_own():
+    model = ModelRef(path=Path("/m/unet.pt2"), form="exported_program", precision="fp16")
+    variants = {v.name: v for v in plan_variants(
+        OptimizeConfig(model=model, workspace=Path("/ws"), formats=["exported-program", "onnx", "tensorrt"],
+                       precisions=["fp32", "fp16", "int8"], memory_formats=["contiguous"]), on_gpu=True)}
+    reasons = {name: source_skip_reason(v, model) for name, v in variants.items()}
+    assert reasons["exported-program-fp16"] is None and reasons["onnx-fp16"] is None
+    assert reasons["exported-program-fp32"] == (
+        "the source is an ExportedProgram in fp16: its graph cannot be cast to fp32 (export it in fp32; inplace "
+        "modules are captured per precision)")
+    assert "cannot be cast to fp32" in reasons["onnx-int8-dynamic"]  # ONNX Runtime quantizes the fp32 graph
+    assert reasons["tensorrt-fp32"] is None and reasons["tensorrt-int8-static"] is None
+    factory = ModelRef(path=Path("/m/model.py"), form="factory", factory="make")
+    assert all(source_skip_reason(v, factory) is None for v in variants.values())

@@ -139,7 +139,7 @@ def nvidia_driver_loaded() -> bool:
     return Path("/dev/nvidiactl").exists()
 
 
-def host_gpus(run: nvidia_smi.Run = nvidia_smi.run_command) -> list[HostGpu]:
+def host_gpus(run: nvidia_smi.SmiCall = nvidia_smi.run_command) -> list[HostGpu]:
     """Every GPU of the host; none where nvidia-smi is missing or fails."""
     return nvidia_smi.query(nvidia_smi.HOST_FIELDS, run=run)
 

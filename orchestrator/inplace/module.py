@@ -27,8 +27,8 @@ class RecordedCall:
     outputs_structure: Node
 
 
-class Variant(Protocol):
-    """A variant swapped in for a module (orchestrator/inplace/swap.py)."""
+class SwappedIn(Protocol):
+    """What a Module runs instead of its module: a variant swapped in (orchestrator/inplace/swap.py)."""
 
     name: str
 
@@ -79,7 +79,7 @@ def Module(module: Any, name: str, max_calls: int = DEFAULT_MAX_CALLS) -> Any:  
             self.wrapped = module  # registered as a submodule: parameters, state_dict, .to() go through
             self.nav_name = name
             self.nav_log: Optional[CallLog] = None
-            self.nav_variant: Optional[Variant] = None
+            self.nav_variant: Optional[SwappedIn] = None
             self.nav_check: Optional[InPlaceCheck] = None
 
         def record(self) -> None:
@@ -89,7 +89,7 @@ def Module(module: Any, name: str, max_calls: int = DEFAULT_MAX_CALLS) -> Any:  
             log, self.nav_log = self.nav_log, None
             return log
 
-        def swap(self, variant: Optional[Variant]) -> None:
+        def swap(self, variant: Optional[SwappedIn]) -> None:
             """Run `variant` instead of the module (None: the module itself again)."""
             self.nav_variant = variant
 

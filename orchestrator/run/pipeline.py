@@ -28,6 +28,7 @@ from orchestrator.run.planning import (
     plan_steps,
     plan_variants,
     skip_reason,
+    source_skip_reason,
 )
 from orchestrator.run.recording import Recorder
 from orchestrator.run.runner_output import reference_outputs
@@ -134,7 +135,8 @@ class Pipeline:
         """Skip a variant the run cannot build before any work is spent on it."""
         image = self.recorder.image
         where = image.tag if image.tag != "local" else f"the runners' Python ({image.id})"
-        reason = skip_reason(variant, image.versions, where, bool(self.gpus))
+        reason = (source_skip_reason(variant, self.config.model)
+                  or skip_reason(variant, image.versions, where, bool(self.gpus)))
         if reason is not None:
             self.recorder.skip(variant, reason)
         return reason is not None

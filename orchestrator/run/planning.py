@@ -17,23 +17,26 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal, Optional
 
-from orchestrator.config import OptimizeConfig
-from runners.contract.formats import FORMATS, default_formats, default_memory_formats, default_precisions
-from runners.contract.protocol import QUANTIZED, MemoryFormat, Precision, Quantization
+from orchestrator.config import ModelRef, OptimizeConfig
+from runners.contract.formats import FORMATS, FormatName, default_formats, default_memory_formats, default_precisions
+from runners.contract.protocol import QUANTIZED, Framework, MemoryFormat, Precision, Quantization
 
 REFERENCE = "reference"
 
 
 @dataclass(frozen=True)
 class Variant:
+    """A variant of the run: one format in one precision (a quantized one: by one method) and layout."""
+
     name: str
-    format: str
+    format: FormatName
     precision: Precision
     memory_format: MemoryFormat = "contiguous"
     quantization: Quantization = ""
 
 
-def variant_name(fmt: str, precision: Precision, memory_format: MemoryFormat, quantization: Quantization = "") -> str:
+def variant_name(fmt: FormatName, precision: Precision, memory_format: MemoryFormat,
+                 quantization: Quantization = "") -> str:
     """`onnx-fp16`; a quantized one says how (`onnx-int8-static`), a channels_last one says so:
     `torch-compile-cudagraphs-fp16-channels-last`."""
     return (f"{fmt}-{precision}" + (f"-{quantization}" if quantization else "")
@@ -66,27 +69,28 @@ class Step:
 
 
 def plan_variants(config: OptimizeConfig, on_gpu: bool) -> list[Variant]:
-    """Every format in every precision and memory format it supports, a quantized precision once per
-    way the format quantizes to it (asked-for formats are kept even where the device can't run
-    them: `skip_reason` says why they are skipped)."""
+    """Every format in every precision (from the model's framework) and memory format it supports, a
+    quantized precision once per way the format quantizes to it (asked-for formats are kept even where
+    the device can't run them: `skip_reason` says why they are skipped)."""
     if config.model.form == "function":
         return [FUNCTION_VARIANT]
     formats = config.formats or default_formats(config.model.framework, on_gpu)
     precisions = config.precisions or default_precisions(on_gpu)
     layouts = config.memory_formats or default_memory_formats(on_gpu)
+    framework = config.model.framework
     return [Variant(variant_name(fmt, precision, layout, method), fmt, precision, layout, method)
-            for fmt in formats for precision in precisions for method in methods(fmt, precision)
+            for fmt in formats for precision in precisions for method in methods(fmt, precision, framework)
             # A format that chooses its own layout (ONNX, TensorRT) is built once, as it is.
             for layout in [m for m in layouts if m in FORMATS[fmt].memory_formats] or ["contiguous"]]
 
 
-def methods(fmt: str, precision: Precision) -> list[Quantization]:
-    """How `fmt` reaches `precision`: [""] for a float precision it runs, the quantizers' methods
-    for int8 and fp8, none where it has no way."""
+def methods(fmt: FormatName, precision: Precision, framework: Framework) -> list[Quantization]:
+    """How `fmt` exported from `framework` reaches `precision`: [""] for a float precision it exports
+    in, the quantizers' methods for int8 and fp8, none where it has no way."""
     entry = FORMATS[fmt]
     if precision in QUANTIZED:
         return [q.method for q in entry.quantizers if q.precision == precision]
-    return [""] if precision in entry.precisions else []
+    return [""] if precision in entry.precisions_from(framework) else []
 
 
 def skip_reason(variant: Variant, versions: Mapping[str, str], where: str, has_gpus: bool) -> Optional[str]:
@@ -102,13 +106,28 @@ def skip_reason(variant: Variant, versions: Mapping[str, str], where: str, has_g
         return (f"its runner ({entry.runner}) needs {', '.join(missing)}, which {where} does not have (TensorRT "
                 "plans of TensorFlow and JAX models would be built in the PyTorch image from their ONNX export: "
                 "not built yet; TF-TRT is their TensorRT path)")
-    quantizer = next((q for q in entry.quantizers
-                      if (q.precision, q.method) == (variant.precision, variant.quantization)), None)
+    quantizer = entry.quantizer(variant.precision, variant.quantization)
     if quantizer is not None and quantizer.toolchain is not None and quantizer.toolchain.module not in versions:
         return f"{variant.precision} needs {quantizer.toolchain.title}, which is not installed in {where}"
     if quantizer is not None and quantizer.gpu_only and not has_gpus:
         return f"{variant.precision} {variant.format} needs a GPU (this run has none: --gpus)"
     return None
+
+
+def source_skip_reason(variant: Variant, model: ModelRef) -> Optional[str]:
+    """Why a variant cannot be made from this source: a traced graph (an ExportedProgram) stays in the
+    precision it was traced in, as casting it would leave the dtypes its code chose when it was traced
+    (a timestep embedding's float32) clashing with the cast weights. A format that lowers precision
+    itself (TensorRT) takes the graph as it is."""
+    entry = FORMATS[variant.format]
+    if model.form != "exported_program" or entry.export_precision is not None:
+        return None
+    quantizer = entry.quantizer(variant.precision, variant.quantization)
+    wanted = quantizer.quantizes if quantizer is not None else variant.precision
+    if wanted == model.precision:
+        return None
+    return (f"the source is an ExportedProgram in {model.precision}: its graph cannot be cast to {wanted} "
+            f"(export it in {wanted}; inplace modules are captured per precision)")
 
 
 def compiled_skip_reason(variant: Variant, winner: Optional[Precision], capability: Optional[str],

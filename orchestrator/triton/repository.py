@@ -29,7 +29,7 @@ from orchestrator.results import VariantResult
 from orchestrator.run import untrusted
 from runners import RUNNERS_DIR
 from runners.contract.formats import FORMATS, TritonServing
-from runners.contract.protocol import IOSpec, TensorSpec
+from runners.contract.protocol import FormatName, IOSpec, TensorSpec
 
 # The Python backend's model.py, and the loader it runs beside it: the served model needs nothing else.
 PYTHON_MODEL_FILES = {"model.py": RUNNERS_DIR / "serving" / "triton_python_model.py",
@@ -57,7 +57,7 @@ class Deployment:
 
     model: str  # Triton model name (the variant's name)
     variant: str
-    format: str
+    format: FormatName
     backend: str  # the format's native backend (runners/contract/formats.py), or "python"
     precision: str
     artifact: Path  # the variant's artifact in the workspace

@@ -140,7 +140,7 @@ def serve(workspace_path: Path, variant_name: Optional[str], http_port: int, grp
             if read_config(repository, variant.name) is None or not (folder / VERSION).is_dir():
                 backends = image_backends(client, server_image, run_id)
                 deployment = deployment_for(variant, workspace.root, backends)
-                if deployment.format == "tensorrt":
+                if FORMATS[deployment.format].engine_of is not None:
                     check_served_engine(variant.name, builder_tensorrt(results.environment), server_image,
                                         image_tensorrt(partial(engine.run_to_exit, client), server_image, run_id))
                 folder = write_variant(repository, variant, workspace, io, backends, gpu_indices, err)

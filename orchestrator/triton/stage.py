@@ -45,6 +45,7 @@ from orchestrator.triton.tensorrt_guard import (
     check_served_engine,
     tensorrt_in_listing,
 )
+from runners.contract.formats import FORMATS
 from runners.contract.protocol import IOSpec
 
 TRITON_IMAGE = "nav-orch/triton"
@@ -221,7 +222,7 @@ class TritonStage:
         def servable(variant: VariantResult) -> Deployment:
             nonlocal builder_version
             deployment = deployment_for(variant, self.workspace.root, backends)
-            if deployment.format == "tensorrt":
+            if FORMATS[deployment.format].engine_of is not None:
                 builder_version = builder_version or builder_tensorrt(results.environment)
                 check_served_engine(variant.name, builder_version, server_image, server_tensorrt())
             return deployment

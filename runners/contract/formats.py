@@ -8,16 +8,14 @@ runner that verifies and profiles it).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal, Optional, get_args
+from typing import Optional, get_args
 
-from runners.contract.protocol import Framework, MemoryFormat, Precision, Quantization
+from runners.contract.protocol import FormatName, Framework, MemoryFormat, Precision, Quantization
 
 # The precisions searched by default; the quantized ones (protocol QUANTIZED) only where asked for.
 PRECISIONS: tuple[Precision, ...] = ("fp32", "fp16", "bf16")
 MEMORY_FORMATS: tuple[MemoryFormat, ...] = ("contiguous", "channels_last")
 FRAMEWORKS: tuple[Framework, ...] = get_args(Framework)
-FormatName = Literal["torchscript-trace", "torchscript-script", "savedmodel", "onnx", "exported-program",
-                     "torch-compile", "torch-compile-cudagraphs", "torch-tensorrt", "tensorrt", "tf-trt", "python"]
 
 
 @dataclass(frozen=True)
@@ -65,10 +63,12 @@ class TritonServing:
 @dataclass(frozen=True)
 class Quantizer:
     """One way a format quantizes: to `precision` (int8, fp8) by `method` (dynamic: scales from each
-    call's activations; static: calibrated on samples), with the package it takes, on GPUs only or not."""
+    call's activations; static: calibrated on samples), the model in `quantizes` (the fp32 ONNX export;
+    torchao: the module in bf16), with the package it takes, on GPUs only or not."""
 
     precision: Precision
     method: Quantization
+    quantizes: Precision = "fp32"
     toolchain: Optional[Toolchain] = None
     gpu_only: bool = False
 
@@ -81,8 +81,8 @@ MODELOPT = Toolchain("modelopt", "TensorRT Model Optimizer")
 ONNX_QUANTIZERS = (Quantizer("int8", "dynamic"), Quantizer("int8", "static"))
 # torchao on the module before torch.compile: int8 dynamic activations with int8 weights, and fp8
 # dynamic activations and weights (rowwise scales; compute capability 8.9 and later).
-TORCHAO_QUANTIZERS = (Quantizer("int8", "dynamic", TORCHAO, gpu_only=True),
-                      Quantizer("fp8", "dynamic", TORCHAO, gpu_only=True))
+TORCHAO_QUANTIZERS = (Quantizer("int8", "dynamic", "bf16", TORCHAO, gpu_only=True),
+                      Quantizer("fp8", "dynamic", "bf16", TORCHAO, gpu_only=True))
 TORCHSCRIPT_SERVING = TritonServing("pytorch", "pytorch_libtorch", "model.pt", python_backend=True)
 TORCHSCRIPT = Loader("torchscript", "torch")
 COMPILED = Loader("torch-compile", "torch")
@@ -105,6 +105,12 @@ class Format:
     # Where a source framework's runner exports fewer of them: the ones it does, by framework.
     framework_precisions: tuple[tuple[Framework, tuple[Precision, ...]], ...] = ()
     quantizers: tuple[Quantizer, ...] = ()  # its int8/fp8 variants, one per quantizer
+    # Its export is in this precision whatever the variant's: TensorRT lowers precision itself, from
+    # an fp32 graph, keeping fp32 where a layer needs it.
+    export_precision: Optional[Precision] = None
+    # Its artifact is an engine that only the same version of this toolchain runs: the Triton stage
+    # serves it only from an image whose version matches (orchestrator/triton/tensorrt_guard.py).
+    engine_of: Optional[Toolchain] = None
     # Layouts the runner can give the weights and 4-D inputs: the torch formats' choice; ONNX and
     # TensorRT choose their own.
     memory_formats: tuple[MemoryFormat, ...] = ("contiguous",)
@@ -126,6 +132,10 @@ class Format:
     def precisions_from(self, framework: Framework) -> tuple[Precision, ...]:
         """The float precisions a variant of this format exported from `framework` can be in."""
         return dict(self.framework_precisions).get(framework, self.precisions)
+
+    def quantizer(self, precision: Precision, method: Quantization) -> Optional[Quantizer]:
+        """How it quantizes to `precision` by `method`; None for a float variant (or no such way)."""
+        return next((q for q in self.quantizers if (q.precision, q.method) == (precision, method)), None)
 
     @property
     def exported_in_check(self) -> bool:
@@ -173,7 +183,8 @@ REGISTRY: tuple[Format, ...] = (
     # int8/fp8 plans from a Q/DQ ONNX model that TensorRT Model Optimizer calibrates on the samples.
     Format("tensorrt", ("torch", "tensorflow", "jax", "onnx"), "tensorrt", "model.plan", Loader("tensorrt", "tensorrt"),
            conversion=Conversion("tensorrt", "model.onnx"), toolchain=TENSORRT, runner_needs=("torch",), gpu_only=True,
-           plain_tf_ops=True, quantizers=(Quantizer("int8", "static", MODELOPT), Quantizer("fp8", "static", MODELOPT)),
+           plain_tf_ops=True, export_precision="fp32", engine_of=TENSORRT,
+           quantizers=(Quantizer("int8", "static", toolchain=MODELOPT), Quantizer("fp8", "static", toolchain=MODELOPT)),
            triton=TritonServing("tensorrt", "tensorrt_plan", "model.plan")),
     # TF-TRT's precision modes are FP32, FP16 and INT8 (which needs its own calibration: not built).
     Format("tf-trt", ("tensorflow", "jax"), "tensorflow", "tftrt-savedmodel", Loader("savedmodel", "tensorflow"),
@@ -194,7 +205,7 @@ def formats_of(framework: str) -> list[Format]:
     return [entry for entry in REGISTRY if framework in entry.frameworks]
 
 
-def default_formats(framework: str, on_gpu: bool) -> list[str]:
+def default_formats(framework: str, on_gpu: bool) -> list[FormatName]:
     return [f.name for f in formats_of(framework) if f.default and (on_gpu or not f.gpu_only)]
 
 

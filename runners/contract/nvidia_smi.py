@@ -29,7 +29,7 @@ HOST_FIELDS = ("index", "name", "uuid", "driver")
 RUNNER_FIELDS = tuple(QUERY_FIELDS)
 
 # Runs a command, returning its stdout, or None where it is missing, fails or hangs.
-Run = Callable[[Sequence[str]], Optional[str]]
+SmiCall = Callable[[Sequence[str]], Optional[str]]
 
 
 @dataclass(frozen=True)
@@ -80,7 +80,7 @@ def run_command(argv: Sequence[str], timeout_s: float = 30.0) -> Optional[str]:
         return None
 
 
-def query(fields: Sequence[str], device: Optional[str] = None, run: Run = run_command) -> list[SmiGpu]:
+def query(fields: Sequence[str], device: Optional[str] = None, run: SmiCall = run_command) -> list[SmiGpu]:
     """The GPUs nvidia-smi lists (only `device` when given); none where nvidia-smi is missing or fails."""
     out = run(command(fields, device))
     return parse_csv(out, fields) if out else []

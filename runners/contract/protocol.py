@@ -55,6 +55,9 @@ Quantization = Literal["", "dynamic", "static"]
 MemoryFormat = Literal["contiguous", "channels_last"]
 # The frameworks a source model comes from: each has a runner image (orchestrator/containers/images.py).
 Framework = Literal["torch", "tensorflow", "jax", "onnx"]
+# The formats of the registry (runners/contract/formats.py), each an entry there.
+FormatName = Literal["torchscript-trace", "torchscript-script", "savedmodel", "onnx", "exported-program",
+                     "torch-compile", "torch-compile-cudagraphs", "torch-tensorrt", "tensorrt", "tf-trt", "python"]
 # How the user handed the model over, which says how a runner loads it.
 ModelForm = Literal["factory", "torchscript", "exported_program", "savedmodel", "keras", "onnx", "function"]
 
@@ -180,7 +183,7 @@ class Job:
     inputs: JobInputs = field(default_factory=JobInputs)
     needs: list[str] = field(default_factory=list)
     model: Optional[ModelSource] = None
-    format: Optional[str] = None
+    format: Optional[FormatName] = None
     precision: Precision = "fp32"
     memory_format: MemoryFormat = "contiguous"
     quantization: Quantization = ""  # a quantized (int8, fp8) variant's method
@@ -202,7 +205,7 @@ class Job:
         """The source model (`model`), for the jobs that load it."""
         return _given(self.model, self, "source model")
 
-    def format_name(self) -> str:
+    def format_name(self) -> FormatName:
         """The variant's format (`format`), for the jobs of a variant."""
         return _given(self.format, self, "format")
 

@@ -116,7 +116,7 @@ def toolchain_versions(toolchains: Iterable[Toolchain]) -> dict[str, str]:
     return found
 
 
-def gpu_info(environ: Mapping[str, str] = os.environ, run: nvidia_smi.Run = nvidia_smi.run_command,
+def gpu_info(environ: Mapping[str, str] = os.environ, run: nvidia_smi.SmiCall = nvidia_smi.run_command,
              used: Optional[str] = None) -> Optional[GpuInfo]:
     """The GPU a job ran on, read with nvidia-smi (present wherever the NVIDIA runtime is): the one
     the framework reported computing on (`used`, a UUID), else the first visible one."""

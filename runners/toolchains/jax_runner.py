@@ -105,19 +105,14 @@ def uses_xla_call_module(concrete: Any) -> bool:
 
 
 def export(job: Job) -> JobResult:
-    if job.format in ("savedmodel", "onnx"):
-        tfr.check_fp32(job)
-    elif job.format == "tf-trt" and job.precision not in tfr.TFTRT_PRECISIONS:
-        raise Skip(f"TF-TRT has no {job.precision} precision mode (it has FP32, FP16, INT8)")
-    elif job.format not in ("tensorrt", "tf-trt"):
-        raise Skip(f"the JAX runner cannot export {job.format}")
+    tfr.check_exportable(job, "jax")
     apply_fn, params = load_function(job)
     # The weights become variables of the SavedModel (not graph constants: a large model would
     # pass the 2 GB limit of a GraphDef).
     owner = tf.Module()
     owner.params = tf.nest.map_structure(lambda a: tf.Variable(np.asarray(a), trainable=False), params)
-    serve = serving(apply_fn, owner, job.io_spec(), job.format)
-    target = Path(job.output_dir) / FORMATS[job.format].export_file
+    serve = serving(apply_fn, owner, job.io_spec(), job.format_name())
+    target = Path(job.output_dir) / FORMATS[job.format_name()].export_file
     tfr.write_variant(job, serve, target, owner)
     return JobResult(job.id, job.kind, "ok", artifact=target.name)
 

@@ -22,7 +22,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
 import tensorflow as tf  # noqa: E402
 
 from runners.contract.formats import FORMATS  # noqa: E402
-from runners.contract.protocol import IOSpec, Job, JobResult  # noqa: E402
+from runners.contract.protocol import Framework, IOSpec, Job, JobResult  # noqa: E402
 from runners.harness.common import (  # noqa: E402
     Handlers,
     LastLoaded,
@@ -221,25 +221,24 @@ def serving_function(call: Callable[[dict[str, tf.Tensor]], Any], io: IOSpec,
     return tf.function(serve, input_signature=input_signature(io), autograph=False)
 
 
-def check_fp32(job: Job) -> None:
-    # An int8 ONNX variant is exported in fp32 too, then quantized (write_variant).
-    if job.precision != "fp32" and not quantized_onnx(job):
-        # TF-TRT and TensorRT lower precision themselves from the fp32 graph (see convert);
-        # a half-precision SavedModel would need the model rebuilt under a Keras dtype policy.
-        raise Skip(f"{job.format} variants are exported in fp32 only: for {job.precision}, "
-                   "use tf-trt or tensorrt on a GPU")
+def check_exportable(job: Job, framework: Framework) -> None:
+    """What the registry says `framework`'s models export to, and in which precisions (planning never
+    asks for more; a job written by hand is told why). A quantized variant is exported in fp32, then
+    quantized (write_variant)."""
+    fmt = FORMATS[job.format_name()]
+    if framework not in fmt.frameworks:
+        raise Skip(f"the {framework} runner cannot export {fmt.name}")
+    precisions = fmt.precisions_from(framework)
+    if job.precision not in precisions and fmt.quantizer(job.precision, job.quantization) is None:
+        raise Skip(f"{fmt.name} variants of {framework} models are exported in {', '.join(precisions)} only "
+                   "(tf-trt and tensorrt lower precision themselves, on a GPU)")
 
 
 def export(job: Job) -> JobResult:
-    if job.format in ("savedmodel", "onnx"):
-        check_fp32(job)
-    elif job.format == "tf-trt" and job.precision not in TFTRT_PRECISIONS:
-        raise Skip(f"TF-TRT has no {job.precision} precision mode (it has FP32, FP16, INT8)")
-    elif job.format not in ("tensorrt", "tf-trt"):
-        raise Skip(f"the TensorFlow runner cannot export {job.format}")
+    check_exportable(job, "tensorflow")
     source = load_source(job)
     serve = serving_function(source.call, job.io_spec(), source.output_names)
-    target = Path(job.output_dir) / FORMATS[job.format].export_file
+    target = Path(job.output_dir) / FORMATS[job.format_name()].export_file
     write_variant(job, serve, target, source.owner)
     return JobResult(job.id, job.kind, "ok", artifact=target.name)
 

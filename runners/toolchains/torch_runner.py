@@ -197,16 +197,11 @@ def export(job: Job) -> JobResult:
         checked = load_source(job) if job.precision in QUANTIZED or job.memory_format != "contiguous" else None
         if checked is not None and job.precision in QUANTIZED:
             quantizable(checked)
-        fixed_precision(job)
+        export_precision(job)
         if checked is not None and job.memory_format != "contiguous":
             in_layout(checked, job)
         return record_compile_options(job, target)
-    # TensorRT lowers precision itself (builder flags) from an fp32 ONNX graph, keeping fp32
-    # where a layer needs it; Torch-TensorRT takes the program in the variant's precision. A traced
-    # source stays in the precision it was traced in. An int8 ONNX variant is quantized from the fp32
-    # graph (runners/toolchains/onnx_quantize.py).
-    fixed = fixed_precision(job)
-    precision = fixed or ("fp32" if job.format == "tensorrt" or quantized_onnx(job) else job.precision)
+    precision = export_precision(job)
     model = in_layout(load_source(job).to(job.device, torch_dtype(precision)), job)
     samples = load_npz(job.inputs.samples)
     io = job.io_spec()
@@ -224,15 +219,20 @@ def export(job: Job) -> JobResult:
     return JobResult(job.id, job.kind, "ok", artifact=target.name)
 
 
-def fixed_precision(job: Job) -> Optional[str]:
-    """An ExportedProgram's precision: casting its graph would leave the dtypes its code chose when
-    it was traced (a timestep embedding's float32) clashing with the cast weights, so a variant of
-    another precision is skipped (TensorRT lowers precision itself, from the graph as it is)."""
+def export_precision(job: Job) -> str:
+    """The precision the source is exported in, as the registry says: the variant's, or the one its
+    quantizer quantizes (an int8 ONNX variant: the fp32 graph, runners/toolchains/onnx_quantize.py),
+    or the format's own (TensorRT lowers precision itself from an fp32 graph; Torch-TensorRT takes the
+    program in the variant's). A traced source (an ExportedProgram) stays in the precision it was
+    traced in: planning skips the variants that would cast it (orchestrator/run/planning.py
+    source_skip_reason), and a job written by hand is told why here."""
+    fmt = FORMATS[job.format_name()]
+    quantizer = fmt.quantizer(job.precision, job.quantization)
+    wanted = quantizer.quantizes if quantizer is not None else fmt.export_precision or job.precision
     source = job.source()
     if source.form != "exported_program":
-        return None
-    wanted = "fp32" if quantized_onnx(job) else job.precision
-    if wanted != source.precision and job.format != "tensorrt":
+        return wanted
+    if wanted != source.precision and fmt.export_precision is None:
         raise Skip(f"the source is an ExportedProgram in {source.precision}: its graph cannot be cast to "
                    f"{wanted} (export it in {wanted}; inplace modules are captured per precision)")
     return source.precision

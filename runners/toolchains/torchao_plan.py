@@ -10,15 +10,16 @@ import re
 from dataclasses import dataclass
 from typing import Optional
 
+from runners.contract.formats import TORCHAO_QUANTIZERS
 from runners.contract.protocol import QUANTIZED
 
 Version = tuple[int, ...]
 
 # What a quantized module keeps in floating point (what torchao leaves unquantized, its activations
-# before and after each quantized matmul) and the dtype of its float inputs: bf16, which torchao's
-# float8 rowwise path requires (torch._scaled_mm's rowwise scales give bf16 only) and which its
-# int8 recipe is documented with.
-COMPUTE_PRECISION = "bf16"
+# before and after each quantized matmul) and the dtype of its float inputs: bf16 (the registry's
+# torchao quantizers say so), which torchao's float8 rowwise path requires (torch._scaled_mm's rowwise
+# scales give bf16 only) and which its int8 recipe is documented with.
+COMPUTE_PRECISION = TORCHAO_QUANTIZERS[0].quantizes
 # FP8 tensor cores: Ada and Hopper on (torchao checks the same, `is_sm_at_least_89`).
 FP8_MIN_CAPABILITY = (8, 9)
 # torchao's release/torch compatibility table (pytorch/ao#2919), read at the level of torch's
