@@ -4,18 +4,23 @@ from __future__ import annotations
 import os
 import platform
 import sys
+import time
 import uuid
 from pathlib import Path
 from typing import Optional
 
+import docker
 import numpy as np
 
 from orchestrator import __version__
 from orchestrator.config import ExecutorName, OptimizeConfig
 from orchestrator.containers import engine
+from orchestrator.containers.derived_images import ensure_derived_image
 from orchestrator.containers.gpus import host_gpus, select_gpus
+from orchestrator.containers.image_builds import user_cache
 from orchestrator.containers.images import image_for
 from orchestrator.errors import BadInput, EnvironmentProblem, NavOrchError
+from orchestrator.model_ref import missing_module
 from orchestrator.progress import QuietReporter, Reporter
 from orchestrator.results import Environment, ImageRecord, RunResults
 from orchestrator.run import cache
@@ -42,6 +47,27 @@ def prepare_samples(config: OptimizeConfig) -> dict[str, np.ndarray]:
     if config.inputs:
         return random_samples(config.inputs, config.seed)
     raise BadInput("no samples: pass --samples FILE.npz or --input NAME:SHAPE:DTYPE for each model input")
+
+
+def with_requirements(client: docker.DockerClient, image: ImageRecord, config: OptimizeConfig, run_id: str,
+                      reporter: Reporter) -> ImageRecord:
+    """The runner image plus the model's own libraries (a derived image, built once)."""
+    logs = user_cache() / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    log_path = logs / f"derived-{time.strftime('%Y%m%d-%H%M%S')}-{run_id}.log"
+    base = engine.ImageInfo(tag=image.tag, id=image.id, labels=image.labels)
+    with log_path.open("w") as log:
+        derived = ensure_derived_image(client, image.tag, base, config.requirements, config.find_links, run_id,
+                                       lambda line: reporter.note(f"requirements: {line}"),
+                                       lambda line: print(line, file=log, flush=True))
+    if derived.built_s is None:
+        log_path.unlink(missing_ok=True)
+        reporter.note(f"requirements: {derived.tag} (built before) has {', '.join(config.requirements)}")
+    else:
+        reporter.note(f"requirements: built {derived.tag} with {', '.join(config.requirements)} in "
+                      f"{derived.built_s:.0f} s (log: {log_path})")
+    return ImageRecord(tag=derived.tag, id=derived.info.id, labels=derived.info.labels, base=image.tag,
+                       requirements=list(config.requirements))
 
 
 def write_report(results: RunResults, path: Path, reporter: Reporter) -> None:
@@ -101,12 +127,18 @@ def optimize(config: OptimizeConfig, reporter: Optional[Reporter] = None, force:
                      else f"--flavor cuda --set NGC_RELEASE={config.images}")
             raise EnvironmentProblem(f"image {tag} is not built: run `nav-orch images build {build}`")
         image = ImageRecord(tag=tag, id=info.id, labels=info.labels)
-        environment_id = info.id
+        if config.requirements:
+            image = with_requirements(client, image, config, run_id, reporter)
+        environment_id = image.id
+        about = ([f"image {image.tag}: {image.base} with {', '.join(image.requirements)}"] if image.base else [])
         runner: Executor = DockerExecutor(workspace, config.job_timeout_s, client, run_id,
-                                          config.memory, config.pids, config.gpus)
+                                          config.memory, config.pids, config.gpus, about)
     else:
         python = config.python or sys.executable
         probe = probe_python(python, config.model.framework)
+        if config.requirements:
+            reporter.note(f"--requirements installs into the runner images: with --executor local, {python} "
+                          "must have them already")
         image = ImageRecord(tag="local", id=python)
         environment_id = f"{python}:{probe.packages}"
         runner = LocalExecutor(workspace, config.job_timeout_s, python)
@@ -126,6 +158,11 @@ def optimize(config: OptimizeConfig, reporter: Optional[Reporter] = None, force:
         return results
     except ReferenceFailed as error:
         results.state, results.error = "failed", f"the source model failed on the samples: {error}"
+        where = image.tag if client is not None else f"the runners' Python ({image.id})"
+        missing = missing_module(str(error), config.model.path.parent, where, client is not None)
+        if missing is not None:
+            results.error = missing
+            raise BadInput(missing) from None
         details = "" if "(log:" in str(error) else f" (traceback: {workspace.jobs / REFERENCE / 'runner.log'})"
         raise BadInput(results.error + details) from None
     except KeyboardInterrupt:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import contextlib
 import inspect
+import json
 import os
 import sys
 import time
@@ -14,10 +15,19 @@ from typing import Any, Optional, TypeVar, cast, get_args
 import typer
 from pydantic import BaseModel, ValidationError
 from rich.console import Console
+from rich.table import Table
 
 from orchestrator import api
-from orchestrator.config import Accuracy, Budget, OptimizeConfig, Tolerances, TritonSettings, default_of
-from orchestrator.containers import engine, image_builds, images
+from orchestrator.config import (
+    Accuracy,
+    Budget,
+    OptimizeConfig,
+    Tolerances,
+    TritonSettings,
+    default_of,
+    read_requirements,
+)
+from orchestrator.containers import derived_images, engine, image_builds, images
 from orchestrator.containers.gpus import host_gpus, resolve_gpus, select_gpus
 from orchestrator.errors import BadInput, EnvironmentProblem, ExitCode, NavOrchError
 from orchestrator.model_ref import parse_function, parse_model
@@ -121,6 +131,11 @@ def parse_accuracy(items: list[str]) -> Accuracy:
     return Accuracy(default=Budget(**default), outputs={name: Budget(**fields) for name, fields in outputs.items()})
 
 
+def requirement_lines(files: list[Path]) -> list[str]:
+    """The lines of every --requirements file, each checked (orchestrator/config.py read_requirements)."""
+    return [line for path in files for line in read_requirements(path)]
+
+
 def parse_batch_sizes(text: str) -> list[int]:
     try:
         return [int(size) for size in split_list(text)]
@@ -207,6 +222,12 @@ def optimize(
                                  help="docker, or local: runners as subprocesses of --python."),
     python: Optional[str] = typer.Option(option_default(OptimizeConfig, "python"),
                                          help="With --executor local: the Python holding the frameworks."),
+    requirements: list[Path] = typer.Option([], "--requirements",
+                                            help="A requirements file (pip's format) of the model's own libraries "
+                                            "(transformers, timm, ...): installed into a runner image derived from "
+                                            "the toolchain's, built once (repeatable)."),
+    find_links: Optional[Path] = typer.Option(option_default(OptimizeConfig, "find_links"),
+                                              help="A folder of wheels for --requirements (hosts without an index)."),
     force: bool = typer.Option(False, help="Redo every job, even those finished earlier in this workspace."),
     json_output: bool = typer.Option(False, "--json", help="Print results.json on stdout."),
     progress: str = typer.Option("auto", help="auto, plain or quiet."),
@@ -234,6 +255,7 @@ def optimize(
             gpus=resolve_gpus(gpus, release), jobs=jobs, gpu_sessions=gpu_sessions, job_timeout_s=timeout,
             memory=memory, pids=pids,
             triton=triton_settings(no_triton, triton_all, triton_concurrency), executor=executor, python=python,
+            requirements=requirement_lines(requirements), find_links=find_links,
         )
         results = run_reported(lambda reporter: api.optimize(config, reporter, force), progress, console)
         return finish(results, config.workspace, json_output, progress, console)
@@ -262,6 +284,8 @@ def profile(
     pids: int = _OPTIMIZE_OPTIONS["pids"],
     executor: str = _OPTIMIZE_OPTIONS["executor"],
     python: Optional[str] = _OPTIMIZE_OPTIONS["python"],
+    requirements: list[Path] = _OPTIMIZE_OPTIONS["requirements"],
+    find_links: Optional[Path] = _OPTIMIZE_OPTIONS["find_links"],
     json_output: bool = _OPTIMIZE_OPTIONS["json_output"],
     progress: str = _OPTIMIZE_OPTIONS["progress"],
 ) -> None:
@@ -276,7 +300,7 @@ def profile(
             model=ref, samples=samples, inputs=[parse_input_spec(s) for s in input_spec], seed=seed,
             batch_sizes=parse_batch_sizes(batch_sizes), workspace=workspace, images=release,
             gpus=resolve_gpus(gpus, release), job_timeout_s=timeout, memory=memory, pids=pids,
-            executor=executor, python=python,
+            executor=executor, python=python, requirements=requirement_lines(requirements), find_links=find_links,
         )
         results = run_reported(lambda reporter: api.profile(config, reporter), progress, console)
         return finish(results, config.workspace, json_output, progress, console)
@@ -326,6 +350,26 @@ def build_output(name: str, progress: str) -> Iterator[BuildOutput]:
     with path.open("w") as log:
         typer.echo(f"nav-orch: the full log goes to {path}", err=True)
         yield BuildOutput(log, sys.stderr, live=sys.stderr.isatty(), plain=progress == "plain")
+
+
+@images_app.command("list")
+def images_list() -> None:
+    """The runner images on this host, and those derived from them with --requirements."""
+
+    def run() -> None:
+        client = engine.connect()
+        table = Table(box=None, pad_edge=False)
+        for column in ("image", "size", "built on", "requirements"):
+            table.add_column(column)
+        for image in engine.labelled_images(client, images.FLAVOR_LABEL):
+            base = image.labels.get(derived_images.BASE_LABEL)
+            built_on = "" if base is None else base + (" (rebuilt since: stale)"
+                                                        if derived_images.stale(client, image) else "")
+            requirements = json.loads(image.labels.get(derived_images.REQUIREMENTS_LABEL, "[]"))
+            table.add_row(image.tag, f"{image.size / 1e9:.2f} GB", built_on, ", ".join(requirements))
+        widen(Console()).print(table)
+
+    guarded(run)
 
 
 @images_app.command("bootstrap")
@@ -481,12 +525,22 @@ def doctor() -> None:
 
 
 @app.command()
-def clean() -> None:
+def clean(
+    drop_images: bool = typer.Option(False, "--images", help="Also remove the images derived with --requirements "
+                                     "that no run can use again: their runner image was rebuilt or removed."),
+) -> None:
     """Remove containers that interrupted runs left behind (found by label)."""
 
     def run() -> None:
-        removed = engine.remove_labelled(engine.connect())
+        client = engine.connect()
+        removed = engine.remove_labelled(client)
         typer.echo(f"removed {removed} container(s)")
+        if drop_images:
+            stale = derived_images.stale_images(client)
+            gone = [image.tag for image in stale if engine.remove_image(client, image.tag)]
+            for tag in gone:
+                typer.echo(f"removed image {tag}")
+            typer.echo(f"removed {len(gone)} derived image(s); kept {len(derived_images.derived_images(client))}")
 
     guarded(run)
 

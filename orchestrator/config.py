@@ -8,6 +8,7 @@ from enum import Enum
 from pathlib import Path
 from typing import Any, Literal, Optional, get_args
 
+from packaging.requirements import InvalidRequirement, Requirement
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -20,6 +21,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
+from orchestrator.errors import BadInput
 from runners.contract.formats import MEMORY_FORMATS, PRECISIONS, FormatName, formats_of
 from runners.contract.protocol import (
     DEFAULT_TOLERANCES,
@@ -205,6 +207,11 @@ class OptimizeConfig(Strict):
     triton: TritonSettings = Field(default_factory=TritonSettings)
     executor: ExecutorName = ExecutorName.docker
     python: Optional[str] = None  # the local executor's Python; None: the host's own
+    # The model's own libraries (transformers, timm, ...) as pip requirement lines: installed into a
+    # runner image derived from the toolchain's (orchestrator/containers/derived_images.py), whose own
+    # packages they can never replace. Normalized: each line as packaging writes it, sorted, once.
+    requirements: list[str] = Field(default_factory=list)
+    find_links: Optional[Path] = None  # a folder of wheels for the derived image's pip (air-gapped hosts)
     dynamic_axes: Optional[DeclaredAxes] = None  # None: axis 0 of every input and output is the batch
 
     def variant_profiling(self) -> ProfileSettings:
@@ -246,6 +253,11 @@ class OptimizeConfig(Strict):
                                           "like 1,8,64")
         return sizes
 
+    @field_validator("requirements")
+    @classmethod
+    def normalized_requirements(cls, lines: list[str]) -> list[str]:
+        return sorted({normalized_requirement(line) for line in lines})
+
     @field_validator("python")
     @classmethod
     def python_only_local(cls, python: Optional[str], info: ValidationInfo) -> Optional[str]:
@@ -254,3 +266,39 @@ class OptimizeConfig(Strict):
             raise PydanticCustomError("python_not_local", f"a Python is for executor local only, not "
                                       f"{executor.value} (containers bring their own)")
         return python
+
+
+def normalized_requirement(line: str) -> str:
+    """A requirement line as packaging writes it (`transformers==5.24.0`, `timm>=1.0`); a line that is
+    not a requirement of a package by name (a pip option, a path, a URL) raises why."""
+    try:
+        requirement = Requirement(line.strip())
+    except InvalidRequirement:
+        raise PydanticCustomError("requirement", f"{line.strip()!r} is not a requirement line like "
+                                  "transformers==5.24.0 (pip options, paths and URLs are not taken: pip's own "
+                                  "configuration and --find-links are)") from None
+    if requirement.url:
+        raise PydanticCustomError("requirement", f"{line.strip()!r} names a URL; name the package and put its "
+                                  "wheel in a --find-links folder")
+    return str(requirement)
+
+
+def read_requirements(path: Path) -> list[str]:
+    """The requirement lines of a requirements file (pip's format: a package per line, # comments),
+    each checked; BadInput (one line, with the file and line) for one that is not a requirement."""
+    try:
+        text = Path(path).read_text()
+    except FileNotFoundError:
+        raise BadInput(f"--requirements {path}: no such file") from None
+    except (OSError, UnicodeDecodeError) as error:
+        raise BadInput(f"--requirements {path}: cannot be read ({error})") from None
+    lines = []
+    for number, raw in enumerate(text.splitlines(), 1):
+        line = raw.split(" #", 1)[0].strip() if not raw.lstrip().startswith("#") else ""
+        if not line:
+            continue
+        try:
+            lines.append(normalized_requirement(line))
+        except PydanticCustomError as error:
+            raise BadInput(f"--requirements {path}:{number}: {error.message()}") from None
+    return lines

@@ -99,3 +99,21 @@ def parse_function(text: str, framework: Optional[str]) -> ModelRef:
     if not path.is_file():
         raise BadInput(f"{path_text}: no such file")
     return ModelRef(path=path.resolve(), form="function", factory=name, framework=framework or "torch")
+
+
+MISSING_MODULE = re.compile(r"ModuleNotFoundError: No module named '([A-Za-z0-9_.]+)'")
+
+
+def missing_module(error: str, model_folder: Path, where: str, in_images: bool) -> Optional[str]:
+    """What to do when the source model failed for want of a package that is not the model's own
+    (not in its folder), as one line; None for any other failure."""
+    found = MISSING_MODULE.search(error)
+    if found is None:
+        return None
+    top = found.group(1).split(".")[0]
+    if (model_folder / top).is_dir() or (model_folder / f"{top}.py").is_file():
+        return None  # the model's own module, which failed for another reason
+    if in_images:
+        return (f"the source model imports {top}, which {where} does not have: add the package that provides it "
+                f"with --requirements FILE (a requirements file, e.g. a line `{top}`)")
+    return f"the source model imports {top}, which {where} does not have: pip install it into that Python"

@@ -78,6 +78,9 @@ class ImageRecord(Strict):
     tag: str
     id: str
     labels: dict[str, str] = Field(default_factory=dict)
+    # A derived image (--requirements): the runner image it is built on, and the requirements it adds.
+    base: Optional[str] = None
+    requirements: list[str] = Field(default_factory=list)
     # What the runners reported from inside containers of this image.
     versions: dict[str, str] = Field(default_factory=dict)
 

@@ -18,7 +18,7 @@ SCRIPT = textwrap.dedent('''
     import torch
     from orchestrator import inplace
     from orchestrator.inplace.module import Module
-    from orchestrator.inplace.structure import unflatten
+    from runners.contract.structure import unflatten
 
     @dataclasses.dataclass
     class Out:

@@ -13,11 +13,11 @@ from orchestrator.inplace.capture import CaptureError, check_capturable, compare
 from orchestrator.inplace.module import RecordedCall
 from orchestrator.inplace.optimize import PipelineMismatch, differences, find_modules
 from orchestrator.inplace.shapes import CallLog
-from orchestrator.inplace.structure import flatten, from_data, to_data, unflatten
 from orchestrator.inplace.swap import shape_misfit
 from orchestrator.results import CapturedModule
 from orchestrator.run.jobs import declared_io
 from runners.contract.protocol import AxisRange
+from runners.contract.structure import flatten, from_data, to_data, unflatten
 
 
 @dataclass

@@ -2,6 +2,8 @@
 import ast
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
 # The host imports the contract it shares with the runners, and the runners' folder (to mount it).
 HOST_MAY_IMPORT = ("runners.contract",)
@@ -36,12 +38,12 @@ def test_the_contract_imports_nothing_else_of_runners():
         assert all(name.startswith("runners.contract") for name in runner_imports(path)), path.name
 
 
-def test_the_loader_imports_nothing_of_nav_orch():
-    """A Triton model folder carries a copy of it beside model.py, with nothing else of nav-orch."""
-    path = ROOT / "runners" / "serving" / "variant_loader.py"
-    tree = ast.parse(path.read_text())
-    modules = {alias.name.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.Import)
-               for alias in node.names}
-    modules |= {node.module.split(".")[0] for node in ast.walk(tree)
+@pytest.mark.parametrize("path", ["runners/serving/variant_loader.py", "runners/contract/structure.py"])
+def test_what_a_triton_model_folder_carries_imports_nothing_else_of_nav_orch(path):
+    """A Triton model folder carries copies of the loader and of structure.py beside model.py."""
+    tree = ast.parse((ROOT / path).read_text())
+    modules = {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
+    modules |= {node.module for node in ast.walk(tree)
                 if isinstance(node, ast.ImportFrom) and node.module and node.level == 0}
-    assert not modules & {"runners", "orchestrator"}
+    assert {name for name in modules if name.split(".")[0] in ("runners", "orchestrator")} <= {
+        "runners.contract.structure"}

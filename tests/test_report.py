@@ -11,6 +11,7 @@ from orchestrator.progress import print_summary
 from orchestrator.report.html import write_comparison, write_report
 from orchestrator.results import (
     Environment,
+    ImageRecord,
     JobTiming,
     RunResults,
     Selection,
@@ -89,3 +90,12 @@ def test_the_verdict_measures_the_best_against_the_source_model_as_it_is(tmp_pat
     run.selection = Selection(objective="throughput", batch_size=4, reason="highest throughput")
     text = write_report(run, tmp_path / "untimed.html").read_text()
     assert "not compared with the source model as it is (it was not timed at that batch size)" in text
+
+
+def test_the_environment_names_a_derived_image_and_what_it_adds(tmp_path):
+    run = results()
+    run.environment.images = [ImageRecord(tag="nav-orch/pytorch:cpu-req-1a2b3c4d5e6f", id="sha256:d",
+                                          base="nav-orch/pytorch:cpu", requirements=["timm", "transformers==5.24.0"])]
+    text = write_report(run, tmp_path / "report.html").read_text()
+    assert ("<td>image nav-orch/pytorch:cpu-req-1a2b3c4d5e6f adds</td><td>timm, transformers==5.24.0 to "
+            "nav-orch/pytorch:cpu</td>") in text

@@ -168,8 +168,8 @@ def test_write_model_lays_out_a_readable_repository(tmp_path):
     native = deployment_for(variant(tmp_path, "model.onnx", name="onnx-fp32"), tmp_path, {"onnxruntime"})
     for deployment in (python, native):
         write_model(repository, deployment, IO, 16, [])
-    assert sorted(p.name for p in (repository / "ep-fp32" / "1").iterdir()) == ["model.pt2", "model.py",
-                                                                                "variant_loader.py"]
+    assert sorted(p.name for p in (repository / "ep-fp32" / "1").iterdir()) == [
+        "model.pt2", "model.py", "structure.py", "variant_loader.py"]
     assert sorted(p.name for p in (repository / "onnx-fp32" / "1").iterdir()) == ["model.onnx"]
     assert (repository / "ep-fp32" / "1" / "model.py").read_text().startswith('"""Triton Python-backend model')
     assert read_config(repository, "ep-fp32").parameters["loader"].string_value == "exported-program"
@@ -189,11 +189,11 @@ def test_the_python_model_loads_with_nothing_of_nav_orch_but_its_loader_beside_i
     repository = tmp_path / "repository"
     deployment = deployment_for(variant(tmp_path, "model.onnx"), tmp_path, {"python"})
     version = write_model(repository, deployment, IO, 16, []) / "1"
-    code = ("import sys; sys.modules['runners'] = None; sys.path.insert(0, sys.argv[1]); import model; "
-            "print(model.arrays_in.__module__, model.arrays_in.__code__.co_filename)")
+    code = ("import sys; sys.modules['runners'] = None; sys.path.insert(0, sys.argv[1]); import model, variant_loader; "
+            "print(model.arrays_in.__code__.co_filename, variant_loader.output_leaves.__code__.co_filename)")
     found = subprocess.run([sys.executable, "-c", code, str(version)], capture_output=True, text=True, check=True,
                            cwd=tmp_path).stdout.split()
-    assert found == ["variant_loader", str(version / "variant_loader.py")]
+    assert found == [str(version / "variant_loader.py"), str(version / "structure.py")]
 
 
 def test_api_datatypes():

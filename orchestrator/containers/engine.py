@@ -55,6 +55,7 @@ class ImageInfo:
     tag: str
     id: str
     labels: dict[str, str]
+    size: int = 0  # bytes; where it was asked for (labelled_images)
 
 
 def inspect_image(client: docker.DockerClient, tag: str) -> Optional[ImageInfo]:
@@ -63,6 +64,29 @@ def inspect_image(client: docker.DockerClient, tag: str) -> Optional[ImageInfo]:
     except docker.errors.ImageNotFound:
         return None
     return ImageInfo(tag=tag, id=image_id(image), labels=dict(image.labels or {}))
+
+
+def labelled_images(client: docker.DockerClient, label: str) -> list[ImageInfo]:
+    """The images that carry `label`, one entry per tag (an untagged one by its ID), with their size."""
+    found = []
+    for image in client.images.list(filters={"label": label}):
+        for tag in image.tags or [image_id(image)]:
+            found.append(ImageInfo(tag=tag, id=image_id(image), labels=dict(image.labels or {}),
+                                   size=int(image.attrs.get("Size") or 0)))
+    return sorted(found, key=lambda info: info.tag)
+
+
+def remove_image(client: docker.DockerClient, tag: str) -> bool:
+    """Remove the image `tag` names (no force: Docker keeps one a container uses); whether it went."""
+    try:
+        client.images.remove(tag)
+    except docker.errors.NotFound:
+        return False
+    except docker.errors.APIError as error:
+        if error.status_code == 409:  # in use by a container, which is Docker's call to make
+            return False
+        raise EnvironmentProblem(f"cannot remove image {tag}: {error.explanation or error}") from None
+    return True
 
 
 def image_id(image: Image) -> str:

@@ -24,6 +24,7 @@ import docker
 
 from orchestrator.containers import engine
 from orchestrator.containers.bake import BakeFile, BakeTarget, load_bake_file
+from orchestrator.containers.images import FLAVOR_LABEL
 from orchestrator.errors import BadInput, EnvironmentProblem
 
 DEBIAN_BASE = "nav-orch/debian:bookworm"
@@ -549,7 +550,7 @@ def _ca_bundle_path(ca_bundle: Optional[Path], pip_text: Optional[str], on_line:
 def _warn_stale_ngc_versions(bake: BakeFile, variables: Mapping[str, str], targets: list[BakeTarget],
                              on_line: OnLine) -> None:
     """The NGC_* version labels document the default NGC release only."""
-    if not any(t.labels.get("org.nav-orch.flavor") == "cuda" for t in targets):
+    if not any(t.labels.get(FLAVOR_LABEL) == "cuda" for t in targets):
         return
     release = "NGC_RELEASE"
     if release in bake.variables and variables[release] != bake.variables[release]:

@@ -19,6 +19,8 @@ FRAMEWORK_IMAGES: dict[str, str] = {
     "onnx": "nav-orch/pytorch",
 }
 CPU_RELEASE = "cpu"
+# Every runner image carries it (docker-bake.hcl), and so does each image derived from one.
+FLAVOR_LABEL = "org.nav-orch.flavor"
 
 
 def image_for(framework: str, release: str) -> str:

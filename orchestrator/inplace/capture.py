@@ -18,9 +18,9 @@ import numpy as np
 
 from orchestrator.inplace.module import RecordedCall
 from orchestrator.inplace.shapes import CallLog, Signature
-from orchestrator.inplace.structure import Node, flatten, to_data, unflatten
 from orchestrator.results import CapturedModule
 from runners.contract.protocol import DEFAULT_TOLERANCES, AxisRange, Precision, Tolerance, one_line
+from runners.contract.structure import Node, flatten, to_data, unflatten
 from runners.harness.measure import compare_output
 from runners.serving.variant_loader import torch_dtype
 

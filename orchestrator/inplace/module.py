@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any, Optional, Protocol
 
 from orchestrator.inplace.shapes import CallLog
-from orchestrator.inplace.structure import Node, flatten
+from runners.contract.structure import Node, flatten
 
 DEFAULT_MAX_CALLS = 16
 CHECKED_CALLS = 8  # calls per module compared in place; each costs an eager call

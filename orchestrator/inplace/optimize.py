@@ -31,7 +31,6 @@ from orchestrator.errors import BadInput, NavOrchError
 from orchestrator.inplace.capture import CaptureError, array_of, capture, reproduce
 from orchestrator.inplace.module import InPlaceCheck, RecordedCall, is_inplace_module
 from orchestrator.inplace.shapes import CallLog
-from orchestrator.inplace.structure import flatten
 from orchestrator.inplace.swap import Leaves, SwappedVariant, load_variant, shape_misfit
 from orchestrator.progress import PlainReporter, Reporter, stderr_console
 from orchestrator.results import (
@@ -47,6 +46,7 @@ from orchestrator.run.workspace import Workspace
 from runners.contract.arrays import save_npz
 from runners.contract.formats import FORMATS, default_precisions
 from runners.contract.protocol import DEFAULT_TOLERANCES, Precision, one_line, write_json_atomic
+from runners.contract.structure import flatten
 from runners.serving.variant_loader import torch_dtype
 
 PIPELINE_FILE = "pipeline.json"

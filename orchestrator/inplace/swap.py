@@ -15,11 +15,11 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Optional
 
-from orchestrator.inplace.structure import flatten, from_data, unflatten
 from orchestrator.results import CapturedModule, VariantResult
 from orchestrator.run import untrusted
 from runners.contract.formats import FORMATS
 from runners.contract.protocol import one_line
+from runners.contract.structure import flatten, from_data, unflatten
 from runners.serving import variant_loader
 from runners.serving.variant_loader import CannotLoad
 

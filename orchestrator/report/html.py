@@ -162,6 +162,8 @@ def tables(results: RunResults) -> list[str]:
     rows = [["nav-orch", esc(env.nav_orch)], ["host Python", esc(env.host_python)], ["Docker", esc(env.docker or "-")]]
     rows += [[f"image {esc(i.tag)}", esc(f"{i.id}; " + ", ".join(f"{k} {v}" for k, v in sorted(i.versions.items())))]
              for i in env.images]
+    rows += [[f"image {esc(i.tag)} adds", esc(f"{', '.join(i.requirements)} to {i.base}")]
+             for i in env.images if i.base]
     rows += [[f"GPU {esc(g.name)}", esc(f"driver {g.driver}, compute capability {g.compute_capability}, SM clock "
                                           f"{g.sm_clock_mhz} of {g.max_sm_clock_mhz} MHz")] for g in env.gpus]
     out += ["<h2>Environment</h2>", table(["", ""], rows)]

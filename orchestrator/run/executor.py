@@ -17,7 +17,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Optional, Protocol
@@ -275,14 +275,16 @@ RERUN_FILE = "rerun.sh"
 
 
 def write_rerun_scripts(workspace: Workspace, jobs: list[Job], command: Callable[[list[str]], list[str]],
-                        job_files: list[str]) -> None:
+                        job_files: list[str], about: Sequence[str] = ()) -> None:
     """Each job's folder gets the exact command that reruns it without nav-orch, with the jobs before
-    it in its session (those it needs), so a failure can be debugged in the same container."""
+    it in its session (those it needs), so a failure can be debugged in the same container. `about`:
+    comment lines on what runs it (a derived image and its requirements)."""
     for index, job in enumerate(jobs):
         untrusted.write_text(workspace.job_dir(job.id) / RERUN_FILE,
                              "#!/bin/sh\n"
                              "# Reruns this job (after the ones before it in its session) without nav-orch;\n"
                              "# it rewrites this job's result in the workspace.\n"
+                             + "".join(f"# {line}\n" for line in about)
                              + shlex.join(command(job_files[:index + 1])) + "\n")
 
 
@@ -352,8 +354,9 @@ class DockerExecutor(Executor):
     """Each session runs in a fresh, sandboxed, labelled container of the run."""
 
     def __init__(self, workspace: Workspace, timeout_s: float, client: docker.DockerClient, run_id: str,
-                 memory: Optional[str], pids: int, gpus: str):
+                 memory: Optional[str], pids: int, gpus: str, about_image: Sequence[str] = ()):
         super().__init__(workspace, timeout_s)
+        self.about_image = about_image  # said in each rerun.sh: a derived image and its requirements
         self.client = client
         self.gpus = gpus  # the user's --gpus: its capabilities, driver and options go to every container
         self.run_id = run_id
@@ -390,7 +393,8 @@ class DockerExecutor(Executor):
             pids=self.pids,
         )
         write_rerun_scripts(self.workspace, jobs, lambda files: engine.docker_run_command(
-            dataclasses.replace(spec, command=["python", "-m", "runners.harness.main", *files])), job_files)
+            dataclasses.replace(spec, command=["python", "-m", "runners.harness.main", *files])), job_files,
+            self.about_image)
         own = dataclasses.replace(spec, environment={**spec.environment, **placement.process_environment()})
         return ContainerProcess(engine.start_container(self.client, own))
 

@@ -31,9 +31,11 @@ from runners import RUNNERS_DIR
 from runners.contract.formats import FORMATS, TritonServing
 from runners.contract.protocol import FormatName, IOSpec, TensorSpec
 
-# The Python backend's model.py, and the loader it runs beside it: the served model needs nothing else.
+# The Python backend's model.py, and the loader it runs beside it (with how it names outputs): the
+# served model needs nothing else of nav-orch.
 PYTHON_MODEL_FILES = {"model.py": RUNNERS_DIR / "serving" / "triton_python_model.py",
-                      "variant_loader.py": RUNNERS_DIR / "serving" / "variant_loader.py"}
+                      "variant_loader.py": RUNNERS_DIR / "serving" / "variant_loader.py",
+                      "structure.py": RUNNERS_DIR / "contract" / "structure.py"}
 CONFIG_FILE = "config.pbtxt"
 VERSION = "1"
 Tensor = TypeVar("Tensor", mc.ModelInput, mc.ModelOutput)

@@ -11,6 +11,11 @@
     samples = "data/resnet50.npz"
     formats = ["onnx", "torchscript-trace"]
 
+    [[model]]
+    name = "bert"
+    model = "models/bert.py:make"
+    requirements = ["models/bert-requirements.txt"]
+
 Paths are relative to the file. Each model's options become an OptimizeConfig, the model that
 validates optimize's command line and API too; an error names the model and the field.
 """
@@ -24,7 +29,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from orchestrator.config import OptimizeConfig, TritonSettings, default_of
+from orchestrator.config import OptimizeConfig, TritonSettings, default_of, read_requirements
 from orchestrator.containers.gpus import GpuRequest
 from orchestrator.errors import BadInput, NavOrchError
 from orchestrator.model_ref import parse_model
@@ -35,8 +40,9 @@ if sys.version_info >= (3, 11):
 else:  # the `tomli` dependency, tomllib's origin
     import tomli as tomllib  # type: ignore[import-not-found]
 
-# Keys that are not OptimizeConfig fields as they are: how the model and its samples are given.
-MODEL_KEYS = {"name", "model", "framework", "model_args", "inputs", "samples", "calibration", "triton"}
+# Keys that are not OptimizeConfig fields as they are: how the model, its samples and its libraries are given.
+MODEL_KEYS = {"name", "model", "framework", "model_args", "inputs", "samples", "calibration", "triton",
+              "requirements", "find_links"}
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 
 
@@ -84,9 +90,13 @@ def zoo_model(folder: Path, entry: dict[str, Any], index: int, workspace: Path) 
                           entry.get("framework"))
         fields = {key: value for key, value in entry.items() if key not in MODEL_KEYS}
         # Files the entry leaves out keep the config's default.
-        files = {key: folder / entry[key] for key in ("samples", "calibration") if key in entry}
+        files = {key: folder / entry[key] for key in ("samples", "calibration", "find_links") if key in entry}
+        if not isinstance(entry.get("requirements", []), list):
+            raise BadInput(f"zoo {where}: requirements: give a list of requirements files, relative to the zoo file")
+        # Read here, on the submitting host: the lines travel in the config to wherever the model runs.
+        requirements = [line for name in entry.get("requirements", []) for line in read_requirements(folder / name)]
         config = OptimizeConfig(
-            model=ref, workspace=workspace / name, **fields, **files,
+            model=ref, workspace=workspace / name, **fields, **files, requirements=requirements,
             inputs=[parse_input_spec(text) for text in entry.get("inputs", [])],
             triton=TritonSettings(enabled=bool(entry.get("triton", default_of(TritonSettings, "enabled")))))
         return ZooModel(name=name, config=config, gpus=gpu_count(config.gpus))

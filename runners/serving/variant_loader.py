@@ -4,7 +4,8 @@ and one table of dtypes.
 The runners' verify and profile jobs (runners/toolchains), inplace swap-in (orchestrator/inplace)
 and both servers (triton_python_model.py, pytriton_server.py) load variants here, so a variant is
 verified and profiled as it is served. Standard library and numpy at import, each framework inside
-its loader, and nothing else of nav-orch: a Triton model folder carries a copy beside model.py.
+its loader, and of nav-orch only runners/contract/structure.py (how outputs are named): a Triton
+model folder carries a copy of both beside model.py.
 
 A SavedModel is loaded by the TensorFlow runner alone (Triton serves it natively), and a compiled
 variant (torch.compile) by compiling its source where it runs: `compile_module` is how.
@@ -15,6 +16,11 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
+
+try:  # in nav-orch
+    from runners.contract.structure import output_leaves
+except ImportError:  # in a Triton model folder, where structure.py lies beside this file
+    from structure import output_leaves  # type: ignore[import-not-found,no-redef]
 
 # A precision's dtype by name: torch's, and numpy's where numpy has it (it has no bfloat16).
 PRECISION_DTYPES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
@@ -239,13 +245,7 @@ def arrays_in(loader: str, path: str, device: str, precision: str, input_names: 
 
 
 def torch_outputs(outputs: Any) -> list[Any]:
-    """A torch variant's outputs as a list of tensors: a tensor, a dict's values or a sequence."""
+    """A torch variant's output tensors, in the order its verification named them."""
     import torch
 
-    if isinstance(outputs, torch.Tensor):
-        return [outputs]
-    if isinstance(outputs, dict):
-        return list(outputs.values())
-    if isinstance(outputs, (tuple, list)):
-        return list(outputs)
-    raise TypeError(f"the model returned {type(outputs).__name__}; expected tensors")
+    return list(output_leaves(outputs, lambda value: isinstance(value, torch.Tensor))[0].values())

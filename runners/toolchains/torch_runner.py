@@ -18,6 +18,7 @@ import torch
 
 from runners.contract.formats import FORMATS
 from runners.contract.protocol import QUANTIZED, IOSpec, Job, JobResult, one_line
+from runners.contract.structure import output_leaves
 from runners.harness.common import (
     Handlers,
     LastLoaded,
@@ -108,19 +109,20 @@ def forward_names(model: torch.nn.Module) -> Optional[list[str]]:
 
 
 def order_samples(samples: dict[str, np.ndarray], names: Optional[list[str]]) -> dict[str, np.ndarray]:
-    """Key the samples by forward()'s parameter names (input_0, ... where it has none)."""
-    return key_by_names(samples, names or [f"input_{i}" for i in range(len(samples))], "forward()")
+    """Key the samples by forward()'s parameter names (input_0, ... where it has none). Samples named
+    after forward()'s leading parameters (a Hugging Face model's input_ids and attention_mask) are
+    those, in its order; the parameters after them keep their defaults."""
+    names = names or [f"input_{i}" for i in range(len(samples))]
+    leading = names[:len(samples)]
+    if set(samples) == set(leading):
+        return {name: samples[name] for name in leading}
+    return key_by_names(samples, names, "forward()")
 
 
 def flatten_outputs(outputs: Any, names: Optional[list[str]] = None) -> dict[str, np.ndarray]:
-    if isinstance(outputs, torch.Tensor):
-        arrays = {"output": outputs}
-    elif isinstance(outputs, dict):
-        arrays = dict(outputs)
-    elif isinstance(outputs, (tuple, list)):
-        arrays = {f"output_{i}": t for i, t in enumerate(outputs)}
-    else:
-        raise TypeError(f"the model returned {type(outputs).__name__}; expected tensors")
+    """The outputs as arrays, named as runners/contract/structure.py `output_leaves` names nested
+    tuples, dicts and ModelOutputs (their fields left None aside); `names`: the reference's, by position."""
+    arrays, _ = output_leaves(outputs, lambda value: isinstance(value, torch.Tensor))
     if names is not None:
         if len(names) != len(arrays):
             raise ValueError(f"the variant returned {len(arrays)} outputs, the source model {len(names)}")
@@ -252,7 +254,8 @@ def export_torchscript_trace(model, example, io: IOSpec, target: Path) -> None:
     if isinstance(model, torch.jit.ScriptModule):
         raise Skip("the source is already TorchScript: see the torchscript-script variant")
     try:
-        traced = torch.jit.trace(model, example)
+        # strict=False: a model may return a dict or a ModelOutput, which the tracer keeps as a dict.
+        traced = torch.jit.trace(model, example, strict=False)
     except torch.jit.TracingCheckError as error:
         # The tracer's check re-runs the model with grad off, where fused fast paths (PyTorch's
         # own transformer layers) give another graph. nav-orch verifies the variant against the
@@ -260,7 +263,7 @@ def export_torchscript_trace(model, example, io: IOSpec, target: Path) -> None:
         print(f"torch.jit.trace: its sanity check failed; traced again without it "
               f"(nav-orch's verification decides):\n{head_lines(str(error), TRACE_CHECK_LINES)}",
               file=sys.stderr, flush=True)
-        traced = torch.jit.trace(model, example, check_trace=False)
+        traced = torch.jit.trace(model, example, check_trace=False, strict=False)
     # eval(): a trace of an ExportedProgram's module comes back in training mode, which freezing refuses.
     torch.jit.save(torch.jit.freeze(traced.eval()), str(target))
 

@@ -1,4 +1,5 @@
-"""Nested call arguments and outputs as named leaves, and back.
+"""Nested call arguments and outputs as named leaves, and back. Standard library only: the runners,
+the served model (beside which a Triton model folder carries a copy) and inplace name leaves alike.
 
 A module's call takes and returns nested tuples, lists, dicts and dataclasses (Hugging Face's
 `ModelOutput`s are both dict and dataclass) around tensors. Recording, exporting and swapping a
@@ -101,3 +102,26 @@ def to_data(node: Node) -> dict[str, Any]:
 def from_data(data: Mapping[str, Any]) -> Node:
     return Node(data["kind"], tuple(from_data(child) for child in data.get("children", [])),
                 tuple(data.get("keys", ())), data.get("type"), data.get("value"), data.get("name"))
+
+
+def output_leaves(outputs: Any, is_leaf: Callable[[Any], bool]) -> tuple[dict[str, Any], Node]:
+    """A model's outputs as named leaves, and their structure: a leaf alone is `output`, a tuple's or a
+    list's items `output_0`, `output_1`, ..., a dict's or a ModelOutput's its keys (the fields that are
+    set); nested levels add `.key` or `.index` (`past_key_values.0.1`). Every exporter, verifier and
+    server of a variant names its outputs so, in this order."""
+    if is_leaf(outputs):
+        return {"output": outputs}, Node("leaf", name="output")
+    leaves, node = flatten(outputs, is_leaf, "")
+    if node.kind not in ("tuple", "list", "dict", "dataclass"):
+        raise TypeError(f"the model returned {type(outputs).__name__}; expected tensors")
+
+    def top(name: str) -> str:  # ".key..." or ".index..." from flatten's empty prefix
+        head, _, rest = name[1:].partition(SEPARATOR)
+        head = f"output_{head}" if node.kind in ("tuple", "list") else head
+        return head + (SEPARATOR + rest if rest else "")
+
+    def renamed(item: Node) -> Node:
+        return dataclasses.replace(item, name=top(item.name) if item.name else None,
+                                   children=tuple(renamed(child) for child in item.children))
+
+    return {top(name): leaf for name, leaf in leaves.items()}, renamed(node)

@@ -1,0 +1,1 @@
+"""A package of the model's own, beside its factory."""
