@@ -107,7 +107,7 @@ def test_serve_reports_a_model_that_fails_to_load_in_one_line(optimized, tmp_pat
     config.write_text(config.read_text().replace('string_value: "onnxruntime"', 'string_value: "nonsense"'))
     run = nav_orch("serve", str(broken), "--variant", "onnx-fp32", timeout=300)
     assert run.returncode == 4, run.stderr
-    assert "failed to load onnx-fp32: Internal: ValueError: unknown runtime 'nonsense'" in run.stderr
+    assert "failed to load onnx-fp32: Internal: CannotLoad: no loader 'nonsense' here" in run.stderr
     assert len(run.stderr.strip().splitlines()) == 2  # "starting ..." and the error
     assert "failed to load 'onnx-fp32'" in (broken / "triton" / "serve.log").read_text()
 

@@ -193,6 +193,7 @@ SUPPORTED = {
         "torchscript-script": ("fp32 fp16 bf16", "contiguous channels_last"),
         "onnx": ("fp32 fp16 int8-dynamic int8-static", "contiguous"),
         "exported-program": ("fp32 fp16 bf16", "contiguous channels_last"),
+        "torch-aoti": ("fp32 fp16 bf16", "contiguous channels_last"),
         "torch-compile": ("fp32 fp16 bf16 int8-dynamic fp8-dynamic", "contiguous channels_last"),
         "torch-compile-cudagraphs": ("fp32 fp16 bf16 int8-dynamic fp8-dynamic", "contiguous channels_last"),
         "torch-tensorrt": ("fp32 fp16 bf16", "contiguous"),

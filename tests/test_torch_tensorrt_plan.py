@@ -19,7 +19,7 @@ model = torch.nn.Sequential(torch.nn.Linear(4, 3)).eval()
 example = (torch.randn(2, 4),)
 io = IOSpec(inputs=[TensorSpec("x", "float32", [None, 4])], outputs=[TensorSpec("y", "float32", [None, 3])])
 target = Path(tempfile.mkdtemp()) / "model.pt2"
-torch_runner.export_exported_program(model, example, io, target, BatchRange(min=1, opt=8, max=64))
+torch_runner.EXPORTERS["torch-tensorrt"](model, example, io, target, BatchRange(min=1, opt=8, max=64))
 program = torch.export.load(str(target))
 ranges = [[int(r.lower), int(r.upper)] for r in program.range_constraints.values()]
 

@@ -170,6 +170,10 @@ REGISTRY: tuple[Format, ...] = (
            triton=TritonServing("onnxruntime", "onnxruntime_onnx", "model.onnx", python_backend=True)),
     Format("exported-program", ("torch",), "torch", "model.pt2", Loader("exported-program", "torch"),
            memory_formats=MEMORY_FORMATS, triton=TritonServing(python_backend=True)),
+    # AOTInductor: the ExportedProgram compiled ahead of time for its device into a package that loads
+    # without compiling. A long compile (36 s for a small MLP on 2 busy CPU cores), so opt-in.
+    Format("torch-aoti", ("torch",), "torch", "model.aoti.pt2", Loader("torch-aoti", "torch"), compiled=True,
+           memory_formats=MEMORY_FORMATS, triton=TritonServing(python_backend=True), default=False),
     # Plain torch.compile is opt-in: on CPUs its compile time (half a minute for a small MLP on 2
     # cores) seldom pays off, and on GPUs mode="reduce-overhead" measured faster.
     Format("torch-compile", ("torch",), "torch", "compile.json", COMPILED, compile_mode="default",

@@ -56,7 +56,7 @@ MemoryFormat = Literal["contiguous", "channels_last"]
 # The frameworks a source model comes from: each has a runner image (orchestrator/containers/images.py).
 Framework = Literal["torch", "tensorflow", "jax", "onnx"]
 # The formats of the registry (runners/contract/formats.py), each an entry there.
-FormatName = Literal["torchscript-trace", "torchscript-script", "savedmodel", "onnx", "exported-program",
+FormatName = Literal["torchscript-trace", "torchscript-script", "savedmodel", "onnx", "exported-program", "torch-aoti",
                      "torch-compile", "torch-compile-cudagraphs", "torch-tensorrt", "tensorrt", "tf-trt", "python"]
 # How the user handed the model over, which says how a runner loads it.
 ModelForm = Literal["factory", "torchscript", "exported_program", "savedmodel", "keras", "onnx", "function"]

@@ -95,6 +95,47 @@ def load_exported_program(path: str, device: str) -> Any:
     return place_program(torch.export.load(path), device).module()
 
 
+def load_aoti(path: str, device: str) -> Any:
+    """An AOTInductor package (torch-aoti): compiled for its device when it was exported, so it loads
+    without compiling; it runs on the GPU `device` names (its index among those this process sees)."""
+    from torch import _inductor
+
+    return _inductor.aoti_load_package(path, device_index=gpu_index(device) if device.startswith("cuda") else -1)
+
+
+class CudaGraphs:
+    """A torch variant on a GPU, replayed from a CUDA graph per input shapes and dtypes: the first call at
+    new shapes warms it up on a side stream and captures one; a later call copies its inputs into the
+    graph's own and replays it, with no kernel launched from Python. The outputs live in the graph's
+    memory, which the next replay at those shapes overwrites: a caller that keeps them clones them."""
+
+    def __init__(self, run: Callable[..., Any]):
+        self.run = run
+        self.graphs: dict[tuple, tuple[Any, list[Any], Any]] = {}
+
+    def __call__(self, *tensors: Any) -> Any:
+        import torch
+
+        key = tuple((tuple(tensor.shape), tensor.dtype) for tensor in tensors)
+        if key not in self.graphs:
+            static = [tensor.clone() for tensor in tensors]
+            side = torch.cuda.Stream()
+            side.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(side):
+                for _ in range(3):  # what runs once (allocations, autotuning) runs before the capture
+                    self.run(*static)
+            torch.cuda.current_stream().wait_stream(side)
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph):
+                outputs = self.run(*static)
+            self.graphs[key] = (graph, static, outputs)
+        graph, static, outputs = self.graphs[key]
+        for buffer, tensor in zip(static, tensors):
+            buffer.copy_(tensor)
+        graph.replay()
+        return outputs
+
+
 def compile_module(model: Any, mode: str, freezing: bool, settings: Mapping[str, Any] = {}) -> Any:
     """torch.compile with inductor in `mode` (its options: "reduce-overhead" captures CUDA graphs),
     weights folded into the graph as constants where `freezing`, and more inductor `settings` (a
@@ -110,7 +151,7 @@ def compile_module(model: Any, mode: str, freezing: bool, settings: Mapping[str,
 # --- ONNX Runtime -------------------------------------------------------------------------------
 
 def load_onnx(path: str, device: str) -> Any:
-    """An ONNX Runtime session with every graph optimization; on a GPU only with the CUDA provider:
+    """An ONNX Runtime InferenceSession with every graph optimization; on a GPU only with the CUDA provider:
     a GPU variant run on the CPU would mislead whoever measures or serves it."""
     try:
         import onnxruntime as ort
@@ -126,10 +167,10 @@ def load_onnx(path: str, device: str) -> Any:
     return ort.InferenceSession(path, options, providers=providers)
 
 
-def onnx_feeds(session: Any, arrays: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """The session's feeds: by name where the names agree (they do for nav-orch's exports), else by
+def onnx_feeds(model: Any, arrays: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """An ONNX Runtime model's feeds: by name where the names agree (they do for nav-orch's exports), else by
     position; floating-point arrays cast to the type each input takes (a half-precision variant's)."""
-    specs = session.get_inputs()
+    specs = model.get_inputs()
     if len(specs) != len(arrays):
         raise ValueError(f"the ONNX model takes {len(specs)} inputs, {len(arrays)} were given")
     ordered = ([arrays[spec.name] for spec in specs] if {spec.name for spec in specs} == set(arrays)
@@ -204,15 +245,16 @@ LOADERS: dict[str, Callable[[str, str], Any]] = {
     "torchscript": load_torchscript,
     "torch-tensorrt": load_torch_tensorrt,
     "exported-program": load_exported_program,
+    "torch-aoti": load_aoti,
     "onnxruntime": load_onnx,
     "tensorrt": Engine,
 }
-TORCH_LOADERS = ("torchscript", "torch-tensorrt", "exported-program")
+TORCH_LOADERS = ("torchscript", "torch-tensorrt", "exported-program", "torch-aoti")
 
 
 def load(loader: str, path: str, device: str) -> Any:
     """The variant at `path` on `device`, by its format's loader: a torch module, an ONNX Runtime
-    session or a TensorRT Engine."""
+    InferenceSession or a TensorRT Engine."""
     if loader not in LOADERS:
         raise CannotLoad(f"no loader {loader!r} here (there are: {', '.join(LOADERS)})")
     return LOADERS[loader](path, device)
@@ -222,9 +264,11 @@ def arrays_in(loader: str, path: str, device: str, precision: str, input_names: 
     """A variant as a server runs it: input arrays in the order `input_names` gives, output arrays
     out. A torch variant takes its floating-point inputs in its precision (as it was verified);
     floating outputs leave as float32 (numpy has no bfloat16), to be cast to what the server declares."""
+    if loader not in LOADERS:
+        raise CannotLoad(f"no loader {loader!r} here (there are: {', '.join(LOADERS)})")
     if loader == "onnxruntime":
-        session = load_onnx(path, device)
-        return lambda arrays: session.run(None, onnx_feeds(session, dict(zip(input_names, arrays))))
+        model = load_onnx(path, device)
+        return lambda arrays: model.run(None, onnx_feeds(model, dict(zip(input_names, arrays))))
     if loader not in TORCH_LOADERS:
         raise CannotLoad(f"a {loader} variant is not served here (servable: onnxruntime, {', '.join(TORCH_LOADERS)})")
     import torch

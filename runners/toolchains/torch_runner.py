@@ -211,13 +211,11 @@ def export(job: Job) -> JobResult:
     # time (a trace runs the model; half precision on CPUs is slow). A model without a batch
     # axis is traced on the samples as they are.
     example = tuple(to_tensors(inputs_at(samples, io, 2), job.device, precision, job.memory_format))
+    batches = batch_range_of(io, next(iter(samples.values())).shape, job.batch_sizes)
     if quantized_onnx(job):
-        export_quantized(job, lambda fp32: EXPORTERS[fmt.name](model, example, io, fp32), target)
-    elif fmt.name == "torch-tensorrt":
-        batches = batch_range_of(io, next(iter(samples.values())).shape, job.batch_sizes)
-        export_exported_program(model, example, io, target, batches)
+        export_quantized(job, lambda fp32: EXPORTERS[fmt.name](model, example, io, fp32, batches), target)
     else:
-        EXPORTERS[fmt.name](model, example, io, target)
+        EXPORTERS[fmt.name](model, example, io, target, batches)
     return JobResult(job.id, job.kind, "ok", artifact=target.name)
 
 
@@ -250,7 +248,7 @@ def record_compile_options(job: Job, target: Path) -> JobResult:
     return JobResult(job.id, job.kind, "ok", artifact=target.name)
 
 
-def export_torchscript_trace(model, example, io: IOSpec, target: Path) -> None:
+def export_torchscript_trace(model, example, io: IOSpec, target: Path, batches: Optional[BatchRange]) -> None:
     if isinstance(model, torch.jit.ScriptModule):
         raise Skip("the source is already TorchScript: see the torchscript-script variant")
     try:
@@ -275,7 +273,7 @@ def head_lines(text: str, count: int) -> str:
     return "\n".join(lines[:count] + ([f"... ({more} more lines)"] if more > 0 else []))
 
 
-def export_torchscript_script(model, example, io: IOSpec, target: Path) -> None:
+def export_torchscript_script(model, example, io: IOSpec, target: Path, batches: Optional[BatchRange]) -> None:
     if isinstance(model, torch.fx.GraphModule):
         raise Skip("an ExportedProgram cannot be scripted")
     try:
@@ -288,10 +286,28 @@ def export_torchscript_script(model, example, io: IOSpec, target: Path) -> None:
     torch.jit.save(torch.jit.freeze(scripted.eval()), str(target))
 
 
-def export_exported_program(model, example, io: IOSpec, target: Path, batches: Optional[BatchRange] = None) -> None:
-    """torch.export with a dynamic batch: bounded by `batches` where an engine is built from the
-    program (Torch-TensorRT 2.9 reads the range, and cannot take an unbounded one; later versions
-    build for the range a program carries), else unbounded."""
+def export_exported_program(model, example, io: IOSpec, target: Path, batches: Optional[BatchRange]) -> None:
+    """The program with an unbounded dynamic batch: whoever runs or serves it may send any batch."""
+    torch.export.save(exported_program(model, example, io), str(target))
+
+
+def export_bounded_program(model, example, io: IOSpec, target: Path, batches: Optional[BatchRange]) -> None:
+    """The program of an engine built from it, its dynamic batch bounded by `batches`: Torch-TensorRT 2.9
+    reads the range, and cannot take an unbounded one (later versions build for the range a program carries)."""
+    torch.export.save(exported_program(model, example, io, batches), str(target))
+
+
+def export_aoti(model, example, io: IOSpec, target: Path, batches: Optional[BatchRange]) -> None:
+    """AOTInductor: the program (its batch unbounded) compiled ahead of time for the job's device into
+    a package that loads without compiling again (variant_loader.load_aoti), weights frozen in."""
+    from torch import _inductor
+
+    _inductor.aoti_compile_and_package(exported_program(model, example, io), package_path=str(target),
+                                       inductor_configs={"freezing": True})
+
+
+def exported_program(model, example, io: IOSpec, batches: Optional[BatchRange] = None) -> Any:
+    """torch.export with a dynamic batch, bounded by `batches` where given, else unbounded."""
     if isinstance(model, torch.jit.ScriptModule):
         raise Skip("torch.export cannot take a TorchScript module")
     dynamic: tuple[Optional[dict[int, Any]], ...]
@@ -304,10 +320,10 @@ def export_exported_program(model, example, io: IOSpec, target: Path, batches: O
         batch = (torch.export.Dim("batch") if batches is None else  # the range must hold the traced batch too
                  torch.export.Dim("batch", min=min(batches.min, traced), max=max(batches.max, traced)))
         dynamic = tuple({io.batch_axis: batch} for _ in example)
-    torch.export.save(torch.export.export(model, example, dynamic_shapes=dynamic), str(target))
+    return torch.export.export(model, example, dynamic_shapes=dynamic)
 
 
-def export_onnx(model, example, io: IOSpec, target: Path) -> None:
+def export_onnx(model, example, io: IOSpec, target: Path, batches: Optional[BatchRange]) -> None:
     input_names = [spec.name for spec in io.inputs]
     output_names = [spec.name for spec in io.outputs]
     axes = onnx_dynamic_axes(io)
@@ -332,12 +348,16 @@ def onnx_dynamic_axes(io: IOSpec) -> dict[str, dict[int, str]]:
     return axes
 
 
-EXPORTERS: dict[str, Callable[[torch.nn.Module, tuple, IOSpec, Path], None]] = {
+# Each format's exporter (a two-step format's: of its intermediate), given the model, an example
+# batch, the reference's io, the target file and the batch range profiled.
+EXPORTERS: dict[str, Callable[[torch.nn.Module, tuple, IOSpec, Path, Optional[BatchRange]], None]] = {
     "torchscript-trace": export_torchscript_trace,
     "torchscript-script": export_torchscript_script,
     "exported-program": export_exported_program,
+    "torch-aoti": export_aoti,
     "onnx": export_onnx,
     "tensorrt": export_onnx,  # model.onnx, built into an engine by the tensorrt runner
+    "torch-tensorrt": export_bounded_program,  # model.pt2, compiled into engines by convert()
 }
 
 
