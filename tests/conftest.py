@@ -46,6 +46,23 @@ def start_serve(workspace: Path, *options: str) -> tuple[subprocess.Popen, dict[
     return process, printed
 
 
+def infer_over_grpc(address: str, model: str, inputs: dict[str, np.ndarray],
+                    outputs: list[str]) -> dict[str, np.ndarray]:
+    """One request to a served model (float32 inputs) over gRPC; its outputs by name."""
+    import tritonclient.grpc as triton_grpc
+
+    client = triton_grpc.InferenceServerClient(address)
+    try:
+        requests = []
+        for name, array in inputs.items():
+            requests.append(triton_grpc.InferInput(name, list(array.shape), "FP32"))
+            requests[-1].set_data_from_numpy(array)
+        answer = client.infer(model, requests)
+        return {name: answer.as_numpy(name) for name in outputs}
+    finally:
+        client.close()
+
+
 @pytest.fixture(scope="session")
 def cpu_images() -> None:
     if subprocess.run(["docker", "info"], capture_output=True).returncode != 0:

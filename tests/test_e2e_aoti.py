@@ -9,8 +9,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import tritonclient.grpc as triton_grpc
-from conftest import EXAMPLES, leftover_containers, nav_orch, read_results, start_serve, write_two_input_samples
+from conftest import (
+    EXAMPLES,
+    infer_over_grpc,
+    leftover_containers,
+    nav_orch,
+    read_results,
+    start_serve,
+    write_two_input_samples,
+)
 
 pytestmark = [pytest.mark.docker, pytest.mark.usefixtures("cpu_images", "no_leftovers")]
 VARIANT = "torch-aoti-fp32"
@@ -50,14 +57,7 @@ def test_the_served_package_answers_as_the_reference(aoti, server):
     try:
         with np.load(workspace / "reference" / "samples.npz") as samples:
             inputs = {name: samples[name] for name in samples.files}
-        client = triton_grpc.InferenceServerClient(printed["grpc"])
-        requests = []
-        for name, array in inputs.items():
-            requests.append(triton_grpc.InferInput(name, list(array.shape), "FP32"))
-            requests[-1].set_data_from_numpy(array)
-        answer = client.infer(VARIANT, requests)
-        served = {name: answer.as_numpy(name) for name in ("output_0", "output_1")}
-        client.close()
+        served = infer_over_grpc(printed["grpc"], VARIANT, inputs, ["output_0", "output_1"])
     finally:
         process.send_signal(signal.SIGINT)
         _, stderr = process.communicate(timeout=90)

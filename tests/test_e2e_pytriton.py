@@ -14,8 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import tritonclient.grpc as triton_grpc
-from conftest import EXAMPLES, leftover_containers, nav_orch, start_serve, write_two_input_samples
+from conftest import EXAMPLES, infer_over_grpc, leftover_containers, nav_orch, start_serve, write_two_input_samples
 
 pytestmark = [pytest.mark.docker, pytest.mark.usefixtures("cpu_images", "no_leftovers")]
 
@@ -57,14 +56,7 @@ def test_pytriton_answers_over_http_and_grpc_like_the_reference_then_stops_on_si
         # gRPC: every sample at once, a batch of 4.
         with np.load(two_heads / "reference" / "samples.npz") as samples:
             inputs = {name: samples[name] for name in samples.files}
-        client = triton_grpc.InferenceServerClient(grpc)
-        requests = []
-        for name, array in inputs.items():
-            requests.append(triton_grpc.InferInput(name, list(array.shape), "FP32"))
-            requests[-1].set_data_from_numpy(array)
-        answer = client.infer(variant, requests)
-        over_grpc = {name: answer.as_numpy(name) for name in ("output_0", "output_1")}
-        client.close()
+        over_grpc = infer_over_grpc(grpc, variant, inputs, ["output_0", "output_1"])
     finally:
         stderr = stop(process, signal.SIGINT)
     with np.load(two_heads / "reference" / "reference.npz") as reference:
@@ -101,13 +93,7 @@ def test_the_local_executor_serves_in_the_given_python_and_leaves_no_process(two
         assert printed["model"] == "onnx-fp32 (PyTriton)" and leftover_containers() == []
         with np.load(two_heads / "reference" / "samples.npz") as samples:
             inputs = {name: samples[name] for name in samples.files}
-        client = triton_grpc.InferenceServerClient(printed["grpc"])
-        requests = []
-        for name, array in inputs.items():
-            requests.append(triton_grpc.InferInput(name, list(array.shape), "FP32"))
-            requests[-1].set_data_from_numpy(array)
-        output = client.infer("onnx-fp32", requests).as_numpy("output_0")
-        client.close()
+        output = infer_over_grpc(printed["grpc"], "onnx-fp32", inputs, ["output_0"])["output_0"]
     finally:
         stderr = stop(process, signal.SIGTERM)
     assert f"starting PyTriton (--python {user_python})" in stderr

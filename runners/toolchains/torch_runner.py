@@ -131,6 +131,19 @@ def flatten_outputs(outputs: Any, names: Optional[list[str]] = None) -> dict[str
             for name, t in arrays.items()}
 
 
+class FlatOutputs(torch.nn.Module):
+    """The model with its outputs as the tuple of tensors `output_leaves` orders, whatever nested them.
+    A traced artifact then holds no type of the model's library (a ModelOutput), which every process
+    that loads it would otherwise have to import first: a server has no such library."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, *inputs: Any) -> tuple[torch.Tensor, ...]:
+        return tuple(output_leaves(self.model(*inputs), lambda value: isinstance(value, torch.Tensor))[0].values())
+
+
 def to_tensors(samples: dict[str, np.ndarray], device: str, precision: str = "fp32",
                memory_format: str = "contiguous") -> list[torch.Tensor]:
     tensors = []
@@ -251,9 +264,9 @@ def record_compile_options(job: Job, target: Path) -> JobResult:
 def export_torchscript_trace(model, example, io: IOSpec, target: Path, batches: Optional[BatchRange]) -> None:
     if isinstance(model, torch.jit.ScriptModule):
         raise Skip("the source is already TorchScript: see the torchscript-script variant")
+    model = FlatOutputs(model)
     try:
-        # strict=False: a model may return a dict or a ModelOutput, which the tracer keeps as a dict.
-        traced = torch.jit.trace(model, example, strict=False)
+        traced = torch.jit.trace(model, example)
     except torch.jit.TracingCheckError as error:
         # The tracer's check re-runs the model with grad off, where fused fast paths (PyTorch's
         # own transformer layers) give another graph. nav-orch verifies the variant against the
@@ -261,7 +274,7 @@ def export_torchscript_trace(model, example, io: IOSpec, target: Path, batches: 
         print(f"torch.jit.trace: its sanity check failed; traced again without it "
               f"(nav-orch's verification decides):\n{head_lines(str(error), TRACE_CHECK_LINES)}",
               file=sys.stderr, flush=True)
-        traced = torch.jit.trace(model, example, check_trace=False, strict=False)
+        traced = torch.jit.trace(model, example, check_trace=False)
     # eval(): a trace of an ExportedProgram's module comes back in training mode, which freezing refuses.
     torch.jit.save(torch.jit.freeze(traced.eval()), str(target))
 
@@ -320,20 +333,21 @@ def exported_program(model, example, io: IOSpec, batches: Optional[BatchRange] =
         batch = (torch.export.Dim("batch") if batches is None else  # the range must hold the traced batch too
                  torch.export.Dim("batch", min=min(batches.min, traced), max=max(batches.max, traced)))
         dynamic = tuple({io.batch_axis: batch} for _ in example)
-    return torch.export.export(model, example, dynamic_shapes=dynamic)
+    # One entry for FlatOutputs.forward(*inputs): the exporter matches dynamic shapes to parameters.
+    return torch.export.export(FlatOutputs(model), example, dynamic_shapes=(dynamic,))
 
 
 def export_onnx(model, example, io: IOSpec, target: Path, batches: Optional[BatchRange]) -> None:
-    input_names = [spec.name for spec in io.inputs]
-    output_names = [spec.name for spec in io.outputs]
-    axes = onnx_dynamic_axes(io)
-    # TorchScript modules go through the TorchScript-based exporter; everything else
-    # through torch.export (dynamo), the maintained path.
-    dynamo = not isinstance(model, torch.jit.ScriptModule)
-    torch.onnx.export(
-        model, example, str(target), input_names=input_names, output_names=output_names,
-        dynamic_axes=axes, dynamo=dynamo, external_data=False,
-    )
+    """The ONNX exporter of torch.export (dynamo, the maintained path) from the same program as the
+    exported-program variant, whose dynamic axes it keeps; a TorchScript module through the
+    TorchScript-based exporter, with every axis the io leaves dynamic named."""
+    names = {"input_names": [spec.name for spec in io.inputs], "output_names": [spec.name for spec in io.outputs]}
+    if isinstance(model, torch.jit.ScriptModule):
+        torch.onnx.export(model, example, str(target), dynamic_axes=onnx_dynamic_axes(io), dynamo=False,
+                          external_data=False, **names)
+    else:
+        torch.onnx.export(exported_program(model, example, io), f=str(target), dynamo=True, external_data=False,
+                          **names)
 
 
 def onnx_dynamic_axes(io: IOSpec) -> dict[str, dict[int, str]]:
