@@ -8,7 +8,7 @@ For each model in fp16 (ResNet-50 channels_last), at batch 1 and batch 64:
   aoti       the ExportedProgram (dynamic batch) compiled by AOTInductor into a package and loaded
              back (torch-aoti): a file Triton's Python backend and PyTriton serve;
   aoti-graph the loaded package replayed from a CUDA graph per batch size
-             (runners/serving/variant_loader.py CudaGraphs).
+             (CudaGraphs here).
 Each is timed in rounds of `--calls` back-to-back calls (CUDA events), A B C A B C ..., `--rounds`
 times; the table gives each one's median per call, and the median and spread (min..max over rounds)
 of its ratio to `compiled` in the same round. Also the package's compile, size and load times, and
@@ -24,7 +24,9 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -50,6 +52,39 @@ def build(name: str, torch):
 
         return Hidden().eval().cuda().half(), lambda b: (torch.randint(0, 1000, (b, 128), device="cuda"),)
     raise SystemExit(f"unknown model {name}")
+
+
+class CudaGraphs:
+    """A torch variant on a GPU, replayed from a CUDA graph per input shapes and dtypes: the first call at
+    new shapes warms it up on a side stream and captures one; a later call copies its inputs into the
+    graph's own and replays it, with no kernel launched from Python. The outputs live in the graph's
+    memory, which the next replay at those shapes overwrites: a caller that keeps them clones them."""
+
+    def __init__(self, run: Callable[..., Any]):
+        self.run = run
+        self.graphs: dict[tuple, tuple[Any, list[Any], Any]] = {}
+
+    def __call__(self, *tensors: Any) -> Any:
+        import torch
+
+        key = tuple((tuple(tensor.shape), tensor.dtype) for tensor in tensors)
+        if key not in self.graphs:
+            static = [tensor.clone() for tensor in tensors]
+            side = torch.cuda.Stream()
+            side.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(side):
+                for _ in range(3):  # what runs once (allocations, autotuning) runs before the capture
+                    self.run(*static)
+            torch.cuda.current_stream().wait_stream(side)
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph):
+                outputs = self.run(*static)
+            self.graphs[key] = (graph, static, outputs)
+        graph, static, outputs = self.graphs[key]
+        for buffer, tensor in zip(static, tensors):
+            buffer.copy_(tensor)
+        graph.replay()
+        return outputs
 
 
 def timed_calls(torch, run, inputs, calls: int) -> float:
@@ -82,7 +117,7 @@ def measure(name: str, batch_sizes: list[int], rounds: int, calls: int, torch, l
         started = time.perf_counter()
         aoti = loader.load_aoti(str(folder / "model.aoti.pt2"), "cuda:0")
         record["aoti_load_s"] = time.perf_counter() - started
-        graphed = loader.CudaGraphs(aoti)
+        graphed = CudaGraphs(aoti)
         compiled = torch.compile(model, mode="reduce-overhead")
         for size in batch_sizes:
             inputs = make(size)

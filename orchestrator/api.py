@@ -56,10 +56,16 @@ def with_requirements(client: docker.DockerClient, image: ImageRecord, config: O
     logs.mkdir(parents=True, exist_ok=True)
     log_path = logs / f"derived-{time.strftime('%Y%m%d-%H%M%S')}-{run_id}.log"
     base = engine.ImageInfo(tag=image.tag, id=image.id, labels=image.labels)
-    with log_path.open("w") as log:
-        derived = ensure_derived_image(client, image.tag, base, config.requirements, config.find_links, run_id,
-                                       lambda line: reporter.note(f"requirements: {line}"),
-                                       lambda line: print(line, file=log, flush=True))
+    try:
+        with log_path.open("w") as log:
+            derived = ensure_derived_image(client, image.tag, base, config.requirements, config.find_links, run_id,
+                                           lambda line: reporter.note(f"requirements: {line}"),
+                                           lambda line: print(line, file=log, flush=True))
+    except NavOrchError as error:
+        if log_path.stat().st_size == 0:  # refused before any build
+            log_path.unlink()
+            raise
+        raise type(error)(f"{error} (log: {log_path})") from None
     if derived.built_s is None:
         log_path.unlink(missing_ok=True)
         reporter.note(f"requirements: {derived.tag} (built before) has {', '.join(config.requirements)}")

@@ -1,5 +1,6 @@
 """A model's own libraries, end to end in real containers: a Hugging Face model built from its config
-and optimized with --requirements in a derived image (built once, then found), a requirement that
+and optimized with --requirements in a derived image (built once, then found) and its best variant
+served from the Triton image, which has no transformers; a requirement that
 would replace the image's torch, an import the image lacks, a package beside the factory, and a zoo
 whose models need different libraries."""
 from __future__ import annotations
@@ -10,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import ROOT, nav_orch, optimize_cpu, read_results
+from conftest import ROOT, nav_orch, optimize_cpu, read_results, run_cpu
 
 pytestmark = [pytest.mark.docker, pytest.mark.usefixtures("cpu_images", "no_leftovers")]
 
@@ -39,8 +40,10 @@ def one_line_error(run: subprocess.CompletedProcess) -> str:
 @pytest.fixture(scope="module")
 def bert_run(tmp_path_factory) -> tuple[subprocess.CompletedProcess, Path]:
     folder = tmp_path_factory.mktemp("bert")
-    run = optimize_cpu(folder / "ws", BERT, "--samples", str(bert_samples(folder / "samples.npz")),
-                       "--requirements", str(BERT_REQUIREMENTS), "--formats", "onnx,exported-program")
+    # With the Triton stage: its image has no transformers, so the served variant must need none.
+    run = run_cpu("optimize", folder / "ws", BERT, "--samples", str(bert_samples(folder / "samples.npz")),
+                  "--requirements", str(BERT_REQUIREMENTS), "--formats", "onnx,exported-program",
+                  "--triton-concurrency", "1")
     return run, folder
 
 
@@ -58,6 +61,9 @@ def test_a_hugging_face_model_is_optimized_in_an_image_with_its_requirements(ber
         # Both outputs of its ModelOutput, by their field names (its unused fields, None, left out).
         assert sorted(variants[name]["verification"]["outputs"]) == ["last_hidden_state", "pooler_output"]
     assert results["best"] in variants
+    # Served from nav-orch/triton:cpu, which lacks transformers: the artifact holds no type of it.
+    assert results["triton"]["error"] is None, results["triton"]["error"]
+    assert {run["variant"] for run in results["triton"]["runs"]} == {results["best"]}
     rerun = (folder / "ws" / "jobs" / "reference" / "rerun.sh").read_text()
     assert f"# image {image['tag']}: nav-orch/pytorch:cpu with transformers==5.24.0" in rerun
     assert "built nav-orch/pytorch:cpu-req-" in run.stderr or "(built before)" in run.stderr

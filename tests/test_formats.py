@@ -44,3 +44,11 @@ def test_every_entry_points_at_real_runners_and_a_way_to_serve_or_a_reason_not_t
         assert entry.loader.name in variant_loader.LOADERS
     for framework in entry.frameworks:
         assert entry in formats_of(framework)
+
+
+def test_the_format_name_type_lists_exactly_the_registrys_formats():
+    from typing import get_args
+
+    from runners.contract.protocol import FormatName
+
+    assert list(get_args(FormatName)) == [entry.name for entry in REGISTRY]

@@ -119,11 +119,11 @@ def image_packages(client: docker.DockerClient, image: str, recipe: Path, run_id
 
 def ensure_derived_image(client: docker.DockerClient, base_tag: str, base: engine.ImageInfo,
                          requirements: Sequence[str], find_links: Optional[Path], run_id: str, on_line: OnLine,
-                         log: Callable[[str], None], recipe: Optional[Path] = None) -> DerivedImage:
+                         log: Callable[[str], None]) -> DerivedImage:
     """The image of `base_tag` plus `requirements`: found when built before, else built (the build's
     output goes to `log`, progress to `on_line`). BadInput for a requirement that would replace one of
     the image's packages or that pip cannot install; EnvironmentProblem for another failed build."""
-    recipe = recipe or shipped("images") / RECIPE
+    recipe = shipped("images") / RECIPE
     wheels = sorted(find_links.glob("*.whl")) if find_links is not None else []
     if find_links is not None and not find_links.is_dir():
         raise BadInput(f"--find-links {find_links}: no such folder")

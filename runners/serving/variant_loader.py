@@ -103,39 +103,6 @@ def load_aoti(path: str, device: str) -> Any:
     return _inductor.aoti_load_package(path, device_index=gpu_index(device) if device.startswith("cuda") else -1)
 
 
-class CudaGraphs:
-    """A torch variant on a GPU, replayed from a CUDA graph per input shapes and dtypes: the first call at
-    new shapes warms it up on a side stream and captures one; a later call copies its inputs into the
-    graph's own and replays it, with no kernel launched from Python. The outputs live in the graph's
-    memory, which the next replay at those shapes overwrites: a caller that keeps them clones them."""
-
-    def __init__(self, run: Callable[..., Any]):
-        self.run = run
-        self.graphs: dict[tuple, tuple[Any, list[Any], Any]] = {}
-
-    def __call__(self, *tensors: Any) -> Any:
-        import torch
-
-        key = tuple((tuple(tensor.shape), tensor.dtype) for tensor in tensors)
-        if key not in self.graphs:
-            static = [tensor.clone() for tensor in tensors]
-            side = torch.cuda.Stream()
-            side.wait_stream(torch.cuda.current_stream())
-            with torch.cuda.stream(side):
-                for _ in range(3):  # what runs once (allocations, autotuning) runs before the capture
-                    self.run(*static)
-            torch.cuda.current_stream().wait_stream(side)
-            graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(graph):
-                outputs = self.run(*static)
-            self.graphs[key] = (graph, static, outputs)
-        graph, static, outputs = self.graphs[key]
-        for buffer, tensor in zip(static, tensors):
-            buffer.copy_(tensor)
-        graph.replay()
-        return outputs
-
-
 def compile_module(model: Any, mode: str, freezing: bool, settings: Mapping[str, Any] = {}) -> Any:
     """torch.compile with inductor in `mode` (its options: "reduce-overhead" captures CUDA graphs),
     weights folded into the graph as constants where `freezing`, and more inductor `settings` (a
