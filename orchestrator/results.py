@@ -52,6 +52,9 @@ class TritonResults(Strict):
     image: str
     model_repository: str  # relative to the workspace
     server_version: Optional[str] = None
+    # Seconds from the server's start until every model was ready: a compiled variant compiles and warms
+    # every batch size it is sent first.
+    ready_s: Optional[float] = None
     runs: list[TritonRun] = Field(default_factory=list)
     # What went wrong, one line per variant or for the stage; the optimize exit code ignores it.
     error: Optional[str] = None

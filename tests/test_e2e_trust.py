@@ -53,20 +53,22 @@ def assert_only_the_tampered_variant_failed(workspace: Path, secret: Path, varia
     assert_secret_nowhere(workspace, secret)
 
 
-def optimize_hostile(workspace: Path, factory: str, formats: str, **model_args: str) -> dict:
+def optimize_hostile(workspace: Path, factory: str, formats: str, *options: str, **model_args: str) -> dict:
     """Optimize a hostile factory (it takes x:2,4); the variants by format."""
     args = [arg for name, value in model_args.items() for arg in ("--model-arg", f"{name}={value}")]
-    run = optimize_cpu(workspace, f"{MODELS}/{factory}", "--input", "x:2,4:float32", "--formats", formats, *args)
+    run = optimize_cpu(workspace, f"{MODELS}/{factory}", "--input", "x:2,4:float32", "--formats", formats, *options,
+                       *args)
     assert run.returncode == 0, run.stderr
     return {v["format"]: v for v in read_results(workspace)["variants"]}
 
 
 def test_an_artifact_swapped_for_a_link_to_a_host_file_fails_its_variant(tmp_path, secret):
     workspace = tmp_path / "ws"
-    # torch-compile's profile job calls the factory again, in the session that profiles the ONNX
-    # variant too: had the host mounted the link's target, the factory would copy it out.
+    # One build at a time, in the formats' order: torch-compile's export calls the factory after the ONNX
+    # variant's session swapped its artifact for the link; had the host mounted the link's target, the
+    # factory would copy it out.
     variants = optimize_hostile(workspace, "hostile.py:make_links_artifact", "torchscript-trace,onnx,torch-compile",
-                                secret=str(secret), secret_sha256=digest(secret))
+                                "--jobs", "1", secret=str(secret), secret_sha256=digest(secret))
     assert_only_the_tampered_variant_failed(
         workspace, secret, variants, "onnx",
         "export: runner output not trusted: variants/onnx-fp32/model.onnx is a symbolic link (removed)",

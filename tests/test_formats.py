@@ -39,7 +39,6 @@ def test_every_entry_points_at_real_runners_and_a_way_to_serve_or_a_reason_not_t
         assert (RUNNERS_DIR / "toolchains" / f"{runner}_runner.py").is_file(), runner
     if entry.triton is not None:
         assert entry.triton.backend or entry.triton.python_backend
-        assert not entry.compile_mode  # compiled where it runs: no file to serve
     if entry.triton is not None and entry.triton.python_backend:  # the served model loads it
         assert entry.loader.name in variant_loader.LOADERS
     for framework in entry.frameworks:
@@ -52,3 +51,25 @@ def test_the_format_name_type_lists_exactly_the_registrys_formats():
     from runners.contract.protocol import FormatName
 
     assert list(get_args(FormatName)) == [entry.name for entry in REGISTRY]
+
+
+def test_the_loader_names_a_compiled_folders_files_as_the_contract_does():
+    from runners.contract import protocol
+
+    for name in ("COMPILED_PROGRAM", "COMPILED_OPTIONS", "COMPILED_CACHE"):
+        assert getattr(variant_loader, name) == getattr(protocol, name)
+
+
+def test_warming_up_calls_every_batch_size_on_zeros_unless_another_axis_is_dynamic():
+    import numpy as np
+
+    calls = []
+
+    def run(arrays):
+        calls.append([(a.shape, a.dtype) for a in arrays])
+        return []
+
+    inputs = [([3, 8], np.dtype("float32")), ([8], np.dtype("int64"))]
+    assert variant_loader.warm_up(run, inputs, [1, 4]) == [1, 4]
+    assert calls == [[((1, 3, 8), np.float32), ((1, 8), np.int64)], [((4, 3, 8), np.float32), ((4, 8), np.int64)]]
+    assert variant_loader.warm_up(run, [([-1, 8], np.dtype("float32"))], [1]) == [] and len(calls) == 2

@@ -5,6 +5,7 @@ from __future__ import annotations
 import stat
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -22,7 +23,7 @@ from orchestrator.triton.repository import (
     read_config,
     write_model,
 )
-from runners.contract.protocol import IOSpec, TensorSpec
+from runners.contract.protocol import IOSpec, LatencyStats, ProfileEntry, TensorSpec
 
 IO = IOSpec(inputs=[TensorSpec("image", "float32", [None, 3, None, 224]), TensorSpec("mask", "int64", [None, 7])],
             outputs=[TensorSpec("logits", "float16", [None, 10]), TensorSpec("ok", "bool", [None])])
@@ -149,8 +150,8 @@ def test_no_batch_size_asked_for_means_unbatched(tmp_path):
 
 
 def test_runtimes_and_missing_artifacts_are_not_servable(tmp_path):
-    compiled = variant(tmp_path, "compile.json", name="torch-compile-fp32", fmt="torch-compile")
-    with pytest.raises(NotServable, match="is a runtime, not a deployable artifact"):
+    compiled = variant(tmp_path, "compiled", name="torch-compile-fp32", fmt="torch-compile")
+    with pytest.raises(NotServable, match="compiled from its source where it runs .*: no program a server could"):
         deployment_for(compiled, tmp_path, NATIVE_BACKENDS)
     gone = variant(tmp_path, "model.onnx", name="gone")
     (tmp_path / gone.artifact).unlink()
@@ -194,6 +195,23 @@ def test_the_python_model_loads_with_nothing_of_nav_orch_but_its_loader_beside_i
     found = subprocess.run([sys.executable, "-c", code, str(version)], capture_output=True, text=True, check=True,
                            cwd=tmp_path).stdout.split()
     assert found == [str(version / "variant_loader.py"), str(version / "structure.py")]
+
+
+def test_a_compiled_variant_with_its_program_is_served_and_warmed_at_its_batch_sizes(tmp_path):
+    folder = tmp_path / "variants" / "torch-compile-fp32" / "compiled"
+    folder.mkdir(parents=True)
+    for name in ("program.pt2", "options.json", "cache.bin"):
+        (folder / name).write_bytes(b"x")
+    entry = ProfileEntry(batch_size=4, latency_ms=LatencyStats(1, 1, 1, 1, 1), throughput=1.0, windows=1, stable=True)
+    compiled = VariantResult(name="torch-compile-fp32", format="torch-compile", precision="fp32", status="ok",
+                             artifact="variants/torch-compile-fp32/compiled",
+                             profile=[replace(entry, batch_size=size) for size in (4, 1)])
+    deployment = deployment_for(compiled, tmp_path, {"python"})
+    assert (deployment.backend, deployment.warmup, deployment.file) == ("python", (1, 4), "compiled")
+    parameters = {k: v.string_value for k, v in model_config(deployment, IO, 4, []).parameters.items()}
+    assert (parameters["loader"], parameters["warmup"]) == ("torch-compile", "[1, 4]")
+    version = write_model(tmp_path / "repository", deployment, IO, 4, []) / "1"
+    assert sorted(p.name for p in (version / "compiled").iterdir()) == ["cache.bin", "options.json", "program.pt2"]
 
 
 def test_api_datatypes():

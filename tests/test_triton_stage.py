@@ -284,7 +284,7 @@ class FakeServer:
 
     def __init__(self, started: list[list[str]], *, image: str, repository: Path, models: list[str], run_id: str,
                  log_path: Path, gpus: str, shm_size: str, ready_timeout_s: float):
-        self.models, self.grpc_url = models, "127.0.0.1:1"
+        self.models, self.grpc_url, self.ready_s = models, "127.0.0.1:1", 1.5
         started.append(models)
 
     def __enter__(self) -> FakeServer:
@@ -341,7 +341,7 @@ class World:
         self.results = RunResults(environment=environment(), best="onnx-fp32", variants=[
             verified(self.workspace, "onnx-fp32", "model.onnx", 100.0),
             verified(self.workspace, "torchscript-trace-fp32", "model.ts", 50.0),
-            verified(self.workspace, "torch-compile-fp32", "compile.json", 500.0),
+            verified(self.workspace, "torch-compile-fp32", "compiled", 500.0),
         ])
         self.started: list[list[str]] = []
         self.measured: list[tuple[str, Optional[int], Optional[Path]]] = []
@@ -384,8 +384,8 @@ def test_a_model_that_fails_to_load_is_recorded_and_the_rest_measured(world):
     assert world.started == [["onnx-fp32", "torchscript-trace-fp32"], ["onnx-fp32"]]
     assert [(r.variant, r.batch_size, r.concurrency, r.backend) for r in triton.runs] == [
         ("onnx-fp32", 1, 1, "python"), ("onnx-fp32", 4, 1, "python")]
-    assert triton.runs[1].throughput == 4000.0 and triton.server_version == "2.51.0"
-    assert "torch-compile-fp32: format torch-compile is a runtime, not a deployable artifact" in triton.error
+    assert triton.runs[1].throughput == 4000.0 and triton.server_version == "2.51.0" and triton.ready_s == 1.5
+    assert "torch-compile-fp32: compiled from its source where it runs" in triton.error
     assert "torchscript-trace-fp32: Triton failed to load it: Internal: boom" in triton.error
     assert "onnx-fp32 batch 1 concurrency 2: no stable measurement" in triton.error
     assert len(saves) >= len(triton.runs)  # results.json rewritten as figures arrive

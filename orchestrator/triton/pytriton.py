@@ -41,7 +41,8 @@ def serve_spec(config: mc.ModelConfig, artifact: str, device: str, host: str) ->
                         outputs=[served(t) for t in config.output], max_batch_size=config.max_batch_size,
                         host=host, http_port=0, grpc_port=0)
     return ServeSpec(model=model, loader=parameters["loader"], artifact=artifact,
-                     precision=parameters.get("precision", "fp32"), device=device)
+                     precision=parameters.get("precision", "fp32"), device=device,
+                     warmup=json.loads(parameters.get("warmup", "[]")))
 
 
 class PyTritonServer(TritonServer):

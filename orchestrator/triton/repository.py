@@ -29,7 +29,7 @@ from orchestrator.results import VariantResult
 from orchestrator.run import untrusted
 from runners import RUNNERS_DIR
 from runners.contract.formats import FORMATS, TritonServing
-from runners.contract.protocol import FormatName, IOSpec, TensorSpec
+from runners.contract.protocol import COMPILED_PROGRAM, FormatName, IOSpec, TensorSpec
 
 # The Python backend's model.py, and the loader it runs beside it (with how it names outputs): the
 # served model needs nothing else of nav-orch.
@@ -64,6 +64,8 @@ class Deployment:
     precision: str
     artifact: Path  # the variant's artifact in the workspace
     workspace: Path  # the workspace's root: the artifact is runner output, read as untrusted data
+    # A compiled variant compiles at each batch size's first call: the server calls these before it is ready.
+    warmup: tuple[int, ...] = ()
 
     @property
     def serving(self) -> TritonServing:
@@ -84,8 +86,7 @@ def deployment_for(variant: VariantResult, workspace_root: Path, backends: set[s
     entry = FORMATS[variant.format]
     serving = entry.triton
     if serving is None:
-        what = "a runtime" if entry.compile_mode else "not served by Triton"
-        raise NotServable(f"{variant.name}: format {variant.format} is {what}, not a deployable artifact")
+        raise NotServable(f"{variant.name}: format {variant.format} is not served by Triton")
     if not variant.artifact:
         raise NotServable(f"{variant.name} has no artifact")
     try:
@@ -98,6 +99,9 @@ def deployment_for(variant: VariantResult, workspace_root: Path, backends: set[s
         untrusted.check_tree(workspace_root, artifact)
     except untrusted.UntrustedOutput as error:
         raise NotServable(f"{variant.name}: {error}") from None
+    if entry.compile_mode and not (artifact / COMPILED_PROGRAM).is_file():
+        raise NotServable(f"{variant.name}: compiled from its source where it runs (a quantized variant, or a model "
+                          "torch.export cannot capture): no program a server could compile")
     if serving.backend is not None and serving.backend in backends:
         backend = serving.backend
     elif serving.python_backend and "python" in backends:
@@ -106,8 +110,9 @@ def deployment_for(variant: VariantResult, workspace_root: Path, backends: set[s
         wanted = serving.backend or "python"
         raise NotServable(f"{variant.name}: the server image has no {wanted} backend for {variant.format} "
                           f"(it has: {', '.join(sorted(backends)) or 'none'})")
+    warmup = tuple(sorted({point.batch_size for point in variant.profile})) if entry.compile_mode else ()
     return Deployment(model=variant.name, variant=variant.name, format=variant.format, backend=backend,
-                      precision=variant.precision, artifact=artifact, workspace=workspace_root)
+                      precision=variant.precision, artifact=artifact, workspace=workspace_root, warmup=warmup)
 
 
 def triton_dtype(dtype: str) -> int:
@@ -173,6 +178,8 @@ def model_config(deployment: Deployment, io: IOSpec, max_batch_size: int, gpus: 
         scalars = [spec.name for spec in io.inputs if not spec.shape]
         if scalars and not batched:
             parameters["scalars"] = json.dumps(scalars)
+        if deployment.warmup and batched:
+            parameters["warmup"] = json.dumps(list(deployment.warmup))
         for key, value in parameters.items():
             config.parameters[key].string_value = value
     else:

@@ -167,7 +167,7 @@ def run_serving(server: TritonServer, folder: Path, model: str, workspace: Works
         out(f"grpc   {server.grpc_url}")
         out(shlex.join(["curl", "-s", "-X", "POST", f"{server.http_url}/v2/models/{model}/infer",
                         "-H", "Content-Type: application/json", "-d", f"@{request}"]))
-        err("serving; Ctrl-C stops and removes the server")
+        err(f"ready in {server.ready_s:.1f} s; serving; Ctrl-C stops and removes the server")
         try:
             while True:
                 time.sleep(0.5)

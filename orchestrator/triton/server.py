@@ -212,6 +212,7 @@ class TritonServer:
         self.open_health = health  # a Health for the server's gRPC address
         self.health: Optional[Health] = None
         self.running: Optional[Running] = None
+        self.ready_s: Optional[float] = None  # from the container's start until every model was ready
 
     @property
     def http_url(self) -> str:
@@ -267,9 +268,11 @@ class TritonServer:
             labels={engine.RUN_LABEL: self.run_id, engine.ROLE_LABEL: "triton-server"},
             network="host", gpus=self.gpus, pids=self.pids, shm_size=self.shm_size,
         )
+        started = time.monotonic()
         self.running = self.launch(spec)
         self.health = self.open_health(self.grpc_url)
         self.wait_ready()
+        self.ready_s = time.monotonic() - started
 
     def wait_ready(self) -> None:
         """Poll readiness until the server is ready; ServerFailed as soon as its log has a fatal

@@ -57,6 +57,7 @@ class Server(Protocol):
 
     @property
     def grpc_url(self) -> str: ...
+    ready_s: Optional[float]
     def __enter__(self) -> Server: ...
     def __exit__(self, *exc: object) -> None: ...
     def server_version(self) -> Optional[str]: ...
@@ -257,7 +258,7 @@ class TritonStage:
                 self.reporter.stage(deployment.variant, "triton: loading", deployment.backend)
             try:
                 with server:
-                    triton.server_version = server.server_version()
+                    triton.server_version, triton.ready_s = server.server_version(), server.ready_s
                     self._measure(server, perf, deployments, io, batch_sizes, max_batch_size, samples, triton,
                                   problems)
                 return

@@ -176,11 +176,16 @@ REGISTRY: tuple[Format, ...] = (
            memory_formats=MEMORY_FORMATS, triton=TritonServing(python_backend=True), default=False),
     # Plain torch.compile is opt-in: on CPUs its compile time (half a minute for a small MLP on 2
     # cores) seldom pays off, and on GPUs mode="reduce-overhead" measured faster.
-    Format("torch-compile", ("torch",), "torch", "compile.json", COMPILED, compile_mode="default",
-           compiled=True, memory_formats=MEMORY_FORMATS, quantizers=TORCHAO_QUANTIZERS, default=False),
-    Format("torch-compile-cudagraphs", ("torch",), "torch", "compile.json", COMPILED,
+    # Compiled where they run, from the folder the export writes: the ExportedProgram in the variant's
+    # precision and layout, the compile options, and the compiler's cache artifacts its verification
+    # saved; a server loads them alike and warms every batch size before it is ready. A quantized one
+    # (torchao) compiles its quantized source instead, which no server has.
+    Format("torch-compile", ("torch",), "torch", "compiled", COMPILED, compile_mode="default",
+           compiled=True, memory_formats=MEMORY_FORMATS, quantizers=TORCHAO_QUANTIZERS, default=False,
+           triton=TritonServing(python_backend=True)),
+    Format("torch-compile-cudagraphs", ("torch",), "torch", "compiled", COMPILED,
            compile_mode="reduce-overhead", compiled=True, memory_formats=MEMORY_FORMATS, quantizers=TORCHAO_QUANTIZERS,
-           gpu_only=True),
+           gpu_only=True, triton=TritonServing(python_backend=True)),
     Format("torch-tensorrt", ("torch",), "torch", "model.ts", Loader("torch-tensorrt", "torch_tensorrt"),
            conversion=Conversion("torch", "model.pt2"), toolchain=Toolchain("torch_tensorrt", "Torch-TensorRT"),
            gpu_only=True, triton=TORCHSCRIPT_SERVING),

@@ -17,6 +17,7 @@ import signal
 import sys
 import sysconfig
 import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Optional
 
@@ -25,7 +26,7 @@ import numpy as np
 from runners.contract.protocol import SERVER_READY, ServedModel, ServedTensor, ServeSpec, from_dict
 from runners.harness.common import gpu_info
 from runners.serving.triton_python_model import split_rows
-from runners.serving.variant_loader import ArraysIn, arrays_in
+from runners.serving.variant_loader import ArraysIn, arrays_in, warm_up
 
 GPU_LINE = "nav-orch pytriton: serving on GPU"
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
@@ -148,6 +149,11 @@ def main(argv: list[str]) -> int:
         return 2
     spec = from_dict(ServeSpec, json.loads(argv[0]))
     run = arrays_in(spec.loader, spec.artifact, spec.device, spec.precision, [t.name for t in spec.model.inputs])
+    if spec.warmup and spec.model.max_batch_size > 0:
+        started = time.monotonic()
+        warmed = warm_up(run, [(t.dims, np.dtype(t.dtype)) for t in spec.model.inputs], spec.warmup)
+        print(f"nav-orch pytriton: warmed at batch sizes {warmed or 'none (dynamic axes)'} in "
+              f"{time.monotonic() - started:.1f} s", flush=True)
     gpu = serving_gpu(spec.device)
     if gpu:
         print(gpu, flush=True)

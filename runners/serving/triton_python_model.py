@@ -13,18 +13,21 @@ The model's config.pbtxt says what to load, as string parameters:
              it verified the variant); outputs go back to the dtypes the config declares.
   scalars    unbatched models only: a JSON list of the inputs the model takes as scalars. Triton's
              dims are never empty, so they arrive as [1]; scalar outputs leave as [1] likewise.
+  warmup     a compiled variant's batch sizes (JSON list), each called once before the model is
+             ready: it compiles at each size's first call.
 """
 from __future__ import annotations
 
 import json
 import os
+import time
 
 import numpy as np
 
 try:  # in nav-orch (the PyTriton server, the tests)
-    from runners.serving.variant_loader import arrays_in
+    from runners.serving.variant_loader import arrays_in, warm_up
 except ImportError:  # in a Triton model folder, where variant_loader.py lies beside this file
-    from variant_loader import arrays_in  # type: ignore[import-not-found,no-redef]
+    from variant_loader import arrays_in, warm_up  # type: ignore[import-not-found,no-redef]
 
 
 def split_rows(arrays: list[np.ndarray], sizes: list[int]) -> list[list[np.ndarray]]:
@@ -50,6 +53,14 @@ class TritonPythonModel:
         self.outputs = [(spec["name"], pb_utils.triton_string_to_numpy(spec["data_type"])) for spec in config["output"]]
         self.run = arrays_in(parameters["loader"], os.path.join(folder, parameters["artifact"]), device,
                              parameters.get("precision", "fp32"), self.input_names)
+        sizes = json.loads(parameters.get("warmup", "[]"))
+        if sizes:
+            started = time.monotonic()
+            inputs = [([int(size) for size in spec["dims"]], pb_utils.triton_string_to_numpy(spec["data_type"]))
+                      for spec in config["input"]]
+            warmed = warm_up(self.run, inputs, sizes)
+            print(f"nav-orch: {config['name']} warmed at batch sizes {warmed or 'none (dynamic axes)'} in "
+                  f"{time.monotonic() - started:.1f} s", flush=True)
 
     def _respond(self, outputs: list[np.ndarray]):
         if len(outputs) != len(self.outputs):

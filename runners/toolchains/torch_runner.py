@@ -17,7 +17,17 @@ import numpy as np
 import torch
 
 from runners.contract.formats import FORMATS
-from runners.contract.protocol import QUANTIZED, IOSpec, Job, JobResult, one_line
+from runners.contract.protocol import (
+    COMPILED_CACHE,
+    COMPILED_OPTIONS,
+    COMPILED_PROGRAM,
+    QUANTIZED,
+    IOSpec,
+    Job,
+    JobResult,
+    one_line,
+    write_json_atomic,
+)
 from runners.contract.structure import output_leaves
 from runners.harness.common import (
     Handlers,
@@ -207,15 +217,7 @@ def export(job: Job) -> JobResult:
     fmt = FORMATS[job.format_name()]
     target = Path(job.output_dir) / fmt.export_file
     if fmt.compile_mode:
-        # Decided here, on the CPUs, not in a GPU session: whether torchao has anything to quantize
-        # (before the ExportedProgram check, whose reason would not be the real one), and the layout.
-        checked = load_source(job) if job.precision in QUANTIZED or job.memory_format != "contiguous" else None
-        if checked is not None and job.precision in QUANTIZED:
-            quantizable(checked)
-        export_precision(job)
-        if checked is not None and job.memory_format != "contiguous":
-            in_layout(checked, job)
-        return record_compile_options(job, target)
+        return export_compiled(job, target)
     precision = export_precision(job)
     model = in_layout(load_source(job).to(job.device, torch_dtype(precision)), job)
     samples = load_npz(job.inputs.samples)
@@ -251,13 +253,30 @@ def export_precision(job: Job) -> str:
     return source.precision
 
 
-def record_compile_options(job: Job, target: Path) -> JobResult:
-    """torch.compile variants compile where they run; the export only fixes the options."""
+def export_compiled(job: Job, target: Path) -> JobResult:
+    """A compiled variant's folder: its options and, for a float variant, its program (the variant's
+    precision and layout fixed in it), which it compiles where it runs, as a server does
+    (variant_loader.load_compiled). A quantized variant compiles its quantized source where it runs;
+    whether torchao finds anything to quantize is decided here, before any GPU session. A model
+    torch.export cannot capture compiles its source too, and says so: no server can load it."""
+    target.mkdir(exist_ok=True)
+    precision = export_precision(job)
     # Freezing folds the weights into the graph as constants: inference only, and faster (not for
     # torchao's quantized weights: runners/toolchains/torchao_plan.py `freezing` says why).
-    options = {"mode": FORMATS[job.format_name()].compile_mode, "backend": "inductor",
-               "freezing": freezing(job.precision)}
-    target.write_text(json.dumps(options))
+    options = {"mode": FORMATS[job.format_name()].compile_mode, "freezing": freezing(job.precision),
+               "automatic_dynamic_shapes": has_non_batch_axes(job.io_spec())}
+    write_json_atomic(target / COMPILED_OPTIONS, json.dumps(options))
+    model = in_layout(load_source(job).to(job.device, torch_dtype(precision)), job)
+    if job.precision in QUANTIZED:
+        quantizable(model)
+        return JobResult(job.id, job.kind, "ok", artifact=target.name)
+    samples, io = load_npz(job.inputs.samples), job.io_spec()
+    example = tuple(to_tensors(inputs_at(samples, io, 2), job.device, precision, job.memory_format))
+    try:
+        torch.export.save(exported_program(model, example, io), str(target / COMPILED_PROGRAM))
+    except Exception as error:  # noqa: BLE001 - the source compiles all the same
+        print(f"[nav-orch runner] torch.export could not capture the model ({one_line(error)}): the variant "
+              "compiles its source where it runs, which no server can load", flush=True)
     return JobResult(job.id, job.kind, "ok", artifact=target.name)
 
 
@@ -420,25 +439,37 @@ def convert(job: Job) -> JobResult:
 
 def load_variant(job: Job) -> torch.nn.Module:
     """The variant ready to run (verify and profile share it through LastLoaded): its artifact
-    through its format's loader, or, for a compiled format, the source compiled here."""
+    through its format's loader, as a server loads it; a compiled variant without a program (a
+    quantized one) as its source compiled here."""
     fmt = FORMATS[job.format_name()]
+    folder = Path(job.inputs.artifact)
     if fmt.compile_mode is None:
-        return load(fmt.loader.name, job.inputs.artifact, job.device)
-    options = json.loads(Path(job.inputs.artifact).read_text())
+        return load(fmt.loader.name, str(folder), job.device)
+    options = json.loads((folder / COMPILED_OPTIONS).read_text())
     if options["mode"] == "reduce-overhead" and not job.device.startswith("cuda"):
         raise Skip("CUDA graphs (mode=reduce-overhead) need a GPU")
+    if (folder / COMPILED_PROGRAM).is_file():
+        return load(fmt.loader.name, str(folder), job.device)
     if job.precision in QUANTIZED:
         check_torchao(job)
     model = in_layout(load_source(job).to(job.device, torch_dtype(compute_precision(job.precision))), job)
     if job.precision in QUANTIZED:
         quantize_module(model, job.precision)
-    # One static graph per batch size: measured faster than one dynamic-shape graph
-    # (ResNet-50 fp16 bs64 on an H100: 4.8 ms after automatic dynamic shapes, 3.5 static).
-    # A model recorded at many sizes of another axis (an inplace decoder, one length per
-    # token) would compile once per size, so there dynamo's automatic dynamic shapes stay on.
-    torch._dynamo.config.automatic_dynamic_shapes = has_non_batch_axes(job.io_spec())
-    torch._dynamo.config.cache_size_limit = max(torch._dynamo.config.cache_size_limit, 64)
-    return compile_module(model, options["mode"], options.get("freezing", False), inductor_settings(job.precision))
+    return compile_module(model, options["mode"], options["freezing"], options["automatic_dynamic_shapes"],
+                          inductor_settings(job.precision))
+
+
+def save_compile_cache(job: Job) -> None:
+    """Beside a compiled variant's program: the compiler's cache artifacts of what this process compiled
+    (the variant, at every batch size it was verified at), which a server loads before it compiles."""
+    folder = Path(job.inputs.artifact)
+    if not (folder / COMPILED_PROGRAM).is_file():
+        return
+    artifacts = torch.compiler.save_cache_artifacts()
+    if artifacts is not None:
+        temporary = folder / f".{COMPILED_CACHE}.tmp"
+        temporary.write_bytes(artifacts[0])
+        temporary.replace(folder / COMPILED_CACHE)
 
 
 def quantizable(model: torch.nn.Module) -> None:
@@ -496,7 +527,10 @@ def verify(job: Job, loaded: LastLoaded) -> JobResult:
 
     try:
         with torch.inference_mode():
-            return verification_result(job, verify_at_batch_sizes(run, samples, reference_outputs, job))
+            result = verification_result(job, verify_at_batch_sizes(run, samples, reference_outputs, job))
+        if FORMATS[job.format_name()].compile_mode:
+            save_compile_cache(job)
+        return result
     except RuntimeError as error:
         hint = int8_rows_hint(str(error)) if job.precision == "int8" else None
         if hint is None:
