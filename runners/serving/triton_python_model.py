@@ -19,6 +19,7 @@ The model's config.pbtxt says what to load, as string parameters:
 from __future__ import annotations
 
 import json
+import locale
 import os
 import time
 
@@ -39,6 +40,14 @@ def split_rows(arrays: list[np.ndarray], sizes: list[int]) -> list[list[np.ndarr
 class TritonPythonModel:
     def initialize(self, args: dict) -> None:
         import triton_python_backend_utils as pb_utils
+
+        # The stub embeds Python in the C locale of the server's container, whose files then read as
+        # ASCII; inductor (a compiled variant compiles here) reads its UTF-8 kernel templates. The stub
+        # serves this model alone.
+        try:
+            locale.setlocale(locale.LC_CTYPE, "C.UTF-8")
+        except locale.Error:
+            pass
 
         self.pb = pb_utils
         config = json.loads(args["model_config"])
