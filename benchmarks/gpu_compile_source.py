@@ -26,6 +26,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "benchmarks"))
+sys.path.insert(0, str(ROOT))
 from gpu_aoti import build, timed_calls  # noqa: E402 - the same models and timing as the AOTInductor benchmark
 
 
@@ -52,17 +53,29 @@ def first_call(name: str, size: int, cache: Path, save: bool) -> float:
     return elapsed
 
 
-def measure(name: str, sizes: list[int], rounds: int, calls: int) -> dict:
+def measure(name: str, sizes: list[int], rounds: int, calls: int, as_nav_orch: bool) -> dict:
+    """`as_nav_orch`: both compiled as nav-orch compiles a variant (variant_loader.compile_module, weights
+    frozen), B from its program saved and loaded back (torch_runner.export_compiled, load_compiled)."""
     import torch
 
     model, make = build(name, torch)
-    record: dict = {"model": name, "batches": {}}
+    record: dict = {"model": name, "as_nav_orch": as_nav_orch, "batches": {}}
     with torch.inference_mode():
         example = make(2)
         batch = torch.export.Dim("batch", min=1, max=max(sizes))
         program = torch.export.export(model, example, dynamic_shapes=tuple({0: batch} for _ in example))
-        variants = {"A": torch.compile(model, mode="reduce-overhead"),
-                    "B": torch.compile(program.module(), mode="reduce-overhead")}
+        if as_nav_orch:
+            from runners.serving import variant_loader
+
+            saved = Path(tempfile.mkdtemp()) / "program.pt2"
+            torch.export.save(program, str(saved))
+            variants = {name: variant_loader.compile_module(module, "reduce-overhead", freezing=True,
+                                                            automatic_dynamic_shapes=False)
+                        for name, module in (("A", model), ("B", variant_loader.load_exported_program(str(saved),
+                                                                                                     "cuda")))}
+        else:
+            variants = {"A": torch.compile(model, mode="reduce-overhead"),
+                        "B": torch.compile(program.module(), mode="reduce-overhead")}
         for size in sizes:
             inputs = make(size)
             entry: dict = {}
@@ -91,6 +104,8 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=15)
     parser.add_argument("--calls", type=int, default=50)
     parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--as-nav-orch", action="store_true", help="compile both as nav-orch compiles a variant")
+    parser.add_argument("--skip-first-call", action="store_true", help="no cold and warm start")
     parser.add_argument("--first-call", nargs=4, metavar=("MODEL", "SIZE", "CACHE", "SAVE"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.first_call:  # a fresh process of the cold/warm start, called by this script
@@ -100,9 +115,9 @@ def main() -> int:
     sizes = [int(b) for b in args.batch_sizes.split(",")]
     records: dict = {"command": " ".join(sys.argv), "models": []}
     for name in args.models.split(","):
-        record = measure(name, sizes, args.rounds, args.calls)
+        record = measure(name, sizes, args.rounds, args.calls, args.as_nav_orch)
         cache = Path(tempfile.mkdtemp()) / "cache.bin"
-        for label, save in (("cold_first_call_s", "1"), ("warm_first_call_s", "0")):
+        for label, save in () if args.skip_first_call else (("cold_first_call_s", "1"), ("warm_first_call_s", "0")):
             # Each in a fresh process (and inductor's own on-disk cache set aside for it), as a server starts.
             with tempfile.TemporaryDirectory() as own_cache:
                 run = subprocess.run([sys.executable, __file__, "--out", str(args.out), "--first-call", name,
@@ -120,9 +135,10 @@ def main() -> int:
             ratio = entry["B_speed_vs_A"]
             print(f"{record['model']:10} {size:>5} {entry['A_ms']:8.3f} {entry['B_ms']:8.3f} "
                   f"{ratio['median']:8.3f} ({ratio['min']:.3f}-{ratio['max']:.3f})")
-        print(f"{record['model']}: first call of A at batch {max(sizes)} in a fresh process: cold "
-              f"{record['cold_first_call_s']} s, warm (cache artifacts, {record['cache_artifacts_mb']} MB) "
-              f"{record['warm_first_call_s']} s")
+        if "cold_first_call_s" in record:
+            print(f"{record['model']}: first call of A at batch {max(sizes)} in a fresh process: cold "
+                  f"{record['cold_first_call_s']} s, warm (cache artifacts, {record['cache_artifacts_mb']} MB) "
+                  f"{record['warm_first_call_s']} s")
     return 0
 
 

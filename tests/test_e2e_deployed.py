@@ -1,8 +1,8 @@
 """The chosen variant is the one deployed, end to end on the CPU images, for the formats a runtime
-compiles: an AOTInductor package (torch-aoti), and a compiled variant's program with its options and
-the compile cache its verification saved (torch-compile), each verified, profiled and chosen as the
-run's best, measured by the Triton stage, and served by Triton and by PyTriton (the Python backend
-runs it through the loader that verified it, warmed at its batch sizes) with the reference's answers."""
+compiles: an AOTInductor package (torch-aoti) and a compiled variant (torch-compile, whose servers
+compile its program with its options, warmed at its batch sizes), each verified, profiled and chosen
+as the run's best, measured by the Triton stage, and served by Triton and by PyTriton (the Python
+backend runs it through the loader) with the reference's answers."""
 from __future__ import annotations
 
 import json
@@ -52,8 +52,8 @@ def test_the_chosen_variant_is_verified_and_measured_by_the_triton_stage(deploye
     folder = workspace / "triton" / "model_repository" / name / "1"
     assert sorted(p.name for p in folder.iterdir()) == sorted(
         ARTIFACTS[fmt] + ["model.py", "structure.py", "variant_loader.py"])
-    if fmt == "torch-compile":  # its program, options and the cache its verification saved
-        assert sorted(p.name for p in (folder / "compiled").iterdir()) == ["cache.bin", "options.json", "program.pt2"]
+    if fmt == "torch-compile":  # its program and options, warmed at its batch sizes before ready
+        assert sorted(p.name for p in (folder / "compiled").iterdir()) == ["options.json", "program.pt2"]
         config = (folder.parent / "config.pbtxt").read_text()
         assert 'key: "warmup"' in config and 'string_value: "[1, 4]"' in config
 

@@ -56,7 +56,7 @@ def test_the_format_name_type_lists_exactly_the_registrys_formats():
 def test_the_loader_names_a_compiled_folders_files_as_the_contract_does():
     from runners.contract import protocol
 
-    for name in ("COMPILED_PROGRAM", "COMPILED_OPTIONS", "COMPILED_CACHE"):
+    for name in ("COMPILED_PROGRAM", "COMPILED_OPTIONS"):
         assert getattr(variant_loader, name) == getattr(protocol, name)
 
 

@@ -200,7 +200,7 @@ def test_the_python_model_loads_with_nothing_of_nav_orch_but_its_loader_beside_i
 def test_a_compiled_variant_with_its_program_is_served_and_warmed_at_its_batch_sizes(tmp_path):
     folder = tmp_path / "variants" / "torch-compile-fp32" / "compiled"
     folder.mkdir(parents=True)
-    for name in ("program.pt2", "options.json", "cache.bin"):
+    for name in ("program.pt2", "options.json"):
         (folder / name).write_bytes(b"x")
     entry = ProfileEntry(batch_size=4, latency_ms=LatencyStats(1, 1, 1, 1, 1), throughput=1.0, windows=1, stable=True)
     compiled = VariantResult(name="torch-compile-fp32", format="torch-compile", precision="fp32", status="ok",
@@ -211,7 +211,7 @@ def test_a_compiled_variant_with_its_program_is_served_and_warmed_at_its_batch_s
     parameters = {k: v.string_value for k, v in model_config(deployment, IO, 4, []).parameters.items()}
     assert (parameters["loader"], parameters["warmup"]) == ("torch-compile", "[1, 4]")
     version = write_model(tmp_path / "repository", deployment, IO, 4, []) / "1"
-    assert sorted(p.name for p in (version / "compiled").iterdir()) == ["cache.bin", "options.json", "program.pt2"]
+    assert sorted(p.name for p in (version / "compiled").iterdir()) == ["options.json", "program.pt2"]
 
 
 def test_api_datatypes():

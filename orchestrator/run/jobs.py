@@ -140,11 +140,8 @@ class JobBuilder:
         budgets = ({spec.name: self.config.accuracy.for_output(spec.name) for spec in reference.io.outputs}
                    if variant.precision in QUANTIZED else {})
         job_id = f"verify-{variant.name}"
-        # A compiled variant compiles a graph per batch size: verified at those it is profiled at, and its
-        # verification writes the compiler's cache beside its program, in its variant's folder.
-        compiled = FORMATS[variant.format].compile_mode is not None
-        output_dir = self.workspace.variant_dir(variant.name) if compiled else self.workspace.job_dir(job_id)
-        job = self._job(job_id, "verify", FORMATS[variant.format].runner, output_dir, variant,
+        # A compiled variant compiles a graph per batch size: verified at those it is profiled at.
+        job = self._job(job_id, "verify", FORMATS[variant.format].runner, self.workspace.job_dir(job_id), variant,
                         device=device, needs=needs, io=reference.io, inputs=self._variant_inputs(variant),
                         tolerances=tolerances, budgets=budgets,
                         batch_sizes=self.config.batch_sizes if FORMATS[variant.format].compiled else None)

@@ -176,10 +176,9 @@ REGISTRY: tuple[Format, ...] = (
            memory_formats=MEMORY_FORMATS, triton=TritonServing(python_backend=True), default=False),
     # Plain torch.compile is opt-in: on CPUs its compile time (half a minute for a small MLP on 2
     # cores) seldom pays off, and on GPUs mode="reduce-overhead" measured faster.
-    # Compiled where they run, from the folder the export writes: the ExportedProgram in the variant's
-    # precision and layout, the compile options, and the compiler's cache artifacts its verification
-    # saved; a server loads them alike and warms every batch size before it is ready. A quantized one
-    # (torchao) compiles its quantized source instead, which no server has.
+    # Compiled where they run: the source in its runner, and in a server the ExportedProgram its export
+    # writes (the variant's precision and layout fixed in it) with its options, warmed at every batch
+    # size before the server is ready. A quantized one (torchao) has only its source, which no server has.
     Format("torch-compile", ("torch",), "torch", "compiled", COMPILED, compile_mode="default",
            compiled=True, memory_formats=MEMORY_FORMATS, quantizers=TORCHAO_QUANTIZERS, default=False,
            triton=TritonServing(python_backend=True)),

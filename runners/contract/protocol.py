@@ -340,12 +340,11 @@ class ServeSpec:
     warmup: list[int] = field(default_factory=list)  # batch sizes called once before ready (compiled variants)
 
 
-# What a compiled variant's folder (its artifact, runners/contract/formats.py) holds: the program it
-# compiles, its options, and the compiler's cache artifacts its verification saved. A quantized variant,
-# or a model torch.export cannot capture, has no program: it compiles its source where it runs.
+# What a compiled variant's folder (its artifact, runners/contract/formats.py) holds: the program a server
+# compiles, and its options. A quantized variant, or a model torch.export cannot capture, has no program:
+# it compiles its source where it runs, which no server can.
 COMPILED_PROGRAM = "program.pt2"
 COMPILED_OPTIONS = "options.json"
-COMPILED_CACHE = "cache.bin"
 # What the PyTriton server (runners/serving/pytriton_server.py) prints once its model answers.
 SERVER_READY = "nav-orch pytriton: ready"
 

@@ -8,14 +8,13 @@ its loader, and of nav-orch only runners/contract/structure.py (how outputs are 
 model folder carries a copy of both beside model.py.
 
 A SavedModel is loaded by the TensorFlow runner alone (Triton serves it natively). A compiled
-variant (torch.compile) compiles its program where it runs (`load_compiled`), or, quantized, its
-source, which only its runner has (`compile_module` either way).
+variant (torch.compile) is its source compiled in its runner, and its program compiled where it is
+served (`load_compiled`); `compile_module` compiles either.
 """
 from __future__ import annotations
 
 import json
 import os
-import sys
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Optional
 
@@ -30,7 +29,6 @@ except ImportError:  # in a Triton model folder, where structure.py lies beside 
 # folder has no contract to import it from; a test keeps the two alike).
 COMPILED_PROGRAM = "program.pt2"
 COMPILED_OPTIONS = "options.json"
-COMPILED_CACHE = "cache.bin"
 # A precision's dtype by name: torch's, and numpy's where numpy has it (it has no bfloat16).
 PRECISION_DTYPES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
 # ONNX Runtime's element types as numpy dtypes (bfloat16 and strings have none to feed or compare).
@@ -133,22 +131,10 @@ def compile_module(model: Any, mode: str, freezing: bool, automatic_dynamic_shap
 
 
 def load_compiled(path: str, device: str) -> Any:
-    """A compiled variant's folder (torch-compile*): its program on `device`, compiled with its options,
-    after the compiler's cache artifacts its verification saved. Artifacts from another torch or GPU are
-    no error: they go unused, and the log says so. The compile happens at each batch size's first call
-    (`warm_up` before serving)."""
-    import torch
-
+    """A compiled variant's folder (torch-compile*): its program on `device`, compiled with its options.
+    The compile happens at each batch size's first call (`warm_up` before serving)."""
     with open(os.path.join(path, COMPILED_OPTIONS)) as options_file:
         options = json.load(options_file)
-    cache = os.path.join(path, COMPILED_CACHE)
-    if os.path.isfile(cache):
-        try:
-            with open(cache, "rb") as cache_file:
-                torch.compiler.load_cache_artifacts(cache_file.read())
-        except Exception as error:  # noqa: BLE001 - a cache that does not fit only costs the compile time
-            print(f"nav-orch: {os.path.basename(path)}'s compile cache is not used ({type(error).__name__}: "
-                  f"{error}): compiling without it", file=sys.stderr, flush=True)
     program = os.path.join(path, COMPILED_PROGRAM)
     if not os.path.isfile(program):
         raise CannotLoad("it compiles its source where it runs (a quantized variant, or a model torch.export "

@@ -18,7 +18,6 @@ import torch
 
 from runners.contract.formats import FORMATS
 from runners.contract.protocol import (
-    COMPILED_CACHE,
     COMPILED_OPTIONS,
     COMPILED_PROGRAM,
     QUANTIZED,
@@ -255,8 +254,8 @@ def export_precision(job: Job) -> str:
 
 def export_compiled(job: Job, target: Path) -> JobResult:
     """A compiled variant's folder: its options and, for a float variant, its program (the variant's
-    precision and layout fixed in it), which it compiles where it runs, as a server does
-    (variant_loader.load_compiled). A quantized variant compiles its quantized source where it runs;
+    precision and layout fixed in it), which a server compiles (variant_loader.load_compiled) where the
+    runner compiles the source (load_variant). A quantized variant compiles its quantized source;
     whether torchao finds anything to quantize is decided here, before any GPU session. A model
     torch.export cannot capture compiles its source too, and says so: no server can load it."""
     target.mkdir(exist_ok=True)
@@ -439,8 +438,11 @@ def convert(job: Job) -> JobResult:
 
 def load_variant(job: Job) -> torch.nn.Module:
     """The variant ready to run (verify and profile share it through LastLoaded): its artifact
-    through its format's loader, as a server loads it; a compiled variant without a program (a
-    quantized one) as its source compiled here."""
+    through its format's loader, as a server loads it; a compiled variant as its source compiled
+    here. A server compiles the variant's program instead (variant_loader.load_compiled), which the
+    source cannot be: compiled here, that program ran at 0.72x the hand recipe in nav-orch's GPU run
+    on an H100, for a cause not found yet, while alone it compiles to the module's speed
+    (docs/performance.md)."""
     fmt = FORMATS[job.format_name()]
     folder = Path(job.inputs.artifact)
     if fmt.compile_mode is None:
@@ -448,8 +450,6 @@ def load_variant(job: Job) -> torch.nn.Module:
     options = json.loads((folder / COMPILED_OPTIONS).read_text())
     if options["mode"] == "reduce-overhead" and not job.device.startswith("cuda"):
         raise Skip("CUDA graphs (mode=reduce-overhead) need a GPU")
-    if (folder / COMPILED_PROGRAM).is_file():
-        return load(fmt.loader.name, str(folder), job.device)
     if job.precision in QUANTIZED:
         check_torchao(job)
     model = in_layout(load_source(job).to(job.device, torch_dtype(compute_precision(job.precision))), job)
@@ -457,19 +457,6 @@ def load_variant(job: Job) -> torch.nn.Module:
         quantize_module(model, job.precision)
     return compile_module(model, options["mode"], options["freezing"], options["automatic_dynamic_shapes"],
                           inductor_settings(job.precision))
-
-
-def save_compile_cache(job: Job) -> None:
-    """Beside a compiled variant's program: the compiler's cache artifacts of what this process compiled
-    (the variant, at every batch size it was verified at), which a server loads before it compiles."""
-    folder = Path(job.inputs.artifact)
-    if not (folder / COMPILED_PROGRAM).is_file():
-        return
-    artifacts = torch.compiler.save_cache_artifacts()
-    if artifacts is not None:
-        temporary = folder / f".{COMPILED_CACHE}.tmp"
-        temporary.write_bytes(artifacts[0])
-        temporary.replace(folder / COMPILED_CACHE)
 
 
 def quantizable(model: torch.nn.Module) -> None:
@@ -527,10 +514,7 @@ def verify(job: Job, loaded: LastLoaded) -> JobResult:
 
     try:
         with torch.inference_mode():
-            result = verification_result(job, verify_at_batch_sizes(run, samples, reference_outputs, job))
-        if FORMATS[job.format_name()].compile_mode:
-            save_compile_cache(job)
-        return result
+            return verification_result(job, verify_at_batch_sizes(run, samples, reference_outputs, job))
     except RuntimeError as error:
         hint = int8_rows_hint(str(error)) if job.precision == "int8" else None
         if hint is None:
