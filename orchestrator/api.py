@@ -127,6 +127,9 @@ def optimize(config: OptimizeConfig, reporter: Optional[Reporter] = None, force:
     if config.executor is not ExecutorName.local:  # only an explicit local leaves the sandbox
         client = engine.connect()
         environment.docker = engine.engine_version(client)
+        removed = engine.remove_abandoned(client)
+        if removed:
+            reporter.note(f"removed {removed} container(s) that a killed nav-orch run left behind")
         info = engine.inspect_image(client, tag)
         if info is None:
             build = ("--flavor cpu" if config.images == "cpu"

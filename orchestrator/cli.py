@@ -528,12 +528,14 @@ def doctor() -> None:
 def clean(
     drop_images: bool = typer.Option(False, "--images", help="Also remove the images derived with --requirements "
                                      "that no run can use again: their runner image was rebuilt or removed."),
+    every: bool = typer.Option(False, "--all", help="Remove every nav-orch container, those of runs still going "
+                               "and of other hosts sharing the daemon included."),
 ) -> None:
-    """Remove containers that interrupted runs left behind (found by label)."""
+    """Remove the containers that killed runs left behind (found by label; a run also does this as it starts)."""
 
     def run() -> None:
         client = engine.connect()
-        removed = engine.remove_labelled(client)
+        removed = engine.remove_labelled(client) if every else engine.remove_abandoned(client)
         typer.echo(f"removed {removed} container(s)")
         if drop_images:
             stale = derived_images.stale_images(client)

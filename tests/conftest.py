@@ -69,6 +69,9 @@ def cpu_images() -> None:
         pytest.fail("no Docker daemon answers: start dockerd (see README) or deselect with -m 'not docker'")
     built = nav_orch("images", "build", "--flavor", "cpu", timeout=3600)
     assert built.returncode == 0, built.stderr[-3000:]
+    # What a killed earlier session left (its owner is gone), as every run removes it when it starts.
+    cleaned = nav_orch("clean", timeout=120)
+    assert cleaned.returncode == 0, cleaned.stderr
 
 
 @pytest.fixture(scope="session")

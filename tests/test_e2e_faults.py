@@ -133,3 +133,22 @@ def test_ctrl_c_stops_the_run_and_a_rerun_finishes_only_missing_jobs(tmp_path):
     assert second["jobs"]["run"] == total_jobs - reused
     assert f"reused {reused}" in rerun.stdout
     assert {v["status"] for v in second["variants"]} == {"ok"}
+
+
+def test_a_run_after_a_killed_one_removes_the_containers_it_left(tmp_path):
+    args = optimize_args(tmp_path / "killed", "make_slow_on_trace", "--model-arg", "seconds=60")
+    process = subprocess.Popen([sys.executable, "-m", "orchestrator.cli", *args], cwd=ROOT,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while not leftover_containers() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    process.kill()  # SIGKILL: no clean-up of its own can run
+    process.wait()
+    left = leftover_containers()
+    assert left, "the killed run had no container running"
+
+    # The next run, in another workspace, finds them by their owner label as it starts.
+    rerun = nav_orch(*optimize_args(tmp_path / "next", "make_slow_on_trace", "--model-arg", "seconds=0"))
+    assert rerun.returncode == 0, rerun.stderr
+    assert f"removed {len(left)} container(s) that a killed nav-orch run left behind" in rerun.stderr
+    assert leftover_containers() == []

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 import subprocess
 import tarfile
 import tempfile
@@ -27,6 +28,9 @@ from orchestrator.errors import EnvironmentProblem
 LABEL_PREFIX = "org.nav-orch"
 RUN_LABEL = f"{LABEL_PREFIX}.run"
 ROLE_LABEL = f"{LABEL_PREFIX}.role"
+# host:pid:start of the process that started a container, so that a later run can tell the
+# containers of a host that was killed (SIGKILL, a reboot) from those of a run still going.
+OWNER_LABEL = f"{LABEL_PREFIX}.owner"
 
 
 def connect() -> docker.DockerClient:
@@ -157,7 +161,7 @@ def start_container(client: docker.DockerClient, spec: ContainerSpec) -> Contain
             spec.command,
             detach=True,
             volumes=volumes,
-            labels=spec.labels,
+            labels={**spec.labels, OWNER_LABEL: process_owner(os.getpid())},
             environment=container_environment(spec),
             network_mode=spec.network,
             device_requests=gpu_requests(spec.gpus),
@@ -246,6 +250,51 @@ def run_to_exit(client: docker.DockerClient, spec: ContainerSpec, timeout_s: flo
         return state, container_logs(container)
     finally:
         remove_container(container)
+
+
+def process_start(pid: int) -> Optional[str]:
+    """When process `pid` started (clock ticks since boot, from /proc), "" where /proc is not
+    there to tell, None when no such process runs: a reused pid starts at another time."""
+    if not Path("/proc/self/stat").exists():
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return None
+        except PermissionError:
+            pass
+        return ""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return stat.rsplit(")", 1)[1].split()[19]  # field 22; the name before ")" may hold spaces
+
+
+def process_owner(pid: int) -> str:
+    return f"{socket.gethostname()}:{pid}:{process_start(pid) or ''}"
+
+
+def abandoned(labels: dict[str, str], running: bool) -> bool:
+    """Whether a nav-orch container outlived the process that started it. One of another host
+    is never judged; one without an owner (an older nav-orch) only once it has stopped."""
+    owner = labels.get(OWNER_LABEL)
+    if owner is None:
+        return not running
+    host, _, rest = owner.partition(":")
+    pid, _, started = rest.partition(":")
+    if host != socket.gethostname() or not pid.isdigit():
+        return False
+    now = process_start(int(pid))
+    return now is None or (bool(started) and bool(now) and now != started)
+
+
+def remove_abandoned(client: docker.DockerClient) -> int:
+    """Remove the containers of nav-orch runs whose process is gone; returns how many."""
+    containers = [container for container in client.containers.list(all=True, filters={"label": RUN_LABEL})
+                  if abandoned(container.labels, container.status == "running")]
+    for container in containers:
+        remove_container(container)
+    return len(containers)
 
 
 def remove_labelled(client: docker.DockerClient, run_id: Optional[str] = None) -> int:

@@ -153,12 +153,42 @@ class FlatOutputs(torch.nn.Module):
         return tuple(output_leaves(self.model(*inputs), lambda value: isinstance(value, torch.Tensor))[0].values())
 
 
-def to_tensors(samples: dict[str, np.ndarray], device: str, precision: str = "fp32",
+class SourceDtypes(torch.nn.Module):
+    """A half-precision model behind the source's interface: floating inputs are cast to the dtype it
+    computes in, its (flattened) outputs to the dtypes the source returned. A native Triton backend
+    declares the reference's io (orchestrator/triton/repository.py): the artifact it serves must take
+    and return just that, so that a client sends what the source model took."""
+
+    def __init__(self, model: torch.nn.Module, dtype: torch.dtype, outputs: list[torch.dtype]) -> None:
+        super().__init__()
+        self.model = model
+        self.dtype = dtype
+        self.outputs = outputs
+
+    def forward(self, *inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        cast = [x.to(self.dtype) if x.is_floating_point() else x for x in inputs]
+        flat = output_leaves(self.model(*cast), lambda value: isinstance(value, torch.Tensor))[0].values()
+        return tuple(y.to(dtype) for y, dtype in zip(flat, self.outputs))
+
+
+def source_of(model: torch.nn.Module) -> torch.nn.Module:
+    return model.model if isinstance(model, SourceDtypes) else model
+
+
+def keeps_source_dtypes(job: Job, precision: str) -> bool:
+    """Whether the artifact, exported in `precision`, is half precision behind the source's interface
+    (SourceDtypes): where a native backend serves it."""
+    serving = FORMATS[job.format_name()].triton
+    return precision in ("fp16", "bf16") and serving is not None and serving.backend is not None
+
+
+def to_tensors(samples: dict[str, np.ndarray], device: str, precision: Optional[str] = "fp32",
                memory_format: str = "contiguous") -> list[torch.Tensor]:
+    """The samples as tensors on `device`, floating ones in `precision` (None: as they are)."""
     tensors = []
     for array in samples.values():
         tensor = torch.from_numpy(array).to(device)
-        if tensor.dtype.is_floating_point:
+        if tensor.dtype.is_floating_point and precision is not None:
             tensor = tensor.to(torch_dtype(precision))
         if memory_format == "channels_last" and tensor.dim() == 4:
             tensor = tensor.contiguous(memory_format=torch.channels_last)
@@ -225,6 +255,9 @@ def export(job: Job) -> JobResult:
     # time (a trace runs the model; half precision on CPUs is slow). A model without a batch
     # axis is traced on the samples as they are.
     example = tuple(to_tensors(inputs_at(samples, io, 2), job.device, precision, job.memory_format))
+    if keeps_source_dtypes(job, precision):
+        model = SourceDtypes(model, torch_dtype(precision), [getattr(torch, spec.dtype) for spec in io.outputs])
+        example = tuple(to_tensors(inputs_at(samples, io, 2), job.device, None, job.memory_format))
     batches = batch_range_of(io, next(iter(samples.values())).shape, job.batch_sizes)
     if quantized_onnx(job):
         export_quantized(job, lambda fp32: EXPORTERS[fmt.name](model, example, io, fp32, batches), target)
@@ -280,7 +313,7 @@ def export_compiled(job: Job, target: Path) -> JobResult:
 
 
 def export_torchscript_trace(model, example, io: IOSpec, target: Path, batches: Optional[BatchRange]) -> None:
-    if isinstance(model, torch.jit.ScriptModule):
+    if isinstance(source_of(model), torch.jit.ScriptModule):
         raise Skip("the source is already TorchScript: see the torchscript-script variant")
     model = FlatOutputs(model)
     try:
@@ -305,15 +338,18 @@ def head_lines(text: str, count: int) -> str:
 
 
 def export_torchscript_script(model, example, io: IOSpec, target: Path, batches: Optional[BatchRange]) -> None:
-    if isinstance(model, torch.fx.GraphModule):
+    source = source_of(model)
+    if isinstance(source, torch.fx.GraphModule):
         raise Skip("an ExportedProgram cannot be scripted")
     try:
-        scripted = model if isinstance(model, torch.jit.ScriptModule) else torch.jit.script(model)
+        scripted = source if isinstance(source, torch.jit.ScriptModule) else torch.jit.script(source)
     except Exception as error:  # noqa: BLE001 - TorchScript raises many types; say where it stopped
         places = re.findall(r'File "([^"]+)", line (\d+)', str(error))
         where = f" at {Path(places[-1][0]).name}:{places[-1][1]}" if places else ""
         first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise RuntimeError(f"torch.jit.script cannot compile the model{where}: {first}") from error
+    if isinstance(model, SourceDtypes):  # the casts around the script, traced: they hold no control flow
+        scripted = torch.jit.trace(SourceDtypes(scripted, model.dtype, model.outputs), example)
     torch.jit.save(torch.jit.freeze(scripted.eval()), str(target))
 
 
@@ -360,7 +396,7 @@ def export_onnx(model, example, io: IOSpec, target: Path, batches: Optional[Batc
     exported-program variant, whose dynamic axes it keeps; a TorchScript module through the
     TorchScript-based exporter, with every axis the io leaves dynamic named."""
     names = {"input_names": [spec.name for spec in io.inputs], "output_names": [spec.name for spec in io.outputs]}
-    if isinstance(model, torch.jit.ScriptModule):
+    if isinstance(source_of(model), torch.jit.ScriptModule):
         torch.onnx.export(model, example, str(target), dynamic_axes=onnx_dynamic_axes(io), dynamo=False,
                           external_data=False, **names)
     else:
@@ -427,7 +463,7 @@ def convert(job: Job) -> JobResult:
     samples = load_npz(job.inputs.samples)
     io = job.io_spec()
     batches = batch_range_of(io, next(iter(samples.values())).shape, job.batch_sizes)
-    example = to_tensors(samples, job.device, job.precision)
+    example = to_tensors(samples, job.device, None if keeps_source_dtypes(job, job.precision) else job.precision)
     if len(example) != len(io.inputs):
         raise ValueError(f"the samples hold {len(example)} arrays, the reference's inputs are {len(io.inputs)}")
     compiled = compile_program(torch_tensorrt, program, io, example, batches, job.precision)
