@@ -288,9 +288,7 @@ def arrays_in(loader: str, path: str, device: str, precision: str, input_names: 
             tensor = torch.from_numpy(np.ascontiguousarray(array)).to(device)
             tensors.append(tensor.to(dtype) if tensor.dtype.is_floating_point else tensor)
         with torch.inference_mode():
-            outputs = torch_outputs(module(*tensors))
-        return [t.detach().float().cpu().numpy() if t.dtype.is_floating_point else t.detach().cpu().numpy()
-                for t in outputs]
+            return [as_array(t) for t in torch_outputs(module(*tensors))]
 
     return run
 
@@ -300,3 +298,9 @@ def torch_outputs(outputs: Any) -> list[Any]:
     import torch
 
     return list(output_leaves(outputs, lambda value: isinstance(value, torch.Tensor))[0].values())
+
+
+def as_array(tensor: Any) -> np.ndarray:
+    """A torch output as a numpy array on the CPU; a floating one as float32 (numpy has no bfloat16)."""
+    tensor = tensor.detach()
+    return (tensor.float() if tensor.dtype.is_floating_point else tensor).cpu().numpy()

@@ -46,7 +46,15 @@ from runners.harness.measure import (
     verification_result,
     verify_at_batch_sizes,
 )
-from runners.serving.variant_loader import compile_module, load, load_exported_program, place_program, torch_dtype
+from runners.serving.variant_loader import (
+    as_array,
+    compile_module,
+    load,
+    load_exported_program,
+    place_program,
+    torch_dtype,
+    torch_outputs,
+)
 from runners.toolchains.onnx_quantize import export_quantized, quantized_onnx
 from runners.toolchains.tensorrt_build import BatchRange, batch_range_of, input_shapes
 from runners.toolchains.torchao_plan import (
@@ -136,8 +144,7 @@ def flatten_outputs(outputs: Any, names: Optional[list[str]] = None) -> dict[str
         if len(names) != len(arrays):
             raise ValueError(f"the variant returned {len(arrays)} outputs, the source model {len(names)}")
         arrays = dict(zip(names, arrays.values()))
-    return {name: t.detach().float().cpu().numpy() if t.dtype.is_floating_point else t.detach().cpu().numpy()
-            for name, t in arrays.items()}
+    return {name: as_array(t) for name, t in arrays.items()}
 
 
 class FlatOutputs(torch.nn.Module):
@@ -150,25 +157,23 @@ class FlatOutputs(torch.nn.Module):
         self.model = model
 
     def forward(self, *inputs: Any) -> tuple[torch.Tensor, ...]:
-        return tuple(output_leaves(self.model(*inputs), lambda value: isinstance(value, torch.Tensor))[0].values())
+        return tuple(torch_outputs(self.model(*inputs)))
 
 
-class SourceDtypes(torch.nn.Module):
+class SourceDtypes(FlatOutputs):
     """A half-precision model behind the source's interface: floating inputs are cast to the dtype it
     computes in, its (flattened) outputs to the dtypes the source returned. A native Triton backend
     declares the reference's io (orchestrator/triton/repository.py): the artifact it serves must take
     and return just that, so that a client sends what the source model took."""
 
     def __init__(self, model: torch.nn.Module, dtype: torch.dtype, outputs: list[torch.dtype]) -> None:
-        super().__init__()
-        self.model = model
+        super().__init__(model)
         self.dtype = dtype
         self.outputs = outputs
 
-    def forward(self, *inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    def forward(self, *inputs: Any) -> tuple[torch.Tensor, ...]:
         cast = [x.to(self.dtype) if x.is_floating_point() else x for x in inputs]
-        flat = output_leaves(self.model(*cast), lambda value: isinstance(value, torch.Tensor))[0].values()
-        return tuple(y.to(dtype) for y, dtype in zip(flat, self.outputs))
+        return tuple(y.to(dtype) for y, dtype in zip(super().forward(*cast), self.outputs))
 
 
 def source_of(model: torch.nn.Module) -> torch.nn.Module:
@@ -254,10 +259,11 @@ def export(job: Job) -> JobResult:
     # A batch of 2: exporters would specialize a batch of 1, and a larger one only costs
     # time (a trace runs the model; half precision on CPUs is slow). A model without a batch
     # axis is traced on the samples as they are.
-    example = tuple(to_tensors(inputs_at(samples, io, 2), job.device, precision, job.memory_format))
-    if keeps_source_dtypes(job, precision):
+    in_source_dtypes = keeps_source_dtypes(job, precision)
+    if in_source_dtypes:
         model = SourceDtypes(model, torch_dtype(precision), [getattr(torch, spec.dtype) for spec in io.outputs])
-        example = tuple(to_tensors(inputs_at(samples, io, 2), job.device, None, job.memory_format))
+    example = tuple(to_tensors(inputs_at(samples, io, 2), job.device, None if in_source_dtypes else precision,
+                               job.memory_format))
     batches = batch_range_of(io, next(iter(samples.values())).shape, job.batch_sizes)
     if quantized_onnx(job):
         export_quantized(job, lambda fp32: EXPORTERS[fmt.name](model, example, io, fp32, batches), target)
