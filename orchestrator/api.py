@@ -6,6 +6,7 @@ import platform
 import sys
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Optional
 
@@ -19,11 +20,11 @@ from orchestrator.containers.derived_images import ensure_derived_image
 from orchestrator.containers.gpus import host_gpus, select_gpus
 from orchestrator.containers.image_builds import user_cache
 from orchestrator.containers.images import image_for
-from orchestrator.errors import BadInput, EnvironmentProblem, NavOrchError
+from orchestrator.errors import BadInput, DiskFull, EnvironmentProblem, NavOrchError, is_disk_full
 from orchestrator.model_ref import missing_module
 from orchestrator.progress import QuietReporter, Reporter
 from orchestrator.results import Environment, ImageRecord, RunResults
-from orchestrator.run import cache
+from orchestrator.run import cache, memory_limit
 from orchestrator.run.executor import DockerExecutor, Executor, LocalExecutor, probe_python
 from orchestrator.run.pipeline import Pipeline, ReferenceFailed
 from orchestrator.run.planning import REFERENCE
@@ -86,6 +87,29 @@ def write_report(results: RunResults, path: Path, reporter: Reporter) -> None:
         reporter.note(f"report.html not written: {type(error).__name__}: {error}")
 
 
+def runner_memory(client: docker.DockerClient, config: OptimizeConfig, gpus: int, reporter: Reporter) -> Optional[int]:
+    """Each runner container's memory limit in bytes (None: none), said when it is not the user's own."""
+    at_once = memory_limit.runners_at_once(config.jobs, gpus, config.gpu_sessions)
+    limit = memory_limit.runner_limit(config.memory, engine.host_memory(client), at_once)
+    if limit is None:
+        reporter.note("--memory none: runner containers have no memory limit, so a model that takes all of "
+                      "the host's memory can take down anything else running on it")
+    elif config.memory == memory_limit.AUTO:
+        reporter.note(f"each runner may use {memory_limit.describe(limit)} of memory ({at_once} at once; "
+                      "--memory sets it)")
+    return limit
+
+
+def save_unless_disk_full(save: Callable[[], None], stopping: bool) -> None:
+    """Save the results once more; where the run is `stopping` on an error and the disk is full, the
+    last whole results.json stays (it is written atomically) and that error is the one reported."""
+    try:
+        save()
+    except OSError as error:
+        if not (stopping and is_disk_full(error)):
+            raise
+
+
 def profile(config: OptimizeConfig, reporter: Optional[Reporter] = None) -> RunResults:
     """Profile a Python callable (`config.model.form == "function"`) on the samples: the optimize
     run with one profile-only variant, `python-function`, and no Triton stage (a bare function
@@ -140,8 +164,10 @@ def optimize(config: OptimizeConfig, reporter: Optional[Reporter] = None, force:
             image = with_requirements(client, image, config, run_id, reporter)
         environment_id = image.id
         about = ([f"image {image.tag}: {image.base} with {', '.join(image.requirements)}"] if image.base else [])
+        limit = runner_memory(client, config, len(gpus), reporter)
+        environment.runner_memory = memory_limit.docker_memory(limit)
         runner: Executor = DockerExecutor(workspace, config.job_timeout_s, client, run_id,
-                                          config.memory, config.pids, config.gpus, about)
+                                          limit, config.pids, config.gpus, about)
     else:
         python = config.python or sys.executable
         probe = probe_python(python, config.model.framework)
@@ -177,13 +203,19 @@ def optimize(config: OptimizeConfig, reporter: Optional[Reporter] = None, force:
     except KeyboardInterrupt:
         results.state = "interrupted"
         raise
+    except OSError as error:
+        if not is_disk_full(error):
+            raise
+        full = DiskFull.at(workspace.root, error)
+        results.state, results.error = "failed", str(full)
+        raise full from None
     except NavOrchError as error:
         results.state, results.error = "failed", str(error)
         raise
     finally:
         if results.state == "running":
             results.state = "failed"
-        recorder.save()
+        save_unless_disk_full(recorder.save, stopping=sys.exc_info()[0] is not None)
         if client is not None:
             engine.remove_labelled(client, run_id)
         write_report(results, workspace.report_path, reporter)

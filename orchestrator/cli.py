@@ -216,7 +216,8 @@ def optimize(
     timeout: float = typer.Option(option_default(OptimizeConfig, "job_timeout_s"),
                                   help="Seconds each job may take."),
     memory: Optional[str] = typer.Option(option_default(OptimizeConfig, "memory"),
-                                         help="Memory limit of each runner container, e.g. 8g."),
+                                         help="Memory limit of each runner container: auto (the host's memory, less a "
+                                         "reserve, shared by the runners at once), none, or a size such as 8g."),
     pids: int = typer.Option(option_default(OptimizeConfig, "pids"), help="Process limit of each runner container."),
     executor: str = typer.Option(option_default(OptimizeConfig, "executor"),
                                  help="docker, or local: runners as subprocesses of --python."),

@@ -22,6 +22,7 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from orchestrator.errors import BadInput
+from orchestrator.run.memory_limit import AUTO, NONE, check_memory_setting
 from runners.contract.formats import MEMORY_FORMATS, PRECISIONS, FormatName, formats_of
 from runners.contract.protocol import (
     DEFAULT_TOLERANCES,
@@ -198,7 +199,8 @@ class OptimizeConfig(Strict):
     # to time (orchestrator/run/turns.py); 1 gives each session a GPU of its own.
     gpu_sessions: PositiveInt = 6
     job_timeout_s: PositiveFloat = 900.0
-    memory: Optional[str] = None  # per runner container, docker's syntax ("8g")
+    # Per runner container: auto (orchestrator/run/memory_limit.py), none, or Docker's syntax ("8g").
+    memory: str = AUTO
     pids: PositiveInt = 4096
     profiling: ProfileSettings = Field(default_factory=ProfileSettings)
     # Build compiled formats in every precision (compiled_skip_reason), and time every profile point
@@ -252,6 +254,16 @@ class OptimizeConfig(Strict):
                 raise PydanticCustomError("batch_size", f"{size} is not a batch size; give positive integers "
                                           "like 1,8,64")
         return sizes
+
+    @field_validator("memory", mode="before")
+    @classmethod
+    def memory_limit(cls, value: Any) -> Any:
+        if value is None:  # as the API took "no limit" before auto existed
+            return NONE
+        try:
+            return check_memory_setting(value) if isinstance(value, str) else value
+        except ValueError as error:
+            raise PydanticCustomError("memory", str(error)) from None
 
     @field_validator("requirements")
     @classmethod

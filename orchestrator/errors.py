@@ -1,7 +1,10 @@
 """Errors the CLI turns into one line and a documented exit code (see README, "Exit codes")."""
 from __future__ import annotations
 
+import errno
+import shutil
 from enum import IntEnum
+from pathlib import Path
 from typing import Optional
 
 
@@ -26,6 +29,31 @@ class BadInput(NavOrchError):
 
 class EnvironmentProblem(NavOrchError):
     exit_code = ExitCode.ENVIRONMENT
+
+
+DISK_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
+DISK_FULL_TEXT = "No space left on device"  # strerror(ENOSPC), as a runner's error or log says it
+
+
+def is_disk_full(error: OSError) -> bool:
+    return error.errno in DISK_FULL_ERRNOS
+
+
+class DiskFull(EnvironmentProblem):
+    """The workspace's filesystem filled up: the run stops, keeping what finished."""
+
+    @classmethod
+    def at(cls, workspace: Path, error: Optional[OSError] = None, needed: Optional[int] = None) -> DiskFull:
+        """`needed`: the bytes one more artifact takes, where the run knows (its largest so far)."""
+        where = f" writing {error.filename}" if error is not None and error.filename else ""
+        try:
+            usage = shutil.disk_usage(workspace)
+            space = f" ({usage.free >> 20} MiB free of {usage.total >> 20} MiB"
+            space += f"; each variant needs up to {-(-needed >> 20)} MiB)" if needed else ")"
+        except OSError:
+            space = ""
+        return cls(f"no space left on the filesystem of {workspace}{where}{space}: free some, or give a "
+                   "--workspace on a larger disk; rerun the same command to finish only what is missing")
 
 
 class ServerFailed(NavOrchError):

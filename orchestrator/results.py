@@ -18,6 +18,7 @@ from runners.contract.protocol import (
     MemoryFormat,
     Precision,
     ProfileEntry,
+    ProfileGap,
     Quantization,
     Verification,
 )
@@ -71,6 +72,7 @@ class VariantResult(Strict):
     artifact: Optional[str] = None  # relative to the workspace
     verification: Optional[Verification] = None
     profile: list[ProfileEntry] = Field(default_factory=list)
+    gaps: list[ProfileGap] = Field(default_factory=list)  # batch sizes it could not run (out of memory)
 
     @property
     def runner(self) -> str:
@@ -92,6 +94,8 @@ class Environment(Strict):
     nav_orch: str
     host_python: str
     docker: Optional[str] = None
+    # Each runner container's memory limit as Docker took it ("11059m"); None: no limit (or no container).
+    runner_memory: Optional[str] = None
     images: list[ImageRecord] = Field(default_factory=list)
     gpus: list[GpuInfo] = Field(default_factory=list)  # as the runners saw them
 

@@ -3,8 +3,10 @@ the CPU images once per session (cached by Docker after the first time)."""
 from __future__ import annotations
 
 import json
+import queue
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -32,18 +34,43 @@ def start_serve(workspace: Path, *options: str) -> tuple[subprocess.Popen, dict[
     """`nav-orch serve` running, with what it printed up to its curl line (model, http, grpc, curl)."""
     process = subprocess.Popen([sys.executable, "-m", "orchestrator.cli", "serve", str(workspace), *options],
                                cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    printed: dict[str, str] = {}
-    deadline = time.monotonic() + 180
-    while "curl" not in printed and time.monotonic() < deadline:
-        line = process.stdout.readline()
-        if not line:
-            break
-        key, _, value = line.strip().partition(" ")
-        printed[key] = value.strip()
+    printed = printed_until(process, "curl", timeout_s=180)
     if "curl" not in printed:
-        process.kill()
         pytest.fail(f"serve printed no request: {printed} {process.stderr.read()[-2000:]}")
     return process, printed
+
+
+def printed_until(process: subprocess.Popen, key: str, timeout_s: float) -> dict[str, str]:
+    """The `KEY VALUE` lines a process printed up to the one of `key`. A process that prints nothing
+    more for `timeout_s` is stopped (SIGTERM, then SIGKILL), so that a hang fails its test, not CI."""
+    lines: queue.Queue = queue.Queue()
+
+    def pump() -> None:  # readline blocks, with no timeout of its own; what follows `key` is the caller's
+        for line in iter(process.stdout.readline, ""):
+            lines.put(line)
+            if line.strip().partition(" ")[0] == key:
+                return
+        lines.put("")
+
+    threading.Thread(target=pump, daemon=True).start()
+    printed: dict[str, str] = {}
+    deadline = time.monotonic() + timeout_s
+    while key not in printed:
+        try:
+            line = lines.get(timeout=max(0.0, deadline - time.monotonic()))
+        except queue.Empty:
+            line = ""
+        if not line:
+            break
+        name, _, value = line.strip().partition(" ")
+        printed[name] = value.strip()
+    if key not in printed and process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+    return printed
 
 
 def infer_over_grpc(address: str, model: str, inputs: dict[str, np.ndarray],

@@ -32,7 +32,8 @@ def by_format(results: dict) -> dict:
 @pytest.mark.parametrize("factory, options, reason", [
     ("make_segfault_on_trace", [], "runner died on SIGSEGV"),
     ("make_hang_on_trace", ["--timeout", "15"], "timed out after 15 s"),
-    ("make_oom_on_trace", ["--memory", "512m"], "killed: out of memory"),
+    ("make_oom_on_trace", ["--memory", "512m"],
+     "out of memory at 512 MiB (the runner's limit): raise --memory or lower --jobs"),
 ])
 def test_a_runner_fault_fails_only_its_variant(tmp_path, factory, options, reason):
     workspace = tmp_path / "ws"

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import ROOT
+from conftest import ROOT, printed_until
 
 pytestmark = [pytest.mark.docker, pytest.mark.usefixtures("cpu_images")]
 USER_SCRIPT = ROOT / "tests" / "inplace_user.py"
@@ -93,14 +93,10 @@ def served_through_pytriton(python: str, workspace: Path) -> None:
     report = workspace.parent / "served.json"
     process = subprocess.Popen([python, str(USER_SCRIPT), "serve", "sd", str(workspace), str(report)], cwd=ROOT,
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    printed: dict[str, str] = {}
     try:
-        while "serving;" not in printed:
-            line = process.stdout.readline()
-            if not line:
-                pytest.fail(f"inplace.serve printed {printed} and ended: {process.stderr.read()[-3000:]}")
-            key, _, value = line.strip().partition(" ")
-            printed[key] = value.strip()
+        printed = printed_until(process, "serving;", timeout_s=600)
+        if "serving;" not in printed:
+            pytest.fail(f"inplace.serve printed {printed} and ended: {process.stderr.read()[-3000:]}")
         assert printed["model"] == "sd (PyTriton)" and printed["http"].startswith("http://127.0.0.1:")
         with np.load(report.with_suffix(".npz")) as saved:
             ids, expected = saved["prompt_ids"], saved["image"]

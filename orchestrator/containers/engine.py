@@ -49,6 +49,11 @@ def engine_version(client: docker.DockerClient) -> str:
     return client.version().get("Version", "unknown")
 
 
+def host_memory(client: docker.DockerClient) -> int:
+    """Bytes of memory of the host the daemon runs containers on (not always this process's host)."""
+    return int(client.info().get("MemTotal", 0))
+
+
 def engine_runtimes(client: docker.DockerClient) -> list[str]:
     """The OCI runtimes the engine knows (`nvidia` where the NVIDIA container toolkit set itself up)."""
     return sorted(client.info().get("Runtimes", {}))

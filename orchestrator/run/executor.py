@@ -11,6 +11,7 @@ import dataclasses
 import json
 import os
 import shlex
+import shutil
 import signal
 import stat
 import subprocess
@@ -28,7 +29,7 @@ from docker.models.containers import Container
 from orchestrator.containers import engine
 from orchestrator.containers.gpus import docker_gpus
 from orchestrator.errors import EnvironmentProblem
-from orchestrator.run import untrusted
+from orchestrator.run import memory_limit, untrusted
 from orchestrator.run.runner_output import job_result
 from orchestrator.run.turns import GpuTurns
 from orchestrator.run.workspace import Workspace
@@ -97,12 +98,15 @@ class Process(Protocol):
     def output(self) -> str: ...
 
 
-def describe_exit(exit: Exit, timeout_s: float) -> str:
-    """Why a runner left no result, in one line."""
+def describe_exit(exit: Exit, timeout_s: float, memory: Optional[int] = None, contained: bool = True) -> str:
+    """Why a runner left no result, in one line; `memory` is its limit in bytes, where it has one, and
+    `contained` says whether it ran in a container (whose engine says when it ran out of memory)."""
     if exit.timed_out:
         return f"timed out after {timeout_s:.0f} s"
     if exit.oom_killed:
-        return "killed: out of memory"
+        if memory is None:
+            return "out of memory (the runner had no limit: set --memory, or lower --jobs)"
+        return f"out of memory at {memory_limit.describe(memory)} (the runner's limit): raise --memory or lower --jobs"
     code = exit.code
     signum = -code if code < 0 else code - 128 if code > 128 else 0
     if signum:
@@ -110,6 +114,8 @@ def describe_exit(exit: Exit, timeout_s: float) -> str:
             name = signal.Signals(signum).name
         except ValueError:
             name = f"signal {signum}"
+        if signum == signal.SIGKILL and not contained:  # no engine to ask; the kernel's OOM killer sends it
+            return f"runner died on {name} (out of memory, most likely: lower --jobs)"
         return f"runner died on {name}"
     if code:
         return f"runner exited with code {code} before writing a result"
@@ -119,9 +125,12 @@ def describe_exit(exit: Exit, timeout_s: float) -> str:
 class Executor:
     """Runs sessions; subclasses say how a runner process is started."""
 
-    def __init__(self, workspace: Workspace, timeout_s: float):
+    contained = True  # in a container, whose engine says when a runner ran out of memory
+
+    def __init__(self, workspace: Workspace, timeout_s: float, memory: Optional[int] = None):
         self.workspace = workspace
         self.timeout_s = timeout_s
+        self.memory = memory  # each runner's memory limit in bytes; None: none
         self.cancelled = threading.Event()
 
     def start(self, name: str, image: str, jobs: list[Job], placement: Placement) -> Process:
@@ -166,6 +175,7 @@ class Executor:
             self._fail_unreported(jobs, reported, on_result, "interrupted")
             return
         exit = None
+        output = ""
         try:
             process = self.start(name, image, jobs, placement)
             try:
@@ -193,16 +203,23 @@ class Executor:
                         deadline = time.monotonic() + self.timeout_s
                     if exit is None:
                         time.sleep(0.1)
-                untrusted.write_text(self.workspace.logs / f"{name}.log", process.output())
+                output = process.output()
+                untrusted.write_text(self.workspace.logs / f"{name}.log", output)
             finally:
                 process.stop()
         finally:
             if turns is not None:
                 turns.leave(name)
-        self._fail_unreported(jobs, reported, on_result,
-                              "interrupted" if self.cancelled.is_set() else describe_exit(exit, self.timeout_s),
-                              log=name)
+        why = describe_exit(exit, self.timeout_s, self.memory, self.contained)
+        self._fail_unreported(jobs, reported, on_result, "interrupted" if self.cancelled.is_set() else why, log=name)
         self._sweep(jobs, reported, on_result)
+        failed = [reported[job.id].error or "" for job in jobs if reported[job.id].status == "failed"]
+        full = self.workspace.out_of_space([*failed, output] if failed else [])
+        if full is not None:  # every later job would fail alike: the run stops, keeping what finished
+            for job in jobs:  # a half-written artifact goes, so that results.json can still be saved
+                if reported[job.id].status == "failed" and job.kind in ("export", "convert"):
+                    shutil.rmtree(job.output_dir, ignore_errors=True)  # unlinks links, never follows them
+            raise full
 
     def _wait_to_start(self, name: str, turns: GpuTurns) -> bool:
         """Wait until no session on the GPU is timing (a start would disturb it); False if cancelled."""
@@ -354,13 +371,12 @@ class DockerExecutor(Executor):
     """Each session runs in a fresh, sandboxed, labelled container of the run."""
 
     def __init__(self, workspace: Workspace, timeout_s: float, client: docker.DockerClient, run_id: str,
-                 memory: Optional[str], pids: int, gpus: str, about_image: Sequence[str] = ()):
-        super().__init__(workspace, timeout_s)
+                 memory: Optional[int], pids: int, gpus: str, about_image: Sequence[str] = ()):
+        super().__init__(workspace, timeout_s, memory)
         self.about_image = about_image  # said in each rerun.sh: a derived image and its requirements
         self.client = client
         self.gpus = gpus  # the user's --gpus: its capabilities, driver and options go to every container
         self.run_id = run_id
-        self.memory = memory
         self.pids = pids
 
     def start(self, name: str, image: str, jobs: list[Job], placement: Placement) -> Process:
@@ -389,7 +405,7 @@ class DockerExecutor(Executor):
             environment={"PYTHONPATH": CONTAINER_CODE, "PYTHONUNBUFFERED": "1", **cache_environment(CONTAINER_CACHE),
                          **placement.environment()},
             gpus=docker_gpus(self.gpus, [placement.gpu] if placement.gpu is not None else []),
-            memory=self.memory,
+            memory=memory_limit.docker_memory(self.memory),
             pids=self.pids,
         )
         write_rerun_scripts(self.workspace, jobs, lambda files: engine.docker_run_command(
@@ -455,6 +471,8 @@ def probe_python(python: str, framework: str) -> PythonProbe:
 
 class LocalExecutor(Executor):
     """Runs the runners as subprocesses of `python` (for hosts without Docker)."""
+
+    contained = False
 
     def __init__(self, workspace: Workspace, timeout_s: float, python: str = sys.executable):
         super().__init__(workspace, timeout_s)

@@ -100,8 +100,11 @@ class Recorder:
                 entry.artifact = self.workspace.relative(self.workspace.variant_dir(variant.name) / result.artifact)
             if result.verification is not None:
                 entry.verification = result.verification
-            if result.profile:
-                entry.profile = result.profile
+            entry.gaps = sorted({gap.batch_size: gap for gap in [*entry.gaps, *result.gaps]}.values(),
+                                key=lambda gap: gap.batch_size)
+            if result.profile:  # never a point at a batch size its verification left out
+                left_out = {gap.batch_size for gap in entry.gaps}
+                entry.profile = [point for point in result.profile if point.batch_size not in left_out]
             # A job that reported success can still fail afterwards: its runner left untrusted output.
             if result.status != "ok" and entry.status in ("pending", "ok"):
                 entry.status = result.status

@@ -2,13 +2,18 @@
 from __future__ import annotations
 
 import os
+import shutil
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Optional
 
 from pydantic import ValidationError
 
-from orchestrator.errors import BadInput
+from orchestrator.errors import DISK_FULL_TEXT, BadInput, DiskFull
 from orchestrator.results import RunResults
 from runners.contract.protocol import write_json_atomic
+
+MIN_FREE = 1 << 20  # less than this free, and no artifact yet to size the need by: the disk is full
 
 
 class Workspace:
@@ -60,6 +65,18 @@ class Workspace:
                     path = os.path.join(top, name)
                     if os.lstat(path).st_uid != 0:
                         os.lchown(path, 0, 0)
+
+    def out_of_space(self, failures: Sequence[str]) -> Optional[DiskFull]:
+        """Why the run must stop, where jobs failed on a full disk: one says so (ENOSPC), or less space
+        is free than the largest artifact here takes (torch's writers say only "file write failed")."""
+        largest = max((entry.stat(follow_symlinks=False).st_size for folder in os.scandir(self.variants)
+                       if folder.is_dir(follow_symlinks=False) for entry in os.scandir(folder.path)
+                       if entry.is_file(follow_symlinks=False)), default=0)
+        needed = max(largest, MIN_FREE)
+        if failures and (any(DISK_FULL_TEXT in text for text in failures)
+                         or shutil.disk_usage(self.root).free < needed):
+            return DiskFull.at(self.root, needed=largest or None)
+        return None
 
     def runner_writable(self) -> tuple[Path, ...]:
         return (self.reference, self.variants, self.jobs, self.cache)

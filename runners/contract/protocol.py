@@ -24,7 +24,7 @@ from typing import Any, Literal, Optional, TypeVar, Union
 # 3: per-tensor dynamic axes with their sizes (TensorSpec.ranges); IOSpec.batch_axis may be None (no batch axis).
 # 4: Job.memory_format.
 # 6: Job.variant, ProfileSettings.prune_margin, ProfileEntry.beaten_by, the host's rivals at a turn.
-PROTOCOL_VERSION = 6
+PROTOCOL_VERSION = 7
 JOB_FILE = "job.json"
 RESULT_FILE = "result.json"
 LOG_FILE = "runner.log"
@@ -265,6 +265,15 @@ class ProfileEntry:
 
 
 @dataclass
+class ProfileGap:
+    """A batch size a variant could not be verified or timed at, and why (out of memory): the variant
+    stays eligible at the batch sizes it ran."""
+
+    batch_size: int
+    reason: str
+
+
+@dataclass
 class Rival:
     """A verified variant's profile, which a later profile is measured against."""
 
@@ -296,6 +305,7 @@ class JobResult:
     artifact: Optional[str] = None  # export jobs; relative to output_dir
     verification: Optional[Verification] = None  # verify jobs
     profile: list[ProfileEntry] = field(default_factory=list)  # profile jobs
+    gaps: list[ProfileGap] = field(default_factory=list)  # verify and profile jobs: batch sizes left out
     gpu: Optional[GpuInfo] = None  # jobs that ran on a GPU
     # Reference jobs: what the source model is (runners/harness/common.py `fingerprint`); every other
     # job's cache key hangs on it.
@@ -368,7 +378,11 @@ def to_json(obj: Any) -> str:
 def write_json_atomic(path: Path, text: str) -> None:
     """Write via a temporary file and rename, so readers never see half a document."""
     tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
+    try:
+        tmp.write_text(text)
+    except OSError:  # a full disk: the document stays as it was, whole, and no half copy is left beside it
+        tmp.unlink(missing_ok=True)
+        raise
     os.replace(tmp, path)
 
 

@@ -16,6 +16,7 @@ from runners.contract.protocol import (
     LatencyStats,
     OutputError,
     ProfileEntry,
+    ProfileGap,
     ProfileSettings,
     Rival,
     Tolerance,
@@ -82,7 +83,10 @@ def verify_outputs(
 def verification_result(job: Job, verification: Verification) -> JobResult:
     """A verify job's result: `failed` with the outputs that missed their tolerance."""
     if verification.passed:
-        return JobResult(job.id, job.kind, "ok", verification=verification)
+        ran = verification.batch_sizes or job.batch_sizes  # none named: the samples as they are, no gap
+        left_out = [size for size in job.batch_sizes if size not in ran]
+        return JobResult(job.id, job.kind, "ok", verification=verification,
+                         gaps=[ProfileGap(size, OUT_OF_MEMORY_GAP) for size in left_out])
     failed = [name for name, o in verification.outputs.items() if not o.passed]
     if any(verification.outputs[name].budget for name in failed):
         return JobResult(job.id, job.kind, "failed", verification=verification,
@@ -163,12 +167,38 @@ def verify_at_batch_sizes(run: Callable[[dict[str, np.ndarray]], dict[str, np.nd
     rows = sample_rows(samples, reference, axis)
     if not job.batch_sizes or rows is None or axis is None:
         return verify_outputs(run(dict(samples)), reference, job.tolerances, job.budgets)
-    calls = [taken for size in job.batch_sizes for taken in call_rows(rows, size)]
-    outputs = [run({name: take_rows(array, taken, axis) for name, array in samples.items()}) for taken in calls]
+    calls: list[np.ndarray] = []
+    outputs: list[dict[str, np.ndarray]] = []
+    verified: list[int] = []
+    for size in job.batch_sizes:
+        taken_at_size = call_rows(rows, size)
+        try:
+            at_size = [run({name: take_rows(array, taken, axis) for name, array in samples.items()})
+                       for taken in taken_at_size]
+        except Exception as error:
+            if not (verified and out_of_memory(error)):
+                raise
+            break  # larger batches need more: they are left out, as this one (verification_result)
+        calls += taken_at_size
+        outputs += at_size
+        verified.append(size)
     actual = {name: np.concatenate([output[name] for output in outputs], axis=axis) for name in outputs[0]}
     every = np.concatenate(calls)
     expected = {name: take_rows(array, every, axis) for name, array in reference.items()}
-    return replace(verify_outputs(actual, expected, job.tolerances, job.budgets), batch_sizes=list(job.batch_sizes))
+    return replace(verify_outputs(actual, expected, job.tolerances, job.budgets), batch_sizes=verified)
+
+
+# What frameworks say when a device (or the host) has no memory left for a call: torch's
+# OutOfMemoryError, TensorFlow's ResourceExhaustedError ("OOM when allocating"), XLA's RESOURCE_EXHAUSTED,
+# ONNX Runtime's "Failed to allocate memory", TensorRT's and CUDA's "out of memory", Python's MemoryError.
+OUT_OF_MEMORY_SIGNS = ("out of memory", "outofmemory", "resourceexhausted", "resource_exhausted",
+                       "oom when allocating", "failed to allocate memory", "memoryerror")
+OUT_OF_MEMORY_GAP = "out of memory at this batch size or a smaller one"
+
+
+def out_of_memory(error: BaseException) -> bool:
+    text = f"{type(error).__name__}: {error}".lower()
+    return any(sign in text for sign in OUT_OF_MEMORY_SIGNS)
 
 
 def beaten_by(point: ProfileEntry, rivals: list[Rival], margin: float) -> Optional[str]:
@@ -287,6 +317,19 @@ def profile_result(job: Job, call_at: Callable[[int], Callable[[], object]], tim
     timing starts once `timing` gives the turn, so that loading the variant (before this call)
     overlaps other sessions' work."""
     rivals = timing.start(job)
-    entries = [time_calls(call_at(size), job.profiling, size, rivals) for size in job.batch_sizes]
+    entries: list[ProfileEntry] = []
+    gaps: list[ProfileGap] = []
+    for size in job.batch_sizes:
+        try:
+            entries.append(time_calls(call_at(size), job.profiling, size, rivals))
+        except Exception as error:
+            # A batch size the device has no memory for costs its point and the larger ones', not the
+            # variant: it stays eligible at those it ran. One that runs no batch at all fails.
+            if not (entries and out_of_memory(error)):
+                raise
+            gaps = [ProfileGap(left, OUT_OF_MEMORY_GAP) for left in job.batch_sizes if left >= size]
+            print(f"[nav-orch runner] batch size {size} ran out of memory: not timed at {size} or above "
+                  f"({type(error).__name__})", flush=True)
+            break
     timing.add(job, entries)
-    return JobResult(job.id, job.kind, "ok", profile=entries)
+    return JobResult(job.id, job.kind, "ok", profile=entries, gaps=gaps)

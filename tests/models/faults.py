@@ -74,3 +74,21 @@ def make_nan_outputs():
     return model.eval()
 
 
+
+
+def _cgroup_memory_limit() -> str:
+    for path in ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"):  # v2, v1
+        if Path(path).exists():
+            return Path(path).read_text().strip()
+    return "unknown"
+
+
+def make_says_its_memory_limit():
+    """Behaves; says the memory limit of the cgroup it runs in, for the runner's log."""
+    print(f"cgroup memory limit: {_cgroup_memory_limit()}", flush=True)
+    return nn.Linear(4, 2).eval()
+
+
+def make_large(width: int = 1024):
+    """Behaves; every artifact of it takes about 4 * width**2 bytes (4 MiB at 1024)."""
+    return nn.Sequential(nn.Linear(width, width), nn.ReLU(), nn.Linear(width, 4)).eval()
