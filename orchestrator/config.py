@@ -139,7 +139,7 @@ class Accuracy(Strict):
         return self.outputs.get(name, self.default).protocol()
 
 
-# --- the Triton stage (orchestrator/stage.py; README, "Triton stage") ---------------
+# --- the Triton stage (orchestrator/stage.py; docs/serving.md, "The Triton stage") ---------------
 
 class TritonSettings(Strict):
     """Deploying variants to Triton Inference Server and measuring them with perf_analyzer."""

@@ -1,4 +1,4 @@
-"""Errors the CLI turns into one line and a documented exit code (see README, "Exit codes")."""
+"""Errors the CLI turns into one line and a documented exit code (see docs/concepts.md, "Exit codes")."""
 from __future__ import annotations
 
 import errno

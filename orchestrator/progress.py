@@ -135,7 +135,7 @@ def _served(results: RunResults, variant: VariantResult) -> tuple[str, str]:
     if not runs:
         return "-", "-"
     top = max(runs, key=lambda r: r.throughput)
-    mark = "" if top.stable else "~"  # perf_analyzer could not stabilize it (see README)
+    mark = "" if top.stable else "~"  # perf_analyzer could not stabilize it (see docs/serving.md)
     return f"{mark}{top.throughput:,.0f} (bs{top.batch_size} c{top.concurrency})", f"{mark}{top.latency_ms.p99:.3f}"
 
 

@@ -93,7 +93,7 @@ def infer_over_grpc(address: str, model: str, inputs: dict[str, np.ndarray],
 @pytest.fixture(scope="session")
 def cpu_images() -> None:
     if subprocess.run(["docker", "info"], capture_output=True).returncode != 0:
-        pytest.fail("no Docker daemon answers: start dockerd (see README) or deselect with -m 'not docker'")
+        pytest.fail("no Docker daemon answers: start dockerd (see README, Install) or deselect with -m 'not docker'")
     built = nav_orch("images", "build", "--flavor", "cpu", timeout=3600)
     assert built.returncode == 0, built.stderr[-3000:]
     # What a killed earlier session left (its owner is gone), as every run removes it when it starts.

@@ -185,7 +185,7 @@ def test_tensorrt_plans_are_skipped_where_the_image_has_no_torch_for_the_runners
                        has_gpus=True) is None
 
 
-# What the registry allows, written out as the support matrix a user reads (README): per framework,
+# What the registry allows, written out as the support matrix a user reads (docs/frameworks.md): per framework,
 # each format's precisions (a quantized one with its method) and memory formats.
 SUPPORTED = {
     "torch": {

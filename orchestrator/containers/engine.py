@@ -121,7 +121,7 @@ def gpu_requests(gpus: str) -> list[DeviceRequest]:
 def container_user() -> str:
     """Containers run as the calling user and group, so they read exactly what that user can
     and what they write is the user's. With every capability dropped, even uid 0 gets no
-    privilege beyond a file's owner bits (README: Sandbox and trust boundary)."""
+    privilege beyond a file's owner bits (docs/concepts.md: "File access")."""
     return f"{os.getuid()}:{os.getgid()}"
 
 
@@ -183,7 +183,7 @@ def start_container(client: docker.DockerClient, spec: ContainerSpec) -> Contain
         )
     except docker.errors.ImageNotFound:
         raise EnvironmentProblem(
-            f"image {spec.image} is not built: run `nav-orch images build` (see README, Images)"
+            f"image {spec.image} is not built: run `nav-orch images build` (see docs/images.md)"
         ) from None
     except docker.errors.APIError as error:
         raise EnvironmentProblem(f"Docker could not start {spec.image}: {error.explanation or error}") from None
