@@ -69,12 +69,13 @@ class Workspace:
     def out_of_space(self, failures: Sequence[str]) -> Optional[DiskFull]:
         """Why the run must stop, where jobs failed on a full disk: one says so (ENOSPC), or less space
         is free than the largest artifact here takes (torch's writers say only "file write failed")."""
+        if not failures:
+            return None
         largest = max((entry.stat(follow_symlinks=False).st_size for folder in os.scandir(self.variants)
                        if folder.is_dir(follow_symlinks=False) for entry in os.scandir(folder.path)
                        if entry.is_file(follow_symlinks=False)), default=0)
         needed = max(largest, MIN_FREE)
-        if failures and (any(DISK_FULL_TEXT in text for text in failures)
-                         or shutil.disk_usage(self.root).free < needed):
+        if any(DISK_FULL_TEXT in text for text in failures) or shutil.disk_usage(self.root).free < needed:
             return DiskFull.at(self.root, needed=largest or None)
         return None
 
