@@ -6,18 +6,21 @@ import inspect
 import json
 import os
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from enum import Enum
 from pathlib import Path
 from typing import Any, Optional, TypeVar, cast, get_args
 
+import docker
 import typer
 from pydantic import BaseModel, ValidationError
 from rich.console import Console
 from rich.table import Table
 
-from orchestrator import api
+from orchestrator import api, cli_text
+from orchestrator.cli_text import IMAGES_PANEL, MODEL_PANEL, OUTPUT_PANEL, RUNNERS_PANEL, SEARCH_PANEL, TRITON_PANEL
 from orchestrator.config import (
     Accuracy,
     Budget,
@@ -27,7 +30,7 @@ from orchestrator.config import (
     default_of,
     read_requirements,
 )
-from orchestrator.containers import derived_images, engine, image_builds, images
+from orchestrator.containers import cleanup, derived_images, engine, image_builds, images
 from orchestrator.containers.gpus import host_gpus, resolve_gpus, select_gpus
 from orchestrator.errors import BadInput, EnvironmentProblem, ExitCode, NavOrchError
 from orchestrator.model_ref import parse_function, parse_model
@@ -46,12 +49,27 @@ from orchestrator.results import RunResults
 from orchestrator.samples import parse_input_spec
 from orchestrator.signals import StopOnSignals, exit_code
 
+# Rich markup in help texts, whichever typer's default: text in brackets ([[model]]) is escaped.
 app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
-                  help="Find the fastest correct deployment of a trained model.")
+                  rich_markup_mode="rich", context_settings={"help_option_names": ["-h", "--help"]})
 images_app = typer.Typer(no_args_is_help=True, help="Build the runner images.")
 app.add_typer(images_app, name="images")
 
 T = TypeVar("T")
+
+
+def show_version(wanted: bool) -> None:
+    if wanted:
+        typer.echo(cli_text.version_text(images.bake_release()))
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    version: bool = typer.Option(False, "--version", metavar="", is_eager=True, callback=show_version,
+                                 help="Print nav-orch's version, the images' NGC release and the runner protocol."),
+) -> None:
+    """Find the fastest correct deployment of a trained model."""
 
 
 def guarded(action: Callable[[], T]) -> T:
@@ -64,14 +82,34 @@ def guarded(action: Callable[[], T]) -> T:
         typer.echo(f"nav-orch: {error}", err=True)
         raise typer.Exit(error.exit_code) from None
     except ValidationError as error:
-        first = error.errors()[0]
-        where = ".".join(str(part) for part in first["loc"])
-        typer.echo(f"nav-orch: invalid option {where}: {first['msg']}", err=True)
+        typer.echo(f"nav-orch: {cli_text.validation_message(error)}", err=True)
         raise typer.Exit(ExitCode.BAD_INPUT) from None
+    except OSError as error:  # a path the checks before could not foresee (a full disk, a folder's rights)
+        typer.echo(f"nav-orch: {os_error_line(error)}", err=True)
+        raise typer.Exit(ExitCode.ENVIRONMENT) from None
     except KeyboardInterrupt as interrupt:
         typer.echo(f"nav-orch: interrupted ({interrupt}); containers removed, finished results kept"
                    if str(interrupt) else "nav-orch: interrupted; containers removed, finished results kept", err=True)
         raise typer.Exit(exit_code(interrupt)) from None
+
+
+def os_error_line(error: OSError) -> str:
+    what = error.strerror or str(error) or type(error).__name__
+    return f"{error.filename}: {what}" if error.filename else what
+
+
+def writable_folder(path: Path, option: str) -> Path:
+    """The folder an option names, made where missing; BadInput where it cannot be made or written."""
+    if path.exists() and not path.is_dir():
+        raise BadInput(f"{option} {path}: a file, not a folder; name a folder (made if missing)")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path):  # rights, a read-only mount: only a write tells
+            pass
+    except OSError as error:
+        raise BadInput(f"{option} {path}: cannot be written ({os_error_line(error)}); name a folder you may "
+                       "write") from None
+    return path
 
 
 def split_list(text: Optional[str]) -> list[str]:
@@ -154,92 +192,127 @@ def run_reported(call: Callable[[Reporter], T], progress: str, console: Console)
     return call(reporter)
 
 
-def finish(results: RunResults, workspace: Path, json_output: bool, progress: str, console: Console) -> int:
-    """results.json on stdout with --json, the summary table, and the exit code."""
+def finish(results: RunResults, workspace: Path, json_output: bool, progress: str, console: Console,
+           next_steps: bool = False) -> int:
+    """results.json on stdout with --json, the summary table (on stderr with --json: stdout stays
+    JSON), with `next_steps` what to do with the best variant, and the exit code."""
     if json_output:
         sys.stdout.write(results.model_dump_json(indent=2) + "\n")
     if progress != "quiet" or not json_output:
-        print_summary(results, console if json_output else Console(), str(workspace))
+        shown = console if json_output else Console()
+        print_summary(results, shown, str(workspace))
+        for line in cli_text.next_steps(results, workspace) if next_steps else []:
+            say(shown, line)
     return ExitCode.OK if results.best else ExitCode.NO_VARIANT
 
 
-@app.command()
+@app.command(epilog=cli_text.OPTIMIZE_EPILOG)
 def optimize(
-    model: str = typer.Argument(..., help="file.py:factory, a TorchScript file (.pt/.ts), an ExportedProgram "
-                                "(.pt2), an ONNX file (.onnx), a Keras file (.keras) or a SavedModel folder."),
-    framework: Optional[str] = typer.Option(None, help="torch, tensorflow, jax or onnx: whose runner runs the model; "
+    model: str = typer.Argument(..., metavar="MODEL", help="FILE.py:FACTORY, a TorchScript file (.pt/.ts), an "
+                                "ExportedProgram (.pt2), an ONNX file (.onnx), a Keras file (.keras) or a SavedModel "
+                                "folder."),
+    framework: Optional[str] = typer.Option(None, metavar="NAME", rich_help_panel=MODEL_PANEL,
+                                            help="torch, tensorflow, jax or onnx: whose runner runs the model; "
                                             "inferred from the file or the factory's imports where possible "
                                             "(`profile`: torch unless given; numpy is in every image)."),
-    model_arg: list[str] = typer.Option([], "--model-arg", help="key=value passed to the factory (repeatable)."),
-    samples: Optional[Path] = typer.Option(option_default(OptimizeConfig, "samples"),
-                                           help=".npz with one array per model input, batch on axis 0."),
-    input_spec: list[str] = typer.Option([], "--input",
-                                         help="NAME:SHAPE:DTYPE for seeded random samples (repeatable)."),
-    seed: int = typer.Option(option_default(OptimizeConfig, "seed"), help="Seed of the random samples."),
-    formats: Optional[str] = typer.Option(option_default(OptimizeConfig, "formats"), help="Comma-separated formats; "
-                                          "default: all of the framework's that the device runs."),
-    precisions: Optional[str] = typer.Option(option_default(OptimizeConfig, "precisions"), help="Comma-separated "
-                                             "fp32,fp16,bf16; default: fp32 on CPUs, all three on GPUs."),
+    model_arg: list[str] = typer.Option([], "--model-arg", metavar="KEY=VALUE", rich_help_panel=MODEL_PANEL,
+                                        help="Passed to the factory (repeatable)."),
+    samples: Optional[Path] = typer.Option(option_default(OptimizeConfig, "samples"), metavar="FILE.npz",
+                                           rich_help_panel=MODEL_PANEL,
+                                           help="One array per model input, batch on axis 0 (np.savez)."),
+    input_spec: list[str] = typer.Option([], "--input", metavar="NAME:SHAPE:DTYPE", rich_help_panel=MODEL_PANEL,
+                                         help="Seeded random samples instead, e.g. x:8,64:float32 (repeatable)."),
+    seed: int = typer.Option(option_default(OptimizeConfig, "seed"), metavar="N", rich_help_panel=MODEL_PANEL,
+                             help="Seed of the random samples."),
+    formats: Optional[str] = typer.Option(option_default(OptimizeConfig, "formats"), metavar="FORMATS",
+                                          rich_help_panel=SEARCH_PANEL, help="Comma-separated formats; default: all "
+                                          "of the framework's that the device runs."),
+    precisions: Optional[str] = typer.Option(option_default(OptimizeConfig, "precisions"), metavar="PRECISIONS",
+                                             rich_help_panel=SEARCH_PANEL, help="Comma-separated fp32,fp16,bf16 "
+                                             "(int8, fp8: quantized); default: fp32 on CPUs, all three on GPUs."),
     memory_formats: Optional[str] = typer.Option(option_default(OptimizeConfig, "memory_formats"),
+                                                 metavar="LAYOUTS", rich_help_panel=SEARCH_PANEL,
                                                  help="Comma-separated contiguous,channels_last for the torch "
                                                  "formats; default: contiguous on CPUs, both on GPUs."),
-    exhaustive: bool = typer.Option(option_default(OptimizeConfig, "exhaustive"), "--exhaustive",
+    exhaustive: bool = typer.Option(option_default(OptimizeConfig, "exhaustive"), "--exhaustive", metavar="",
+                                    rich_help_panel=SEARCH_PANEL,
                                     help="On GPUs, build torch.compile variants in every precision, not only the "
                                     "fast half precisions and fp32 where it wins; time every profile point in "
                                     "full, even one a verified rival beat."),
-    batch_sizes: str = typer.Option(option_default(OptimizeConfig, "batch_sizes"),
-                                    help="Comma-separated batch sizes to profile."),
-    atol: list[str] = typer.Option([], help="Absolute tolerance: VALUE, or OUTPUT=VALUE (repeatable)."),
-    rtol: list[str] = typer.Option([], help="Relative tolerance: VALUE, or OUTPUT=VALUE (repeatable)."),
-    accuracy: list[str] = typer.Option([], help="Accuracy budget of int8/fp8 variants: [OUTPUT=]cosine:0.99,"
-                                       "top1:0.9,max_abs:X (repeatable; defaults cosine "
-                                       f"{option_default(Budget, 'min_cosine')}, "
-                                       f"top1 {option_default(Budget, 'min_top1')})."),
-    calibration: Optional[Path] = typer.Option(option_default(OptimizeConfig, "calibration"), help="npz of inputs "
-                                               "to calibrate static int8/fp8 quantization on (default: the samples)."),
-    objective: str = typer.Option(option_default(OptimizeConfig, "objective"), help="throughput or latency."),
+    batch_sizes: str = typer.Option(option_default(OptimizeConfig, "batch_sizes"), metavar="N,N",
+                                    rich_help_panel=SEARCH_PANEL, help="Comma-separated batch sizes to profile."),
+    atol: list[str] = typer.Option([], metavar="VALUE", rich_help_panel=SEARCH_PANEL,
+                                   help="Absolute tolerance: VALUE, or OUTPUT=VALUE (repeatable)."),
+    rtol: list[str] = typer.Option([], metavar="VALUE", rich_help_panel=SEARCH_PANEL,
+                                   help="Relative tolerance: VALUE, or OUTPUT=VALUE (repeatable)."),
+    accuracy: list[str] = typer.Option([], metavar="BUDGET", rich_help_panel=SEARCH_PANEL,
+                                       help=cli_text.ACCURACY_HELP),
+    calibration: Optional[Path] = typer.Option(option_default(OptimizeConfig, "calibration"), metavar="FILE.npz",
+                                               rich_help_panel=SEARCH_PANEL, help="Inputs to calibrate static "
+                                               "int8/fp8 quantization on (default: the samples)."),
+    objective: str = typer.Option(option_default(OptimizeConfig, "objective"), metavar="OBJECTIVE",
+                                  rich_help_panel=SEARCH_PANEL, help="throughput or latency."),
     latency_budget_ms: Optional[float] = typer.Option(option_default(OptimizeConfig, "latency_budget_ms"),
+                                                      metavar="MS", rich_help_panel=SEARCH_PANEL,
                                                       help="Only consider points with p99 under this."),
-    # CLI-only: the config asks API callers to name their workspace; a command gets one without being told.
-    workspace: Path = typer.Option(Path("nav-workspace"), help="Folder for artifacts, logs and results.json."),
     # CLI-only `auto`, not the config's cpu and none: a command resolves it into the release and GPUs of the
     # host it runs on (images.resolve_release, resolve_gpus); an API caller's config says what it runs on.
-    images_release: str = typer.Option("auto", "--images", help="cpu, or the NGC release of the CUDA images; "
-                                       "auto: the bake file's release on a GPU host (unless --gpus none), else cpu."),
-    gpus: str = typer.Option("auto", help="Docker's syntax (all, N, device=0,2, count=N, capabilities=..., "
-                                          "driver=...) or none; auto: all if present."),
+    images_release: str = typer.Option("auto", "--images", metavar="auto|cpu|YY.MM", rich_help_panel=IMAGES_PANEL,
+                                       help="cpu, or the NGC release of the CUDA images; auto: the bake file's "
+                                       "release on a GPU host (unless --gpus none), else cpu."),
+    gpus: str = typer.Option("auto", metavar="GPUS", rich_help_panel=IMAGES_PANEL,
+                             help="Docker's syntax (all, N, device=0,2, count=N, capabilities=..., driver=...) or "
+                             "none; auto: all if present."),
     # CLI-only: the cores of the host the command runs on; a config's default is 1 (OptimizeConfig.jobs says why).
-    jobs: int = typer.Option(os.cpu_count() or 1, help="Variants built in parallel."),
-    gpu_sessions: int = typer.Option(option_default(OptimizeConfig, "gpu_sessions"), help="Runner sessions sharing "
-                                     "one GPU: they compile side by side and take turns to profile; 1: one session "
-                                     "per GPU at a time (less GPU memory)."),
-    timeout: float = typer.Option(option_default(OptimizeConfig, "job_timeout_s"),
-                                  help="Seconds each job may take."),
-    memory: Optional[str] = typer.Option(option_default(OptimizeConfig, "memory"),
+    jobs: int = typer.Option(os.cpu_count() or 1, metavar="N", rich_help_panel=RUNNERS_PANEL,
+                             help="Variants built in parallel."),
+    gpu_sessions: int = typer.Option(option_default(OptimizeConfig, "gpu_sessions"), metavar="N",
+                                     rich_help_panel=IMAGES_PANEL, help="Runner sessions sharing one GPU: they "
+                                     "compile side by side and take turns to profile; 1: one session per GPU at a "
+                                     "time (less GPU memory)."),
+    timeout: float = typer.Option(option_default(OptimizeConfig, "job_timeout_s"), metavar="SECONDS",
+                                  rich_help_panel=RUNNERS_PANEL, help="Seconds each job may take."),
+    memory: Optional[str] = typer.Option(option_default(OptimizeConfig, "memory"), metavar="auto|none|SIZE",
+                                         rich_help_panel=RUNNERS_PANEL,
                                          help="Memory limit of each runner container: auto (the host's memory, less a "
                                          "reserve, shared by the runners at once), none, or a size such as 8g."),
-    pids: int = typer.Option(option_default(OptimizeConfig, "pids"), help="Process limit of each runner container."),
-    executor: str = typer.Option(option_default(OptimizeConfig, "executor"),
+    pids: int = typer.Option(option_default(OptimizeConfig, "pids"), metavar="N", rich_help_panel=RUNNERS_PANEL,
+                             help="Process limit of each runner container."),
+    executor: str = typer.Option(option_default(OptimizeConfig, "executor"), metavar="docker|local",
+                                 rich_help_panel=RUNNERS_PANEL,
                                  help="docker, or local: runners as subprocesses of --python."),
-    python: Optional[str] = typer.Option(option_default(OptimizeConfig, "python"),
+    python: Optional[str] = typer.Option(option_default(OptimizeConfig, "python"), metavar="PYTHON",
+                                         rich_help_panel=RUNNERS_PANEL,
                                          help="With --executor local: the Python holding the frameworks."),
-    requirements: list[Path] = typer.Option([], "--requirements",
+    requirements: list[Path] = typer.Option([], "--requirements", metavar="FILE", rich_help_panel=IMAGES_PANEL,
                                             help="A requirements file (pip's format) of the model's own libraries "
                                             "(transformers, timm, ...): installed into a runner image derived from "
                                             "the toolchain's, built once (repeatable)."),
-    find_links: Optional[Path] = typer.Option(option_default(OptimizeConfig, "find_links"),
+    find_links: Optional[Path] = typer.Option(option_default(OptimizeConfig, "find_links"), metavar="DIR",
+                                              rich_help_panel=IMAGES_PANEL,
                                               help="A folder of wheels for --requirements (hosts without an index)."),
-    force: bool = typer.Option(False, help="Redo every job, even those finished earlier in this workspace."),
-    json_output: bool = typer.Option(False, "--json", help="Print results.json on stdout."),
-    progress: str = typer.Option("auto", help="auto, plain or quiet."),
-    no_triton: bool = typer.Option(False, "--no-triton", help="Skip the Triton stage (serving the best variant "
-                                   "from Triton Inference Server and measuring it with perf_analyzer)."),
-    triton_all: bool = typer.Option(option_default(TritonSettings, "all_variants"), "--triton-all",
-                                    help="Serve and measure every verified variant."),
-    triton_concurrency: str = typer.Option(option_default(TritonSettings, "concurrency"),
+    no_triton: bool = typer.Option(False, "--no-triton", metavar="", rich_help_panel=TRITON_PANEL,
+                                   help="Skip the Triton stage (serving the best variant from Triton Inference "
+                                   "Server and measuring it with perf_analyzer)."),
+    triton_all: bool = typer.Option(option_default(TritonSettings, "all_variants"), "--triton-all", metavar="",
+                                    rich_help_panel=TRITON_PANEL, help="Serve and measure every verified variant."),
+    triton_concurrency: str = typer.Option(option_default(TritonSettings, "concurrency"), metavar="N,N",
+                                           rich_help_panel=TRITON_PANEL,
                                            help="Concurrency sweep of perf_analyzer (comma-separated)."),
+    # CLI-only: the config asks API callers to name their workspace; a command gets one without being told.
+    workspace: Path = typer.Option(Path("nav-workspace"), metavar="DIR", rich_help_panel=OUTPUT_PANEL,
+                                   help="Folder for artifacts, logs, results.json and report.html."),
+    force: bool = typer.Option(False, "--force", metavar="", rich_help_panel=OUTPUT_PANEL,
+                               help="Redo every job, even those finished earlier in this workspace."),
+    json_output: bool = typer.Option(False, "--json", metavar="", rich_help_panel=OUTPUT_PANEL,
+                                     help="Print results.json on stdout (the summary goes to stderr)."),
+    progress: str = typer.Option("auto", metavar="auto|plain|quiet", rich_help_panel=OUTPUT_PANEL,
+                                 help="auto: live lines on a terminal; plain: a line per event; quiet: none."),
 ) -> None:
-    """Export, verify and profile MODEL in every format, and pick the best variant."""
+    """Export, verify and profile MODEL in every format, and pick the best variant.
+
+    The table of variants ends with the best one's speedup over the source model, where its artifact
+    and report.html are, and the command that serves it."""
     console = stderr_console()
 
     def run() -> int:
@@ -258,8 +331,9 @@ def optimize(
             triton=triton_settings(no_triton, triton_all, triton_concurrency), executor=executor, python=python,
             requirements=requirement_lines(requirements), find_links=find_links,
         )
+        writable_folder(config.workspace, "--workspace")
         results = run_reported(lambda reporter: api.optimize(config, reporter, force), progress, console)
-        return finish(results, config.workspace, json_output, progress, console)
+        return finish(results, config.workspace, json_output, progress, console, next_steps=True)
 
     raise typer.Exit(guarded(run))
 
@@ -270,14 +344,13 @@ _OPTIMIZE_OPTIONS = {name: parameter.default for name, parameter in inspect.sign
 
 @app.command()
 def profile(
-    function: str = typer.Argument(..., help="file.py:function: any Python callable, called with the samples as "
-                                   "numpy arrays (positional, in the samples' order)."),
+    function: str = typer.Argument(..., metavar="FILE.py:FUNCTION", help="Any Python callable, called with the "
+                                   "samples as numpy arrays (positional, in the samples' order)."),
     framework: Optional[str] = _OPTIMIZE_OPTIONS["framework"],
     samples: Optional[Path] = _OPTIMIZE_OPTIONS["samples"],
     input_spec: list[str] = _OPTIMIZE_OPTIONS["input_spec"],
     seed: int = _OPTIMIZE_OPTIONS["seed"],
     batch_sizes: str = _OPTIMIZE_OPTIONS["batch_sizes"],
-    workspace: Path = _OPTIMIZE_OPTIONS["workspace"],
     images_release: str = _OPTIMIZE_OPTIONS["images_release"],
     gpus: str = _OPTIMIZE_OPTIONS["gpus"],
     timeout: float = _OPTIMIZE_OPTIONS["timeout"],
@@ -287,6 +360,7 @@ def profile(
     python: Optional[str] = _OPTIMIZE_OPTIONS["python"],
     requirements: list[Path] = _OPTIMIZE_OPTIONS["requirements"],
     find_links: Optional[Path] = _OPTIMIZE_OPTIONS["find_links"],
+    workspace: Path = _OPTIMIZE_OPTIONS["workspace"],
     json_output: bool = _OPTIMIZE_OPTIONS["json_output"],
     progress: str = _OPTIMIZE_OPTIONS["progress"],
 ) -> None:
@@ -303,6 +377,7 @@ def profile(
             gpus=resolve_gpus(gpus, release), job_timeout_s=timeout, memory=memory, pids=pids,
             executor=executor, python=python, requirements=requirement_lines(requirements), find_links=find_links,
         )
+        writable_folder(config.workspace, "--workspace")
         results = run_reported(lambda reporter: api.profile(config, reporter), progress, console)
         return finish(results, config.workspace, json_output, progress, console)
 
@@ -311,14 +386,18 @@ def profile(
 
 @images_app.command("build")
 def images_build(
-    flavor: str = typer.Option("cpu", help="cpu or cuda: the bake group to build."),
-    target: list[str] = typer.Option([], help="Build only these bake targets (repeatable)."),
-    set_var: list[str] = typer.Option([], "--set", help="VAR=VALUE for a docker-bake.hcl variable (repeatable)."),
-    pip_config: Optional[Path] = typer.Option(None, help="pip configuration for builds; default: the host's."),
-    ca_bundle: Optional[Path] = typer.Option(None, help="CA bundle pip trusts in builds; default: the host's."),
-    rebuild: bool = typer.Option(False, help="Build every target anew, without cache, even when up to date."),
-    progress: str = typer.Option("auto", help="auto: a line per image, the builder's output in the log file; "
-                                 "plain: the builder's output as it comes."),
+    flavor: str = typer.Option("cpu", metavar="cpu|cuda", help="The bake group to build."),
+    target: list[str] = typer.Option([], metavar="TARGET", help="Build only these bake targets (repeatable)."),
+    set_var: list[str] = typer.Option([], "--set", metavar="VAR=VALUE",
+                                      help="A docker-bake.hcl variable, e.g. NGC_RELEASE=25.10 (repeatable)."),
+    pip_config: Optional[Path] = typer.Option(None, metavar="FILE",
+                                              help="pip configuration for builds; default: the host's."),
+    ca_bundle: Optional[Path] = typer.Option(None, metavar="FILE",
+                                             help="CA bundle pip trusts in builds; default: the host's."),
+    rebuild: bool = typer.Option(False, metavar="",
+                                 help="Build every target anew, without cache, even when up to date."),
+    progress: str = typer.Option("auto", metavar="auto|plain", help="auto: a line per image, the builder's output "
+                                 "in the log file; plain: the builder's output as it comes."),
 ) -> None:
     """Build the runner images from docker-bake.hcl (buildx bake, or the Docker API without buildx)."""
 
@@ -375,11 +454,12 @@ def images_list() -> None:
 
 @images_app.command("bootstrap")
 def images_bootstrap(
-    tag: str = typer.Option(image_builds.DEBIAN_BASE, help="Tag of the Debian base image to make."),
-    mirror: Optional[str] = typer.Option(None, help="Debian mirror; default: the one the host's apt uses."),
-    if_missing: bool = typer.Option(False, help="Do nothing when the image exists already."),
-    progress: str = typer.Option("auto", help="auto: the phases, debootstrap's output in the log file; plain: "
-                                 "debootstrap's output as it comes."),
+    tag: str = typer.Option(image_builds.DEBIAN_BASE, metavar="TAG", help="Tag of the Debian base image to make."),
+    mirror: Optional[str] = typer.Option(None, metavar="URL",
+                                         help="Debian mirror; default: the one the host's apt uses."),
+    if_missing: bool = typer.Option(False, metavar="", help="Do nothing when the image exists already."),
+    progress: str = typer.Option("auto", metavar="auto|plain", help="auto: the phases, debootstrap's output in the "
+                                 "log file; plain: debootstrap's output as it comes."),
 ) -> None:
     """Make the Debian base image locally with debootstrap (no registry needed)."""
 
@@ -410,18 +490,20 @@ def triton_settings(no_triton: bool, triton_all: bool, concurrency: str) -> Trit
 
 @app.command()
 def serve(
-    workspace: Path = typer.Argument(..., help="A workspace that `nav-orch optimize` wrote."),
-    variant: Optional[str] = typer.Option(None, help="The variant to serve; default: the best."),
-    server: str = typer.Option("triton", help="triton (Triton Inference Server) or pytriton (PyTriton)."),
-    host: str = typer.Option("127.0.0.1", help="The address the server binds; another than the loopback "
-                             "serves beyond this machine (with a warning)."),
-    http_port: int = typer.Option(0, help="HTTP port; default: a free one."),
-    grpc_port: int = typer.Option(0, help="gRPC port; default: a free one."),
-    gpus: str = typer.Option("auto", help="Docker's syntax: all, N, device=0,2 or none; auto: all if present "
-                             "(CUDA images only)."),
-    executor: str = typer.Option("docker", help="docker, or local: PyTriton as a process of --python."),
-    python: Optional[str] = typer.Option(None, help="With --executor local: the Python holding nvidia-pytriton, "
-                                         "numpy<2 and the variant's framework; default: this one."),
+    workspace: Path = typer.Argument(..., metavar="WORKSPACE", help="A workspace that `nav-orch optimize` wrote."),
+    variant: Optional[str] = typer.Option(None, metavar="NAME", help="The variant to serve; default: the best."),
+    server: str = typer.Option("triton", metavar="triton|pytriton",
+                               help="Triton Inference Server, or PyTriton."),
+    host: str = typer.Option("127.0.0.1", metavar="ADDRESS", help="The address the server binds; another than the "
+                             "loopback serves beyond this machine (with a warning)."),
+    http_port: int = typer.Option(0, metavar="PORT", help="HTTP port (1-65535); default: a free one."),
+    grpc_port: int = typer.Option(0, metavar="PORT", help="gRPC port (1-65535); default: a free one."),
+    gpus: str = typer.Option("auto", metavar="GPUS", help="Docker's syntax: all, N, device=0,2 or none; auto: all "
+                             "if present (CUDA images only)."),
+    executor: str = typer.Option("docker", metavar="docker|local",
+                                 help="docker, or local: PyTriton as a process of --python."),
+    python: Optional[str] = typer.Option(None, metavar="PYTHON", help="With --executor local: the Python holding "
+                                         "nvidia-pytriton, numpy<2 and the variant's framework; default: this one."),
 ) -> None:
     """Serve a variant from Triton Inference Server or PyTriton until Ctrl-C; prints the endpoints and a request."""
     from orchestrator.triton.serve import serve as serve_workspace
@@ -436,20 +518,25 @@ def serve(
 
 @app.command()
 def report(
-    workspaces: list[Path] = typer.Argument(..., help="One workspace: rebuild its report.html; several: compare them."),
-    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Where to write it; default: WORKSPACE/"
-                                          "report.html for one workspace, compare.html for several."),
+    workspaces: list[Path] = typer.Argument(..., metavar="WORKSPACE",
+                                            help="One workspace: rebuild its report.html; several: compare them."),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", metavar="FILE", help="Where to write it; default: "
+                                          "WORKSPACE/report.html for one workspace, compare.html for several."),
 ) -> None:
     """Write the HTML report of a run, or of several runs side by side (one self-contained file)."""
     from orchestrator.report.html import write_comparison, write_report
     from orchestrator.run.workspace import Workspace
 
     def run() -> None:
+        target = output or (Workspace(workspaces[0]).report_path if len(workspaces) == 1 else Path("compare.html"))
+        if target.is_dir():
+            raise BadInput(f"-o/--output {target}: a folder; name the file to write, as in {target / 'report.html'}")
         found = [(str(path), Workspace(path).read_results()) for path in workspaces]
-        if len(found) == 1:
-            path = write_report(found[0][1], output or Workspace(workspaces[0]).report_path)
-        else:
-            path = write_comparison(found, output or Path("compare.html"))
+        try:
+            path = write_report(found[0][1], target) if len(found) == 1 else write_comparison(found, target)
+        except OSError as error:
+            raise BadInput(f"{'-o/--output ' if output else ''}{target}: cannot be written "
+                           f"({error.strerror or error}); name a file in a folder you may write") from None
         typer.echo(f"report: {path}")
 
     guarded(run)
@@ -457,42 +544,44 @@ def report(
 
 @app.command()
 def zoo(
-    zoo_file: Path = typer.Argument(..., help="The zoo file: TOML, a [[model]] table per model with optimize's "
-                                    "options, [defaults] for all (README, \"Model zoos\")."),
-    workspace: Path = typer.Option(Path("nav-zoo"), help="One folder per model inside it, with zoo.json and "
-                                   "index.html."),
-    ray: Optional[str] = typer.Option(None, help="A Ray cluster's address (or auto): one Ray task per model; "
-                                      "default: this host."),
-    results_dir: Optional[Path] = typer.Option(None, help="With --ray: a folder every node shares; the runs "
-                                               "write there, and the model files are read where they are."),
-    build_images: bool = typer.Option(False, help="With --ray: build missing images on each node first."),
-    parallel: int = typer.Option(1, min=1, help="This host: models run at a time besides those on GPUs (each "
-                                 "optimize uses every core and profiles alone, so 1 keeps figures clean)."),
-    cpus_per_model: float = typer.Option(1.0, help="With --ray: the CPUs a model's task asks for."),
-    gpus: str = typer.Option("auto", help="This host: the GPUs the zoo spreads its GPU models over, in Docker's "
-                             "syntax (all, N, device=0,2); auto: every GPU it has."),
+    zoo_file: Path = typer.Argument(..., metavar="FILE.toml", help=cli_text.ZOO_FILE_HELP),
+    workspace: Path = typer.Option(Path("nav-zoo"), metavar="DIR", help="One folder per model inside it, with "
+                                   "zoo.json and index.html."),
+    ray: Optional[str] = typer.Option(None, metavar="ADDRESS", help="A Ray cluster's address (or auto): one Ray "
+                                      "task per model; default: this host."),
+    results_dir: Optional[Path] = typer.Option(None, metavar="DIR", help="With --ray: a folder every node shares; "
+                                               "the runs write there, and the model files are read where they are."),
+    build_images: bool = typer.Option(False, metavar="",
+                                      help="With --ray: build missing images on each node first."),
+    parallel: int = typer.Option(1, min=1, metavar="N", help="This host: models run at a time besides those on GPUs "
+                                 "(each optimize uses every core and profiles alone, so 1 keeps figures clean)."),
+    cpus_per_model: float = typer.Option(1.0, metavar="N", help="With --ray: the CPUs a model's task asks for."),
+    gpus: str = typer.Option("auto", metavar="GPUS", help="This host: the GPUs the zoo spreads its GPU models over, "
+                             "in Docker's syntax (all, N, device=0,2); auto: every GPU it has."),
 ) -> None:
     """Optimize every model of a zoo file, on this host or over a Ray cluster, each into its own workspace."""
     from orchestrator.zoo import run_zoo
-    from orchestrator.zoo.outcome import summary_table
+    from orchestrator.zoo.outcome import exit_code, summary_table
 
     console = stderr_console()
 
     def run() -> int:
+        writable_folder(workspace, "--workspace")
         results = run_zoo(zoo_file, workspace, lambda line: say(console, f"zoo: {line}"), ray, results_dir,
                           build_images, parallel, cpus_per_model,
                           None if gpus == "auto" else select_gpus(gpus, host_gpus()))
         widen(Console()).print(summary_table(results))
         say(console, f"zoo: {workspace / 'zoo.json'}, {workspace / 'index.html'}")
-        return ExitCode.OK if all(entry.status == "ok" for entry in results.models) else ExitCode.NO_VARIANT
+        return exit_code(results)
 
     raise typer.Exit(guarded(run))
 
 
 @app.command("run-config", hidden=True)
 def run_config(
-    config_file: Path = typer.Argument(..., help="An OptimizeConfig as JSON (a zoo writes one per model)."),
-    progress: str = typer.Option("plain", help="auto, plain or quiet."),
+    config_file: Path = typer.Argument(..., metavar="FILE", help="An OptimizeConfig as JSON (a zoo writes one per "
+                                       "model)."),
+    progress: str = typer.Option("plain", metavar="auto|plain|quiet", help="auto, plain or quiet."),
 ) -> None:
     """Optimize from a config file: a zoo's run of one model (orchestrator/zoo/task.py)."""
     console = stderr_console()
@@ -527,25 +616,43 @@ def doctor() -> None:
 
 @app.command()
 def clean(
-    drop_images: bool = typer.Option(False, "--images", help="Also remove the images derived with --requirements "
-                                     "that no run can use again: their runner image was rebuilt or removed."),
-    every: bool = typer.Option(False, "--all", help="Remove every nav-orch container, those of runs still going "
-                               "and of other hosts sharing the daemon included."),
+    drop_images: bool = typer.Option(False, "--images", metavar="", help="Also remove the images derived with "
+                                     "--requirements that no run can use again: their runner image was rebuilt or "
+                                     "removed."),
+    every: bool = typer.Option(False, "--all", metavar="", help="Remove every nav-orch container, those of runs "
+                               "still going and of other hosts sharing the daemon included (asks first)."),
+    dry_run: bool = typer.Option(False, "--dry-run", metavar="", help="List what would be removed and what kept; "
+                                 "remove nothing."),
+    yes: bool = typer.Option(False, "--yes", "-y", metavar="", help="Do not ask before --all (needed where there "
+                             "is no terminal to ask on)."),
 ) -> None:
-    """Remove the containers that killed runs left behind (found by label; a run also does this as it starts)."""
+    """Remove the containers that killed runs left behind (found by label; a run also does this as it starts),
+    and list those of runs still going, which stay."""
 
     def run() -> None:
+        # Asked on a terminal only: a script's `clean --all` without --yes is refused, never left waiting.
+        confirm: Optional[Callable[[str], bool]] = ((lambda question: True) if yes
+                                                    else typer.confirm if sys.stdin.isatty() else None)
+        cleanup.require_confirmation(every, dry_run, confirm)  # bad input before the environment
         client = engine.connect()
-        removed = engine.remove_labelled(client) if every else engine.remove_abandoned(client)
-        typer.echo(f"removed {removed} container(s)")
+        cleanup.clean(cleanup.DockerContainers(client), every, dry_run, confirm, typer.echo)
         if drop_images:
-            stale = derived_images.stale_images(client)
-            gone = [image.tag for image in stale if engine.remove_image(client, image.tag)]
-            for tag in gone:
-                typer.echo(f"removed image {tag}")
-            typer.echo(f"removed {len(gone)} derived image(s); kept {len(derived_images.derived_images(client))}")
+            clean_images(client, dry_run)
 
     guarded(run)
+
+
+def clean_images(client: docker.DockerClient, dry_run: bool) -> None:
+    """`clean --images`: the derived images no run can use again."""
+    stale = derived_images.stale_images(client)
+    if dry_run:
+        for image in stale:
+            typer.echo(f"would remove image {image.tag}")
+        return
+    gone = [image.tag for image in stale if engine.remove_image(client, image.tag)]
+    for tag in gone:
+        typer.echo(f"removed image {tag}")
+    typer.echo(f"removed {len(gone)} derived image(s); kept {len(derived_images.derived_images(client))}")
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@ the Python API alike. What each format is comes from the registry (runners/contr
 from __future__ import annotations
 
 import dataclasses
+import re
 from collections.abc import Iterable
 from enum import Enum
 from pathlib import Path
@@ -18,6 +19,7 @@ from pydantic import (
     PositiveInt,
     ValidationInfo,
     field_validator,
+    model_validator,
 )
 from pydantic_core import PydanticCustomError
 
@@ -39,6 +41,9 @@ from runners.contract.protocol import (
 )
 
 Objective = Literal["throughput", "latency"]
+# The runner images a config names (`images`): the CPU flavor, or the CUDA images of an NGC release.
+CPU_RELEASE = "cpu"
+NGC_RELEASE = re.compile(r"\d{2}\.\d{2}")
 
 
 class ExecutorName(str, Enum):
@@ -155,6 +160,20 @@ class TritonSettings(Strict):
     stability_retries: int = 2
     shm_size: str = "256m"  # the server's /dev/shm (Python-backend stubs exchange tensors there)
 
+    @model_validator(mode="after")
+    def all_variants_need_the_stage(self) -> TritonSettings:
+        if self.all_variants and not self.enabled:
+            raise conflict("all_variants", "enabled=False", "the Triton stage that would serve every verified "
+                           "variant is off")
+        return self
+
+
+def conflict(first: str, second: str, why: str) -> PydanticCustomError:
+    """The error for two settings that exclude each other, named in backticks: the CLI puts its
+    options in their place (orchestrator/cli_text.py validation_message)."""
+    return PydanticCustomError("conflict", "`{first}` and `{second}` exclude each other: {why}",
+                               {"first": first, "second": second, "why": why})
+
 
 def not_one_of(value: object, what: str, choices: Iterable[str]) -> PydanticCustomError:
     """The error for a value outside `choices`; its message lists them (pydantic adds no prefix)."""
@@ -243,6 +262,31 @@ class OptimizeConfig(Strict):
             if fmt not in known:
                 raise not_one_of(fmt, f"a format of {model.framework}", known)
         return formats
+
+    @field_validator("images")
+    @classmethod
+    def known_release(cls, images: str) -> str:
+        if images == "auto":  # the command line's and inplace's: resolved on the host it runs on
+            raise PydanticCustomError("release", "auto is resolved on the host a run starts on "
+                                      "(orchestrator.containers.images.resolve_release); give cpu or an NGC "
+                                      "release YY.MM, as in 25.10")
+        if images != CPU_RELEASE and not NGC_RELEASE.fullmatch(images):
+            raise PydanticCustomError("release", f"{images!r} is not an image release; use auto, cpu or an NGC "
+                                      "release YY.MM, as in 25.10")
+        return images
+
+    @model_validator(mode="after")
+    def one_source_of_samples(self) -> OptimizeConfig:
+        # Checked once every field is: the random inputs' batch sizes matter only with a batch axis.
+        if self.samples is not None and self.inputs:
+            raise conflict("samples", "inputs", "the samples file is used as it is, and random inputs would be "
+                           "ignored; give one of them")
+        sizes = {spec.name: spec.shape[0] for spec in self.inputs}
+        if self.dynamic_axes is None and len(set(sizes.values())) > 1:
+            given = ", ".join(f"{name}: {size}" for name, size in sizes.items())
+            raise PydanticCustomError("batch_sizes_differ", "every one of `inputs` needs the same batch size "
+                                      f"(axis 0); got {given}")
+        return self
 
     @field_validator("batch_sizes")
     @classmethod

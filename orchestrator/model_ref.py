@@ -1,8 +1,10 @@
 """Reading the MODEL argument without importing the model (the host has no framework)."""
 from __future__ import annotations
 
+import ast
 import json
 import re
+import sys
 from pathlib import Path
 from typing import Any, Optional
 
@@ -45,7 +47,11 @@ def infer_framework(source: Path) -> Optional[str]:
 def parse_model(text: str, model_args: list[str], framework: Optional[str]) -> ModelRef:
     path_text, factory = text, ""
     if ".py:" in text:
-        path_text, _, factory = text.rpartition(":")
+        path_text, _, factory = text.partition(".py:")
+        path_text += ".py"
+        if not factory.isidentifier():
+            raise BadInput(f"model {text}: the model argument takes FILE.py:FACTORY: name the factory function, as "
+                           f"in model.py:make_model ({factory!r} is not a function name)")
     path = Path(path_text).expanduser()
     if not path.exists():
         raise BadInput(f"model {path_text}: no such file")
@@ -57,6 +63,7 @@ def parse_model(text: str, model_args: list[str], framework: Optional[str]) -> M
     if path.suffix == ".py":
         if not factory.isidentifier():
             raise BadInput(f"model {text}: name the factory function, as in {path_text}:make_model")
+        check_defines(path, factory, text)
         framework = framework or infer_framework(path)
         if framework is None:
             raise BadInput(f"model {text}: cannot tell its framework from its imports; "
@@ -98,7 +105,53 @@ def parse_function(text: str, framework: Optional[str]) -> ModelRef:
     path = Path(path_text).expanduser()
     if not path.is_file():
         raise BadInput(f"{path_text}: no such file")
+    check_defines(path, name, text)
     return ModelRef(path=path.resolve(), form="function", factory=name, framework=framework or "torch")
+
+
+def check_defines(path: Path, name: str, text: str) -> None:
+    """The file parses and binds `name` at its top level, read from its syntax tree: the host never
+    imports it (the model's framework lives only in the runner images). A name the tree cannot
+    settle (a star import, globals() or exec, a module __getattr__) is left to the runner."""
+    try:
+        tree = ast.parse(path.read_bytes(), filename=str(path))
+    except SyntaxError as error:
+        where = f"{path}:{error.lineno}" if error.lineno else str(path)
+        raise BadInput(f"model {where}: Python {sys.version_info.major}.{sys.version_info.minor} cannot parse it: "
+                       f"{error.msg}") from None
+    except (OSError, ValueError) as error:
+        raise BadInput(f"model {path}: cannot be read as Python source ({error})") from None
+    names = top_level_names(tree.body)
+    dynamic = any(isinstance(node, ast.Name) and node.id in DYNAMIC_BINDERS for node in ast.walk(tree))
+    if name in names or dynamic or names & {"*", "__getattr__"}:
+        return
+    defined = [node.name for node in tree.body if isinstance(node, (ast.FunctionDef, ast.ClassDef))]
+    raise BadInput(f"model {text}: {path.name} defines no {name!r} at its top level"
+                   + (f" (it defines {', '.join(defined[:8])})" if defined else ""))
+
+
+# Names through which a module can bind others that its syntax tree does not show.
+DYNAMIC_BINDERS = {"globals", "exec", "vars"}
+
+
+def top_level_names(body: list[ast.stmt]) -> set[str]:
+    """The names a module's statements bind at its top level, also inside if/try/with/for blocks;
+    "*" for a star import, which may bind any."""
+    names: set[str] = set()
+    for node in body:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            names.add(node.name)
+        elif isinstance(node, (ast.Import, ast.ImportFrom)):
+            names |= {alias.asname or alias.name.split(".")[0] for alias in node.names}
+        elif isinstance(node, (ast.Assign, ast.AnnAssign, ast.AugAssign)):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            names |= {n.id for target in targets for n in ast.walk(target) if isinstance(n, ast.Name)}
+        else:  # a block: what its bodies bind is bound at the top level too
+            blocks = [getattr(node, field, []) for field in ("body", "orelse", "finalbody")]
+            blocks += [handler.body for handler in getattr(node, "handlers", [])]
+            for block in blocks:
+                names |= top_level_names(block)
+    return names
 
 
 MISSING_MODULE = re.compile(r"ModuleNotFoundError: No module named '([A-Za-z0-9_.]+)'")

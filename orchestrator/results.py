@@ -146,6 +146,23 @@ class RunResults(Strict):
     source_profile: list[ProfileEntry] = Field(default_factory=list)
 
 
+# --- a profile's figure, and one run's gain over another: the report's verdict and optimize's summary ---
+
+def figure(profile: list[ProfileEntry], objective: str, batch: Optional[int]) -> Optional[float]:
+    """A profile's figure for the objective: throughput (higher wins) or p50 latency (lower wins)."""
+    entries = [e for e in profile if batch is None or e.batch_size == batch]
+    if not entries:
+        return None
+    if objective == "throughput":
+        return max(e.throughput for e in entries)
+    return min(e.latency_ms.p50 for e in entries)
+
+
+def gain(ours: float, theirs: float, objective: str) -> float:
+    """How many times better `ours` is: throughput higher, latency lower."""
+    return ours / theirs if objective == "throughput" else theirs / ours
+
+
 # --- inplace pipelines (orchestrator/inplace): WORKSPACE/pipeline.json and each module's capture ----
 
 class CapturedModule(Strict):
@@ -218,3 +235,4 @@ class PipelineResults(Strict):
     mismatch_tolerance: Optional[float] = None
     passed: Optional[bool] = None
     optimize_s: Optional[float] = None  # the wall time of inplace.optimize
+

@@ -46,10 +46,13 @@ def random_samples(specs: list[InputSpec], seed: int) -> dict[str, np.ndarray]:
 def load_samples(path: Path, batched: bool = True, option: str = "--samples") -> dict[str, np.ndarray]:
     """The user's `--samples` (or `option`'s) file, checked: named arrays that share a batch size on
     axis 0 (unless the model has no batch axis: an inplace module's call, at its own shapes)."""
+    if not Path(path).is_file():
+        raise BadInput(f"{option} {path}: " + ("a folder, not an .npz file" if Path(path).is_dir() else "no such file"))
+    if not zipfile.is_zipfile(path):  # np.load would take it for a pickle: say what the file should be instead
+        raise BadInput(f"{option} {path}: not an .npz file; write one with numpy, an array per model input named "
+                       "as the input: np.savez('samples.npz', input=array)")
     try:
         arrays = load_npz(path)
-    except FileNotFoundError:
-        raise BadInput(f"{option} {path}: no such file") from None
     except (ValueError, OSError, zipfile.BadZipFile) as error:
         raise BadInput(f"{option} {path}: not a readable .npz file ({error})") from None
     if not arrays:

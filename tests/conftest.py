@@ -19,9 +19,9 @@ RUN_LABEL = "org.nav-orch.run"
 
 
 def nav_orch(*args: str, timeout: float = 900, cwd: Path = ROOT) -> subprocess.CompletedProcess:
-    """Run the real CLI in a subprocess, as a user would."""
+    """Run the real CLI in a subprocess, as a user would from a script: no terminal to answer a question on."""
     return subprocess.run([sys.executable, "-m", "orchestrator.cli", *args], capture_output=True, text=True,
-                          timeout=timeout, cwd=cwd)
+                          timeout=timeout, cwd=cwd, stdin=subprocess.DEVNULL)
 
 
 def leftover_containers() -> list[str]:

@@ -52,8 +52,8 @@ def test_pickled_objects_and_plain_npy_are_refused(tmp_path):
 
 @pytest.mark.parametrize("make, message", [
     (lambda path: None, "no such file"),
-    (lambda path: path.write_text("not a zip"), "not a readable .npz file"),
-    (lambda path: path.write_bytes(npy_bytes(X)), r"not a readable .npz file \(a single .npy array"),
+    (lambda path: path.write_text("not a zip"), r"not an .npz file; write one with numpy.*np.savez\("),
+    (lambda path: path.write_bytes(npy_bytes(X)), "not an .npz file"),
     (lambda path: np.savez(path, o=np.array([None], dtype=object)), "not a readable .npz file"),
     (lambda path: np.savez(path), "holds no arrays"),
     (lambda path: np.savez(path, a=np.zeros((2, 3)), b=np.zeros((3, 3))), "same batch size"),

@@ -1,4 +1,5 @@
 import os
+import re
 
 import pytest
 from conftest import nav_orch
@@ -41,6 +42,31 @@ def test_bad_model_argument_says_what_to_do(text, message):
         parse_model(text.format(examples=EXAMPLES), [], None)
 
 
+@pytest.mark.parametrize("source", [
+    "def make():\n    pass\n",
+    "import torch\nif torch:\n    def make(): pass\nelse:\n    make = None\n",
+    "try:\n    from lib import build as make\nexcept ImportError:\n    pass\n",
+    "from functools import partial\nmake, other = partial(print), 1\n",
+    "class make:\n    pass\n",
+    "from lib import *\n",  # may bind it: left to the runner
+    "globals()['make'] = print\n",
+    "def __getattr__(name):\n    return print\n",
+])
+def test_a_factory_bound_at_the_top_level_is_found_without_importing(tmp_path, source):
+    (tmp_path / "model.py").write_text("import torch\n" + source)
+    assert parse_model(f"{tmp_path}/model.py:make", [], None).factory == "make"
+
+
+@pytest.mark.parametrize("source, message", [
+    ("def build():\n    def make(): pass\n", "defines no 'make' at its top level (it defines build)"),
+    ("import torch\nmake =\n", "model.py:2: Python 3."),
+])
+def test_a_factory_missing_or_a_syntax_error_is_found_on_the_host(tmp_path, source, message):
+    (tmp_path / "model.py").write_text(source)
+    with pytest.raises(BadInput, match=re.escape(message)):
+        parse_model(f"{tmp_path}/model.py:make", [], None)
+
+
 def test_unknown_suffix_lists_what_is_accepted(tmp_path):
     path = tmp_path / "model.bin"
     path.write_bytes(b"x")
@@ -75,7 +101,7 @@ def test_samples_need_a_common_batch(tmp_path):
     with pytest.raises(BadInput, match="same batch size"):
         load_samples(path)
     (tmp_path / "junk.npz").write_text("not a zip")
-    with pytest.raises(BadInput, match="not a readable"):
+    with pytest.raises(BadInput, match="not an .npz file"):
         load_samples(tmp_path / "junk.npz")
 
 
@@ -148,6 +174,21 @@ def test_config_rejects_bad_values_naming_the_valid_ones(values, where, message)
     assert message in first["msg"] and not first["msg"].startswith("Value error")
 
 
+@pytest.mark.parametrize("values, message", [
+    ({"images": "cuda"}, "'cuda' is not an image release; use auto, cpu or an NGC release YY.MM"),
+    ({"images": "auto"}, "auto is resolved on the host a run starts on"),
+    ({"samples": "s.npz", "inputs": [{"name": "x", "shape": [2], "dtype": "float32"}]},
+     "`samples` and `inputs` exclude each other"),
+    ({"inputs": [{"name": "x", "shape": [2], "dtype": "float32"}, {"name": "y", "shape": [3], "dtype": "float32"}]},
+     "every one of `inputs` needs the same batch size (axis 0); got x: 2, y: 3"),
+    ({"triton": {"enabled": False, "all_variants": True}}, "`all_variants` and `enabled=False` exclude each other"),
+])
+def test_config_refuses_what_it_would_otherwise_ignore_or_misread(values, message):
+    with pytest.raises(ValidationError, match=re.escape(message)):
+        mlp_config(**values)
+    assert mlp_config(images="25.10").images == "25.10"
+
+
 def test_exhaustive_times_every_variant_point_in_full():
     assert mlp_config().variant_profiling().prune_margin == 0.2
     config = mlp_config(exhaustive=True)
@@ -165,13 +206,12 @@ def test_config_takes_the_executor_as_enum_and_checks_assignments():
 
 
 @pytest.mark.parametrize("command, option, message", [
-    ("optimize", ["--formats", "onxx"], "invalid option formats: 'onxx' is not a format of torch; choose from "),
-    ("optimize", ["--precisions", "int4"], "invalid option precisions: 'int4' is not a precision"),
-    ("optimize", ["--executor", "Docker"], "invalid option executor: 'Docker' is not an executor; "
-                                           "choose from docker, local"),
-    ("optimize", ["--batch-sizes", "0"], "invalid option batch_sizes: 0 is not a batch size"),
-    ("optimize", ["--python", "/usr/bin/python3"], "invalid option python: a Python is for executor local only"),
-    ("profile", ["--executor", "Docker"], "invalid option executor: 'Docker' is not an executor"),
+    ("optimize", ["--formats", "onxx"], "--formats: 'onxx' is not a format of torch; choose from "),
+    ("optimize", ["--precisions", "int4"], "--precisions: 'int4' is not a precision"),
+    ("optimize", ["--executor", "Docker"], "--executor: 'Docker' is not an executor; choose from docker, local"),
+    ("optimize", ["--batch-sizes", "0"], "--batch-sizes: 0 is not a batch size"),
+    ("optimize", ["--python", "/usr/bin/python3"], "--python /usr/bin/python3: a Python is for executor local only"),
+    ("profile", ["--executor", "Docker"], "--executor: 'Docker' is not an executor"),
 ])
 def test_cli_bad_option_values_are_one_line_with_exit_code_2(command, option, message):
     """The real CLI in a subprocess: nothing but the one line reaches the user."""
@@ -204,7 +244,9 @@ def test_the_cli_defaults_are_the_configs(monkeypatch, command, model):
 
 def test_no_triton_only_turns_the_stage_off():
     assert triton_settings(False, False, "1,2,4") == TritonSettings()
-    assert triton_settings(True, True, "2") == TritonSettings(enabled=False, all_variants=True, concurrency=[2])
+    assert triton_settings(True, False, "2") == TritonSettings(enabled=False, concurrency=[2])
+    with pytest.raises(ValidationError, match="`all_variants` and `enabled=False` exclude each other"):
+        triton_settings(True, True, "2")
 
 
 def test_accuracy_budgets_from_the_cli_every_output_first_then_each_output():

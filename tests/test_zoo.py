@@ -14,7 +14,7 @@ import pytest
 
 from orchestrator.errors import BadInput
 from orchestrator.zoo.local import run_local
-from orchestrator.zoo.outcome import ZooEntry, ZooResults, save
+from orchestrator.zoo.outcome import ZooEntry, ZooResults, exit_code, save
 from orchestrator.zoo.spec import ZooModel, load_zoo
 from orchestrator.zoo.task import pack, unpack
 
@@ -144,3 +144,10 @@ def test_an_archive_from_another_node_brings_files_and_folders_only_and_only_ins
     with pytest.raises(tarfile.OutsideDestinationError):
         unpack(buffer.getvalue(), tmp_path / "crafted")
     assert not (tmp_path / "outside.txt").exists() and not (tmp_path / "crafted" / "link").is_symlink()
+
+
+@pytest.mark.parametrize("codes, expected", [([0, 0], 0), ([3, 3], 3), ([3, 1], 1), ([3, 0], 1), ([None, 3], 1)])
+def test_a_zoo_exits_with_the_environments_code_only_when_every_model_failed_for_it(codes, expected):
+    entries = [ZooEntry(name=f"m{i}", status="ok" if code == 0 else "failed", workspace=f"m{i}", exit_code=code)
+               for i, code in enumerate(codes)]
+    assert exit_code(ZooResults(backend="local", models=entries)) == expected

@@ -29,7 +29,7 @@ def check_docker(connect: Callable[[], docker.DockerClient]) -> tuple[Finding, O
     try:
         client = connect()
     except NavOrchError as error:
-        return Finding("docker", "fail", str(error),
+        return Finding("docker", "fail", error.finding if isinstance(error, engine.NoDaemon) else str(error),
                        "install Docker (Debian: apt-get install docker.io), start dockerd, or set DOCKER_HOST"), None
     return Finding("docker", "ok", f"Docker engine {engine.engine_version(client)}"), client
 

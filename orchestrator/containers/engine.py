@@ -33,16 +33,42 @@ ROLE_LABEL = f"{LABEL_PREFIX}.role"
 OWNER_LABEL = f"{LABEL_PREFIX}.owner"
 
 
+# Where the Docker SDK looks for the daemon when DOCKER_HOST is not set.
+DEFAULT_DOCKER_HOST = "unix:///var/run/docker.sock"
+
+
+class NoDaemon(EnvironmentProblem):
+    """No Docker daemon answered; `finding` says so without what to do (`nav-orch doctor` has its own)."""
+
+    def __init__(self, where: str, why: str):
+        self.finding = f"no Docker daemon answers at {where} ({why})"
+        super().__init__(f"{self.finding}: start it (e.g. `dockerd &`) or point DOCKER_HOST at it; "
+                         "`nav-orch doctor` checks the whole setup")
+
+
 def connect() -> docker.DockerClient:
     try:
         client = docker.from_env(timeout=120, max_pool_size=32)
         client.ping()
     except docker.errors.DockerException as error:
-        raise EnvironmentProblem(
-            f"cannot reach the Docker daemon ({str(error).splitlines()[0]}): start it (e.g. `dockerd &`) "
-            "or point DOCKER_HOST at it"
-        ) from None
+        raise NoDaemon(os.environ.get("DOCKER_HOST") or DEFAULT_DOCKER_HOST, daemon_error(error)) from None
     return client
+
+
+def daemon_error(error: BaseException) -> str:
+    """Why the daemon did not answer, in words: the OS error deep inside the SDK's (requests wraps
+    it in urllib3's, whose text is a tuple's repr), else the SDK's first line."""
+    pending: list[object] = [error]
+    seen: set[int] = set()
+    while pending:
+        item = pending.pop(0)
+        if not isinstance(item, BaseException) or id(item) in seen:
+            continue
+        seen.add(id(item))
+        if isinstance(item, OSError) and item.strerror:
+            return item.strerror.lower()
+        pending += [*item.args, item.__cause__, item.__context__]
+    return str(error).splitlines()[0] if str(error) else type(error).__name__
 
 
 def engine_version(client: docker.DockerClient) -> str:

@@ -2,6 +2,7 @@
 release `--images auto` picks on this host, and the image matrix (docker-bake.hcl) they come from."""
 from __future__ import annotations
 
+from orchestrator.config import CPU_RELEASE
 from orchestrator.containers.bake import load_bake_file
 from orchestrator.containers.gpus import nvidia_driver_loaded
 from orchestrator.errors import BadInput
@@ -18,7 +19,6 @@ FRAMEWORK_IMAGES: dict[str, str] = {
     # TensorRT), so a separate ONNX image would only duplicate them.
     "onnx": "nav-orch/pytorch",
 }
-CPU_RELEASE = "cpu"
 # Every runner image carries it (docker-bake.hcl), and so does each image derived from one.
 FLAVOR_LABEL = "org.nav-orch.flavor"
 
@@ -33,11 +33,16 @@ def image_for(framework: str, release: str) -> str:
     return f"{repository}:{release}"
 
 
+def bake_release() -> str:
+    """The NGC release the image matrix builds by default (docker-bake.hcl's NGC_RELEASE)."""
+    return load_bake_file(BAKE_FILE).resolve_variables()["NGC_RELEASE"]
+
+
 def default_release(gpus_wanted: bool) -> str:
     """`--images auto`: the CUDA images of the bake file's NGC release on a GPU host, else the CPU ones."""
     if not gpus_wanted or not nvidia_driver_loaded():
         return CPU_RELEASE
-    return load_bake_file(BAKE_FILE).resolve_variables()["NGC_RELEASE"]
+    return bake_release()
 
 
 def resolve_release(images_release: str, gpus: str) -> str:

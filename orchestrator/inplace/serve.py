@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from orchestrator.errors import BadInput, EnvironmentProblem
-from orchestrator.triton.server import HOST, LOOPBACK, check_port_free, free_port, reachable
+from orchestrator.triton.server import HOST, LOOPBACK, check_listen, free_port, reachable
 from runners.contract.protocol import ServedModel, ServedTensor
 from runners.serving.pytriton_server import serve as serve_model
 from runners.serving.pytriton_server import stop_on_signals
@@ -51,9 +51,7 @@ def serve(fn: Callable[..., dict[str, Any]], inputs: Sequence[Tensor], outputs: 
         raise BadInput(f"inplace.serve: max_batch_size must be 0 (no batching) or more, not {max_batch_size}")
     if not inputs or not outputs:
         raise BadInput("inplace.serve: name at least one input and one output")
-    for port, option in ((http_port, "http_port"), (grpc_port, "grpc_port")):
-        if port:
-            check_port_free(port, option, host)
+    check_listen(host, {"http_port": http_port, "grpc_port": grpc_port}, host_option="host")
     if host not in LOOPBACK:
         echo(f"warning: host {host} serves {name} beyond this machine, without authentication")
     http_port = http_port or free_port()

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Optional
 
-from orchestrator.results import RunResults, VariantResult
+from orchestrator.results import RunResults, VariantResult, figure, gain
 from runners.contract.protocol import QUANTIZED, OutputError, ProfileEntry
 
 STYLE = """
@@ -82,11 +82,6 @@ def verdict(results: RunResults) -> str:
         if gains:
             text += ". It is " + " and ".join(gains)
     return f"<p class=verdict>{text}.</p>"
-
-
-def gain(ours: float, theirs: float, objective: str) -> float:
-    """How many times better `ours` is: throughput higher, latency lower."""
-    return ours / theirs if objective == "throughput" else theirs / ours
 
 
 def charts(results: RunResults) -> list[str]:
@@ -181,16 +176,6 @@ def timed(entry: ProfileEntry) -> str:
 
 def find(results: RunResults, name: str) -> Optional[VariantResult]:
     return next((v for v in results.variants if v.name == name), None)
-
-
-def figure(profile: list[ProfileEntry], objective: str, batch: Optional[int]) -> Optional[float]:
-    """A profile's figure for the objective: throughput (higher wins) or p50 latency (lower wins)."""
-    entries = [e for e in profile if batch is None or e.batch_size == batch]
-    if not entries:
-        return None
-    if objective == "throughput":
-        return max(e.throughput for e in entries)
-    return min(e.latency_ms.p50 for e in entries)
 
 
 def top_throughput(variant: Optional[VariantResult]) -> Optional[float]:

@@ -40,7 +40,7 @@ from orchestrator.triton.repository import (
     request_shape,
     write_model,
 )
-from orchestrator.triton.server import HOST, LOOPBACK, TritonServer, check_port_free, image_backends
+from orchestrator.triton.server import HOST, LOOPBACK, TritonServer, check_listen, image_backends
 from orchestrator.triton.stage import image_tensorrt, release_of, require_image, triton_images
 from orchestrator.triton.tensorrt_guard import builder_tensorrt, check_served_engine
 from runners.contract.formats import FORMATS
@@ -91,13 +91,11 @@ def serve(workspace_path: Path, variant_name: Optional[str], http_port: int, grp
         raise BadInput(f"--executor {executor}: choose docker or local")
     if executor == "local" and server_kind != "pytriton":
         raise BadInput("--executor local serves with --server pytriton only (Triton runs in its image)")
+    check_listen(host, {"--http-port": http_port, "--grpc-port": grpc_port})
     workspace = Workspace(workspace_path)
     results = workspace.read_results()
     variant = pick_variant(results, variant_name)
     io = reference_io(workspace)
-    for port, option in ((http_port, "--http-port"), (grpc_port, "--grpc-port")):
-        if port:
-            check_port_free(port, option, host)
     if host not in LOOPBACK:
         err(f"warning: --host {host} serves the model beyond this machine, without authentication")
     release = release_of(results)

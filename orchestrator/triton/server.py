@@ -24,7 +24,7 @@ from tritonclient.utils import InferenceServerException
 
 from orchestrator.config import OptimizeConfig, TritonSettings, default_of
 from orchestrator.containers import engine
-from orchestrator.errors import EnvironmentProblem, ServerFailed
+from orchestrator.errors import BadInput, EnvironmentProblem, ServerFailed
 
 HOST = "127.0.0.1"  # tests and benchmarks talk only to the loopback interface
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
@@ -55,10 +55,39 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-def check_port_free(port: int, option: str, host: str = HOST) -> None:
-    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+def check_listen(host: str, ports: dict[str, int], host_option: str = "--host") -> None:
+    """Before anything starts: the ports (by option) are 1-65535 or 0 (a free one), `host` is an
+    address of this machine, and each port given is free there."""
+    for option, port in ports.items():
+        if not 0 <= port <= 65535:
+            raise BadInput(f"{option} {port}: a port is 1 to 65535 (leave it out for a free one)")
+    check_host(host, host_option)
+    for option, port in ports.items():
+        if port:
+            check_port_free(port, option, host)
+
+
+def check_host(host: str, option: str) -> None:
+    """`host` resolves to an address a server on this machine can bind (port 0: any free port)."""
+    try:
+        family, _, _, _, address = socket.getaddrinfo(host, 0, type=socket.SOCK_STREAM)[0]
+    except (socket.gaierror, UnicodeError) as error:
+        why = error.strerror if isinstance(error, socket.gaierror) else str(error)
+        raise BadInput(f"{option} {host}: cannot be resolved ({why}); give an address of this machine, such as "
+                       f"{HOST}, or 0.0.0.0 for all of them") from None
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
         try:
-            probe.bind((host, port))
+            probe.bind(address)
+        except OSError as error:
+            raise BadInput(f"{option} {host}: cannot be bound here ({error.strerror}); give an address of this "
+                           f"machine, such as {HOST}, or 0.0.0.0 for all of them") from None
+
+
+def check_port_free(port: int, option: str, host: str = HOST) -> None:
+    family, _, _, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        try:
+            probe.bind(address)
         except OSError as error:
             why = "is in use" if error.errno == errno.EADDRINUSE else f"cannot be used ({error.strerror})"
             raise EnvironmentProblem(f"port {port} on {host} {why}: choose another with {option}") from None

@@ -11,6 +11,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Optional
 
+from orchestrator.config import ExecutorName
+from orchestrator.containers import engine
 from orchestrator.zoo.outcome import ZooEntry, ZooResults, save
 from orchestrator.zoo.spec import load_zoo
 
@@ -23,6 +25,8 @@ def run_zoo(zoo_file: Path, folder: Path, say: Callable[[str], None], ray_addres
     `gpus`: this host's GPU indices for a local zoo (None: nvidia-smi's)."""
     folder = folder.resolve()
     models = load_zoo(zoo_file, folder)
+    if not ray_address and any(model.config.executor is ExecutorName.docker for model in models):
+        engine.connect()  # no daemon: one line for the zoo, not one failure per model
     folder.mkdir(parents=True, exist_ok=True)
     results = ZooResults(backend=f"ray {ray_address}" if ray_address else "local")
     save(results, folder)

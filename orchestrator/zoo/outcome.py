@@ -10,6 +10,7 @@ from pydantic import Field, ValidationError
 from rich.table import Table
 
 from orchestrator.config import Strict
+from orchestrator.errors import ExitCode
 from orchestrator.results import RunResults
 from runners.contract.protocol import write_json_atomic
 
@@ -26,6 +27,7 @@ class ZooEntry(Strict):
     attempts: int = 1  # more than one: its node was lost and the cluster ran it again
     error: Optional[str] = None
     wall_s: Optional[float] = None
+    exit_code: Optional[int] = None  # its optimize's (README, "Exit codes"); None in an older zoo.json
 
 
 class ZooResults(Strict):
@@ -52,7 +54,17 @@ def entry_for(name: str, folder: Path, code: int, log_line: str, node: str, atte
     if error is None and (code != 0 or best is None):  # it stopped: optimize's one line says why
         error = log_line.removeprefix("nav-orch: ") or f"optimize exited with {code}, leaving no readable results.json"
     return ZooEntry(name=name, status="ok" if best and code == 0 else "failed", best=best, workspace=folder.name,
-                    node=node, attempts=attempts, error=error, wall_s=wall_s)
+                    node=node, attempts=attempts, error=error, wall_s=wall_s, exit_code=code)
+
+
+def exit_code(results: ZooResults) -> int:
+    """The zoo's: 0 when every model has a best variant; the environment's when every model failed
+    for it (no Docker daemon, no image, on every node), which no model of the zoo can fix; else 1."""
+    if all(entry.status == "ok" for entry in results.models):
+        return ExitCode.OK
+    if results.models and all(entry.exit_code == ExitCode.ENVIRONMENT for entry in results.models):
+        return ExitCode.ENVIRONMENT
+    return ExitCode.NO_VARIANT
 
 
 def save(results: ZooResults, folder: Path) -> None:
