@@ -35,7 +35,7 @@ Exit codes: 0 a best variant, 1 none passed, 2 bad input, 3 environment (Docker,
 ACCURACY_HELP = escape("Accuracy budget of int8/fp8 variants: [OUTPUT=]cosine:0.99,top1:0.9,max_abs:X (repeatable; "
                        f"defaults cosine {default_of(Budget, 'min_cosine')}, top1 {default_of(Budget, 'min_top1')}).")
 ZOO_FILE_HELP = escape("The zoo file: TOML, a [[model]] table per model with optimize's options, [defaults] for all "
-                       "(README, \"Model zoos\").")
+                       "(docs/zoo.md).")
 
 # Config fields that options of another name set; any other field is set by --FIELD-WITH-DASHES.
 # An --accuracy key takes its value after a colon (the option's own syntax).

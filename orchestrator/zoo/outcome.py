@@ -27,7 +27,7 @@ class ZooEntry(Strict):
     attempts: int = 1  # more than one: its node was lost and the cluster ran it again
     error: Optional[str] = None
     wall_s: Optional[float] = None
-    exit_code: Optional[int] = None  # its optimize's (README, "Exit codes"); None in an older zoo.json
+    exit_code: Optional[int] = None  # its optimize's (docs/concepts.md, "Exit codes"); None in an older zoo.json
 
 
 class ZooResults(Strict):
