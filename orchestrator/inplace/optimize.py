@@ -45,7 +45,7 @@ from orchestrator.run.selection import ranked
 from orchestrator.run.workspace import Workspace
 from runners.contract.arrays import save_npz
 from runners.contract.formats import FORMATS, default_precisions
-from runners.contract.protocol import DEFAULT_TOLERANCES, Precision, one_line, write_json_atomic
+from runners.contract.protocol import DEFAULT_TOLERANCES, Precision, one_line, write_text_atomic
 from runners.contract.structure import flatten
 from runners.serving.variant_loader import torch_dtype
 
@@ -184,7 +184,7 @@ def optimize(pipe: Callable[[Any], Any], samples: Iterable[Any], workspace: Unio
     results = PipelineResults(nav_orch=__version__, samples=len(samples))
 
     def save() -> None:
-        write_json_atomic(root / PIPELINE_FILE, results.model_dump_json(indent=2))
+        write_text_atomic(root / PIPELINE_FILE, results.model_dump_json(indent=2))
 
     for module in found.values():
         module.swap(None)
@@ -247,7 +247,7 @@ def optimize_module(name: str, module: Any, log: CallLog, root: Path, template: 
             outcome.captures[precision] = f"failed: {error}"
             continue
         outcome.captures[precision] = captured.form
-        write_json_atomic(folder / CAPTURE_FILE, captured.model_dump_json(indent=2))
+        write_text_atomic(folder / CAPTURE_FILE, captured.model_dump_json(indent=2))
         save_npz(folder / "samples.npz", {leaf: typical.inputs[leaf] for leaf in captured.inputs})
         config = template.model_copy(update={
             "model": ModelRef(path=folder / captured.file, form=captured.form, precision=precision,

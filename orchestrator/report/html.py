@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from orchestrator.results import RunResults, VariantResult, figure, gain
-from runners.contract.protocol import QUANTIZED, OutputError, ProfileEntry
+from runners.contract.protocol import QUANTIZED, OutputError, ProfileEntry, write_text_atomic
 
 STYLE = """
 body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1100px; color: #222; }
@@ -26,7 +26,7 @@ def write_report(results: RunResults, path: Path) -> Path:
     """Write one run's report to `path`; returns it."""
     title = f"nav-orch: {results.model or path.parent.name}"
     body = [f"<h1>{esc(title)}</h1>", verdict(results), *charts(results), *tables(results)]
-    path.write_text(page(title, body))
+    write_text_atomic(path, page(title, body))
     return path
 
 
@@ -51,7 +51,7 @@ def write_comparison(runs: Sequence[tuple[str, RunResults]], path: Path) -> Path
             cells.append(f"{(value / base - 1) * 100:+.1f} %" if base and value else "-")
         deltas.append(cells)
     body += [f"<h2>Change against {esc(first_label)}</h2>", table(["variant", *[esc(x) for x, _ in runs[1:]]], deltas)]
-    path.write_text(page("nav-orch: runs compared", body))
+    write_text_atomic(path, page("nav-orch: runs compared", body))
     return path
 
 

@@ -28,7 +28,7 @@ from docker.models.containers import Container
 
 from orchestrator.containers import engine
 from orchestrator.containers.gpus import docker_gpus
-from orchestrator.errors import EnvironmentProblem
+from orchestrator.errors import DISK_FULL_TEXT, EnvironmentProblem, is_disk_full
 from orchestrator.run import memory_limit, untrusted
 from orchestrator.run.runner_output import job_result
 from orchestrator.run.turns import GpuTurns
@@ -170,10 +170,27 @@ class Executor:
 
     def _run_process(self, name: str, image: str, jobs: list[Job], on_result: OnResult, placement: Placement,
                      reported: dict[str, JobResult]) -> None:
+        try:
+            output = self._run_session(name, image, jobs, on_result, placement, reported)
+            failed = [reported[job.id].error or "" for job in jobs if reported[job.id].status == "failed"]
+            full = self.workspace.out_of_space([*failed, output] if failed else [])
+        except OSError as error:  # the host's own write into the workspace: a result's save, a log, a job file
+            if not is_disk_full(error):
+                raise
+            full = self.workspace.out_of_space([DISK_FULL_TEXT])
+        if full is not None:  # every later job would fail alike: the run stops, keeping what finished
+            for job in jobs:  # a half-written artifact goes, so that results.json can still be saved
+                if job.kind in ("export", "convert") and getattr(reported.get(job.id), "status", "") != "ok":
+                    shutil.rmtree(job.output_dir, ignore_errors=True)  # unlinks links, never follows them
+            raise full
+
+    def _run_session(self, name: str, image: str, jobs: list[Job], on_result: OnResult, placement: Placement,
+                     reported: dict[str, JobResult]) -> str:
+        """Run the jobs in one runner process; what it printed."""
         turns = placement.turns
         if turns is not None and not self._wait_to_start(name, turns):
             self._fail_unreported(jobs, reported, on_result, "interrupted")
-            return
+            return ""
         exit = None
         output = ""
         try:
@@ -213,13 +230,7 @@ class Executor:
         why = describe_exit(exit, self.timeout_s, self.memory, self.contained)
         self._fail_unreported(jobs, reported, on_result, "interrupted" if self.cancelled.is_set() else why, log=name)
         self._sweep(jobs, reported, on_result)
-        failed = [reported[job.id].error or "" for job in jobs if reported[job.id].status == "failed"]
-        full = self.workspace.out_of_space([*failed, output] if failed else [])
-        if full is not None:  # every later job would fail alike: the run stops, keeping what finished
-            for job in jobs:  # a half-written artifact goes, so that results.json can still be saved
-                if reported[job.id].status == "failed" and job.kind in ("export", "convert"):
-                    shutil.rmtree(job.output_dir, ignore_errors=True)  # unlinks links, never follows them
-            raise full
+        return output
 
     def _wait_to_start(self, name: str, turns: GpuTurns) -> bool:
         """Wait until no session on the GPU is timing (a start would disturb it); False if cancelled."""

@@ -11,7 +11,7 @@ from pydantic import ValidationError
 
 from orchestrator.errors import DISK_FULL_TEXT, BadInput, DiskFull
 from orchestrator.results import RunResults
-from runners.contract.protocol import write_json_atomic
+from runners.contract.protocol import write_text_atomic
 
 MIN_FREE = 1 << 20  # less than this free, and no artifact yet to size the need by: the disk is full
 
@@ -109,4 +109,4 @@ class Workspace:
             raise BadInput(f"{self.results_path} is not a nav-orch results file: {error.errors()[0]['msg']}") from None
 
     def write_results(self, results: RunResults) -> None:
-        write_json_atomic(self.results_path, results.model_dump_json(indent=2))
+        write_text_atomic(self.results_path, results.model_dump_json(indent=2))

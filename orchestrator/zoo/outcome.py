@@ -12,7 +12,7 @@ from rich.table import Table
 from orchestrator.config import Strict
 from orchestrator.errors import ExitCode
 from orchestrator.results import RunResults
-from runners.contract.protocol import write_json_atomic
+from runners.contract.protocol import write_text_atomic
 
 ZOO_FILE = "zoo.json"
 INDEX_FILE = "index.html"
@@ -68,7 +68,7 @@ def exit_code(results: ZooResults) -> int:
 
 
 def save(results: ZooResults, folder: Path) -> None:
-    write_json_atomic(folder / ZOO_FILE, results.model_dump_json(indent=2))
+    write_text_atomic(folder / ZOO_FILE, results.model_dump_json(indent=2))
     write_index(results, folder)
 
 

@@ -375,8 +375,9 @@ def to_json(obj: Any) -> str:
     return json.dumps(dataclasses.asdict(obj), indent=2, sort_keys=True)
 
 
-def write_json_atomic(path: Path, text: str) -> None:
-    """Write via a temporary file and rename, so readers never see half a document."""
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write via a temporary file and rename, so readers never see half a document (results.json, a
+    report), and a full disk leaves the last whole one."""
     tmp = path.with_name(f".{path.name}.tmp")
     try:
         tmp.write_text(text)

@@ -31,7 +31,7 @@ from runners.contract.protocol import (
     one_line,
     read_job,
     to_json,
-    write_json_atomic,
+    write_text_atomic,
 )
 from runners.harness.common import Handlers, Skip, base_versions, gpu_info
 from runners.harness.measure import Timing
@@ -97,7 +97,7 @@ def main(argv: list[str]) -> int:
         print(f"[nav-orch runner] {job.kind} {job.id}", flush=True)
         result = run_job(job, job_path.parent, done, runners, timing)
         done[job.id] = result.status
-        write_json_atomic(job_path.parent / RESULT_FILE, to_json(result))
+        write_text_atomic(job_path.parent / RESULT_FILE, to_json(result))
         print(f"[nav-orch runner] {job.id}: {result.status} {result.error or ''}", flush=True)
     return 0
 

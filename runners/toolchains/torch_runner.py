@@ -25,7 +25,7 @@ from runners.contract.protocol import (
     Job,
     JobResult,
     one_line,
-    write_json_atomic,
+    write_text_atomic,
 )
 from runners.contract.structure import output_leaves
 from runners.harness.common import (
@@ -303,7 +303,7 @@ def export_compiled(job: Job, target: Path) -> JobResult:
     # torchao's quantized weights: runners/toolchains/torchao_plan.py `freezing` says why).
     options = {"mode": FORMATS[job.format_name()].compile_mode, "freezing": freezing(job.precision),
                "automatic_dynamic_shapes": has_non_batch_axes(job.io_spec())}
-    write_json_atomic(target / COMPILED_OPTIONS, json.dumps(options))
+    write_text_atomic(target / COMPILED_OPTIONS, json.dumps(options))
     model = in_layout(load_source(job).to(job.device, torch_dtype(precision)), job)
     if job.precision in QUANTIZED:
         quantizable(model)

@@ -61,12 +61,12 @@ def make_links_artifact(secret: str, secret_sha256: str):
 def _rewrite_results(change) -> None:
     """Patch the runner's result writer (runners.harness.main runs as __main__) to tamper with what it writes."""
     main = sys.modules["__main__"]
-    write = main.write_json_atomic
+    write = main.write_text_atomic
 
     def tampered(path, text):
         write(path, change(json.loads(text), text))
 
-    main.write_json_atomic = tampered
+    main.write_text_atomic = tampered
 
 
 def make_escaping_artifact_path(artifact: str, secret_sha256: str):
