@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import threading
 import time
+from dataclasses import dataclass, field
+from typing import Optional
 
 import pytest
 
@@ -16,6 +18,7 @@ from runners.toolchains.tensorrt_build import (
     BatchRange,
     PrecisionFlags,
     ShapeRange,
+    attach_timing_cache,
     batch_range,
     builder_precision,
     calibration_shapes,
@@ -323,3 +326,54 @@ def test_builds_that_finish_together_each_keep_their_entries(tmp_path):
     for thread in threads:
         thread.join()
     assert sorted(path.read_bytes().decode().split(";")[:-1]) == [str(i) for i in range(8)]
+
+
+@dataclass
+class FakeBuilderConfig:
+    """trt.IBuilderConfig's timing-cache methods as TensorRT 10 answers a corrupt blob: `reads` says what
+    create_timing_cache does with a non-empty one ("ok", "none": returns no cache, "raise"), `accepts`
+    what set_timing_cache answers for it."""
+
+    reads: str = "ok"
+    accepts: bool = True
+    attached: list = field(default_factory=list)
+
+    def create_timing_cache(self, serialized_timing_cache: bytes) -> Optional[tuple[str, bytes]]:
+        if serialized_timing_cache and self.reads == "raise":
+            raise RuntimeError("Error Code 2: Internal Error (bad timing cache)\nstack")
+        if serialized_timing_cache and self.reads == "none":
+            return None
+        return ("cache", serialized_timing_cache)
+
+    def set_timing_cache(self, cache: tuple[str, bytes], ignore_mismatch: bool) -> bool:
+        assert ignore_mismatch is False  # named for its TensorRT and GPU: a mismatch is never wanted
+        if cache[1] and not self.accepts:
+            return False
+        self.attached.append(cache)
+        return True
+
+
+def test_a_readable_timing_cache_is_attached_as_it_is():
+    config, lines = FakeBuilderConfig(), []
+    assert attach_timing_cache(config, b"timings", "timing.cache", lines.append) == ("cache", b"timings")
+    assert config.attached == [("cache", b"timings")] and lines == []
+
+
+def test_no_timing_cache_yet_starts_an_empty_one_quietly():
+    config, lines = FakeBuilderConfig(), []
+    assert attach_timing_cache(config, b"", "timing.cache", lines.append) == ("cache", b"")
+    assert config.attached == [("cache", b"")] and lines == []
+
+
+@pytest.mark.parametrize("reads, accepts, why", [
+    ("none", True, "TensorRT read no cache from it"),
+    ("ok", False, "TensorRT refused it"),
+    ("raise", True, "RuntimeError: Error Code 2: Internal Error (bad timing cache)"),
+])
+def test_a_corrupt_timing_cache_starts_the_build_from_an_empty_one_and_says_so(reads, accepts, why):
+    config, lines = FakeBuilderConfig(reads=reads, accepts=accepts), []
+    assert attach_timing_cache(config, b"\x00garbage", "timing-10.13.3.9-H100.cache", lines.append) == ("cache", b"")
+    assert config.attached == [("cache", b"")]
+    (line,) = lines
+    assert f"timing-10.13.3.9-H100.cache could not be used ({why})" in line
+    assert "starts from an empty timing cache" in line

@@ -1,9 +1,9 @@
 """How a TensorRT engine is built, as plain decisions that need no TensorRT: the optimization
-profile of each input (its batch range and its declared dynamic axes), which TensorRT API
-generation sets the precision (builder flags or the network's own types), the builder's precision
-flags, how an int8/fp8 plan's Q/DQ model is made (TensorRT Model Optimizer's settings and
-calibration steps), its workspace limit, where the timing cache lives and how parallel builds merge
-it, and what TF-TRT builds engines for and how its fallback to TensorFlow shows. The runners
+profile of each input (its batch range and its declared dynamic axes), which TensorRT API generation
+sets the precision (builder flags or the network's own types), the builder's precision flags, how an int8/fp8
+plan's Q/DQ model is made (TensorRT Model Optimizer's settings and calibration steps), its workspace
+limit, where the timing cache lives, how a bad one is set aside and how parallel builds merge it,
+and what TF-TRT builds engines for and how its fallback to TensorFlow shows. The runners
 (tensorrt_runner.py, torch_runner.py's Torch-TensorRT conversion, tensorflow_runner.py's TF-TRT)
 apply them; tests/test_tensorrt_build.py checks them on hosts without a GPU."""
 from __future__ import annotations
@@ -14,9 +14,9 @@ import re
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal, Optional
+from typing import Any, Literal, Optional, Protocol
 
-from runners.contract.protocol import AxisRange, IOSpec, TensorSpec
+from runners.contract.protocol import AxisRange, IOSpec, TensorSpec, one_line
 from runners.harness.common import Skip
 
 MIB = 1 << 20
@@ -338,6 +338,37 @@ def timing_cache_path(cache_dir: Optional[str], output_dir: str, tensorrt_versio
         return Path(output_dir) / TIMING_CACHE_FILE
     device = re.sub(r"[^A-Za-z0-9.]+", "-", device_name).strip("-") or "gpu"
     return Path(cache_dir) / f"timing-{tensorrt_version}-{device}.cache"
+
+
+class TimingCacheConfig(Protocol):
+    """The two methods of trt.IBuilderConfig that attach a timing cache."""
+
+    def create_timing_cache(self, serialized_timing_cache: bytes) -> Any: ...
+    def set_timing_cache(self, cache: Any, ignore_mismatch: bool) -> bool: ...
+
+
+def attach_timing_cache(config: TimingCacheConfig, stored: bytes, name: str, log: Callable[[str], None]) -> Any:
+    """Attach the timing cache `stored` (b"": none yet) to the builder config and return it; where
+    TensorRT cannot take it (a file cut short by a full disk, or written by another build of
+    TensorRT), the build starts from an empty cache and `log` says so: a cache only saves time,
+    and a bad one must not cost the build. TensorRT 10 reports a corrupt blob by returning no
+    cache (Polygraphy's CreateConfig falls back the same way) or by refusing it in
+    set_timing_cache; an exception is treated alike."""
+    if stored:
+        try:
+            cache = config.create_timing_cache(stored)
+            refused = "TensorRT read no cache from it" if cache is None else (
+                None if config.set_timing_cache(cache, False) else "TensorRT refused it")
+        except Exception as error:  # noqa: BLE001 - whatever TensorRT raises, the build goes on
+            refused = one_line(error)
+        if refused is None:
+            return cache
+        log(f"[nav-orch runner] the timing cache {name} could not be used ({refused}): this build starts "
+            "from an empty timing cache, and replaces the file with its own")
+    cache = config.create_timing_cache(b"")
+    if cache is None or not config.set_timing_cache(cache, False):
+        raise RuntimeError("TensorRT could not attach an empty timing cache to the builder config")
+    return cache
 
 
 def merge_into_file(path: Path, merge: Callable[[bytes], bytes]) -> None:
