@@ -8,21 +8,24 @@ from typing import Optional
 
 import pytest
 
-from runners.contract.protocol import AxisRange, TensorSpec
+from runners.contract.protocol import AxisRange, IOSpec, TensorSpec
 from runners.harness.common import Skip
 from runners.toolchains.tensorrt_build import (
     CALIBRATION_STEP,
     GIB,
     MAX_WORKSPACE,
     MIN_WORKSPACE,
+    TRACE_BATCH,
     BatchRange,
     PrecisionFlags,
+    ProgramDim,
     ShapeRange,
     attach_timing_cache,
     batch_range,
     builder_precision,
     calibration_shapes,
     declared_ranges,
+    example_batch,
     input_shapes,
     merge_into_file,
     modelopt_settings,
@@ -32,6 +35,7 @@ from runners.toolchains.tensorrt_build import (
     precision_flags,
     precision_source,
     profile_shapes,
+    program_dims,
     timing_cache_path,
     workspace_limit,
 )
@@ -291,6 +295,61 @@ def test_calibration_steps_take_a_few_samples_of_a_batch_model_and_all_of_any_ot
     assert calibration_shapes({"x": (1, 12, 512)}, None) == "x:1x12x512"
     assert calibration_shapes({"x": (3, 2)}, 1) == "x:3x2"
     assert calibration_shapes({"x": (8, 4), "scale": ()}, 0, step=2) == "x:2x4"  # a scalar: from the model
+
+
+# --- Torch-TensorRT's exported program ------------------------------------------------------------
+
+def test_an_engines_program_is_traced_at_the_largest_profiled_batch_any_other_at_2():
+    # Torch-TensorRT 2.9 takes the engine's opt from the traced size: the batch tuned for is the largest profiled.
+    batches = batch_range(sample_batch=4, batch_sizes=[1, 8, 64])
+    assert example_batch(batches, engine_program=True) == 64
+    assert example_batch(batches, engine_program=False) == TRACE_BATCH == 2
+    # Never 1, which exporters specialize; no batch axis: the samples as they are (the batch is not used).
+    assert example_batch(batch_range(1, [1]), engine_program=True) == 2
+    assert example_batch(None, engine_program=True) == 2
+
+
+def test_an_engines_program_bounds_its_batch_to_the_engines_range_and_the_traced_batch():
+    io = IOSpec(inputs=[TensorSpec("x", "float32", [None, 4]), TensorSpec("m", "float32", [None, 4])],
+                outputs=[TensorSpec("y", "float32", [None, 3])])
+    batch = ProgramDim("batch", 1, 64)
+    assert program_dims(io, [(64, 4), (64, 4)], BatchRange(1, 64, 64), bounded=True) == [{0: batch}, {0: batch}]
+    # The range holds the traced batch where the profiled sizes do not (batch sizes [1]: traced at 2).
+    assert program_dims(io, [(2, 4), (2, 4)], BatchRange(1, 1, 1), bounded=True)[0] == {0: ProgramDim("batch", 1, 2)}
+    with pytest.raises(ValueError, match="needs the batch range"):
+        program_dims(io, [(2, 4), (2, 4)], None, bounded=True)
+
+
+def test_an_inplace_decoders_declared_lengths_are_bounded_dims_of_their_recorded_sizes():
+    # An inplace capture: no batch axis; tokens and mask recorded alike (one length), positions apart.
+    length = AxisRange(axis=1, min=3, typical=9, max=40)
+    io = IOSpec(inputs=[TensorSpec("input_ids", "int64", [1, None], ranges=[length]),
+                        TensorSpec("attention_mask", "int64", [1, None], ranges=[length]),
+                        TensorSpec("cache.0", "float32", [1, 8, None, 64], ranges=[AxisRange(2, 0, 8, 39)]),
+                        TensorSpec("scale", "float32", [1])],
+                outputs=[TensorSpec("logits", "float32", [1, None, 100])], batch_axis=None)
+    dims = program_dims(io, [(1, 9), (1, 9), (1, 8, 8, 64), (1,)], None, bounded=True)
+    tokens = ProgramDim("input_ids_1", 3, 40)
+    assert dims == [{1: tokens}, {1: tokens}, {2: ProgramDim("cache_0_2", 0, 39)}, None]
+    # Recorded alike but traced at different sizes: not one length.
+    apart = program_dims(io, [(1, 9), (1, 7), (1, 8, 8, 64), (1,)], None, bounded=True)
+    assert apart[0] != apart[1] and apart[1] == {1: ProgramDim("attention_mask_1", 3, 40)}
+
+
+def test_a_batch_model_bounds_its_further_declared_axes_too():
+    io = IOSpec(inputs=[TensorSpec("x", "float32", [None, None, 16], ranges=[AxisRange(1, 4, 32, 128)])],
+                outputs=[TensorSpec("y", "float32", [None, None, 16])])
+    assert program_dims(io, [(8, 32, 16)], BatchRange(1, 8, 8), bounded=True) == [
+        {0: ProgramDim("batch", 1, 8), 1: ProgramDim("x_1", 4, 128)}]
+
+
+def test_an_unbounded_program_keeps_any_batch_and_leaves_declared_axes_to_the_exporter():
+    batch_io = IOSpec(inputs=[TensorSpec("x", "float32", [None, 4])], outputs=[TensorSpec("y", "float32", [None, 3])])
+    assert program_dims(batch_io, [(2, 4)], BatchRange(1, 8, 8), bounded=False) == [{0: ProgramDim("batch")}]
+    decoder = IOSpec(inputs=[TensorSpec("ids", "int64", [1, None], ranges=[AxisRange(1, 3, 9, 40)]),
+                             TensorSpec("scale", "float32", [1])],
+                     outputs=[TensorSpec("y", "float32", [1, None])], batch_axis=None)
+    assert program_dims(decoder, [(1, 9), (1,)], None, bounded=False) == [{1: ProgramDim(None)}, None]
 
 
 # --- the shared timing cache -----------------------------------------------------------------------
