@@ -32,7 +32,8 @@ class Toolchain:
 @dataclass(frozen=True)
 class Conversion:
     """A format built in two steps: the source framework's runner exports `intermediate` (on the
-    CPUs), then `runner` converts it where the variant will run (an engine is built for its GPU)."""
+    CPUs, unless `Format.exported_in_check`), then `runner` converts it where the variant will run
+    (an engine is built for its GPU)."""
 
     runner: str
     intermediate: str
@@ -123,6 +124,10 @@ class Format:
     # A trace records the device the model's own code makes tensors on (BERT's position ids), so a
     # variant traced on the CPUs fails on a GPU: on GPUs it is exported in its check session.
     traced_on_device: bool = False
+    # Its exported program is compiled on the GPU (Torch-TensorRT): a program moved there from the CPUs
+    # goes through the fake-tensor path that failed torch.compile (variant_loader.place_program), so on
+    # GPUs it is exported in its check session, on the GPU that compiles it.
+    compiled_from_program: bool = False
     # Converted from a TensorFlow graph by a tool that reads only plain TensorFlow ops (tf2onnx,
     # TF-TRT): a JAX source must lower to such ops, not to StableHLO.
     plain_tf_ops: bool = False
@@ -140,10 +145,11 @@ class Format:
     @property
     def exported_in_check(self) -> bool:
         """On GPUs, exported in its check session instead of on the CPUs before it: a trace, which
-        records its device, and a compiled format, whose export only fixes its options, so that its
-        long compile starts as soon as the reference has run, not after a runner's cold start among
-        the other exports."""
-        return self.traced_on_device or self.compiled
+        records its device; a program compiled where it runs, which must not be moved there from the
+        CPUs; and a compiled format, whose export only fixes its options, so that its long compile
+        starts as soon as the reference has run, not after a runner's cold start among the other
+        exports."""
+        return self.traced_on_device or self.compiled_from_program or self.compiled
 
     @property
     def export_file(self) -> str:
@@ -187,7 +193,7 @@ REGISTRY: tuple[Format, ...] = (
            gpu_only=True, triton=TritonServing(python_backend=True)),
     Format("torch-tensorrt", ("torch",), "torch", "model.ts", Loader("torch-tensorrt", "torch_tensorrt"),
            conversion=Conversion("torch", "model.pt2"), toolchain=Toolchain("torch_tensorrt", "Torch-TensorRT"),
-           gpu_only=True, triton=TORCHSCRIPT_SERVING),
+           gpu_only=True, compiled_from_program=True, triton=TORCHSCRIPT_SERVING),
     # int8/fp8 plans from a Q/DQ ONNX model that TensorRT Model Optimizer calibrates on the samples.
     Format("tensorrt", ("torch", "tensorflow", "jax", "onnx"), "tensorrt", "model.plan", Loader("tensorrt", "tensorrt"),
            conversion=Conversion("tensorrt", "model.onnx"), toolchain=TENSORRT, runner_needs=("torch",), gpu_only=True,

@@ -483,7 +483,9 @@ def convert(job: Job) -> JobResult:
     torch_tensorrt = import_torch_tensorrt()
     if not job.device.startswith("cuda"):
         raise Skip("Torch-TensorRT needs a GPU; this job runs on the CPU")
-    program = place_program(torch.export.load(job.inputs.export), job.device)  # exported on the CPUs
+    # Exported on this GPU, in this session (Format.exported_in_check): moving a CPU program here would
+    # take the fake-tensor path that failed torch.compile (variant_loader.place_program).
+    program = place_program(torch.export.load(job.inputs.export), job.device)
     samples = load_npz(job.inputs.samples)
     io = job.io_spec()
     batches = batch_range_of(io, next(iter(samples.values())).shape, job.batch_sizes)
