@@ -85,3 +85,8 @@ def test_formats_whose_export_records_or_needs_its_gpu_are_exported_in_their_che
     assert FORMATS["torch-tensorrt"].compiled_from_program and not FORMATS["torch-tensorrt"].compiled
     assert not FORMATS["exported-program"].exported_in_check and not FORMATS["tensorrt"].exported_in_check
 
+
+def test_engines_only_one_tensorrt_runs_are_guarded_whether_a_plan_or_embedded_in_torchscript():
+    guarded = {entry.name: entry.engines_embedded for entry in REGISTRY if entry.engine_of is not None}
+    assert guarded == {"tensorrt": False, "torch-tensorrt": True}
+    assert FORMATS["torch-tensorrt"].engine_of == FORMATS["tensorrt"].engine_of == FORMATS["tensorrt"].toolchain

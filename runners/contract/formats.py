@@ -109,9 +109,13 @@ class Format:
     # Its export is in this precision whatever the variant's: TensorRT lowers precision itself, from
     # an fp32 graph, keeping fp32 where a layer needs it.
     export_precision: Optional[Precision] = None
-    # Its artifact is an engine that only the same version of this toolchain runs: the Triton stage
-    # serves it only from an image whose version matches (orchestrator/triton/tensorrt_guard.py).
+    # Its artifact is an engine that only the same version of this toolchain runs, or embeds such
+    # engines: the Triton stage serves it only from an image whose version matches
+    # (orchestrator/triton/tensorrt_guard.py).
     engine_of: Optional[Toolchain] = None
+    # Its engines are embedded in a TorchScript file (Torch-TensorRT), which may hold none where every
+    # part of the graph fell back to torch: the guard reads the file for them.
+    engines_embedded: bool = False
     # Layouts the runner can give the weights and 4-D inputs: the torch formats' choice; ONNX and
     # TensorRT choose their own.
     memory_formats: tuple[MemoryFormat, ...] = ("contiguous",)
@@ -191,9 +195,11 @@ REGISTRY: tuple[Format, ...] = (
     Format("torch-compile-cudagraphs", ("torch",), "torch", "compiled", COMPILED,
            compile_mode="reduce-overhead", compiled=True, memory_formats=MEMORY_FORMATS, quantizers=TORCHAO_QUANTIZERS,
            gpu_only=True, triton=TritonServing(python_backend=True)),
+    # Its TorchScript embeds TensorRT engines: the same version constraint as a plan's.
     Format("torch-tensorrt", ("torch",), "torch", "model.ts", Loader("torch-tensorrt", "torch_tensorrt"),
            conversion=Conversion("torch", "model.pt2"), toolchain=Toolchain("torch_tensorrt", "Torch-TensorRT"),
-           gpu_only=True, compiled_from_program=True, triton=TORCHSCRIPT_SERVING),
+           gpu_only=True, compiled_from_program=True, engine_of=TENSORRT, engines_embedded=True,
+           triton=TORCHSCRIPT_SERVING),
     # int8/fp8 plans from a Q/DQ ONNX model that TensorRT Model Optimizer calibrates on the samples.
     Format("tensorrt", ("torch", "tensorflow", "jax", "onnx"), "tensorrt", "model.plan", Loader("tensorrt", "tensorrt"),
            conversion=Conversion("tensorrt", "model.onnx"), toolchain=TENSORRT, runner_needs=("torch",), gpu_only=True,
