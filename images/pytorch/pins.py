@@ -26,6 +26,9 @@ from dataclasses import dataclass
 from typing import Optional
 
 CONSTRAINT_ENV = "PIP_CONSTRAINT"
+# Where NGC's PyTorch containers keep theirs: read even where PIP_CONSTRAINT does not name it (a pip
+# configuration file may), as pip may enforce it all the same.
+NGC_CONSTRAINTS = "/etc/pip/constraint.txt"
 # NAME==VERSION (or ===), with optional extras; markers, hashes and comments after it are ignored.
 PINNED = re.compile(r"^\s*([A-Za-z0-9][A-Za-z0-9._-]*)\s*(?:\[[^\]]*\])?\s*===?\s*([^\s;#,\\]+)")
 
@@ -134,8 +137,8 @@ def installed_versions() -> dict[str, str]:
 
 
 def constraint_files(environ: Mapping[str, str]) -> list[str]:
-    """The constraints files pip applies here: PIP_CONSTRAINT, whitespace-separated."""
-    return environ.get(CONSTRAINT_ENV, "").split()
+    """The constraints files pip may apply here: PIP_CONSTRAINT's (whitespace-separated) and NGC's."""
+    return list(dict.fromkeys([*environ.get(CONSTRAINT_ENV, "").split(), NGC_CONSTRAINTS]))
 
 
 def read_constraints(paths: Sequence[str]) -> dict[str, str]:
