@@ -258,7 +258,7 @@ target "pytorch-cuda" {
   tags = ["nav-orch/pytorch:${NGC_RELEASE}"]
   labels = {
     "org.opencontainers.image.title"       = "nav-orch PyTorch (NGC ${NGC_RELEASE})"
-    "org.opencontainers.image.description" = "nav-orch runner image: NVIDIA NGC PyTorch ${NGC_RELEASE} plus onnxruntime-gpu ${ONNXRUNTIME_GPU_VERSION}, onnxscript ${ONNXSCRIPT_VERSION}, torchao ${TORCHAO_VERSION} and nvidia-modelopt ${MODELOPT_VERSION} (ONNX quantization)"
+    "org.opencontainers.image.description" = "nav-orch runner image: NVIDIA NGC PyTorch ${NGC_RELEASE} plus onnxruntime-gpu ${ONNXRUNTIME_GPU_VERSION}, torchao ${TORCHAO_VERSION}, nvidia-modelopt ${MODELOPT_VERSION} (ONNX quantization) and onnxscript (the base's, else ${ONNXSCRIPT_VERSION})"
     "org.opencontainers.image.version"     = "${NAV_ORCH_VERSION}"
     "org.opencontainers.image.source"      = "${SOURCE_URL}"
     # The NGC base is under the NVIDIA Deep Learning Container License; onnxruntime-gpu, onnxscript:
@@ -271,6 +271,11 @@ target "pytorch-cuda" {
     "org.nav-orch.onnxruntime"             = "${ONNXRUNTIME_GPU_VERSION}"
     "org.nav-orch.torchao"                 = "${TORCHAO_VERSION}"
     "org.nav-orch.modelopt"                = "${MODELOPT_VERSION}"
+    # The packages images/pytorch/pins.py keeps at the base's version where the base has one (NGC's
+    # /etc/pip/constraint.txt refuses any other), else installs at the Dockerfile's pin: their versions
+    # are known only once built, so the image lists them in this file, not in a label.
+    "org.nav-orch.kept-from-base"          = "onnxscript onnx-graphsurgeon ml_dtypes onnxslim polygraphy lief cppimport"
+    "org.nav-orch.pins"                    = "/opt/nav-orch/pins.txt"
     "org.nav-orch.cuda"                    = "${NGC_CUDA_VERSION}"
     "org.nav-orch.tensorrt"                = "${NGC_TENSORRT_VERSION}"
   }

@@ -73,3 +73,20 @@ def test_warming_up_calls_every_batch_size_on_zeros_unless_another_axis_is_dynam
     assert variant_loader.warm_up(run, inputs, [1, 4]) == [1, 4]
     assert calls == [[((1, 3, 8), np.float32), ((1, 8), np.int64)], [((4, 3, 8), np.float32), ((4, 8), np.int64)]]
     assert variant_loader.warm_up(run, [([-1, 8], np.dtype("float32"))], [1]) == [] and len(calls) == 2
+
+
+def test_formats_whose_export_records_or_needs_its_gpu_are_exported_in_their_check_session():
+    """A trace records its device; Torch-TensorRT's program is compiled on the GPU, where one moved from
+    the CPUs takes the fake-tensor path that failed torch.compile (variant_loader.place_program); a
+    compiled format only fixes its options. The rest export on the CPUs, while the GPUs check."""
+    in_check = {entry.name for entry in REGISTRY if entry.exported_in_check}
+    assert in_check == {"torchscript-trace", "torch-tensorrt", "torch-aoti", "torch-compile",
+                        "torch-compile-cudagraphs"}
+    assert FORMATS["torch-tensorrt"].compiled_from_program and not FORMATS["torch-tensorrt"].compiled
+    assert not FORMATS["exported-program"].exported_in_check and not FORMATS["tensorrt"].exported_in_check
+
+
+def test_engines_only_one_tensorrt_runs_are_guarded_whether_a_plan_or_embedded_in_torchscript():
+    guarded = {entry.name: entry.engines_embedded for entry in REGISTRY if entry.engine_of is not None}
+    assert guarded == {"tensorrt": False, "torch-tensorrt": True}
+    assert FORMATS["torch-tensorrt"].engine_of == FORMATS["tensorrt"].engine_of == FORMATS["tensorrt"].toolchain

@@ -62,8 +62,10 @@ class FakeRunners:
         if job.kind == "reference":
             np.savez(self.workspace.reference / REFERENCE_OUTPUTS, y=np.ones((4, 2), np.float32))
             io = IOSpec(inputs=[TensorSpec("x", "float32", [None, 3])], outputs=[TensorSpec("y", "float32", [None, 2])])
-            return JobResult(job.id, job.kind, "ok", io=io, fingerprint="model", gpu=gpu)
-        if job.kind == "export":
+            # An NGC image: Torch-TensorRT's variants are built, not skipped.
+            return JobResult(job.id, job.kind, "ok", io=io, fingerprint="model", gpu=gpu,
+                             versions={"torch_tensorrt": "2.9.0", "tensorrt": "10.13.3.9"})
+        if job.kind in ("export", "convert"):
             return JobResult(job.id, job.kind, "ok", artifact="model")
         if job.kind == "verify":
             return JobResult(job.id, job.kind, "ok", gpu=gpu, verification=Verification(
@@ -116,6 +118,20 @@ def test_a_trace_is_exported_on_the_gpu_it_is_checked_on(tmp_path):
         "exported-program-fp16": "ok"}
     assert results.best == "torchscript-trace-fp16"
     assert all(t.on_placed_gpu for t in results.timeline if t.placement != "CPU" and t.kind != "export")
+
+
+def test_a_torch_tensorrt_program_is_exported_and_compiled_on_the_gpu_it_is_checked_on(tmp_path):
+    """A program exported on the CPUs and moved to the GPU takes the fake-tensor path that failed
+    torch.compile (variant_loader.place_program): Torch-TensorRT's is exported in its check session."""
+    runners, results = optimize_on(tmp_path, ["0"], ["torch-tensorrt", "exported-program"], ["fp16"])
+    sessions = {name: (gpu, jobs) for name, gpu, jobs in runners.sessions}
+    assert sessions["export-exported-program-fp16"] == (None, [("export-exported-program-fp16", "cpu")])
+    assert not any(name.startswith("export-torch-tensorrt") for name in sessions)
+    gpu, jobs = sessions["check-torch"]
+    assert gpu == "0"
+    assert jobs[:3] == [("export-torch-tensorrt-fp16", "cuda"), ("convert-torch-tensorrt-fp16", "cuda"),
+                        ("verify-torch-tensorrt-fp16", "cuda")]
+    assert {v.name: v.status for v in results.variants} == {"torch-tensorrt-fp16": "ok", "exported-program-fp16": "ok"}
 
 
 def test_on_two_gpus_the_checks_spread_and_only_the_compiled_fp32_waits_for_the_winner(tmp_path):

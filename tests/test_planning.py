@@ -97,6 +97,16 @@ def test_on_gpus_exports_run_on_cpus_checks_per_runner_and_compiled_fp32_after_i
     assert half.needs == () and half.rivals == ()
 
 
+def test_on_gpus_torch_tensorrt_is_exported_in_its_check_session_not_on_the_cpus():
+    variants = plan_variants(config(formats=["torch-tensorrt", "tensorrt"], precisions=["fp16"],
+                                    memory_formats=["contiguous"]), on_gpu=True)
+    steps = {s.name: s for s in plan_steps(variants, on_gpu=True)}
+    # The ONNX export of a TensorRT plan runs on the CPUs; Torch-TensorRT's program on the GPU that compiles it.
+    assert [name for name in steps if name.startswith("export-")] == ["export-tensorrt-fp16"]
+    assert names(steps["check-torch"].variants) == ["torch-tensorrt-fp16"] and steps["check-torch"].needs == ()
+    assert steps["check-tensorrt"].needs == ("export-tensorrt-fp16",)
+
+
 def test_a_compiled_variant_without_rivals_waits_for_nothing():
     variants = [Variant("torch-compile-cudagraphs-fp16", "torch-compile-cudagraphs", "fp16")]
     (compiled,) = plan_steps(variants, on_gpu=True)

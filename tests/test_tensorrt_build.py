@@ -3,23 +3,29 @@ from __future__ import annotations
 
 import threading
 import time
+from dataclasses import dataclass, field
+from typing import Optional
 
 import pytest
 
-from runners.contract.protocol import AxisRange, TensorSpec
+from runners.contract.protocol import AxisRange, IOSpec, TensorSpec
 from runners.harness.common import Skip
 from runners.toolchains.tensorrt_build import (
     CALIBRATION_STEP,
     GIB,
     MAX_WORKSPACE,
     MIN_WORKSPACE,
+    TRACE_BATCH,
     BatchRange,
     PrecisionFlags,
+    ProgramDim,
     ShapeRange,
+    attach_timing_cache,
     batch_range,
     builder_precision,
     calibration_shapes,
     declared_ranges,
+    example_batch,
     input_shapes,
     merge_into_file,
     modelopt_settings,
@@ -29,6 +35,7 @@ from runners.toolchains.tensorrt_build import (
     precision_flags,
     precision_source,
     profile_shapes,
+    program_dims,
     timing_cache_path,
     workspace_limit,
 )
@@ -290,6 +297,61 @@ def test_calibration_steps_take_a_few_samples_of_a_batch_model_and_all_of_any_ot
     assert calibration_shapes({"x": (8, 4), "scale": ()}, 0, step=2) == "x:2x4"  # a scalar: from the model
 
 
+# --- Torch-TensorRT's exported program ------------------------------------------------------------
+
+def test_an_engines_program_is_traced_at_the_largest_profiled_batch_any_other_at_2():
+    # Torch-TensorRT 2.9 takes the engine's opt from the traced size: the batch tuned for is the largest profiled.
+    batches = batch_range(sample_batch=4, batch_sizes=[1, 8, 64])
+    assert example_batch(batches, engine_program=True) == 64
+    assert example_batch(batches, engine_program=False) == TRACE_BATCH == 2
+    # Never 1, which exporters specialize; no batch axis: the samples as they are (the batch is not used).
+    assert example_batch(batch_range(1, [1]), engine_program=True) == 2
+    assert example_batch(None, engine_program=True) == 2
+
+
+def test_an_engines_program_bounds_its_batch_to_the_engines_range_and_the_traced_batch():
+    io = IOSpec(inputs=[TensorSpec("x", "float32", [None, 4]), TensorSpec("m", "float32", [None, 4])],
+                outputs=[TensorSpec("y", "float32", [None, 3])])
+    batch = ProgramDim("batch", 1, 64)
+    assert program_dims(io, [(64, 4), (64, 4)], BatchRange(1, 64, 64), bounded=True) == [{0: batch}, {0: batch}]
+    # The range holds the traced batch where the profiled sizes do not (batch sizes [1]: traced at 2).
+    assert program_dims(io, [(2, 4), (2, 4)], BatchRange(1, 1, 1), bounded=True)[0] == {0: ProgramDim("batch", 1, 2)}
+    with pytest.raises(ValueError, match="needs the batch range"):
+        program_dims(io, [(2, 4), (2, 4)], None, bounded=True)
+
+
+def test_an_inplace_decoders_declared_lengths_are_bounded_dims_of_their_recorded_sizes():
+    # An inplace capture: no batch axis; tokens and mask recorded alike (one length), positions apart.
+    length = AxisRange(axis=1, min=3, typical=9, max=40)
+    io = IOSpec(inputs=[TensorSpec("input_ids", "int64", [1, None], ranges=[length]),
+                        TensorSpec("attention_mask", "int64", [1, None], ranges=[length]),
+                        TensorSpec("cache.0", "float32", [1, 8, None, 64], ranges=[AxisRange(2, 0, 8, 39)]),
+                        TensorSpec("scale", "float32", [1])],
+                outputs=[TensorSpec("logits", "float32", [1, None, 100])], batch_axis=None)
+    dims = program_dims(io, [(1, 9), (1, 9), (1, 8, 8, 64), (1,)], None, bounded=True)
+    tokens = ProgramDim("input_ids_1", 3, 40)
+    assert dims == [{1: tokens}, {1: tokens}, {2: ProgramDim("cache_0_2", 0, 39)}, None]
+    # Recorded alike but traced at different sizes: not one length.
+    apart = program_dims(io, [(1, 9), (1, 7), (1, 8, 8, 64), (1,)], None, bounded=True)
+    assert apart[0] != apart[1] and apart[1] == {1: ProgramDim("attention_mask_1", 3, 40)}
+
+
+def test_a_batch_model_bounds_its_further_declared_axes_too():
+    io = IOSpec(inputs=[TensorSpec("x", "float32", [None, None, 16], ranges=[AxisRange(1, 4, 32, 128)])],
+                outputs=[TensorSpec("y", "float32", [None, None, 16])])
+    assert program_dims(io, [(8, 32, 16)], BatchRange(1, 8, 8), bounded=True) == [
+        {0: ProgramDim("batch", 1, 8), 1: ProgramDim("x_1", 4, 128)}]
+
+
+def test_an_unbounded_program_keeps_any_batch_and_leaves_declared_axes_to_the_exporter():
+    batch_io = IOSpec(inputs=[TensorSpec("x", "float32", [None, 4])], outputs=[TensorSpec("y", "float32", [None, 3])])
+    assert program_dims(batch_io, [(2, 4)], BatchRange(1, 8, 8), bounded=False) == [{0: ProgramDim("batch")}]
+    decoder = IOSpec(inputs=[TensorSpec("ids", "int64", [1, None], ranges=[AxisRange(1, 3, 9, 40)]),
+                             TensorSpec("scale", "float32", [1])],
+                     outputs=[TensorSpec("y", "float32", [1, None])], batch_axis=None)
+    assert program_dims(decoder, [(1, 9), (1,)], None, bounded=False) == [{1: ProgramDim(None)}, None]
+
+
 # --- the shared timing cache -----------------------------------------------------------------------
 
 def test_merge_into_file_hands_over_what_the_file_holds_and_writes_the_result(tmp_path):
@@ -323,3 +385,54 @@ def test_builds_that_finish_together_each_keep_their_entries(tmp_path):
     for thread in threads:
         thread.join()
     assert sorted(path.read_bytes().decode().split(";")[:-1]) == [str(i) for i in range(8)]
+
+
+@dataclass
+class FakeBuilderConfig:
+    """trt.IBuilderConfig's timing-cache methods as TensorRT 10 answers a corrupt blob: `reads` says what
+    create_timing_cache does with a non-empty one ("ok", "none": returns no cache, "raise"), `accepts`
+    what set_timing_cache answers for it."""
+
+    reads: str = "ok"
+    accepts: bool = True
+    attached: list = field(default_factory=list)
+
+    def create_timing_cache(self, serialized_timing_cache: bytes) -> Optional[tuple[str, bytes]]:
+        if serialized_timing_cache and self.reads == "raise":
+            raise RuntimeError("Error Code 2: Internal Error (bad timing cache)\nstack")
+        if serialized_timing_cache and self.reads == "none":
+            return None
+        return ("cache", serialized_timing_cache)
+
+    def set_timing_cache(self, cache: tuple[str, bytes], ignore_mismatch: bool) -> bool:
+        assert ignore_mismatch is False  # named for its TensorRT and GPU: a mismatch is never wanted
+        if cache[1] and not self.accepts:
+            return False
+        self.attached.append(cache)
+        return True
+
+
+def test_a_readable_timing_cache_is_attached_as_it_is():
+    config, lines = FakeBuilderConfig(), []
+    assert attach_timing_cache(config, b"timings", "timing.cache", lines.append) == ("cache", b"timings")
+    assert config.attached == [("cache", b"timings")] and lines == []
+
+
+def test_no_timing_cache_yet_starts_an_empty_one_quietly():
+    config, lines = FakeBuilderConfig(), []
+    assert attach_timing_cache(config, b"", "timing.cache", lines.append) == ("cache", b"")
+    assert config.attached == [("cache", b"")] and lines == []
+
+
+@pytest.mark.parametrize("reads, accepts, why", [
+    ("none", True, "TensorRT read no cache from it"),
+    ("ok", False, "TensorRT refused it"),
+    ("raise", True, "RuntimeError: Error Code 2: Internal Error (bad timing cache)"),
+])
+def test_a_corrupt_timing_cache_starts_the_build_from_an_empty_one_and_says_so(reads, accepts, why):
+    config, lines = FakeBuilderConfig(reads=reads, accepts=accepts), []
+    assert attach_timing_cache(config, b"\x00garbage", "timing-10.13.3.9-H100.cache", lines.append) == ("cache", b"")
+    assert config.attached == [("cache", b"")]
+    (line,) = lines
+    assert f"timing-10.13.3.9-H100.cache could not be used ({why})" in line
+    assert "starts from an empty timing cache" in line

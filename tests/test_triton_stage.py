@@ -14,6 +14,7 @@ from typing import Optional
 import numpy as np
 import pytest
 from rich.console import Console
+from test_tensorrt_guard import torchscript_file
 from tritonclient.grpc import model_config_pb2 as mc
 
 from orchestrator.config import TritonSettings
@@ -447,7 +448,7 @@ def test_an_engine_is_served_when_the_image_ships_its_tensorrt_whatever_the_labe
 
 @pytest.mark.parametrize("shipped, reason", [
     ("10.11.0", "tensorrt-fp16 was built with TensorRT 10.13.3.9 but nav-orch/triton:25.10 carries TensorRT 10.11.0"),
-    (None, "tensorrt-fp16 is a TensorRT engine, but nav-orch/triton:25.10 has no TensorRT"),
+    (None, "tensorrt-fp16 holds a TensorRT engine, but nav-orch/triton:25.10 has no TensorRT"),
 ])
 def test_an_engine_the_image_cannot_load_is_not_served(world, shipped, reason):
     with_engines(world, "tensorrt-fp16")
@@ -457,6 +458,27 @@ def test_an_engine_the_image_cannot_load_is_not_served(world, shipped, reason):
     assert reason in triton.error
     assert world.started == [["onnx-fp32"]]  # the best servable variant instead
     assert "served onnx-fp32 instead" in triton.error
+
+
+@pytest.mark.parametrize("engines, served", [(1, False), (0, True)])
+def test_a_torch_tensorrt_file_is_held_to_its_tensorrt_where_it_embeds_engines(world, engines, served):
+    """Torch-TensorRT's TorchScript embeds TensorRT engines, bound to the TensorRT that built them as a
+    plan is; one whose graph all fell back to torch holds none, and no image is asked about TensorRT."""
+    world.results.environment = environment({"tensorrt": "10.13.3.9"})
+    variant = verified(world.workspace, "torch-tensorrt-fp16", "model.ts", 900.0)
+    torchscript_file(world.workspace.root / variant.artifact, engines)
+    world.results.variants.append(variant)
+    world.results.best = variant.name
+    shipped = ShippedTensorRT("10.11.0")
+    stage = world.stage(TritonSettings(concurrency=[1]), image_tensorrt=shipped,
+                        image_backends=lambda image, run_id: {"python", "pytorch"})
+    triton = stage.run(world.results, IO, [1], "throughput", None, "25.10")
+    if served:
+        assert world.started == [["torch-tensorrt-fp16"]] and shipped.asked == []
+    else:
+        assert ("torch-tensorrt-fp16 was built with TensorRT 10.13.3.9 but nav-orch/triton:25.10 carries "
+                "TensorRT 10.11.0") in triton.error
+        assert world.started == [["onnx-fp32"]] and shipped.asked == ["nav-orch/triton:25.10"]
 
 
 def test_the_server_gets_the_gpus_and_configs_name_none_of_their_host_indices(world):

@@ -188,7 +188,8 @@ class Pipeline:
             return
         jobs, profiles, owner = [], [], {}
         for variant in variants:
-            # A trace is exported here, on the GPU it will run on; a compiled format here, at once.
+            # A trace is exported here, on the GPU it will run on, as is a program compiled on it
+            # (Torch-TensorRT); a compiled format here, at once.
             export = ([self.jobs.export_job(variant, reference, "cuda")] if FORMATS[variant.format].exported_in_check
                       else [])
             checked = self.jobs.checked_jobs(variant, reference, "cuda", needs=[job.id for job in export])

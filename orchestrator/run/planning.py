@@ -3,8 +3,8 @@ profiles them. Pure decisions from the config and the registry (runners/contract
 
 On CPUs, export and verify of a variant share a runner session, variants build in parallel, and
 one exclusive step profiles them all, so nothing competes with what it measures. On GPUs, exports
-run on the CPU cores in parallel (a trace and a compiled format are exported in their check
-session: `Format.exported_in_check`); on the GPUs one session per runner and GPU verifies and
+run on the CPU cores in parallel (a trace, Torch-TensorRT's program and a compiled format are
+exported in their check session: `Format.exported_in_check`); on the GPUs one session per runner and GPU verifies and
 profiles the variants that need no long compile (one CUDA start for many), and each compiled
 variant gets a session of its own
 (`compiled_skip_reason` says which precisions it is built in). GPU sessions share their GPU and

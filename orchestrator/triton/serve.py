@@ -42,7 +42,7 @@ from orchestrator.triton.repository import (
 )
 from orchestrator.triton.server import HOST, LOOPBACK, TritonServer, check_listen, image_backends
 from orchestrator.triton.stage import image_tensorrt, release_of, require_image, triton_images
-from orchestrator.triton.tensorrt_guard import builder_tensorrt, check_served_engine
+from orchestrator.triton.tensorrt_guard import builder_tensorrt, check_served_engine, serves_engines
 from runners.contract.formats import FORMATS
 from runners.contract.protocol import IOSpec
 
@@ -138,7 +138,7 @@ def serve(workspace_path: Path, variant_name: Optional[str], http_port: int, grp
             if read_config(repository, variant.name) is None or not (folder / VERSION).is_dir():
                 backends = image_backends(client, server_image, run_id)
                 deployment = deployment_for(variant, workspace.root, backends)
-                if FORMATS[deployment.format].engine_of is not None:
+                if serves_engines(FORMATS[deployment.format], deployment.workspace, deployment.artifact):
                     check_served_engine(variant.name, builder_tensorrt(results.environment), server_image,
                                         image_tensorrt(partial(engine.run_to_exit, client), server_image, run_id))
                 folder = write_variant(repository, variant, workspace, io, backends, gpu_indices, err)

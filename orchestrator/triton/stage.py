@@ -43,6 +43,7 @@ from orchestrator.triton.tensorrt_guard import (
     LIBRARY_ROOTS,
     builder_tensorrt,
     check_served_engine,
+    serves_engines,
     tensorrt_in_listing,
 )
 from runners.contract.formats import FORMATS
@@ -223,7 +224,7 @@ class TritonStage:
         def servable(variant: VariantResult) -> Deployment:
             nonlocal builder_version
             deployment = deployment_for(variant, self.workspace.root, backends)
-            if FORMATS[deployment.format].engine_of is not None:
+            if serves_engines(FORMATS[deployment.format], deployment.workspace, deployment.artifact):
                 builder_version = builder_version or builder_tensorrt(results.environment)
                 check_served_engine(variant.name, builder_version, server_image, server_tensorrt())
             return deployment

@@ -32,7 +32,8 @@ class Toolchain:
 @dataclass(frozen=True)
 class Conversion:
     """A format built in two steps: the source framework's runner exports `intermediate` (on the
-    CPUs), then `runner` converts it where the variant will run (an engine is built for its GPU)."""
+    CPUs, unless `Format.exported_in_check`), then `runner` converts it where the variant will run
+    (an engine is built for its GPU)."""
 
     runner: str
     intermediate: str
@@ -108,9 +109,13 @@ class Format:
     # Its export is in this precision whatever the variant's: TensorRT lowers precision itself, from
     # an fp32 graph, keeping fp32 where a layer needs it.
     export_precision: Optional[Precision] = None
-    # Its artifact is an engine that only the same version of this toolchain runs: the Triton stage
-    # serves it only from an image whose version matches (orchestrator/triton/tensorrt_guard.py).
+    # Its artifact is an engine that only the same version of this toolchain runs, or embeds such
+    # engines: the Triton stage serves it only from an image whose version matches
+    # (orchestrator/triton/tensorrt_guard.py).
     engine_of: Optional[Toolchain] = None
+    # Its engines are embedded in a TorchScript file (Torch-TensorRT), which may hold none where every
+    # part of the graph fell back to torch: the guard reads the file for them.
+    engines_embedded: bool = False
     # Layouts the runner can give the weights and 4-D inputs: the torch formats' choice; ONNX and
     # TensorRT choose their own.
     memory_formats: tuple[MemoryFormat, ...] = ("contiguous",)
@@ -123,6 +128,10 @@ class Format:
     # A trace records the device the model's own code makes tensors on (BERT's position ids), so a
     # variant traced on the CPUs fails on a GPU: on GPUs it is exported in its check session.
     traced_on_device: bool = False
+    # Its exported program is compiled on the GPU (Torch-TensorRT): a program moved there from the CPUs
+    # goes through the fake-tensor path that failed torch.compile (variant_loader.place_program), so on
+    # GPUs it is exported in its check session, on the GPU that compiles it.
+    compiled_from_program: bool = False
     # Converted from a TensorFlow graph by a tool that reads only plain TensorFlow ops (tf2onnx,
     # TF-TRT): a JAX source must lower to such ops, not to StableHLO.
     plain_tf_ops: bool = False
@@ -140,10 +149,11 @@ class Format:
     @property
     def exported_in_check(self) -> bool:
         """On GPUs, exported in its check session instead of on the CPUs before it: a trace, which
-        records its device, and a compiled format, whose export only fixes its options, so that its
-        long compile starts as soon as the reference has run, not after a runner's cold start among
-        the other exports."""
-        return self.traced_on_device or self.compiled
+        records its device; a program compiled where it runs, which must not be moved there from the
+        CPUs; and a compiled format, whose export only fixes its options, so that its long compile
+        starts as soon as the reference has run, not after a runner's cold start among the other
+        exports."""
+        return self.traced_on_device or self.compiled_from_program or self.compiled
 
     @property
     def export_file(self) -> str:
@@ -185,9 +195,11 @@ REGISTRY: tuple[Format, ...] = (
     Format("torch-compile-cudagraphs", ("torch",), "torch", "compiled", COMPILED,
            compile_mode="reduce-overhead", compiled=True, memory_formats=MEMORY_FORMATS, quantizers=TORCHAO_QUANTIZERS,
            gpu_only=True, triton=TritonServing(python_backend=True)),
+    # Its TorchScript embeds TensorRT engines: the same version constraint as a plan's.
     Format("torch-tensorrt", ("torch",), "torch", "model.ts", Loader("torch-tensorrt", "torch_tensorrt"),
            conversion=Conversion("torch", "model.pt2"), toolchain=Toolchain("torch_tensorrt", "Torch-TensorRT"),
-           gpu_only=True, triton=TORCHSCRIPT_SERVING),
+           gpu_only=True, compiled_from_program=True, engine_of=TENSORRT, engines_embedded=True,
+           triton=TORCHSCRIPT_SERVING),
     # int8/fp8 plans from a Q/DQ ONNX model that TensorRT Model Optimizer calibrates on the samples.
     Format("tensorrt", ("torch", "tensorflow", "jax", "onnx"), "tensorrt", "model.plan", Loader("tensorrt", "tensorrt"),
            conversion=Conversion("tensorrt", "model.onnx"), toolchain=TENSORRT, runner_needs=("torch",), gpu_only=True,

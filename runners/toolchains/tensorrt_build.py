@@ -1,9 +1,10 @@
 """How a TensorRT engine is built, as plain decisions that need no TensorRT: the optimization
-profile of each input (its batch range and its declared dynamic axes), which TensorRT API
-generation sets the precision (builder flags or the network's own types), the builder's precision
-flags, how an int8/fp8 plan's Q/DQ model is made (TensorRT Model Optimizer's settings and
-calibration steps), its workspace limit, where the timing cache lives and how parallel builds merge
-it, and what TF-TRT builds engines for and how its fallback to TensorFlow shows. The runners
+profile of each input (its batch range and its declared dynamic axes; for Torch-TensorRT, the batch
+its program is traced at and the Dims it is exported with), which TensorRT API generation sets the
+precision (builder flags or the network's own types), the builder's precision flags, how an int8/fp8
+plan's Q/DQ model is made (TensorRT Model Optimizer's settings and calibration steps), its workspace
+limit, where the timing cache lives, how a bad one is set aside and how parallel builds merge it,
+and what TF-TRT builds engines for and how its fallback to TensorFlow shows. The runners
 (tensorrt_runner.py, torch_runner.py's Torch-TensorRT conversion, tensorflow_runner.py's TF-TRT)
 apply them; tests/test_tensorrt_build.py checks them on hosts without a GPU."""
 from __future__ import annotations
@@ -14,11 +15,14 @@ import re
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal, Optional
+from typing import Any, Literal, Optional, Protocol
 
-from runners.contract.protocol import AxisRange, IOSpec, TensorSpec
+from runners.contract.protocol import AxisRange, IOSpec, TensorSpec, one_line
 from runners.harness.common import Skip
 
+# The batch an exporter traces a model at where the size does not matter: exporters specialize a
+# batch of 1, and a larger one only costs time (a trace runs the model; half precision on CPUs is slow).
+TRACE_BATCH = 2
 MIB = 1 << 20
 GIB = 1 << 30
 # The builder's scratch memory: enough for the fast tactics of large convolutions and matmuls,
@@ -64,6 +68,17 @@ class ShapeRange:
     min: tuple[int, ...]
     opt: tuple[int, ...]
     max: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class ProgramDim:
+    """How torch.export is told about one dynamic axis: a named `torch.export.Dim` within `min`..`max`
+    (None: unbounded; inputs that name the same Dim share its size), or, with no name, `Dim.AUTO`
+    (torch.export relates it to the other axes itself, unbounded)."""
+
+    name: Optional[str]
+    min: Optional[int] = None
+    max: Optional[int] = None
 
 
 @dataclass(frozen=True)
@@ -146,6 +161,65 @@ def input_shapes(shape: Sequence[Optional[int]], sample_shape: Sequence[int], ba
         static = tuple(sample_shape)
         return ShapeRange(static, static, static)
     return shapes
+
+
+def example_batch(batches: Optional[BatchRange], engine_program: bool) -> int:
+    """The batch an exported program is traced at. Torch-TensorRT 2.9 builds each engine's
+    optimization profile from the program, not from the `Input` shapes it is handed: min and max from
+    each dynamic axis's range, opt from the size the axis had when it was traced
+    (torch_tensorrt/dynamo/partitioning/common.py, `construct_dynamic_input` and utils.py
+    `extract_var_range_info`). So the program of an engine (`engine_program`) is traced at the
+    engine's opt batch, the largest profiled one (`batch_range`); any other at TRACE_BATCH. Never 1,
+    which exporters specialize: the range then holds TRACE_BATCH as well."""
+    if not engine_program or batches is None:
+        return TRACE_BATCH
+    return max(TRACE_BATCH, batches.opt)
+
+
+def program_dims(io: IOSpec, example_shapes: Sequence[Sequence[int]], batches: Optional[BatchRange],
+                 bounded: bool) -> list[Optional[dict[int, ProgramDim]]]:
+    """Each input's dynamic axes as torch.export is told them (None: static), for a program traced on
+    inputs of `example_shapes`.
+
+    Unbounded (a program whoever runs it may call with any size): the batch axis, one Dim shared by
+    every input; a model without one, its declared axes (`TensorSpec.ranges`) as Dim.AUTO.
+
+    `bounded` (the program of an engine, which Torch-TensorRT 2.9 cannot build from an unbounded
+    range: `extract_var_range_info` calls int() on its upper bound): the batch axis within `batches`,
+    and every declared axis besides it within its recorded min..max, each range widened to hold the
+    traced size. Axes recorded alike (same min, typical and max) and traced at the same size are one
+    Dim: a decoder's tokens and mask share their length, which torch.export requires to be one Dim."""
+    dims: list[Optional[dict[int, ProgramDim]]] = []
+    if not bounded:
+        for spec in io.inputs:
+            free = {io.batch_axis: ProgramDim("batch")} if io.batch_axis is not None else {
+                r.axis: ProgramDim(None) for r in spec.ranges}
+            dims.append(free or None)
+        return dims
+    if io.batch_axis is not None and batches is None:
+        raise ValueError("a bounded program with a batch axis needs the batch range")
+    shared: dict[tuple[int, int, int, int], ProgramDim] = {}
+    for spec, shape in zip(io.inputs, example_shapes):
+        axes: dict[int, ProgramDim] = {}
+        if io.batch_axis is not None and batches is not None:
+            traced = shape[io.batch_axis]
+            axes[io.batch_axis] = ProgramDim("batch", min(batches.min, traced), max(batches.max, traced))
+        for r in spec.ranges:
+            if r.axis == io.batch_axis:
+                continue
+            traced = shape[r.axis]
+            key = (r.min, r.typical, r.max, traced)
+            if key not in shared:
+                shared[key] = ProgramDim(dim_name(spec.name, r.axis), min(r.min, traced), max(r.max, traced))
+            axes[r.axis] = shared[key]
+        dims.append(axes or None)
+    return dims
+
+
+def dim_name(tensor: str, axis: int) -> str:
+    """A Dim's name for an axis of a tensor: an identifier, as torch.export prints it in its errors."""
+    name = re.sub(r"\W", "_", f"{tensor}_{axis}")
+    return name if name[0].isalpha() or name[0] == "_" else f"d_{name}"
 
 
 def declared_ranges(specs: Sequence[TensorSpec], names: Sequence[str]) -> dict[str, list[AxisRange]]:
@@ -338,6 +412,37 @@ def timing_cache_path(cache_dir: Optional[str], output_dir: str, tensorrt_versio
         return Path(output_dir) / TIMING_CACHE_FILE
     device = re.sub(r"[^A-Za-z0-9.]+", "-", device_name).strip("-") or "gpu"
     return Path(cache_dir) / f"timing-{tensorrt_version}-{device}.cache"
+
+
+class TimingCacheConfig(Protocol):
+    """The two methods of trt.IBuilderConfig that attach a timing cache."""
+
+    def create_timing_cache(self, serialized_timing_cache: bytes) -> Any: ...
+    def set_timing_cache(self, cache: Any, ignore_mismatch: bool) -> bool: ...
+
+
+def attach_timing_cache(config: TimingCacheConfig, stored: bytes, name: str, log: Callable[[str], None]) -> Any:
+    """Attach the timing cache `stored` (b"": none yet) to the builder config and return it; where
+    TensorRT cannot take it (a file cut short by a full disk, or written by another build of
+    TensorRT), the build starts from an empty cache and `log` says so: a cache only saves time,
+    and a bad one must not cost the build. TensorRT 10 reports a corrupt blob by returning no
+    cache (Polygraphy's CreateConfig falls back the same way) or by refusing it in
+    set_timing_cache; an exception is treated alike."""
+    if stored:
+        try:
+            cache = config.create_timing_cache(stored)
+            refused = "TensorRT read no cache from it" if cache is None else (
+                None if config.set_timing_cache(cache, False) else "TensorRT refused it")
+        except Exception as error:  # noqa: BLE001 - whatever TensorRT raises, the build goes on
+            refused = one_line(error)
+        if refused is None:
+            return cache
+        log(f"[nav-orch runner] the timing cache {name} could not be used ({refused}): this build starts "
+            "from an empty timing cache, and replaces the file with its own")
+    cache = config.create_timing_cache(b"")
+    if cache is None or not config.set_timing_cache(cache, False):
+        raise RuntimeError("TensorRT could not attach an empty timing cache to the builder config")
+    return cache
 
 
 def merge_into_file(path: Path, merge: Callable[[bytes], bytes]) -> None:

@@ -30,6 +30,7 @@ from runners.harness.common import Handlers, Skip, key_by_names, load_npz
 from runners.harness.measure import Timing, inputs_at, profile_result, verification_result, verify_outputs
 from runners.serving.variant_loader import Engine
 from runners.toolchains.tensorrt_build import (
+    attach_timing_cache,
     batch_range_of,
     builder_precision,
     calibration_shapes,
@@ -114,8 +115,9 @@ def convert(job: Job) -> JobResult:
 
     cache_path = timing_cache_path(os.environ.get(CACHE_ENV), job.output_dir, trt.__version__,
                                    torch.cuda.get_device_name())
-    cache = config.create_timing_cache(cache_path.read_bytes() if cache_path.exists() else b"")
-    config.set_timing_cache(cache, ignore_mismatch=False)
+    # The config keeps the cache alive through the build (set_timing_cache's keep_alive in TensorRT's bindings).
+    attach_timing_cache(config, cache_path.read_bytes() if cache_path.exists() else b"", cache_path.name,
+                        partial(print, flush=True))
 
     serialized = builder.build_serialized_network(network, config)
     if serialized is None:

@@ -56,7 +56,15 @@ from runners.serving.variant_loader import (
     torch_outputs,
 )
 from runners.toolchains.onnx_quantize import export_quantized, quantized_onnx
-from runners.toolchains.tensorrt_build import BatchRange, batch_range_of, input_shapes
+from runners.toolchains.tensorrt_build import (
+    TRACE_BATCH,
+    BatchRange,
+    ProgramDim,
+    batch_range_of,
+    example_batch,
+    input_shapes,
+    program_dims,
+)
 from runners.toolchains.torchao_plan import (
     compute_precision,
     device_reason,
@@ -70,6 +78,9 @@ from runners.toolchains.torchao_plan import (
 
 # Lines of a failed trace check kept in the log: its graph diff grows with the model.
 TRACE_CHECK_LINES = 40
+# Formats whose engines are built from their exported program's own shapes (Torch-TensorRT 2.9 takes
+# an engine's opt size from the traced size): exported at the engine's opt batch.
+ENGINE_PROGRAMS = frozenset({"torch-tensorrt"})
 
 # fp32 means fp32: TF32 would make fp32 variants differ from the reference by ~1e-3.
 torch.backends.cuda.matmul.allow_tf32 = False
@@ -256,15 +267,14 @@ def export(job: Job) -> JobResult:
     model = in_layout(load_source(job).to(job.device, torch_dtype(precision)), job)
     samples = load_npz(job.inputs.samples)
     io = job.io_spec()
-    # A batch of 2: exporters would specialize a batch of 1, and a larger one only costs
-    # time (a trace runs the model; half precision on CPUs is slow). A model without a batch
-    # axis is traced on the samples as they are.
     in_source_dtypes = keeps_source_dtypes(job, precision)
     if in_source_dtypes:
         model = SourceDtypes(model, torch_dtype(precision), [getattr(torch, spec.dtype) for spec in io.outputs])
-    example = tuple(to_tensors(inputs_at(samples, io, 2), job.device, None if in_source_dtypes else precision,
-                               job.memory_format))
     batches = batch_range_of(io, next(iter(samples.values())).shape, job.batch_sizes)
+    # A model without a batch axis is traced on the samples as they are.
+    batch = example_batch(batches, fmt.name in ENGINE_PROGRAMS)
+    example = tuple(to_tensors(inputs_at(samples, io, batch), job.device, None if in_source_dtypes else precision,
+                               job.memory_format))
     if quantized_onnx(job):
         export_quantized(job, lambda fp32: EXPORTERS[fmt.name](model, example, io, fp32, batches), target)
     else:
@@ -309,7 +319,7 @@ def export_compiled(job: Job, target: Path) -> JobResult:
         quantizable(model)
         return JobResult(job.id, job.kind, "ok", artifact=target.name)
     samples, io = load_npz(job.inputs.samples), job.io_spec()
-    example = tuple(to_tensors(inputs_at(samples, io, 2), job.device, precision, job.memory_format))
+    example = tuple(to_tensors(inputs_at(samples, io, TRACE_BATCH), job.device, precision, job.memory_format))
     try:
         torch.export.save(exported_program(model, example, io), str(target / COMPILED_PROGRAM))
     except Exception as error:  # noqa: BLE001 - the source compiles all the same
@@ -365,9 +375,11 @@ def export_exported_program(model, example, io: IOSpec, target: Path, batches: O
 
 
 def export_bounded_program(model, example, io: IOSpec, target: Path, batches: Optional[BatchRange]) -> None:
-    """The program of an engine built from it, its dynamic batch bounded by `batches`: Torch-TensorRT 2.9
-    reads the range, and cannot take an unbounded one (later versions build for the range a program carries)."""
-    torch.export.save(exported_program(model, example, io, batches), str(target))
+    """The program of an engine built from it, traced at the engine's opt batch (export: `example_batch`),
+    its batch bounded by `batches` and each declared dynamic axis by its recorded sizes: Torch-TensorRT
+    2.9 builds the engine's profile from these ranges and the traced sizes, and cannot take an unbounded
+    range (tensorrt_build.py `program_dims`)."""
+    torch.export.save(exported_program(model, example, io, batches, bounded=True), str(target))
 
 
 def export_aoti(model, example, io: IOSpec, target: Path, batches: Optional[BatchRange]) -> None:
@@ -379,20 +391,22 @@ def export_aoti(model, example, io: IOSpec, target: Path, batches: Optional[Batc
                                        inductor_configs={"freezing": True})
 
 
-def exported_program(model, example, io: IOSpec, batches: Optional[BatchRange] = None) -> Any:
-    """torch.export with a dynamic batch, bounded by `batches` where given, else unbounded."""
+def exported_program(model, example, io: IOSpec, batches: Optional[BatchRange] = None, bounded: bool = False) -> Any:
+    """torch.export with the dynamic axes `program_dims` decides: unbounded, or `bounded` by `batches`
+    and the declared axes' recorded sizes."""
     if isinstance(model, torch.jit.ScriptModule):
         raise Skip("torch.export cannot take a TorchScript module")
-    dynamic: tuple[Optional[dict[int, Any]], ...]
-    if io.batch_axis is None:
-        # No batch axis: the declared dynamic axes, each left to torch.export to relate to the others
-        # (a decoder's tokens and mask share their length).
-        dynamic = tuple({r.axis: torch.export.Dim.AUTO for r in spec.ranges} or None for spec in io.inputs)
-    else:
-        traced = example[0].shape[io.batch_axis] if example else 2
-        batch = (torch.export.Dim("batch") if batches is None else  # the range must hold the traced batch too
-                 torch.export.Dim("batch", min=min(batches.min, traced), max=max(batches.max, traced)))
-        dynamic = tuple({io.batch_axis: batch} for _ in example)
+    made: dict[ProgramDim, Any] = {}  # one torch Dim per ProgramDim: inputs naming it share its size
+
+    def dim(spec: ProgramDim) -> Any:
+        if spec.name is None:
+            return torch.export.Dim.AUTO
+        if spec not in made:
+            made[spec] = torch.export.Dim(spec.name, min=spec.min, max=spec.max)
+        return made[spec]
+
+    decided = program_dims(io, [tuple(tensor.shape) for tensor in example], batches, bounded)
+    dynamic = tuple(None if axes is None else {axis: dim(spec) for axis, spec in axes.items()} for axes in decided)
     # One entry for FlatOutputs.forward(*inputs): the exporter matches dynamic shapes to parameters.
     return torch.export.export(FlatOutputs(model), example, dynamic_shapes=(dynamic,))
 
@@ -446,8 +460,11 @@ def import_torch_tensorrt():
 def compile_program(torch_tensorrt: Any, program: torch.export.ExportedProgram, io: IOSpec,
                     example: list[torch.Tensor], batches: Optional[BatchRange], precision: str) -> Any:
     """Torch-TensorRT's API for exported programs, `torch_tensorrt.dynamo.compile` (2.9, NGC 25.10:
-    its `compile(ir="dynamo")` traces a module and cannot take a program), with each input's
-    min/opt/max shape (the program's own batch range is the same, for the versions that read it)."""
+    its `compile(ir="dynamo")` traces a module and cannot take a program). 2.9 builds each engine's
+    profile from the program (min and max from its ranges, opt from the sizes it was traced at), not
+    from the `Input`s, which it requires all the same: they state the same ranges (tensorrt_build.py
+    `input_shapes`), the opt nav-orch means (the largest profiled batch, each declared axis's typical
+    size)."""
     inputs = []
     for spec, tensor in zip(io.inputs, example):
         shapes = input_shapes(spec.shape, tuple(tensor.shape), batches, spec.ranges, io.batch_axis, spec.name)
@@ -458,14 +475,17 @@ def compile_program(torch_tensorrt: Any, program: torch.export.ExportedProgram, 
 
 def convert(job: Job) -> JobResult:
     """Torch-TensorRT: compile the exported program into TensorRT engines for this GPU, saved as
-    TorchScript: with a dynamic batch from the smallest to the largest batch size, and each declared
-    dynamic axis over its sizes (runners/toolchains/tensorrt_build.py `input_shapes`)."""
+    TorchScript: with a dynamic batch from the smallest to the largest batch size, tuned for the
+    largest, and each declared dynamic axis over its recorded sizes (the program's ranges:
+    `export_bounded_program`)."""
     if job.format != "torch-tensorrt":
         raise ValueError(f"the torch runner converts only torch-tensorrt, not {job.format}")
     torch_tensorrt = import_torch_tensorrt()
     if not job.device.startswith("cuda"):
         raise Skip("Torch-TensorRT needs a GPU; this job runs on the CPU")
-    program = place_program(torch.export.load(job.inputs.export), job.device)  # exported on the CPUs
+    # Exported on this GPU, in this session (Format.exported_in_check): moving a CPU program here would
+    # take the fake-tensor path that failed torch.compile (variant_loader.place_program).
+    program = place_program(torch.export.load(job.inputs.export), job.device)
     samples = load_npz(job.inputs.samples)
     io = job.io_spec()
     batches = batch_range_of(io, next(iter(samples.values())).shape, job.batch_sizes)
