@@ -311,8 +311,7 @@ def optimize(
 ) -> None:
     """Export, verify and profile MODEL in every format, and pick the best variant.
 
-    The table of variants ends with the best one's speedup over the source model, where its artifact
-    and report.html are, and the command that serves it."""
+    The table ends with the best variant's speedup, its artifact, report.html and how to serve it."""
     console = stderr_console()
 
     def run() -> int:

@@ -14,6 +14,8 @@ from pathlib import Path
 import pytest
 from conftest import ROOT, leftover_containers, nav_orch, read_results
 
+from orchestrator.containers.engine import OWNER_LABEL, ROLE_LABEL
+
 pytestmark = [pytest.mark.docker, pytest.mark.usefixtures("cpu_images", "no_leftovers")]
 FAULTS = Path(__file__).resolve().parent / "models" / "faults.py"
 FORMATS = "torchscript-trace,onnx"
@@ -153,3 +155,58 @@ def test_a_run_after_a_killed_one_removes_the_containers_it_left(tmp_path):
     assert rerun.returncode == 0, rerun.stderr
     assert f"removed {len(left)} container(s) that a killed nav-orch run left behind" in rerun.stderr
     assert leftover_containers() == []
+
+
+
+def containers_by_owner_pid() -> dict[int, dict[str, str]]:
+    """The nav-orch containers of this host by the process id in their owner label: name -> role."""
+    out = subprocess.run(["docker", "ps", "-a", "--filter", f"label={OWNER_LABEL}", "--format",
+                          f'{{{{.Names}}}} {{{{.Label "{OWNER_LABEL}"}}}} {{{{.Label "{ROLE_LABEL}"}}}}'],
+                         capture_output=True, text=True, check=True)
+    owners: dict[int, dict[str, str]] = {}
+    for line in out.stdout.splitlines():
+        name, owner, role = line.split()
+        owners.setdefault(int(owner.split(":")[1]), {})[name] = role
+    return owners
+
+
+def test_clean_removes_a_killed_runs_containers_and_keeps_a_live_ones(tmp_path):
+    # One slow variant each, so that the live run holds one container, its build, for a minute and more.
+    args = {name: optimize_args(tmp_path / name, "make_slow_on_trace", "--model-arg", "seconds=90", "--formats",
+                                "torchscript-trace") for name in ("live", "killed")}
+    runs = {name: subprocess.Popen([sys.executable, "-m", "orchestrator.cli", *arguments], cwd=ROOT,
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            for name, arguments in args.items()}
+
+    def building(pid: int) -> bool:
+        return any(role.startswith("runner:build") for role in containers_by_owner_pid().get(pid, {}).values())
+
+    try:
+        deadline = time.monotonic() + 120
+        while not all(building(run.pid) for run in runs.values()) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        runs["killed"].kill()  # SIGKILL: its containers stay behind
+        runs["killed"].wait()
+        owners = containers_by_owner_pid()
+        killed, live = owners.get(runs["killed"].pid, {}), owners.get(runs["live"].pid, {})
+        assert killed and list(live.values()) == ["runner:build-torchscript-trace-fp32"], owners
+
+        dry = nav_orch("clean", "--dry-run")
+        assert dry.returncode == 0, dry.stderr
+        assert all(f"would remove {name} " in dry.stdout for name in killed), dry.stdout
+        assert all(f"kept {name} " in dry.stdout for name in live), dry.stdout
+        assert containers_by_owner_pid().get(runs["killed"].pid) == killed  # a dry run removes nothing
+
+        cleaned = nav_orch("clean")
+        assert cleaned.returncode == 0, cleaned.stderr
+        assert f"removed {len(killed)} container(s)" in cleaned.stdout
+        assert all(f"kept {name} " in cleaned.stdout for name in live), cleaned.stdout
+        after = containers_by_owner_pid()
+        assert runs["killed"].pid not in after and after.get(runs["live"].pid) == live, after
+        assert runs["live"].poll() is None  # the live run goes on
+    finally:
+        for run in runs.values():
+            if run.poll() is None:
+                run.send_signal(signal.SIGTERM)
+                run.wait(timeout=120)
+    assert leftover_containers() == []  # the live run, stopped, removed its own
