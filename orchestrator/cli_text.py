@@ -12,7 +12,7 @@ from rich.markup import escape
 
 from orchestrator import __version__
 from orchestrator.config import Budget, OptimizeConfig, Tolerances, TritonSettings, default_of
-from orchestrator.results import RunResults, figure, gain
+from orchestrator.results import RunResults, confidence_text, figure, gain
 from runners.contract.protocol import PROTOCOL_VERSION, ProfileEntry
 
 # The panels of optimize's (and profile's) options in --help.
@@ -90,6 +90,9 @@ def next_steps(results: RunResults, workspace: Path) -> list[str]:
     if best is None or results.selection is None:
         return []
     lines = [speedup_line(results, best.profile)]
+    margin = confidence_text(results.selection)
+    if margin is not None:
+        lines.append(f"margin: {margin}")
     if best.artifact:
         lines.append(f"artifact: {workspace / best.artifact}")
     report = workspace / "report.html"

@@ -10,6 +10,7 @@ from typing import Any, Literal, Optional
 from pydantic import Field
 
 from orchestrator.config import Objective, Strict
+from orchestrator.run.paired import TieBreak
 from runners.contract.formats import FORMATS
 from runners.contract.protocol import (
     AxisRange,
@@ -100,11 +101,29 @@ class Environment(Strict):
     gpus: list[GpuInfo] = Field(default_factory=list)  # as the runners saw them
 
 
+class PairedRatio(Strict):
+    """The chosen variant against one rival, timed interleaved: the median over rounds of the rival's
+    time over the chosen one's (above 1: the chosen is faster), and its interval."""
+
+    variant: str
+    ratio: float
+    low: float
+    high: float
+
+
 class Selection(Strict):
     objective: Objective
     latency_budget_ms: Optional[float] = None
     batch_size: Optional[int] = None
     reason: str
+    # Confident selection (orchestrator/run/paired.py), where the close candidates were timed
+    # interleaved at `batch_size`; absent (0 rounds) where they were not.
+    rounds: int = 0
+    confidence: Optional[float] = None  # the intervals' coverage of the median ratio (0.95, or less with few rounds)
+    margin: Optional[PairedRatio] = None  # the chosen over its closest rival
+    compared: list[PairedRatio] = Field(default_factory=list)  # the chosen against each rival, closest first
+    tie: bool = False  # the fastest could not be told from a rival: the cheaper artifact was chosen
+    tie_broken_by: Optional[TieBreak] = None
 
 
 class JobCounts(Strict):
@@ -161,6 +180,26 @@ def figure(profile: list[ProfileEntry], objective: str, batch: Optional[int]) ->
 def gain(ours: float, theirs: float, objective: str) -> float:
     """How many times better `ours` is: throughput higher, latency lower."""
     return ours / theirs if objective == "throughput" else theirs / ours
+
+
+def confidence_text(selection: Selection) -> Optional[str]:
+    """`1.04× onnx-fp32 (95 % interval 1.01–1.07, 12 paired rounds)`, or on a tie `tie with
+    onnx-fp32 (0.98×, 95 % interval 0.95–1.02, 12 paired rounds): chose the smaller artifact`;
+    None where the candidates were not timed interleaved."""
+    margin = selection.margin
+    if margin is None or selection.confidence is None:
+        return None
+    interval = (f"{selection.confidence * 100:.0f} % interval {margin.low:.2f}–{margin.high:.2f}, "
+                f"{selection.rounds} paired rounds")
+    if not selection.tie:
+        return f"{margin.ratio:.2f}× {margin.variant} ({interval})"
+    return (f"tie with {margin.variant} ({margin.ratio:.2f}×, {interval}): "
+            f"chose {TIE_BROKEN[selection.tie_broken_by or 'order']}")
+
+
+# How a tie was broken, in words.
+TIE_BROKEN = {"servable": "the servable artifact", "smaller": "the smaller artifact",
+              "faster to load": "the artifact faster to load", "order": "the first (the artifacts cost alike)"}
 
 
 # --- inplace pipelines (orchestrator/inplace): WORKSPACE/pipeline.json and each module's capture ----

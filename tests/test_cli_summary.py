@@ -9,7 +9,7 @@ from rich.console import Console
 
 from orchestrator.cli import finish
 from orchestrator.cli_text import next_steps
-from orchestrator.results import Environment, ImageRecord, RunResults, Selection, VariantResult
+from orchestrator.results import Environment, ImageRecord, PairedRatio, RunResults, Selection, VariantResult
 from runners.contract.protocol import LatencyStats, ProfileEntry
 
 
@@ -55,6 +55,20 @@ def test_a_local_run_is_served_by_pytriton_from_its_python(tmp_path):
     run.environment.images = [ImageRecord(tag="local", id="/opt/py 3/bin/python")]
     assert next_steps(run, tmp_path)[-1] == (f"serve it: nav-orch serve {tmp_path} --server pytriton --executor local "
                                              "--python '/opt/py 3/bin/python'")
+
+
+def test_a_choice_timed_again_interleaved_gives_its_margin_with_the_interval(tmp_path):
+    run = results()
+    assert run.selection is not None
+    run.selection.rounds, run.selection.confidence = 12, 0.9614
+    run.selection.margin = PairedRatio(variant="tensorrt-fp16", ratio=1.04, low=1.01, high=1.07)
+    assert next_steps(run, tmp_path)[1] == "margin: 1.04× tensorrt-fp16 (96 % interval 1.01–1.07, 12 paired rounds)"
+    run.selection.margin = PairedRatio(variant="tensorrt-fp16", ratio=0.98, low=0.95, high=1.02)
+    run.selection.tie, run.selection.tie_broken_by = True, "smaller"
+    assert next_steps(run, tmp_path)[1] == ("margin: tie with tensorrt-fp16 (0.98×, 96 % interval 0.95–1.02, "
+                                            "12 paired rounds): chose the smaller artifact")
+    run.selection = Selection(objective="throughput", batch_size=8, reason="why")  # not timed again: no line
+    assert not any(line.startswith("margin:") for line in next_steps(run, tmp_path))
 
 
 def test_no_best_no_next_steps(tmp_path):

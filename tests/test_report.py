@@ -13,6 +13,7 @@ from orchestrator.results import (
     Environment,
     ImageRecord,
     JobTiming,
+    PairedRatio,
     RunResults,
     Selection,
     TritonLatency,
@@ -90,6 +91,18 @@ def test_the_verdict_measures_the_best_against_the_source_model_as_it_is(tmp_pat
     run.selection = Selection(objective="throughput", batch_size=4, reason="highest throughput")
     text = write_report(run, tmp_path / "untimed.html").read_text()
     assert "not compared with the source model as it is (it was not timed at that batch size)" in text
+
+
+def test_a_choice_timed_again_interleaved_gives_the_paired_margin_not_the_single_pass_one(tmp_path):
+    run = results()
+    margin = PairedRatio(variant="torchscript-trace-fp32", ratio=1.04, low=1.01, high=1.07)
+    run.selection = Selection(objective="throughput", batch_size=4, rounds=12, confidence=0.9614, margin=margin,
+                              compared=[margin], reason=("highest throughput; timed again interleaved at batch 4: "
+                                                         "1.04× torchscript-trace-fp32 (96 % interval 1.01–1.07, "
+                                                         "12 paired rounds)"))
+    text = write_report(run, tmp_path / "report.html").read_text()
+    assert "1.04× torchscript-trace-fp32 (96 % interval 1.01–1.07, 12 paired rounds)" in text
+    assert "the runner-up" not in text  # the single pass's 3.00×, within its noise, is not repeated
 
 
 def test_the_environment_names_a_derived_image_and_what_it_adds(tmp_path):

@@ -71,7 +71,9 @@ def verdict(results: RunResults) -> str:
         ours = figure(best.profile if best else [], objective, batch)
         rivals = [(value, v.name) for v in others if (value := figure(v.profile, objective, batch))]
         gains = []
-        if ours and rivals:
+        # Where the close candidates were timed again interleaved, the reason gives the margin over
+        # the runner-up with its interval; the single pass's ratio, within its noise, would contradict it.
+        if ours and rivals and results.selection.margin is None:
             value, name = (max if objective == "throughput" else min)(rivals)
             gains.append(f"{gain(ours, value, objective):.2f}× the runner-up, {esc(name)}")
         source = figure(results.source_profile, objective, batch)
