@@ -1,10 +1,12 @@
 import json
 import time
+from collections.abc import Callable
 from dataclasses import replace
 
 import numpy as np
 import pytest
 
+from orchestrator.run.paired import decide
 from runners.contract.protocol import (
     JOB_FILE,
     RESULT_FILE,
@@ -25,6 +27,7 @@ from runners.contract.protocol import (
 )
 from runners.harness.main import main as runner_main
 from runners.harness.measure import (
+    InterleavedSettings,
     Timing,
     batch_of,
     beaten_by,
@@ -32,6 +35,7 @@ from runners.harness.measure import (
     compare_output,
     sample_rows,
     time_calls,
+    time_interleaved,
     verification_result,
     verify_at_batch_sizes,
     verify_outputs,
@@ -279,3 +283,43 @@ def test_a_runner_session_measures_each_profile_against_those_before_it_and_the_
                 [point(1, 10.0, 1.0, 1.0), point(2, 5.0, 1.0, 1.0, beaten_by="host")])
     rivals = session.start(Job("profile-self", "profile", "python", "/tmp", variant="self"))
     assert [(r.variant, len(r.profile)) for r in rivals] == [("a", 1), ("host", 0)]
+
+
+class FakeDevice:
+    """A clock that moves only by the calls run on it, each by its candidate's cost times the
+    device's slowdown, which grows by `drift` a call: a machine that heats up."""
+
+    def __init__(self, drift: float = 0.0):
+        self.now_ns = 0
+        self.slowdown = 1.0
+        self.drift = drift
+        self.ran: list[str] = []
+
+    def clock(self) -> int:
+        return self.now_ns
+
+    def call(self, name: str, cost_ms: float) -> Callable[[], None]:
+        def run() -> None:
+            self.ran.append(name)
+            self.now_ns += round(cost_ms * 1e6 * self.slowdown)
+            self.slowdown += self.drift
+        return run
+
+
+def test_interleaved_timing_runs_the_candidates_in_turn_round_by_round():
+    device = FakeDevice()
+    settings = InterleavedSettings(rounds=3, calls_per_round=2, warmup_calls=1)
+    rounds = time_interleaved({"a": device.call("a", 1.0), "b": device.call("b", 2.0)}, settings, device.clock)
+    assert rounds == {"a": [1.0, 1.0, 1.0], "b": [2.0, 2.0, 2.0]}
+    assert "".join(device.ran) == "ab" + "aabb" * 3  # warm-up, then A B A B ...
+
+
+def test_interleaved_rounds_let_the_paired_rule_see_through_a_drifting_device():
+    # The device slows by half over the run; b costs 3 % more than a in every round, far less than
+    # the drift, which unpaired figures would mix in.
+    device = FakeDevice(drift=0.5 / 200)
+    rounds = time_interleaved({"a": device.call("a", 1.0), "b": device.call("b", 1.03)},
+                              InterleavedSettings(rounds=20, calls_per_round=5, warmup_calls=0), device.clock)
+    assert max(rounds["a"]) > min(rounds["b"]) * 1.3  # unpaired, their ranges overlap
+    decision = decide(rounds, {})
+    assert decision.winner == "a" and not decision.tie and decision.compared[0].interval.low > 1.0
