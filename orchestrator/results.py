@@ -199,7 +199,8 @@ def confidence_text(selection: Selection) -> Optional[str]:
 
 # How a tie was broken, in words.
 TIE_BROKEN = {"servable": "the servable artifact", "smaller": "the smaller artifact",
-              "faster to load": "the artifact faster to load", "order": "the first (the artifacts cost alike)"}
+              "faster to load": "the artifact faster to load",
+              "order": "the fastest by median (the artifacts cost alike)"}
 
 
 # --- inplace pipelines (orchestrator/inplace): WORKSPACE/pipeline.json and each module's capture ----

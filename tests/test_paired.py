@@ -78,3 +78,10 @@ def test_a_servable_artifact_before_a_smaller_one_then_the_faster_to_load():
 def test_rounds_that_do_not_pair_are_refused():
     with pytest.raises(ValueError, match="pairs"):
         paired({"a": [1.0, 1.0], "b": [1.0]}, "a")
+
+
+def test_a_tie_between_artifacts_that_cost_alike_goes_to_the_fastest():
+    rounds = {"a": [1.00, 1.03, 0.98, 1.02, 1.00, 0.97, 1.04, 1.01, 0.99, 1.02],
+              "b": [1.01, 0.99, 1.00, 0.98, 1.03, 0.99, 1.00, 0.97, 1.02, 0.98]}
+    decision = decide(rounds, {"a": Cost(True, 10), "b": Cost(True, 10)})
+    assert decision.tie and decision.winner == decision.fastest == "b" and decision.broken_by == "order"

@@ -18,7 +18,8 @@ from typing import Literal, Optional
 
 CONFIDENCE = 0.95
 
-# What set the chosen apart from the next cheapest on a tie ("order": nothing; the earlier won).
+# What set the chosen apart from the next cheapest on a tie ("order": nothing; the fastest, first among the
+# tied, won).
 TieBreak = Literal["servable", "smaller", "faster to load", "order"]
 
 
