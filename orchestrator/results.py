@@ -275,4 +275,3 @@ class PipelineResults(Strict):
     mismatch_tolerance: Optional[float] = None
     passed: Optional[bool] = None
     optimize_s: Optional[float] = None  # the wall time of inplace.optimize
-

@@ -67,30 +67,32 @@ def check_listen(host: str, ports: dict[str, int], host_option: str = "--host") 
             check_port_free(port, option, host)
 
 
+def probe_bind(host: str, port: int) -> None:
+    """Bind a socket to `host`:`port` as a server would, and let it go; raises what the bind raises."""
+    family, _, _, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.bind(address)
+
+
 def check_host(host: str, option: str) -> None:
     """`host` resolves to an address a server on this machine can bind (port 0: any free port)."""
     try:
-        family, _, _, _, address = socket.getaddrinfo(host, 0, type=socket.SOCK_STREAM)[0]
+        probe_bind(host, 0)
     except (socket.gaierror, UnicodeError) as error:
         why = error.strerror if isinstance(error, socket.gaierror) else str(error)
         raise BadInput(f"{option} {host}: cannot be resolved ({why}); give an address of this machine, such as "
                        f"{HOST}, or 0.0.0.0 for all of them") from None
-    with socket.socket(family, socket.SOCK_STREAM) as probe:
-        try:
-            probe.bind(address)
-        except OSError as error:
-            raise BadInput(f"{option} {host}: cannot be bound here ({error.strerror}); give an address of this "
-                           f"machine, such as {HOST}, or 0.0.0.0 for all of them") from None
+    except OSError as error:
+        raise BadInput(f"{option} {host}: cannot be bound here ({error.strerror}); give an address of this "
+                       f"machine, such as {HOST}, or 0.0.0.0 for all of them") from None
 
 
 def check_port_free(port: int, option: str, host: str = HOST) -> None:
-    family, _, _, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
-    with socket.socket(family, socket.SOCK_STREAM) as probe:
-        try:
-            probe.bind(address)
-        except OSError as error:
-            why = "is in use" if error.errno == errno.EADDRINUSE else f"cannot be used ({error.strerror})"
-            raise EnvironmentProblem(f"port {port} on {host} {why}: choose another with {option}") from None
+    try:
+        probe_bind(host, port)
+    except OSError as error:
+        why = "is in use" if error.errno == errno.EADDRINUSE else f"cannot be used ({error.strerror})"
+        raise EnvironmentProblem(f"port {port} on {host} {why}: choose another with {option}") from None
 
 
 def reachable(host: str) -> str:
