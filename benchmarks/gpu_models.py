@@ -124,6 +124,10 @@ def optimize(args: argparse.Namespace, name: str, gpus: str, folder: str) -> tup
         command += ["--memory-formats", args.memory_formats]
     if args.executor == "local":  # nav-orch refuses --python with Docker (containers bring their own)
         command += ["--python", args.python]
+    if args.tritonserver:
+        command += ["--tritonserver", args.tritonserver]
+    if args.triton_python:
+        command += ["--triton-python", args.triton_python]
     wall, run = timed_optimize(command)
     if run.returncode != 0:
         raise RuntimeError(f"nav-orch optimize failed with exit code {run.returncode}")
@@ -217,17 +221,43 @@ def report(name: str, entry: dict, results: dict, big: int) -> None:
          f"{nav1['p50_ms'] / base1['p50_ms']:.3f}"),
         ("wall time of optimize (s)", f"{entry['wall_s']:.1f}", "-", ""),
     ]
+    served = entry.get("served")
+    if served and served.get("throughput"):
+        rows[1:1] = [(f"served bs{big}, c{served['concurrency']} ({model.unit})", f"{served['throughput']:,.0f}", "-",
+                      f"{served['of_in_runner']:.3f}")]
     print(f"\n== {name}: {model.factory}")
     print(f"nav-orch's choice: {entry['best']}")
     print(f"baseline:          {model.baseline}")
     print(f"{'':30}{'nav-orch':>12}{'baseline':>12}{'ratio':>8}")
     for label, ours, theirs, ratio in rows:
         print(f"{label:30}{ours:>12}{theirs:>12}{ratio:>8}")
+    if served:
+        print(f"served: {served['variant']} by {served['server']} ({served['client']}), ready in "
+              f"{served['ready_s'] or 0:.1f} s; ratio: served over the fastest variant's in-runner figure"
+              + (f"; stage error: {served['error']}" if served.get("error") else ""))
     print("variants:")
     for variant in results["variants"]:
         top = max(variant["profile"], key=lambda e: e["batch_size"]) if variant["profile"] else None
         figure = f"{top['throughput']:,.0f} {model.unit} at bs{top['batch_size']}" if top else variant["error"] or ""
         print(f"  {variant['name']:44} {variant['status']:8} {figure}")
+
+
+def served_figure(results: dict, big: int) -> Optional[dict[str, Any]]:
+    """The Triton stage's best served throughput at batch `big` (over its concurrencies) beside the
+    fastest verified variant's in-runner throughput there; None when the stage did not run."""
+    triton = results.get("triton")
+    if not triton:
+        return None
+    runs = [r for r in triton["runs"] if r["batch_size"] == big]
+    top = max(runs, key=lambda r: r["throughput"]) if runs else None
+    in_runner = max((e["throughput"] for v in results["variants"] if v["status"] == "ok" for e in v["profile"]
+                     if e["batch_size"] == big), default=None)
+    return {"variant": top["variant"] if top else None, "server": triton["image"], "client": triton.get("client"),
+            "ready_s": triton["ready_s"], "error": triton["error"],
+            "concurrency": top["concurrency"] if top else None, "throughput": top["throughput"] if top else None,
+            "p99_ms": top["latency_ms"]["p99"] if top else None,
+            "server_compute_ms": top["server_compute_ms"] if top else None, "in_runner": in_runner,
+            "of_in_runner": top["throughput"] / in_runner if top and in_runner else None, "runs": triton["runs"]}
 
 
 def phases(results: dict, wall: float) -> dict[str, Any]:
@@ -297,6 +327,7 @@ def run_model(args: argparse.Namespace, name: str, record: dict, checkpoint: Cal
     entry: dict[str, Any] = {"factory": MODELS[name].factory, "baseline": MODELS[name].baseline,
                              "best": results["best"], "wall_s": wall, "phases": phases(results, wall),
                              "variants": results["variants"], "jobs": results["jobs"]}
+    entry["served"] = served_figure(results, big)
     record["models"][name] = entry
     checkpoint()
     if not args.no_baseline:
@@ -346,6 +377,9 @@ def main() -> None:
     parser.add_argument("--compare-gpus", metavar="GPUS",
                         help="optimize each model again with this --gpus (e.g. all against --gpus 1), and compare")
     parser.add_argument("--no-baseline", action="store_true", help="optimize only: no side-by-side measurement")
+    parser.add_argument("--tritonserver", help="nav-orch --tritonserver: the local Triton stage's server (default: "
+                        "nvidia-pytriton's in --python; without one the stage is skipped)")
+    parser.add_argument("--triton-python", help="nav-orch --triton-python: the served model's Python (numpy<2)")
     parser.add_argument("--out", type=Path)
     parser.add_argument("--measure", metavar="VARIANT", help=argparse.SUPPRESS)
     args = parser.parse_args()

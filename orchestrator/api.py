@@ -31,7 +31,8 @@ from orchestrator.run.planning import REFERENCE
 from orchestrator.run.recording import Recorder
 from orchestrator.run.workspace import Workspace
 from orchestrator.samples import load_calibration, load_samples, random_samples, write_samples
-from orchestrator.triton.stage import run_triton_stage
+from orchestrator.triton.local import local_triton_for
+from orchestrator.triton.stage import StageTools, docker_tools, local_tools, run_triton_stage
 
 
 def check_readable(path: Path) -> None:
@@ -98,6 +99,25 @@ def runner_memory(client: docker.DockerClient, config: OptimizeConfig, gpus: int
         reporter.note(f"each runner may use {memory_limit.describe(limit)} of memory ({at_once} at once; "
                       "--memory sets it)")
     return limit
+
+
+def triton_stage_tools(client: Optional[docker.DockerClient], config: OptimizeConfig, gpus: list[str],
+                       workspace: Workspace, reporter: Reporter) -> Optional[StageTools]:
+    """The Triton stage's servers and clients: Docker's, or for the local executor a tritonserver of
+    this machine; None, said once, when the local executor has none it can serve with (an error only
+    when --tritonserver named one)."""
+    if client is not None:
+        return docker_tools(client)
+    python = config.triton.python or config.python or sys.executable
+    try:
+        triton, serving = local_triton_for(python, config.triton.tritonserver)
+    except EnvironmentProblem as why:
+        if config.triton.tritonserver is not None:
+            raise
+        reporter.note(f"Triton stage skipped: {why}")
+        return None
+    reporter.note(f"triton: serving with {triton.binary}, measured with tritonclient over gRPC")
+    return local_tools(triton, serving, python, gpus, workspace.triton / "backends")
 
 
 def save_unless_disk_full(save: Callable[[], None], stopping: bool) -> None:
@@ -182,14 +202,14 @@ def optimize(config: OptimizeConfig, reporter: Optional[Reporter] = None, force:
     # The calibration data shapes every statically quantized variant: it keys their jobs as the samples do.
     inputs_key = cache.inputs_key({**arrays, **{f"calibration/{k}": v for k, v in calibration.items()}},
                                   environment_id)
+    stage_tools = triton_stage_tools(client, config, gpus, workspace, reporter) if config.triton.enabled else None
     recorder = Recorder(results, image, workspace, reporter, {gpu.index: gpu.uuid for gpu in available})
     pipeline = Pipeline(config, workspace, runner, recorder, inputs_key, gpus, force)
     try:
         reference = pipeline.execute(samples)
-        if client is not None and reference is not None:  # the Triton stage; its failures are recorded, never raised
-            run_triton_stage(client, workspace, results, reference.io, run_id, config, gpus, reporter, recorder.save)
-        elif config.triton.enabled:
-            reporter.note("Triton stage skipped: it needs Docker (--executor docker)")
+        if stage_tools is not None and reference is not None:  # its failures are recorded, never raised
+            run_triton_stage(stage_tools, workspace, results, reference.io, run_id, config, gpus, reporter,
+                             recorder.save)
         return results
     except ReferenceFailed as error:
         results.state, results.error = "failed", f"the source model failed on the samples: {error}"

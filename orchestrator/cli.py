@@ -299,6 +299,13 @@ def optimize(
     triton_concurrency: str = typer.Option(option_default(TritonSettings, "concurrency"), metavar="N,N",
                                            rich_help_panel=TRITON_PANEL,
                                            help="Concurrency sweep of perf_analyzer (comma-separated)."),
+    tritonserver: Optional[Path] = typer.Option(None, metavar="PATH", rich_help_panel=TRITON_PANEL,
+                                                help="With --executor local: the tritonserver that serves the "
+                                                "best variant (default: nvidia-pytriton's in --python, else "
+                                                "one on PATH), measured with tritonclient over gRPC."),
+    triton_python: Optional[str] = typer.Option(None, metavar="PYTHON", rich_help_panel=TRITON_PANEL,
+                                                help="With --executor local: the Python the served model runs in "
+                                                "(numpy<2 and the variant's runtime); default: --python."),
     # CLI-only: the config asks API callers to name their workspace; a command gets one without being told.
     workspace: Path = typer.Option(Path("nav-workspace"), metavar="DIR", rich_help_panel=OUTPUT_PANEL,
                                    help="Folder for artifacts, logs, results.json and report.html."),
@@ -327,7 +334,9 @@ def optimize(
             latency_budget_ms=latency_budget_ms, workspace=workspace, images=release,
             gpus=resolve_gpus(gpus, release), jobs=jobs, gpu_sessions=gpu_sessions, job_timeout_s=timeout,
             memory=memory, pids=pids,
-            triton=triton_settings(no_triton, triton_all, triton_concurrency), executor=executor, python=python,
+            triton=triton_settings(no_triton, triton_all, triton_concurrency, tritonserver, triton_python),
+            executor=executor,
+            python=python,
             requirements=requirement_lines(requirements), find_links=find_links,
         )
         writable_folder(config.workspace, "--workspace")
@@ -475,7 +484,8 @@ def images_bootstrap(
     guarded(run)
 
 
-def triton_settings(no_triton: bool, triton_all: bool, concurrency: str) -> TritonSettings:
+def triton_settings(no_triton: bool, triton_all: bool, concurrency: str, tritonserver: Optional[Path] = None,
+                    python: Optional[str] = None) -> TritonSettings:
     try:
         values = [int(value) for value in split_list(concurrency)]
     except ValueError:
@@ -484,7 +494,8 @@ def triton_settings(no_triton: bool, triton_all: bool, concurrency: str) -> Trit
         raise BadInput(f"--triton-concurrency {concurrency!r}: expected positive integers like 1,2,4")
     # --no-triton only turns the stage off: without it, the settings' own default stands.
     off: dict[str, Any] = {"enabled": False} if no_triton else {}
-    return TritonSettings(all_variants=triton_all, concurrency=values, **off)
+    return TritonSettings(all_variants=triton_all, concurrency=values, tritonserver=tritonserver, python=python,
+                          **off)
 
 
 @app.command()
@@ -500,9 +511,12 @@ def serve(
     gpus: str = typer.Option("auto", metavar="GPUS", help="Docker's syntax: all, N, device=0,2 or none; auto: all "
                              "if present (CUDA images only)."),
     executor: str = typer.Option("docker", metavar="docker|local",
-                                 help="docker, or local: PyTriton as a process of --python."),
+                                 help="docker, or local: the server as a process of this machine, without Docker."),
     python: Optional[str] = typer.Option(None, metavar="PYTHON", help="With --executor local: the Python holding "
                                          "nvidia-pytriton, numpy<2 and the variant's framework; default: this one."),
+    tritonserver: Optional[Path] = typer.Option(None, metavar="PATH", help="With --executor local and --server "
+                                                "triton: the tritonserver to run (default: nvidia-pytriton's in "
+                                                "--python, else one on PATH)."),
 ) -> None:
     """Serve a variant from Triton Inference Server or PyTriton until Ctrl-C; prints the endpoints and a request."""
     from orchestrator.triton.serve import serve as serve_workspace
@@ -510,7 +524,7 @@ def serve(
     def run() -> None:
         serve_workspace(workspace, variant, http_port, grpc_port, gpus, typer.echo,
                         lambda line: typer.echo(f"nav-orch: {line}", err=True), server_kind=server, host=host,
-                        executor=executor, python=python)
+                        executor=executor, python=python, tritonserver=tritonserver)
 
     guarded(run)
 

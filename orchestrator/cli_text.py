@@ -12,7 +12,7 @@ from rich.markup import escape
 
 from orchestrator import __version__
 from orchestrator.config import Budget, OptimizeConfig, Tolerances, TritonSettings, default_of
-from orchestrator.results import RunResults, confidence_text, figure, gain
+from orchestrator.results import LOCAL_SERVER_PREFIX, RunResults, confidence_text, figure, gain
 from runners.contract.protocol import PROTOCOL_VERSION, ProfileEntry
 
 # The panels of optimize's (and profile's) options in --help.
@@ -44,9 +44,10 @@ FIELD_OPTIONS = {
     "output_atol": "--atol", "output_rtol": "--rtol",
     "min_cosine": "--accuracy cosine:", "min_top1": "--accuracy top1:", "max_abs": "--accuracy max_abs:",
     "all_variants": "--triton-all", "concurrency": "--triton-concurrency", "enabled=False": "--no-triton",
+    "triton_tritonserver": "--tritonserver", "triton_python": "--triton-python",
 }
 OPTION_FIELDS = {*FIELD_OPTIONS, *OptimizeConfig.model_fields, *Tolerances.model_fields, *Budget.model_fields,
-                 *TritonSettings.model_fields, "framework"}
+                 *TritonSettings.model_fields, "framework", "triton_tritonserver", "triton_python"}
 NAMED_FIELD = re.compile(r"`([\w=]+)`")
 
 
@@ -115,9 +116,14 @@ def speedup_line(results: RunResults, profile: list[ProfileEntry]) -> str:
 
 
 def serve_command(results: RunResults, workspace: Path) -> str:
-    """`nav-orch serve` for this workspace; a run without Docker serves with PyTriton from its Python."""
+    """`nav-orch serve` for this workspace. A run without Docker serves from the tritonserver its Triton
+    stage served with (in the Python its models ran in), or else with PyTriton from its runners' Python."""
     command = ["nav-orch", "serve", str(workspace)]
     local = next((image for image in results.environment.images if image.tag == "local"), None)
-    if local is not None:  # the local executor's record: its id is the runners' Python
+    triton = results.triton
+    if triton is not None and triton.local_python is not None and not triton.error:
+        command += ["--executor", "local", "--python", triton.local_python,
+                    "--tritonserver", triton.image.removeprefix(LOCAL_SERVER_PREFIX)]
+    elif local is not None:  # the local executor's record: its id is the runners' Python
         command += ["--server", "pytriton", "--executor", "local", "--python", local.id]
     return shlex.join(command)

@@ -152,13 +152,21 @@ class TritonSettings(Strict):
     enabled: bool = True
     all_variants: bool = False  # every verified variant, not only the best
     concurrency: list[PositiveInt] = Field(default_factory=lambda: [1, 2, 4])
-    ready_timeout_s: float = 180.0  # server start until every model is loaded
+    # Server start until every model is loaded: a compiled variant compiles and warms each batch size
+    # first, about a minute each on an H100 (a failed load ends the wait at once, from the log).
+    ready_timeout_s: float = 600.0
     perf_timeout_s: float = 300.0  # each perf_analyzer run
     measurement_request_count: PositiveInt = 50  # requests per window (count_windows mode)
     # Unstable measurement: again with twice the window, this often; then one last run that keeps
     # the figures as `stable: false`.
     stability_retries: int = 2
     shm_size: str = "256m"  # the server's /dev/shm (Python-backend stubs exchange tensors there)
+    # The local executor's server: a tritonserver of this machine (default: nvidia-pytriton's in the
+    # runners' Python, else one on PATH), serving through its Python backend (orchestrator/triton/local.py).
+    tritonserver: Optional[Path] = None
+    # The Python its models run in (the Python backend's stub): numpy<2 and the variant's runtime; the
+    # artifacts need not the model's own libraries. Default: the runners' (OptimizeConfig.python).
+    python: Optional[str] = None
 
     @model_validator(mode="after")
     def all_variants_need_the_stage(self) -> TritonSettings:
@@ -274,6 +282,14 @@ class OptimizeConfig(Strict):
             raise PydanticCustomError("release", f"{images!r} is not an image release; use auto, cpu or an NGC "
                                       "release YY.MM, as in 25.10")
         return images
+
+    @model_validator(mode="after")
+    def tritonserver_only_local(self) -> OptimizeConfig:
+        given = [name for name in ("tritonserver", "python") if getattr(self.triton, name) is not None]
+        if given and self.executor is not ExecutorName.local:
+            raise conflict(f"triton_{given[0]}", "executor", f"a tritonserver of this machine serves for the "
+                           f"local executor, and {self.executor.value} brings its own")
+        return self
 
     @model_validator(mode="after")
     def one_source_of_samples(self) -> OptimizeConfig:

@@ -50,8 +50,15 @@ class TritonRun(Strict):
     csv: Optional[str] = None  # perf_analyzer's CSV, relative to the workspace
 
 
+LOCAL_SERVER_PREFIX = "tritonserver "  # TritonResults.image of a local server: this, then its path
+
+
 class TritonResults(Strict):
-    image: str
+    image: str  # the server's image, or the local tritonserver ("tritonserver PATH")
+    # What measured: perf_analyzer (its image beside the server's), or tritonclient's gRPC client in
+    # nav-orch's process where there is no Docker (orchestrator/triton/grpc_load.py).
+    client: str = "perf_analyzer"
+    local_python: Optional[str] = None  # a local tritonserver's: the Python its models ran in
     model_repository: str  # relative to the workspace
     server_version: Optional[str] = None
     # Seconds from the server's start until every model was ready: a compiled variant compiles and warms

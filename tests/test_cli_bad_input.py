@@ -172,3 +172,27 @@ def test_a_zoo_without_docker_is_one_line_and_the_environments_code(tmp_path):
 
 def test_clean_all_without_a_terminal_or_yes_is_refused_before_docker():
     assert_one_line(nav_orch("clean", "--all"), 2, "--all", "--yes", "--dry-run")
+
+
+# --- a tritonserver of this machine: the local executor's, never a container's ------------------------
+
+@pytest.mark.parametrize("executor", [[], ["--executor", "docker"]], ids=["default", "docker"])
+def test_a_tritonserver_with_the_docker_executor(tmp_path, executor):
+    run = nav_orch("optimize", MLP, *MLP_INPUT, "--workspace", str(tmp_path / "ws"), "--gpus", "none", "--images",
+                   "cpu", "--tritonserver", "/opt/tritonserver/bin/tritonserver", *executor)
+    line = assert_one_line(run, 2, "nav-orch: --tritonserver and --executor exclude each other: a tritonserver of "
+                           "this machine serves for the local executor, and docker brings its own")
+    assert "triton." not in line and "`" not in line
+    assert not (tmp_path / "ws").exists()
+
+
+@pytest.mark.parametrize("options", [
+    [],  # docker, triton: the defaults
+    ["--server", "triton", "--executor", "docker"],
+    ["--server", "pytriton", "--executor", "local"],
+    ["--server", "pytriton"],
+], ids=["defaults", "docker", "local-pytriton", "docker-pytriton"])
+def test_serve_a_tritonserver_without_the_local_executor_and_triton(tmp_path, options):
+    run = nav_orch("serve", str(a_workspace(tmp_path / "ws")), "--tritonserver", "/opt/tritonserver/bin/tritonserver",
+                   *options)
+    assert_one_line(run, 2, "--tritonserver: for --executor local --server triton only (containers bring their own)")

@@ -9,7 +9,15 @@ from rich.console import Console
 
 from orchestrator.cli import finish
 from orchestrator.cli_text import next_steps
-from orchestrator.results import Environment, ImageRecord, PairedRatio, RunResults, Selection, VariantResult
+from orchestrator.results import (
+    Environment,
+    ImageRecord,
+    PairedRatio,
+    RunResults,
+    Selection,
+    TritonResults,
+    VariantResult,
+)
 from runners.contract.protocol import LatencyStats, ProfileEntry
 
 
@@ -55,6 +63,17 @@ def test_a_local_run_is_served_by_pytriton_from_its_python(tmp_path):
     run.environment.images = [ImageRecord(tag="local", id="/opt/py 3/bin/python")]
     assert next_steps(run, tmp_path)[-1] == (f"serve it: nav-orch serve {tmp_path} --server pytriton --executor local "
                                              "--python '/opt/py 3/bin/python'")
+
+
+def test_a_local_run_whose_triton_stage_served_it_is_served_by_that_tritonserver(tmp_path):
+    run = results()
+    run.environment.images = [ImageRecord(tag="local", id="/opt/py/bin/python")]
+    run.triton = TritonResults(image="tritonserver /opt/ts/bin/tritonserver", model_repository="triton/repo",
+                               client="tritonclient-grpc", local_python="/opt/serve/bin/python")
+    assert next_steps(run, tmp_path)[-1] == (f"serve it: nav-orch serve {tmp_path} --executor local --python "
+                                             "/opt/serve/bin/python --tritonserver /opt/ts/bin/tritonserver")
+    run.triton.error = "torch-compile-fp16: Triton failed to load it: ..."  # not served: PyTriton, as before
+    assert next_steps(run, tmp_path)[-1].startswith(f"serve it: nav-orch serve {tmp_path} --server pytriton")
 
 
 def test_a_choice_timed_again_interleaved_gives_its_margin_with_the_interval(tmp_path):

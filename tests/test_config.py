@@ -1,5 +1,6 @@
 import os
 import re
+from pathlib import Path
 
 import pytest
 from conftest import nav_orch
@@ -272,3 +273,18 @@ def test_an_accuracy_budget_out_of_range_names_the_field():
     with pytest.raises(ValidationError) as raised:
         Accuracy(default={"min_cosine": 1.5})
     assert raised.value.errors()[0]["loc"] == ("default", "min_cosine")
+
+
+def test_a_tritonserver_is_for_the_local_executor_only():
+    with pytest.raises(ValidationError, match=re.escape(
+            "`triton_tritonserver` and `executor` exclude each other: a tritonserver of this machine serves for "
+            "the local executor, and docker brings its own")):
+        mlp_config(triton={"tritonserver": "/opt/tritonserver/bin/tritonserver"})
+    config = mlp_config(executor="local", triton={"tritonserver": "/opt/tritonserver/bin/tritonserver"})
+    assert config.triton.tritonserver == Path("/opt/tritonserver/bin/tritonserver")
+    assert mlp_config().triton.tritonserver is None and mlp_config(executor="local").triton.tritonserver is None
+
+
+def test_triton_settings_carry_the_tritonserver():
+    path = Path("/usr/local/bin/tritonserver")
+    assert triton_settings(False, False, "1,2", path) == TritonSettings(concurrency=[1, 2], tritonserver=path)

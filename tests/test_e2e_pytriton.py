@@ -108,8 +108,10 @@ def test_a_local_python_without_pytriton_is_one_clear_line(two_heads):
     assert run.returncode == 3
     assert run.stderr.startswith(f"nav-orch: --python {sys.executable} cannot serve onnx with PyTriton (")
     assert "pip install nvidia-pytriton onnxruntime into it" in run.stderr and len(run.stderr.splitlines()) == 1
-    run = nav_orch("serve", str(two_heads), "--executor", "local")
-    assert run.returncode == 2 and "--executor local serves with --server pytriton only" in run.stderr
+    # Triton (the default server) without Docker: a tritonserver of this machine, which this Python lacks.
+    run = nav_orch("serve", str(two_heads), "--executor", "local", "--python", sys.executable)
+    assert run.returncode == 3 and len(run.stderr.splitlines()) == 1
+    assert run.stderr.startswith("nav-orch: no tritonserver for a Python ") and "--tritonserver PATH" in run.stderr
 
 
 def test_a_cuda_workspace_is_served_by_pytriton_only_through_a_local_python(two_heads, tmp_path):

@@ -351,7 +351,7 @@ class World:
             require_image=lambda tag: engine.ImageInfo(tag=tag, id="sha256:t", labels={}),
             image_backends=lambda image, run_id: {"python"},
             image_tensorrt=self.tensorrt, server=partial(FakeServer, self.started),
-            perf=partial(FakePerf, self.measured))
+            perf=partial(FakePerf, self.measured), images=triton_stage.triton_images)
 
     def stage(self, settings: TritonSettings, save: Callable[[], None] = lambda: None,
               **tools: Callable) -> triton_stage.TritonStage:

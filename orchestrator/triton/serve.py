@@ -29,6 +29,7 @@ from orchestrator.errors import BadInput, EnvironmentProblem
 from orchestrator.results import RunResults, VariantResult
 from orchestrator.run.runner_output import reference_io, reference_samples
 from orchestrator.run.workspace import Workspace
+from orchestrator.triton.local import LocalTritonServer, backend_directory, local_triton_for
 from orchestrator.triton.pytriton import PyTritonServer
 from orchestrator.triton.repository import (
     CONFIG_FILE,
@@ -79,18 +80,19 @@ def request_body(samples: dict[str, np.ndarray], config: mc.ModelConfig) -> dict
 
 def serve(workspace_path: Path, variant_name: Optional[str], http_port: int, grpc_port: int, gpus: str,
           out: Echo, err: Echo, server_kind: str = "triton", host: str = HOST, executor: str = "docker",
-          python: Optional[str] = None,
+          python: Optional[str] = None, tritonserver: Optional[Path] = None,
           ready_timeout_s: float = default_of(TritonSettings, "ready_timeout_s")) -> None:
     """Serve until Ctrl-C or SIGTERM (a normal end); ServerFailed when the server fails or stops.
     `server_kind`: triton (tritonserver and the model repository) or pytriton (PyTriton serving
-    the same variant through Triton's Python-backend model folder). `executor` local: PyTriton as
-    a process of `python` (default: this one), without Docker."""
+    the same variant through Triton's Python-backend model folder). `executor` local: the server as
+    a process of this machine, without Docker: PyTriton in `python` (default: this one), or
+    `tritonserver` (default: local.find_local_triton's) with its Python backend in `python`."""
     if server_kind not in SERVERS:
         raise BadInput(f"--server {server_kind}: choose {' or '.join(SERVERS)}")
     if executor not in ("docker", "local"):
         raise BadInput(f"--executor {executor}: choose docker or local")
-    if executor == "local" and server_kind != "pytriton":
-        raise BadInput("--executor local serves with --server pytriton only (Triton runs in its image)")
+    if tritonserver is not None and (executor, server_kind) != ("local", "triton"):
+        raise BadInput("--tritonserver: for --executor local --server triton only (containers bring their own)")
     check_listen(host, {"--http-port": http_port, "--grpc-port": grpc_port})
     workspace = Workspace(workspace_path)
     results = workspace.read_results()
@@ -111,13 +113,27 @@ def serve(workspace_path: Path, variant_name: Optional[str], http_port: int, grp
     # Its own repository: the workspace's may hold this variant for a native backend.
     pytriton_folder = workspace.triton / "pytriton"
     pytriton_log = workspace.triton / "pytriton-serve.log"
+    if executor == "local" and server_kind == "triton":
+        python = python or sys.executable
+        triton, serving = local_triton_for(python, tritonserver)
+        repository = workspace.model_repository
+        config = read_config(repository, variant.name)
+        if config is None or config.backend != "python" or not (repository / variant.name / VERSION).is_dir():
+            write_variant(repository, variant, workspace, io, {"python"}, gpu_indices, err)
+        python_backend = backend_directory(triton, workspace.triton / "backends")
+        server: TritonServer = LocalTritonServer(
+            triton, python_backend, serving, gpu_indices, repository, [variant.name], run_id,
+            workspace.triton / "serve.log", gpu_option, default_of(TritonSettings, "shm_size"), ready_timeout_s,
+            http_port=http_port, grpc_port=grpc_port, host=host)
+        run_serving(server, repository / variant.name, variant.name, workspace, f"Triton ({triton.binary})", out,
+                    err)
+        return
     if executor == "local":
         python = python or sys.executable
         check_serving_python(python, variant.format)
         folder = write_variant(pytriton_folder, variant, workspace, io, {"python"}, gpu_indices, err)
-        server: TritonServer = PyTritonServer(None, server_image, folder, run_id, pytriton_log, gpu_option, host,
-                                              http_port, grpc_port, ready_timeout_s, python=python,
-                                              gpu_indices=gpu_indices)
+        server = PyTritonServer(None, server_image, folder, run_id, pytriton_log, gpu_option, host,
+                                http_port, grpc_port, ready_timeout_s, python=python, gpu_indices=gpu_indices)
         run_serving(server, folder, variant.name, workspace, f"PyTriton (--python {python})", out, err)
         return
     if server_kind == "pytriton" and release != CPU_RELEASE:

@@ -219,10 +219,11 @@ class LocalProcess:
 
 
 class TritonServer:
-    """One tritonserver container; a context manager that always removes it."""
+    """One tritonserver container (subclasses: a local process); a context manager that always removes it."""
 
-    def __init__(self, client: docker.DockerClient, image: str, repository: Path, models: list[str], run_id: str,
-                 log_path: Path, gpus: str = "none", shm_size: str = default_of(TritonSettings, "shm_size"),
+    def __init__(self, client: Optional[docker.DockerClient], image: str, repository: Path, models: list[str],
+                 run_id: str, log_path: Path, gpus: str = "none",
+                 shm_size: str = default_of(TritonSettings, "shm_size"),
                  ready_timeout_s: float = default_of(TritonSettings, "ready_timeout_s"),
                  http_port: int = 0, grpc_port: int = 0, pids: int = default_of(OptimizeConfig, "pids"),
                  health: Callable[[str], Health] = GrpcHealth, host: str = HOST):
@@ -254,10 +255,14 @@ class TritonServer:
         return f"{reachable(self.host)}:{self.grpc_port}"
 
     def command(self) -> list[str]:
+        return ["tritonserver", f"--model-repository={REPOSITORY_MOUNT}", *self.options()]
+
+    def options(self) -> list[str]:
+        """Everything but the program and its repository, wherever the server runs."""
         # Explicit model control loads just the models asked for; the repository may hold more.
         # Metrics are off: nothing reads them, and an open metrics port would be one more listener.
         return [
-            "tritonserver", f"--model-repository={REPOSITORY_MOUNT}", "--model-control-mode=explicit",
+            "--model-control-mode=explicit",
             *[f"--load-model={model}" for model in self.models],
             f"--http-address={self.host}", f"--http-port={self.http_port}",
             f"--grpc-address={self.host}", f"--grpc-port={self.grpc_port}",
@@ -265,6 +270,7 @@ class TritonServer:
         ]
 
     def launch(self, spec: engine.ContainerSpec) -> Running:
+        assert self.client is not None, "a server that runs as a process launches itself"
         return InContainer(engine.start_container(self.client, spec))
 
     def mounts(self) -> list[engine.Mount]:

@@ -1,17 +1,19 @@
 """The Triton stage of `optimize`: after selection, serve the best variant (or every verified one)
-from Triton Inference Server in a container and measure it with perf_analyzer over the batch
-sizes and a concurrency sweep. Its figures land in results.json under "triton"; whatever goes
+from Triton Inference Server and measure it over the batch sizes and a concurrency sweep: in a
+container with perf_analyzer, or for the local executor from a tritonserver of this machine with
+tritonclient's gRPC client (local.py, grpc_load.py). Its figures land in results.json under "triton"; whatever goes
 wrong lands in "triton.error" and never changes the run's exit code.
 
 WORKSPACE/triton/
     model_repository/   the Triton model repository (repository.py)
     server.log          the server's log (server-N.log when it had to restart)
     perf/               each perf_analyzer run: NAME-bB-cC.cmd (command line), .log, .csv
-                        (NAME-cC.* for a model Triton does not batch)
+                        (NAME-cC.* for a model Triton does not batch); the gRPC load's .csv
+    backends/           the local server's Python backend, with the stub for the runners' Python
     stage.log           the traceback of an unexpected failure of the stage, if any
 
-What touches Docker comes in as `StageTools` (real ones: `docker_tools`), so the stage itself is
-plain orchestration.
+What starts servers and clients comes in as `StageTools` (`docker_tools`, `local_tools`), so the
+stage itself is plain orchestration.
 """
 from __future__ import annotations
 
@@ -35,6 +37,8 @@ from orchestrator.results import RunResults, TritonResults, TritonRun, VariantRe
 from orchestrator.run.runner_output import reference_samples
 from orchestrator.run.selection import select_best
 from orchestrator.run.workspace import Workspace
+from orchestrator.triton.grpc_load import GRPC_CLIENT, GrpcLoad
+from orchestrator.triton.local import LocalTriton, LocalTritonServer, ServingPython, backend_directory
 from orchestrator.triton.perf_analyzer import Measurement, PerfAnalyzer, PerfFailed, RunContainer, write_input_data
 from orchestrator.triton.repository import Deployment, deployment_for, model_config, tensor_names, write_model
 from orchestrator.triton.server import TritonServer, image_backends
@@ -85,13 +89,16 @@ class PerfFactory(Protocol):
 
 @dataclass(frozen=True)
 class StageTools:
-    """The stage's collaborators that touch Docker."""
+    """The stage's collaborators that start servers and clients: in Docker, or on this machine."""
 
-    require_image: Callable[[str], engine.ImageInfo]  # tag -> image; EnvironmentProblem when not built
+    require_image: Callable[[str], object]  # tag -> image; EnvironmentProblem when not built
     image_backends: Callable[[str, str], set[str]]  # (tag, run id) -> the backends it carries
     image_tensorrt: Callable[[str, str], Optional[str]]  # (tag, run id) -> the TensorRT it ships, if any
     server: ServerFactory
     perf: PerfFactory
+    images: Callable[[str], tuple[str, str]]  # release -> (server image, perf_analyzer image)
+    client: str = "perf_analyzer"  # what measures, as results.json's triton.client says
+    local_python: Optional[str] = None  # a local server's models run in this Python
 
 
 def triton_images(release: str) -> tuple[str, str]:
@@ -184,8 +191,9 @@ class TritonStage:
             budget_ms: Optional[float], release: Optional[str] = None) -> TritonResults:
         """Deploy and measure; records into results.triton and returns it. Never raises but
         KeyboardInterrupt: a failure is the record's `error`."""
-        server_image, perf_image = triton_images(release or release_of(results))
-        triton = results.triton = TritonResults(image=server_image,
+        server_image, perf_image = self.tools.images(release or release_of(results))
+        triton = results.triton = TritonResults(image=server_image, client=self.tools.client,
+                                                local_python=self.tools.local_python,
                                                 model_repository=self.workspace.relative(self.workspace.model_repository))
         problems: list[str] = []
         try:
@@ -314,14 +322,32 @@ def docker_tools(client: docker.DockerClient) -> StageTools:
     return StageTools(require_image=partial(require_image, client), image_backends=partial(image_backends, client),
                       image_tensorrt=partial(image_tensorrt, partial(engine.run_to_exit, client)),
                       server=partial(TritonServer, client),
-                      perf=partial(PerfAnalyzer, partial(engine.run_to_exit, client)))
+                      perf=partial(PerfAnalyzer, partial(engine.run_to_exit, client)), images=triton_images)
 
 
-def run_triton_stage(client: docker.DockerClient, workspace: Workspace, results: RunResults, io: Optional[IOSpec],
+def local_tools(triton: LocalTriton, serving: ServingPython, python: str, gpu_indices: list[str],
+                backends: Path) -> StageTools:
+    """Collaborators without Docker: `triton` on this machine serves through its Python backend
+    alone (from `backends`, a folder it may write), and tritonclient's gRPC client measures."""
+    def server(*, image: str, repository: Path, models: list[str], run_id: str, log_path: Path, gpus: str,
+               shm_size: str, ready_timeout_s: float) -> Server:
+        return LocalTritonServer(triton, backend_directory(triton, backends), serving, gpu_indices, repository,
+                                 models, run_id, log_path, gpus, shm_size, ready_timeout_s)
+
+    def perf(*, image: str, run_id: str, folder: Path, settings: TritonSettings) -> Perf:
+        return GrpcLoad(folder, settings)
+
+    return StageTools(require_image=lambda tag: None, image_backends=lambda tag, run_id: {"python"},
+                      image_tensorrt=lambda tag, run_id: None, server=server, perf=perf,
+                      images=lambda release: (triton.describe(), "tritonclient"), client=GRPC_CLIENT,
+                      local_python=python)
+
+
+def run_triton_stage(tools: StageTools, workspace: Workspace, results: RunResults, io: Optional[IOSpec],
                      run_id: str, config: OptimizeConfig, gpus: list[str], reporter: Reporter,
                      save: Callable[[], None]) -> Optional[TritonResults]:
     """The stage as `api.optimize` runs it after selection; None when it is off or nothing was chosen."""
     if not config.triton.enabled or not results.best or io is None:
         return None
-    stage = TritonStage(workspace, run_id, config.triton, gpus, reporter, docker_tools(client), save, config.gpus)
+    stage = TritonStage(workspace, run_id, config.triton, gpus, reporter, tools, save, config.gpus)
     return stage.run(results, io, config.batch_sizes, config.objective, config.latency_budget_ms, config.images)
