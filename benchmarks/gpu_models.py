@@ -22,7 +22,10 @@ For each model, in its own folder of `--workspace`:
      bert-base  torch.compile(model.to(torch.bfloat16).cuda(), mode="reduce-overhead"), the ids int64
    Both compile one static graph per batch size, as nav-orch's own torch.compile variants do
    (runners/toolchains/torch_runner.py load_variant).
-3. Prints a table per model: throughput at batch 64, the ratio, latency at batch 1, the wall time.
+3. Prints a table per model: throughput at batch 64, the ratio, latency at batch 1, the wall time,
+   and, when the run's Triton stage served the choice (with the local executor: a tritonserver of the
+   host, `--tritonserver`, `--triton-python`), its best served throughput at batch 64 over the fastest
+   verified variant's in-runner throughput there (`models.<name>.served`).
 
 `--out` gets one JSON record for the run (rewritten after each model, so a failure keeps the models
 before it): date, command line, GPU, and for each model `models.<name>` with `best`, `wall_s`,

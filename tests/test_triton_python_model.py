@@ -48,7 +48,8 @@ def start(monkeypatch, max_batch_size: int, parameters: dict[str, str]):
     monkeypatch.setattr(triton_python_model, "arrays_in", arrays_in)
     instance = triton_python_model.TritonPythonModel()
     parameters = {"artifact": "model.onnx", "loader": "onnxruntime", "precision": "fp32", **parameters}
-    config = {"max_batch_size": max_batch_size, "input": [{"name": "x", "data_type": "TYPE_FP32"}],
+    config = {"name": "m", "max_batch_size": max_batch_size,
+              "input": [{"name": "x", "data_type": "TYPE_FP32", "dims": ["3"]}],
               "output": [{"name": "y", "data_type": "TYPE_FP32"}],
               "parameters": {key: {"string_value": value} for key, value in parameters.items()}}
     instance.initialize({"model_config": json.dumps(config), "model_repository": "/models/m", "model_version": "1",
@@ -92,3 +93,14 @@ def test_an_unbatched_scalar_reaches_the_model_as_a_scalar_and_leaves_as_one_val
     assert calls == [[()]]
     (tensor,) = response.output_tensors
     assert tensor.array.shape == (1,) and tensor.array.tolist() == [3.0]
+
+
+def test_a_compiled_variant_stacks_requests_only_into_the_batch_sizes_it_was_warmed_at(monkeypatch):
+    # A compiled graph compiles again at each batch size it has not seen: seconds a request on a GPU.
+    monkeypatch.setattr(triton_python_model, "warm_up", lambda run, inputs, sizes: sizes)
+    instance, calls = start(monkeypatch, 8, {"warmup": "[1, 4]"})
+    four = instance.execute([{"x": np.ones((1, 3), np.float32)} for _ in range(4)])
+    assert calls == [[(4, 3)]] and [r.output_tensors[0].array.shape for r in four] == [(1, 3)] * 4
+    calls.clear()
+    two = instance.execute([{"x": np.ones((1, 3), np.float32)} for _ in range(2)])
+    assert calls == [[(1, 3)], [(1, 3)]] and all(r.error is None for r in two)

@@ -75,8 +75,10 @@ class GrpcLoad:
         try:
             metadata = client.get_model_metadata(model)
             arrays = requests_from(input_data, batch_size, {i.name: i.datatype for i in metadata.inputs})
-            before = self._statistics(client, model)
-            windows, latencies, counted = self._run(grpc_url, model, arrays, concurrency)
+            # The server's figures from the end of the warm-up: its first requests grow the stub's
+            # shared memory, and would weigh on averages of a few windows.
+            windows, latencies, counted, before = self._run(grpc_url, model, arrays, concurrency,
+                                                            lambda: self._statistics(client, model))
             after = self._statistics(client, model)
         except InferenceServerException as error:
             raise PerfFailed(f"gRPC: {error.message() or error}") from None
@@ -89,7 +91,7 @@ class GrpcLoad:
                / min(len(windows), STABLE_WINDOWS), "Server Queue": server_us["queue"],
                **{column: server_us[column] for column in COMPUTE_COLUMNS},
                **{column: percentile_ms(latencies, float(key[1:])) * 1000 for key, column in LATENCY_COLUMNS.items()},
-               "Client Send": 0, "Requests": counted}
+               "Requests": counted}
         stem = f"{model}" + (f"-b{batch_size}" if batch_size is not None else "") + f"-c{concurrency}"
         csv_path = self.folder / f"{stem}.csv"
         with csv_path.open("w", newline="") as out:
@@ -107,10 +109,11 @@ class GrpcLoad:
                 "Server Compute Input": stats.compute_input.ns, "Server Compute Infer": stats.compute_infer.ns,
                 "Server Compute Output": stats.compute_output.ns}
 
-    def _run(self, grpc_url: str, model: str, arrays: dict[str, np.ndarray],
-             concurrency: int) -> tuple[list[float], list[float], int]:
-        """Windows of `measurement_request_count` requests: (requests per second of each window, the
-        latencies of the last STABLE_WINDOWS windows, requests counted)."""
+    def _run(self, grpc_url: str, model: str, arrays: dict[str, np.ndarray], concurrency: int,
+             statistics: Callable[[], dict[str, int]]) -> tuple[list[float], list[float], int, dict[str, int]]:
+        """Windows of `measurement_request_count` requests after a warm-up: (requests per second of each
+        window, the latencies of the last STABLE_WINDOWS windows, requests counted, `statistics()` as
+        the warm-up ended)."""
         window = self.settings.measurement_request_count
         done: list[tuple[float, float]] = []  # (end, latency) of each request, in completion order
         lock = threading.Lock()
@@ -140,17 +143,16 @@ class GrpcLoad:
         threads = [threading.Thread(target=send, daemon=True) for _ in range(concurrency)]
         for thread in threads:
             thread.start()
-        warmup = 2 * concurrency  # the first requests grow the stub's shared memory
+        warmup = 2 * concurrency
         deadline = time.monotonic() + self.settings.perf_timeout_s
         windows: list[float] = []
+        before: dict[str, int] = {}
         try:
+            self._wait_for(done, warmup, stop, deadline, window)
+            before = statistics()
             while not stop.is_set() and len(windows) < MAX_WINDOWS and not stable_tail(windows):
                 target = warmup + (len(windows) + 1) * window
-                while len(done) < target and not stop.is_set():
-                    if time.monotonic() > deadline:
-                        raise PerfFailed(f"{len(done)} requests in {self.settings.perf_timeout_s:.0f} s; "
-                                         f"a window needs {window}")
-                    time.sleep(0.005)
+                self._wait_for(done, target, stop, deadline, window)
                 if stop.is_set():
                     break
                 first, last = done[target - window - 1][0], done[target - 1][0]
@@ -163,4 +165,12 @@ class GrpcLoad:
             raise PerfFailed(f"gRPC: {failures[0]}")
         counted = min(len(windows), STABLE_WINDOWS) * window
         end = warmup + len(windows) * window
-        return windows, [latency for _, latency in done[end - counted:end]], counted
+        return windows, [latency for _, latency in done[end - counted:end]], counted, before
+
+    def _wait_for(self, done: list, count: int, stop: threading.Event, deadline: float, window: int) -> None:
+        """Until `count` requests are done, the senders stopped, or the deadline passed (PerfFailed)."""
+        while len(done) < count and not stop.is_set():
+            if time.monotonic() > deadline:
+                raise PerfFailed(f"{len(done)} requests in {self.settings.perf_timeout_s:.0f} s; a window "
+                                 f"needs {window}")
+            time.sleep(0.005)

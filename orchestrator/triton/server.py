@@ -43,8 +43,11 @@ POLL_S = 0.25  # between readiness checks
 CALL_TIMEOUT_S = 1.0  # one readiness or version call
 # gRPC waits up to two minutes between connection attempts by default: while the server starts,
 # that would make readiness late by as much. The server is on the loopback: never via a proxy.
+# Given channel arguments replace tritonclient's own, which lift gRPC's 4 MiB message limit: lifted here
+# too (a batch of BERT's hidden states is 25 MB).
 CHANNEL_ARGS = (("grpc.initial_reconnect_backoff_ms", 100), ("grpc.max_reconnect_backoff_ms", 500),
-                ("grpc.enable_http_proxy", 0))
+                ("grpc.enable_http_proxy", 0), ("grpc.max_send_message_length", 2**31 - 1),
+                ("grpc.max_receive_message_length", 2**31 - 1))
 
 
 def free_port() -> int:

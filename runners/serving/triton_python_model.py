@@ -63,6 +63,7 @@ class TritonPythonModel:
         self.run = arrays_in(parameters["loader"], os.path.join(folder, parameters["artifact"]), device,
                              parameters.get("precision", "fp32"), self.input_names)
         sizes = json.loads(parameters.get("warmup", "[]"))
+        self.warm_sizes = {int(size) for size in sizes}
         if sizes:
             started = time.monotonic()
             inputs = [([int(size) for size in spec["dims"]], pb_utils.triton_string_to_numpy(spec["data_type"]))
@@ -87,8 +88,11 @@ class TritonPythonModel:
     def execute(self, requests: list) -> list:
         inputs = [[self.input(request, name) for name in self.input_names] for request in requests]
         # The dynamic batcher hands over several requests at once: run them as one batch (what
-        # batching is for) when their shapes allow, each on its own otherwise.
-        if self.batched and len(requests) > 1 and all(
+        # batching is for) when their shapes allow, each on its own otherwise. A compiled variant
+        # compiles again at every batch size it has not seen (seconds each, on an H100): it stacks
+        # only into the sizes it was warmed at.
+        total = sum(request[0].shape[0] for request in inputs) if self.batched and inputs[0] else 0
+        if self.batched and len(requests) > 1 and (not self.warm_sizes or total in self.warm_sizes) and all(
                 a.shape[1:] == b.shape[1:] for request in inputs for a, b in zip(request, inputs[0])):
             try:
                 stacked = [np.concatenate(column) for column in zip(*inputs)]
