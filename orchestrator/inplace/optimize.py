@@ -8,6 +8,7 @@ WORKSPACE/
     modules/NAME/PRECISION/model.pt2      the capture (model.ts where only a TorchScript trace worked)
     modules/NAME/PRECISION/samples.npz    the typical recorded call, which the run verifies and times
     modules/NAME/PRECISION/run/           the capture's optimize run: results.json, variants/, jobs/, ...
+    compile-cache/                        the compile cache of the modules compiled here (compile_cache.py)
 
 A module is captured once per precision searched: an exported graph keeps the dtypes its code chose
 while it was traced, so a half-precision variant must come from the module cast before capture.
