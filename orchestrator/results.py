@@ -233,6 +233,26 @@ class CapturedModule(Strict):
     note: Optional[str] = None  # recorded calls it did not reproduce, which run eager
 
 
+class InProcessCandidate(Strict):
+    """The module itself, as the user built it, compiled in the user's process: inplace.optimize's own
+    candidate beside the runners' variants (orchestrator/inplace/candidate.py)."""
+
+    name: str
+    precision: Precision
+    compile_mode: str  # torch.compile's mode ("default", "reduce-overhead", ...)
+    memory_format: MemoryFormat = "contiguous"
+    capture: str  # the capture whose call signature it takes, relative to the pipeline's workspace
+    status: Literal["won", "lost", "rejected"]
+    reason: Optional[str] = None  # why it was rejected
+    recorded_diff: Optional[float] = None
+    # Median seconds over the recorded calls, timed here, and the best runner variant's the same way;
+    # vs_best_runner = best_runner_s / time_s (above 1: the module compiled here is faster).
+    time_s: Optional[float] = None
+    best_runner: Optional[str] = None
+    best_runner_s: Optional[float] = None
+    vs_best_runner: Optional[float] = None
+
+
 class ModuleResult(Strict):
     """One module of a pipeline: captured and optimized, or eager with the reason."""
 
@@ -253,6 +273,7 @@ class ModuleResult(Strict):
     # outputs and the module's own: over the recorded calls, and in place in the optimized run.
     recorded_diff: Optional[float] = None
     in_place_diff: Optional[float] = None
+    in_process: Optional[InProcessCandidate] = None  # the module compiled here, and how it fared
 
 
 class PipelineTiming(Strict):

@@ -48,9 +48,18 @@ def test_a_bundled_pipeline_runs_its_modules_optimized_in_a_later_process(pipeli
         verified = {v["name"] for v in run["variants"] if v["status"] == "ok"}
         # The best is the fastest verified variant that reproduced every recorded call in place.
         assert module["best"] == next(c for c in module["candidates"] if c not in module["rejected"])
-        assert module["best"] in verified and module["precision"] == "fp32"
+        # The module itself compiled here (the hand recipe) is a candidate, timed against the best runner variant.
+        in_process = module["in_process"]
+        assert in_process["name"] == "module-compiled-fp32" and in_process["status"] in ("won", "lost"), in_process
+        assert in_process["name"] in module["candidates"] and in_process["best_runner"] in verified
+        assert in_process["vs_best_runner"] > 0 and (module["best"] == in_process["name"]) == (in_process["status"]
+                                                                                               == "won")
+        assert module["best"] in verified | {in_process["name"]} and module["precision"] == "fp32"
         assert module["recorded_diff"] <= 1e-3 and module["in_place_diff"] <= 1e-3
         assert (workspace / "modules" / name / "fp32" / "capture.json").is_file()
+    compiled_here = [name for name in MODULES[pipeline] if results["modules"][name]["in_process"]["status"] == "won"]
+    # The compile cache of the modules compiled here, for load_optimized's warm start.
+    assert (workspace / "compile-cache" / "artifacts.json").is_file() == bool(compiled_here)
     decoder = results["modules"].get("decoder")
     if decoder:  # called once per token: 8 lengths, each within the captured range
         assert decoder["calls_seen"] == 16 and decoder["calls_kept"] == 16
@@ -76,6 +85,10 @@ def test_a_bundled_pipeline_runs_its_modules_optimized_in_a_later_process(pipeli
     served_through_pytriton(user_python, workspace)
     # A best variant that cannot load in a later process (its artifact gone here) yields the next one.
     unet = results["modules"]["unet"]
+    if unet["in_process"]["status"] == "won":  # as a workspace where the module compiled here lost
+        unet["candidates"].remove(unet["in_process"]["name"])
+        unet["best"], unet["in_process"]["status"] = unet["in_process"]["best_runner"], "lost"
+        (workspace / "pipeline.json").write_text(json.dumps(results))
     best = next(v for v in json.loads((workspace / unet["workspace"] / "results.json").read_text())["variants"]
                 if v["name"] == unet["best"])
     (workspace / unet["workspace"] / best["artifact"]).unlink()
@@ -126,8 +139,12 @@ def test_the_edges_of_a_capture_say_what_happened(user_python, tmp_path):
     assert cached["status"] == "eager" and "neither a tensor nor a plain constant" in cached["reason"]
     assert cached["calls_seen"] == 6
     short = found["short"]
-    assert short["state"] == "complete" and short["modules"]["decoder"]["best"] == "exported-program-fp32"
-    assert found["short_running"] == {"decoder": "exported-program-fp32"}
+    decoder = short["modules"]["decoder"]
+    assert short["state"] == "complete" and decoder["in_process"]["best_runner"] == "exported-program-fp32"
+    # The faster of the exported program and the module compiled here.
+    assert decoder["best"] == ("module-compiled-fp32" if decoder["in_process"]["status"] == "won"
+                               else "exported-program-fp32")
+    assert found["short_running"] == {"decoder": decoder["best"]}
     outside = found["outside"]
     # Two calls beyond the recorded lengths and one without the recorded keyword run eager, with one
     # warning; the call within the range runs the variant.

@@ -10,6 +10,8 @@ The stages, one module each: module.py wraps a pipeline's module (records its ca
 swapped-in variant); structure.py and shapes.py turn calls into named leaves and dynamic axes;
 capture.py exports a module as an artifact that loads without its source; optimize.py runs each
 captured module through the normal optimize run, checks the pipeline and writes pipeline.json;
+candidate.py compiles the module itself in this process, a candidate beside the runners' variants;
+compile_cache.py keeps its compile cache in the workspace for a later process's warm start;
 swap.py runs a chosen variant in place of its module; serve.py serves a function that calls the
 optimized pipeline through PyTriton.
 """

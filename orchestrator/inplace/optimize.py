@@ -8,16 +8,19 @@ WORKSPACE/
     modules/NAME/PRECISION/model.pt2      the capture (model.ts where only a TorchScript trace worked)
     modules/NAME/PRECISION/samples.npz    the typical recorded call, which the run verifies and times
     modules/NAME/PRECISION/run/           the capture's optimize run: results.json, variants/, jobs/, ...
+    compile-cache/                        the compile cache of the modules compiled here (compile_cache.py)
 
 A module is captured once per precision searched: an exported graph keeps the dtypes its code chose
 while it was traced, so a half-precision variant must come from the module cast before capture.
 """
 from __future__ import annotations
 
+import shutil
 import statistics
 import time
 import warnings
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional, Union
 
@@ -28,13 +31,16 @@ from orchestrator.config import DeclaredAxes, ExecutorName, ModelRef, OptimizeCo
 from orchestrator.containers.gpus import resolve_gpus
 from orchestrator.containers.images import resolve_release
 from orchestrator.errors import BadInput, NavOrchError
+from orchestrator.inplace.candidate import InProcessOptions, compile_candidate, in_process_options, time_calls
 from orchestrator.inplace.capture import CaptureError, array_of, capture, reproduce
+from orchestrator.inplace.compile_cache import CACHE_FOLDER, load_cache, save_cache
 from orchestrator.inplace.module import InPlaceCheck, RecordedCall, is_inplace_module
 from orchestrator.inplace.shapes import CallLog
 from orchestrator.inplace.swap import Leaves, SwappedVariant, load_variant, shape_misfit
 from orchestrator.progress import PlainReporter, Reporter, stderr_console
 from orchestrator.results import (
     CapturedModule,
+    InProcessCandidate,
     ModuleResult,
     PipelineResults,
     PipelineTiming,
@@ -96,9 +102,14 @@ def find_modules(pipe: Any, given: Optional[Sequence[Any]] = None) -> dict[str, 
 
 
 def device_of(module: Any) -> Any:
+    """The device of an inplace.Module's weights."""
+    return weights_device(module.wrapped)
+
+
+def weights_device(module: Any) -> Any:
     import torch
 
-    for tensor in [*module.wrapped.parameters(), *module.wrapped.buffers()]:
+    for tensor in [*module.parameters(), *module.buffers()]:
         return tensor.device
     return torch.device("cpu")
 
@@ -204,12 +215,14 @@ def optimize(pipe: Callable[[Any], Any], samples: Iterable[Any], workspace: Unio
     try:
         swapped = {}
         for name, module in found.items():
-            results.modules[name], variant = optimize_module(name, module, logs[name], root, template, reporter, force)
+            results.modules[name], variant = optimize_module(name, module, logs[name], root, template, reporter, force,
+                                                             repeats)
             save()
             if variant is not None:  # already loaded (and compiled) to check it: swapped in as it is
                 module.swap(variant)
                 swapped[name] = module
         check_pipeline(pipe, samples, swapped, eager_arrays, results, repeats, tolerance, mismatch_tolerance)
+        keep_compile_cache(root, compiled_here(found, results))
         results.state = "complete" if results.passed else "failed"
     except BaseException as error:
         results.state = "interrupted" if isinstance(error, KeyboardInterrupt) else "failed"
@@ -227,15 +240,18 @@ def optimize(pipe: Callable[[Any], Any], samples: Iterable[Any], workspace: Unio
 
 
 def optimize_module(name: str, module: Any, log: CallLog, root: Path, template: OptimizeConfig,
-                    reporter: Reporter, force: bool) -> tuple[ModuleResult, Optional[SwappedVariant]]:
-    """Capture one module once per precision, optimize each capture through the normal run, and
-    choose the best variant that reproduces every recorded call here, in the user's process (it is
-    returned loaded)."""
+                    reporter: Reporter, force: bool, repeats: int = 3
+                    ) -> tuple[ModuleResult, Optional[SwappedVariant]]:
+    """Capture one module once per precision, optimize each capture through the normal run, choose
+    the best variant that reproduces every recorded call here, in the user's process, and keep it
+    or the module compiled here (candidate.py), whichever is faster on the recorded calls (the
+    winner is returned loaded)."""
     calls = log.calls()
     outcome = ModuleResult(status="eager", calls_seen=sum(log.seen.values()), calls_kept=len(calls))
     device = device_of(module)
     precisions = template.precisions or default_precisions(on_gpu=device.type == "cuda")
     runs: dict[str, tuple[VariantResult, Path, CapturedModule]] = {}
+    captures: dict[str, tuple[Path, CapturedModule]] = {}
     for precision in precisions:
         folder = root / "modules" / name / precision
         folder.mkdir(parents=True, exist_ok=True)
@@ -247,6 +263,7 @@ def optimize_module(name: str, module: Any, log: CallLog, root: Path, template: 
             outcome.captures[precision] = f"failed: {error}"
             continue
         outcome.captures[precision] = captured.form
+        captures[precision] = (folder, captured)
         write_text_atomic(folder / CAPTURE_FILE, captured.model_dump_json(indent=2))
         save_npz(folder / "samples.npz", {leaf: typical.inputs[leaf] for leaf in captured.inputs})
         config = template.model_copy(update={
@@ -267,6 +284,7 @@ def optimize_module(name: str, module: Any, log: CallLog, root: Path, template: 
         return outcome, None
     outcome.candidates = ranked([variant for variant, _, _ in runs.values()], template.objective,
                                 template.latency_budget_ms)
+    chosen: Optional[SwappedVariant] = None
     for candidate in outcome.candidates:
         variant, folder, captured = runs[candidate]
         try:
@@ -283,11 +301,81 @@ def optimize_module(name: str, module: Any, log: CallLog, root: Path, template: 
         outcome.status, outcome.best, outcome.precision, outcome.recorded_diff = (
             "optimized", candidate, variant.precision, worst)
         outcome.workspace = outcome.workspaces[variant.precision]
-        reporter.note(f"pipeline: {name} runs {candidate}")
-        return outcome, SwappedVariant(name, candidate, runner, captured)
-    outcome.reason = ("no verified variant" if not outcome.candidates
-                      else "no verified variant reproduced the recorded calls here")
-    return outcome, None
+        chosen = SwappedVariant(name, candidate, runner, captured)
+        break
+    best_runner = runs[outcome.best][0] if outcome.best else runs[outcome.candidates[0]][0] if outcome.candidates \
+        else None
+    options = in_process_options(best_runner, device.type == "cuda", precisions)
+    # The module compiled here takes the call signature of a capture; that of its precision, where there is one.
+    folder, captured = captures.get(options.precision) or next(iter(captures.values()))
+    reporter.note(f"pipeline: compiling {name} here ({options.name}, mode {options.compile_mode}), verifying and "
+                  "timing it on the recorded calls")
+    tried = try_in_process(module, options, captured, log, device, repeats,
+                           chosen if outcome.best else None, runs[outcome.best][0].precision if outcome.best else None)
+    outcome.in_process = tried.result.model_copy(update={"capture": str(folder.relative_to(root))})
+    chosen = settle(outcome, tried, chosen, captured, name)
+    if chosen is None:
+        outcome.reason = ("no verified variant" if not outcome.candidates
+                          else "no verified variant reproduced the recorded calls here")
+        return outcome, None
+    reporter.note(f"pipeline: {name} runs {outcome.best}")
+    return outcome, chosen
+
+
+@dataclass
+class Tried:
+    """The module compiled here, verified and timed against the best runner variant: its record, and
+    its function of a call's leaves where it was verified."""
+
+    result: InProcessCandidate
+    run: Optional[Leaves] = None
+
+
+def try_in_process(module: Any, options: InProcessOptions, captured: CapturedModule, log: CallLog, device: Any,
+                   repeats: int, runner: Optional[SwappedVariant], runner_precision: Optional[Precision]) -> Tried:
+    """Compile the module here with `options`, verify it on the recorded calls within the capture's
+    shapes with the precision's tolerance (as the runners' variants are), and time it and `runner`
+    (the best runner variant, if any) on those calls."""
+    result = InProcessCandidate(name=options.name, precision=options.precision, compile_mode=options.compile_mode,
+                                memory_format=options.memory_format, capture="", status="rejected")
+    fitting = [(signature, call) for signature, call in log.kept if fits(captured, call)]
+    try:
+        run = compile_candidate(module.wrapped, options, captured)
+        _, missed, worst = reproduce(run, fitting, captured.inputs, device, options.precision)
+        if missed:
+            result.reason = f"outside tolerance on a recorded call in place: {missed[0][1]}"
+            return Tried(result)
+        result.recorded_diff = worst
+        # Timed with the runner on the calls within both captures' shapes: those each of them runs.
+        shared = [(signature, call) for signature, call in fitting if runner is None or fits(runner.capture, call)]
+        result.time_s = time_calls(run, shared, captured.inputs, device, options.precision, repeats)
+    except Exception as error:  # noqa: BLE001 - torch.compile raises many types; the module stays with the runners'
+        result.reason = f"cannot run here: {one_line(error)}"
+        return Tried(result)
+    if runner is not None and runner_precision is not None:
+        result.best_runner = runner.name
+        result.best_runner_s = time_calls(runner.run, shared, captured.inputs, device, runner_precision, repeats)
+        result.vs_best_runner = result.best_runner_s / result.time_s if result.time_s > 0 else None
+    result.status = "won" if result.best_runner_s is None or result.time_s < result.best_runner_s else "lost"
+    return Tried(result, run)
+
+
+def settle(outcome: ModuleResult, tried: Tried, chosen: Optional[SwappedVariant], captured: CapturedModule,
+           name: str) -> Optional[SwappedVariant]:
+    """Record the module compiled here among the candidates (first where it won) and return what the
+    module runs: it, where it won, else the best runner variant."""
+    result = tried.result
+    if tried.run is None:
+        outcome.rejected[result.name] = result.reason or "rejected"
+        return chosen
+    if result.status == "lost":
+        outcome.candidates.insert(outcome.candidates.index(outcome.best) + 1 if outcome.best else 0, result.name)
+        return chosen
+    outcome.candidates.insert(0, result.name)
+    outcome.status, outcome.best, outcome.precision, outcome.recorded_diff = (
+        "optimized", result.name, result.precision, result.recorded_diff)
+    outcome.workspace = outcome.workspaces.get(result.precision, outcome.workspace)
+    return SwappedVariant(name, result.name, tried.run, captured)
 
 
 def in_precision(module: Any, precision: Precision) -> Any:
@@ -326,12 +414,18 @@ def swap_in(module: Any, result: ModuleResult, root: Path) -> bool:
     order = [result.best] if result.best else []
     order += [name for name in result.candidates if name not in order and name not in result.rejected]
     failures = []
+    in_process = result.in_process
     for name in order:
-        if name not in found:
-            continue
-        variant, folder, captured = found[name]
         try:
-            runner = load_candidate(variant, folder, captured, device_of(module))
+            if in_process is not None and name == in_process.name:
+                captured = CapturedModule.model_validate_json((root / in_process.capture / CAPTURE_FILE).read_text())
+                options = InProcessOptions(in_process.precision, in_process.compile_mode, in_process.memory_format)
+                runner = compile_candidate(module.wrapped, options, captured)
+            elif name in found:
+                variant, folder, captured = found[name]
+                runner = load_candidate(variant, folder, captured, device_of(module))
+            else:
+                continue
         except Exception as error:  # noqa: BLE001 - CannotLoad, or a broken artifact: the next one may load
             failures.append(f"{name} ({one_line(error)})")
             continue
@@ -344,6 +438,29 @@ def swap_in(module: Any, result: ModuleResult, root: Path) -> bool:
         warnings.warn(f"inplace module {module.nav_name!r}: no variant loads here ({'; '.join(failures)}); it runs "
                       "eager", RuntimeWarning, stacklevel=3)
     return False
+
+
+def compiled_here(found: dict[str, Any], results: PipelineResults) -> dict[str, tuple[Any, str]]:
+    """The modules that run the module compiled here: each name's wrapped module and candidate name."""
+    winners = {}
+    for name, module in found.items():
+        result = results.modules.get(name)
+        if result is not None and result.in_process is not None and result.best == result.in_process.name:
+            winners[name] = (module.wrapped, result.in_process.name)
+    return winners
+
+
+def keep_compile_cache(root: Path, winners: dict[str, tuple[Any, str]]) -> None:
+    """Save the compile cache of the modules compiled here into the workspace (an earlier one goes);
+    a failure to save costs a later process its warm start, never this run."""
+    shutil.rmtree(root / CACHE_FOLDER, ignore_errors=True)
+    if not winners:
+        return
+    try:
+        save_cache(root, winners, weights_device(next(iter(winners.values()))[0]))
+    except Exception as error:  # noqa: BLE001 - torch's cache serialization raises many types
+        warnings.warn(f"inplace: the compile cache was not saved ({one_line(error)}); a later load_optimized "
+                      "compiles anew", RuntimeWarning, stacklevel=3)
 
 
 def check_pipeline(pipe: Callable[[Any], Any], samples: Sequence[Any], swapped: dict[str, Any],
@@ -396,7 +513,11 @@ def load_optimized(pipe: Any, workspace: Union[str, Path] = "nav-pipeline", *,
         raise BadInput(f"inplace.load_optimized: {path} does not exist; run inplace.optimize with this workspace first")
     results = PipelineResults.model_validate_json(path.read_text())
     running = {}
-    for name, module in find_modules(pipe, modules).items():
+    found = find_modules(pipe, modules)
+    winners = compiled_here(found, results)
+    if winners:  # before anything compiles: torch.compile is lazy, the first call compiles
+        load_cache(root, winners, weights_device(next(iter(winners.values()))[0]))
+    for name, module in found.items():
         module.swap(None)
         result = results.modules.get(name)
         if result is None:

@@ -1,0 +1,127 @@
+"""The module itself as a candidate, in the user's process (issue 30): the hand recipe,
+`torch.compile(module.half(), mode="reduce-overhead")`, searched beside the runners' variants, so
+that inplace.optimize never loses to it.
+
+It takes the options the runner search found best for the module (`in_process_options`), runs the
+module as the user built it (a cast copy where the precision or layout differs), and is verified
+and timed on the recorded calls as the runners' variants are (optimize.py). torch is imported only
+inside the functions.
+"""
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Optional
+
+from orchestrator.inplace.capture import Flat, as_input
+from orchestrator.inplace.module import RecordedCall
+from orchestrator.inplace.shapes import Signature
+from orchestrator.inplace.swap import Leaves
+from orchestrator.results import CapturedModule, VariantResult
+from runners.contract.formats import FORMATS
+from runners.contract.protocol import MemoryFormat, Precision
+from runners.contract.structure import from_data
+from runners.serving import variant_loader
+
+NAME = "module-compiled"
+# Where the runners' best was no compiled variant: the hand recipe on a GPU.
+GPU_FALLBACK_MODE = "reduce-overhead"
+WARM_UP_ROUNDS = 2  # CUDA graphs are recorded on a shape's second call, not its first
+
+
+@dataclass(frozen=True)
+class InProcessOptions:
+    """How the module is compiled here: torch.compile's mode, the precision and the weights' layout."""
+
+    precision: Precision
+    compile_mode: str
+    memory_format: MemoryFormat = "contiguous"
+
+    @property
+    def name(self) -> str:
+        layout = "-channels_last" if self.memory_format == "channels_last" else ""
+        return f"{NAME}-{self.precision}{layout}"
+
+
+def in_process_options(best: Optional[VariantResult], on_gpu: bool, searched: Sequence[Precision]
+                       ) -> InProcessOptions:
+    """The options for the module compiled here: on a CPU torch.compile's default mode in fp32 (the
+    CPU search is fp32 only); on a GPU the best runner variant's precision, mode and layout where it
+    was compiled (torch-compile*), else half precision with CUDA graphs where half was searched."""
+    if not on_gpu:
+        return InProcessOptions("fp32", "default")
+    mode = FORMATS[best.format].compile_mode if best is not None else None
+    if best is not None and mode is not None:
+        return InProcessOptions(best.precision, mode, best.memory_format)
+    precision: Precision = "fp16" if "fp16" in searched or not searched else searched[0]
+    return InProcessOptions(precision, GPU_FALLBACK_MODE)
+
+
+def prepared(module: Any, options: InProcessOptions) -> Any:
+    """The module in the options' precision and layout: itself where it already is, else a cast copy.
+    A copy costs the weights' memory once more while it lives, but leaves the user's module as it
+    was: its eager fallback (swap(None)) and the in-place check keep their own precision."""
+    import copy
+
+    import torch
+
+    dtype = variant_loader.torch_dtype(options.precision)
+    floating = [t.dtype for t in [*module.parameters(), *module.buffers()] if t.is_floating_point()]
+    if all(found == dtype for found in floating) and options.memory_format == "contiguous":
+        return module
+    copied = copy.deepcopy(module).to(dtype)
+    return copied.to(memory_format=torch.channels_last) if options.memory_format == "channels_last" else copied
+
+
+def compile_candidate(module: Any, options: InProcessOptions, captured: CapturedModule) -> Leaves:
+    """The module compiled here, as a function of a call's tensor leaves (in the capture's order),
+    its floating-point inputs cast to the options' precision and 4-D ones to its layout. torch.compile
+    is lazy: the first call compiles."""
+    import torch
+
+    # Not frozen, unlike the runners' compiled variants: freezing folds the weights into the graph
+    # as constants, a second copy of them in the user's process.
+    compiled = variant_loader.compile_module(prepared(module, options), options.compile_mode, freezing=False)
+    flat = Flat(compiled, from_data(captured.inputs_structure), captured.inputs, captured.outputs).eval()
+    dtype = variant_loader.torch_dtype(options.precision)
+    channels_last = options.memory_format == "channels_last"
+    # A CUDA graph's outputs live in memory its next replay overwrites (swap.py load_variant).
+    cudagraphs = options.compile_mode == "reduce-overhead"
+
+    def cast(tensor: Any) -> Any:
+        if not tensor.is_floating_point():
+            return tensor
+        tensor = tensor.to(dtype)
+        return tensor.contiguous(memory_format=torch.channels_last) if channels_last and tensor.dim() == 4 else tensor
+
+    def run(tensors: list[Any]) -> Sequence[Any]:
+        outputs = flat(*[cast(tensor) for tensor in tensors])
+        return [tensor.clone() for tensor in outputs] if cudagraphs else list(outputs)
+
+    return run
+
+
+def time_calls(run: Leaves, calls: Sequence[tuple[Signature, RecordedCall]], inputs: Sequence[str], device: Any,
+               precision: Precision, repeats: int) -> float:
+    """The median seconds of `repeats` rounds of every call through `run`, after warm-up rounds
+    (compiles, CUDA graph records); the inputs are on the device before the clock starts."""
+    import torch
+
+    dtype = variant_loader.torch_dtype(precision)
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    tensors = [[as_input(torch, call.inputs[name], device, dtype) for name in inputs] for _, call in calls]
+    times = []
+    with torch.inference_mode():
+        for _ in range(WARM_UP_ROUNDS):
+            for leaves in tensors:
+                run(leaves)
+        for _ in range(max(repeats, 1)):
+            sync()
+            start = time.perf_counter()
+            for leaves in tensors:
+                run(leaves)
+            sync()
+            times.append(time.perf_counter() - start)
+    return statistics.median(times)

@@ -1,0 +1,189 @@
+"""The module itself as a candidate in the user's process (orchestrator/inplace/candidate.py): which
+options it takes (a pure function, here), and, in a user's process with torch, that it is verified on
+the recorded calls, timed against the best runner variant, recorded, and reinstated by load_optimized."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import textwrap
+
+import pytest
+from conftest import ROOT
+
+from orchestrator.inplace.candidate import InProcessOptions, in_process_options
+from orchestrator.inplace.compile_cache import CACHE_FOLDER, STAMP, CacheStamp, mismatch
+from orchestrator.results import VariantResult
+
+
+def variant(fmt: str, precision: str = "fp16", memory_format: str = "contiguous") -> VariantResult:
+    return VariantResult.model_validate({"name": f"{fmt}-{precision}", "format": fmt, "precision": precision,
+                                         "memory_format": memory_format, "status": "ok"})
+
+
+def test_on_a_cpu_the_module_compiles_in_fp32_with_the_default_mode():
+    assert in_process_options(variant("torch-compile-cudagraphs"), False, ["fp32"]) == InProcessOptions(
+        "fp32", "default")
+    assert in_process_options(None, False, ["fp32"]).name == "module-compiled-fp32"
+
+
+def test_on_a_gpu_it_takes_the_best_compiled_variants_options():
+    best = variant("torch-compile", "bf16", "channels_last")
+    options = in_process_options(best, True, ["fp32", "fp16", "bf16"])
+    assert options == InProcessOptions("bf16", "default", "channels_last")
+    assert options.name == "module-compiled-bf16-channels_last"
+    cudagraphs = in_process_options(variant("torch-compile-cudagraphs", "fp32"), True, ["fp32"])
+    assert cudagraphs == InProcessOptions("fp32", "reduce-overhead")
+
+
+def test_on_a_gpu_without_a_compiled_best_it_is_the_hand_recipe_within_the_precisions_searched():
+    assert in_process_options(variant("onnx"), True, ["fp32", "fp16"]) == InProcessOptions("fp16", "reduce-overhead")
+    assert in_process_options(None, True, []) == InProcessOptions("fp16", "reduce-overhead")
+    assert in_process_options(variant("onnx", "fp32"), True, ["fp32"]) == InProcessOptions("fp32", "reduce-overhead")
+
+
+# The candidate against a stand-in for the best runner variant (the capture itself, loaded), without
+# an optimize run; then written as pipeline.json records it and reinstated by load_optimized.
+SCRIPT = textwrap.dedent('''
+    import json
+    import sys
+    import time
+    import warnings
+    from pathlib import Path
+
+    import torch
+    from torch._dynamo.utils import counters
+    from orchestrator import inplace
+    from orchestrator.inplace.candidate import InProcessOptions, in_process_options
+    from orchestrator.inplace.capture import capture
+    from orchestrator.inplace.compile_cache import CACHE_FOLDER, STAMP
+    from orchestrator.inplace.optimize import (CAPTURE_FILE, PIPELINE_FILE, compiled_here, keep_compile_cache,
+                                               settle, try_in_process)
+    from orchestrator.inplace.swap import SwappedVariant, load_capture
+    from orchestrator.results import ModuleResult, PipelineResults
+    from runners.contract.protocol import write_text_atomic
+
+    class Block(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.proj = torch.nn.Linear(8, 8)
+
+        def forward(self, x):
+            return torch.tanh(self.proj(x)).cumsum(1)
+
+    torch.manual_seed(0)
+    block = inplace.Module(Block().eval(), name="block")
+    pipe = lambda x: block(block(x))
+    samples = [torch.randn(1, length, 8) for length in (3, 4, 5)]
+    step, root = sys.argv[1], Path(sys.argv[2])
+    if step != "optimize":  # a later process: load_optimized, timed to the first call through the variant
+        with torch.inference_mode():
+            eager = [pipe(x) for x in samples]
+        started = time.perf_counter()
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            running = inplace.load_optimized(pipe, workspace=root, modules=[block])
+        assert running == {"block": "module-compiled-fp32"}, running
+        with torch.inference_mode():
+            got = pipe(samples[0])
+        first_s = time.perf_counter() - started
+        assert torch.allclose(got, eager[0], atol=1e-5), (got - eager[0]).abs().max()
+        assert block.nav_variant.calls == 2, (block.nav_variant.calls, block.nav_variant.eager_calls)
+        said = [str(w.message) for w in caught if "compile cache" in str(w.message)]
+        print(json.dumps({"first_call_s": first_s, "warnings": said,
+                          "hits": counters["inductor"]["fxgraph_cache_hit"],
+                          "misses": counters["inductor"]["fxgraph_cache_miss"]}))
+        sys.exit(0)
+    block.record()
+    with torch.inference_mode():
+        eager = [pipe(x) for x in samples]
+    log = block.stop_recording()
+    folder = root / "modules" / "block" / "fp32"
+    folder.mkdir(parents=True)
+    captured, _ = capture(block.wrapped, log, folder, torch.device("cpu"), "fp32")
+    write_text_atomic(folder / CAPTURE_FILE, captured.model_dump_json())
+    program = load_capture(folder / captured.file, torch.device("cpu"))
+    runner = SwappedVariant("block", "exported-program-fp32", lambda leaves: program(*leaves), captured)
+    options = in_process_options(None, False, ["fp32"])
+    cpu = torch.device("cpu")
+
+    tried = try_in_process(block, options, captured, log, cpu, 2, runner, "fp32")
+    result = tried.result
+    assert tried.run is not None and result.status in ("won", "lost"), result
+    assert result.recorded_diff <= 1e-5 and result.time_s > 0 and result.best_runner == "exported-program-fp32"
+    assert abs(result.vs_best_runner - result.best_runner_s / result.time_s) < 1e-9
+
+    outcome = ModuleResult(status="optimized", best="exported-program-fp32", precision="fp32",
+                           candidates=["exported-program-fp32"], workspaces={"fp32": "modules/block/fp32/run"})
+    outcome.in_process = result.model_copy(update={"capture": "modules/block/fp32", "status": "won"})
+    chosen = settle(outcome, type(tried)(outcome.in_process, tried.run), runner, captured, "block")
+    assert chosen.name == outcome.best == "module-compiled-fp32"
+    assert outcome.candidates == ["module-compiled-fp32", "exported-program-fp32"]
+    lost = outcome.model_copy(deep=True, update={"best": "exported-program-fp32",
+                                                 "candidates": ["exported-program-fp32"]})
+    lost.in_process.status = "lost"
+    assert settle(lost, type(tried)(lost.in_process, tried.run), runner, captured, "block") is runner
+    assert lost.candidates == ["exported-program-fp32", "module-compiled-fp32"]
+
+    # A candidate that cannot compile is rejected with why; the runner variant stays.
+    broken = try_in_process(block, InProcessOptions("fp32", "no-such-mode"), captured, log, cpu, 1, runner, "fp32")
+    assert broken.run is None and broken.result.status == "rejected"
+    assert broken.result.reason.startswith("cannot run here"), broken.result.reason
+    kept = ModuleResult(status="optimized", best="exported-program-fp32", candidates=["exported-program-fp32"])
+    assert settle(kept, broken, runner, captured, "block") is runner
+    assert kept.rejected == {"module-compiled-fp32": broken.result.reason}
+
+    # pipeline.json as written, read by load_optimized: the module compiled here is reinstated
+    # (no run workspace exists: it needs none), and the module itself is left as it was.
+    write_text_atomic(root / PIPELINE_FILE, PipelineResults(nav_orch="test", samples=3, modules={
+        "block": outcome.model_copy(update={"workspaces": {}})}).model_dump_json())
+    assert inplace.load_optimized(pipe, workspace=root, modules=[block]) == {"block": "module-compiled-fp32"}
+    with torch.inference_mode():
+        got = [pipe(x) for x in samples]
+    assert block.nav_variant.calls == 6 and block.nav_variant.eager_calls == 0
+    assert all(torch.allclose(a, b, atol=1e-5) for a, b in zip(got, eager))
+    assert all(p.dtype == torch.float32 for p in block.wrapped.parameters())
+    # The compile cache of the module compiled here, as inplace.optimize keeps it, for a later process.
+    keep_compile_cache(root, compiled_here({"block": block}, PipelineResults.model_validate_json(
+        (root / PIPELINE_FILE).read_text())))
+    assert (root / CACHE_FOLDER / STAMP).is_file()
+    block.swap(None)
+    with torch.inference_mode():
+        assert all(torch.equal(pipe(x), want) for x, want in zip(samples, eager))
+    print("inplace-candidate-ok")
+''')
+
+
+# Marked docker with the other user-process tests: its user environment (.venv-inplace) is as heavy
+# to make; it runs no container.
+@pytest.mark.docker
+def test_the_module_compiled_here_is_verified_timed_recorded_and_reinstated_warm(user_python, tmp_path):
+    def user(step: str, cache: str) -> str:
+        # Each process with its own inductor cache: only the workspace's artifacts can make it warm.
+        env = {**os.environ, "TORCHINDUCTOR_CACHE_DIR": str(tmp_path / cache)}
+        run = subprocess.run([user_python, "-c", SCRIPT, step, str(tmp_path / "ws")], capture_output=True, text=True,
+                             timeout=600, cwd=ROOT, env=env)
+        assert run.returncode == 0, run.stderr[-3000:]
+        return run.stdout.strip().splitlines()[-1]
+
+    (tmp_path / "ws").mkdir()
+    assert user("optimize", "first") == "inplace-candidate-ok"
+    cold = json.loads(user("load", "cold"))  # a fresh cache, as a new machine's, but the workspace's artifacts
+    assert cold["warnings"] == [] and cold["hits"] > 0 and cold["misses"] == 0, cold
+    stamp = tmp_path / "ws" / CACHE_FOLDER / STAMP
+    stamp.write_text(json.dumps({**json.loads(stamp.read_text()), "torch": "0.0"}))
+    foreign = json.loads(user("load", "foreign"))  # artifacts of another torch: ignored, with a warning
+    assert foreign["misses"] > 0, foreign  # it compiled anew (its own second call may hit what it built)
+    assert len(foreign["warnings"]) == 1 and "built by torch 0.0" in foreign["warnings"][0]
+    print(f"first call after load_optimized: {cold['first_call_s']:.2f} s with the artifacts, "
+          f"{foreign['first_call_s']:.2f} s without")
+
+
+def test_cache_artifacts_serve_only_the_torch_device_and_modules_they_were_built_for():
+    saved = CacheStamp(torch="2.13.0", device="NVIDIA H100", modules={"unet": "a", "decoder": "b"})
+    assert mismatch(saved, saved) is None
+    assert mismatch(saved, saved.model_copy(update={"modules": {"unet": "a"}})) is None  # a subset loads
+    assert "torch 2.13.0" in (mismatch(saved, saved.model_copy(update={"torch": "2.14.0"})) or "")
+    assert "built on NVIDIA H100" in (mismatch(saved, saved.model_copy(update={"device": "cpu"})) or "")
+    assert mismatch(saved, saved.model_copy(update={"modules": {"unet": "c"}})) == (
+        "module(s) unet differ from those they were built for")
