@@ -116,17 +116,16 @@ def serve(workspace_path: Path, variant_name: Optional[str], http_port: int, grp
     if executor == "local" and server_kind == "triton":
         python = python or sys.executable
         triton, serving = local_triton_for(python, tritonserver)
-        repository = workspace.model_repository
-        config = read_config(repository, variant.name)
-        if config is None or config.backend != "python" or not (repository / variant.name / VERSION).is_dir():
-            write_variant(repository, variant, workspace, io, {"python"}, gpu_indices, err)
+        # Its own repository, as PyTriton's: the workspace's may hold this variant for a native backend,
+        # and a local tritonserver has only the Python backend.
+        repository = workspace.triton / "local-serve"
+        folder = write_variant(repository, variant, workspace, io, {"python"}, gpu_indices, err)
         python_backend = backend_directory(triton, workspace.triton / "backends")
         server: TritonServer = LocalTritonServer(
             triton, python_backend, serving, gpu_indices, repository, [variant.name], run_id,
             workspace.triton / "serve.log", gpu_option, default_of(TritonSettings, "shm_size"), ready_timeout_s,
             http_port=http_port, grpc_port=grpc_port, host=host)
-        run_serving(server, repository / variant.name, variant.name, workspace, f"Triton ({triton.binary})", out,
-                    err)
+        run_serving(server, folder, variant.name, workspace, f"Triton ({triton.binary})", out, err)
         return
     if executor == "local":
         python = python or sys.executable
