@@ -65,3 +65,29 @@ def test_a_wrapped_module_behaves_as_its_own_and_records_its_calls(user_python):
     run = subprocess.run([user_python, "-c", SCRIPT], capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert run.returncode == 0, run.stderr[-3000:]
     assert run.stdout.strip().endswith("inplace-module-ok")
+
+
+BF16 = textwrap.dedent('''
+    import numpy as np
+    import torch
+    from orchestrator.inplace.module import Module
+
+    torch.manual_seed(0)
+    inner = torch.nn.Linear(8, 4).to(torch.bfloat16).eval()
+    wrapped = Module(inner, name="proj")
+    wrapped.record()
+    x = torch.randn(2, 8, dtype=torch.bfloat16)
+    assert torch.equal(wrapped(x), inner(x))
+    (call,) = wrapped.stop_recording().calls()
+    recorded = call.inputs["in.args.0"]
+    assert recorded.dtype == np.float32 and np.array_equal(recorded, x.float().numpy())
+    assert call.outputs["out"].dtype == np.float32
+    print("bf16-recorded")
+''')
+
+
+def test_a_bf16_module_is_recorded_its_floats_as_float32(user_python):
+    # numpy has no bfloat16: the recording held tensor.numpy() and failed on a bf16 module's calls.
+    run = subprocess.run([user_python, "-c", BF16], capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert run.stdout.strip().endswith("bf16-recorded")

@@ -22,7 +22,7 @@ from orchestrator.results import CapturedModule
 from runners.contract.protocol import DEFAULT_TOLERANCES, AxisRange, Precision, Tolerance, one_line
 from runners.contract.structure import Node, flatten, to_data, unflatten
 from runners.harness.measure import compare_output
-from runners.serving.variant_loader import torch_dtype
+from runners.serving.variant_loader import as_array, torch_dtype
 
 PLAIN_CONSTANTS = (type(None), bool, int, float, str)
 CAPTURE_FILES = {"exported_program": "model.pt2", "torchscript": "model.ts"}
@@ -188,11 +188,6 @@ def reproduce(run: Callable[[list[Any]], Sequence[Any]], kept: Sequence[tuple[Si
     return reproduced, missed, worst
 
 
-def array_of(tensor: Any) -> np.ndarray:
-    """A tensor as an array (floating point as float32: numpy has no bfloat16)."""
-    return (tensor.detach().float() if tensor.is_floating_point() else tensor.detach()).cpu().numpy()
-
-
 def as_input(torch: Any, array: np.ndarray, device: Any, dtype: Any) -> Any:
     """A recorded input as the module in `dtype` takes it: floating-point leaves in that dtype."""
     tensor = torch.from_numpy(array).to(device)
@@ -201,7 +196,7 @@ def as_input(torch: Any, array: np.ndarray, device: Any, dtype: Any) -> Any:
 
 def as_outputs(tensors: Sequence[Any], recorded: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """Output leaves as arrays named like the recorded ones."""
-    return {name: array_of(tensor) for name, tensor in zip(recorded, tensors)}
+    return {name: as_array(tensor) for name, tensor in zip(recorded, tensors)}
 
 
 def Flat(module: Any, structure: Node, inputs: Sequence[str], outputs: Sequence[str]) -> Any:  # noqa: N802

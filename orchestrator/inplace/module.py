@@ -12,6 +12,7 @@ from typing import Any, Optional, Protocol
 
 from orchestrator.inplace.shapes import CallLog
 from runners.contract.structure import Node, flatten
+from runners.serving.variant_loader import as_array
 
 DEFAULT_MAX_CALLS = 16
 CHECKED_CALLS = 8  # calls per module compared in place; each costs an eager call
@@ -63,7 +64,9 @@ def Module(module: Any, name: str, max_calls: int = DEFAULT_MAX_CALLS) -> Any:  
         return isinstance(value, torch.Tensor)
 
     def as_arrays(leaves: dict[str, Any]) -> dict[str, Any]:
-        return {key: tensor.detach().cpu().numpy() for key, tensor in leaves.items()}
+        # Floating point as float32 (numpy has no bfloat16): a bf16 module's calls are recorded too,
+        # and cast back to each captured precision when replayed (capture.as_input).
+        return {key: as_array(tensor) for key, tensor in leaves.items()}
 
     def relative_difference(actual: Any, expected: Any) -> float:
         got, want = flatten(actual, is_tensor, "out")[0], flatten(expected, is_tensor, "out")[0]

@@ -32,7 +32,7 @@ from orchestrator.containers.gpus import resolve_gpus
 from orchestrator.containers.images import resolve_release
 from orchestrator.errors import BadInput, NavOrchError
 from orchestrator.inplace.candidate import InProcessOptions, compile_candidate, in_process_options, time_calls
-from orchestrator.inplace.capture import CaptureError, array_of, capture, reproduce
+from orchestrator.inplace.capture import CaptureError, capture, reproduce
 from orchestrator.inplace.compile_cache import CACHE_FOLDER, load_cache, save_cache
 from orchestrator.inplace.module import InPlaceCheck, RecordedCall, is_inplace_module
 from orchestrator.inplace.shapes import CallLog
@@ -53,7 +53,7 @@ from runners.contract.arrays import save_npz
 from runners.contract.formats import FORMATS, default_precisions
 from runners.contract.protocol import DEFAULT_TOLERANCES, Precision, one_line, write_text_atomic
 from runners.contract.structure import flatten
-from runners.serving.variant_loader import torch_dtype
+from runners.serving.variant_loader import as_array, torch_dtype
 
 PIPELINE_FILE = "pipeline.json"
 CAPTURE_FILE = "capture.json"
@@ -141,7 +141,7 @@ def as_arrays(outputs: Sequence[Any]) -> dict[str, np.ndarray]:
     import torch
 
     leaves, _ = flatten(list(outputs), lambda value: isinstance(value, torch.Tensor), "sample")
-    return {name: array_of(tensor) for name, tensor in leaves.items()}
+    return {name: as_array(tensor) for name, tensor in leaves.items()}
 
 
 def differences(actual: dict[str, np.ndarray], expected: dict[str, np.ndarray]) -> tuple[float, float, float]:

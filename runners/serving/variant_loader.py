@@ -240,6 +240,10 @@ class Engine:
         return outputs
 
     def execute(self) -> None:
+        # The engine runs on a stream of its own: it must not read the inputs before the work torch
+        # queued to write them (their copy and cast in bind_tensors, or the pipeline's previous module
+        # in inplace swap-in) is done.
+        self.stream.wait_stream(self.torch.cuda.current_stream())
         if not self.context.execute_async_v3(self.stream.cuda_stream):
             raise RuntimeError("TensorRT failed to run the engine")
         self.stream.synchronize()
