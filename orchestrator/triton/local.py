@@ -106,18 +106,20 @@ def find_local_triton(python: ServingPython, given: Optional[Path], on_path: Opt
 
 
 def check_numpy(python: str, serving: ServingPython) -> None:
-    """The stub passes tensors to the model as numpy arrays through the numpy it was built against:
-    PyTriton's stubs answer empty tensors under numpy 2."""
+    """The stub hands tensors to the model as arrays of the numpy it was built against (numpy 1): under
+    numpy 2 it answers malformed ones ("output tensor shape does not match size of output", seen on
+    the H100 host)."""
     if serving.numpy is None:
         raise EnvironmentProblem(f"--python {python} has no numpy, which Triton's Python backend needs")
     if int(serving.numpy.split(".")[0]) >= 2:
         raise EnvironmentProblem(f"--python {python} has numpy {serving.numpy}; the local tritonserver's Python "
-                                 "backend needs numpy<2: pip install 'numpy<2' into it, or --no-triton")
+                                 "backend needs numpy<2: pip install 'numpy<2' into it, or name another Python "
+                                 "for the served model")
 
 
 def local_triton_for(python: str, given: Optional[Path]) -> tuple[LocalTriton, ServingPython]:
-    """The tritonserver that serves for the local executor whose runners run in `python`, and what
-    its Python backend needs to know of that Python; EnvironmentProblem when it cannot serve."""
+    """The tritonserver that serves without Docker, its models running in `python`, and what its
+    Python backend needs to know of that Python; EnvironmentProblem when it cannot serve."""
     serving = probe_serving_python(python)
     triton = find_local_triton(serving, given, shutil.which("tritonserver"))
     check_numpy(python, serving)
