@@ -299,6 +299,14 @@ def optimize(
     triton_concurrency: str = typer.Option(option_default(TritonSettings, "concurrency"), metavar="N,N",
                                            rich_help_panel=TRITON_PANEL,
                                            help="Concurrency sweep of perf_analyzer (comma-separated)."),
+    triton_search: str = typer.Option(option_default(TritonSettings, "search"), metavar="quick|full|off",
+                                      rich_help_panel=TRITON_PANEL,
+                                      help="Search the best variant's serving configuration (instances, the "
+                                      "dynamic batcher's queue delay and preferred sizes, the largest batch) and "
+                                      "deploy the best: quick (a hill climb from the default) or full."),
+    triton_search_budget: float = typer.Option(option_default(TritonSettings, "search_budget_s"), metavar="SECONDS",
+                                               rich_help_panel=TRITON_PANEL,
+                                               help="Time for the search; what it measured by then is kept."),
     tritonserver: Optional[Path] = typer.Option(None, metavar="PATH", rich_help_panel=TRITON_PANEL,
                                                 help="With --executor local: the tritonserver that serves the "
                                                 "best variant (default: nvidia-pytriton's in --python, else "
@@ -334,7 +342,8 @@ def optimize(
             latency_budget_ms=latency_budget_ms, workspace=workspace, images=release,
             gpus=resolve_gpus(gpus, release), jobs=jobs, gpu_sessions=gpu_sessions, job_timeout_s=timeout,
             memory=memory, pids=pids,
-            triton=triton_settings(no_triton, triton_all, triton_concurrency, tritonserver, triton_python),
+            triton=triton_settings(no_triton, triton_all, triton_concurrency, tritonserver, triton_python,
+                                   {"search": triton_search, "search_budget_s": triton_search_budget}),
             executor=executor,
             python=python,
             requirements=requirement_lines(requirements), find_links=find_links,
@@ -485,7 +494,7 @@ def images_bootstrap(
 
 
 def triton_settings(no_triton: bool, triton_all: bool, concurrency: str, tritonserver: Optional[Path] = None,
-                    python: Optional[str] = None) -> TritonSettings:
+                    python: Optional[str] = None, search: Optional[dict[str, Any]] = None) -> TritonSettings:
     try:
         values = [int(value) for value in split_list(concurrency)]
     except ValueError:
@@ -495,7 +504,7 @@ def triton_settings(no_triton: bool, triton_all: bool, concurrency: str, tritons
     # --no-triton only turns the stage off: without it, the settings' own default stands.
     off: dict[str, Any] = {"enabled": False} if no_triton else {}
     return TritonSettings(all_variants=triton_all, concurrency=values, tritonserver=tritonserver, python=python,
-                          **off)
+                          **(search or {}), **off)
 
 
 @app.command()

@@ -45,6 +45,7 @@ FIELD_OPTIONS = {
     "min_cosine": "--accuracy cosine:", "min_top1": "--accuracy top1:", "max_abs": "--accuracy max_abs:",
     "all_variants": "--triton-all", "concurrency": "--triton-concurrency", "enabled=False": "--no-triton",
     "triton_tritonserver": "--tritonserver", "triton_python": "--triton-python",
+    "search": "--triton-search", "search_budget_s": "--triton-search-budget",
 }
 OPTION_FIELDS = {*FIELD_OPTIONS, *OptimizeConfig.model_fields, *Tolerances.model_fields, *Budget.model_fields,
                  *TritonSettings.model_fields, "framework", "triton_tritonserver", "triton_python"}
@@ -99,6 +100,12 @@ def next_steps(results: RunResults, workspace: Path) -> list[str]:
     report = workspace / "report.html"
     if report.is_file():
         lines.append(f"report: {report}")
+    search = results.triton.search if results.triton else None
+    if search is not None and search.chosen is not None:
+        gain = f"{search.gain:.2f}× the default configuration's throughput" if search.gain is not None else \
+            "the default configuration failed"
+        lines.append(f"serving configuration: {search.chosen} of {len(search.trials)} tried ({search.mode}), {gain}"
+                     + (f"; {search.note}" if search.note else ""))
     lines.append(f"serve it: {serve_command(results, workspace)}")
     return lines
 

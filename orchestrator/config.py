@@ -164,6 +164,11 @@ class TritonSettings(Strict):
     # The local executor's server: a tritonserver of this machine (default: nvidia-pytriton's in the
     # runners' Python, else one on PATH), serving through its Python backend (orchestrator/triton/local.py).
     tritonserver: Optional[Path] = None
+    # The search of the served best variant's configuration (orchestrator/triton/config_search.py):
+    # quick (Model Analyzer's hill climb), full (every configuration) or off; within this many seconds.
+    search: Literal["quick", "full", "off"] = "off"
+    search_budget_s: PositiveFloat = 120.0
+    search_concurrency: list[PositiveInt] = Field(default_factory=lambda: [1, 2, 4, 8])
     # The Python its models run in (the Python backend's stub): numpy<2 and the variant's runtime; the
     # artifacts need not the model's own libraries. Default: the runners' (OptimizeConfig.python).
     python: Optional[str] = None

@@ -53,6 +53,39 @@ class TritonRun(Strict):
 LOCAL_SERVER_PREFIX = "tritonserver "  # TritonResults.image of a local server: this, then its path
 
 
+class SearchTrial(Strict):
+    """One serving configuration the Triton search loaded and measured, at its best concurrency."""
+
+    config: str  # its name: i{instances}-d{queue delay}-b{max batch}[-p{preferred sizes}]
+    instances: int
+    max_queue_delay_us: int
+    max_batch_size: int
+    preferred_batch_sizes: list[int] = Field(default_factory=list)
+    concurrency: Optional[int] = None
+    throughput: float = 0.0
+    p50_ms: Optional[float] = None
+    p99_ms: Optional[float] = None
+    server_queue_ms: Optional[float] = None
+    server_compute_ms: Optional[float] = None
+    error: Optional[str] = None  # it did not load, or did not answer
+
+
+class TritonSearch(Strict):
+    """The search of the served best variant's configuration (orchestrator/triton/config_search.py)."""
+
+    variant: str
+    mode: str  # quick (a hill climb from the default) or full (every configuration)
+    budget_s: float
+    client_batch_size: Optional[int]  # each request's batch (1; None: an unbatched model)
+    trials: list[SearchTrial] = Field(default_factory=list)  # in the order measured
+    default: Optional[str] = None
+    chosen: Optional[str] = None  # written into the model repository's config.pbtxt
+    gain: Optional[float] = None  # the chosen's throughput over the default's
+    pareto: list[str] = Field(default_factory=list)  # no other trial has both more throughput and a lower p99
+    note: Optional[str] = None
+    stopped: Optional[str] = None  # "budget": the time ran out first; "interrupted"
+
+
 class TritonResults(Strict):
     image: str  # the server's image, or the local tritonserver ("tritonserver PATH")
     # What measured: perf_analyzer (its image beside the server's), or tritonclient's gRPC client in
@@ -65,6 +98,7 @@ class TritonResults(Strict):
     # every batch size it is sent first.
     ready_s: Optional[float] = None
     runs: list[TritonRun] = Field(default_factory=list)
+    search: Optional[TritonSearch] = None
     # What went wrong, one line per variant or for the stage; the optimize exit code ignores it.
     error: Optional[str] = None
 

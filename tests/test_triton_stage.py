@@ -528,3 +528,66 @@ def test_final_table_shows_served_figures_next_to_the_runners(tmp_path):
     assert "served/s" in text and "served p99 ms" in text
     assert "11,929 (bs4 c2)" in text and "3.158" in text and "250,000" in text
     assert "triton: x: failed" in text
+
+
+# --- the configuration search on a served model --------------------------------------------------
+
+class SearchedServer(FakeServer):
+    """Loads every configuration it is given but one with 4 instances (out of memory, say)."""
+
+    loaded: list[dict] = []
+
+    def load_model(self, model: str, config_json: str) -> None:
+        config = json.loads(config_json)
+        self.loaded.append(config)
+        if config["instanceGroup"][0]["count"] == 4:
+            raise ServerFailed(f"{model} did not load: out of memory")
+
+
+class SearchedPerf(FakePerf):
+    """Throughput of the configuration last loaded: 1000/s per instance, more with the queue delay up to
+    500 us, growing with concurrency up to 4; p99 grows with the delay."""
+
+    def __init__(self, server_loads: list[dict], *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.server_loads = server_loads
+
+    def measure(self, model, batch_size, concurrency, grpc_url, input_data):
+        self.measured.append((model, batch_size, input_data))
+        # Before any load: the stage's own measurement of the config.pbtxt it wrote.
+        written = {"instanceGroup": [{"count": 1}], "dynamicBatching": {}}
+        config = self.server_loads[-1] if self.server_loads else written
+        delay = int(config["dynamicBatching"].get("maxQueueDelayMicroseconds", 0))
+        gain = {0: 1.0, 100: 1.2, 500: 1.5, 2000: 1.4}[delay]
+        rate = 1000.0 * config["instanceGroup"][0]["count"] * gain * min(concurrency, 4)
+        p99 = 1.0 + delay / 100
+        return Measurement(concurrency, rate, TritonLatency(p50=p99 / 2, p90=p99, p95=p99, p99=p99), 0.1, 0.5), \
+            self.folder / f"{model}-c{concurrency}.csv"
+
+
+def test_the_search_loads_and_measures_each_configuration_and_deploys_the_best(world):
+    loads: list[dict] = []
+    SearchedServer.loaded = loads
+    saves = []
+    settings = TritonSettings(concurrency=[1], search="quick", search_concurrency=[1, 2, 4, 8])
+    stage = world.stage(settings, lambda: saves.append(1), server=partial(SearchedServer, world.started),
+                        perf=partial(SearchedPerf, loads, world.measured))
+    triton = stage.run(world.results, IO, [1, 4], "throughput", None, "cpu")
+    search = triton.search
+    assert search is not None, triton.error
+    assert search.variant == "onnx-fp32" and search.client_batch_size == 1
+    assert len(loads) == len(search.trials) and search.trials[0].config == search.default == "i1-d0-b4"
+    assert [(t.instances, t.max_queue_delay_us, t.max_batch_size) for t in search.trials] == [
+        (c["instanceGroup"][0]["count"], int(c["dynamicBatching"].get("maxQueueDelayMicroseconds", 0)),
+         c["maxBatchSize"]) for c in loads]  # each trial is the configuration loaded for it
+    failed = [t for t in search.trials if t.error]
+    assert failed and all(t.instances == 4 and "out of memory" in t.error for t in failed)
+    best = max((t for t in search.trials if not t.error), key=lambda t: t.throughput)
+    assert search.chosen == best.config and best.instances == 2 and best.max_queue_delay_us == 500
+    assert best.concurrency == 4  # the sweep stopped at 8, which added nothing
+    assert search.gain == pytest.approx(best.throughput / search.trials[0].throughput)
+    deployed = read_config(world.workspace.model_repository, "onnx-fp32")
+    assert deployed.instance_group[0].count == 2 and deployed.dynamic_batching.max_queue_delay_microseconds == 500
+    assert len(saves) >= len(search.trials) and triton.error is None
+    said = f"triton search: {len(search.trials)} configuration(s)"
+    assert any(line.startswith(said) for line in stage.reporter.lines)

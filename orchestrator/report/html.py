@@ -123,6 +123,20 @@ def charts(results: RunResults) -> list[str]:
                                text=[f"concurrency {r.concurrency}" for r in runs]))
         out += ["<h2>Served by Triton: the concurrency sweep (perf_analyzer)</h2>",
                 chart(sweeps, "latency p50 (ms)", "samples/s")]
+    search = results.triton.search if results.triton else None
+    measured = [t for t in search.trials if t.error is None and t.p99_ms is not None] if search else []
+    if search and measured:
+        def scatter(name: str, trials: list, **style: Any) -> dict[str, Any]:
+            return dict(type="scatter", name=name, x=[t.p99_ms for t in trials], y=[t.throughput for t in trials],
+                        text=[f"{t.config}, concurrency {t.concurrency}" for t in trials], **style)
+        front = sorted((t for t in measured if t.config in search.pareto), key=lambda t: t.throughput)
+        chosen = [t for t in measured if t.config == search.chosen]
+        traces = [scatter("configurations tried", measured, mode="markers"),
+                  scatter("Pareto front", front, mode="lines+markers"),
+                  scatter(f"chosen: {search.chosen}", chosen, mode="markers", marker=dict(size=14, symbol="star"))]
+        gain = f", {search.gain:.2f}× the default's throughput" if search.gain is not None else ""
+        out += [f"<h2>Serving configurations searched for {esc(search.variant)} ({search.mode}, "
+                f"{len(search.trials)} tried{gain})</h2>", chart(traces, "latency p99 (ms)", "samples/s")]
     if results.timeline:
         kinds = sorted({t.kind for t in results.timeline})
         lanes = [dict(type="bar", orientation="h", name=kind,

@@ -48,7 +48,8 @@ class Space:
         return ServingConfig(1, 0, max(self.max_batch_sizes))
 
     def preferred_choices(self, max_batch_size: int) -> list[tuple[int, ...]]:
-        return [(), (max_batch_size,)]
+        """None, or the largest batch; an unbatched model (0) has no batcher to prefer sizes."""
+        return [(), (max_batch_size,)] if max_batch_size > 0 else [()]
 
     def neighbours(self, config: ServingConfig) -> list[ServingConfig]:
         """The configurations one step away on one setting (the next value up or down)."""
@@ -66,8 +67,9 @@ class Space:
             ordered = sorted(set(values))
             index = ordered.index(current) if current in ordered else 0
             found += [build(ordered[i]) for i in (index - 1, index + 1) if 0 <= i < len(ordered)]
-        toggled = () if config.preferred_batch_sizes else (config.max_batch_size,)
-        found.append(ServingConfig(config.instances, config.max_queue_delay_us, config.max_batch_size, toggled))
+        found += [ServingConfig(config.instances, config.max_queue_delay_us, config.max_batch_size, preferred)
+                  for preferred in self.preferred_choices(config.max_batch_size)
+                  if preferred != config.preferred_batch_sizes]
         return found
 
     def every(self) -> list[ServingConfig]:
@@ -86,6 +88,8 @@ class Trial:
     throughput: float = 0.0
     p50_ms: Optional[float] = None
     p99_ms: Optional[float] = None
+    server_queue_ms: Optional[float] = None
+    server_compute_ms: Optional[float] = None
     error: Optional[str] = None
 
 

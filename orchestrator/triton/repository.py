@@ -27,6 +27,7 @@ from tritonclient.grpc import model_config_pb2 as mc
 from orchestrator.errors import NavOrchError
 from orchestrator.results import VariantResult
 from orchestrator.run import untrusted
+from orchestrator.triton.config_search import ServingConfig
 from runners import RUNNERS_DIR
 from runners.contract.formats import FORMATS, TritonServing
 from runners.contract.protocol import COMPILED_PROGRAM, FormatName, IOSpec, TensorSpec
@@ -198,6 +199,21 @@ def model_config(deployment: Deployment, io: IOSpec, max_batch_size: int, gpus: 
     else:
         config.instance_group.add(kind=mc.ModelInstanceGroup.KIND_CPU, count=1)
     return config
+
+
+def with_serving(config: mc.ModelConfig, serving: ServingConfig) -> mc.ModelConfig:
+    """A copy of `config` with a searched serving configuration: its instance count and, for a
+    batched model, its largest batch and the dynamic batcher's queue delay and preferred sizes."""
+    changed = mc.ModelConfig()
+    changed.CopyFrom(config)
+    for group in changed.instance_group:
+        group.count = serving.instances
+    if changed.max_batch_size > 0:
+        changed.max_batch_size = serving.max_batch_size
+        changed.dynamic_batching.max_queue_delay_microseconds = serving.max_queue_delay_us
+        del changed.dynamic_batching.preferred_batch_size[:]
+        changed.dynamic_batching.preferred_batch_size.extend(serving.preferred_batch_sizes)
+    return changed
 
 
 def config_text(config: mc.ModelConfig) -> str:

@@ -116,10 +116,15 @@ def serve(workspace_path: Path, variant_name: Optional[str], http_port: int, grp
     if executor == "local" and server_kind == "triton":
         python = python or sys.executable
         triton, serving = local_triton_for(python, tritonserver)
-        # Its own repository, as PyTriton's: the workspace's may hold this variant for a native backend,
-        # and a local tritonserver has only the Python backend.
-        repository = workspace.triton / "local-serve"
-        folder = write_variant(repository, variant, workspace, io, {"python"}, gpu_indices, err)
+        # Optimize's folder where it is for the Python backend (a local run's, with its searched
+        # configuration); else one of its own: a local tritonserver has only the Python backend.
+        config = read_config(workspace.model_repository, variant.name)
+        if config is not None and config.backend == "python" and (
+                workspace.model_repository / variant.name / VERSION).is_dir():
+            repository, folder = workspace.model_repository, workspace.model_repository / variant.name
+        else:
+            repository = workspace.triton / "local-serve"
+            folder = write_variant(repository, variant, workspace, io, {"python"}, gpu_indices, err)
         python_backend = backend_directory(triton, workspace.triton / "backends")
         server: TritonServer = LocalTritonServer(
             triton, python_backend, serving, gpu_indices, repository, [variant.name], run_id,

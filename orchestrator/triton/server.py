@@ -145,6 +145,7 @@ class Health(Protocol):
 
     def ready(self) -> bool: ...
     def version(self) -> Optional[str]: ...
+    def load(self, model: str, config_json: str) -> None: ...
     def close(self) -> None: ...
 
 
@@ -166,6 +167,10 @@ class GrpcHealth:
             return self.client.get_server_metadata(client_timeout=CALL_TIMEOUT_S).version or None
         except InferenceServerException:
             return None
+
+    def load(self, model: str, config_json: str) -> None:
+        """(Re)load `model` with `config_json` in place of its config.pbtxt (explicit model control)."""
+        self.client.load_model(model, config=config_json)
 
     def close(self) -> None:
         self.client.close()
@@ -369,6 +374,15 @@ class TritonServer:
         if self.running is not None:
             self.log_path.parent.mkdir(parents=True, exist_ok=True)
             self.log_path.write_text(self.logs())
+
+    def load_model(self, model: str, config_json: str) -> None:
+        """Reload `model` with another config (JSON); ServerFailed with the server's reason when it
+        does not load (the server goes on)."""
+        assert self.health is not None, "started first"
+        try:
+            self.health.load(model, config_json)
+        except InferenceServerException as error:
+            raise ServerFailed(f"{model} did not load: {log_message(error.message() or str(error))}") from None
 
     def server_version(self) -> Optional[str]:
         """The version the server reports (its metadata), None when it does not answer."""

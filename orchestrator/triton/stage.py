@@ -17,6 +17,7 @@ stage itself is plain orchestration.
 """
 from __future__ import annotations
 
+import time
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -26,6 +27,7 @@ from typing import Optional, Protocol
 
 import docker
 import numpy as np
+from google.protobuf import json_format
 
 from orchestrator.config import Objective, OptimizeConfig, TritonSettings
 from orchestrator.containers import engine
@@ -33,14 +35,24 @@ from orchestrator.containers.gpus import docker_gpus
 from orchestrator.containers.images import CPU_RELEASE
 from orchestrator.errors import EnvironmentProblem, NavOrchError, ServerFailed
 from orchestrator.progress import Reporter
-from orchestrator.results import RunResults, TritonResults, TritonRun, VariantResult
+from orchestrator.results import RunResults, SearchTrial, TritonResults, TritonRun, TritonSearch, VariantResult
 from orchestrator.run.runner_output import reference_samples
 from orchestrator.run.selection import select_best
 from orchestrator.run.workspace import Workspace
+from orchestrator.triton.config_search import ServingConfig, Space, Trial, best_point, pareto_front, search, sweep
 from orchestrator.triton.grpc_load import GRPC_CLIENT, GrpcLoad
 from orchestrator.triton.local import LocalTriton, LocalTritonServer, ServingPython, backend_directory
 from orchestrator.triton.perf_analyzer import Measurement, PerfAnalyzer, PerfFailed, RunContainer, write_input_data
-from orchestrator.triton.repository import Deployment, deployment_for, model_config, tensor_names, write_model
+from orchestrator.triton.repository import (
+    CONFIG_FILE,
+    Deployment,
+    config_text,
+    deployment_for,
+    model_config,
+    tensor_names,
+    with_serving,
+    write_model,
+)
 from orchestrator.triton.server import TritonServer, image_backends
 from orchestrator.triton.tensorrt_guard import (
     LIBRARY_PATTERN,
@@ -67,6 +79,7 @@ class Server(Protocol):
     def __exit__(self, *exc: object) -> None: ...
     def server_version(self) -> Optional[str]: ...
     def check_running(self) -> None: ...
+    def load_model(self, model: str, config_json: str) -> None: ...
 
 
 class ServerFactory(Protocol):
@@ -270,6 +283,9 @@ class TritonStage:
                     triton.server_version, triton.ready_s = server.server_version(), server.ready_s
                     self._measure(server, perf, deployments, io, batch_sizes, max_batch_size, samples, triton,
                                   problems)
+                    if self.settings.search != "off" and not self.settings.all_variants:
+                        self._search(server, perf_image, deployments[0], io, batch_sizes, max_batch_size, samples,
+                                     triton, objective, budget_ms)
                 return
             except ServerFailed as error:
                 failed = {d.model for d in deployments} & set(error.failed_models)
@@ -315,6 +331,77 @@ class TritonStage:
                 top = max(served, key=lambda r: r.throughput)
                 self.reporter.stage(deployment.variant, "served", f"{top.throughput:,.0f}/s at batch "
                                     f"{top.batch_size}, concurrency {top.concurrency}; p99 {top.latency_ms.p99:.3f} ms")
+
+
+    def _search(self, server: Server, perf_image: str, deployment: Deployment, io: IOSpec, batch_sizes: list[int],
+                max_batch_size: int, samples: dict[str, np.ndarray], triton: TritonResults, objective: Objective,
+                budget_ms: Optional[float]) -> None:
+        """Search the served best variant's configuration (config_search.py) on this server, one model
+        load per configuration, and write the chosen one into its config.pbtxt: what `nav-orch serve`
+        serves. Each trial is saved as it is measured, so a stopped search keeps them."""
+        base = model_config(deployment, io, max_batch_size, self.gpus)
+        batched = base.max_batch_size > 0
+        space = (Space(max_batch_sizes=tuple(batch_sizes)) if batched
+                 else Space(max_batch_sizes=(0,), queue_delays_us=(0,)))
+        record = triton.search = TritonSearch(variant=deployment.variant, mode=self.settings.search,
+                                              budget_s=self.settings.search_budget_s,
+                                              client_batch_size=1 if batched else None)
+        input_names, _ = tensor_names(deployment, io)
+        folder = self.workspace.perf / "search"
+        folder.mkdir(parents=True, exist_ok=True)
+        input_data = write_input_data(samples, input_names, batched, folder / f"{deployment.model}-input.json")
+        started = time.monotonic()
+
+        def measure(config: ServingConfig) -> Trial:
+            self.reporter.stage(deployment.variant, "triton: searching", config.name)
+            try:
+                server.load_model(deployment.model, json_format.MessageToJson(with_serving(base, config)))
+                perf = self.tools.perf(image=perf_image, run_id=self.run_id, folder=folder / config.name,
+                                       settings=self.settings)
+                trial = best_point(sweep(lambda concurrency: self._point(server, perf, deployment, batched, config,
+                                                                         concurrency, input_data),
+                                         self.settings.search_concurrency), objective, budget_ms)
+            except ServerFailed as error:
+                server.check_running()
+                trial = Trial(config, error=str(error))
+            record.trials.append(search_trial(trial))
+            self.save()
+            return trial
+
+        try:
+            outcome = search(self.settings.search, measure, space,
+                             lambda: time.monotonic() - started > self.settings.search_budget_s, objective, budget_ms)
+        except KeyboardInterrupt:
+            record.stopped = "interrupted"
+            raise
+        record.default, record.chosen = outcome.default.config.name, outcome.chosen.config.name
+        record.gain, record.note, record.stopped = outcome.gain, outcome.note, outcome.stopped
+        record.pareto = [trial.config.name for trial in pareto_front(outcome.trials)]
+        (self.workspace.model_repository / deployment.model / CONFIG_FILE).write_text(
+            config_text(with_serving(base, outcome.chosen.config)))
+        gain = f"{outcome.gain:.2f}x the default's throughput" if outcome.gain is not None else "the default failed"
+        self.reporter.note(f"triton search: {len(outcome.trials)} configuration(s) in "
+                           f"{time.monotonic() - started:.0f} s; serving {outcome.chosen.config.name}, {gain}"
+                           + (f" ({outcome.note})" if outcome.note else ""))
+
+    def _point(self, server: Server, perf: Perf, deployment: Deployment, batched: bool, config: ServingConfig,
+               concurrency: int, input_data: Path) -> Trial:
+        try:
+            point, _ = perf.measure(deployment.model, 1 if batched else None, concurrency, server.grpc_url, input_data)
+        except PerfFailed as error:
+            server.check_running()
+            return Trial(config, concurrency, error=str(error))
+        return Trial(config, concurrency, point.throughput, point.latency_ms.p50, point.latency_ms.p99,
+                     point.server_queue_ms, point.server_compute_ms)
+
+
+def search_trial(trial: Trial) -> SearchTrial:
+    config = trial.config
+    return SearchTrial(config=config.name, instances=config.instances, max_queue_delay_us=config.max_queue_delay_us,
+                       max_batch_size=config.max_batch_size, preferred_batch_sizes=list(config.preferred_batch_sizes),
+                       concurrency=trial.concurrency, throughput=trial.throughput, p50_ms=trial.p50_ms,
+                       p99_ms=trial.p99_ms, server_queue_ms=trial.server_queue_ms,
+                       server_compute_ms=trial.server_compute_ms, error=trial.error)
 
 
 def docker_tools(client: docker.DockerClient) -> StageTools:
