@@ -17,6 +17,7 @@ stage itself is plain orchestration.
 """
 from __future__ import annotations
 
+import shutil
 import time
 import traceback
 from collections.abc import Callable
@@ -358,8 +359,10 @@ class TritonStage:
                 server.load_model(deployment.model, json_format.MessageToJson(with_serving(base, config)))
                 perf = self.tools.perf(image=perf_image, run_id=self.run_id, folder=folder / config.name,
                                        settings=self.settings)
+                # perf_analyzer sees its own folder only (mounted at /perf): the input data goes in it.
+                own_input = Path(shutil.copyfile(input_data, perf.folder / input_data.name))
                 trial = best_point(sweep(lambda concurrency: self._point(server, perf, deployment, batched, config,
-                                                                         concurrency, input_data),
+                                                                         concurrency, own_input),
                                          self.settings.search_concurrency), objective, budget_ms)
             except ServerFailed as error:
                 server.check_running()
