@@ -35,7 +35,9 @@ def runs(cpu_images, tmp_path_factory) -> tuple[Path, Path]:
     folder = tmp_path_factory.mktemp("report")
     samples = write_two_input_samples(folder / "samples.npz")
     served = folder / "served"
-    optimize(served, samples, "--formats", "onnx,torchscript-trace", "--triton-concurrency", "1,2")
+    # With a short configuration search in Docker (perf_analyzer in containers), drawn in the report.
+    optimize(served, samples, "--formats", "onnx,torchscript-trace", "--triton-concurrency", "1,2",
+             "--triton-search", "quick", "--triton-search-budget", "15")
     plain = folder / "plain"
     optimize(plain, samples, "--formats", "onnx", "--no-triton")
     return served, plain
@@ -55,10 +57,13 @@ def test_every_run_writes_a_report_that_renders_offline_with_every_chart(runs):
     text = report.read_text()
     assert "× the source model run as it is" in text
     assert "<script src" not in text and "two_heads.py:make_two_heads" in text
+    search = results["triton"]["search"]
+    assert search["trials"][0]["config"] == search["default"] and search["chosen"] is not None
+    assert all(t["error"] is None and t["throughput"] > 0 for t in search["trials"]), search["trials"]
     ARTIFACTS.mkdir(exist_ok=True)
     page = open_page(report, ARTIFACTS / "report.png")
-    # throughput/latency, percentiles, verification, Triton's sweep, timeline
-    assert_seen_whole(page, report, charts=5)
+    # throughput/latency, percentiles, verification, Triton's sweep, the configurations searched, timeline
+    assert_seen_whole(page, report, charts=6)
     assert page["charts"][0]["expected"] == 2  # one series per verified variant
     assert (ARTIFACTS / "report.png").stat().st_size > 10_000
 
