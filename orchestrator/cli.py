@@ -343,7 +343,7 @@ def optimize(
             gpus=resolve_gpus(gpus, release), jobs=jobs, gpu_sessions=gpu_sessions, job_timeout_s=timeout,
             memory=memory, pids=pids,
             triton=triton_settings(no_triton, triton_all, triton_concurrency, tritonserver, triton_python,
-                                   {"search": triton_search, "search_budget_s": triton_search_budget}),
+                                   triton_search, triton_search_budget),
             executor=executor,
             python=python,
             requirements=requirement_lines(requirements), find_links=find_links,
@@ -494,7 +494,8 @@ def images_bootstrap(
 
 
 def triton_settings(no_triton: bool, triton_all: bool, concurrency: str, tritonserver: Optional[Path] = None,
-                    python: Optional[str] = None, search: Optional[dict[str, Any]] = None) -> TritonSettings:
+                    python: Optional[str] = None, search: str = default_of(TritonSettings, "search"),
+                    search_budget_s: float = default_of(TritonSettings, "search_budget_s")) -> TritonSettings:
     try:
         values = [int(value) for value in split_list(concurrency)]
     except ValueError:
@@ -504,7 +505,7 @@ def triton_settings(no_triton: bool, triton_all: bool, concurrency: str, tritons
     # --no-triton only turns the stage off: without it, the settings' own default stands.
     off: dict[str, Any] = {"enabled": False} if no_triton else {}
     return TritonSettings(all_variants=triton_all, concurrency=values, tritonserver=tritonserver, python=python,
-                          **(search or {}), **off)
+                          search=search, search_budget_s=search_budget_s, **off)
 
 
 @app.command()
