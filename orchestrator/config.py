@@ -166,7 +166,7 @@ class TritonSettings(Strict):
     tritonserver: Optional[Path] = None
     # The search of the served best variant's configuration (orchestrator/triton/config_search.py):
     # quick (Model Analyzer's hill climb), full (every configuration) or off; within this many seconds.
-    search: Literal["quick", "full", "off"] = "off"
+    search: Literal["quick", "full", "off"] = "quick"
     search_budget_s: PositiveFloat = 120.0
     search_concurrency: list[PositiveInt] = Field(default_factory=lambda: [1, 2, 4, 8])
     # The Python its models run in (the Python backend's stub): numpy<2 and the variant's runtime; the

@@ -299,6 +299,8 @@ class ModuleResult(Strict):
     # torchscript) or why it failed, and each run's workspace.
     captures: dict[str, str] = Field(default_factory=dict)
     workspaces: dict[str, str] = Field(default_factory=dict)
+    # Formats left out of its runner search, and why (orchestrator/inplace/narrowing.py).
+    cuts: dict[str, str] = Field(default_factory=dict)
     candidates: list[str] = Field(default_factory=list)  # verified variants best first: load_optimized's fallbacks
     rejected: dict[str, str] = Field(default_factory=dict)  # better variants passed over, and why
     calls_seen: int = 0

@@ -95,7 +95,9 @@ def edges(workspace: Path) -> dict:
     results = inplace.optimize(cached, start, workspace=workspace / "cached", **options)
     found["cache_object"] = results.modules["decoder"].model_dump()
     short = toy(3)
-    results = inplace.optimize(short, start, workspace=workspace / "short", **options)
+    # torch-compile asked for: compiled here, not in a runner (orchestrator/inplace/narrowing.py).
+    results = inplace.optimize(short, start, workspace=workspace / "short",
+                               **{**options, "formats": ["exported-program", "torch-compile"]})
     found["short"] = results.model_dump(mode="json")
     found["short_running"] = inplace.load_optimized(short, workspace=workspace / "short")
     longer = torch.zeros(1, 9, dtype=torch.int64)  # recorded lengths were 2..5: this call runs eager

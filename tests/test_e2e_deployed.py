@@ -33,7 +33,7 @@ def deployed(cpu_images, tmp_path_factory, request) -> tuple[str, Path, dict]:
     run = nav_orch("optimize", f"{EXAMPLES}/two_heads.py:make_two_heads", "--samples",
                    str(write_two_input_samples(folder / "samples.npz")), "--images", "cpu", "--gpus", "none",
                    "--workspace", str(workspace), "--formats", request.param, "--batch-sizes", "1,4",
-                   "--triton-concurrency", "1", "--progress", "plain", "--json")
+                   "--triton-concurrency", "1", "--triton-search", "off", "--progress", "plain", "--json")
     assert run.returncode == 0, run.stderr[-3000:]
     return request.param, workspace, json.loads(run.stdout)
 

@@ -141,6 +141,11 @@ def test_the_edges_of_a_capture_say_what_happened(user_python, tmp_path):
     short = found["short"]
     decoder = short["modules"]["decoder"]
     assert short["state"] == "complete" and decoder["in_process"]["best_runner"] == "exported-program-fp32"
+    # The compiled format asked for was left to the module compiled here, and said so.
+    assert list(decoder["cuts"]) == ["torch-compile"] and "compiled in the user's process" in decoder["cuts"][
+        "torch-compile"]
+    run = json.loads((tmp_path / "edges" / "short" / decoder["workspaces"]["fp32"] / "results.json").read_text())
+    assert {variant["format"] for variant in run["variants"]} == {"exported-program"}
     # The faster of the exported program and the module compiled here.
     assert decoder["best"] == ("module-compiled-fp32" if decoder["in_process"]["status"] == "won"
                                else "exported-program-fp32")

@@ -43,7 +43,7 @@ def bert_run(tmp_path_factory) -> tuple[subprocess.CompletedProcess, Path]:
     # With the Triton stage: its image has no transformers, so the served variant must need none.
     run = run_cpu("optimize", folder / "ws", BERT, "--samples", str(bert_samples(folder / "samples.npz")),
                   "--requirements", str(BERT_REQUIREMENTS), "--formats", "onnx,exported-program",
-                  "--triton-concurrency", "1")
+                  "--triton-concurrency", "1", "--triton-search", "off")
     return run, folder
 
 

@@ -26,7 +26,8 @@ def optimized(cpu_images, tmp_path_factory):
     run = nav_orch("optimize", f"{EXAMPLES}/mlp.py:make_mlp", "--input", "input:8,64:float32", "--images", "cpu",
                    "--gpus", "none", "--workspace", str(workspace), "--formats", "onnx,torchscript-trace",
                    "--batch-sizes", ",".join(map(str, BATCH_SIZES)), "--triton-all",
-                   "--triton-concurrency", ",".join(map(str, CONCURRENCY)), "--progress", "plain", "--json")
+                   "--triton-concurrency", ",".join(map(str, CONCURRENCY)), "--triton-search", "off",
+                   "--progress", "plain", "--json")
     assert leftover_containers() == [], "the run left containers behind"
     return workspace, run
 

@@ -11,8 +11,9 @@ import textwrap
 import pytest
 from conftest import ROOT
 
-from orchestrator.inplace.candidate import InProcessOptions, in_process_options
+from orchestrator.inplace.candidate import InProcessOptions, best_torch_variant, in_process_options
 from orchestrator.inplace.compile_cache import CACHE_FOLDER, STAMP, CacheStamp, mismatch
+from orchestrator.inplace.narrowing import runner_search
 from orchestrator.results import VariantResult
 
 
@@ -36,10 +37,40 @@ def test_on_a_gpu_it_takes_the_best_compiled_variants_options():
     assert cudagraphs == InProcessOptions("fp32", "reduce-overhead")
 
 
-def test_on_a_gpu_without_a_compiled_best_it_is_the_hand_recipe_within_the_precisions_searched():
-    assert in_process_options(variant("onnx"), True, ["fp32", "fp16"]) == InProcessOptions("fp16", "reduce-overhead")
+def test_on_a_gpu_without_a_compiled_best_it_is_the_hand_recipe_in_the_best_torch_variants_precision_and_layout():
+    assert in_process_options(None, True, ["fp32", "fp16"]) == InProcessOptions("fp16", "reduce-overhead")
     assert in_process_options(None, True, []) == InProcessOptions("fp16", "reduce-overhead")
-    assert in_process_options(variant("onnx", "fp32"), True, ["fp32"]) == InProcessOptions("fp32", "reduce-overhead")
+    assert in_process_options(None, True, ["fp32"]) == InProcessOptions("fp32", "reduce-overhead")
+    program = variant("exported-program", "bf16", "channels_last")
+    assert in_process_options(program, True, ["fp16", "bf16"], ("reduce-overhead",)) == InProcessOptions(
+        "bf16", "reduce-overhead", "channels_last")
+    # The mode of the compiled format asked for, where it was not CUDA graphs.
+    assert in_process_options(program, True, ["bf16"], ("default",)).compile_mode == "default"
+
+
+def test_the_best_torch_variant_skips_onnx_tensorrt_and_quantized_ones():
+    quantized = variant("torch-compile-cudagraphs", "int8").model_copy(update={"quantization": "dynamic"})
+    ranked = [variant("tensorrt"), variant("onnx"), quantized, variant("exported-program", "bf16"),
+              variant("torchscript-trace")]
+    assert best_torch_variant(ranked).name == "exported-program-bf16"
+    assert best_torch_variant([variant("onnx")]) is None
+
+
+def test_compiled_formats_move_into_the_users_process_unless_exhaustive():
+    on_gpu = runner_search(None, True, False)
+    assert "torch-compile-cudagraphs" not in on_gpu.formats and "exported-program" in on_gpu.formats
+    assert list(on_gpu.cuts) == ["torch-compile-cudagraphs"] and on_gpu.compile_modes == ("reduce-overhead",)
+    assert "compiled in the user's process instead" in on_gpu.cuts["torch-compile-cudagraphs"]
+    asked = runner_search(["exported-program", "torch-compile", "torch-compile-cudagraphs"], True, False)
+    assert asked.formats == ["exported-program"] and asked.compile_modes == ("default", "reduce-overhead")
+    assert sorted(asked.cuts) == ["torch-compile", "torch-compile-cudagraphs"]
+    only_compiled = runner_search(["torch-compile"], False, False)
+    assert only_compiled.formats == [] and only_compiled.compile_modes == ("default",)
+    kept = runner_search(["exported-program", "torch-compile-cudagraphs"], True, True)
+    assert kept.formats == ["exported-program", "torch-compile-cudagraphs"] and kept.cuts == {}
+    assert kept.compile_modes == ("reduce-overhead",)
+    on_cpu = runner_search(None, False, False)  # no compiled format is a default on CPUs
+    assert on_cpu.cuts == {} and on_cpu.compile_modes == ()
 
 
 # The candidate against a stand-in for the best runner variant (the capture itself, loaded), without

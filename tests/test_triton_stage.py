@@ -404,7 +404,9 @@ def test_the_best_runtime_falls_back_to_the_best_servable_variant(world):
 def test_a_model_without_a_batch_axis_is_measured_unbatched_on_whole_samples(world):
     # A fixed-shape graph: axis 0 is 2 in the model, not a dynamic batch.
     fixed = IOSpec(inputs=[TensorSpec("input", "float32", [2, 4])], outputs=[TensorSpec("output", "float32", [2, 2])])
-    triton = world.stage(TritonSettings(concurrency=[1])).run(world.results, fixed, [2], "throughput", None, "cpu")
+    # The search has its own tests (below).
+    triton = world.stage(TritonSettings(concurrency=[1], search="off")).run(world.results, fixed, [2], "throughput",
+                                                                            None, "cpu")
     assert triton.error is None
     config = read_config(world.workspace.root / "triton" / "model_repository", "onnx-fp32")
     assert config.max_batch_size == 0 and not config.HasField("dynamic_batching")

@@ -26,7 +26,7 @@ from runners.contract.structure import from_data
 from runners.serving import variant_loader
 
 NAME = "module-compiled"
-# Where the runners' best was no compiled variant: the hand recipe on a GPU.
+# On a GPU where no compiled format asked for another mode: the hand recipe.
 GPU_FALLBACK_MODE = "reduce-overhead"
 WARM_UP_ROUNDS = 2  # CUDA graphs are recorded on a shape's second call, not its first
 
@@ -45,18 +45,29 @@ class InProcessOptions:
         return f"{NAME}-{self.precision}{layout}"
 
 
-def in_process_options(best: Optional[VariantResult], on_gpu: bool, searched: Sequence[Precision]
-                       ) -> InProcessOptions:
-    """The options for the module compiled here: on a CPU torch.compile's default mode in fp32 (the
-    CPU search is fp32 only); on a GPU the best runner variant's precision, mode and layout where it
-    was compiled (torch-compile*), else half precision with CUDA graphs where half was searched."""
+def in_process_options(best: Optional[VariantResult], on_gpu: bool, searched: Sequence[Precision],
+                       modes: Sequence[str] = ()) -> InProcessOptions:
+    """The options for the module compiled here. On a CPU torch.compile's default mode in fp32 (the
+    CPU search is fp32 only). On a GPU a compiled best's own options (an exhaustive search);
+    otherwise the precision and layout of `best`, the best variant torch ran in the runners, with
+    CUDA graphs where `modes` (those of the compiled formats asked for) include them or are none."""
     if not on_gpu:
         return InProcessOptions("fp32", "default")
-    mode = FORMATS[best.format].compile_mode if best is not None else None
-    if best is not None and mode is not None:
+    own_mode = FORMATS[best.format].compile_mode if best is not None else None
+    if best is not None and own_mode is not None:
+        return InProcessOptions(best.precision, own_mode, best.memory_format)
+    mode = GPU_FALLBACK_MODE if GPU_FALLBACK_MODE in modes or not modes else modes[0]
+    if best is not None:
         return InProcessOptions(best.precision, mode, best.memory_format)
     precision: Precision = "fp16" if "fp16" in searched or not searched else searched[0]
-    return InProcessOptions(precision, GPU_FALLBACK_MODE)
+    return InProcessOptions(precision, mode)
+
+
+def best_torch_variant(ranked: Sequence[VariantResult]) -> Optional[VariantResult]:
+    """The first of `ranked` that torch itself ran (not ONNX Runtime or TensorRT): its precision and
+    layout are those torch.compile starts from."""
+    return next((variant for variant in ranked if FORMATS[variant.format].runner == "torch"
+                 and not variant.quantization), None)
 
 
 def prepared(module: Any, options: InProcessOptions) -> Any:

@@ -31,10 +31,17 @@ from orchestrator.config import DeclaredAxes, ExecutorName, ModelRef, OptimizeCo
 from orchestrator.containers.gpus import resolve_gpus
 from orchestrator.containers.images import resolve_release
 from orchestrator.errors import BadInput, NavOrchError
-from orchestrator.inplace.candidate import InProcessOptions, compile_candidate, in_process_options, time_calls
+from orchestrator.inplace.candidate import (
+    InProcessOptions,
+    best_torch_variant,
+    compile_candidate,
+    in_process_options,
+    time_calls,
+)
 from orchestrator.inplace.capture import CaptureError, capture, reproduce
 from orchestrator.inplace.compile_cache import CACHE_FOLDER, load_cache, save_cache
 from orchestrator.inplace.module import InPlaceCheck, RecordedCall, is_inplace_module
+from orchestrator.inplace.narrowing import runner_search
 from orchestrator.inplace.shapes import CallLog
 from orchestrator.inplace.swap import Leaves, SwappedVariant, load_variant, shape_misfit
 from orchestrator.progress import PlainReporter, Reporter, stderr_console
@@ -249,7 +256,10 @@ def optimize_module(name: str, module: Any, log: CallLog, root: Path, template: 
     calls = log.calls()
     outcome = ModuleResult(status="eager", calls_seen=sum(log.seen.values()), calls_kept=len(calls))
     device = device_of(module)
-    precisions = template.precisions or default_precisions(on_gpu=device.type == "cuda")
+    on_gpu = device.type == "cuda"
+    precisions = template.precisions or default_precisions(on_gpu=on_gpu)
+    search = runner_search(template.formats, on_gpu, template.exhaustive)
+    outcome.cuts = dict(search.cuts)
     runs: dict[str, tuple[VariantResult, Path, CapturedModule]] = {}
     captures: dict[str, tuple[Path, CapturedModule]] = {}
     for precision in precisions:
@@ -270,8 +280,11 @@ def optimize_module(name: str, module: Any, log: CallLog, root: Path, template: 
             "model": ModelRef(path=folder / captured.file, form=captured.form, precision=precision,
                               cpu_file=captured.cpu_file),
             "samples": folder / "samples.npz", "workspace": folder / "run", "precisions": [precision],
+            "formats": search.formats,
             "dynamic_axes": DeclaredAxes(inputs=[captured.input_ranges[leaf] for leaf in captured.inputs],
                                          outputs=[captured.output_ranges.get(leaf, []) for leaf in captured.outputs])})
+        if not search.formats:  # every format asked for is compiled here
+            continue
         outcome.workspaces[precision] = str((folder / "run").relative_to(root))
         try:
             run = api.optimize(config, reporter, force)
@@ -279,7 +292,7 @@ def optimize_module(name: str, module: Any, log: CallLog, root: Path, template: 
             outcome.rejected[f"({precision})"] = f"its optimize run failed: {error}"
             continue
         runs.update({variant.name: (variant, folder, captured) for variant in run.variants})
-    if not outcome.workspaces:
+    if not captures:
         outcome.reason = "not captured: " + "; ".join(f"{p}: {why}" for p, why in outcome.captures.items())
         return outcome, None
     outcome.candidates = ranked([variant for variant, _, _ in runs.values()], template.objective,
@@ -303,9 +316,8 @@ def optimize_module(name: str, module: Any, log: CallLog, root: Path, template: 
         outcome.workspace = outcome.workspaces[variant.precision]
         chosen = SwappedVariant(name, candidate, runner, captured)
         break
-    best_runner = runs[outcome.best][0] if outcome.best else runs[outcome.candidates[0]][0] if outcome.candidates \
-        else None
-    options = in_process_options(best_runner, device.type == "cuda", precisions)
+    options = in_process_options(best_torch_variant([runs[name][0] for name in outcome.candidates]), on_gpu,
+                                 precisions, search.compile_modes)
     # The module compiled here takes the call signature of a capture; that of its precision, where there is one.
     folder, captured = captures.get(options.precision) or next(iter(captures.values()))
     reporter.note(f"pipeline: compiling {name} here ({options.name}, mode {options.compile_mode}), verifying and "
