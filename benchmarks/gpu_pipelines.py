@@ -8,7 +8,8 @@
 The pipelines are examples/pipelines/{sd_style,whisper_style}.py (random weights, nothing is
 downloaded): sd is SD-1.5-sized (text encoder, 20 DDIM steps of the UNet at batch 2 through
 classifier-free guidance, VAE decoder; one prompt, 512x512), whisper is Whisper-small-sized (the
-encoder once, then the decoder per token, 64 tokens greedy; batch 1). Everything runs in this one
+encoder once, then the decoder per token, 64 tokens greedy with the KV cache, or with --no-cache
+without it; batch 1). Everything runs in this one
 Python process, which imports torch, as a user's would; the runners of nav-orch's optimize runs are
 its subprocesses (`--executor local`, the default) or containers (`--executor docker`).
 
@@ -26,6 +27,9 @@ median of `--runs` calls, each between two torch.cuda.synchronize):
   hand-fp16   the issue's reference recipe in float16: torch.compile(mode="reduce-overhead") of each
               module (for sd the UNet in channels_last too); its first call's time is the compile
   hand-fp32   the same in float32 (whisper only by default: there fp16 is slower than fp32 eager)
+  static-compile  whisper with the cache only: transformers' own recipe in float16, a static cache
+              (cache_implementation="static") and the model's forward through
+              torch.compile(mode="reduce-overhead"); its first call's time is the compile
   paired      nav-orch's pipeline (load_optimized from the workspace) and hand-fp16's, both built and
               warmed in this process, then timed alternately, `--pairs` times each: the median of
               the ratios nav-orch / hand with their smallest and largest (two timings of one graph
@@ -75,10 +79,12 @@ sys.path.insert(0, str(ROOT))
 QUICK_PROFILING = {"warmup_calls": 3, "window_ms": 50, "min_window_calls": 5, "stable_windows": 2, "max_windows": 4}
 DEFAULT_SIZE = {"sd": "sd15", "whisper": "small"}
 DEFAULT_HAND = {"sd": "fp16", "whisper": "fp16,fp32"}
-STAGES = ("eager-fp32", "eager-fp16", "nav-orch", "reload-cold", "reload-warm", "hand-fp16", "hand-fp32", "paired")
+STAGES = ("eager-fp32", "eager-fp16", "nav-orch", "reload-cold", "reload-warm", "hand-fp16", "hand-fp32",
+          "static-compile", "paired")
 LABELS = {"eager-fp32": "eager fp32", "eager-fp16": "eager fp16", "nav-orch": "nav-orch",
           "reload-cold": "reload, cold", "reload-warm": "reload, warm",
-          "hand-fp16": "hand-compiled fp16", "hand-fp32": "hand-compiled fp32", "paired": "nav-orch (paired)"}
+          "hand-fp16": "hand-compiled fp16", "hand-fp32": "hand-compiled fp32",
+          "static-compile": "static cache+compile", "paired": "nav-orch (paired)"}
 RELOAD_CALLS = 6  # pipeline calls a reload probe times after load_optimized
 FAST = 1.5  # a call is fast within this factor of the probe's last call
 
@@ -90,6 +96,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--size", help="sd: sd15 or tiny (default sd15); whisper: small or tiny (default small)")
     parser.add_argument("--steps", type=int, default=20, help="sd: denoising steps (default 20)")
     parser.add_argument("--tokens", type=int, default=64, help="whisper: tokens generated (default 64)")
+    parser.add_argument("--no-cache", action="store_true", help="whisper: generate without the KV cache (the "
+                        "decoder then gets the whole sequence so far, as plain tensors; the 2026-11-25 and "
+                        "issue 30 figures)")
     parser.add_argument("--workspace", type=Path, help="inplace.optimize's workspace (default /tmp/nav-PIPELINE)")
     parser.add_argument("--out", type=Path, help="the JSON written after every stage")
     parser.add_argument("--formats", help="nav-orch formats, comma-separated (default: every one for the device)")
@@ -130,7 +139,8 @@ def parse_args() -> argparse.Namespace:
     hand = [f"hand-{p.strip()}" for p in args.hand.split(",") if p.strip()]
     if not set(hand) <= set(STAGES):
         parser.error(f"--hand: choose from fp16, fp32, not {args.hand}")
-    args.stages = [s for s in STAGES if s not in skip and (not s.startswith("hand-") or s in hand)]
+    args.stages = [s for s in STAGES if s not in skip and (not s.startswith("hand-") or s in hand)
+                   and (s != "static-compile" or (args.pipeline == "whisper" and not args.no_cache))]
     if args.warmup < 0 or args.runs < 1:
         parser.error("--warmup must be at least 0 and --runs at least 1")
     return args
@@ -156,7 +166,8 @@ class Bench:
     def build(self, dtype: Any) -> Any:
         if self.args.pipeline == "sd":
             return self.example.build(self.args.size, self.args.device, dtype, steps=self.args.steps)
-        return self.example.build(self.args.size, self.args.device, dtype, new_tokens=self.args.tokens)
+        return self.example.build(self.args.size, self.args.device, dtype, new_tokens=self.args.tokens,
+                                  use_cache=not self.args.no_cache)
 
     def call(self, pipe: Any) -> tuple[Any, float]:
         self.sync()
@@ -381,6 +392,21 @@ def paired(bench: Bench, record: dict) -> None:
         del nav, hand, wrapped
 
 
+def static_compile(bench: Bench, record: dict) -> Any:
+    """transformers' recipe for a compiled generate(): a static cache and the model's forward
+    compiled with CUDA graphs, in float16."""
+    torch = bench.torch
+    pipe = bench.build(torch.float16)
+    pipe.cache_implementation = "static"
+    pipe.model.forward = torch.compile(pipe.model.forward, mode="reduce-overhead")
+    try:
+        output = bench.measure(pipe, record)
+        record["compile_s"] = record["first_call_s"]
+        return output
+    finally:
+        del pipe
+
+
 def ratio(a: Optional[float], b: Optional[float]) -> Optional[float]:
     return a / b if a is not None and b else None
 
@@ -398,6 +424,8 @@ def targets(args: argparse.Namespace, stages: dict[str, dict]) -> list[dict]:
               (f"nav-orch <= best hand-compiled ({LABELS[best_hand] if best_hand else 'none'})",
                ratio(nav.get("latency_s"), hands.get(best_hand) if best_hand else None), 1.0),
               ("nav-orch / hand fp16, paired median", stages.get("paired", {}).get("ratio_median"), 1.0),
+              ("nav-orch <= static cache+compile", ratio(nav.get("latency_s"), stages.get("static-compile", {}).get(
+                  "latency_s")), 1.0),
               ("inplace.optimize seconds", nav.get("optimize_s"), 180.0 if args.pipeline == "sd" else 90.0),
               ("warm reload to first fast call, seconds", stages.get("reload-warm", {}).get("to_first_fast_s"), 10.0)]
     return [{"target": label, "ratio": value, "limit": limit, "met": None if value is None else value <= limit}
@@ -537,6 +565,8 @@ def main() -> None:
                 reload(bench, key == "reload-warm", record)
                 print(f"   to first fast call {record['to_first_fast_s']:.1f} s", flush=True)
                 continue
+            elif key == "static-compile":
+                output = static_compile(bench, record)
             elif key.startswith("eager-"):
                 output = eager(bench, torch.float32 if key == "eager-fp32" else torch.float16, record)
             else:

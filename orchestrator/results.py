@@ -275,7 +275,9 @@ class InProcessCandidate(Strict):
     precision: Precision
     compile_mode: str  # torch.compile's mode ("default", "reduce-overhead", ...)
     memory_format: MemoryFormat = "contiguous"
-    capture: str  # the capture whose call signature it takes, relative to the pipeline's workspace
+    # The capture whose call signature it takes, relative to the pipeline's workspace; "" where the
+    # module could not be captured and it is called with each call's own arguments.
+    capture: str
     status: Literal["won", "lost", "rejected"]
     reason: Optional[str] = None  # why it was rejected
     recorded_diff: Optional[float] = None

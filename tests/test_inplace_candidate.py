@@ -218,3 +218,40 @@ def test_cache_artifacts_serve_only_the_torch_device_and_modules_they_were_built
     assert "built on NVIDIA H100" in (mismatch(saved, saved.model_copy(update={"device": "cpu"})) or "")
     assert mismatch(saved, saved.model_copy(update={"modules": {"unet": "c"}})) == (
         "module(s) unet differ from those they were built for")
+
+
+class StandIn:
+    """A wrapped module as check_pipeline sees it: its variant, and swap()."""
+
+    def __init__(self, variant: object) -> None:
+        self.nav_variant = variant
+
+    def swap(self, variant: object) -> None:
+        self.nav_variant = variant
+
+
+def test_a_module_called_directly_goes_back_to_eager_where_the_pipeline_ran_no_faster():
+    from orchestrator.inplace.candidate import CalledDirectly
+    from orchestrator.inplace.optimize import drop_direct_if_slower
+    from orchestrator.results import InProcessCandidate, ModuleResult, PipelineResults, PipelineTiming
+
+    def results(optimized_s: float) -> PipelineResults:
+        direct = ModuleResult(status="optimized", best="module-compiled-fp32", precision="fp32",
+                              candidates=["module-compiled-fp32"],
+                              in_process=InProcessCandidate(name="module-compiled-fp32", precision="fp32",
+                                                            compile_mode="default", capture="", status="won"))
+        captured = ModuleResult(status="optimized", best="exported-program-fp32", precision="fp32")
+        return PipelineResults(nav_orch="0", samples=1, modules={"decoder": direct, "encoder": captured},
+                               timing=PipelineTiming(eager_s=1.0, optimized_s=optimized_s, repeats=1))
+
+    faster = results(0.5)
+    swapped = {"decoder": StandIn(object.__new__(CalledDirectly)), "encoder": StandIn(object())}
+    assert drop_direct_if_slower(swapped, faster) is False and set(swapped) == {"decoder", "encoder"}
+    slower = results(1.0)
+    decoder = swapped["decoder"]
+    assert drop_direct_if_slower(swapped, slower) is True
+    assert set(swapped) == {"encoder"} and decoder.nav_variant is None  # the captured module keeps its variant
+    dropped = slower.modules["decoder"]
+    assert (dropped.status, dropped.best, dropped.in_process.status) == ("eager", None, "lost")
+    assert dropped.reason == "compiled here, the pipeline ran no faster than eager (1 s against 1 s)"
+    assert slower.modules["encoder"].status == "optimized"

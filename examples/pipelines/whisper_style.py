@@ -5,7 +5,7 @@ Built from a config with random weights (nothing is downloaded); "tiny" is for t
 import contextlib
 import logging
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, Optional
 
 import torch
 from transformers import GenerationConfig, WhisperConfig, WhisperForConditionalGeneration
@@ -85,38 +85,42 @@ class WhisperStyle:
     """Greedy transcription of log-mel features into exactly `new_tokens` token ids."""
 
     def __init__(self, model: WhisperForConditionalGeneration, new_tokens: int, device: torch.device,
-                 dtype: torch.dtype):
+                 dtype: torch.dtype, use_cache: bool = True, cache_implementation: Optional[str] = None):
         self.model = model
         self.new_tokens = new_tokens
         # Kept here rather than read from the model: the encoder and decoder may be replaced by optimized stand-ins.
         self.device = device
         self.dtype = dtype
+        # With the cache (generate()'s default, as users run it) the decoder gets one new token a step and a
+        # Cache object; without it, the whole sequence so far as plain tensors. cache_implementation="static"
+        # is transformers' own recipe for torch.compile.
+        self.use_cache = use_cache
+        self.cache_implementation = cache_implementation
 
     def __call__(self, features: torch.Tensor) -> torch.Tensor:
         """(batch, mel_bins, frames) features -> (batch, new_tokens) int64 token ids, on the pipe's device."""
-        # use_cache=False on purpose: the decoder then gets plain tensors (the whole sequence so far, one more token
-        # each step), which can be exported; with the cache it would get a Cache object, which cannot.
         # min_new_tokens keeps a random model from stopping early at eos, so every call makes the same decoder calls.
         config = GenerationConfig(
             max_new_tokens=self.new_tokens,
             min_new_tokens=self.new_tokens,
             do_sample=False,
             num_beams=1,
-            use_cache=False,
+            use_cache=self.use_cache,
+            cache_implementation=self.cache_implementation,
         )
         with torch.inference_mode(), _quiet_generate():
             return self.model.generate(features.to(self.device, self.dtype), generation_config=config)
 
 
 def build(size: str = "tiny", device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32,
-          new_tokens: int = 8) -> WhisperStyle:
+          new_tokens: int = 8, use_cache: bool = True) -> WhisperStyle:
     """A WhisperStyle pipeline of the given size, with seeded random weights."""
     config = WhisperConfig(**SIZES[size])
     if new_tokens + 1 > config.max_target_positions:  # +1: the decoder start token
         raise ValueError(f"new_tokens={new_tokens} does not fit max_target_positions={config.max_target_positions}")
     torch.manual_seed(0)
     model = WhisperForConditionalGeneration(config).eval().to(device=device, dtype=dtype)
-    return WhisperStyle(model, new_tokens, torch.device(device), dtype)
+    return WhisperStyle(model, new_tokens, torch.device(device), dtype, use_cache)
 
 
 def samples(size: str = "tiny", count: int = 2, batch: int = 1, seed: int = 0) -> list[torch.Tensor]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import statistics
 import time
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Optional
@@ -21,8 +22,8 @@ from orchestrator.inplace.shapes import Signature
 from orchestrator.inplace.swap import Leaves
 from orchestrator.results import CapturedModule, VariantResult
 from runners.contract.formats import FORMATS
-from runners.contract.protocol import MemoryFormat, Precision
-from runners.contract.structure import from_data
+from runners.contract.protocol import MemoryFormat, Precision, one_line
+from runners.contract.structure import flatten, from_data, unflatten
 from runners.serving import variant_loader
 
 NAME = "module-compiled"
@@ -112,6 +113,49 @@ def compile_candidate(module: Any, options: InProcessOptions, captured: Captured
         return [tensor.clone() for tensor in outputs] if cudagraphs else list(outputs)
 
     return run
+
+
+# A module whose calls carry objects a capture cannot hold (a generation cache) keeps state between
+# calls in them: CUDA graphs would leave that state in memory the next replay overwrites.
+DIRECT_MODE = "default"
+
+
+class CalledDirectly:
+    """The module compiled here, called with each call's own arguments, objects included: the
+    candidate of a module that could not be captured (a decoder passed a generation cache). Its
+    floating-point tensors go in cast to the options' precision and come out in the module's own
+    dtype. It is verified with the whole pipeline only: a second, eager call to check it in place
+    would update such a cache twice."""
+
+    def __init__(self, module_name: str, module: Any, options: InProcessOptions):
+        import torch
+
+        self.module, self.name = module_name, options.name
+        self.compiled = variant_loader.compile_module(prepared(module, options), options.compile_mode, freezing=False)
+        self.dtype = variant_loader.torch_dtype(options.precision)
+        own = [t.dtype for t in [*module.parameters(), *module.buffers()] if t.is_floating_point()]
+        self.own_dtype = own[0] if own else torch.float32
+        self.is_tensor = lambda value: isinstance(value, torch.Tensor)
+        self.calls = 0
+        self.eager_calls = 0
+
+    def cast(self, value: Any, prefix: str, dtype: Any) -> Any:
+        leaves, structure = flatten(value, self.is_tensor, prefix)
+        return unflatten(structure, {name: tensor.to(dtype) if tensor.is_floating_point() else tensor
+                                     for name, tensor in leaves.items()})
+
+    def __call__(self, args: tuple, kwargs: dict) -> Optional[Any]:
+        call = self.cast({"args": list(args), "kwargs": kwargs}, "in", self.dtype)
+        try:
+            outputs = self.compiled(*call["args"], **call["kwargs"])
+        except Exception as error:  # noqa: BLE001 - the module runs it, as a swapped variant's failure does
+            if self.eager_calls == 0:
+                warnings.warn(f"inplace module {self.module!r}: a call runs eager instead of {self.name}: "
+                              f"{one_line(error)} (warned once)", RuntimeWarning, stacklevel=4)
+            self.eager_calls += 1
+            return None
+        self.calls += 1
+        return self.cast(outputs, "out", self.own_dtype)
 
 
 def time_calls(run: Leaves, calls: Sequence[tuple[Signature, RecordedCall]], inputs: Sequence[str], device: Any,

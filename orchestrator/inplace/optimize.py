@@ -20,7 +20,7 @@ import statistics
 import time
 import warnings
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Optional, Union
 
@@ -32,6 +32,8 @@ from orchestrator.containers.gpus import resolve_gpus
 from orchestrator.containers.images import resolve_release
 from orchestrator.errors import BadInput, NavOrchError
 from orchestrator.inplace.candidate import (
+    DIRECT_MODE,
+    CalledDirectly,
     InProcessOptions,
     best_torch_variant,
     compile_candidate,
@@ -40,7 +42,7 @@ from orchestrator.inplace.candidate import (
 )
 from orchestrator.inplace.capture import CaptureError, capture, reproduce
 from orchestrator.inplace.compile_cache import CACHE_FOLDER, load_cache, save_cache
-from orchestrator.inplace.module import InPlaceCheck, RecordedCall, is_inplace_module
+from orchestrator.inplace.module import InPlaceCheck, RecordedCall, SwappedIn, is_inplace_module
 from orchestrator.inplace.narrowing import runner_search
 from orchestrator.inplace.shapes import CallLog
 from orchestrator.inplace.swap import Leaves, SwappedVariant, load_variant, shape_misfit
@@ -229,6 +231,8 @@ def optimize(pipe: Callable[[Any], Any], samples: Iterable[Any], workspace: Unio
                 module.swap(variant)
                 swapped[name] = module
         check_pipeline(pipe, samples, swapped, eager_arrays, results, repeats, tolerance, mismatch_tolerance)
+        if drop_direct_if_slower(swapped, results):  # then the pipeline is checked and timed without them
+            check_pipeline(pipe, samples, swapped, eager_arrays, results, repeats, tolerance, mismatch_tolerance)
         keep_compile_cache(root, compiled_here(found, results))
         results.state = "complete" if results.passed else "failed"
     except BaseException as error:
@@ -248,7 +252,7 @@ def optimize(pipe: Callable[[Any], Any], samples: Iterable[Any], workspace: Unio
 
 def optimize_module(name: str, module: Any, log: CallLog, root: Path, template: OptimizeConfig,
                     reporter: Reporter, force: bool, repeats: int = 3
-                    ) -> tuple[ModuleResult, Optional[SwappedVariant]]:
+                    ) -> tuple[ModuleResult, Optional[SwappedIn]]:
     """Capture one module once per precision, optimize each capture through the normal run, choose
     the best variant that reproduces every recorded call here, in the user's process, and keep it
     or the module compiled here (candidate.py), whichever is faster on the recorded calls (the
@@ -293,8 +297,13 @@ def optimize_module(name: str, module: Any, log: CallLog, root: Path, template: 
             continue
         runs.update({variant.name: (variant, folder, captured) for variant in run.variants})
     if not captures:
-        outcome.reason = "not captured: " + "; ".join(f"{p}: {why}" for p, why in outcome.captures.items())
-        return outcome, None
+        why = "; ".join(f"{p}: {why}" for p, why in outcome.captures.items())
+        if not calls:
+            outcome.reason = "not captured: " + why
+            return outcome, None
+        options = in_process_options(None, on_gpu, precisions, search.compile_modes)
+        reporter.note(f"pipeline: {name} cannot be captured for the runners; compiling it here ({options.name})")
+        return called_directly(name, module, outcome, replace(options, compile_mode=DIRECT_MODE), why)
     outcome.candidates = ranked([variant for variant, _, _ in runs.values()], template.objective,
                                 template.latency_budget_ms)
     chosen: Optional[SwappedVariant] = None
@@ -332,6 +341,26 @@ def optimize_module(name: str, module: Any, log: CallLog, root: Path, template: 
         return outcome, None
     reporter.note(f"pipeline: {name} runs {outcome.best}")
     return outcome, chosen
+
+
+def called_directly(name: str, module: Any, outcome: ModuleResult, options: InProcessOptions, why: str
+                    ) -> tuple[ModuleResult, Optional[CalledDirectly]]:
+    """The candidate of a module no capture holds: the module compiled here, called with each call's
+    own arguments, and verified only with the whole pipeline (check_pipeline)."""
+    outcome.cuts["runners"] = (f"its calls cannot be captured for the runners ({why}): only the module compiled "
+                               "here is tried, verified with the whole pipeline")
+    result = InProcessCandidate(name=options.name, precision=options.precision, compile_mode=options.compile_mode,
+                                memory_format=options.memory_format, capture="", status="won")
+    outcome.in_process = result
+    try:
+        variant = CalledDirectly(name, module.wrapped, options)
+    except Exception as error:  # noqa: BLE001 - torch.compile raises many types; the module stays eager
+        result.status, result.reason = "rejected", f"cannot run here: {one_line(error)}"
+        outcome.reason = f"not captured ({why}), and {result.reason}"
+        return outcome, None
+    outcome.status, outcome.best, outcome.precision, outcome.candidates = (
+        "optimized", options.name, options.precision, [options.name])
+    return outcome, variant
 
 
 @dataclass
@@ -430,8 +459,11 @@ def swap_in(module: Any, result: ModuleResult, root: Path) -> bool:
     for name in order:
         try:
             if in_process is not None and name == in_process.name:
-                captured = CapturedModule.model_validate_json((root / in_process.capture / CAPTURE_FILE).read_text())
                 options = InProcessOptions(in_process.precision, in_process.compile_mode, in_process.memory_format)
+                if not in_process.capture:  # a module no capture holds: called with each call's own arguments
+                    module.swap(CalledDirectly(module.nav_name, module.wrapped, options))
+                    return True
+                captured = CapturedModule.model_validate_json((root / in_process.capture / CAPTURE_FILE).read_text())
                 runner = compile_candidate(module.wrapped, options, captured)
             elif name in found:
                 variant, folder, captured = found[name]
@@ -475,15 +507,36 @@ def keep_compile_cache(root: Path, winners: dict[str, tuple[Any, str]]) -> None:
                       "compiles anew", RuntimeWarning, stacklevel=3)
 
 
+def drop_direct_if_slower(swapped: dict[str, Any], results: PipelineResults) -> bool:
+    """The modules called directly (no capture) were timed only with the whole pipeline: where it ran
+    no faster than eager, they go back to eager, each with the reason. True where any went."""
+    direct = [name for name, module in swapped.items() if isinstance(module.nav_variant, CalledDirectly)]
+    timing = results.timing
+    if not direct or timing is None or timing.optimized_s is None or timing.optimized_s < timing.eager_s:
+        return False
+    for name in direct:
+        outcome = results.modules[name]
+        assert outcome.in_process is not None
+        outcome.in_process.status = "lost"
+        outcome.status, outcome.best, outcome.precision, outcome.candidates = "eager", None, None, []
+        outcome.reason = (f"compiled here, the pipeline ran no faster than eager ({timing.optimized_s:.4g} s "
+                          f"against {timing.eager_s:.4g} s)")
+        swapped.pop(name).swap(None)
+    return True
+
+
 def check_pipeline(pipe: Callable[[Any], Any], samples: Sequence[Any], swapped: dict[str, Any],
                    eager: dict[str, np.ndarray], results: PipelineResults, repeats: int,
                    tolerance: Optional[float], mismatch_tolerance: Optional[float]) -> None:
     """Time the swapped pipeline, compare its outputs with eager, and name the modules responsible
     for a difference outside tolerance (each module's variant compared with it in place)."""
-    for module in swapped.values():
+    # A module called directly (no capture) is not checked in place: a second, eager call would
+    # update the state it is passed (a generation cache) twice.
+    checked = {name: module for name, module in swapped.items() if isinstance(module.nav_variant, SwappedVariant)}
+    for module in checked.values():
         module.nav_check = InPlaceCheck()
     run_pipeline(pipe, samples)  # warm-up: compiles, and checks in place
-    for name, module in swapped.items():
+    for name, module in checked.items():
         results.modules[name].in_place_diff = module.nav_check.worst
         module.nav_check = None
     # A second warm-up: CUDA graphs are recorded on a shape's second call, not its first. With one,
