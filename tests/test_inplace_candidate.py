@@ -58,14 +58,22 @@ def test_the_best_torch_variant_skips_onnx_tensorrt_and_quantized_ones():
 
 def test_compiled_formats_move_into_the_users_process_unless_exhaustive():
     on_gpu = runner_search(None, True, False)
-    assert "torch-compile-cudagraphs" not in on_gpu.formats and "exported-program" in on_gpu.formats
-    assert list(on_gpu.cuts) == ["torch-compile-cudagraphs"] and on_gpu.compile_modes == ("reduce-overhead",)
+    # On GPUs torch's uncompiled formats go too; ONNX Runtime and the TensorRT formats stay.
+    assert on_gpu.formats == ["onnx", "torch-tensorrt", "tensorrt"] and on_gpu.compile_modes == ("reduce-overhead",)
+    assert sorted(on_gpu.cuts) == ["exported-program", "torch-compile-cudagraphs", "torchscript-script",
+                                   "torchscript-trace"]
     assert "compiled in the user's process instead" in on_gpu.cuts["torch-compile-cudagraphs"]
+    assert "beat it in every module measured" in on_gpu.cuts["exported-program"]
     asked = runner_search(["exported-program", "torch-compile", "torch-compile-cudagraphs"], True, False)
-    assert asked.formats == ["exported-program"] and asked.compile_modes == ("default", "reduce-overhead")
-    assert sorted(asked.cuts) == ["torch-compile", "torch-compile-cudagraphs"]
+    assert asked.formats == [] and asked.compile_modes == ("default", "reduce-overhead")
+    assert sorted(asked.cuts) == ["exported-program", "torch-compile", "torch-compile-cudagraphs"]
+    # On CPUs only the compiled formats move (there the exported program was not measured against it).
+    on_a_cpu = runner_search(["exported-program", "torch-compile"], False, False)
+    assert on_a_cpu.formats == ["exported-program"] and list(on_a_cpu.cuts) == ["torch-compile"]
     only_compiled = runner_search(["torch-compile"], False, False)
     assert only_compiled.formats == [] and only_compiled.compile_modes == ("default",)
+    # Without a compiled format asked for, nothing moves.
+    assert runner_search(["exported-program", "onnx"], True, False).cuts == {}
     kept = runner_search(["exported-program", "torch-compile-cudagraphs"], True, True)
     assert kept.formats == ["exported-program", "torch-compile-cudagraphs"] and kept.cuts == {}
     assert kept.compile_modes == ("reduce-overhead",)

@@ -264,6 +264,8 @@ def optimize_module(name: str, module: Any, log: CallLog, root: Path, template: 
     precisions = template.precisions or default_precisions(on_gpu=on_gpu)
     search = runner_search(template.formats, on_gpu, template.exhaustive)
     outcome.cuts = dict(search.cuts)
+    if not search.formats:  # no runner run: one capture, whose call signature the module compiled here takes
+        precisions = [in_process_options(None, on_gpu, precisions, search.compile_modes).precision]
     runs: dict[str, tuple[VariantResult, Path, CapturedModule]] = {}
     captures: dict[str, tuple[Path, CapturedModule]] = {}
     for precision in precisions:
