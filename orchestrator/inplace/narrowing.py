@@ -40,7 +40,8 @@ class RunnerSearch:
 
 def runner_search(asked: Optional[Sequence[FormatName]], on_gpu: bool, exhaustive: bool) -> RunnerSearch:
     """The runner search for a module: `asked` (None: the defaults for torch on the device) without
-    its compiled formats, unless `exhaustive`."""
+    its compiled formats and, on GPUs, torch's uncompiled ones, where a compiled format is among
+    them and the search is not `exhaustive`."""
     formats = list(asked) if asked is not None else default_formats("torch", on_gpu)
     compiled = [name for name in formats if FORMATS[name].compile_mode is not None]
     modes = tuple(dict.fromkeys(FORMATS[name].compile_mode or "" for name in compiled))
