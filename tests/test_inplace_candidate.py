@@ -50,7 +50,8 @@ def test_on_a_gpu_without_a_compiled_best_it_is_the_hand_recipe_in_the_best_torc
 
 def test_the_best_torch_variant_skips_onnx_tensorrt_and_quantized_ones():
     quantized = variant("torch-compile-cudagraphs", "int8").model_copy(update={"quantization": "dynamic"})
-    ranked = [variant("tensorrt"), variant("onnx"), quantized, variant("exported-program", "bf16"),
+    ranked = [variant("tensorrt"), variant("torch-tensorrt"), variant("onnx"), quantized,
+              variant("exported-program", "bf16"),
               variant("torchscript-trace")]
     assert best_torch_variant(ranked).name == "exported-program-bf16"
     assert best_torch_variant([variant("onnx")]) is None

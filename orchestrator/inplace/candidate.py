@@ -68,7 +68,7 @@ def best_torch_variant(ranked: Sequence[VariantResult]) -> Optional[VariantResul
     """The first of `ranked` that torch itself ran (not ONNX Runtime or TensorRT): its precision and
     layout are those torch.compile starts from."""
     return next((variant for variant in ranked if FORMATS[variant.format].runner == "torch"
-                 and not variant.quantization), None)
+                 and FORMATS[variant.format].engine_of is None and not variant.quantization), None)
 
 
 def prepared(module: Any, options: InProcessOptions) -> Any:
