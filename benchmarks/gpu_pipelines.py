@@ -228,16 +228,24 @@ def eager(bench: Bench, dtype: Any, record: dict) -> Any:
         del pipe
 
 
-def nav_orch(bench: Bench, record: dict) -> Any:
+def wrapped_pipeline(bench: Bench) -> tuple[Any, dict[str, Any]]:
+    """A fresh float32 pipeline whose modules are wrapped with inplace.Module, and those by name."""
     from orchestrator import inplace
-    from orchestrator.progress import PlainReporter, QuietReporter, stderr_console
 
-    args, torch = bench.args, bench.torch
-    pipe = bench.build(torch.float32)
+    pipe = bench.build(bench.torch.float32)
     wrapped = {}
     for name, (parent, attribute) in bench.example.modules(pipe).items():
         setattr(parent, attribute, inplace.Module(getattr(parent, attribute), name=name))
         wrapped[name] = getattr(parent, attribute)
+    return pipe, wrapped
+
+
+def nav_orch(bench: Bench, record: dict) -> Any:
+    from orchestrator import inplace
+    from orchestrator.progress import PlainReporter, QuietReporter, stderr_console
+
+    args = bench.args
+    pipe, wrapped = wrapped_pipeline(bench)
     options: dict[str, Any] = {}
     if args.formats:
         options["formats"] = [f.strip() for f in args.formats.split(",") if f.strip()]
@@ -281,14 +289,10 @@ def reload_probe(bench: Bench) -> None:
 
     torch = bench.torch
     started = time.perf_counter()
-    pipe = bench.build(torch.float32)
-    wrapped = []
-    for name, (parent, attribute) in bench.example.modules(pipe).items():
-        setattr(parent, attribute, inplace.Module(getattr(parent, attribute), name=name))
-        wrapped.append(getattr(parent, attribute))
+    pipe, wrapped = wrapped_pipeline(bench)
     built = time.perf_counter()
     record: dict[str, Any] = {"build_s": built - started}
-    record["variants"] = inplace.load_optimized(pipe, workspace=bench.args.workspace, modules=wrapped)
+    record["variants"] = inplace.load_optimized(pipe, workspace=bench.args.workspace, modules=list(wrapped.values()))
     record["load_s"] = time.perf_counter() - built
     with torch.inference_mode():
         record["calls_s"] = [bench.call(pipe)[1] for _ in range(RELOAD_CALLS)]
@@ -336,11 +340,8 @@ def pipeline_json(workspace: Path) -> Optional[dict]:
 LOOPED = {"unet", "decoder"}  # called once per step or token
 
 
-def hand_compiled(bench: Bench, dtype: Any, record: dict) -> Any:
-    """The issue's reference recipe, by hand: the module called in the loop (the UNet, in channels_last,
-    or the decoder) through torch.compile(mode="reduce-overhead"), the others through plain
-    torch.compile. CUDA graphs on the others would need their outputs cloned by hand: the text
-    encoder's first output is overwritten by its second call while the pipeline still holds it."""
+def hand_pipeline(bench: Bench, dtype: Any) -> tuple[Any, list[str]]:
+    """A pipeline in `dtype` with its modules compiled by the hand recipe, and what was compiled how."""
     torch = bench.torch
     pipe = bench.build(dtype)
     compiled = []
@@ -351,7 +352,15 @@ def hand_compiled(bench: Bench, dtype: Any, record: dict) -> Any:
         mode = "reduce-overhead" if name in LOOPED else "default"
         setattr(parent, attribute, torch.compile(module, mode=mode))
         compiled.append(f"{name} ({mode})")
-    record["compiled"] = compiled
+    return pipe, compiled
+
+
+def hand_compiled(bench: Bench, dtype: Any, record: dict) -> Any:
+    """The issue's reference recipe, by hand: the module called in the loop (the UNet, in channels_last,
+    or the decoder) through torch.compile(mode="reduce-overhead"), the others through plain
+    torch.compile. CUDA graphs on the others would need their outputs cloned by hand: the text
+    encoder's first output is overwritten by its second call while the pipeline still holds it."""
+    pipe, record["compiled"] = hand_pipeline(bench, dtype)
     try:
         output = bench.measure(pipe, record)
         record["compile_s"] = record["first_call_s"]  # compiles every module (and records CUDA graphs)
@@ -364,19 +373,9 @@ def paired(bench: Bench, record: dict) -> None:
     """nav-orch's pipeline and the hand recipe's in fp16, warmed, then called alternately."""
     from orchestrator import inplace
 
-    torch = bench.torch
-    nav = bench.build(torch.float32)
-    wrapped = []
-    for name, (parent, attribute) in bench.example.modules(nav).items():
-        setattr(parent, attribute, inplace.Module(getattr(parent, attribute), name=name))
-        wrapped.append(getattr(parent, attribute))
-    record["variants"] = inplace.load_optimized(nav, workspace=bench.args.workspace, modules=wrapped)
-    hand = bench.build(torch.float16)
-    for name, (parent, attribute) in bench.example.modules(hand).items():
-        module = getattr(parent, attribute)
-        if name == "unet":
-            module = module.to(memory_format=torch.channels_last)
-        setattr(parent, attribute, torch.compile(module, mode="reduce-overhead" if name in LOOPED else "default"))
+    nav, wrapped = wrapped_pipeline(bench)
+    record["variants"] = inplace.load_optimized(nav, workspace=bench.args.workspace, modules=list(wrapped.values()))
+    hand, _ = hand_pipeline(bench, bench.torch.float16)
     try:
         for pipe in (nav, hand):
             for _ in range(max(bench.args.warmup, 1) + 1):  # compiles, then records CUDA graphs

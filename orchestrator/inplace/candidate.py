@@ -71,6 +71,11 @@ def best_torch_variant(ranked: Sequence[VariantResult]) -> Optional[VariantResul
                  and FORMATS[variant.format].engine_of is None and not variant.quantization), None)
 
 
+def floating_dtypes(module: Any) -> list[Any]:
+    """The dtypes of the module's floating-point weights and buffers, in order."""
+    return [t.dtype for t in [*module.parameters(), *module.buffers()] if t.is_floating_point()]
+
+
 def prepared(module: Any, options: InProcessOptions) -> Any:
     """The module in the options' precision and layout: itself where it already is, else a cast copy.
     A copy costs the weights' memory once more while it lives, but leaves the user's module as it
@@ -80,8 +85,7 @@ def prepared(module: Any, options: InProcessOptions) -> Any:
     import torch
 
     dtype = variant_loader.torch_dtype(options.precision)
-    floating = [t.dtype for t in [*module.parameters(), *module.buffers()] if t.is_floating_point()]
-    if all(found == dtype for found in floating) and options.memory_format == "contiguous":
+    if all(found == dtype for found in floating_dtypes(module)) and options.memory_format == "contiguous":
         return module
     copied = copy.deepcopy(module).to(dtype)
     return copied.to(memory_format=torch.channels_last) if options.memory_format == "channels_last" else copied
@@ -133,7 +137,7 @@ class CalledDirectly:
         self.module, self.name = module_name, options.name
         self.compiled = variant_loader.compile_module(prepared(module, options), options.compile_mode, freezing=False)
         self.dtype = variant_loader.torch_dtype(options.precision)
-        own = [t.dtype for t in [*module.parameters(), *module.buffers()] if t.is_floating_point()]
+        own = floating_dtypes(module)
         self.own_dtype = own[0] if own else torch.float32
         self.is_tensor = lambda value: isinstance(value, torch.Tensor)
         self.calls = 0

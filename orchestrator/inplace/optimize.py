@@ -37,6 +37,7 @@ from orchestrator.inplace.candidate import (
     InProcessOptions,
     best_torch_variant,
     compile_candidate,
+    floating_dtypes,
     in_process_options,
     time_calls,
 )
@@ -264,8 +265,10 @@ def optimize_module(name: str, module: Any, log: CallLog, root: Path, template: 
     precisions = template.precisions or default_precisions(on_gpu=on_gpu)
     search = runner_search(template.formats, on_gpu, template.exhaustive)
     outcome.cuts = dict(search.cuts)
+    # The options of the module compiled here where no runner variant lends its own.
+    unaided = in_process_options(None, on_gpu, precisions, search.compile_modes)
     if not search.formats:  # no runner run: one capture, whose call signature the module compiled here takes
-        precisions = [in_process_options(None, on_gpu, precisions, search.compile_modes).precision]
+        precisions = [unaided.precision]
     runs: dict[str, tuple[VariantResult, Path, CapturedModule]] = {}
     captures: dict[str, tuple[Path, CapturedModule]] = {}
     for precision in precisions:
@@ -282,6 +285,8 @@ def optimize_module(name: str, module: Any, log: CallLog, root: Path, template: 
         captures[precision] = (folder, captured)
         write_text_atomic(folder / CAPTURE_FILE, captured.model_dump_json(indent=2))
         save_npz(folder / "samples.npz", {leaf: typical.inputs[leaf] for leaf in captured.inputs})
+        if not search.formats:  # every format asked for is compiled here
+            continue
         config = template.model_copy(update={
             "model": ModelRef(path=folder / captured.file, form=captured.form, precision=precision,
                               cpu_file=captured.cpu_file),
@@ -289,8 +294,6 @@ def optimize_module(name: str, module: Any, log: CallLog, root: Path, template: 
             "formats": search.formats,
             "dynamic_axes": DeclaredAxes(inputs=[captured.input_ranges[leaf] for leaf in captured.inputs],
                                          outputs=[captured.output_ranges.get(leaf, []) for leaf in captured.outputs])})
-        if not search.formats:  # every format asked for is compiled here
-            continue
         outcome.workspaces[precision] = str((folder / "run").relative_to(root))
         try:
             run = api.optimize(config, reporter, force)
@@ -303,9 +306,8 @@ def optimize_module(name: str, module: Any, log: CallLog, root: Path, template: 
         if not calls:
             outcome.reason = "not captured: " + why
             return outcome, None
-        options = in_process_options(None, on_gpu, precisions, search.compile_modes)
-        reporter.note(f"pipeline: {name} cannot be captured for the runners; compiling it here ({options.name})")
-        return called_directly(name, module, outcome, replace(options, compile_mode=DIRECT_MODE), why)
+        reporter.note(f"pipeline: {name} cannot be captured for the runners; compiling it here ({unaided.name})")
+        return called_directly(name, module, outcome, replace(unaided, compile_mode=DIRECT_MODE), why)
     outcome.candidates = ranked([variant for variant, _, _ in runs.values()], template.objective,
                                 template.latency_budget_ms)
     chosen: Optional[SwappedVariant] = None
@@ -427,8 +429,7 @@ def in_precision(module: Any, precision: Precision) -> Any:
     import copy
 
     dtype = torch_dtype(precision)
-    floating = [tensor.dtype for tensor in [*module.parameters(), *module.buffers()] if tensor.is_floating_point()]
-    if all(found == dtype for found in floating):
+    if all(found == dtype for found in floating_dtypes(module)):
         return module
     return copy.deepcopy(module).to(dtype)
 
