@@ -30,10 +30,11 @@ median of `--runs` calls, each between two torch.cuda.synchronize):
   static-compile  whisper with the cache only: transformers' own recipe in float16, a static cache
               (cache_implementation="static") and the model's forward through
               torch.compile(mode="reduce-overhead"); its first call's time is the compile
-  paired      nav-orch's pipeline (load_optimized from the workspace) and hand-fp16's, both built and
-              warmed in this process, then timed alternately, `--pairs` times each: the median of
-              the ratios nav-orch / hand with their smallest and largest (two timings of one graph
-              differ by 5-7 % on the H100, so only alternated figures compare)
+  paired      nav-orch's pipeline (load_optimized from the workspace), hand-fp16's and, for whisper with
+              the cache, static-compile's, all built and warmed in this process, then called in turn,
+              `--pairs` rounds: per rival the median of the ratios nav-orch / rival with their smallest
+              and largest, and whether the token ids equal nav-orch's (two timings of one graph differ
+              by 5-7 % on the H100, so only alternated figures compare)
 Each stage's figures and the differences of its outputs from eager fp32 (images: largest absolute
 difference relative to their largest magnitude; token ids: the fraction that differ) go to `--out`
 after every stage; a failed stage records its error and the others go on.
@@ -161,6 +162,7 @@ class Bench:
         else:
             self.sample = self.example.samples(args.size, count=1, batch=1)[0]
         self.on_gpu = args.device == "cuda"
+        self.static_recipe = args.pipeline == "whisper" and not args.no_cache
         self.sync: Callable[[], None] = torch.cuda.synchronize if self.on_gpu else (lambda: None)
 
     def build(self, dtype: Any) -> Any:
@@ -370,34 +372,48 @@ def hand_compiled(bench: Bench, dtype: Any, record: dict) -> Any:
 
 
 def paired(bench: Bench, record: dict) -> None:
-    """nav-orch's pipeline and the hand recipe's in fp16, warmed, then called alternately."""
+    """nav-orch's pipeline against each rival (the hand recipe in fp16; for Whisper with the cache,
+    transformers' static-cache recipe too), all warmed, then called in turn: nav-orch, rival, ... ."""
     from orchestrator import inplace
 
     nav, wrapped = wrapped_pipeline(bench)
     record["variants"] = inplace.load_optimized(nav, workspace=bench.args.workspace, modules=list(wrapped.values()))
-    hand, _ = hand_pipeline(bench, bench.torch.float16)
+    pipes = {"nav": nav, "hand": hand_pipeline(bench, bench.torch.float16)[0]}
+    if bench.static_recipe:
+        pipes["static"] = static_pipeline(bench)
     try:
-        for pipe in (nav, hand):
+        outputs = {}
+        for name, pipe in pipes.items():
             for _ in range(max(bench.args.warmup, 1) + 1):  # compiles, then records CUDA graphs
-                bench.call(pipe)
-        record["nav_s"], record["hand_s"] = [], []
+                outputs[name] = bench.call(pipe)[0]
+        times: dict[str, list[float]] = {name: [] for name in pipes}
         for _ in range(bench.args.pairs):
-            record["nav_s"].append(bench.call(nav)[1])
-            record["hand_s"].append(bench.call(hand)[1])
-        ratios = [a / b for a, b in zip(record["nav_s"], record["hand_s"])]
-        record.update(ratio_median=statistics.median(ratios), ratio_min=min(ratios), ratio_max=max(ratios),
-                      latency_s=statistics.median(record["nav_s"]))
+            for name, pipe in pipes.items():
+                times[name].append(bench.call(pipe)[1])
+        record.update({f"{name}_s": each for name, each in times.items()}, latency_s=statistics.median(times["nav"]))
+        for rival in pipes.keys() - {"nav"}:
+            ratios = [a / b for a, b in zip(times["nav"], times[rival])]
+            prefix = "ratio" if rival == "hand" else f"ratio_{rival}"
+            record.update({f"{prefix}_median": statistics.median(ratios), f"{prefix}_min": min(ratios),
+                           f"{prefix}_max": max(ratios)})
+            if not outputs[rival].is_floating_point():  # token ids: nav-orch's against the rival's
+                record[f"{rival}_tokens_equal"] = bool(outputs["nav"].cpu().equal(outputs[rival].cpu()))
     finally:
-        del nav, hand, wrapped
+        del nav, pipes, wrapped
 
 
-def static_compile(bench: Bench, record: dict) -> Any:
+def static_pipeline(bench: Bench) -> Any:
     """transformers' recipe for a compiled generate(): a static cache and the model's forward
     compiled with CUDA graphs, in float16."""
     torch = bench.torch
     pipe = bench.build(torch.float16)
     pipe.cache_implementation = "static"
     pipe.model.forward = torch.compile(pipe.model.forward, mode="reduce-overhead")
+    return pipe
+
+
+def static_compile(bench: Bench, record: dict) -> Any:
+    pipe = static_pipeline(bench)
     try:
         output = bench.measure(pipe, record)
         record["compile_s"] = record["first_call_s"]
@@ -425,6 +441,8 @@ def targets(args: argparse.Namespace, stages: dict[str, dict]) -> list[dict]:
               ("nav-orch / hand fp16, paired median", stages.get("paired", {}).get("ratio_median"), 1.0),
               ("nav-orch <= static cache+compile", ratio(nav.get("latency_s"), stages.get("static-compile", {}).get(
                   "latency_s")), 1.0),
+              ("nav-orch / static cache+compile, paired median", stages.get("paired", {}).get(
+                  "ratio_static_median"), 1.0),
               ("inplace.optimize seconds", nav.get("optimize_s"), 180.0 if args.pipeline == "sd" else 90.0),
               ("warm reload to first fast call, seconds", stages.get("reload-warm", {}).get("to_first_fast_s"), 10.0)]
     return [{"target": label, "ratio": value, "limit": limit, "met": None if value is None else value <= limit}
@@ -557,8 +575,12 @@ def main() -> None:
                 record["pipeline_summary"] = summary_of(record.get("pipeline_json"))
             elif key == "paired":
                 paired(bench, record)
-                print(f"   nav-orch / hand {record['ratio_median']:.3f} (min {record['ratio_min']:.3f}, max "
-                      f"{record['ratio_max']:.3f}, {args.pairs} pairs)", flush=True)
+                for rival, prefix in (("hand", "ratio"), ("static", "ratio_static")):
+                    if f"{prefix}_median" in record:
+                        low, high = record[prefix + "_min"], record[prefix + "_max"]
+                        print(f"   nav-orch / {rival} {record[prefix + '_median']:.3f} (min {low:.3f}, "
+                              f"max {high:.3f}, {args.pairs} rounds; tokens equal: "
+                              f"{record.get(rival + '_tokens_equal', '-')})", flush=True)
                 continue
             elif key.startswith("reload-"):
                 reload(bench, key == "reload-warm", record)

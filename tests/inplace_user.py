@@ -96,7 +96,7 @@ def edges(workspace: Path) -> dict:
     found["cache_object"] = results.modules["decoder"].model_dump()
     short = toy(3)
     # torch-compile asked for: compiled here, not in a runner (orchestrator/inplace/narrowing.py).
-    results = inplace.optimize(short, start, workspace=workspace / "short",
+    results = inplace.optimize(short, start, workspace=workspace / "short", keep_if_slower=True,
                                **{**options, "formats": ["exported-program", "torch-compile"]})
     found["short"] = results.model_dump(mode="json")
     found["short_running"] = inplace.load_optimized(short, workspace=workspace / "short")
@@ -141,8 +141,9 @@ def main() -> int:
     samples = PIPELINES[args.pipeline].samples("tiny", count=2)
     pipe, modules = wrapped(args.pipeline)
     if args.step == "optimize":
+        # Tiny modules on two cores may leave the pipeline no faster: kept anyway, to load them later.
         results = inplace.optimize(pipe, samples, workspace=args.workspace, images="cpu", gpus="none",
-                                   executor=args.executor, profiling=PROFILING)
+                                   executor=args.executor, profiling=PROFILING, keep_if_slower=True)
         args.report.write_text(json.dumps({"state": results.state, "eager_after": [
             module.nav_variant is None for module in modules.values()]}))
         return 0

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import sys
 
 import pytest
 from conftest import (
@@ -160,3 +161,37 @@ def test_channels_last_variants_of_a_convnet_verify_and_a_model_without_convolut
         assert variant["status"] == "skipped"
         assert variant["error"] == ("export: channels_last changes nothing here: the model has no 4-D convolution "
                                     "weights")
+
+
+def test_close_candidates_timed_again_interleaved_decide_with_their_margin(tmp_path):
+    """Confident selection in real containers: with every torch variant counted close (a wide
+    margin), one compare job loads them side by side and times them in rounds; the choice is by
+    the median of the paired ratios, and results.json says by how much."""
+    from orchestrator.config import InputSpec, ModelRef, OptimizeConfig
+    from runners.contract.protocol import ProfileSettings
+
+    formats = ["torchscript-trace", "torchscript-script", "exported-program"]
+    config = OptimizeConfig(model=ModelRef(path=EXAMPLES / "mlp.py", form="factory", factory="make_mlp"),
+                            inputs=[InputSpec(name="input", shape=[8, 64], dtype="float32")], formats=formats,
+                            batch_sizes=E2E_BATCH_SIZES, workspace=tmp_path / "ws", triton={"enabled": False},
+                            profiling=ProfileSettings(rounds=8, round_calls=5, close_margin=100.0))
+    (tmp_path / "config.json").write_text(config.model_dump_json())
+    run = subprocess.run([sys.executable, "-m", "orchestrator.cli", "run-config", str(tmp_path / "config.json")],
+                         capture_output=True, text=True, timeout=900, cwd=ROOT, stdin=subprocess.DEVNULL)
+    assert run.returncode == 0, run.stderr
+    results = read_results(tmp_path / "ws")
+    names = {v["name"] for v in results["variants"] if v["status"] == "ok"}
+    assert len(names) == 3, results["variants"]
+    selection = results["selection"]
+    assert results["best"] in names and selection["rounds"] == 8
+    # 8 rounds: the interval is the 1st to the 8th ratio, whose coverage of the median is 1 - 2/2^8.
+    assert selection["confidence"] == pytest.approx(1 - 2 / 2 ** 8)
+    compared = selection["compared"]
+    assert {c["variant"] for c in compared} == names - {results["best"]} and selection["margin"] == compared[0]
+    for rival in compared:
+        assert 0 < rival["low"] <= rival["ratio"] <= rival["high"]
+        assert (rival["low"] <= 1 <= rival["high"]) <= selection["tie"]  # an interval holding 1 is a tie
+    assert "timed again interleaved at batch" in selection["reason"]
+    compare = [entry for entry in results["timeline"] if entry["job"] == "compare"]
+    assert len(compare) == 1 and compare[0]["session"] == "compare", results["timeline"]
+    assert "timing 3 close candidates again, interleaved" in run.stderr

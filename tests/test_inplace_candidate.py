@@ -239,9 +239,9 @@ class StandIn:
         self.nav_variant = variant
 
 
-def test_a_module_called_directly_goes_back_to_eager_where_the_pipeline_ran_no_faster():
+def test_a_pipeline_no_faster_with_its_variants_goes_back_to_eager_the_modules_called_directly_first():
     from orchestrator.inplace.candidate import CalledDirectly
-    from orchestrator.inplace.optimize import drop_direct_if_slower
+    from orchestrator.inplace.optimize import drop_if_slower
     from orchestrator.results import InProcessCandidate, ModuleResult, PipelineResults, PipelineTiming
 
     def results(optimized_s: float) -> PipelineResults:
@@ -249,18 +249,30 @@ def test_a_module_called_directly_goes_back_to_eager_where_the_pipeline_ran_no_f
                               candidates=["module-compiled-fp32"],
                               in_process=InProcessCandidate(name="module-compiled-fp32", precision="fp32",
                                                             compile_mode="default", capture="", status="won"))
-        captured = ModuleResult(status="optimized", best="exported-program-fp32", precision="fp32")
+        captured = ModuleResult(status="optimized", best="exported-program-fp32", precision="fp32",
+                                candidates=["exported-program-fp32", "module-compiled-fp32"],
+                                in_process=InProcessCandidate(name="module-compiled-fp32", precision="fp32",
+                                                              compile_mode="default", capture="fp32", status="lost"))
         return PipelineResults(nav_orch="0", samples=1, modules={"decoder": direct, "encoder": captured},
                                timing=PipelineTiming(eager_s=1.0, optimized_s=optimized_s, repeats=1))
 
     faster = results(0.5)
     swapped = {"decoder": StandIn(object.__new__(CalledDirectly)), "encoder": StandIn(object())}
-    assert drop_direct_if_slower(swapped, faster) is False and set(swapped) == {"decoder", "encoder"}
+    assert drop_if_slower(swapped, faster) is False and set(swapped) == {"decoder", "encoder"}
     slower = results(1.0)
-    decoder = swapped["decoder"]
-    assert drop_direct_if_slower(swapped, slower) is True
+    decoder, encoder = swapped["decoder"], swapped["encoder"]
+    assert drop_if_slower(swapped, slower) is True
     assert set(swapped) == {"encoder"} and decoder.nav_variant is None  # the captured module keeps its variant
     dropped = slower.modules["decoder"]
     assert (dropped.status, dropped.best, dropped.in_process.status) == ("eager", None, "lost")
     assert dropped.reason == "compiled here, the pipeline ran no faster than eager (1 s against 1 s)"
     assert slower.modules["encoder"].status == "optimized"
+    # Checked again, still no faster: the captured module goes too, and the pipeline is eager.
+    slower.timing.optimized_s = 1.2
+    assert drop_if_slower(swapped, slower) is True and swapped == {} and encoder.nav_variant is None
+    kept = slower.modules["encoder"]
+    assert (kept.status, kept.best, kept.precision) == ("eager", None, None)
+    assert kept.candidates == ["exported-program-fp32", "module-compiled-fp32"]  # what was measured stays
+    assert kept.reason == ("the pipeline ran no faster than eager with its modules' variants (1.2 s against "
+                           "1 s): it stays eager")
+    assert drop_if_slower(swapped, slower) is False  # nothing left to drop

@@ -27,7 +27,6 @@ from runners.contract.protocol import (
 )
 from runners.harness.main import main as runner_main
 from runners.harness.measure import (
-    InterleavedSettings,
     Timing,
     batch_of,
     beaten_by,
@@ -308,7 +307,7 @@ class FakeDevice:
 
 def test_interleaved_timing_runs_the_candidates_in_turn_round_by_round():
     device = FakeDevice()
-    settings = InterleavedSettings(rounds=3, calls_per_round=2, warmup_calls=1)
+    settings = ProfileSettings(rounds=3, round_calls=2, warmup_calls=1)
     rounds = time_interleaved({"a": device.call("a", 1.0), "b": device.call("b", 2.0)}, settings, device.clock)
     assert rounds == {"a": [1.0, 1.0, 1.0], "b": [2.0, 2.0, 2.0]}
     assert "".join(device.ran) == "ab" + "aabb" * 3  # warm-up, then A B A B ...
@@ -319,7 +318,7 @@ def test_interleaved_rounds_let_the_paired_rule_see_through_a_drifting_device():
     # the drift, which unpaired figures would mix in.
     device = FakeDevice(drift=0.5 / 200)
     rounds = time_interleaved({"a": device.call("a", 1.0), "b": device.call("b", 1.03)},
-                              InterleavedSettings(rounds=20, calls_per_round=5, warmup_calls=0), device.clock)
+                              ProfileSettings(rounds=20, round_calls=5, warmup_calls=0), device.clock)
     assert max(rounds["a"]) > min(rounds["b"]) * 1.3  # unpaired, their ranges overlap
     decision = decide(rounds, {})
     assert decision.winner == "a" and not decision.tie and decision.compared[0].interval.low > 1.0

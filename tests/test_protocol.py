@@ -46,6 +46,25 @@ def decoder_io() -> IOSpec:
                   outputs=[TensorSpec("logits", "float32", [1, None, 32000], [tokens])], batch_axis=None)
 
 
+def test_a_compare_job_carries_its_candidates_and_its_key_ignores_where_they_lie(tmp_path):
+    from dataclasses import replace
+
+    from orchestrator.run.cache import job_key
+
+    candidate = replace(sample_job(), id="profile-onnx-fp32", kind="profile", batch_sizes=[4])
+    job = Job(id="compare", kind="compare", runner="onnx", output_dir="/out", batch_sizes=[4],
+              compared=[candidate, replace(candidate, id="profile-onnx-fp16", variant="onnx-fp16")])
+    path = tmp_path / "job.json"
+    path.write_text(to_json(job))
+    assert read_job(path) == job and read_job(path).compared[1].variant == "onnx-fp16"
+    moved = replace(job, compared=[replace(each, inputs=JobInputs(artifact="/elsewhere/model.onnx"),
+                                           output_dir="/else") for each in job.compared])
+    assert job_key(moved, "base", []) == job_key(job, "base", [])
+    assert job_key(replace(job, compared=job.compared[:1]), "base", []) != job_key(job, "base", [])
+    result = JOB_RESULT.validate_json(to_json(JobResult("compare", "compare", "ok", rounds={"a": [1.0, 2.0]})))
+    assert result.rounds == {"a": [1.0, 2.0]}
+
+
 def test_dynamic_axes_without_a_batch_axis_round_trip_through_json(tmp_path):
     job = Job(id="reference", kind="reference", runner="torch", output_dir="/out", io=decoder_io())
     path = tmp_path / "job.json"

@@ -177,12 +177,14 @@ def optimize(pipe: Callable[[Any], Any], samples: Iterable[Any], workspace: Unio
              modules: Optional[Sequence[Any]] = None, images: str = "auto", gpus: str = "auto",
              executor: str = "docker", repeats: int = 3, tolerance: Optional[float] = None,
              mismatch_tolerance: Optional[float] = None, reporter: Optional[Reporter] = None,
-             force: bool = False, **options: Any) -> PipelineResults:
+             force: bool = False, keep_if_slower: bool = False, **options: Any) -> PipelineResults:
     """Optimize every `inplace.Module` of `pipe` (called once per sample) and check the pipeline.
 
     `options` are optimize's (formats, precisions, jobs, profiling, objective, ...: see
     OptimizeConfig). Each module runs its chosen variant only after `load_optimized`; this function
-    leaves them eager. Raises PipelineMismatch, naming the modules responsible, when the optimized
+    leaves them eager. Where the pipeline ran no faster with the chosen variants than eager, the
+    modules go back to eager (`keep_if_slower=True` keeps them: a noisy host). Raises
+    PipelineMismatch, naming the modules responsible, when the optimized
     pipeline's outputs lie outside the tolerance (by default per the variants' lowest precision).
     """
     started = time.perf_counter()
@@ -232,7 +234,7 @@ def optimize(pipe: Callable[[Any], Any], samples: Iterable[Any], workspace: Unio
                 module.swap(variant)
                 swapped[name] = module
         check_pipeline(pipe, samples, swapped, eager_arrays, results, repeats, tolerance, mismatch_tolerance)
-        if drop_direct_if_slower(swapped, results):  # then the pipeline is checked and timed without them
+        while not keep_if_slower and drop_if_slower(swapped, results):  # checked and timed again without them
             check_pipeline(pipe, samples, swapped, eager_arrays, results, repeats, tolerance, mismatch_tolerance)
         keep_compile_cache(root, compiled_here(found, results))
         results.state = "complete" if results.passed else "failed"
@@ -510,20 +512,25 @@ def keep_compile_cache(root: Path, winners: dict[str, tuple[Any, str]]) -> None:
                       "compiles anew", RuntimeWarning, stacklevel=3)
 
 
-def drop_direct_if_slower(swapped: dict[str, Any], results: PipelineResults) -> bool:
-    """The modules called directly (no capture) were timed only with the whole pipeline: where it ran
-    no faster than eager, they go back to eager, each with the reason. True where any went."""
-    direct = [name for name, module in swapped.items() if isinstance(module.nav_variant, CalledDirectly)]
+def drop_if_slower(swapped: dict[str, Any], results: PipelineResults) -> bool:
+    """A pipeline is never left slower than eager. Where it ran no faster with its variants, the
+    modules called directly (timed only with the whole pipeline) go back to eager first; where
+    none was, every module does. Each says why; True where any went (the pipeline is then checked
+    again without them)."""
     timing = results.timing
-    if not direct or timing is None or timing.optimized_s is None or timing.optimized_s < timing.eager_s:
+    if not swapped or timing is None or timing.optimized_s is None or timing.optimized_s < timing.eager_s:
         return False
-    for name in direct:
+    direct = [name for name, module in swapped.items() if isinstance(module.nav_variant, CalledDirectly)]
+    figures = f"({timing.optimized_s:.4g} s against {timing.eager_s:.4g} s)"
+    why = (f"compiled here, the pipeline ran no faster than eager {figures}" if direct else
+           f"the pipeline ran no faster than eager with its modules' variants {figures}: it stays eager")
+    for name in direct or list(swapped):
         outcome = results.modules[name]
-        assert outcome.in_process is not None
-        outcome.in_process.status = "lost"
-        outcome.status, outcome.best, outcome.precision, outcome.candidates = "eager", None, None, []
-        outcome.reason = (f"compiled here, the pipeline ran no faster than eager ({timing.optimized_s:.4g} s "
-                          f"against {timing.eager_s:.4g} s)")
+        if outcome.in_process is not None and outcome.in_process.status == "won":
+            outcome.in_process.status = "lost"
+        outcome.status, outcome.best, outcome.precision, outcome.reason = "eager", None, None, why
+        if name in direct:
+            outcome.candidates = []
         swapped.pop(name).swap(None)
     return True
 

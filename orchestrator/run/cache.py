@@ -53,8 +53,9 @@ def base_key(fingerprint: str, inputs: str) -> str:
 
 def job_key(job: Job, base: str, upstream: list[str]) -> str:
     settings = dataclasses.asdict(job)
-    for path_field in ("inputs", "output_dir", "needs"):
-        settings.pop(path_field)
+    for each in (settings, *settings["compared"]):  # paths move with the workspace: not part of what a job is
+        for path_field in ("inputs", "output_dir", "needs"):
+            each.pop(path_field)
     return _digest(base, json.dumps(settings, sort_keys=True), *upstream)
 
 

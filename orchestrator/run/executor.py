@@ -160,7 +160,7 @@ class Executor:
     def untrusted_input(self, job: Job) -> Optional[JobResult]:
         """A failed result when an input that an earlier runner wrote does not pass the checks
         (a link, a device, too large); inputs this session writes itself do not exist yet."""
-        for path in map(Path, job.inputs.paths().values()):
+        for path in (Path(path) for each in (job, *job.compared) for path in each.inputs.paths().values()):
             if self.workspace.written_by_runners(path):
                 try:
                     untrusted.check_tree(self.workspace.root, path, missing_ok=True)
@@ -316,6 +316,17 @@ def write_rerun_scripts(workspace: Workspace, jobs: list[Job], command: Callable
                              + shlex.join(command(job_files[:index + 1])) + "\n")
 
 
+def as_seen_inside(job: Job, mounts: Mounts) -> Job:
+    """`job` with its paths as its container sees them (a compare job's candidates' too)."""
+    return dataclasses.replace(
+        job,
+        output_dir=mounts.writable(Path(job.output_dir)),
+        inputs=dataclasses.replace(job.inputs, **{role: mounts.readable(Path(path))
+                                                  for role, path in job.inputs.paths().items()}),
+        compared=[as_seen_inside(each, mounts) for each in job.compared],
+    )
+
+
 def write_job(job: Job, job_dir: Path) -> Path:
     path = job_dir / JOB_FILE
     untrusted.write_text(path, json.dumps(dataclasses.asdict(job), indent=2))
@@ -399,14 +410,8 @@ class DockerExecutor(Executor):
             for folder in (self.workspace.job_dir(job.id), Path(job.output_dir)):
                 mounts.writable(folder)
         for job in jobs:
-            inside = dataclasses.replace(
-                job,
-                output_dir=mounts.writable(Path(job.output_dir)),
-                inputs=dataclasses.replace(job.inputs, **{role: mounts.readable(Path(path))
-                                                          for role, path in job.inputs.paths().items()}),
-            )
             job_dir = self.workspace.job_dir(job.id)
-            write_job(inside, job_dir)
+            write_job(as_seen_inside(job, mounts), job_dir)
             job_files.append(f"{mounts.writable(job_dir)}/{JOB_FILE}")
         spec = engine.ContainerSpec(
             image=image,

@@ -147,6 +147,18 @@ class JobBuilder:
                         batch_sizes=self.config.batch_sizes if FORMATS[variant.format].compiled else None)
         return self._keyed(job, reference, [after])
 
+    def compare_job(self, variants: list[Variant], reference: Reference, device: str, batch_size: int) -> Job:
+        """The close candidates (one runner's) timed again interleaved at the deciding `batch_size`:
+        each given as its profile job at that size. Keyed by their profiles, so a run that reused
+        them reuses the comparison too."""
+        job_id = "compare"
+        output_dir = self.workspace.job_dir(job_id)
+        compared = [replace(self.profile_job(variant, reference, device, needs=[]), output_dir=str(output_dir),
+                            batch_sizes=[batch_size]) for variant in variants]
+        job = self._job(job_id, "compare", FORMATS[variants[0].format].runner, output_dir, None, device=device,
+                        inputs=JobInputs(), needs=[], batch_sizes=[batch_size], profiling=self.config.profiling)
+        return self._keyed(replace(job, compared=compared), reference, [f"profile-{v.name}" for v in variants])
+
     def profile_job(self, variant: Variant, reference: Reference, device: str, needs: list[str]) -> Job:
         job_id = f"profile-{variant.name}"
         job = self._job(job_id, "profile", FORMATS[variant.format].runner, self.workspace.job_dir(job_id), variant,

@@ -1,4 +1,5 @@
-"""The optimize pipeline: reference -> export + verify per variant -> profile -> select.
+"""The optimize pipeline: reference -> export + verify per variant -> profile -> select (the close
+candidates timed again, interleaved).
 
 The parts: planning (orchestrator/run/planning.py: the variants and the graph of steps), building
 jobs (jobs.py), recording variant states (recording.py) and running sessions (sessions.py). This
@@ -8,6 +9,7 @@ and selects the best variant at the end.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 from functools import partial
 from pathlib import Path
@@ -17,6 +19,7 @@ import numpy as np
 
 from orchestrator.config import OptimizeConfig
 from orchestrator.errors import BadInput
+from orchestrator.results import Selection
 from orchestrator.run import cache
 from orchestrator.run.executor import Executor, OnResult, Placement
 from orchestrator.run.jobs import JobBuilder, Reference
@@ -33,12 +36,12 @@ from orchestrator.run.planning import (
 from orchestrator.run.recording import Recorder
 from orchestrator.run.runner_output import reference_outputs
 from orchestrator.run.scheduler import Scheduler, Unit
-from orchestrator.run.selection import select_best
+from orchestrator.run.selection import artifact_cost, close_candidates, confident, select_best
 from orchestrator.run.sessions import Sessions
 from orchestrator.run.turns import GpuTurns
 from orchestrator.run.workspace import Workspace
 from runners.contract.formats import FORMATS
-from runners.contract.protocol import IOSpec, JobResult
+from runners.contract.protocol import COMPARING_RUNNERS, IOSpec, JobResult
 
 # What a variant's stage is while a job of this kind runs for it.
 DOING = {"export": "exporting", "convert": "converting", "verify": "verifying", "profile": "profiling"}
@@ -88,8 +91,38 @@ class Pipeline:
         Scheduler(self.gpus, self.config.jobs, self.config.gpu_sessions).run(units, on_abort=self.executor.cancel)
         best, selection = select_best(list(self.recorder.variants.values()), self.config.objective,
                                       self.config.latency_budget_ms)
+        if best is not None and reference is not None:
+            best, selection = self.time_again(variants, best, selection, reference)
         self.recorder.finish(best, selection)
         return reference
+
+    def time_again(self, variants: list[Variant], best: str, selection: Selection,
+                   reference: Reference) -> tuple[str, Selection]:
+        """Confident selection: the best's close rivals of the same runner (one process times them
+        all) loaded side by side and timed again interleaved; the choice by their paired ratios. A
+        comparison that fails leaves the single pass's choice, and says so."""
+        planned = {variant.name: variant for variant in variants}
+        runner = FORMATS[planned[best].format].runner
+        settings = self.config.profiling
+        close = [name for name in close_candidates(list(self.recorder.variants.values()), best, selection,
+                                                   settings.close_margin)
+                 if FORMATS[planned[name].format].runner == runner]
+        if settings.rounds == 0 or len(close) < 2 or runner not in COMPARING_RUNNERS or selection.batch_size is None:
+            return best, selection
+        gpu = self.gpus[0] if self.gpus else None
+        job = self.jobs.compare_job([planned[name] for name in close], reference, "cpu" if gpu is None else "cuda",
+                                    selection.batch_size)
+        self.recorder.reporter.note(f"timing {len(close)} close candidates again, interleaved: {', '.join(close)}")
+        result = self.sessions.run("compare", [job], lambda result: None, Placement(
+            gpu, turns=self.turns.get(gpu) if gpu is not None else None))[job.id]
+        rounds = result.rounds
+        if result.status != "ok" or set(rounds) != set(close) or len({len(times) for times in rounds.values()}) != 1 \
+                or not all(math.isfinite(t) and t > 0 for times in rounds.values() for t in times):
+            why = result.error or "it timed other candidates, or gave times that are not positive numbers"
+            return best, selection.model_copy(update=dict(
+                reason=f"{selection.reason}; the close candidates were not timed again ({why})"))
+        costs = {name: artifact_cost(self.recorder.variants[name], self.workspace.root) for name in close}
+        return confident(best, selection, rounds, costs)
 
     def run_reference(self, samples: Path, gpu: Optional[str]) -> Reference:
         """The source model on the samples: its outputs, the input/output description, and its

@@ -3,7 +3,7 @@
 Standard library only: this module is imported inside every runner image, whatever
 framework it carries, and by the host, which validates results with pydantic.
 
-A *job* is one typed step (reference, export, verify, profile) written as JSON; the
+A *job* is one typed step (reference, export, convert, verify, profile, compare) written as JSON; the
 runner answers each job with a *result* JSON next to it. Several jobs may run in one
 runner process, in order; a job whose `needs` did not all succeed is skipped.
 All paths inside a job are as the runner sees them; artifact paths inside a result are
@@ -24,7 +24,8 @@ from typing import Any, Literal, Optional, TypeVar, Union
 # 3: per-tensor dynamic axes with their sizes (TensorSpec.ranges); IOSpec.batch_axis may be None (no batch axis).
 # 4: Job.memory_format.
 # 6: Job.variant, ProfileSettings.prune_margin, ProfileEntry.beaten_by, the host's rivals at a turn.
-PROTOCOL_VERSION = 7
+# 8: the compare job (Job.compared, JobResult.rounds, ProfileSettings.rounds and round_calls).
+PROTOCOL_VERSION = 8
 JOB_FILE = "job.json"
 RESULT_FILE = "result.json"
 LOG_FILE = "runner.log"
@@ -37,12 +38,17 @@ TURNS_ENV = "NAV_ORCH_TAKE_TURNS"
 TURN_READY = "turn-ready"
 TURN_GO = "turn-go"
 TURN_RIVALS = "turn-rivals.json"
-TURN_KINDS = ("profile", "convert")
+TURN_KINDS = ("profile", "convert", "compare")
+# The timed jobs that take their turn once their variants are loaded, not before they start.
+TURN_AFTER_LOADING = ("profile", "compare")
 # What the reference job writes: the samples keyed by the model's input names, and its outputs.
 NORMALIZED_SAMPLES = "samples.npz"
 REFERENCE_OUTPUTS = "reference.npz"
 
-JobKind = Literal["reference", "export", "convert", "verify", "profile"]
+# compare: the close candidates of one runner timed again interleaved, A B C A B C (confident selection),
+# by the runners that have the job (the TensorFlow and JAX runners have not, yet).
+COMPARING_RUNNERS = ("torch", "onnx")
+JobKind = Literal["reference", "export", "convert", "verify", "profile", "compare"]
 Status = Literal["ok", "failed", "skipped"]
 Precision = Literal["fp32", "fp16", "bf16", "int8", "fp8"]
 # Quantized precisions: verified against an accuracy budget, not a tolerance, and searched only
@@ -155,6 +161,14 @@ class ProfileSettings:
     # p99 no higher than its p50, the selection can never choose it. None times every point in full
     # (--exhaustive).
     prune_margin: Optional[float] = 0.2
+    # Confident selection (orchestrator/run/paired.py): the candidates within `close_margin` of the
+    # best at the deciding batch size are timed again in `rounds` rounds, in each of which every
+    # candidate runs `round_calls` timed calls in turn. Short rounds, so that a drift of the device
+    # (clocks, heat) hits the candidates of one round alike; 20 rounds give a 95 % interval of the
+    # median ratio between the 6th and 15th of them. 0 rounds: the single profile pass decides.
+    rounds: int = 20
+    round_calls: int = 10
+    close_margin: float = 0.10
 
 
 @dataclass
@@ -196,6 +210,8 @@ class Job:
     budgets: dict[str, AccuracyBudget] = field(default_factory=dict)
     batch_sizes: list[int] = field(default_factory=list)
     profiling: ProfileSettings = field(default_factory=ProfileSettings)
+    # A compare job: the candidates' profile jobs, each timed at the compare job's one batch size.
+    compared: list[Job] = field(default_factory=list)
     device: str = "cpu"
     protocol: int = PROTOCOL_VERSION
 
@@ -305,6 +321,7 @@ class JobResult:
     artifact: Optional[str] = None  # export jobs; relative to output_dir
     verification: Optional[Verification] = None  # verify jobs
     profile: list[ProfileEntry] = field(default_factory=list)  # profile jobs
+    rounds: dict[str, list[float]] = field(default_factory=dict)  # compare jobs: each variant's median ms per round
     gaps: list[ProfileGap] = field(default_factory=list)  # verify and profile jobs: batch sizes left out
     gpu: Optional[GpuInfo] = None  # jobs that ran on a GPU
     # Reference jobs: what the source model is (runners/harness/common.py `fingerprint`); every other

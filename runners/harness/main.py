@@ -19,6 +19,7 @@ from typing import Optional
 from runners.contract.protocol import (
     LOG_FILE,
     RESULT_FILE,
+    TURN_AFTER_LOADING,
     TURN_GO,
     TURN_KINDS,
     TURN_READY,
@@ -53,12 +54,12 @@ def run_job(job: Job, job_dir: Path, done: dict[str, str], runners: dict[str, Ha
     """Run one job through its runner module and return its result. `runners` holds each runner
     module's handlers for this process (made once: they may share what they loaded, and `timing`).
     Where `timing` takes turns, a job that times work waits for its turn (runners/contract/protocol.py): a
-    conversion before it starts, a profile once its variant is loaded."""
+    conversion before it starts, a profile or a comparison once its variants are loaded."""
     unmet = [need for need in job.needs if done.get(need) != "ok"]
     if unmet:
         return JobResult(job.id, job.kind, "skipped", error=f"needs {', '.join(unmet)}, which did not succeed")
     start, waited = time.perf_counter(), timing.waited_s
-    if job.kind in TURN_KINDS and job.kind != "profile":
+    if job.kind in TURN_KINDS and job.kind not in TURN_AFTER_LOADING:
         timing.wait_for_turn(job)
     module: Optional[ModuleType]
     try:

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Optional
 
 import numpy as np
@@ -260,23 +260,12 @@ def time_calls(run: Callable[[], object], settings: ProfileSettings, batch_size:
     return statistics(windows[-settings.stable_windows:], len(windows), batch_size, stable)
 
 
-@dataclass(frozen=True)
-class InterleavedSettings:
-    """Confident selection's re-timing (orchestrator/run/paired.py): `rounds` rounds, in each of which
-    every candidate runs `calls_per_round` timed calls in turn. Short rounds, so that a drift of the
-    device (clocks, heat) hits the candidates of one round alike; 20 rounds give a 95 % interval of the
-    median ratio between the 6th and 15th of them."""
-
-    rounds: int = 20
-    calls_per_round: int = 10
-    warmup_calls: int = 10
-
-
-def time_interleaved(calls: Mapping[str, Callable[[], object]], settings: InterleavedSettings,
+def time_interleaved(calls: Mapping[str, Callable[[], object]], settings: ProfileSettings,
                      clock: Callable[[], int] = time.perf_counter_ns) -> dict[str, list[float]]:
     """Time the candidates interleaved, A B C A B C ...: per candidate, its median call (ms) in each
-    round. Every candidate is warmed up first, so that no round holds a compile or a first allocation.
-    `clock` gives nanoseconds (a test's clock: no sleeping)."""
+    of `settings.rounds` rounds of `settings.round_calls` calls. Every candidate is warmed up first
+    (`warmup_calls`), so that no round holds a compile or a first allocation. `clock` gives
+    nanoseconds (a test's clock: no sleeping)."""
     for run in calls.values():
         for _ in range(settings.warmup_calls):
             run()
@@ -284,12 +273,19 @@ def time_interleaved(calls: Mapping[str, Callable[[], object]], settings: Interl
     for _ in range(settings.rounds):
         for name, run in calls.items():
             times = []
-            for _ in range(settings.calls_per_round):
+            for _ in range(settings.round_calls):
                 start = clock()
                 run()
                 times.append((clock() - start) / 1e6)
             rounds[name].append(float(np.median(times)))
     return rounds
+
+
+def compare_result(job: Job, calls: Mapping[str, Callable[[], object]], timing: Timing) -> JobResult:
+    """A compare job's result: its candidates (`calls`, each the one synchronous call to time at the
+    job's batch size, loaded before this call) timed interleaved once the job has its turn."""
+    timing.wait_for_turn(job)
+    return JobResult(job.id, job.kind, "ok", rounds=time_interleaved(calls, job.profiling))
 
 
 def statistics(last: list[np.ndarray], windows: int, batch_size: int, stable: bool) -> ProfileEntry:

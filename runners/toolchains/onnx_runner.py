@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import shutil
+from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 from typing import Optional
@@ -16,6 +17,7 @@ from runners.contract.protocol import IOSpec, Job, JobResult, TensorSpec
 from runners.harness.common import Handlers, Skip, key_by_names, load_npz, save_reference
 from runners.harness.measure import (
     Timing,
+    compare_result,
     inputs_at,
     profile_result,
     profile_source,
@@ -40,11 +42,23 @@ def verify(job: Job) -> JobResult:
     return verification_result(job, verify_outputs(named, reference_outputs, job.tolerances, job.budgets))
 
 
+def timed_call(variant: ort.InferenceSession, job: Job, samples: dict[str, np.ndarray],
+               batch_size: int) -> Callable[[], object]:
+    """The one call of `variant` at `batch_size` that a profile or a comparison times."""
+    return partial(variant.run, None, onnx_feeds(variant, inputs_at(samples, job.io, batch_size)))
+
+
 def profile(job: Job, timing: Timing) -> JobResult:
-    variant = load_onnx(job.inputs.artifact, job.device)
-    samples = load_npz(job.inputs.samples)
-    return profile_result(
-        job, lambda size: partial(variant.run, None, onnx_feeds(variant, inputs_at(samples, job.io, size))), timing)
+    return profile_result(job, partial(timed_call, load_onnx(job.inputs.artifact, job.device), job,
+                                       load_npz(job.inputs.samples)), timing)
+
+
+def compare(job: Job, timing: Timing) -> JobResult:
+    """The candidates (`job.compared`, each a profile job) loaded side by side, then timed interleaved."""
+    (batch_size,) = job.batch_sizes
+    return compare_result(job, {each.variant: timed_call(load_onnx(each.inputs.artifact, each.device), each,
+                                                         load_npz(each.inputs.samples), batch_size)
+                                for each in job.compared}, timing)
 
 
 # --- an ONNX file as the source model ----------------------------------------------------------
@@ -150,4 +164,4 @@ def convert_precision(source: Path, target: Path, precision: str) -> None:
 def handlers(timing: Timing) -> Handlers:
     """This runner's jobs, for one runner process."""
     return {"reference": reference, "export": export, "verify": verify,
-            "profile": partial(profile, timing=timing)}
+            "profile": partial(profile, timing=timing), "compare": partial(compare, timing=timing)}

@@ -40,6 +40,7 @@ from runners.harness.common import (
 )
 from runners.harness.measure import (
     Timing,
+    compare_result,
     inputs_at,
     profile_result,
     profile_source,
@@ -584,22 +585,34 @@ def verify(job: Job, loaded: LastLoaded) -> JobResult:
         raise RuntimeError(f"{one_line(error)}: {hint}") from error
 
 
+def timed_call(model: Callable[..., object], job: Job, samples: dict[str, np.ndarray],
+               batch_size: int) -> Callable[[], None]:
+    """The one synchronous call of `model` at `batch_size` that a profile or a comparison times."""
+    tensors = job_tensors(inputs_at(samples, job.io, batch_size), job)
+    sync = torch.cuda.synchronize if job.device.startswith("cuda") else (lambda: None)
+
+    def run() -> None:
+        model(*tensors)
+        sync()
+
+    return run
+
+
 def profile(job: Job, loaded: LastLoaded, timing: Timing) -> JobResult:
     model = loaded.get(variant_key(job), lambda: load_variant(job))
     samples = load_npz(job.inputs.samples)
-    sync = torch.cuda.synchronize if job.device.startswith("cuda") else (lambda: None)
-
-    def call_at(batch_size: int) -> Callable[[], None]:
-        tensors = job_tensors(inputs_at(samples, job.io, batch_size), job)
-
-        def run() -> None:
-            model(*tensors)
-            sync()
-
-        return run
-
     with torch.inference_mode():
-        return profile_result(job, call_at, timing)
+        return profile_result(job, partial(timed_call, model, job, samples), timing)
+
+
+def compare(job: Job, loaded: LastLoaded, timing: Timing) -> JobResult:
+    """The candidates (`job.compared`, each a profile job) loaded side by side, then timed interleaved
+    at the job's batch size."""
+    (batch_size,) = job.batch_sizes
+    with torch.inference_mode():
+        calls = {each.variant: timed_call(loaded.get(variant_key(each), partial(load_variant, each)), each,
+                                          load_npz(each.inputs.samples), batch_size) for each in job.compared}
+        return compare_result(job, calls, timing)
 
 
 # What a GPU session keeps loaded between its verifications and its profiles (LastLoaded): the eager
@@ -616,5 +629,6 @@ def gpu_memory_in_use() -> int:
 def handlers(timing: Timing) -> Handlers:
     """This runner's jobs, for one runner process."""
     return sharing_a_load({"reference": reference, "export": export, "convert": convert},
-                          {"verify": verify, "profile": partial(profile, timing=timing)},
+                          {"verify": verify, "profile": partial(profile, timing=timing),
+                           "compare": partial(compare, timing=timing)},
                           LastLoaded(gpu_memory_in_use, KEEP_LOADED_BYTES))
