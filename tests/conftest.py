@@ -9,6 +9,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -40,13 +41,15 @@ def start_serve(workspace: Path, *options: str) -> tuple[subprocess.Popen, dict[
     return process, printed
 
 
-def printed_until(process: subprocess.Popen, key: str, timeout_s: float) -> dict[str, str]:
-    """The `KEY VALUE` lines a process printed up to the one of `key`. A process that prints nothing
-    more for `timeout_s` is stopped (SIGTERM, then SIGKILL), so that a hang fails its test, not CI."""
+def printed_until(process: subprocess.Popen, key: str, timeout_s: float, stream: Any = None) -> dict[str, str]:
+    """The `KEY VALUE` lines a process printed (on stdout, or `stream`) up to the one of `key`. A
+    process that prints nothing more for `timeout_s` is stopped (SIGTERM, then SIGKILL), so that a
+    hang fails its test, not CI."""
     lines: queue.Queue = queue.Queue()
+    stream = stream or process.stdout
 
     def pump() -> None:  # readline blocks, with no timeout of its own; what follows `key` is the caller's
-        for line in iter(process.stdout.readline, ""):
+        for line in iter(stream.readline, ""):
             lines.put(line)
             if line.strip().partition(" ")[0] == key:
                 return

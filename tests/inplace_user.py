@@ -5,6 +5,7 @@ diffusers (the `inplace-test` extra), which the host's own environment never has
     python tests/inplace_user.py load PIPELINE WORKSPACE REPORT.json
     python tests/inplace_user.py edges toy WORKSPACE REPORT.json
     python tests/inplace_user.py serve sd WORKSPACE REPORT.json
+    python tests/inplace_user.py as-diffusers sd WORKSPACE REPORT.json
 
 `optimize` wraps the bundled pipeline's modules and runs inplace.optimize. `load` is a later
 process: it builds the same pipeline, wraps the same modules, loads the chosen variants, runs the
@@ -12,7 +13,9 @@ samples, and reports what each module ran and how far the outputs lie from the e
 `serve` loads the same way, writes the eager pipeline's output for the first sample to REPORT.npz, and
 serves the optimized pipeline through inplace.serve until a stop signal; then it reports how often each
 module ran its variant. `edges` runs a toy pipeline through the cases a user gets wrong or that fall outside a capture
-(with the local executor: no container is needed to show them).
+(with the local executor: no container is needed to show them). `as-diffusers` runs the SD-style
+pipeline and diffusers' own StableDiffusionPipeline built from the same modules and scheduler, on the
+same prompt embeddings and starting latents, and reports how far their images lie apart.
 """
 from __future__ import annotations
 
@@ -127,16 +130,36 @@ def wrapped(kind: str) -> tuple[object, dict[str, object]]:
     return pipe, found
 
 
+def as_diffusers() -> dict:
+    """The bundled SD-style loop against StableDiffusionPipeline, as a diffusers user calls it (its
+    tokenizer, safety checker and image conversion aside: embeddings in, a tensor out)."""
+    from diffusers import StableDiffusionPipeline
+
+    pipe = sd_style.build("tiny", steps=3)
+    ids = sd_style.samples("tiny", count=1)[0]
+    ours = (pipe(ids) / 2 + 0.5).clamp(0, 1)  # as diffusers' image processor denormalizes
+    theirs = StableDiffusionPipeline(vae=pipe.vae, text_encoder=pipe.text_encoder, tokenizer=None, unet=pipe.unet,
+                                     scheduler=pipe.scheduler, safety_checker=None, feature_extractor=None,
+                                     requires_safety_checker=False)
+    theirs.set_progress_bar_config(disable=True)
+    with torch.inference_mode():
+        cond, uncond = pipe.text_encoder(ids)[0], pipe.text_encoder(pipe.uncond_ids)[0]
+    latents = torch.randn((1, *pipe.latent_shape), generator=torch.Generator().manual_seed(pipe.latent_seed))
+    image = theirs(prompt_embeds=cond, negative_prompt_embeds=uncond, latents=latents, num_inference_steps=3,
+                   guidance_scale=pipe.guidance_scale, output_type="pt").images
+    return {"shapes": [list(ours.shape), list(image.shape)], "max_abs_diff": float((image - ours).abs().max())}
+
+
 def main() -> int:
     parser = argparse.ArgumentParser()
-    parser.add_argument("step", choices=["optimize", "load", "serve", "edges"])
+    parser.add_argument("step", choices=["optimize", "load", "serve", "edges", "as-diffusers"])
     parser.add_argument("pipeline", choices=[*sorted(PIPELINES), "toy"])
     parser.add_argument("workspace", type=Path)
     parser.add_argument("report", type=Path)
     parser.add_argument("--executor", default="docker")
     args = parser.parse_args()
-    if args.step == "edges":
-        args.report.write_text(json.dumps(edges(args.workspace)))
+    if args.step in ("edges", "as-diffusers"):
+        args.report.write_text(json.dumps(edges(args.workspace) if args.step == "edges" else as_diffusers()))
         return 0
     samples = PIPELINES[args.pipeline].samples("tiny", count=2)
     pipe, modules = wrapped(args.pipeline)
@@ -181,7 +204,7 @@ def serve(pipe, modules: dict, sample: torch.Tensor, expected: torch.Tensor, arg
 
     inplace.serve(generate, inputs=[inplace.Tensor("prompt_ids", np.int64, (-1,))],
                   outputs=[inplace.Tensor("image", np.float32, (3, -1, -1))], name="sd", max_batch_size=4,
-                  echo=lambda line: print(line, flush=True))
+                  echo=lambda line: print(line, file=sys.stderr, flush=True))
     args.report.write_text(json.dumps({"variant_calls": {name: module.nav_variant.calls
                                                          for name, module in modules.items()}}))
     return 0
