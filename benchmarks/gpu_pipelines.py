@@ -29,7 +29,7 @@ median of `--runs` calls, each between two torch.cuda.synchronize):
   hand-fp32   the same in float32 (whisper only by default: there fp16 is slower than fp32 eager)
   static-compile  whisper with the cache only: transformers' own recipe in float16, a static cache
               (cache_implementation="static") and the model's forward through
-              torch.compile(mode="reduce-overhead"); its first call's time is the compile
+              torch.compile(mode="reduce-overhead", or `--static-mode`); its first call's time is the compile
   paired      nav-orch's pipeline (load_optimized from the workspace), hand-fp16's and, for whisper with
               the cache, static-compile's, all built and warmed in this process, then called in turn,
               `--pairs` rounds: per rival the median of the ratios nav-orch / rival with their smallest
@@ -122,6 +122,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--warmup", type=int, default=2, help="calls before timing (default 2)")
     parser.add_argument("--runs", type=int, default=5, help="timed calls; their median is reported (default 5)")
     parser.add_argument("--pairs", type=int, default=7, help="paired: alternated calls of each (default 7)")
+    parser.add_argument("--static-mode", default="reduce-overhead", choices=("reduce-overhead", "default"),
+                        help="static-compile: torch.compile's mode (default reduce-overhead, transformers' recipe)")
     parser.add_argument("--hand", help="hand-compiled precisions (default: sd fp16; whisper fp16,fp32)")
     parser.add_argument("--skip", default="", help=f"stages to skip, comma-separated: {', '.join(STAGES)}")
     parser.add_argument("--device", default="cuda", choices=("cuda", "cpu"),
@@ -404,11 +406,11 @@ def paired(bench: Bench, record: dict) -> None:
 
 def static_pipeline(bench: Bench) -> Any:
     """transformers' recipe for a compiled generate(): a static cache and the model's forward
-    compiled with CUDA graphs, in float16."""
+    compiled with CUDA graphs (`--static-mode`), in float16."""
     torch = bench.torch
     pipe = bench.build(torch.float16)
     pipe.cache_implementation = "static"
-    pipe.model.forward = torch.compile(pipe.model.forward, mode="reduce-overhead")
+    pipe.model.forward = torch.compile(pipe.model.forward, mode=bench.args.static_mode)
     return pipe
 
 
