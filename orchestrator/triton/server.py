@@ -98,6 +98,15 @@ def check_port_free(port: int, option: str, host: str = HOST) -> None:
         raise EnvironmentProblem(f"port {port} on {host} {why}: choose another with {option}") from None
 
 
+def listening(host: str, port: int) -> bool:
+    """Whether something accepts connections at `host`:`port` now."""
+    try:
+        with socket.create_connection((host, port), timeout=CALL_TIMEOUT_S):
+            return True
+    except OSError:
+        return False
+
+
 def reachable(host: str) -> str:
     """Where this machine reaches a server bound to `host` (the loopback for every address)."""
     return HOST if host in ("0.0.0.0", "::") else host
@@ -342,8 +351,11 @@ class TritonServer:
             time.sleep(POLL_S)
 
     def ready(self) -> bool:
+        """Ready over gRPC, and its HTTP endpoint listening: Triton starts its HTTP service after the
+        gRPC one, and a request in between was refused (CI, 2026-12-07). A server with no HTTP port
+        chosen yet has none to wait for."""
         assert self.health is not None, "started first"
-        return self.health.ready()
+        return self.health.ready() and (not self.http_port or listening(reachable(self.host), self.http_port))
 
     def _settle(self) -> str:
         """After a fatal line: give the server a moment to finish loading the other models and
