@@ -56,8 +56,9 @@ def profile(job: Job, timing: Timing) -> JobResult:
 def compare(job: Job, timing: Timing) -> JobResult:
     """The candidates (`job.compared`, each a profile job) loaded side by side, then timed interleaved."""
     (batch_size,) = job.batch_sizes
+    samples = load_npz(job.compared[0].inputs.samples)  # the reference's, the same for every candidate
     return compare_result(job, {each.variant: timed_call(load_onnx(each.inputs.artifact, each.device), each,
-                                                         load_npz(each.inputs.samples), batch_size)
+                                                         samples, batch_size)
                                 for each in job.compared}, timing)
 
 

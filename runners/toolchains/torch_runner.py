@@ -609,9 +609,10 @@ def compare(job: Job, loaded: LastLoaded, timing: Timing) -> JobResult:
     """The candidates (`job.compared`, each a profile job) loaded side by side, then timed interleaved
     at the job's batch size."""
     (batch_size,) = job.batch_sizes
+    samples = load_npz(job.compared[0].inputs.samples)  # the reference's, the same for every candidate
     with torch.inference_mode():
         calls = {each.variant: timed_call(loaded.get(variant_key(each), partial(load_variant, each)), each,
-                                          load_npz(each.inputs.samples), batch_size) for each in job.compared}
+                                          samples, batch_size) for each in job.compared}
         return compare_result(job, calls, timing)
 
 
