@@ -236,6 +236,7 @@ def optimize(config: OptimizeConfig, reporter: Optional[Reporter] = None, force:
         if results.state == "running":
             results.state = "failed"
         save_unless_disk_full(recorder.save, stopping=sys.exc_info()[0] is not None)
+        runner.close()
         if client is not None:
             engine.remove_labelled(client, run_id)
         write_report(results, workspace.report_path, reporter)

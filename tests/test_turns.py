@@ -226,7 +226,8 @@ def test_a_real_runner_profiles_only_in_its_turn(tmp_path):
     results = {}
     known: list[Rival] = []  # what the host knows when it gives the turn, not when the session starts
     placement = Placement(None, turns=turns, rivals=lambda: known)
-    thread = threading.Thread(target=lambda: results.update(LocalExecutor(workspace, 60, sys.executable).run(
+    executor = LocalExecutor(workspace, 60, sys.executable)
+    thread = threading.Thread(target=lambda: results.update(executor.run(
         "profile", "local", [job], lambda r: None, placement)))
     thread.start()
     ready = workspace.job_dir(job.id) / TURN_READY
@@ -239,6 +240,7 @@ def test_a_real_runner_profiles_only_in_its_turn(tmp_path):
     known.append(Rival("faster", [ProfileEntry(1, LatencyStats(1e-6, 1e-6, 1e-6, 1e-6, 1e-6), 1e9, 3, True)]))
     turns.leave("compiling")
     thread.join(30)
+    executor.close()
     assert results[job.id].status == "ok", results[job.id].error
     assert [(e.batch_size, e.beaten_by, e.windows) for e in results[job.id].profile] == [(1, "faster", 1)]
     # The 0.3 s and more it waited for its turn are not the job's time (the timeline shows the timing).

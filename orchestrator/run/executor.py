@@ -19,7 +19,8 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import BinaryIO, Optional, Protocol
 
@@ -37,6 +38,9 @@ from runners import RUNNERS_DIR
 from runners.contract.protocol import (
     JOB_FILE,
     RESULT_FILE,
+    SESSION_EXIT,
+    SESSION_LOG,
+    SESSION_REQUEST,
     TURN_GO,
     TURN_READY,
     TURN_RIVALS,
@@ -44,6 +48,10 @@ from runners.contract.protocol import (
     Job,
     JobResult,
     Rival,
+    SessionExit,
+    WarmSession,
+    from_dict,
+    to_json,
 )
 
 CONTAINER_CODE = "/nav/code"
@@ -132,14 +140,78 @@ class Executor:
         self.timeout_s = timeout_s
         self.memory = memory  # each runner's memory limit in bytes; None: none
         self.cancelled = threading.Event()
+        self.warm = WarmRunners(workspace.root)
+        # The run's folders a warm runner sees from its start, written and read-only (`expect`).
+        self.expected: list[Path] = []
+        self.expected_inputs: list[Path] = []
+        self.about_image: Sequence[str] = ()  # said in each rerun.sh: a derived image and its requirements
+
+    def expect(self, folders: Sequence[Path], inputs: Sequence[Path]) -> None:
+        """The folders the run's CPU sessions will write (their jobs' and outputs') and the user's
+        inputs they read: a warm runner sees them all from its start, and so can serve any session."""
+        self.expected, self.expected_inputs = list(dict.fromkeys(folders)), list(dict.fromkeys(inputs))
+
+    def prewarm(self, image: str, count: int) -> None:
+        """Start warm runners of the image up to `count` (the CPU sessions that run at a time), so
+        that they are ready when the sessions come."""
+        for _ in range(count - self.warm.count(image)):
+            self.warm.release(self.warm.add(self.start_server(image, [])))
 
     def start(self, name: str, image: str, jobs: list[Job], placement: Placement) -> Process:
+        """The runner process of the jobs: a session of a warm runner on the CPU, a fresh process on
+        a GPU (whose runner must not inherit another's CUDA, and pays little for its start there)."""
+        if placement.gpu is not None:
+            return self.start_fresh(name, image, jobs, placement)
+        # Any warm runner of the image will do: the session's thread share is its own process's.
+        server = (self.warm.take(image, lambda server: self.sees(server, jobs))
+                  or self.warm.add(self.start_server(image, jobs)))
+        job_files = []
+        for job in jobs:
+            job_dir = self.workspace.job_dir(job.id)
+            write_job(as_seen_inside(job, server.mounts) if server.mounts else job, job_dir)
+            job_files.append(f"{server.mounts.writable(job_dir) if server.mounts else job_dir}/{JOB_FILE}")
+        write_rerun_scripts(self.workspace, jobs, partial(server.rerun, placement), job_files, self.about_image)
+        return self.warm.submit(server, job_files, placement.process_environment())
+
+    def sees(self, server: Server, jobs: list[Job]) -> bool:
+        """Whether the warm runner sees every folder the jobs write and every input they read."""
+        mounts = server.mounts
+        return mounts is None or all(
+            mounts.holds(folder, writable=True) for job in jobs
+            for folder in (self.workspace.job_dir(job.id), Path(job.output_dir))) and all(
+            mounts.holds(Path(path), writable=False) for job in jobs for each in (job, *job.compared)
+            for path in each.inputs.paths().values())
+
+    def start_fresh(self, name: str, image: str, jobs: list[Job], placement: Placement) -> Process:
         """Start one runner process for the jobs."""
+        raise NotImplementedError
+
+    def start_server(self, image: str, jobs: list[Job]) -> Server:
+        """Start a warm runner of the image that sees the run's expected folders and what the jobs need."""
         raise NotImplementedError
 
     def cancel(self) -> None:
         """Stop every running session (Ctrl-C): their jobs end as failed."""
         self.cancelled.set()
+
+    def close(self) -> None:
+        """The run is over: stop the warm runners, and take back the expected folders no job used."""
+        self.warm.close()
+        for folder in self.expected:
+            try:
+                os.rmdir(folder)  # only an empty folder, never through a link
+            except OSError:
+                pass
+
+    def new_queue(self) -> tuple[str, Path]:
+        """A warm runner's name and its empty queue folder (an earlier run's, of the same name, goes)."""
+        name = f"warm-{self.warm.next_number()}"
+        queue = self.workspace.jobs / f".{name}"
+        if queue.is_symlink() or (queue.exists() and not queue.is_dir()):
+            queue.unlink()
+        shutil.rmtree(queue, ignore_errors=True)  # never follows a link inside
+        queue.mkdir()
+        return name, queue
 
     def run(self, name: str, image: str, jobs: list[Job], on_result: OnResult,
             placement: Placement = ANY_PLACEMENT) -> dict[str, JobResult]:
@@ -193,8 +265,11 @@ class Executor:
             return ""
         exit = None
         output = ""
+        shared: list[Path] = []  # what else the runner could write: a warm runner's folders
         try:
             process = self.start(name, image, jobs, placement)
+            if isinstance(process, WarmProcess):
+                shared = process.server.writable
             try:
                 # Each job gets the timeout from the moment the previous one reported; waiting for a
                 # turn on a shared GPU is not the job's time.
@@ -229,7 +304,7 @@ class Executor:
                 turns.leave(name)
         why = describe_exit(exit, self.timeout_s, self.memory, self.contained)
         self._fail_unreported(jobs, reported, on_result, "interrupted" if self.cancelled.is_set() else why, log=name)
-        self._sweep(jobs, reported, on_result)
+        self._sweep(jobs, reported, on_result, shared)
         return output
 
     def _wait_to_start(self, name: str, turns: GpuTurns) -> bool:
@@ -267,9 +342,12 @@ class Executor:
                 reported[job.id] = result
                 on_result(result)
 
-    def _sweep(self, jobs: list[Job], reported: dict[str, JobResult], on_result: OnResult) -> None:
+    def _sweep(self, jobs: list[Job], reported: dict[str, JobResult], on_result: OnResult,
+               shared: Sequence[Path] = ()) -> None:
         """Once the runner is gone, remove what it left that is not plain data from every folder it
-        could write; a job whose folders held such things fails, even if it had reported success."""
+        could write; a job whose folders held such things fails, even if it had reported success.
+        What lies in `shared` folders (the cache; a warm runner's other folders) fails every job of
+        the session, though another session's runner may have put it there: it is gone either way."""
         def folders(job: Job) -> list[Path]:
             candidates = dict.fromkeys([self.workspace.job_dir(job.id), Path(job.output_dir)])
             return [folder for folder in candidates if self.workspace.written_by_runners(folder)]
@@ -278,9 +356,10 @@ class Executor:
         # conversion share their variant's folder): what it held fails every one of them.
         found = {folder: untrusted.sweep(self.workspace.root, folder)
                  for folder in dict.fromkeys(folder for job in jobs for folder in folders(job))}
-        shared = untrusted.sweep(self.workspace.root, self.workspace.cache)
+        others = [folder for folder in dict.fromkeys([self.workspace.cache, *shared]) if folder not in found]
+        everywhere = [problem for folder in others for problem in untrusted.sweep(self.workspace.root, folder)]
         for job in jobs:
-            problems = shared + [problem for folder in folders(job) for problem in found[folder]]
+            problems = everywhere + [problem for folder in folders(job) for problem in found[folder]]
             if problems and reported[job.id].status == "ok":
                 result = JobResult(job.id, job.kind, "failed", error=f"{untrusted.PREFIX}: {'; '.join(problems)}")
                 reported[job.id] = result
@@ -299,7 +378,154 @@ class Executor:
         return new
 
 
+# --- warm runners -----------------------------------------------------------------------------
+# One runner process (runners/harness/serve.py) serves a run's CPU sessions one after another, each in
+# a child it forks, so that a small model's run does not pay a container's start and its framework's
+# import in every session. Any warm runner of a session's image serves it (the thread share is the
+# session process's own), but in a container it sees only the folders it was started with: a session
+# it cannot see gets another runner. The session's process is what a fresh runner would be; its exit
+# and log come back through files in the runner's queue folder, read as untrusted like all runner output.
+
+WARM_LOG_MAX_BYTES = 64 << 20  # what is kept of a warm session's log: its end
+
+
+@dataclass
+class Server:
+    """A warm runner process: its queue folder on the host, and what it sees."""
+
+    image: str  # its image (with the local executor: its Python)
+    process: Process
+    queue: Path
+    # The command line that reruns a session's job files by hand in this runner's environment (rerun.sh).
+    rerun: Callable[[Placement, list[str]], list[str]]
+    mounts: Optional[Mounts] = None  # in a container: what it sees, fixed at its start; else host paths
+    writable: list[Path] = field(default_factory=list)  # what its sessions can write: swept after each
+    sessions: int = 0
+
+
+class WarmRunners:
+    """The idle warm runners of one executor. A session takes one that fits, or the executor starts
+    one for it; it comes back when its session ended cleanly, and is stopped otherwise."""
+
+    def __init__(self, root: Path):
+        self.root = root  # the workspace root: every queue folder lies under it
+        self.lock = threading.Lock()
+        self.idle: list[Server] = []
+        self.running: list[Server] = []
+        self.started = 0
+
+    def next_number(self) -> int:
+        with self.lock:
+            self.started += 1
+            return self.started
+
+    def count(self, image: str) -> int:
+        with self.lock:
+            return sum(server.image == image for server in self.running)
+
+    def take(self, image: str, fits: Callable[[Server], bool]) -> Optional[Server]:
+        with self.lock:
+            for server in list(self.idle):
+                if server.process.poll() is not None:  # it stopped while idle (its idle timeout)
+                    self.idle.remove(server)
+                    self.running.remove(server)
+                elif server.image == image and fits(server):
+                    self.idle.remove(server)
+                    return server
+        return None
+
+    def add(self, server: Server) -> Server:
+        with self.lock:
+            self.running.append(server)
+        return server
+
+    def submit(self, server: Server, job_files: list[str], environment: dict[str, str]) -> WarmProcess:
+        number = server.sessions
+        server.sessions += 1
+        request = server.queue / SESSION_REQUEST.format(number)
+        pending = request.with_name(f".{request.name}.tmp")
+        untrusted.write_text(pending, to_json(WarmSession(jobs=job_files, environment=environment)))
+        os.replace(pending, request)  # the runner never reads half a request
+        return WarmProcess(self, server, number)
+
+    def release(self, server: Server) -> None:
+        with self.lock:
+            self.idle.append(server)
+
+    def discard(self, server: Server) -> None:
+        server.process.stop()
+        shutil.rmtree(server.queue, ignore_errors=True)  # the host read what it needed from it
+        with self.lock:
+            if server in self.running:
+                self.running.remove(server)
+
+    def close(self) -> None:
+        """Stop every warm runner (the run is over, or stopping)."""
+        with self.lock:
+            servers, self.running, self.idle = self.running, [], []
+        for server in servers:
+            server.process.stop()
+            shutil.rmtree(server.queue, ignore_errors=True)
+
+
+class WarmProcess:
+    """One session in a warm runner, seen as the runner process of that session."""
+
+    def __init__(self, pool: WarmRunners, server: Server, number: int):
+        self.pool = pool
+        self.server = server
+        self.number = number
+        self.exit: Optional[Exit] = None
+        self.server_exited = False
+        self.log = ""
+
+    def poll(self) -> Optional[Exit]:
+        if self.exit is not None:
+            return self.exit
+        path = self.server.queue / SESSION_EXIT.format(self.number)
+        if os.path.lexists(path):
+            try:
+                ended = from_dict(SessionExit, json.loads(untrusted.read_bytes(self.pool.root, path, 4096)))
+            except (untrusted.UntrustedOutput, ValueError) as error:
+                ended = SessionExit(code=1)
+                self.log = f"[nav-orch] the warm runner's exit record is unusable: {error}\n"
+            self.exit = Exit(code=ended.code, oom_killed=ended.oom_killed)
+            return self.exit
+        exited = self.server.process.poll()
+        if exited is not None:  # the runner itself died (killed, out of memory): the session with it
+            self.exit, self.server_exited = exited, True
+        return self.exit
+
+    def stop(self) -> None:
+        """Give the runner back once its session ended cleanly; otherwise (a timeout, a cancel, a
+        crash of the runner itself) stop it: the session's process goes with it."""
+        if self.exit is None or self.server_exited:
+            self.read_log()
+            self.pool.discard(self.server)
+        else:
+            self.pool.release(self.server)
+
+    def read_log(self) -> str:
+        if not self.log:
+            path = self.server.queue / SESSION_LOG.format(self.number)
+            try:
+                with untrusted.open_file(self.pool.root, path, untrusted.ARTIFACT_MAX_BYTES) as log:
+                    log.seek(max(0, os.fstat(log.fileno()).st_size - WARM_LOG_MAX_BYTES))
+                    self.log = log.read().decode(errors="replace")
+            except FileNotFoundError:
+                self.log = ""
+            except untrusted.UntrustedOutput as error:
+                self.log = f"[nav-orch] {error}\n"
+            if self.server_exited:
+                self.log += self.server.process.output()
+        return self.log
+
+    def output(self) -> str:
+        return self.read_log()
+
+
 RERUN_FILE = "rerun.sh"
+RUNNER_COMMAND = ["python", "-m", "runners.harness.main"]  # then the session's job files
 
 
 def write_rerun_scripts(workspace: Workspace, jobs: list[Job], command: Callable[[list[str]], list[str]],
@@ -345,13 +571,19 @@ class Mounts:
     def __init__(self) -> None:
         self.mounts: list[engine.Mount] = []
 
+    def _holding(self, path: Path) -> Optional[engine.Mount]:
+        return next((mount for mount in self.mounts if path == mount.source or mount.source in path.parents), None)
+
     def _find(self, path: Path) -> Optional[str]:
-        for mount in self.mounts:
-            if path == mount.source or mount.source in path.parents:
-                if path == mount.source:
-                    return mount.target
-                return mount.target + "/" + str(path.relative_to(mount.source))
-        return None
+        mount = self._holding(path)
+        if mount is None:
+            return None
+        return mount.target if path == mount.source else mount.target + "/" + str(path.relative_to(mount.source))
+
+    def holds(self, path: Path, writable: bool) -> bool:
+        """Whether a mount already holds the path (a writable one, where it must be written)."""
+        mount = self._holding(path)
+        return mount is not None and not (writable and mount.read_only)
 
     def add(self, source: Path, target: str, read_only: bool) -> str:
         if not source.is_absolute():
@@ -390,7 +622,8 @@ class ContainerProcess:
 
 
 class DockerExecutor(Executor):
-    """Each session runs in a fresh, sandboxed, labelled container of the run."""
+    """Sessions run in sandboxed, labelled containers of the run: a CPU session in a warm one, a GPU
+    session in a fresh one."""
 
     def __init__(self, workspace: Workspace, timeout_s: float, client: docker.DockerClient, run_id: str,
                  memory: Optional[int], pids: int, gpus: str, about_image: Sequence[str] = ()):
@@ -401,21 +634,47 @@ class DockerExecutor(Executor):
         self.run_id = run_id
         self.pids = pids
 
-    def start(self, name: str, image: str, jobs: list[Job], placement: Placement) -> Process:
-        mounts = Mounts()
-        mounts.add(RUNNERS_DIR, f"{CONTAINER_CODE}/runners", read_only=True)
-        mounts.add(self.workspace.cache, CONTAINER_CACHE, read_only=False)
+    def start_fresh(self, name: str, image: str, jobs: list[Job], placement: Placement) -> Process:
+        mounts = self.mounts_for(jobs)
         job_files = []
-        for job in jobs:
-            for folder in (self.workspace.job_dir(job.id), Path(job.output_dir)):
-                mounts.writable(folder)
         for job in jobs:
             job_dir = self.workspace.job_dir(job.id)
             write_job(as_seen_inside(job, mounts), job_dir)
             job_files.append(f"{mounts.writable(job_dir)}/{JOB_FILE}")
-        spec = engine.ContainerSpec(
+        spec = self.spec(name, image, mounts, RUNNER_COMMAND, placement)
+        write_rerun_scripts(self.workspace, jobs, partial(self.rerun, spec, placement), job_files, self.about_image)
+        own = dataclasses.replace(spec, command=[*RUNNER_COMMAND, *job_files],
+                                  environment={**spec.environment, **placement.process_environment()})
+        return ContainerProcess(engine.start_container(self.client, own))
+
+    def start_server(self, image: str, jobs: list[Job]) -> Server:
+        name, queue = self.new_queue()
+        mounts = self.mounts_for(jobs, [queue, *self.expected], self.expected_inputs)
+        spec = self.spec(name, image, mounts, ["python", "-m", "runners.harness.serve", mounts.writable(queue),
+                                               "--preload"], ANY_PLACEMENT)
+        container = engine.start_container(self.client, spec)
+        return Server(image, ContainerProcess(container), queue, partial(self.rerun, spec), mounts,
+                      writable=[mount.source for mount in mounts.mounts if not mount.read_only])
+
+    def mounts_for(self, jobs: list[Job], writable: Sequence[Path] = (), readable: Sequence[Path] = ()) -> Mounts:
+        """The code, the cache, the `writable` folders and each job's folders, then the `readable`
+        ones and the jobs' inputs (those not under a folder mounted before)."""
+        mounts = Mounts()
+        mounts.add(RUNNERS_DIR, f"{CONTAINER_CODE}/runners", read_only=True)
+        mounts.add(self.workspace.cache, CONTAINER_CACHE, read_only=False)
+        for folder in [*writable, *(each for job in jobs for each in (self.workspace.job_dir(job.id),
+                                                                      Path(job.output_dir)))]:
+            mounts.writable(folder)
+        for path in [*readable, *(Path(path) for job in jobs for each in (job, *job.compared)
+                                  for path in each.inputs.paths().values())]:
+            mounts.readable(path)
+        return mounts
+
+    def spec(self, name: str, image: str, mounts: Mounts, command: list[str], placement: Placement
+             ) -> engine.ContainerSpec:
+        return engine.ContainerSpec(
             image=image,
-            command=["python", "-m", "runners.harness.main", *job_files],
+            command=command,
             mounts=mounts.mounts,
             labels={engine.RUN_LABEL: self.run_id, engine.ROLE_LABEL: f"runner:{name}"},
             environment={"PYTHONPATH": CONTAINER_CODE, "PYTHONUNBUFFERED": "1", **cache_environment(CONTAINER_CACHE),
@@ -424,11 +683,11 @@ class DockerExecutor(Executor):
             memory=memory_limit.docker_memory(self.memory),
             pids=self.pids,
         )
-        write_rerun_scripts(self.workspace, jobs, lambda files: engine.docker_run_command(
-            dataclasses.replace(spec, command=["python", "-m", "runners.harness.main", *files])), job_files,
-            self.about_image)
-        own = dataclasses.replace(spec, environment={**spec.environment, **placement.process_environment()})
-        return ContainerProcess(engine.start_container(self.client, own))
+
+    @staticmethod
+    def rerun(spec: engine.ContainerSpec, placement: Placement, job_files: list[str]) -> list[str]:
+        return engine.docker_run_command(dataclasses.replace(
+            spec, command=[*RUNNER_COMMAND, *job_files], environment={**spec.environment, **placement.environment()}))
 
 
 class SubprocessProcess:
@@ -494,23 +753,36 @@ class LocalExecutor(Executor):
         super().__init__(workspace, timeout_s)
         self.python = python
 
-    def start(self, name: str, image: str, jobs: list[Job], placement: Placement) -> Process:
+    def start_fresh(self, name: str, image: str, jobs: list[Job], placement: Placement) -> Process:
         job_files = [str(write_job(job, self.workspace.job_dir(job.id))) for job in jobs]
-        own = {"PYTHONPATH": str(RUNNERS_DIR.parent), "PYTHONUNBUFFERED": "1",
-               **cache_environment(str(self.workspace.cache)), **placement.environment(),
-               # A session without a GPU must not see one: the scheduler gave it none. The index is
-               # nvidia-smi's, which counts in PCI bus order; CUDA's own default order is another.
-               "CUDA_VISIBLE_DEVICES": placement.gpu if placement.gpu is not None else "",
-               "CUDA_DEVICE_ORDER": "PCI_BUS_ID"}
-        environment = {**os.environ, **own, **placement.process_environment()}
-        write_rerun_scripts(self.workspace, jobs, lambda files: [
-            "env", *(f"{name}={value}" for name, value in own.items()), self.python, "-m", "runners.harness.main",
-            *files],
-            job_files)
+        write_rerun_scripts(self.workspace, jobs, partial(self.rerun, placement), job_files)
+        return self.spawn(name, [*RUNNER_COMMAND[1:], *job_files], placement)
+
+    def start_server(self, image: str, jobs: list[Job]) -> Server:
+        name, queue = self.new_queue()
+        process = self.spawn(name, ["-m", "runners.harness.serve", str(queue), "--preload"], ANY_PLACEMENT)
+        return Server(image, process, queue, self.rerun)
+
+    def own_environment(self, placement: Placement) -> dict[str, str]:
+        return {"PYTHONPATH": str(RUNNERS_DIR.parent), "PYTHONUNBUFFERED": "1",
+                **cache_environment(str(self.workspace.cache)), **placement.environment(),
+                # A session without a GPU must not see one: the scheduler gave it none. The index is
+                # nvidia-smi's, which counts in PCI bus order; CUDA's own default order is another.
+                "CUDA_VISIBLE_DEVICES": placement.gpu if placement.gpu is not None else "",
+                "CUDA_DEVICE_ORDER": "PCI_BUS_ID"}
+
+    def rerun(self, placement: Placement, job_files: list[str]) -> list[str]:
+        own = self.own_environment(placement)
+        return ["env", *(f"{name}={value}" for name, value in own.items()), self.python, *RUNNER_COMMAND[1:],
+                *job_files]
+
+    def spawn(self, name: str, arguments: list[str], placement: Placement) -> SubprocessProcess:
+        """`python ARGUMENTS` in the runners' environment, logging into logs/NAME.log."""
+        environment = {**os.environ, **self.own_environment(placement), **placement.process_environment()}
         # Written live (users can follow it); read back through this handle, never by name.
         log = untrusted.create(self.workspace.logs / f"{name}.log")
         popen = subprocess.Popen(
-            [self.python, "-m", "runners.harness.main", *job_files],
+            [self.python, *arguments],
             stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
             env=environment,
             start_new_session=True,  # so a timeout can kill the runner's whole group

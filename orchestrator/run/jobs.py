@@ -13,7 +13,7 @@ from typing import Optional
 
 from orchestrator.config import DeclaredAxes, OptimizeConfig
 from orchestrator.run import cache
-from orchestrator.run.planning import REFERENCE, Variant
+from orchestrator.run.planning import COMPARE, REFERENCE, Variant
 from orchestrator.run.workspace import Workspace
 from runners.contract.formats import FORMATS
 from runners.contract.protocol import (
@@ -74,6 +74,15 @@ class JobBuilder:
     def _keyed(self, job: Job, reference: Reference, after: list[str]) -> Job:
         self.keys[job.id] = cache.job_key(job, reference.key, [self.keys[other] for other in after])
         return job
+
+    def folders(self, variants: list[Variant]) -> list[Path]:
+        """Every folder the jobs of a run over `variants` write, known before any job is made: a warm
+        runner sees them from its start (orchestrator/run/executor.py)."""
+        ids = [REFERENCE, COMPARE, *(f"{step}-{variant.name}" for variant in variants
+                                       for step in ("export", "convert", "verify", "profile")
+                                       if step != "convert" or FORMATS[variant.format].conversion)]
+        return [self.workspace.reference, *(self.workspace.variant_dir(variant.name) for variant in variants),
+                *(self.workspace.job_dir(job_id) for job_id in ids)]
 
     # --- the jobs ---------------------------------------------------------------------------------
 
@@ -151,7 +160,7 @@ class JobBuilder:
         """The close candidates (one runner's) timed again interleaved at the deciding `batch_size`:
         each given as its profile job at that size. Keyed by their profiles, so a run that reused
         them reuses the comparison too."""
-        job_id = "compare"
+        job_id = COMPARE
         output_dir = self.workspace.job_dir(job_id)
         compared = [replace(self.profile_job(variant, reference, device, needs=[]), output_dir=str(output_dir),
                             batch_sizes=[batch_size]) for variant in variants]

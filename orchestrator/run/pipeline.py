@@ -24,6 +24,7 @@ from orchestrator.run import cache
 from orchestrator.run.executor import Executor, OnResult, Placement
 from orchestrator.run.jobs import JobBuilder, Reference
 from orchestrator.run.planning import (
+    COMPARE,
     REFERENCE,
     Step,
     Variant,
@@ -84,6 +85,10 @@ class Pipeline:
         variants = plan_variants(self.config, bool(self.gpus))
         self.recorder.queue(variants)
         function = self.config.model.form == "function"
+        if not self.gpus and not function:  # CPU sessions run in warm runners, started now
+            given = [self.config.model.path.parent, samples, *filter(None, [self.config.calibration])]
+            self.executor.expect(self.jobs.folders(variants), given)
+            self.executor.prewarm(self.recorder.image.tag, self.config.jobs)
         reference = None if function else self.run_reference(samples, self.gpus[0] if self.gpus else None)
         units = [Unit(step.name, partial(self.perform, step, reference, samples),
                       needs=list(step.needs), gpu=step.gpu, exclusive=step.exclusive)
@@ -113,7 +118,7 @@ class Pipeline:
         job = self.jobs.compare_job([planned[name] for name in close], reference, "cpu" if gpu is None else "cuda",
                                     selection.batch_size)
         self.recorder.reporter.note(f"timing {len(close)} close candidates again, interleaved: {', '.join(close)}")
-        result = self.sessions.run("compare", [job], lambda result: None, Placement(
+        result = self.sessions.run(COMPARE, [job], lambda result: None, Placement(
             gpu, turns=self.turns.get(gpu) if gpu is not None else None))[job.id]
         rounds = result.rounds
         if result.status != "ok" or set(rounds) != set(close) or len({len(times) for times in rounds.values()}) != 1 \

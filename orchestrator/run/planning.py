@@ -22,6 +22,7 @@ from runners.contract.formats import FORMATS, FormatName, default_formats, defau
 from runners.contract.protocol import QUANTIZED, Framework, MemoryFormat, Precision, Quantization
 
 REFERENCE = "reference"
+COMPARE = "compare"  # the job and session of confident selection
 
 
 @dataclass(frozen=True)

@@ -131,9 +131,16 @@ def _entries(folder: Path) -> Iterator[tuple[Path, os.stat_result]]:
     are descended into."""
     pending = [folder]
     while pending:
-        with os.scandir(pending.pop()) as scan:
+        try:
+            scan = os.scandir(pending.pop())
+        except FileNotFoundError:  # gone since it was listed: another runner's temporary folder
+            continue
+        with scan:
             for entry in scan:
-                info = entry.stat(follow_symlinks=False)
+                try:
+                    info = entry.stat(follow_symlinks=False)
+                except FileNotFoundError:  # renamed or removed by a runner still at work
+                    continue
                 if stat.S_ISDIR(info.st_mode):
                     pending.append(Path(entry.path))
                 yield Path(entry.path), info
@@ -198,7 +205,10 @@ def sweep(root: Path, folder: Path) -> list[str]:
             _check_file("/".join(_parts(root, entry)), info, ARTIFACT_MAX_BYTES)
         except UntrustedOutput as error:
             problems.append(str(error).removeprefix(f"{PREFIX}: ") + " (removed)")
-            os.unlink(entry)
+            try:
+                os.unlink(entry)
+            except FileNotFoundError:
+                pass
     return problems
 
 

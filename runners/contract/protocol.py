@@ -41,6 +41,14 @@ TURN_RIVALS = "turn-rivals.json"
 TURN_KINDS = ("profile", "convert", "compare")
 # The timed jobs that take their turn once their variants are loaded, not before they start.
 TURN_AFTER_LOADING = ("profile", "compare")
+# A warm runner (runners/harness/serve.py) serves the sessions of one image and placement one after
+# another from its queue folder: the host writes session N's SESSION_REQUEST (a `WarmSession`), the
+# runner forks a child for it that logs into SESSION_LOG, and writes SESSION_EXIT (a `SessionExit`)
+# once the child is gone. SERVE_STOP ends it.
+SESSION_REQUEST = "{}.session.json"
+SESSION_LOG = "{}.log"
+SESSION_EXIT = "{}.exit.json"
+SERVE_STOP = "stop"
 # What the reference job writes: the samples keyed by the model's input names, and its outputs.
 NORMALIZED_SAMPLES = "samples.npz"
 REFERENCE_OUTPUTS = "reference.npz"
@@ -295,6 +303,24 @@ class Rival:
 
     variant: str
     profile: list[ProfileEntry]
+
+
+@dataclass
+class WarmSession:
+    """A session handed to a warm runner: its job files in order (as the runner sees them), and the
+    environment its process gets beyond the runner's own."""
+
+    jobs: list[str]
+    environment: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class SessionExit:
+    """How a warm runner's session process ended: its exit code (negative: the signal that killed
+    it), and whether the container's memory limit killed something while it ran."""
+
+    code: int
+    oom_killed: bool = False
 
 
 @dataclass
