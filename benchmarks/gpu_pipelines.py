@@ -30,11 +30,11 @@ median of `--runs` calls, each between two torch.cuda.synchronize):
   static-compile  whisper with the cache only: transformers' own recipe in float16, a static cache
               (cache_implementation="static") and the model's forward through
               torch.compile(mode="reduce-overhead", or `--static-mode`); its first call's time is the compile
-  paired      nav-orch's pipeline (load_optimized from the workspace), hand-fp16's and, for whisper with
-              the cache, static-compile's, all built and warmed in this process, then called in turn,
-              `--pairs` rounds: per rival the median of the ratios nav-orch / rival with their smallest
-              and largest, and whether the token ids equal nav-orch's (two timings of one graph differ
-              by 5-7 % on the H100, so only alternated figures compare)
+  paired      nav-orch's pipeline (load_optimized from the workspace) and the rivals whose own stage ran
+              and succeeded before it (hand-fp16, static-compile), all built and warmed in this process,
+              then called in turn, `--pairs` rounds: per rival the median of the ratios nav-orch /
+              rival with their smallest and largest, and whether the token ids equal nav-orch's (two
+              timings of one graph differ by 5-7 % on the H100, so only alternated figures compare)
 Each stage's figures and the differences of its outputs from eager fp32 (images: largest absolute
 difference relative to their largest magnitude; token ids: the fraction that differ) go to `--out`
 after every stage; a failed stage records its error and the others go on.
@@ -373,16 +373,21 @@ def hand_compiled(bench: Bench, dtype: Any, record: dict) -> Any:
         del pipe
 
 
-def paired(bench: Bench, record: dict) -> None:
-    """nav-orch's pipeline against each rival (the hand recipe in fp16; for Whisper with the cache,
-    transformers' static-cache recipe too), all warmed, then called in turn: nav-orch, rival, ... ."""
+def paired(bench: Bench, record: dict, stages: dict[str, dict]) -> None:
+    """nav-orch's pipeline against each rival whose own stage succeeded (the hand recipe in fp16;
+    transformers' static-cache recipe), all warmed, then called in turn: nav-orch, rival, ... . A
+    rival that failed or did not run is left out: Whisper's hand recipe fails with the cache."""
     from orchestrator import inplace
 
     nav, wrapped = wrapped_pipeline(bench)
     record["variants"] = inplace.load_optimized(nav, workspace=bench.args.workspace, modules=list(wrapped.values()))
-    pipes = {"nav": nav, "hand": hand_pipeline(bench, bench.torch.float16)[0]}
-    if bench.static_recipe:
+    pipes = {"nav": nav}
+    if "latency_s" in stages.get("hand-fp16", {}):
+        pipes["hand"] = hand_pipeline(bench, bench.torch.float16)[0]
+    if "latency_s" in stages.get("static-compile", {}):
         pipes["static"] = static_pipeline(bench)
+    if len(pipes) == 1:
+        raise RuntimeError("no rival to pair nav-orch with: hand-fp16 and static-compile failed or did not run")
     try:
         outputs = {}
         for name, pipe in pipes.items():
@@ -576,7 +581,7 @@ def main() -> None:
                 output = nav_orch(bench, record)
                 record["pipeline_summary"] = summary_of(record.get("pipeline_json"))
             elif key == "paired":
-                paired(bench, record)
+                paired(bench, record, report["stages"])
                 for rival, prefix in (("hand", "ratio"), ("static", "ratio_static")):
                     if f"{prefix}_median" in record:
                         low, high = record[prefix + "_min"], record[prefix + "_max"]

@@ -43,6 +43,12 @@ class FakeRunners:
         self.placements: dict[str, Placement] = {}
         self.lock = threading.Lock()
 
+    def expect(self, folders: list, inputs: list, at_once: int) -> None:
+        """Warm runners: nothing to start here."""
+
+    def prewarm(self, image: str, count: int) -> None:
+        """Warm runners: nothing to start here."""
+
     def run(self, name: str, image: str, jobs: list[Job], on_result: OnResult,
             placement: Placement) -> dict[str, JobResult]:
         with self.lock:

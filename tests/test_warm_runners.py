@@ -9,7 +9,7 @@ import numpy as np
 
 from orchestrator.run.executor import LocalExecutor, Mounts, Placement
 from orchestrator.run.workspace import Workspace
-from runners.contract.protocol import Job, JobInputs, ModelSource, ProfileSettings
+from runners.contract.protocol import Job, JobInputs, JobResult, ModelSource, ProfileSettings
 
 FUNCTION = """import os, sys, time
 
@@ -36,6 +36,13 @@ def function_job(workspace: Workspace, tmp_path: Path, job_id: str, factory: str
                                                           stable_windows=1, max_windows=1))
 
 
+def run_one(executor: LocalExecutor, workspace: Workspace, tmp_path: Path, job_id: str, factory: str,
+            threads: int = 1) -> JobResult:
+    """One session of one job that calls the function `factory`; its result."""
+    job = function_job(workspace, tmp_path, job_id, factory)
+    return executor.run(job_id, "local", [job], lambda result: None, Placement(threads=threads))[job_id]
+
+
 def setup(tmp_path: Path, monkeypatch, timeout_s: float = 60) -> tuple[Workspace, LocalExecutor]:
     (tmp_path / "model").mkdir()
     (tmp_path / "model" / "fn.py").write_text(FUNCTION)
@@ -48,19 +55,17 @@ def setup(tmp_path: Path, monkeypatch, timeout_s: float = 60) -> tuple[Workspace
 def test_one_warm_runner_serves_sessions_one_after_another_each_in_a_process_of_its_own(tmp_path, monkeypatch):
     workspace, executor = setup(tmp_path, monkeypatch)
     try:
-        first = executor.run("one", "local", [function_job(workspace, tmp_path, "profile-a", "record")],
-                             lambda result: None, Placement(threads=1))
-        second = executor.run("two", "local", [function_job(workspace, tmp_path, "profile-b", "record")],
-                              lambda result: None, Placement(threads=2))
-        assert first["profile-a"].status == "ok", first["profile-a"].error
-        assert second["profile-b"].status == "ok", second["profile-b"].error
+        first = run_one(executor, workspace, tmp_path, "profile-a", "record", threads=1)
+        second = run_one(executor, workspace, tmp_path, "profile-b", "record", threads=2)
+        assert first.status == "ok", first.error
+        assert second.status == "ok", second.error
         runs = {tuple(line.split()) for line in (tmp_path / "pids").read_text().splitlines()}
         pids = {pid for pid, _, _ in runs}
         parents = {parent for _, parent, _ in runs}
         assert len(pids) == 2 and len(parents) == 1  # two session processes, forked by one runner
         assert {threads for _, _, threads in runs} == {"1", "2"}  # each its own thread share
         assert sorted(p.name for p in workspace.jobs.glob(".warm-*")) == [".warm-1"]
-        assert "profile-b: ok" in (workspace.logs / "two.log").read_text()  # the session's own log
+        assert "profile-b: ok" in (workspace.logs / "profile-b.log").read_text()  # the session's own log
         rerun = (workspace.job_dir("profile-b") / "rerun.sh").read_text()
         assert "runners.harness.main" in rerun and "OMP_NUM_THREADS=2" in rerun  # a fresh process, by hand
     finally:
@@ -71,13 +76,11 @@ def test_one_warm_runner_serves_sessions_one_after_another_each_in_a_process_of_
 def test_a_session_that_dies_fails_its_jobs_and_the_runner_serves_the_next(tmp_path, monkeypatch):
     workspace, executor = setup(tmp_path, monkeypatch)
     try:
-        crashed = executor.run("crash", "local", [function_job(workspace, tmp_path, "profile-a", "crash")],
-                               lambda result: None, Placement(threads=1))
-        assert crashed["profile-a"].status == "failed"
-        assert crashed["profile-a"].error.startswith("runner exited with code 3 before writing a result")
-        after = executor.run("after", "local", [function_job(workspace, tmp_path, "profile-b", "record")],
-                             lambda result: None, Placement(threads=1))
-        assert after["profile-b"].status == "ok", after["profile-b"].error
+        crashed = run_one(executor, workspace, tmp_path, "profile-a", "crash")
+        assert crashed.status == "failed"
+        assert crashed.error.startswith("runner exited with code 3 before writing a result")
+        after = run_one(executor, workspace, tmp_path, "profile-b", "record")
+        assert after.status == "ok", after.error
         assert sorted(p.name for p in workspace.jobs.glob(".warm-*")) == [".warm-1"]
     finally:
         executor.close()
@@ -86,14 +89,12 @@ def test_a_session_that_dies_fails_its_jobs_and_the_runner_serves_the_next(tmp_p
 def test_a_session_past_its_timeout_takes_its_runner_with_it(tmp_path, monkeypatch):
     workspace, executor = setup(tmp_path, monkeypatch, timeout_s=3)
     try:
-        hung = executor.run("hang", "local", [function_job(workspace, tmp_path, "profile-a", "hang")],
-                            lambda result: None, Placement(threads=1))
-        assert hung["profile-a"].status == "failed"
-        assert hung["profile-a"].error.startswith("timed out after 3 s")
+        hung = run_one(executor, workspace, tmp_path, "profile-a", "hang")
+        assert hung.status == "failed"
+        assert hung.error.startswith("timed out after 3 s")
         assert executor.warm.running == []  # stopped, with the session's process in its group
-        after = executor.run("after", "local", [function_job(workspace, tmp_path, "profile-b", "record")],
-                             lambda result: None, Placement(threads=1))
-        assert after["profile-b"].status == "ok", after["profile-b"].error
+        after = run_one(executor, workspace, tmp_path, "profile-b", "record")
+        assert after.status == "ok", after.error
         # The first runner went with its queue; a second one served the next session.
         assert sorted(p.name for p in workspace.jobs.glob(".warm-*")) == [".warm-2"]
     finally:
@@ -115,14 +116,12 @@ def test_a_warm_container_serves_only_sessions_whose_folders_it_mounts(tmp_path)
 def test_a_later_run_in_the_same_workspace_starts_from_empty_queues(tmp_path, monkeypatch):
     workspace, executor = setup(tmp_path, monkeypatch)
     try:
-        assert executor.run("one", "local", [function_job(workspace, tmp_path, "profile-a", "crash")],
-                            lambda result: None, Placement(threads=1))["profile-a"].status == "failed"
+        assert run_one(executor, workspace, tmp_path, "profile-a", "crash").status == "failed"
     finally:
         executor.close()
     again = LocalExecutor(workspace, 60, sys.executable)  # its first queue has the same name
     try:
-        result = again.run("one", "local", [function_job(workspace, tmp_path, "profile-a", "record")],
-                           lambda result: None, Placement(threads=1))["profile-a"]
+        result = run_one(again, workspace, tmp_path, "profile-a", "record")
         assert result.status == "ok", result.error  # not the earlier run's exit, read as this one's
     finally:
         again.close()

@@ -19,7 +19,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import BinaryIO, Optional, Protocol
@@ -146,10 +146,12 @@ class Executor:
         self.expected_inputs: list[Path] = []
         self.about_image: Sequence[str] = ()  # said in each rerun.sh: a derived image and its requirements
 
-    def expect(self, folders: Sequence[Path], inputs: Sequence[Path]) -> None:
+    def expect(self, folders: Sequence[Path], inputs: Sequence[Path], at_once: int) -> None:
         """The folders the run's CPU sessions will write (their jobs' and outputs') and the user's
-        inputs they read: a warm runner sees them all from its start, and so can serve any session."""
+        inputs they read: a warm runner sees them all from its start, and so can serve any session.
+        `at_once`: the CPU sessions that run at a time, and so the idle warm runners worth keeping."""
         self.expected, self.expected_inputs = list(dict.fromkeys(folders)), list(dict.fromkeys(inputs))
+        self.warm.keep = at_once
 
     def prewarm(self, image: str, count: int) -> None:
         """Start warm runners of the image up to `count` (the CPU sessions that run at a time), so
@@ -195,9 +197,11 @@ class Executor:
         self.cancelled.set()
 
     def close(self) -> None:
-        """The run is over: stop the warm runners, and take back the expected folders no job used."""
+        """The run is over: stop the warm runners, clear what they may have left in the run's
+        folders (links, devices), and take back the expected folders no job used."""
         self.warm.close()
         for folder in self.expected:
+            untrusted.sweep(self.workspace.root, folder)
             try:
                 os.rmdir(folder)  # only an empty folder, never through a link
             except OSError:
@@ -265,11 +269,8 @@ class Executor:
             return ""
         exit = None
         output = ""
-        shared: list[Path] = []  # what else the runner could write: a warm runner's folders
         try:
             process = self.start(name, image, jobs, placement)
-            if isinstance(process, WarmProcess):
-                shared = process.server.writable
             try:
                 # Each job gets the timeout from the moment the previous one reported; waiting for a
                 # turn on a shared GPU is not the job's time.
@@ -304,7 +305,7 @@ class Executor:
                 turns.leave(name)
         why = describe_exit(exit, self.timeout_s, self.memory, self.contained)
         self._fail_unreported(jobs, reported, on_result, "interrupted" if self.cancelled.is_set() else why, log=name)
-        self._sweep(jobs, reported, on_result, shared)
+        self._sweep(jobs, reported, on_result)
         return output
 
     def _wait_to_start(self, name: str, turns: GpuTurns) -> bool:
@@ -342,12 +343,11 @@ class Executor:
                 reported[job.id] = result
                 on_result(result)
 
-    def _sweep(self, jobs: list[Job], reported: dict[str, JobResult], on_result: OnResult,
-               shared: Sequence[Path] = ()) -> None:
-        """Once the runner is gone, remove what it left that is not plain data from every folder it
-        could write; a job whose folders held such things fails, even if it had reported success.
-        What lies in `shared` folders (the cache; a warm runner's other folders) fails every job of
-        the session, though another session's runner may have put it there: it is gone either way."""
+    def _sweep(self, jobs: list[Job], reported: dict[str, JobResult], on_result: OnResult) -> None:
+        """Once the session is over, remove what its runner left that is not plain data from the
+        folders of its jobs and the shared cache; a job whose folders held such things fails, even if
+        it had reported success. A warm runner could also write the run's other folders: what it
+        left there fails the job that uses it as an input (`untrusted_input`), and goes at `close`."""
         def folders(job: Job) -> list[Path]:
             candidates = dict.fromkeys([self.workspace.job_dir(job.id), Path(job.output_dir)])
             return [folder for folder in candidates if self.workspace.written_by_runners(folder)]
@@ -356,10 +356,9 @@ class Executor:
         # conversion share their variant's folder): what it held fails every one of them.
         found = {folder: untrusted.sweep(self.workspace.root, folder)
                  for folder in dict.fromkeys(folder for job in jobs for folder in folders(job))}
-        others = [folder for folder in dict.fromkeys([self.workspace.cache, *shared]) if folder not in found]
-        everywhere = [problem for folder in others for problem in untrusted.sweep(self.workspace.root, folder)]
+        shared = untrusted.sweep(self.workspace.root, self.workspace.cache)
         for job in jobs:
-            problems = everywhere + [problem for folder in folders(job) for problem in found[folder]]
+            problems = shared + [problem for folder in folders(job) for problem in found[folder]]
             if problems and reported[job.id].status == "ok":
                 result = JobResult(job.id, job.kind, "failed", error=f"{untrusted.PREFIX}: {'; '.join(problems)}")
                 reported[job.id] = result
@@ -399,7 +398,6 @@ class Server:
     # The command line that reruns a session's job files by hand in this runner's environment (rerun.sh).
     rerun: Callable[[Placement, list[str]], list[str]]
     mounts: Optional[Mounts] = None  # in a container: what it sees, fixed at its start; else host paths
-    writable: list[Path] = field(default_factory=list)  # what its sessions can write: swept after each
     sessions: int = 0
 
 
@@ -413,6 +411,7 @@ class WarmRunners:
         self.idle: list[Server] = []
         self.running: list[Server] = []
         self.started = 0
+        self.keep = 2  # idle runners of one image worth keeping (Executor.expect)
 
     def next_number(self) -> int:
         with self.lock:
@@ -449,8 +448,12 @@ class WarmRunners:
         return WarmProcess(self, server, number)
 
     def release(self, server: Server) -> None:
+        """Keep the runner for a later session, unless as many of its image idle already."""
         with self.lock:
-            self.idle.append(server)
+            if sum(other.image == server.image for other in self.idle) < self.keep:
+                self.idle.append(server)
+                return
+        self.discard(server)
 
     def discard(self, server: Server) -> None:
         server.process.stop()
@@ -653,8 +656,7 @@ class DockerExecutor(Executor):
         spec = self.spec(name, image, mounts, ["python", "-m", "runners.harness.serve", mounts.writable(queue),
                                                "--preload"], ANY_PLACEMENT)
         container = engine.start_container(self.client, spec)
-        return Server(image, ContainerProcess(container), queue, partial(self.rerun, spec), mounts,
-                      writable=[mount.source for mount in mounts.mounts if not mount.read_only])
+        return Server(image, ContainerProcess(container), queue, partial(self.rerun, spec), mounts)
 
     def mounts_for(self, jobs: list[Job], writable: Sequence[Path] = (), readable: Sequence[Path] = ()) -> Mounts:
         """The code, the cache, the `writable` folders and each job's folders, then the `readable`

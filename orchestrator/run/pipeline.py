@@ -85,10 +85,11 @@ class Pipeline:
         variants = plan_variants(self.config, bool(self.gpus))
         self.recorder.queue(variants)
         function = self.config.model.form == "function"
-        if not self.gpus and not function:  # CPU sessions run in warm runners, started now
+        if not function:  # CPU sessions run in warm runners that see every folder of the run
             given = [self.config.model.path.parent, samples, *filter(None, [self.config.calibration])]
-            self.executor.expect(self.jobs.folders(variants), given)
-            self.executor.prewarm(self.recorder.image.tag, self.config.jobs)
+            self.executor.expect(self.jobs.folders(variants), given, self.config.jobs)
+            if not self.gpus:  # started now, beside the reference job
+                self.executor.prewarm(self.recorder.image.tag, self.config.jobs)
         reference = None if function else self.run_reference(samples, self.gpus[0] if self.gpus else None)
         units = [Unit(step.name, partial(self.perform, step, reference, samples),
                       needs=list(step.needs), gpu=step.gpu, exclusive=step.exclusive)

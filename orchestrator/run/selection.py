@@ -7,6 +7,7 @@ from typing import Optional
 
 from orchestrator.config import Objective
 from orchestrator.results import PairedRatio, Selection, VariantResult, confidence_text, figure, gain
+from orchestrator.run import untrusted
 from orchestrator.run.paired import Cost, decide
 from runners.contract.formats import FORMATS
 from runners.contract.protocol import ProfileEntry
@@ -88,10 +89,12 @@ def artifact_cost(variant: VariantResult, root: Path) -> Cost:
     """A variant's artifact as deployment sees it: servable by Triton (its format's registry entry),
     and its bytes in the workspace (a folder's files summed; None where there is no artifact)."""
     servable = FORMATS[variant.format].triton is not None
-    if variant.artifact is None or not (path := root / variant.artifact).exists():
+    if variant.artifact is None:
         return Cost(servable)
-    files = [path] if path.is_file() else [f for f in path.rglob("*") if f.is_file()]
-    return Cost(servable, sum(f.stat().st_size for f in files))
+    try:  # sized with lstat only: a link a runner left there is never followed
+        return Cost(servable, untrusted.check_tree(root, root / variant.artifact))
+    except untrusted.UntrustedOutput:  # missing, or not plain data: no size to weigh
+        return Cost(servable)
 
 
 def confident(best: str, selection: Selection, rounds: Mapping[str, Sequence[float]],

@@ -13,6 +13,7 @@ It stops at SERVE_STOP, once its parent is gone, or after `IDLE_S` without a ses
 """
 from __future__ import annotations
 
+import atexit
 import importlib
 import json
 import os
@@ -32,6 +33,7 @@ from runners.contract.protocol import (
     to_json,
     write_text_atomic,
 )
+from runners.harness import main as main_module
 from runners.harness.main import main
 
 PRELOAD = ("runners.toolchains.torch_runner", "runners.toolchains.onnx_runner")
@@ -82,10 +84,14 @@ def run_session(queue: Path, number: int, session: WarmSession) -> SessionExit:
             os.dup2(log, 2)
             os.environ.update(session.environment)
             share_threads(session.environment)
+            sys.argv = [main_module.__file__, *session.jobs]  # what `python -m runners.harness.main` sees
             code = main(session.jobs)
         except BaseException:  # noqa: BLE001 - the log says what, the exit code that it failed
             traceback.print_exc()
         finally:
+            # A fresh runner's exit handlers run when it ends (a model's cleanup may be one); this
+            # process ends by os._exit, which would skip them.
+            atexit._run_exitfuncs()
             sys.stdout.flush()
             sys.stderr.flush()
             os._exit(code)
