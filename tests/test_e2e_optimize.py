@@ -129,14 +129,19 @@ def test_torch_compile_on_cpu_is_verified_and_profiled_and_cuda_graphs_need_a_gp
 
 def test_each_job_folder_has_a_command_that_reruns_it_without_nav_orch(tmp_path):
     workspace = tmp_path / "ws"
-    run = optimize(workspace, f"{EXAMPLES}/mlp.py:make_mlp", "--input", "input:8,64:float32", "--formats", "onnx")
+    run = optimize(workspace, f"{EXAMPLES}/mlp.py:make_mlp", "--input", "input:8,64:float32",
+                   "--formats", "onnx,torchscript-trace")
     assert run.returncode == 0, run.stderr
     verify = workspace / "jobs" / "verify-onnx-fp32"
     script = (verify / "rerun.sh").read_text()
     assert "docker run --rm --network none" in script and "--cap-drop ALL" in script
+    # Only what the job reads and writes, though its warm runner mounted every folder of the run.
+    assert "variants/onnx-fp32:" in script and "torchscript-trace" not in script, script
+    before = sorted(p.relative_to(workspace) for p in workspace.rglob("*") if p.is_dir())
     (verify / "result.json").unlink()
     rerun = subprocess.run(["sh", str(verify / "rerun.sh")], capture_output=True, text=True, timeout=300)
     assert rerun.returncode == 0, rerun.stderr
+    assert sorted(p.relative_to(workspace) for p in workspace.rglob("*") if p.is_dir()) == before
     result = json.loads((verify / "result.json").read_text())
     assert result["status"] == "ok" and result["verification"]["passed"] is True
 

@@ -172,17 +172,22 @@ class Executor:
             job_dir = self.workspace.job_dir(job.id)
             write_job(as_seen_inside(job, server.mounts) if server.mounts else job, job_dir)
             job_files.append(f"{server.mounts.writable(job_dir) if server.mounts else job_dir}/{JOB_FILE}")
-        write_rerun_scripts(self.workspace, jobs, partial(server.rerun, placement), job_files, self.about_image)
+        write_rerun_scripts(self.workspace, jobs, partial(server.rerun, placement, jobs), job_files,
+                            self.about_image)
         return self.warm.submit(server, job_files, placement.process_environment())
+
+    def written_and_read(self, jobs: list[Job]) -> tuple[list[Path], list[Path]]:
+        """The folders the jobs write (their own and their outputs'), and the inputs they read."""
+        written = [folder for job in jobs for folder in (self.workspace.job_dir(job.id), Path(job.output_dir))]
+        read = [Path(path) for job in jobs for each in (job, *job.compared) for path in each.inputs.paths().values()]
+        return written, read
 
     def sees(self, server: Server, jobs: list[Job]) -> bool:
         """Whether the warm runner sees every folder the jobs write and every input they read."""
         mounts = server.mounts
-        return mounts is None or all(
-            mounts.holds(folder, writable=True) for job in jobs
-            for folder in (self.workspace.job_dir(job.id), Path(job.output_dir))) and all(
-            mounts.holds(Path(path), writable=False) for job in jobs for each in (job, *job.compared)
-            for path in each.inputs.paths().values())
+        written, read = self.written_and_read(jobs)
+        return mounts is None or (all(mounts.holds(folder, writable=True) for folder in written)
+                                  and all(mounts.holds(path, writable=False) for path in read))
 
     def start_fresh(self, name: str, image: str, jobs: list[Job], placement: Placement) -> Process:
         """Start one runner process for the jobs."""
@@ -395,8 +400,8 @@ class Server:
     image: str  # its image (with the local executor: its Python)
     process: Process
     queue: Path
-    # The command line that reruns a session's job files by hand in this runner's environment (rerun.sh).
-    rerun: Callable[[Placement, list[str]], list[str]]
+    # The command line that reruns a session's jobs (their files) by hand in this runner's environment (rerun.sh).
+    rerun: Callable[[Placement, list[Job], list[str]], list[str]]
     mounts: Optional[Mounts] = None  # in a container: what it sees, fixed at its start; else host paths
     sessions: int = 0
 
@@ -574,18 +579,19 @@ class Mounts:
     def __init__(self) -> None:
         self.mounts: list[engine.Mount] = []
 
-    def _holding(self, path: Path) -> Optional[engine.Mount]:
+    def holding(self, path: Path) -> Optional[engine.Mount]:
+        """The mount that holds the path (the first that does), if any."""
         return next((mount for mount in self.mounts if path == mount.source or mount.source in path.parents), None)
 
     def _find(self, path: Path) -> Optional[str]:
-        mount = self._holding(path)
+        mount = self.holding(path)
         if mount is None:
             return None
         return mount.target if path == mount.source else mount.target + "/" + str(path.relative_to(mount.source))
 
     def holds(self, path: Path, writable: bool) -> bool:
         """Whether a mount already holds the path (a writable one, where it must be written)."""
-        mount = self._holding(path)
+        mount = self.holding(path)
         return mount is not None and not (writable and mount.read_only)
 
     def add(self, source: Path, target: str, read_only: bool) -> str:
@@ -645,7 +651,8 @@ class DockerExecutor(Executor):
             write_job(as_seen_inside(job, mounts), job_dir)
             job_files.append(f"{mounts.writable(job_dir)}/{JOB_FILE}")
         spec = self.spec(name, image, mounts, RUNNER_COMMAND, placement)
-        write_rerun_scripts(self.workspace, jobs, partial(self.rerun, spec, placement), job_files, self.about_image)
+        write_rerun_scripts(self.workspace, jobs, partial(self.rerun, spec, mounts, placement, jobs), job_files,
+                            self.about_image)
         own = dataclasses.replace(spec, command=[*RUNNER_COMMAND, *job_files],
                                   environment={**spec.environment, **placement.process_environment()})
         return ContainerProcess(engine.start_container(self.client, own))
@@ -656,7 +663,7 @@ class DockerExecutor(Executor):
         spec = self.spec(name, image, mounts, ["python", "-m", "runners.harness.serve", mounts.writable(queue),
                                                "--preload"], ANY_PLACEMENT)
         container = engine.start_container(self.client, spec)
-        return Server(image, ContainerProcess(container), queue, partial(self.rerun, spec), mounts)
+        return Server(image, ContainerProcess(container), queue, partial(self.rerun, spec, mounts), mounts)
 
     def mounts_for(self, jobs: list[Job], writable: Sequence[Path] = (), readable: Sequence[Path] = ()) -> Mounts:
         """The code, the cache, the `writable` folders and each job's folders, then the `readable`
@@ -664,11 +671,10 @@ class DockerExecutor(Executor):
         mounts = Mounts()
         mounts.add(RUNNERS_DIR, f"{CONTAINER_CODE}/runners", read_only=True)
         mounts.add(self.workspace.cache, CONTAINER_CACHE, read_only=False)
-        for folder in [*writable, *(each for job in jobs for each in (self.workspace.job_dir(job.id),
-                                                                      Path(job.output_dir)))]:
+        written, read = self.written_and_read(jobs)
+        for folder in [*writable, *written]:
             mounts.writable(folder)
-        for path in [*readable, *(Path(path) for job in jobs for each in (job, *job.compared)
-                                  for path in each.inputs.paths().values())]:
+        for path in [*readable, *read]:
             mounts.readable(path)
         return mounts
 
@@ -686,10 +692,17 @@ class DockerExecutor(Executor):
             pids=self.pids,
         )
 
-    @staticmethod
-    def rerun(spec: engine.ContainerSpec, placement: Placement, job_files: list[str]) -> list[str]:
+    def rerun(self, spec: engine.ContainerSpec, mounts: Mounts, placement: Placement, jobs: list[Job],
+              job_files: list[str]) -> list[str]:
+        """The `docker run` that reruns the jobs by hand, in the runner's sandbox and at its paths, with
+        only what they read and write mounted (a warm runner mounts all of the run's folders, and the
+        run takes back those it left empty)."""
+        written, read = self.written_and_read(jobs)
+        held = [mounts.holding(path) for path in [*written, *read]]
+        kept = [mount for mount in spec.mounts if mount.source in (RUNNERS_DIR, self.workspace.cache) or mount in held]
         return engine.docker_run_command(dataclasses.replace(
-            spec, command=[*RUNNER_COMMAND, *job_files], environment={**spec.environment, **placement.environment()}))
+            spec, mounts=kept, command=[*RUNNER_COMMAND, *job_files],
+            environment={**spec.environment, **placement.environment()}))
 
 
 class SubprocessProcess:
@@ -757,7 +770,7 @@ class LocalExecutor(Executor):
 
     def start_fresh(self, name: str, image: str, jobs: list[Job], placement: Placement) -> Process:
         job_files = [str(write_job(job, self.workspace.job_dir(job.id))) for job in jobs]
-        write_rerun_scripts(self.workspace, jobs, partial(self.rerun, placement), job_files)
+        write_rerun_scripts(self.workspace, jobs, partial(self.rerun, placement, jobs), job_files)
         return self.spawn(name, [*RUNNER_COMMAND[1:], *job_files], placement)
 
     def start_server(self, image: str, jobs: list[Job]) -> Server:
@@ -773,7 +786,7 @@ class LocalExecutor(Executor):
                 "CUDA_VISIBLE_DEVICES": placement.gpu if placement.gpu is not None else "",
                 "CUDA_DEVICE_ORDER": "PCI_BUS_ID"}
 
-    def rerun(self, placement: Placement, job_files: list[str]) -> list[str]:
+    def rerun(self, placement: Placement, jobs: list[Job], job_files: list[str]) -> list[str]:
         own = self.own_environment(placement)
         return ["env", *(f"{name}={value}" for name, value in own.items()), self.python, *RUNNER_COMMAND[1:],
                 *job_files]

@@ -41,14 +41,13 @@ TURN_RIVALS = "turn-rivals.json"
 TURN_KINDS = ("profile", "convert", "compare")
 # The timed jobs that take their turn once their variants are loaded, not before they start.
 TURN_AFTER_LOADING = ("profile", "compare")
-# A warm runner (runners/harness/serve.py) serves the sessions of one image and placement one after
-# another from its queue folder: the host writes session N's SESSION_REQUEST (a `WarmSession`), the
-# runner forks a child for it that logs into SESSION_LOG, and writes SESSION_EXIT (a `SessionExit`)
-# once the child is gone. SERVE_STOP ends it.
+# A warm runner (runners/harness/serve.py) serves CPU sessions of one image one after another from its
+# queue folder: the host writes session N's SESSION_REQUEST (a `WarmSession`), the runner forks a
+# child for it that logs into SESSION_LOG, and writes SESSION_EXIT (a `SessionExit`) once the child
+# is gone. The host stops it by ending its process (its container).
 SESSION_REQUEST = "{}.session.json"
 SESSION_LOG = "{}.log"
 SESSION_EXIT = "{}.exit.json"
-SERVE_STOP = "stop"
 # What the reference job writes: the samples keyed by the model's input names, and its outputs.
 NORMALIZED_SAMPLES = "samples.npz"
 REFERENCE_OUTPUTS = "reference.npz"

@@ -9,7 +9,8 @@ any fork: that import is most of a small model's session on a CPU. Never on a GP
 must not inherit an initialized CUDA, and never TensorFlow or JAX, whose imports start threads that
 a fork does not carry over.
 
-It stops at SERVE_STOP, once its parent is gone, or after `IDLE_S` without a session.
+The host stops it by ending its process; it stops by itself once its parent is gone (a local
+runner whose host was killed) or after `IDLE_S` without a session.
 """
 from __future__ import annotations
 
@@ -23,7 +24,6 @@ import traceback
 from pathlib import Path
 
 from runners.contract.protocol import (
-    SERVE_STOP,
     SESSION_EXIT,
     SESSION_LOG,
     SESSION_REQUEST,
@@ -112,7 +112,7 @@ def serve(queue: Path, warm: bool) -> int:
             write_text_atomic(queue / SESSION_EXIT.format(number), to_json(run_session(queue, number, session)))
             number += 1
             idle_since = time.monotonic()
-        elif (queue / SERVE_STOP).exists() or os.getppid() != parent or time.monotonic() - idle_since > IDLE_S:
+        elif os.getppid() != parent or time.monotonic() - idle_since > IDLE_S:
             return 0
         else:
             time.sleep(POLL_S)
