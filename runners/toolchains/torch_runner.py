@@ -90,10 +90,10 @@ torch.backends.cudnn.allow_tf32 = False
 
 def versions() -> dict[str, str]:
     found = {"torch": torch.__version__, "cuda": torch.version.cuda or "none"}
-    if importlib.util.find_spec("onnx") is not None:
-        import onnx
-
-        found["onnx"] = onnx.__version__
+    try:  # from its metadata: importing onnx for its version took 0.6 s of every session's end
+        found["onnx"] = importlib.metadata.version("onnx")
+    except importlib.metadata.PackageNotFoundError:
+        pass
     return found
 
 
