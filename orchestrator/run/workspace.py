@@ -23,6 +23,7 @@ class Workspace:
     reference/          the source model's outputs and the samples keyed by input name
     variants/NAME/      one folder per variant, holding its artifact
     jobs/ID/            job.json, result.json and runner.log of each job
+    jobs/.warm-N/       a warm runner's queue while the run lasts (orchestrator/run/executor.py)
     logs/SESSION.log    what each runner process printed
     cache/              compilers' caches shared by the run's runners (torch.compile)
     triton/             the Triton stage: model_repository/, server logs, perf/ (perf_analyzer's runs)
