@@ -167,14 +167,20 @@ class Executor:
         # Any warm runner of the image will do: the session's thread share is its own process's.
         server = (self.warm.take(image, lambda server: self.sees(server, jobs))
                   or self.warm.add(self.start_server(image, jobs)))
-        job_files = []
-        for job in jobs:
-            job_dir = self.workspace.job_dir(job.id)
-            write_job(as_seen_inside(job, server.mounts) if server.mounts else job, job_dir)
-            job_files.append(f"{server.mounts.writable(job_dir) if server.mounts else job_dir}/{JOB_FILE}")
+        job_files = self.write_jobs(jobs, server.mounts)
         write_rerun_scripts(self.workspace, jobs, partial(server.rerun, placement, jobs), job_files,
                             self.about_image)
         return self.warm.submit(server, job_files, placement.process_environment())
+
+    def write_jobs(self, jobs: list[Job], mounts: Optional[Mounts]) -> list[str]:
+        """Each job's job.json, its paths as its runner sees them (in a container: by `mounts`); the
+        files' paths, as the runner sees them too."""
+        job_files = []
+        for job in jobs:
+            job_dir = self.workspace.job_dir(job.id)
+            write_job(as_seen_inside(job, mounts) if mounts else job, job_dir)
+            job_files.append(f"{mounts.writable(job_dir) if mounts else job_dir}/{JOB_FILE}")
+        return job_files
 
     def written_and_read(self, jobs: list[Job]) -> tuple[list[Path], list[Path]]:
         """The folders the jobs write (their own and their outputs'), and the inputs they read."""
@@ -645,11 +651,7 @@ class DockerExecutor(Executor):
 
     def start_fresh(self, name: str, image: str, jobs: list[Job], placement: Placement) -> Process:
         mounts = self.mounts_for(jobs)
-        job_files = []
-        for job in jobs:
-            job_dir = self.workspace.job_dir(job.id)
-            write_job(as_seen_inside(job, mounts), job_dir)
-            job_files.append(f"{mounts.writable(job_dir)}/{JOB_FILE}")
+        job_files = self.write_jobs(jobs, mounts)
         spec = self.spec(name, image, mounts, RUNNER_COMMAND, placement)
         write_rerun_scripts(self.workspace, jobs, partial(self.rerun, spec, mounts, placement, jobs), job_files,
                             self.about_image)
@@ -769,7 +771,7 @@ class LocalExecutor(Executor):
         self.python = python
 
     def start_fresh(self, name: str, image: str, jobs: list[Job], placement: Placement) -> Process:
-        job_files = [str(write_job(job, self.workspace.job_dir(job.id))) for job in jobs]
+        job_files = self.write_jobs(jobs, None)
         write_rerun_scripts(self.workspace, jobs, partial(self.rerun, placement, jobs), job_files)
         return self.spawn(name, [*RUNNER_COMMAND[1:], *job_files], placement)
 
