@@ -19,12 +19,12 @@ from orchestrator.triton.config_search import (
     sweep,
 )
 
-SPACE = Space(max_batch_sizes=(1, 8, 64))
+SPACE = Space(batch_sizes=(1, 8, 64))
 
 
 class Served:
-    """A model whose throughput grows with instances up to 2 and with the queue delay up to 500 us;
-    p99 grows with the delay. Records what it was asked to measure."""
+    """A model whose throughput grows with instances up to 2, with the queue delay up to 500 us and
+    with the preferred batch size; p99 grows with the delay. Records what it was asked to measure."""
 
     def __init__(self, fail: Optional[set[int]] = None):
         self.asked: list[ServingConfig] = []
@@ -36,7 +36,7 @@ class Served:
             return Trial(config, error="out of GPU memory")
         throughput = 1000 * min(config.instances, 2) * {0: 1.0, 100: 1.2, 500: 1.5, 2000: 1.4}[
             config.max_queue_delay_us]
-        throughput *= 1.1 if config.preferred_batch_sizes else 1.0
+        throughput *= {(): 1.0, (8,): 1.05, (64,): 1.1}[config.preferred_batch_sizes]
         p99 = 2.0 + config.max_queue_delay_us / 100
         return Trial(config, concurrency=4, throughput=throughput, p50_ms=p99 / 2, p99_ms=p99)
 
@@ -61,7 +61,7 @@ def test_the_quick_search_climbs_to_the_best_and_measures_each_configuration_onc
 def test_the_full_search_measures_the_whole_grid():
     served = Served()
     outcome = search("full", served, SPACE, never, "throughput", None)
-    assert sorted(served.asked) == sorted(SPACE.every()) and len(SPACE.every()) == 3 * 4 * 3 * 2
+    assert sorted(served.asked) == sorted(SPACE.every()) and len(SPACE.every()) == 3 * 4 * 3
     assert outcome.chosen.throughput == max(t.throughput for t in outcome.trials)
 
 
@@ -106,12 +106,17 @@ def test_the_time_budget_stops_the_search_and_keeps_what_it_measured():
 
 
 def test_neighbours_step_one_setting_at_a_time():
-    found = SPACE.neighbours(ServingConfig(2, 100, 8))
-    assert set(found) == {ServingConfig(1, 100, 8), ServingConfig(4, 100, 8), ServingConfig(2, 0, 8),
-                          ServingConfig(2, 500, 8), ServingConfig(2, 100, 1), ServingConfig(2, 100, 64),
-                          ServingConfig(2, 100, 8, (8,))}
-    # A smaller largest batch drops preferred sizes above it.
-    assert ServingConfig(1, 0, 8, ()) in SPACE.neighbours(ServingConfig(1, 0, 64, (64,)))
+    found = SPACE.neighbours(ServingConfig(2, 100, 64))
+    assert set(found) == {ServingConfig(1, 100, 64), ServingConfig(4, 100, 64), ServingConfig(2, 0, 64),
+                          ServingConfig(2, 500, 64), ServingConfig(2, 100, 64, (8,)), ServingConfig(2, 100, 64, (64,))}
+
+
+def test_every_configuration_takes_the_largest_batch_the_user_declared():
+    # A smaller max_batch_size would refuse a client's batch of 64, which the user profiled.
+    assert {c.max_batch_size for c in SPACE.every()} == {64}
+    assert {c.preferred_batch_sizes for c in SPACE.every()} == {(), (8,), (64,)}
+    unbatched = Space(batch_sizes=(0,), queue_delays_us=(0,))
+    assert unbatched.every() == [ServingConfig(i, 0, 0) for i in (1, 2, 4)]
 
 
 def test_the_sweep_stops_when_more_concurrency_stops_paying():

@@ -116,7 +116,7 @@ def test_the_search_measured_each_configuration_it_loaded_and_deployed_the_best(
     workspace, results, stderr = optimized
     search = results["triton"]["search"]
     trials = search["trials"]
-    default = Space(max_batch_sizes=tuple(BATCH_SIZES)).default()
+    default = Space(batch_sizes=tuple(BATCH_SIZES)).default()
     assert search["mode"] == "quick" and search["variant"] == results["best"] and search["client_batch_size"] == 1
     assert trials[0]["config"] == search["default"] == default.name and len(trials) >= 2
     assert len({t["config"] for t in trials}) == len(trials)  # each configuration once

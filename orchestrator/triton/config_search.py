@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal, Optional
 
 from orchestrator.config import Objective
@@ -37,46 +37,47 @@ class ServingConfig:
 
 @dataclass(frozen=True)
 class Space:
-    """The values each setting may take; `max_batch_sizes` are the profiled batch sizes."""
+    """The values each setting may take. `batch_sizes` are the profiled ones: the largest is the
+    `max_batch_size` of every configuration, never searched, because a smaller one would refuse
+    requests of a batch the user declared; the batcher is tuned by its preferred size instead."""
 
-    max_batch_sizes: tuple[int, ...]
+    batch_sizes: tuple[int, ...]
     instances: tuple[int, ...] = (1, 2, 4)
     queue_delays_us: tuple[int, ...] = (0, 100, 500, 2000)
 
+    @property
+    def max_batch_size(self) -> int:
+        return max(self.batch_sizes)
+
     def default(self) -> ServingConfig:
         """What nav-orch serves without a search: one instance, the batcher's defaults, the largest batch."""
-        return ServingConfig(1, 0, max(self.max_batch_sizes))
+        return ServingConfig(1, 0, self.max_batch_size)
 
-    def preferred_choices(self, max_batch_size: int) -> list[tuple[int, ...]]:
-        """None, or the largest batch; an unbatched model (0) has no batcher to prefer sizes."""
-        return [(), (max_batch_size,)] if max_batch_size > 0 else [()]
+    def preferred_choices(self) -> list[tuple[int, ...]]:
+        """None, or one profiled batch size above 1; an unbatched model (0) has no batcher to prefer sizes."""
+        if self.max_batch_size <= 0:
+            return [()]
+        return [()] + [(size,) for size in sorted(set(self.batch_sizes)) if size > 1]
 
     def neighbours(self, config: ServingConfig) -> list[ServingConfig]:
-        """The configurations one step away on one setting (the next value up or down)."""
+        """The configurations one step away on one setting (the next value up or down), and every
+        other preferred batch size."""
         found = []
         for values, current, build in (
-            (self.instances, config.instances, lambda v: ServingConfig(v, config.max_queue_delay_us,
-                                                                       config.max_batch_size,
-                                                                       config.preferred_batch_sizes)),
-            (self.queue_delays_us, config.max_queue_delay_us, lambda v: ServingConfig(
-                config.instances, v, config.max_batch_size, config.preferred_batch_sizes)),
-            (self.max_batch_sizes, config.max_batch_size, lambda v: ServingConfig(
-                config.instances, config.max_queue_delay_us, v,
-                tuple(p for p in config.preferred_batch_sizes if p <= v))),
+            (self.instances, config.instances, lambda v: replace(config, instances=v)),
+            (self.queue_delays_us, config.max_queue_delay_us, lambda v: replace(config, max_queue_delay_us=v)),
         ):
             ordered = sorted(set(values))
             index = ordered.index(current) if current in ordered else 0
             found += [build(ordered[i]) for i in (index - 1, index + 1) if 0 <= i < len(ordered)]
-        found += [ServingConfig(config.instances, config.max_queue_delay_us, config.max_batch_size, preferred)
-                  for preferred in self.preferred_choices(config.max_batch_size)
+        found += [replace(config, preferred_batch_sizes=preferred) for preferred in self.preferred_choices()
                   if preferred != config.preferred_batch_sizes]
         return found
 
     def every(self) -> list[ServingConfig]:
         """The whole grid, for the full search."""
-        return [ServingConfig(i, d, b, p) for i, d, b in itertools.product(
-                    sorted(set(self.instances)), sorted(set(self.queue_delays_us)), sorted(set(self.max_batch_sizes)))
-                for p in self.preferred_choices(b)]
+        return [ServingConfig(i, d, self.max_batch_size, p) for i, d, p in itertools.product(
+                    sorted(set(self.instances)), sorted(set(self.queue_delays_us)), self.preferred_choices())]
 
 
 @dataclass

@@ -342,8 +342,8 @@ class TritonStage:
         serves. Each trial is saved as it is measured, so a stopped search keeps them."""
         base = model_config(deployment, io, max_batch_size, self.gpus)
         batched = base.max_batch_size > 0
-        space = (Space(max_batch_sizes=tuple(batch_sizes)) if batched
-                 else Space(max_batch_sizes=(0,), queue_delays_us=(0,)))
+        space = (Space(batch_sizes=tuple(batch_sizes)) if batched
+                 else Space(batch_sizes=(0,), queue_delays_us=(0,)))
         record = triton.search = TritonSearch(variant=deployment.variant, mode=self.settings.search,
                                               budget_s=self.settings.search_budget_s,
                                               client_batch_size=1 if batched else None)
