@@ -182,9 +182,13 @@ class Executor:
             job_files.append(f"{mounts.writable(job_dir) if mounts else job_dir}/{JOB_FILE}")
         return job_files
 
+    def writes(self, job: Job) -> list[Path]:
+        """The folders a job writes: its own and its output's (one where they are the same)."""
+        return list(dict.fromkeys([self.workspace.job_dir(job.id), Path(job.output_dir)]))
+
     def written_and_read(self, jobs: list[Job]) -> tuple[list[Path], list[Path]]:
-        """The folders the jobs write (their own and their outputs'), and the inputs they read."""
-        written = [folder for job in jobs for folder in (self.workspace.job_dir(job.id), Path(job.output_dir))]
+        """The folders the jobs write, and the inputs they read."""
+        written = [folder for job in jobs for folder in self.writes(job)]
         read = [Path(path) for job in jobs for each in (job, *job.compared) for path in each.inputs.paths().values()]
         return written, read
 
@@ -360,8 +364,7 @@ class Executor:
         it had reported success. A warm runner could also write the run's other folders: what it
         left there fails the job that uses it as an input (`untrusted_input`), and goes at `close`."""
         def folders(job: Job) -> list[Path]:
-            candidates = dict.fromkeys([self.workspace.job_dir(job.id), Path(job.output_dir)])
-            return [folder for folder in candidates if self.workspace.written_by_runners(folder)]
+            return [folder for folder in self.writes(job) if self.workspace.written_by_runners(folder)]
 
         # Each folder once, though several jobs of the session may write it (an export and a
         # conversion share their variant's folder): what it held fails every one of them.
