@@ -169,13 +169,13 @@ def test_channels_last_variants_of_a_convnet_verify_and_a_model_without_convolut
 
 
 def test_close_candidates_timed_again_interleaved_decide_with_their_margin(tmp_path):
-    """Confident selection in real containers: with every torch variant counted close (a wide
-    margin), one compare job loads them side by side and times them in rounds; the choice is by
-    the median of the paired ratios, and results.json says by how much."""
+    """Confident selection in real containers: with every variant counted close (a wide margin),
+    one compare job loads them side by side, TorchScript and ONNX Runtime alike, and times them in
+    rounds; the choice is by the median of the paired ratios, and results.json says by how much."""
     from orchestrator.config import InputSpec, ModelRef, OptimizeConfig
     from runners.contract.protocol import ProfileSettings
 
-    formats = ["torchscript-trace", "torchscript-script", "exported-program"]
+    formats = ["torchscript-trace", "torchscript-script", "onnx"]
     config = OptimizeConfig(model=ModelRef(path=EXAMPLES / "mlp.py", form="factory", factory="make_mlp"),
                             inputs=[InputSpec(name="input", shape=[8, 64], dtype="float32")], formats=formats,
                             batch_sizes=E2E_BATCH_SIZES, workspace=tmp_path / "ws", triton={"enabled": False},
@@ -186,7 +186,7 @@ def test_close_candidates_timed_again_interleaved_decide_with_their_margin(tmp_p
     assert run.returncode == 0, run.stderr
     results = read_results(tmp_path / "ws")
     names = {v["name"] for v in results["variants"] if v["status"] == "ok"}
-    assert len(names) == 3, results["variants"]
+    assert names == {"torchscript-trace-fp32", "torchscript-script-fp32", "onnx-fp32"}, results["variants"]
     selection = results["selection"]
     assert results["best"] in names and selection["rounds"] == 8
     # 8 rounds: the interval is the 1st to the 8th ratio, whose coverage of the median is 1 - 2/2^8.

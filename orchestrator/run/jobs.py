@@ -157,9 +157,9 @@ class JobBuilder:
         return self._keyed(job, reference, [after])
 
     def compare_job(self, variants: list[Variant], reference: Reference, device: str, batch_size: int) -> Job:
-        """The close candidates (one runner's) timed again interleaved at the deciding `batch_size`:
-        each given as its profile job at that size. Keyed by their profiles, so a run that reused
-        them reuses the comparison too."""
+        """The close candidates timed again interleaved at the deciding `batch_size`, each given as
+        its profile job at that size; the job goes to the first one's runner, whose process loads
+        them all. Keyed by their profiles, so a run that reused them reuses the comparison too."""
         job_id = COMPARE
         output_dir = self.workspace.job_dir(job_id)
         compared = [replace(self.profile_job(variant, reference, device, needs=[]), output_dir=str(output_dir),

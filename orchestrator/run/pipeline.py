@@ -104,16 +104,18 @@ class Pipeline:
 
     def time_again(self, variants: list[Variant], best: str, selection: Selection,
                    reference: Reference) -> tuple[str, Selection]:
-        """Confident selection: the best's close rivals of the same runner (one process times them
-        all) loaded side by side and timed again interleaved; the choice by their paired ratios. A
-        comparison that fails leaves the single pass's choice, and says so."""
+        """Confident selection: the best and its close rivals, of the runners that compare (one
+        process loads them all), loaded side by side and timed again interleaved; the choice by their
+        paired ratios. A comparison that fails leaves the single pass's choice, and says so."""
         planned = {variant.name: variant for variant in variants}
-        runner = FORMATS[planned[best].format].runner
+
+        def comparing(name: str) -> bool:
+            return FORMATS[planned[name].format].runner in COMPARING_RUNNERS
+
         settings = self.config.profiling
         close = [name for name in close_candidates(list(self.recorder.variants.values()), best, selection,
-                                                   settings.close_margin)
-                 if FORMATS[planned[name].format].runner == runner]
-        if settings.rounds == 0 or len(close) < 2 or runner not in COMPARING_RUNNERS or selection.batch_size is None:
+                                                   settings.close_margin) if comparing(name)]
+        if settings.rounds == 0 or len(close) < 2 or not comparing(best) or selection.batch_size is None:
             return best, selection
         gpu = self.gpus[0] if self.gpus else None
         job = self.jobs.compare_job([planned[name] for name in close], reference, "cpu" if gpu is None else "cuda",

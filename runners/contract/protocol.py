@@ -52,8 +52,9 @@ SESSION_EXIT = "{}.exit.json"
 NORMALIZED_SAMPLES = "samples.npz"
 REFERENCE_OUTPUTS = "reference.npz"
 
-# compare: the close candidates of one runner timed again interleaved, A B C A B C (confident selection),
-# by the runners that have the job (the TensorFlow and JAX runners have not, yet).
+# compare: the close candidates timed again interleaved, A B C A B C, in one process (confident
+# selection): those of the runners that load a candidate for it (`timed_candidate`), which all run in
+# the model's image. The TensorFlow, JAX and TensorRT runners have none yet.
 COMPARING_RUNNERS = ("torch", "onnx")
 JobKind = Literal["reference", "export", "convert", "verify", "profile", "compare"]
 Status = Literal["ok", "failed", "skipped"]

@@ -12,6 +12,7 @@ import os
 import sys
 import time
 import traceback
+from contextlib import ExitStack
 from pathlib import Path
 from types import ModuleType
 from typing import Optional
@@ -34,8 +35,8 @@ from runners.contract.protocol import (
     to_json,
     write_text_atomic,
 )
-from runners.harness.common import Handlers, Skip, base_versions, gpu_info
-from runners.harness.measure import Timing
+from runners.harness.common import Handlers, Skip, base_versions, gpu_info, load_npz
+from runners.harness.measure import Timing, compare_result
 from runners.serving.variant_loader import CannotLoad
 
 
@@ -47,6 +48,22 @@ def wait_for_turn(job_dir: Path, poll_s: float = 0.01) -> list[Rival]:
         time.sleep(poll_s)
     rivals = job_dir / TURN_RIVALS
     return from_dict(list[Rival], json.loads(rivals.read_text())) if rivals.exists() else []
+
+
+def runner_module(runner: str) -> ModuleType:
+    return importlib.import_module(f"runners.toolchains.{runner}_runner")
+
+
+def compare(job: Job, timing: Timing) -> JobResult:
+    """A compare job: its candidates (`job.compared`, each a profile job) loaded side by side in this
+    one process, each by its own runner's `timed_candidate` (the runners of COMPARING_RUNNERS, which
+    share the model's image), then timed interleaved at the job's batch size once it has its turn."""
+    (batch_size,) = job.batch_sizes
+    samples = load_npz(job.compared[0].inputs.samples)  # the reference's, the same for every candidate
+    with ExitStack() as stack:
+        calls = {each.variant: runner_module(each.runner).timed_candidate(each, samples, batch_size, stack)
+                 for each in job.compared}
+        return compare_result(job, calls, timing)
 
 
 def run_job(job: Job, job_dir: Path, done: dict[str, str], runners: dict[str, Handlers],
@@ -63,10 +80,13 @@ def run_job(job: Job, job_dir: Path, done: dict[str, str], runners: dict[str, Ha
         timing.wait_for_turn(job)
     module: Optional[ModuleType]
     try:
-        module = importlib.import_module(f"runners.toolchains.{job.runner}_runner")
-        if job.runner not in runners:
-            runners[job.runner] = module.handlers(timing)
-        result = runners[job.runner][job.kind](job)
+        module = runner_module(job.runner)
+        if job.kind == "compare":
+            result = compare(job, timing)
+        else:
+            if job.runner not in runners:
+                runners[job.runner] = module.handlers(timing)
+            result = runners[job.runner][job.kind](job)
     except (Skip, CannotLoad) as reason:  # a variant that cannot load here is skipped, with why
         result = JobResult(job.id, job.kind, "skipped", error=str(reason))
     except Exception as error:  # noqa: BLE001 - every failure of a job becomes its result

@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import shutil
 from collections.abc import Callable
+from contextlib import ExitStack
 from functools import partial
 from pathlib import Path
 from typing import Optional
@@ -17,7 +18,6 @@ from runners.contract.protocol import IOSpec, Job, JobResult, TensorSpec
 from runners.harness.common import Handlers, Skip, key_by_names, load_npz, save_reference
 from runners.harness.measure import (
     Timing,
-    compare_result,
     inputs_at,
     profile_result,
     profile_source,
@@ -53,13 +53,11 @@ def profile(job: Job, timing: Timing) -> JobResult:
                                        load_npz(job.inputs.samples)), timing)
 
 
-def compare(job: Job, timing: Timing) -> JobResult:
-    """The candidates (`job.compared`, each a profile job) loaded side by side, then timed interleaved."""
-    (batch_size,) = job.batch_sizes
-    samples = load_npz(job.compared[0].inputs.samples)  # the reference's, the same for every candidate
-    return compare_result(job, {each.variant: timed_call(load_onnx(each.inputs.artifact, each.device), each,
-                                                         samples, batch_size)
-                                for each in job.compared}, timing)
+def timed_candidate(job: Job, samples: dict[str, np.ndarray], batch_size: int,
+                    stack: ExitStack) -> Callable[[], object]:
+    """A comparison's candidate (its profile `job`), loaded; its one call at `batch_size` (see the
+    torch runner's)."""
+    return timed_call(load_onnx(job.inputs.artifact, job.device), job, samples, batch_size)
 
 
 # --- an ONNX file as the source model ----------------------------------------------------------
@@ -165,4 +163,4 @@ def convert_precision(source: Path, target: Path, precision: str) -> None:
 def handlers(timing: Timing) -> Handlers:
     """This runner's jobs, for one runner process."""
     return {"reference": reference, "export": export, "verify": verify,
-            "profile": partial(profile, timing=timing), "compare": partial(compare, timing=timing)}
+            "profile": partial(profile, timing=timing)}

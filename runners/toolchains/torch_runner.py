@@ -9,6 +9,7 @@ import json
 import re
 import sys
 from collections.abc import Callable
+from contextlib import ExitStack
 from functools import partial
 from pathlib import Path
 from typing import Any, Optional
@@ -40,7 +41,6 @@ from runners.harness.common import (
 )
 from runners.harness.measure import (
     Timing,
-    compare_result,
     inputs_at,
     profile_result,
     profile_source,
@@ -605,15 +605,11 @@ def profile(job: Job, loaded: LastLoaded, timing: Timing) -> JobResult:
         return profile_result(job, partial(timed_call, model, job, samples), timing)
 
 
-def compare(job: Job, loaded: LastLoaded, timing: Timing) -> JobResult:
-    """The candidates (`job.compared`, each a profile job) loaded side by side, then timed interleaved
-    at the job's batch size."""
-    (batch_size,) = job.batch_sizes
-    samples = load_npz(job.compared[0].inputs.samples)  # the reference's, the same for every candidate
-    with torch.inference_mode():
-        calls = {each.variant: timed_call(loaded.get(variant_key(each), partial(load_variant, each)), each,
-                                          samples, batch_size) for each in job.compared}
-        return compare_result(job, calls, timing)
+def timed_candidate(job: Job, samples: dict[str, np.ndarray], batch_size: int, stack: ExitStack) -> Callable[[], None]:
+    """A comparison's candidate (its profile `job`), loaded; its one call at `batch_size`, for
+    runners/harness/main.py's compare job to time while `stack` is open."""
+    stack.enter_context(torch.inference_mode())
+    return timed_call(load_variant(job), job, samples, batch_size)
 
 
 # What a GPU session keeps loaded between its verifications and its profiles (LastLoaded): the eager
@@ -630,6 +626,5 @@ def gpu_memory_in_use() -> int:
 def handlers(timing: Timing) -> Handlers:
     """This runner's jobs, for one runner process."""
     return sharing_a_load({"reference": reference, "export": export, "convert": convert},
-                          {"verify": verify, "profile": partial(profile, timing=timing),
-                           "compare": partial(compare, timing=timing)},
+                          {"verify": verify, "profile": partial(profile, timing=timing)},
                           LastLoaded(gpu_memory_in_use, KEEP_LOADED_BYTES))
