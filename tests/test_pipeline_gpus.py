@@ -1,7 +1,6 @@
-"""The optimize pipeline's orchestration on GPUs (and the CPUs' profile sessions), with a fake
-executor standing in for the runners (the GPU paths themselves run on GPU hosts:
-docs/performance.md). What is checked: which sessions run, on which GPU, with which jobs on which
-device."""
+"""The optimize pipeline's orchestration on GPUs, with a fake executor standing in for the runners
+(the GPU paths themselves run on GPU hosts: docs/performance.md). What is checked: which sessions
+run, on which GPU, with which jobs on which device."""
 from __future__ import annotations
 
 import threading
@@ -200,19 +199,3 @@ def test_a_variant_out_of_gpu_memory_says_that_sessions_shared_its_gpu(tmp_path)
     assert failed.error.startswith("verify: OutOfMemoryError: CUDA out of memory")
     assert "up to 6 sessions shared this GPU: a lower --gpu-sessions" in failed.error
     assert results.best == "torchscript-trace-fp16"
-
-
-def test_on_the_cpus_each_runners_variants_are_profiled_in_a_process_of_their_own(tmp_path):
-    # ONNX Runtime timed where torch ran before it ran at half its speed (docs/performance.md).
-    runners, results = optimize_on(tmp_path, [], ["torchscript-trace", "onnx", "exported-program"], ["fp32"])
-    profiles = [(name, gpu, [job for job, _ in jobs]) for name, gpu, jobs in runners.sessions
-                if name.startswith("profile")]
-    assert sorted(profiles) == [
-        ("profile-onnx", None, ["profile-onnx-fp32"]),
-        ("profile-torch", None, ["profile-torchscript-trace-fp32", "profile-exported-program-fp32"])]
-    assert all(v.status == "ok" and v.profile for v in results.variants)
-
-
-def test_on_the_cpus_one_runners_variants_share_one_profile_process(tmp_path):
-    runners, _ = optimize_on(tmp_path, [], ["torchscript-trace", "exported-program"], ["fp32"])
-    assert [name for name, _, _ in runners.sessions if name.startswith("profile")] == ["profile"]

@@ -42,7 +42,7 @@ from orchestrator.run.sessions import Sessions
 from orchestrator.run.turns import GpuTurns
 from orchestrator.run.workspace import Workspace
 from runners.contract.formats import FORMATS
-from runners.contract.protocol import COMPARING_RUNNERS, IOSpec, Job, JobResult
+from runners.contract.protocol import COMPARING_RUNNERS, IOSpec, JobResult
 
 # What a variant's stage is while a job of this kind runs for it.
 DOING = {"export": "exporting", "convert": "converting", "verify": "verifying", "profile": "profiling"}
@@ -206,14 +206,7 @@ class Pipeline:
                 self.recorder.reporter.stage(following[0].name, "profiling")
 
         self.recorder.reporter.stage(variants[0].name, "profiling")
-        # One process per runner, one after another: on a 2-core host ONNX Runtime ran at half its
-        # speed in 4 of 5 processes where torch had run before it, in 0 of 6 alone (docs/performance.md).
-        by_runner: dict[str, list[Job]] = {}
-        for job in jobs:
-            by_runner.setdefault(job.runner, []).append(job)
-        for runner, runner_jobs in by_runner.items():
-            self.sessions.run("profile" if len(by_runner) == 1 else f"profile-{runner}", runner_jobs, on_result,
-                              Placement(gpu))
+        self.sessions.run("profile", jobs, on_result, Placement(gpu))
 
     # GPU runs: exports run on the CPUs in parallel; the GPU verifies and profiles.
 
