@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from orchestrator.run.paired import Cost, cheapest, decide, median_interval, paired
+from orchestrator.run.paired import Cost, cheapest, decide, median_interval, paired, within_point_budget
+from runners.contract.protocol import ProfileSettings
 
 
 def test_the_interval_is_the_order_statistics_the_binomial_allows():
@@ -85,3 +86,18 @@ def test_a_tie_between_artifacts_that_cost_alike_goes_to_the_fastest():
               "b": [1.01, 0.99, 1.00, 0.98, 1.03, 0.99, 1.00, 0.97, 1.02, 0.98]}
     decision = decide(rounds, {"a": Cost(True, 10), "b": Cost(True, 10)})
     assert decision.tie and decision.winner == decision.fastest == "b" and decision.broken_by == "order"
+
+
+def test_a_comparison_of_fast_calls_keeps_its_settings():
+    settings = ProfileSettings()  # 20 rounds of 10 calls, 10 warm-up calls, 20 s a point
+    assert within_point_budget(settings, 0.05) == settings
+    assert within_point_budget(settings, 0.0) == settings
+
+
+def test_slow_calls_get_fewer_calls_a_round_never_fewer_rounds():
+    settings = ProfileSettings()
+    fitted = within_point_budget(settings, 400.0)  # 20 s / (20 rounds x 400 ms): 2 calls a round
+    assert fitted is not None and (fitted.rounds, fitted.round_calls, fitted.warmup_calls) == (20, 2, 10)
+    fitted = within_point_budget(settings, 900.0)  # one call a round; a quarter of 20 s: 5 warm-up calls
+    assert fitted is not None and (fitted.rounds, fitted.round_calls, fitted.warmup_calls) == (20, 1, 5)
+    assert within_point_budget(settings, 1001.0) is None  # 20 rounds of one call: over 20 s

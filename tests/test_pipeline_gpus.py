@@ -199,3 +199,45 @@ def test_a_variant_out_of_gpu_memory_says_that_sessions_shared_its_gpu(tmp_path)
     assert failed.error.startswith("verify: OutOfMemoryError: CUDA out of memory")
     assert "up to 6 sessions shared this GPU: a lower --gpu-sessions" in failed.error
     assert results.best == "torchscript-trace-fp16"
+
+
+class CloseAndSlow(FakeRunners):
+    """Every variant as fast as the others, each call taking `CALL_MS`; records the jobs it was given."""
+
+    CALL_MS = 400.0
+
+    def __init__(self, workspace: Workspace):
+        super().__init__(workspace)
+        self.jobs: list[Job] = []
+
+    def answer(self, job: Job, placement: Placement) -> JobResult:
+        self.jobs.append(job)
+        if job.kind == "compare":
+            return JobResult(job.id, job.kind, "ok", rounds={c.variant: [self.CALL_MS] * job.profiling.rounds
+                                                             for c in job.compared})
+        if job.kind != "profile":
+            return super().answer(job, placement)
+        latency = LatencyStats(*[self.CALL_MS] * 5)
+        return JobResult(job.id, job.kind, "ok", profile=[ProfileEntry(4, latency, 10.0, 3, True)])
+
+
+class CloseAndTooSlow(CloseAndSlow):
+    CALL_MS = 1500.0
+
+
+def test_slow_close_candidates_are_compared_with_fewer_calls_a_round(tmp_path):
+    runners, results = optimize_on(tmp_path, ["0"], ["torchscript-trace", "exported-program"], ["fp16"],
+                                   runners_type=CloseAndSlow)
+    (compare,) = [job for job in runners.jobs if job.kind == "compare"]  # type: ignore[attr-defined]
+    # 20 s a candidate (profiling.max_point_s) / (20 rounds x 400 ms): 2 calls a round.
+    assert (compare.profiling.rounds, compare.profiling.round_calls) == (20, 2)
+    assert results.selection is not None and results.selection.rounds == 20 and results.selection.tie
+
+
+def test_close_candidates_too_slow_to_time_again_are_left_to_the_single_pass(tmp_path):
+    runners, results = optimize_on(tmp_path, ["0"], ["torchscript-trace", "exported-program"], ["fp16"],
+                                   runners_type=CloseAndTooSlow)
+    assert not [job for job in runners.jobs if job.kind == "compare"]  # type: ignore[attr-defined]
+    assert results.selection is not None and results.selection.rounds == 0
+    assert ("the close candidates were not timed again (a call of 1,500 ms: 20 rounds would take longer than "
+            "profiling.max_point_s, 20 s)") in results.selection.reason

@@ -156,16 +156,18 @@ class JobBuilder:
                         batch_sizes=self.config.batch_sizes if FORMATS[variant.format].compiled else None)
         return self._keyed(job, reference, [after])
 
-    def compare_job(self, variants: list[Variant], reference: Reference, device: str, batch_size: int) -> Job:
-        """The close candidates timed again interleaved at the deciding `batch_size`, each given as
-        its profile job at that size; the job goes to the first one's runner, whose process loads
-        them all. Keyed by their profiles, so a run that reused them reuses the comparison too."""
+    def compare_job(self, variants: list[Variant], reference: Reference, device: str, batch_size: int,
+                    profiling: ProfileSettings) -> Job:
+        """The close candidates timed again interleaved at the deciding `batch_size` as `profiling`
+        says, each given as its profile job at that size; the job goes to the first one's runner,
+        whose process loads them all. Keyed by their profiles, so a run that reused them reuses the
+        comparison too."""
         job_id = COMPARE
         output_dir = self.workspace.job_dir(job_id)
         compared = [replace(self.profile_job(variant, reference, device, needs=[]), output_dir=str(output_dir),
                             batch_sizes=[batch_size]) for variant in variants]
         job = self._job(job_id, "compare", FORMATS[variants[0].format].runner, output_dir, None, device=device,
-                        inputs=JobInputs(), needs=[], batch_sizes=[batch_size], profiling=self.config.profiling)
+                        inputs=JobInputs(), needs=[], batch_sizes=[batch_size], profiling=profiling)
         return self._keyed(replace(job, compared=compared), reference, [f"profile-{v.name}" for v in variants])
 
     def profile_job(self, variant: Variant, reference: Reference, device: str, needs: list[str]) -> Job:

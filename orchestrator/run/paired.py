@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from statistics import median
 from typing import Literal, Optional
+
+from runners.contract.protocol import ProfileSettings
 
 CONFIDENCE = 0.95
 
@@ -132,3 +134,18 @@ def decide(rounds: Mapping[str, Sequence[float]], costs: Mapping[str, Cost],
         return Decision(fastest, fastest, paired(rounds, fastest, confidence), tie=False)
     winner, broken_by = cheapest(tied, costs)
     return Decision(winner, fastest, paired(rounds, winner, confidence), tie=True, broken_by=broken_by)
+
+
+def within_point_budget(settings: ProfileSettings, slowest_call_ms: float) -> Optional[ProfileSettings]:
+    """The comparison's settings, so that each candidate takes no longer to time than one profile point
+    may (`max_point_s`; its warm-up a quarter of that) where its calls take `slowest_call_ms` or less:
+    fewer calls a round and fewer warm-up calls, never fewer rounds (the interval needs them). None
+    where even one call a round would not fit: the single pass decides."""
+    budget_ms = settings.max_point_s * 1000
+    if slowest_call_ms <= 0:
+        return settings
+    if settings.rounds * slowest_call_ms > budget_ms:
+        return None
+    return replace(settings,
+                   round_calls=max(1, min(settings.round_calls, int(budget_ms // (settings.rounds * slowest_call_ms)))),
+                   warmup_calls=max(1, min(settings.warmup_calls, int(budget_ms / 4 // slowest_call_ms))))

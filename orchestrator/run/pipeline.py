@@ -23,6 +23,7 @@ from orchestrator.results import Selection
 from orchestrator.run import cache
 from orchestrator.run.executor import Executor, OnResult, Placement
 from orchestrator.run.jobs import JobBuilder, Reference
+from orchestrator.run.paired import within_point_budget
 from orchestrator.run.planning import (
     COMPARE,
     REFERENCE,
@@ -117,9 +118,16 @@ class Pipeline:
                                                    settings.close_margin) if comparing(name)]
         if settings.rounds == 0 or len(close) < 2 or not comparing(best) or selection.batch_size is None:
             return best, selection
+        slowest_ms = max(entry.latency_ms.p50 for name in close for entry in self.recorder.variants[name].profile
+                         if entry.batch_size == selection.batch_size)
+        fitted = within_point_budget(settings, slowest_ms)
+        if fitted is None:
+            return best, selection.model_copy(update=dict(reason=(
+                f"{selection.reason}; the close candidates were not timed again (a call of {slowest_ms:,.0f} ms: "
+                f"{settings.rounds} rounds would take longer than profiling.max_point_s, {settings.max_point_s:g} s)")))
         gpu = self.gpus[0] if self.gpus else None
         job = self.jobs.compare_job([planned[name] for name in close], reference, "cpu" if gpu is None else "cuda",
-                                    selection.batch_size)
+                                    selection.batch_size, fitted)
         self.recorder.reporter.note(f"timing {len(close)} close candidates again, interleaved: {', '.join(close)}")
         result = self.sessions.run(COMPARE, [job], lambda result: None, Placement(
             gpu, turns=self.turns.get(gpu) if gpu is not None else None))[job.id]
