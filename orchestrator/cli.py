@@ -302,8 +302,9 @@ def optimize(
     triton_search: str = typer.Option(option_default(TritonSettings, "search"), metavar="quick|full|off",
                                       rich_help_panel=TRITON_PANEL,
                                       help="Search the best variant's serving configuration (instances, the "
-                                      "dynamic batcher's queue delay and preferred sizes, the largest batch) and "
-                                      "deploy the best: quick (a hill climb from the default) or full."),
+                                      "dynamic batcher's queue delay and preferred size; the largest batch stays "
+                                      "--batch-sizes' largest) and deploy the best: quick (a hill climb from the "
+                                      "default) or full."),
     triton_search_budget: float = typer.Option(option_default(TritonSettings, "search_budget_s"), metavar="SECONDS",
                                                rich_help_panel=TRITON_PANEL,
                                                help="Time for the search; what it measured by then is kept."),
