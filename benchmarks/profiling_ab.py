@@ -19,9 +19,7 @@ import tempfile
 import time
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-SAMPLES_SNIPPET = """import sys, numpy as np
-np.savez(sys.argv[1], input=np.random.default_rng(0).standard_normal((8, 64), dtype=np.float32))"""
+from optimize_vs_peer import REPO_ROOT, write_samples  # the same MLP samples as the peer benchmark
 
 
 def setting(text: str) -> tuple[str, float]:
@@ -58,8 +56,7 @@ def main() -> int:
 
     out = (args.out or Path(tempfile.mkdtemp(prefix="nav-orch-profiling-ab-"))).resolve()
     out.mkdir(parents=True, exist_ok=True)
-    samples = out / "samples.npz"
-    subprocess.run([sys.executable, "-c", SAMPLES_SNIPPET, str(samples)], check=True)
+    samples = write_samples(out)
     profiling = {"A": {}, "B": dict(args.changes)}
     runs: dict[str, list[dict]] = {"A": [], "B": []}
     for i in range(args.pairs):
