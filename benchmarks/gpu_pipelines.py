@@ -108,7 +108,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--gpus", help="nav-orch --gpus (default: all on cuda, none on cpu)")
     parser.add_argument("--executor", default="local", choices=("local", "docker"))
     parser.add_argument("--images", default="cpu", help="nav-orch --images (the local executor ignores it)")
-    parser.add_argument("--repeats", type=int, default=3, help="inplace.optimize's pipeline timing repeats")
+    parser.add_argument("--repeats", type=int, default=5, help="inplace.optimize's timing repeats: its "
+                        "pipeline check's alternated rounds (default 5)")
     parser.add_argument("--jobs", type=int, default=1, help="nav-orch jobs run at once")
     parser.add_argument("--tolerance", type=float, help="inplace.optimize's pipeline tolerance (default: nav-orch's "
                         "for the variants' lowest precision)")

@@ -315,11 +315,15 @@ class ModuleResult(Strict):
 
 
 class PipelineTiming(Strict):
-    """The pipeline end to end over every sample (median of `repeats` runs), seconds."""
+    """The pipeline end to end over every sample, seconds: the median of `repeats` runs each, eager
+    and optimized alternated in rounds once the modules are swapped in. `speedup_low`/`speedup_high`:
+    the interval of the median of the rounds' speedups (PipelineResults.speedup)."""
 
     eager_s: float
     optimized_s: Optional[float] = None
     repeats: int
+    speedup_low: Optional[float] = None
+    speedup_high: Optional[float] = None
 
 
 class PipelineResults(Strict):
@@ -329,7 +333,7 @@ class PipelineResults(Strict):
     samples: int
     modules: dict[str, ModuleResult] = Field(default_factory=dict)
     timing: Optional[PipelineTiming] = None
-    speedup: Optional[float] = None  # eager over optimized
+    speedup: Optional[float] = None  # eager over optimized: the median of the alternated rounds' ratios
     # The pipeline's final outputs, optimized against eager. Floating-point outputs: the largest
     # absolute difference, and the same relative to the eager outputs' largest magnitude, which
     # `tolerance` bounds. Integer outputs (token ids): the fraction of elements that differ, which

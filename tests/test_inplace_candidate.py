@@ -48,6 +48,16 @@ def test_on_a_gpu_without_a_compiled_best_it_is_the_hand_recipe_in_the_best_torc
     assert in_process_options(program, True, ["bf16"], ("default",)).compile_mode == "default"
 
 
+def test_with_no_runner_variant_a_convolutional_module_compiles_in_channels_last_on_a_gpu():
+    assert in_process_options(None, True, ["fp16"], ("reduce-overhead",), convolutional=True) == InProcessOptions(
+        "fp16", "reduce-overhead", "channels_last")
+    assert in_process_options(None, True, ["fp16"], ("reduce-overhead",)).memory_format == "contiguous"
+    # The runners compared both layouts: their best's stands.
+    assert in_process_options(variant("exported-program", "fp16"), True, ["fp16"], ("reduce-overhead",),
+                              convolutional=True).memory_format == "contiguous"
+    assert in_process_options(None, False, ["fp32"], convolutional=True).memory_format == "contiguous"
+
+
 def test_the_best_torch_variant_skips_onnx_tensorrt_and_quantized_ones():
     quantized = variant("torch-compile-cudagraphs", "int8").model_copy(update={"quantization": "dynamic"})
     ranked = [variant("tensorrt"), variant("torch-tensorrt"), variant("onnx"), quantized,
@@ -254,7 +264,9 @@ def test_a_pipeline_no_faster_with_its_variants_goes_back_to_eager_the_modules_c
                                 in_process=InProcessCandidate(name="module-compiled-fp32", precision="fp32",
                                                               compile_mode="default", capture="fp32", status="lost"))
         return PipelineResults(nav_orch="0", samples=1, modules={"decoder": direct, "encoder": captured},
-                               timing=PipelineTiming(eager_s=1.0, optimized_s=optimized_s, repeats=1))
+                               timing=PipelineTiming(eager_s=1.0, optimized_s=optimized_s, repeats=6,
+                                                     speedup_low=0.9 / optimized_s, speedup_high=1.1 / optimized_s),
+                               speedup=1.0 / optimized_s)
 
     faster = results(0.5)
     swapped = {"decoder": StandIn(object.__new__(CalledDirectly)), "encoder": StandIn(object())}
@@ -265,14 +277,33 @@ def test_a_pipeline_no_faster_with_its_variants_goes_back_to_eager_the_modules_c
     assert set(swapped) == {"encoder"} and decoder.nav_variant is None  # the captured module keeps its variant
     dropped = slower.modules["decoder"]
     assert (dropped.status, dropped.best, dropped.in_process.status) == ("eager", None, "lost")
-    assert dropped.reason == "compiled here, the pipeline ran no faster than eager (1 s against 1 s)"
+    assert dropped.reason == ("compiled here, the pipeline ran no faster than eager (1 s against 1 s, speedup 1, "
+                              "0.9-1.1 over 6 alternated rounds)")
     assert slower.modules["encoder"].status == "optimized"
     # Checked again, still no faster: the captured module goes too, and the pipeline is eager.
-    slower.timing.optimized_s = 1.2
+    slower.timing.optimized_s, slower.speedup = 1.2, 1 / 1.2
     assert drop_if_slower(swapped, slower) is True and swapped == {} and encoder.nav_variant is None
     kept = slower.modules["encoder"]
     assert (kept.status, kept.best, kept.precision) == ("eager", None, None)
     assert kept.candidates == ["exported-program-fp32", "module-compiled-fp32"]  # what was measured stays
     assert kept.reason == ("the pipeline ran no faster than eager with its modules' variants (1.2 s against "
-                           "1 s): it stays eager")
+                           "1 s, speedup 0.833, 0.9-1.1 over 6 alternated rounds): it stays eager")
     assert drop_if_slower(swapped, slower) is False  # nothing left to drop
+
+
+def test_the_pipeline_check_alternates_eager_and_optimized_runs_and_leaves_the_variants_swapped_in():
+    from orchestrator.inplace.optimize import alternated
+
+    swapped = {"decoder": StandIn("compiled"), "encoder": StandIn("exported")}
+    ran: list[tuple[object, object]] = []
+
+    def run(pipe: object, samples: list[int]) -> tuple[list[str], float]:  # stands for run_pipeline
+        ran.append((swapped["decoder"].nav_variant, swapped["encoder"].nav_variant))
+        return ["optimized" if swapped["decoder"].nav_variant else "eager"], 0.5 if ran[-1] == both else 1.0
+
+    both, neither = ("compiled", "exported"), (None, None)
+    outputs, optimized, eager = alternated(run, print, [1], swapped, rounds=3)
+    # Each round runs both, in the other order from the last: a drift of the host hits both alike.
+    assert ran == [both, neither, neither, both, both, neither]
+    assert outputs == ["optimized"] and optimized == [0.5] * 3 and eager == [1.0] * 3
+    assert (swapped["decoder"].nav_variant, swapped["encoder"].nav_variant) == both

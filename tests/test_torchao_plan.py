@@ -16,7 +16,6 @@ from runners.toolchains.torchao_plan import (
     Recipe,
     compute_precision,
     device_reason,
-    freezing,
     inductor_settings,
     int8_rows_hint,
     layers_reason,
@@ -48,10 +47,6 @@ def test_a_quantized_module_computes_and_takes_its_float_inputs_in_bf16():
     assert compute_precision("int8") == compute_precision("fp8") == "bf16"
     assert [compute_precision(p) for p in ("fp32", "fp16", "bf16")] == ["fp32", "fp16", "bf16"]
 
-
-def test_only_float_variants_are_frozen():
-    assert freezing("fp16") and freezing("fp32")
-    assert not freezing("int8") and not freezing("fp8")
 
 
 def test_torchaos_inductor_settings_are_on_for_quantized_variants_and_off_for_the_others():

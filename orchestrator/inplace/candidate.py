@@ -47,11 +47,14 @@ class InProcessOptions:
 
 
 def in_process_options(best: Optional[VariantResult], on_gpu: bool, searched: Sequence[Precision],
-                       modes: Sequence[str] = ()) -> InProcessOptions:
+                       modes: Sequence[str] = (), convolutional: bool = False) -> InProcessOptions:
     """The options for the module compiled here. On a CPU torch.compile's default mode in fp32 (the
     CPU search is fp32 only). On a GPU a compiled best's own options (an exhaustive search);
-    otherwise the precision and layout of `best`, the best variant torch ran in the runners, with
-    CUDA graphs where `modes` (those of the compiled formats asked for) include them or are none."""
+    otherwise the precision and layout of `best`, the best variant torch ran in the runners (which
+    compare both layouts on GPUs), with CUDA graphs where `modes` (those of the compiled formats
+    asked for) include them or are none. With no runner variant to go by, a `convolutional` module
+    (2-D convolutions) compiles in channels_last: alternated on an H100, SD-1.5's UNet loop ran 1.10x
+    faster in it (1.09-1.23, 9 rounds) and ResNet-50 compiled 1.03x (docs/performance.md)."""
     if not on_gpu:
         return InProcessOptions("fp32", "default")
     own_mode = FORMATS[best.format].compile_mode if best is not None else None
@@ -61,7 +64,7 @@ def in_process_options(best: Optional[VariantResult], on_gpu: bool, searched: Se
     if best is not None:
         return InProcessOptions(best.precision, mode, best.memory_format)
     precision: Precision = "fp16" if "fp16" in searched or not searched else searched[0]
-    return InProcessOptions(precision, mode)
+    return InProcessOptions(precision, mode, "channels_last" if convolutional else "contiguous")
 
 
 def best_torch_variant(ranked: Sequence[VariantResult]) -> Optional[VariantResult]:
@@ -69,6 +72,13 @@ def best_torch_variant(ranked: Sequence[VariantResult]) -> Optional[VariantResul
     layout are those torch.compile starts from."""
     return next((variant for variant in ranked if FORMATS[variant.format].runner == "torch"
                  and FORMATS[variant.format].engine_of is None and not variant.quantization), None)
+
+
+def is_convolutional(module: Any) -> bool:
+    """Whether the module has 2-D convolutions, whose inputs channels_last lays out."""
+    import torch
+
+    return any(isinstance(layer, torch.nn.Conv2d) for layer in module.modules())
 
 
 def floating_dtypes(module: Any) -> list[Any]:
@@ -97,8 +107,8 @@ def compile_candidate(module: Any, options: InProcessOptions, captured: Captured
     is lazy: the first call compiles."""
     import torch
 
-    # Not frozen, unlike the runners' compiled variants: freezing folds the weights into the graph
-    # as constants, a second copy of them in the user's process.
+    # Not frozen, as the runners' compiled variants are not: freezing folds the weights into the graph
+    # as constants, a second copy of them in the user's process, and ran slower (torch_runner.export_compiled).
     compiled = variant_loader.compile_module(prepared(module, options), options.compile_mode, freezing=False)
     flat = Flat(compiled, from_data(captured.inputs_structure), captured.inputs, captured.outputs).eval()
     dtype = variant_loader.torch_dtype(options.precision)

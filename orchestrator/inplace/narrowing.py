@@ -15,8 +15,8 @@ TorchScript) go too: the module compiled here beat the exported program in every
 by 2.3x to 6.4x on the recorded calls (Whisper-small's encoder and decoder, and SD-1.5's text encoder,
 UNet and VAE decoder in fp16, H100, 2026-12-06, docs/performance.md). Their runner runs took most of
 inplace.optimize's time (44 s of 156 s for Whisper's decoder) and only fixed the precision and layout,
-which the module compiled here then takes from the defaults (fp16 where searched, contiguous: the
-UNet compiled in channels_last measured no faster). ONNX Runtime and TensorRT stay.
+which the module compiled here then takes from the defaults (fp16 where searched; channels_last for
+a module with 2-D convolutions, candidate.py `in_process_options`). ONNX Runtime and TensorRT stay.
 """
 from __future__ import annotations
 

@@ -39,6 +39,7 @@ from orchestrator.inplace.candidate import (
     compile_candidate,
     floating_dtypes,
     in_process_options,
+    is_convolutional,
     time_calls,
 )
 from orchestrator.inplace.capture import CaptureError, capture, reproduce
@@ -57,6 +58,7 @@ from orchestrator.results import (
     RunResults,
     VariantResult,
 )
+from orchestrator.run.paired import median_interval, ratios
 from orchestrator.run.selection import ranked
 from orchestrator.run.workspace import Workspace
 from runners.contract.arrays import save_npz
@@ -147,6 +149,32 @@ def timed(pipe: Callable[[Any], Any], samples: Sequence[Any], repeats: int) -> t
     return outputs, statistics.median(times)
 
 
+RunPipeline = Callable[[Callable[[Any], Any], Sequence[Any]], tuple[list[Any], float]]
+
+
+def alternated(run: RunPipeline, pipe: Callable[[Any], Any], samples: Sequence[Any], swapped: dict[str, Any],
+               rounds: int) -> tuple[list[Any], list[float], list[float]]:
+    """`rounds` runs of the pipeline (each by `run`, run_pipeline) with the `swapped` modules'
+    variants and as many eager (those modules swapped out), alternated, each round in the other
+    order from the last: a drift of the host over minutes of optimizing hits both alike. The last
+    optimized run's outputs, then the optimized and the eager seconds, per round."""
+    variants = {name: module.nav_variant for name, module in swapped.items()}
+    outputs: list[Any] = []
+    times: dict[bool, list[float]] = {True: [], False: []}
+    try:
+        for round_index in range(max(rounds, 1)):
+            for optimized in (True, False) if round_index % 2 == 0 else (False, True):
+                for name, module in swapped.items():
+                    module.swap(variants[name] if optimized else None)
+                produced, seconds = run(pipe, samples)
+                times[optimized].append(seconds)
+                outputs = produced if optimized else outputs
+    finally:
+        for name, module in swapped.items():
+            module.swap(variants[name])
+    return outputs, times[True], times[False]
+
+
 def as_arrays(outputs: Sequence[Any]) -> dict[str, np.ndarray]:
     import torch
 
@@ -175,15 +203,17 @@ def differences(actual: dict[str, np.ndarray], expected: dict[str, np.ndarray]) 
 
 def optimize(pipe: Callable[[Any], Any], samples: Iterable[Any], workspace: Union[str, Path] = "nav-pipeline", *,
              modules: Optional[Sequence[Any]] = None, images: str = "auto", gpus: str = "auto",
-             executor: str = "docker", repeats: int = 3, tolerance: Optional[float] = None,
+             executor: str = "docker", repeats: int = 5, tolerance: Optional[float] = None,
              mismatch_tolerance: Optional[float] = None, reporter: Optional[Reporter] = None,
              force: bool = False, keep_if_slower: bool = False, **options: Any) -> PipelineResults:
     """Optimize every `inplace.Module` of `pipe` (called once per sample) and check the pipeline.
 
     `options` are optimize's (formats, precisions, jobs, profiling, objective, ...: see
     OptimizeConfig). Each module runs its chosen variant only after `load_optimized`; this function
-    leaves them eager. Where the pipeline ran no faster with the chosen variants than eager, the
-    modules go back to eager (`keep_if_slower=True` keeps them: a noisy host). Raises
+    leaves them eager. `repeats`: timed runs of each candidate and of the pipeline, whose last check
+    alternates eager and optimized runs in `repeats` rounds. Where the pipeline ran no faster with the
+    chosen variants than eager (by the rounds' median), the modules go back to eager
+    (`keep_if_slower=True` keeps them: a noisy host). Raises
     PipelineMismatch, naming the modules responsible, when the optimized
     pipeline's outputs lie outside the tolerance (by default per the variants' lowest precision).
     """
@@ -268,7 +298,8 @@ def optimize_module(name: str, module: Any, log: CallLog, root: Path, template: 
     search = runner_search(template.formats, on_gpu, template.exhaustive)
     outcome.cuts = dict(search.cuts)
     # The options of the module compiled here where no runner variant lends its own.
-    unaided = in_process_options(None, on_gpu, precisions, search.compile_modes)
+    convolutional = is_convolutional(module.wrapped)
+    unaided = in_process_options(None, on_gpu, precisions, search.compile_modes, convolutional)
     if not search.formats:  # no runner run: one capture, whose call signature the module compiled here takes
         precisions = [unaided.precision]
     runs: dict[str, tuple[VariantResult, Path, CapturedModule]] = {}
@@ -335,7 +366,7 @@ def optimize_module(name: str, module: Any, log: CallLog, root: Path, template: 
         chosen = SwappedVariant(name, candidate, runner, captured)
         break
     options = in_process_options(best_torch_variant([runs[name][0] for name in outcome.candidates]), on_gpu,
-                                 precisions, search.compile_modes)
+                                 precisions, search.compile_modes, convolutional)
     # The module compiled here takes the call signature of a capture; that of its precision, where there is one.
     folder, captured = captures.get(options.precision) or next(iter(captures.values()))
     reporter.note(f"pipeline: compiling {name} here ({options.name}, mode {options.compile_mode}), verifying and "
@@ -520,11 +551,14 @@ def drop_if_slower(swapped: dict[str, Any], results: PipelineResults) -> bool:
     modules called directly (timed only with the whole pipeline) go back to eager first; where
     none was, every module does. Each says why; True where any went (the pipeline is then checked
     again without them)."""
-    timing = results.timing
-    if not swapped or timing is None or timing.optimized_s is None or timing.optimized_s < timing.eager_s:
+    timing, speedup = results.timing, results.speedup
+    if not swapped or timing is None or timing.optimized_s is None or speedup is None or speedup > 1.0:
         return False
     direct = [name for name, module in swapped.items() if isinstance(module.nav_variant, CalledDirectly)]
-    figures = f"({timing.optimized_s:.4g} s against {timing.eager_s:.4g} s)"
+    spread = (f", {timing.speedup_low:.3g}-{timing.speedup_high:.3g}" if timing.speedup_low is not None
+              and timing.speedup_high is not None else "")
+    figures = (f"({timing.optimized_s:.4g} s against {timing.eager_s:.4g} s, speedup {speedup:.3g}{spread} "
+               f"over {timing.repeats} alternated rounds)")
     why = (f"compiled here, the pipeline ran no faster than eager {figures}" if direct else
            f"the pipeline ran no faster than eager with its modules' variants {figures}: it stays eager")
     for name in direct or list(swapped):
@@ -555,10 +589,19 @@ def check_pipeline(pipe: Callable[[Any], Any], samples: Sequence[Any], swapped: 
     # A second warm-up: CUDA graphs are recorded on a shape's second call, not its first. With one,
     # Whisper-small's 64 decoder lengths on an H100 timed 0.70 s against 0.25 s once recorded.
     run_pipeline(pipe, samples)
-    outputs, optimized_s = timed(pipe, samples, repeats)
-    assert results.timing is not None
-    results.timing.optimized_s = optimized_s
-    results.speedup = results.timing.eager_s / optimized_s if optimized_s > 0 else None
+    timing = results.timing
+    assert timing is not None
+    if swapped:  # eager again beside the variants: its figure from before the modules were optimized is stale
+        outputs, optimized, eager_times = alternated(run_pipeline, pipe, samples, swapped, repeats)
+        speedups = ratios(eager_times, optimized)
+        interval = median_interval(speedups)
+        timing.eager_s, timing.optimized_s = statistics.median(eager_times), statistics.median(optimized)
+        timing.speedup_low, timing.speedup_high = interval.low, interval.high
+        results.speedup = statistics.median(speedups)
+    else:
+        outputs, timing.optimized_s = timed(pipe, samples, repeats)
+        timing.speedup_low = timing.speedup_high = None
+        results.speedup = timing.eager_s / timing.optimized_s if timing.optimized_s > 0 else None
     largest, relative, mismatched = differences(as_arrays(outputs), eager)
     precisions = [results.modules[name].precision or "fp32" for name in swapped] or ["fp32"]
     lowest = max(precisions, key=lambda p: PIPELINE_TOLERANCES[p][0])

@@ -63,13 +63,6 @@ def compute_precision(precision: str) -> str:
     return COMPUTE_PRECISION if precision in QUANTIZED else precision
 
 
-def freezing(precision: str) -> bool:
-    """Whether inductor folds the weights into the graph as constants. Not for quantized variants:
-    torchao's inference recipe compiles without it, and its tests freeze its tensor-subclass weights
-    for int8 weight-only quantization alone, not for the dynamic-activation configs used here."""
-    return precision not in QUANTIZED
-
-
 def inductor_settings(precision: str) -> dict[str, bool]:
     """The inductor settings torchao recommends for quantized models (its
     recommended_inductor_config_setter, which its configs apply process-wide unless
