@@ -9,6 +9,8 @@ calls by CUDA events, A B A B ...; the median per call, and the median and min..
 speed relative to A):
   A  torch.compile(module, mode="reduce-overhead")               what nav-orch measures today
   B  torch.compile(torch.export(module).module(), same mode)     what a server could load
+With `--frozen`, B is instead the module compiled as nav-orch compiled its variants until 2026-12-07
+(variant_loader.compile_module, weights frozen, static shapes): freezing's cost or gain, alternated.
 Then the time from a fresh process's start to its first call of A at the largest batch size: cold,
 and warm with the compile cache artifacts (torch.compiler.save_cache_artifacts) of an earlier
 process loaded first. Writes the record to --out. Needs torch with CUDA, torchvision, transformers.
@@ -23,6 +25,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "benchmarks"))
@@ -53,14 +56,23 @@ def first_call(name: str, size: int, cache: Path, save: bool) -> float:
     return elapsed
 
 
-def measure(name: str, sizes: list[int], rounds: int, calls: int, as_nav_orch: bool) -> dict:
-    """`as_nav_orch`: both compiled as nav-orch compiles a variant (variant_loader.compile_module, weights
-    frozen), B from its program saved and loaded back (torch_runner.export_compiled, load_compiled)."""
+def measure(name: str, sizes: list[int], rounds: int, calls: int, as_nav_orch: bool, frozen: bool) -> dict:
+    """`as_nav_orch`: both compiled with weights frozen (variant_loader.compile_module), B from its
+    program saved and loaded back (torch_runner.export_compiled, load_compiled). `frozen`: B is A's
+    module compiled with weights frozen."""
     import torch
 
     model, make = build(name, torch)
-    record: dict = {"model": name, "as_nav_orch": as_nav_orch, "batches": {}}
+    record: dict = {"model": name, "as_nav_orch": as_nav_orch, "frozen": frozen, "batches": {}}
     with torch.inference_mode():
+        if frozen:
+            from runners.serving import variant_loader
+
+            twin, _ = build(name, torch)  # a second instance: each compiled apart
+            variants = {"A": torch.compile(model, mode="reduce-overhead"),
+                        "B": variant_loader.compile_module(twin, "reduce-overhead", freezing=True,
+                                                           automatic_dynamic_shapes=False)}
+            return timed_variants(torch, record, variants, make, sizes, rounds, calls)
         example = make(2)
         batch = torch.export.Dim("batch", min=1, max=max(sizes))
         program = torch.export.export(model, example, dynamic_shapes=tuple({0: batch} for _ in example))
@@ -76,6 +88,13 @@ def measure(name: str, sizes: list[int], rounds: int, calls: int, as_nav_orch: b
         else:
             variants = {"A": torch.compile(model, mode="reduce-overhead"),
                         "B": torch.compile(program.module(), mode="reduce-overhead")}
+        return timed_variants(torch, record, variants, make, sizes, rounds, calls)
+
+
+def timed_variants(torch: Any, record: dict, variants: dict[str, Any], make: Any, sizes: list[int], rounds: int,
+                   calls: int) -> dict:
+    """A and B at each size: compiled (three calls), then `rounds` alternated rounds of `calls` calls."""
+    with torch.inference_mode():
         for size in sizes:
             inputs = make(size)
             entry: dict = {}
@@ -104,7 +123,8 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=15)
     parser.add_argument("--calls", type=int, default=50)
     parser.add_argument("--out", type=Path, required=True)
-    parser.add_argument("--as-nav-orch", action="store_true", help="compile both as nav-orch compiles a variant")
+    parser.add_argument("--as-nav-orch", action="store_true", help="compile both with weights frozen")
+    parser.add_argument("--frozen", action="store_true", help="B: A's module compiled with weights frozen")
     parser.add_argument("--skip-first-call", action="store_true", help="no cold and warm start")
     parser.add_argument("--first-call", nargs=4, metavar=("MODEL", "SIZE", "CACHE", "SAVE"), help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -115,7 +135,7 @@ def main() -> int:
     sizes = [int(b) for b in args.batch_sizes.split(",")]
     records: dict = {"command": " ".join(sys.argv), "models": []}
     for name in args.models.split(","):
-        record = measure(name, sizes, args.rounds, args.calls, args.as_nav_orch)
+        record = measure(name, sizes, args.rounds, args.calls, args.as_nav_orch, args.frozen)
         cache = Path(tempfile.mkdtemp()) / "cache.bin"
         for label, save in () if args.skip_first_call else (("cold_first_call_s", "1"), ("warm_first_call_s", "0")):
             # Each in a fresh process (and inductor's own on-disk cache set aside for it), as a server starts.
