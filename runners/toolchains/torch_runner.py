@@ -310,8 +310,8 @@ def export_compiled(job: Job, target: Path) -> JobResult:
     target.mkdir(exist_ok=True)
     precision = export_precision(job)
     # Not frozen (weights folded into the graph as constants), as the hand recipe compiles: frozen,
-    # ResNet-50 fp16 channels_last with CUDA graphs ran at 0.92x of it at batch 64 and 0.68x at
-    # batch 1, alternated in one process on an H100, and unfrozen at 1.00x (docs/performance.md).
+    # with CUDA graphs in fp16, ResNet-50 ran at 0.92-0.97x of it at batch 64 and BERT-base at 0.88x,
+    # at batch 1 0.51-0.82x, alternated in one process on an H100; unfrozen at 1.00x (docs/performance.md).
     # torchao's recipe for quantized weights compiles unfrozen too.
     options = {"mode": FORMATS[job.format_name()].compile_mode, "freezing": False,
                "automatic_dynamic_shapes": has_non_batch_axes(job.io_spec())}
