@@ -50,8 +50,12 @@ def wait_for_turn(job_dir: Path, poll_s: float = 0.01) -> list[Rival]:
     return from_dict(list[Rival], json.loads(rivals.read_text())) if rivals.exists() else []
 
 
+def runner_module_name(runner: str) -> str:
+    return f"runners.toolchains.{runner}_runner"
+
+
 def runner_module(runner: str) -> ModuleType:
-    return importlib.import_module(f"runners.toolchains.{runner}_runner")
+    return importlib.import_module(runner_module_name(runner))
 
 
 def compare(job: Job, timing: Timing) -> JobResult:
@@ -92,7 +96,7 @@ def run_job(job: Job, job_dir: Path, done: dict[str, str], runners: dict[str, Ha
     except Exception as error:  # noqa: BLE001 - every failure of a job becomes its result
         (job_dir / LOG_FILE).write_text(traceback.format_exc())
         result = JobResult(job.id, job.kind, "failed", error=one_line(error))
-        module = sys.modules.get(f"runners.toolchains.{job.runner}_runner")
+        module = sys.modules.get(runner_module_name(job.runner))
     result.duration_s = time.perf_counter() - start - (timing.waited_s - waited)  # a turn is not the job's time
     if job.device.startswith("cuda"):
         # The framework's own word on its device, where its runner can give it (`gpu_uuid`), so
