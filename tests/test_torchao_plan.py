@@ -48,7 +48,6 @@ def test_a_quantized_module_computes_and_takes_its_float_inputs_in_bf16():
     assert [compute_precision(p) for p in ("fp32", "fp16", "bf16")] == ["fp32", "fp16", "bf16"]
 
 
-
 def test_torchaos_inductor_settings_are_on_for_quantized_variants_and_off_for_the_others():
     assert set(inductor_settings("int8").values()) == set(inductor_settings("fp8").values()) == {True}
     assert set(inductor_settings("bf16").values()) == {False}
