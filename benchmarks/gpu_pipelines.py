@@ -24,6 +24,9 @@ median of `--runs` calls, each between two torch.cuda.synchronize):
               first within FAST x the last one. An empty TORCHINDUCTOR_CACHE_DIR, and the
               workspace's compile-cache/ hidden
   reload-warm the same with the workspace's compile-cache/ (still an empty Inductor cache)
+  reload-hot  the same with the compile-cache/ and the Inductor cache this process compiled into
+              (TORCHINDUCTOR_CACHE_DIR as given, or torch's default): what a second process on the
+              same host finds
   hand-fp16   the issue's reference recipe in float16: torch.compile(mode="reduce-overhead") of each
               module (for sd the UNet in channels_last too); its first call's time is the compile
   hand-fp32   the same in float32 (whisper only by default: there fp16 is slower than fp32 eager)
@@ -80,10 +83,10 @@ sys.path.insert(0, str(ROOT))
 QUICK_PROFILING = {"warmup_calls": 3, "window_ms": 50, "min_window_calls": 5, "stable_windows": 2, "max_windows": 4}
 DEFAULT_SIZE = {"sd": "sd15", "whisper": "small"}
 DEFAULT_HAND = {"sd": "fp16", "whisper": "fp16,fp32"}
-STAGES = ("eager-fp32", "eager-fp16", "nav-orch", "reload-cold", "reload-warm", "hand-fp16", "hand-fp32",
-          "static-compile", "paired")
+STAGES = ("eager-fp32", "eager-fp16", "nav-orch", "reload-cold", "reload-warm", "reload-hot", "hand-fp16",
+          "hand-fp32", "static-compile", "paired")
 LABELS = {"eager-fp32": "eager fp32", "eager-fp16": "eager fp16", "nav-orch": "nav-orch",
-          "reload-cold": "reload, cold", "reload-warm": "reload, warm",
+          "reload-cold": "reload, cold", "reload-warm": "reload, warm", "reload-hot": "reload, hot",
           "hand-fp16": "hand-compiled fp16", "hand-fp32": "hand-compiled fp32",
           "static-compile": "static cache+compile", "paired": "nav-orch (paired)"}
 RELOAD_CALLS = 6  # pipeline calls a reload probe times after load_optimized
@@ -305,12 +308,13 @@ def reload_probe(bench: Bench) -> None:
     first_fast = next(i for i, seconds in enumerate(record["calls_s"]) if seconds <= FAST * last)
     record["to_first_fast_s"] = record["load_s"] + sum(record["calls_s"][:first_fast + 1])
     record["latency_s"] = last
+    record["dynamo_compile_times"] = torch._dynamo.utils.compile_times(repr="str")
     bench.args.reload_probe.write_text(json.dumps(record))
 
 
-def reload(bench: Bench, warm: bool, record: dict) -> None:
-    """The reload probe in a new Python process, with an empty Inductor cache; cold hides the
-    workspace's compile cache for the while."""
+def reload(bench: Bench, kind: str, record: dict) -> None:
+    """The reload probe in a new Python process: cold hides the workspace's compile cache for the
+    while, cold and warm give it an empty Inductor cache, hot this process's."""
     import shutil
     import subprocess
     import tempfile
@@ -319,14 +323,15 @@ def reload(bench: Bench, warm: bool, record: dict) -> None:
     cache = args.workspace / "compile-cache"
     hidden = args.workspace / "compile-cache.hidden"
     record["compile_cache"] = cache.is_dir()
-    if not warm and cache.is_dir():
+    if kind == "cold" and cache.is_dir():
         cache.rename(hidden)
     inductor = Path(tempfile.mkdtemp(prefix="reload-inductor-"))
     out = inductor / "probe.json"
     command = [sys.executable, str(Path(__file__).resolve()), *sys.argv[1:], "--reload-probe", str(out)]
     try:
-        run = subprocess.run(command, env={**os.environ, "TORCHINDUCTOR_CACHE_DIR": str(inductor / "cache")},
-                             capture_output=True, text=True, timeout=300)
+        environment = dict(os.environ) if kind == "hot" else {**os.environ,
+                                                              "TORCHINDUCTOR_CACHE_DIR": str(inductor / "cache")}
+        run = subprocess.run(command, env=environment, capture_output=True, text=True, timeout=300)
         if run.returncode != 0 or not out.is_file():
             raise RuntimeError(f"the reload probe exited {run.returncode}: {run.stderr[-1500:]}")
         record.update(json.loads(out.read_text()))
@@ -591,7 +596,7 @@ def main() -> None:
                               f"{record.get(rival + '_tokens_equal', '-')})", flush=True)
                 continue
             elif key.startswith("reload-"):
-                reload(bench, key == "reload-warm", record)
+                reload(bench, key.removeprefix("reload-"), record)
                 print(f"   to first fast call {record['to_first_fast_s']:.1f} s", flush=True)
                 continue
             elif key == "static-compile":

@@ -62,7 +62,7 @@ def test_a_bundled_pipeline_runs_its_modules_optimized_in_a_later_process(pipeli
         assert (workspace / "modules" / name / "fp32" / "capture.json").is_file()
     compiled_here = [name for name in MODULES[pipeline] if results["modules"][name]["in_process"]["status"] == "won"]
     # The compile cache of the modules compiled here, for load_optimized's warm start.
-    assert (workspace / "compile-cache" / "artifacts.json").is_file() == bool(compiled_here)
+    assert (workspace / "compile-cache" / "stamp.json").is_file() == bool(compiled_here)
     decoder = results["modules"].get("decoder")
     if decoder:  # called once per token: 8 lengths, each within the captured range
         assert decoder["calls_seen"] == 16 and decoder["calls_kept"] == 16

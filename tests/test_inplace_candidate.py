@@ -12,7 +12,7 @@ import pytest
 from conftest import ROOT
 
 from orchestrator.inplace.candidate import InProcessOptions, best_torch_variant, in_process_options
-from orchestrator.inplace.compile_cache import CACHE_FOLDER, STAMP, CacheStamp, mismatch
+from orchestrator.inplace.compile_cache import CACHE_FOLDER, STAMP, CacheStamp, copy_new_files, mismatch
 from orchestrator.inplace.narrowing import runner_search
 from orchestrator.results import VariantResult
 
@@ -106,7 +106,8 @@ SCRIPT = textwrap.dedent('''
     from orchestrator import inplace
     from orchestrator.inplace.candidate import InProcessOptions, in_process_options
     from orchestrator.inplace.capture import capture
-    from orchestrator.inplace.compile_cache import CACHE_FOLDER, STAMP
+    from orchestrator.inplace.compile_cache import CACHE_FOLDER, STAMP, compiling_into
+    from torch._inductor.runtime.cache_dir_utils import cache_dir
     from orchestrator.inplace.optimize import (CAPTURE_FILE, PIPELINE_FILE, compiled_here, keep_compile_cache,
                                                settle, try_in_process)
     from orchestrator.inplace.swap import SwappedVariant, load_capture
@@ -126,6 +127,9 @@ SCRIPT = textwrap.dedent('''
     pipe = lambda x: block(block(x))
     samples = [torch.randn(1, length, 8) for length in (3, 4, 5)]
     step, root = sys.argv[1], Path(sys.argv[2])
+    def kernels():  # the C++ kernels built in this process's Inductor cache
+        return {str(path) for path in Path(cache_dir()).rglob("*.so")}
+
     if step != "optimize":  # a later process: load_optimized, timed to the first call through the variant
         with torch.inference_mode():
             eager = [pipe(x) for x in samples]
@@ -134,13 +138,14 @@ SCRIPT = textwrap.dedent('''
             warnings.simplefilter("always")
             running = inplace.load_optimized(pipe, workspace=root, modules=[block])
         assert running == {"block": "module-compiled-fp32"}, running
+        loaded = kernels()
         with torch.inference_mode():
             got = pipe(samples[0])
         first_s = time.perf_counter() - started
         assert torch.allclose(got, eager[0], atol=1e-5), (got - eager[0]).abs().max()
         assert block.nav_variant.calls == 2, (block.nav_variant.calls, block.nav_variant.eager_calls)
         said = [str(w.message) for w in caught if "compile cache" in str(w.message)]
-        print(json.dumps({"first_call_s": first_s, "warnings": said,
+        print(json.dumps({"first_call_s": first_s, "warnings": said, "kernels_built": len(kernels() - loaded),
                           "hits": counters["inductor"]["fxgraph_cache_hit"],
                           "misses": counters["inductor"]["fxgraph_cache_miss"]}))
         sys.exit(0)
@@ -157,7 +162,8 @@ SCRIPT = textwrap.dedent('''
     options = in_process_options(None, False, ["fp32"])
     cpu = torch.device("cpu")
 
-    tried = try_in_process(block, options, captured, log, cpu, 2, runner, "fp32")
+    with compiling_into(root):  # as inplace.optimize compiles: into the workspace's cache
+        tried = try_in_process(block, options, captured, log, cpu, 2, runner, "fp32")
     result = tried.result
     assert tried.run is not None and result.status in ("won", "lost"), result
     assert result.recorded_diff <= 1e-5 and result.time_s > 0 and result.best_runner == "exported-program-fp32"
@@ -209,7 +215,7 @@ SCRIPT = textwrap.dedent('''
 @pytest.mark.docker
 def test_the_module_compiled_here_is_verified_timed_recorded_and_reinstated_warm(user_python, tmp_path):
     def user(step: str, cache: str) -> str:
-        # Each process with its own inductor cache: only the workspace's artifacts can make it warm.
+        # Each process with its own inductor cache: only the workspace's can make it warm.
         env = {**os.environ, "TORCHINDUCTOR_CACHE_DIR": str(tmp_path / cache)}
         run = subprocess.run([user_python, "-c", SCRIPT, step, str(tmp_path / "ws")], capture_output=True, text=True,
                              timeout=600, cwd=ROOT, env=env)
@@ -218,25 +224,26 @@ def test_the_module_compiled_here_is_verified_timed_recorded_and_reinstated_warm
 
     (tmp_path / "ws").mkdir()
     assert user("optimize", "first") == "inplace-candidate-ok"
-    cold = json.loads(user("load", "cold"))  # a fresh cache, as a new machine's, but the workspace's artifacts
+    cold = json.loads(user("load", "cold"))  # a fresh cache, as a new machine's, but the workspace's
     assert cold["warnings"] == [] and cold["hits"] > 0 and cold["misses"] == 0, cold
+    assert cold["kernels_built"] == 0, cold  # the C++ kernels came with the cache: none compiled again
     stamp = tmp_path / "ws" / CACHE_FOLDER / STAMP
     stamp.write_text(json.dumps({**json.loads(stamp.read_text()), "torch": "0.0"}))
-    foreign = json.loads(user("load", "foreign"))  # artifacts of another torch: ignored, with a warning
-    assert foreign["misses"] > 0, foreign  # it compiled anew (its own second call may hit what it built)
+    foreign = json.loads(user("load", "foreign"))  # a cache of another torch: ignored, with a warning
+    assert foreign["misses"] > 0 and foreign["kernels_built"] > 0, foreign  # it compiled anew
     assert len(foreign["warnings"]) == 1 and "built by torch 0.0" in foreign["warnings"][0]
-    print(f"first call after load_optimized: {cold['first_call_s']:.2f} s with the artifacts, "
+    print(f"first call after load_optimized: {cold['first_call_s']:.2f} s with the workspace's cache, "
           f"{foreign['first_call_s']:.2f} s without")
 
 
-def test_cache_artifacts_serve_only_the_torch_device_and_modules_they_were_built_for():
+def test_a_compile_cache_serves_only_the_torch_device_and_modules_it_was_built_for():
     saved = CacheStamp(torch="2.13.0", device="NVIDIA H100", modules={"unet": "a", "decoder": "b"})
     assert mismatch(saved, saved) is None
     assert mismatch(saved, saved.model_copy(update={"modules": {"unet": "a"}})) is None  # a subset loads
     assert "torch 2.13.0" in (mismatch(saved, saved.model_copy(update={"torch": "2.14.0"})) or "")
     assert "built on NVIDIA H100" in (mismatch(saved, saved.model_copy(update={"device": "cpu"})) or "")
     assert mismatch(saved, saved.model_copy(update={"modules": {"unet": "c"}})) == (
-        "module(s) unet differ from those they were built for")
+        "module(s) unet differ from those it was built for")
 
 
 class StandIn:
@@ -307,3 +314,24 @@ def test_the_pipeline_check_alternates_eager_and_optimized_runs_and_leaves_the_v
     assert ran == [both, neither, neither, both, both, neither]
     assert outputs == ["optimized"] and optimized == [0.5] * 3 and eager == [1.0] * 3
     assert (swapped["decoder"].nav_variant, swapped["encoder"].nav_variant) == both
+
+
+def test_a_compile_cache_is_copied_file_by_file_never_over_a_file_nor_through_a_link(tmp_path):
+    source, target = tmp_path / "workspace-cache", tmp_path / "torch-cache"
+    (source / "fx" / "ab").mkdir(parents=True)
+    (source / "fx" / "ab" / "graph").write_text("built")
+    (source / "kernel.so").write_text("new")
+    (source / "held.so").write_text("theirs")
+    (source / "locks").mkdir()
+    (source / "locks" / "x.lock").write_text("")
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "secret").write_text("not the cache's")
+    (source / "link").symlink_to(outside / "secret")
+    (source / "linked-folder").symlink_to(outside)
+    target.mkdir()
+    (target / "held.so").write_text("mine")
+    assert copy_new_files(source, target) == 2
+    assert (target / "fx" / "ab" / "graph").read_text() == "built" and (target / "kernel.so").read_text() == "new"
+    assert (target / "held.so").read_text() == "mine"  # an entry torch has stays as it is
+    assert sorted(path.name for path in target.rglob("*")) == ["ab", "fx", "graph", "held.so", "kernel.so"]

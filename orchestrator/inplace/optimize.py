@@ -43,7 +43,7 @@ from orchestrator.inplace.candidate import (
     time_calls,
 )
 from orchestrator.inplace.capture import CaptureError, capture, reproduce
-from orchestrator.inplace.compile_cache import CACHE_FOLDER, load_cache, save_cache
+from orchestrator.inplace.compile_cache import CACHE_FOLDER, compiling_into, load_cache, save_stamp
 from orchestrator.inplace.module import InPlaceCheck, RecordedCall, SwappedIn, is_inplace_module
 from orchestrator.inplace.narrowing import runner_search
 from orchestrator.inplace.shapes import CallLog
@@ -256,16 +256,17 @@ def optimize(pipe: Callable[[Any], Any], samples: Iterable[Any], workspace: Unio
     results.timing = PipelineTiming(eager_s=eager_s, repeats=repeats)
     try:
         swapped = {}
-        for name, module in found.items():
-            results.modules[name], variant = optimize_module(name, module, logs[name], root, template, reporter, force,
-                                                             repeats)
-            save()
-            if variant is not None:  # already loaded (and compiled) to check it: swapped in as it is
-                module.swap(variant)
-                swapped[name] = module
-        check_pipeline(pipe, samples, swapped, eager_arrays, results, repeats, tolerance, mismatch_tolerance)
-        while not keep_if_slower and drop_if_slower(swapped, results):  # checked and timed again without them
+        with compiling_into(root):  # every compile in this process from here on: a later process's warm start
+            for name, module in found.items():
+                results.modules[name], variant = optimize_module(name, module, logs[name], root, template, reporter,
+                                                                 force, repeats)
+                save()
+                if variant is not None:  # already loaded (and compiled) to check it: swapped in as it is
+                    module.swap(variant)
+                    swapped[name] = module
             check_pipeline(pipe, samples, swapped, eager_arrays, results, repeats, tolerance, mismatch_tolerance)
+            while not keep_if_slower and drop_if_slower(swapped, results):  # checked and timed again without them
+                check_pipeline(pipe, samples, swapped, eager_arrays, results, repeats, tolerance, mismatch_tolerance)
         keep_compile_cache(root, compiled_here(found, results))
         results.state = "complete" if results.passed else "failed"
     except BaseException as error:
@@ -534,16 +535,12 @@ def compiled_here(found: dict[str, Any], results: PipelineResults) -> dict[str, 
 
 
 def keep_compile_cache(root: Path, winners: dict[str, tuple[Any, str]]) -> None:
-    """Save the compile cache of the modules compiled here into the workspace (an earlier one goes);
-    a failure to save costs a later process its warm start, never this run."""
-    shutil.rmtree(root / CACHE_FOLDER, ignore_errors=True)
-    if not winners:
-        return
-    try:
-        save_cache(root, winners, weights_device(next(iter(winners.values()))[0]))
-    except Exception as error:  # noqa: BLE001 - torch's cache serialization raises many types
-        warnings.warn(f"inplace: the compile cache was not saved ({one_line(error)}); a later load_optimized "
-                      "compiles anew", RuntimeWarning, stacklevel=3)
+    """Stamp the compile cache the modules compiled here left in the workspace (compiling_into), for
+    a later process; where none won, the cache goes."""
+    if winners:
+        save_stamp(root, winners, weights_device(next(iter(winners.values()))[0]))
+    else:
+        shutil.rmtree(root / CACHE_FOLDER, ignore_errors=True)
 
 
 def drop_if_slower(swapped: dict[str, Any], results: PipelineResults) -> bool:
