@@ -78,12 +78,16 @@ def mismatch(saved: CacheStamp, here: CacheStamp) -> Optional[str]:
 @contextmanager
 def compiling_into(root: Path) -> Iterator[None]:
     """Inductor's cache in the workspace's (emptied) compile-cache folder while the block runs, through
-    torch's own switch, which also clears its in-memory caches on the way in and out."""
-    from torch._inductor.runtime.cache_dir_utils import temporary_cache_dir
-
+    torch's own switch, which also clears its in-memory caches on the way in and out. A torch without
+    that switch compiles into its own cache: a later process then compiles anew."""
     folder = root / CACHE_FOLDER
     shutil.rmtree(folder, ignore_errors=True)
     (folder / INDUCTOR).mkdir(parents=True)
+    try:
+        from torch._inductor.runtime.cache_dir_utils import temporary_cache_dir
+    except ImportError:
+        yield
+        return
     with temporary_cache_dir(str(folder / INDUCTOR)):
         yield
 
@@ -117,12 +121,12 @@ def copy_new_files(source: Path, target: Path) -> int:
 def load_cache(root: Path, modules: Mapping[str, tuple[Any, str]], device: Any) -> bool:
     """Copy the workspace's compile cache into torch's where it matches this process; else warn and
     return False (the modules compile without it)."""
-    from torch._inductor.runtime.cache_dir_utils import cache_dir
-
     folder = root / CACHE_FOLDER
     if not (folder / STAMP).is_file() or not modules:
         return False
     try:
+        from torch._inductor.runtime.cache_dir_utils import cache_dir
+
         why = mismatch(CacheStamp.model_validate_json((folder / STAMP).read_text()), stamp_here(modules, device))
         if why is None:
             copy_new_files(folder / INDUCTOR, Path(cache_dir()))
