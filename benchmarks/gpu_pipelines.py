@@ -24,9 +24,9 @@ median of `--runs` calls, each between two torch.cuda.synchronize):
               first within FAST x the last one. An empty TORCHINDUCTOR_CACHE_DIR, and the
               workspace's compile-cache/ hidden
   reload-warm the same with the workspace's compile-cache/ (still an empty Inductor cache)
-  reload-hot  the same with the compile-cache/ and the Inductor cache this process compiled into
-              (TORCHINDUCTOR_CACHE_DIR as given, or torch's default): what a second process on the
-              same host finds
+  reload-hot  the same with this process's Inductor cache (TORCHINDUCTOR_CACHE_DIR as given, or
+              torch's default), which the nav-orch stage's load_optimized filled: what a second
+              process on the same host finds
   hand-fp16   the issue's reference recipe in float16: torch.compile(mode="reduce-overhead") of each
               module (for sd the UNet in channels_last too); its first call's time is the compile
   hand-fp32   the same in float32 (whisper only by default: there fp16 is slower than fp32 eager)
