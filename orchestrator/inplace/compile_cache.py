@@ -7,10 +7,10 @@ WORKSPACE/compile-cache/inductor/     Inductor's cache of those compiles (graphs
 WORKSPACE/compile-cache/stamp.json    what it was built with (CacheStamp)
 
 The folder, not torch.compiler.save_cache_artifacts (kept here until 2026-12-07): the artifacts do
-not carry the built C++ kernels. The tiny SD pipeline's first call on this CPU host (torch 2.13, its
-three modules compiled): 48.5 s cold, 28.3 s with the artifacts, 4.4 s with the folder copied to
-another path (docs/performance.md). Triton kernels are in it unless TRITON_CACHE_DIR points
-elsewhere while optimizing.
+not carry the built C++ kernels. The tiny SD pipeline's first call on a 2-core CPU host (torch 2.13,
+its three modules compiled), in two pairs of runs: 44.2 s cold against 28.3 s with the artifacts,
+and 48.5 s cold against 4.4 s with the folder copied to another path (docs/performance.md). Triton
+kernels are in it unless TRITON_CACHE_DIR points elsewhere while optimizing.
 
 A cache built by another torch, on another device or from a module of other weights' shapes and
 dtypes is ignored with a warning: the modules then compile as they would without it.
