@@ -54,6 +54,13 @@ from runners.contract.protocol import (
     to_json,
 )
 
+# How often a session's runner is looked at: its exit, and the results and turn requests it writes. On
+# a shared GPU every turn passes through these looks (a profile's ready, its result, the next one's
+# ready), so there they are ten times as frequent: at 0.1 s, ResNet-50's 26 profiles on an H100 took
+# 13.9 s, of which an estimated 3 s were the looks.
+POLL_S = 0.1
+TURN_POLL_S = 0.01
+
 CONTAINER_CODE = "/nav/code"
 CONTAINER_CACHE = "/nav/cache"
 
@@ -291,8 +298,10 @@ class Executor:
                 # turn on a shared GPU is not the job's time.
                 deadline = time.monotonic() + self.timeout_s
                 granted: set[str] = set()
+                polled = 0.0
                 while exit is None:
-                    exit = process.poll()
+                    if time.monotonic() - polled >= POLL_S:  # a container's state is a Docker API call
+                        exit, polled = process.poll(), time.monotonic()
                     if exit is None and (time.monotonic() > deadline or self.cancelled.is_set()):
                         process.stop()
                         exit = Exit(code=-signal.SIGKILL, timed_out=not self.cancelled.is_set())
@@ -310,7 +319,7 @@ class Executor:
                     if new:
                         deadline = time.monotonic() + self.timeout_s
                     if exit is None:
-                        time.sleep(0.1)
+                        time.sleep(POLL_S if turns is None else TURN_POLL_S)
                 output = process.output()
                 untrusted.write_text(self.workspace.logs / f"{name}.log", output)
             finally:
@@ -326,7 +335,7 @@ class Executor:
     def _wait_to_start(self, name: str, turns: GpuTurns) -> bool:
         """Wait until no session on the GPU is timing (a start would disturb it); False if cancelled."""
         while not turns.try_enter(name):
-            if self.cancelled.wait(0.1):
+            if self.cancelled.wait(TURN_POLL_S):
                 return False
         return True
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from pathlib import Path
 from typing import Optional
@@ -100,8 +101,56 @@ class Pipeline:
                                       self.config.latency_budget_ms)
         if best is not None and reference is not None:
             best, selection = self.time_again(variants, best, selection, reference)
+            best, selection = self.export_chosen(variants, best, selection, reference)
         self.recorder.finish(best, selection)
         return reference
+
+    def export_chosen(self, variants: list[Variant], best: str, selection: Selection,
+                      reference: Reference) -> tuple[str, Selection]:
+        """Export the chosen variant where it is exported only once chosen (`Format.exported_when_chosen`;
+        the close candidates were exported while they were compared). One whose export fails is not
+        chosen: the single pass chooses again among the rest, and says why."""
+        planned = {variant.name: variant for variant in variants}
+        failed = []
+        while True:
+            if self.unexported(planned[best]):
+                self.export_for_serving([planned[best]], reference)
+            if self.recorder.variants[best].status == "ok":
+                break
+            failed.append(best)
+            chosen, selection = select_best(list(self.recorder.variants.values()), self.config.objective,
+                                            self.config.latency_budget_ms)
+            if chosen is None:
+                return best, selection.model_copy(update=dict(reason=f"{selection.reason}; {best}'s export failed"))
+            best = chosen
+        if failed:
+            selection = selection.model_copy(update=dict(
+                reason=f"{selection.reason} (the export of {', '.join(failed)} failed, which had been chosen)"))
+        return best, selection
+
+    def unexported(self, variant: Variant) -> bool:
+        """A variant exported only once it can be chosen that has not been, or whose export failed."""
+        return FORMATS[variant.format].exported_when_chosen and self.recorder.variants[variant.name].artifact is None
+
+    def export_for_serving(self, variants: list[Variant], reference: Reference) -> None:
+        """Export these variants (exported only once they can be chosen), each in a session of its own,
+        side by side. On a GPU they take part in its turns: a comparison waits for them to finish."""
+        gpu = self.gpus[0] if self.gpus else None
+        placement = Placement(gpu, turns=self.turns.get(gpu)) if gpu is not None else self.shared_cpus()
+
+        def export(variant: Variant) -> None:
+            def on_result(result: JobResult) -> None:
+                self.recorder.on_result(variant, result)
+                if self.recorder.variants[variant.name].status == "ok":
+                    self.recorder.reporter.stage(variant.name, "done", "exported for serving")
+
+            self.recorder.reporter.stage(variant.name, "exporting", "for serving")
+            job = self.jobs.export_job(variant, reference, "cpu" if gpu is None else "cuda")
+            self.sessions.run(f"export-{variant.name}", [job], on_result, placement)
+
+        if variants:
+            with ThreadPoolExecutor(max_workers=len(variants)) as pool:
+                list(pool.map(export, variants))
 
     def time_again(self, variants: list[Variant], best: str, selection: Selection,
                    reference: Reference) -> tuple[str, Selection]:
@@ -129,8 +178,14 @@ class Pipeline:
         job = self.jobs.compare_job([planned[name] for name in close], reference, "cpu" if gpu is None else "cuda",
                                     selection.batch_size, fitted)
         self.recorder.reporter.note(f"timing {len(close)} close candidates again, interleaved: {', '.join(close)}")
-        result = self.sessions.run(COMPARE, [job], lambda result: None, Placement(
-            gpu, turns=self.turns.get(gpu) if gpu is not None else None))[job.id]
+        turns = self.turns.get(gpu) if gpu is not None else None
+        # Where the GPU's turns keep the comparison's timing alone, the close candidates are exported
+        # (for whichever wins) while the comparison loads them; elsewhere after it (export_chosen).
+        exported = [planned[name] for name in close if turns is not None and self.unexported(planned[name])]
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            exporting = pool.submit(self.export_for_serving, exported, reference)
+            result = self.sessions.run(COMPARE, [job], lambda result: None, Placement(gpu, turns=turns))[job.id]
+            exporting.result()
         rounds = result.rounds
         if result.status != "ok" or set(rounds) != set(close) or len({len(times) for times in rounds.values()}) != 1 \
                 or not all(math.isfinite(t) and t > 0 for times in rounds.values() for t in times):
@@ -195,9 +250,10 @@ class Pipeline:
     def build(self, variant: Variant, reference: Reference) -> None:
         if self.skipped(variant):
             return
-        export = self.jobs.export_job(variant, reference, "cpu")
-        jobs = [export, *self.jobs.checked_jobs(variant, reference, "cpu", needs=[export.id])]
-        self.recorder.reporter.stage(variant.name, "exporting")
+        deferred = FORMATS[variant.format].exported_when_chosen
+        export = [] if deferred else [self.jobs.export_job(variant, reference, "cpu")]
+        jobs = [*export, *self.jobs.checked_jobs(variant, reference, "cpu", needs=[job.id for job in export])]
+        self.recorder.reporter.stage(variant.name, DOING[jobs[0].kind])
         self.sessions.run(f"build-{variant.name}", jobs, self.on_result_of(variant), self.shared_cpus())
 
     def profile(self, step: Step, reference: Reference, gpu: Optional[str]) -> None:
@@ -228,9 +284,9 @@ class Pipeline:
     def check(self, name: str, variants: list[Variant], reference: Reference, gpu: Optional[str]) -> None:
         to_check = []
         for variant in self.recorder.pending(variants):
-            # A format exported in its check session: what would skip its export (`skipped` records
+            # A format not exported on the CPUs before: what would skip its export (`skipped` records
             # why) is decided here.
-            if not (FORMATS[variant.format].exported_in_check and self.skipped(variant)):
+            if FORMATS[variant.format].exported_on_cpus or not self.skipped(variant):
                 to_check.append(variant)
         variants = to_check
         if not variants:
