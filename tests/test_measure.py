@@ -27,11 +27,13 @@ from runners.contract.protocol import (
 )
 from runners.harness.main import main as runner_main
 from runners.harness.measure import (
+    CALLS_BEFORE_TURN,
     Timing,
     batch_of,
     beaten_by,
     call_rows,
     compare_output,
+    compare_result,
     sample_rows,
     time_calls,
     time_interleaved,
@@ -311,6 +313,22 @@ def test_interleaved_timing_runs_the_candidates_in_turn_round_by_round():
     rounds = time_interleaved({"a": device.call("a", 1.0), "b": device.call("b", 2.0)}, settings, device.clock)
     assert rounds == {"a": [1.0, 1.0, 1.0], "b": [2.0, 2.0, 2.0]}
     assert "".join(device.ran) == "ab" + "aabb" * 3  # warm-up, then A B A B ...
+
+
+def test_a_comparison_runs_each_candidate_before_its_turn_so_that_it_compiles_outside_the_turn():
+    device = FakeDevice()
+    asked: list[str] = []
+
+    def take_turn(job: Job) -> list[Rival]:
+        asked.append("".join(device.ran))
+        return []
+
+    job = Job(id="compare", kind="compare", runner="torch", output_dir="",
+              profiling=ProfileSettings(rounds=2, round_calls=1, warmup_calls=1))
+    result = compare_result(job, {"a": device.call("a", 1.0), "b": device.call("b", 2.0)}, Timing(take_turn))
+    assert asked == ["a" * CALLS_BEFORE_TURN + "b" * CALLS_BEFORE_TURN]
+    assert "".join(device.ran) == asked[0] + "ab" + "ab" * 2  # then the warm-up and the rounds, in the turn
+    assert result.status == "ok" and {name: len(times) for name, times in result.rounds.items()} == {"a": 2, "b": 2}
 
 
 def test_interleaved_rounds_let_the_paired_rule_see_through_a_drifting_device():

@@ -281,9 +281,19 @@ def time_interleaved(calls: Mapping[str, Callable[[], object]], settings: Profil
     return rounds
 
 
+# Calls of each candidate before a comparison's turn: a compiled one compiles at its first call, and
+# with CUDA graphs records them at its third (torch's cudagraph trees warm up first).
+CALLS_BEFORE_TURN = 3
+
+
 def compare_result(job: Job, calls: Mapping[str, Callable[[], object]], timing: Timing) -> JobResult:
     """A compare job's result: its candidates (`calls`, each the one synchronous call to time at the
-    job's batch size, loaded before this call) timed interleaved once the job has its turn."""
+    job's batch size, loaded before this call) run a few times, so that what compiles compiles while
+    other sessions (the candidates' exports) may still run, then timed interleaved once the job has
+    its turn."""
+    for run in calls.values():
+        for _ in range(CALLS_BEFORE_TURN):
+            run()
     timing.wait_for_turn(job)
     return JobResult(job.id, job.kind, "ok", rounds=time_interleaved(calls, job.profiling))
 
