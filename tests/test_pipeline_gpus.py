@@ -289,3 +289,27 @@ def test_a_winner_whose_export_fails_is_not_chosen_and_the_selection_says_why(tm
     assert variants["torch-compile-cudagraphs-bf16"].error == "export: torch.export crashed"
     assert results.best == "torch-compile-cudagraphs-fp16"
     assert "the export of torch-compile-cudagraphs-bf16 failed" in results.selection.reason
+
+
+class CpuComparedRunners(FakeRunners):
+    """On the CPUs: torch.compile and the trace within the margin, the comparison a tie."""
+
+    def answer(self, job: Job, placement: Placement) -> JobResult:
+        if job.kind == "compare":
+            return JobResult(job.id, job.kind, "ok", rounds={each.variant: [1.0] * 20 for each in job.compared})
+        result = super().answer(job, placement)
+        if job.kind == "profile":
+            result.profile[0].throughput = 900.0 if job.variant == "torch-compile-fp32" else 880.0
+        return result
+
+
+def test_on_the_cpus_the_close_compiled_candidate_is_exported_after_the_comparison_before_a_tie_is_weighed(tmp_path):
+    runners, results = optimize_on(tmp_path, [], ["torchscript-trace", "torch-compile"], ["fp32"],
+                                   runners_type=CpuComparedRunners)
+    order = [name for name, _, _ in runners.sessions]
+    # Built without an export (verified as its source compiled); exported, on the CPUs, once the
+    # comparison has timed alone.
+    assert ("build-torch-compile-fp32", None, [("verify-torch-compile-fp32", "cpu")]) in runners.sessions
+    assert order.index("compare") < order.index("export-torch-compile-fp32")
+    assert runners.turns["export-torch-compile-fp32"] is None
+    assert all(v.artifact for v in results.variants) and results.selection.margin is not None

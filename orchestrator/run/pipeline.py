@@ -106,7 +106,7 @@ class Pipeline:
         return reference
 
     def export_chosen(self, variants: list[Variant], best: str, selection: Selection,
-                      reference: Reference) -> tuple[str, Selection]:
+                      reference: Reference) -> tuple[Optional[str], Selection]:
         """Export the chosen variant where it is exported only once chosen (`Format.exported_when_chosen`;
         the close candidates were exported while they were compared). One whose export fails is not
         chosen: the single pass chooses again among the rest, and says why."""
@@ -121,7 +121,8 @@ class Pipeline:
             chosen, selection = select_best(list(self.recorder.variants.values()), self.config.objective,
                                             self.config.latency_budget_ms)
             if chosen is None:
-                return best, selection.model_copy(update=dict(reason=f"{selection.reason}; {best}'s export failed"))
+                return None, selection.model_copy(update=dict(
+                    reason=f"{selection.reason} (the export of {', '.join(failed)} failed, which had been chosen)"))
             best = chosen
         if failed:
             selection = selection.model_copy(update=dict(
@@ -129,8 +130,9 @@ class Pipeline:
         return best, selection
 
     def unexported(self, variant: Variant) -> bool:
-        """A variant exported only once it can be chosen that has not been, or whose export failed."""
-        return FORMATS[variant.format].exported_when_chosen and self.recorder.variants[variant.name].artifact is None
+        """A verified variant exported only once it can be chosen that has not been yet."""
+        entry = self.recorder.variants[variant.name]
+        return FORMATS[variant.format].exported_when_chosen and entry.status == "ok" and entry.artifact is None
 
     def export_for_serving(self, variants: list[Variant], reference: Reference) -> None:
         """Export these variants (exported only once they can be chosen), each in a session of its own,
@@ -179,11 +181,12 @@ class Pipeline:
                                     selection.batch_size, fitted)
         self.recorder.reporter.note(f"timing {len(close)} close candidates again, interleaved: {', '.join(close)}")
         turns = self.turns.get(gpu) if gpu is not None else None
-        # Where the GPU's turns keep the comparison's timing alone, the close candidates are exported
-        # (for whichever wins) while the comparison loads them; elsewhere after it (export_chosen).
-        exported = [planned[name] for name in close if turns is not None and self.unexported(planned[name])]
+        candidates = [planned[name] for name in close]
         with ThreadPoolExecutor(max_workers=1) as pool:
-            exporting = pool.submit(self.export_for_serving, exported, reference)
+            # The candidates are exported for whichever wins, and for a tie's weighing of their
+            # artifacts: where the GPU's turns keep the comparison's timing alone, while it loads them.
+            exporting = pool.submit(self.export_for_serving, [v for v in candidates if turns and self.unexported(v)],
+                                    reference)
             result = self.sessions.run(COMPARE, [job], lambda result: None, Placement(gpu, turns=turns))[job.id]
             exporting.result()
         rounds = result.rounds
@@ -192,6 +195,7 @@ class Pipeline:
             why = result.error or "it timed other candidates, or gave times that are not positive numbers"
             return best, selection.model_copy(update=dict(
                 reason=f"{selection.reason}; the close candidates were not timed again ({why})"))
+        self.export_for_serving([v for v in candidates if self.unexported(v)], reference)
         costs = {name: artifact_cost(self.recorder.variants[name], self.workspace.root) for name in close}
         return confident(best, selection, rounds, costs)
 
