@@ -111,23 +111,20 @@ class Pipeline:
         the close candidates were exported while they were compared). One whose export fails is not
         chosen: the single pass chooses again among the rest, and says why."""
         planned = {variant.name: variant for variant in variants}
+        chosen: Optional[str] = best
         failed = []
-        while True:
-            if self.unexported(planned[best]):
-                self.export_for_serving([planned[best]], reference)
-            if self.recorder.variants[best].status == "ok":
+        while chosen is not None:
+            if self.unexported(planned[chosen]):
+                self.export_for_serving([planned[chosen]], reference)
+            if self.recorder.variants[chosen].status == "ok":
                 break
-            failed.append(best)
+            failed.append(chosen)
             chosen, selection = select_best(list(self.recorder.variants.values()), self.config.objective,
                                             self.config.latency_budget_ms)
-            if chosen is None:
-                return None, selection.model_copy(update=dict(
-                    reason=f"{selection.reason} (the export of {', '.join(failed)} failed, which had been chosen)"))
-            best = chosen
         if failed:
             selection = selection.model_copy(update=dict(
                 reason=f"{selection.reason} (the export of {', '.join(failed)} failed, which had been chosen)"))
-        return best, selection
+        return chosen, selection
 
     def unexported(self, variant: Variant) -> bool:
         """A verified variant exported only once it can be chosen that has not been yet."""

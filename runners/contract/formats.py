@@ -159,8 +159,8 @@ class Format:
     def exported_in_check(self) -> bool:
         """On GPUs, exported in its check session instead of on the CPUs before it: a trace, which
         records its device; a program compiled where it runs, which must not be moved there from the
-        CPUs; and a compiled format, whose long compile starts as soon as the reference has run, not
-        after a runner's cold start among the other exports (unless exported when chosen)."""
+        CPUs; and AOTInductor, which compiles as it exports, so that its long compile starts as soon as
+        the reference has run, not after a runner's cold start among the other exports."""
         return (self.traced_on_device or self.compiled_from_program or self.compiled) and not self.exported_when_chosen
 
     @property

@@ -282,7 +282,8 @@ def time_interleaved(calls: Mapping[str, Callable[[], object]], settings: Profil
 
 
 # Calls of each candidate before a comparison's turn: a compiled one compiles at its first call, and
-# with CUDA graphs records them at its third (torch's cudagraph trees warm up first).
+# with CUDA graphs (torch's cudagraph trees) runs that one as a warm-up, records at the second and
+# replays from the third.
 CALLS_BEFORE_TURN = 3
 
 
