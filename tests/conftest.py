@@ -199,12 +199,11 @@ def assert_cut_points_lost(results: dict, margin: float = 0.2) -> int:
     return cut
 
 
-def assert_verified_and_profiled(variant: dict, exported: bool = True) -> None:
-    """`exported`: False for a variant exported only once chosen (a torch.compile one) that was not."""
+def assert_verified_and_profiled(variant: dict) -> None:
     assert variant["status"] == "ok", variant["error"]
     assert variant["verification"]["passed"] is True
     for output in variant["verification"]["outputs"].values():
         assert output["passed"] is True
         assert output["max_abs_err"] <= output["atol"] + output["rtol"]
     assert_profiled(variant)
-    assert bool(variant["artifact"]) == exported
+    assert variant["artifact"]

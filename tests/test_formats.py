@@ -77,16 +77,13 @@ def test_warming_up_calls_every_batch_size_on_zeros_unless_another_axis_is_dynam
 
 def test_formats_whose_export_records_or_needs_its_gpu_are_exported_in_their_check_session():
     """A trace records its device; Torch-TensorRT's program is compiled on the GPU, where one moved from
-    the CPUs takes the fake-tensor path that failed torch.compile (variant_loader.place_program); AOTInductor
-    compiles where it exports. A torch.compile format is checked as its source compiled, and exported
-    only once it can be chosen. The rest export on the CPUs, while the GPUs check."""
+    the CPUs takes the fake-tensor path that failed torch.compile (variant_loader.place_program); a
+    compiled format only fixes its options. The rest export on the CPUs, while the GPUs check."""
     in_check = {entry.name for entry in REGISTRY if entry.exported_in_check}
-    assert in_check == {"torchscript-trace", "torch-tensorrt", "torch-aoti"}
-    when_chosen = {entry.name for entry in REGISTRY if entry.exported_when_chosen}
-    assert when_chosen == {"torch-compile", "torch-compile-cudagraphs"}
-    on_cpus = {entry.name for entry in REGISTRY if entry.exported_on_cpus}
-    assert on_cpus == set(FORMATS) - in_check - when_chosen and "exported-program" in on_cpus and "tensorrt" in on_cpus
+    assert in_check == {"torchscript-trace", "torch-tensorrt", "torch-aoti", "torch-compile",
+                        "torch-compile-cudagraphs"}
     assert FORMATS["torch-tensorrt"].compiled_from_program and not FORMATS["torch-tensorrt"].compiled
+    assert not FORMATS["exported-program"].exported_in_check and not FORMATS["tensorrt"].exported_in_check
 
 
 def test_engines_only_one_tensorrt_runs_are_guarded_whether_a_plan_or_embedded_in_torchscript():

@@ -150,16 +150,11 @@ def test_on_two_gpus_the_checks_spread_and_only_the_compiled_fp32_waits_for_the_
     assert variants["torch-compile-cudagraphs-fp32"].status == "skipped"
     assert "fp16 was the fastest precision of the other formats" in variants["torch-compile-cudagraphs-fp32"].error
     assert results.best == "torch-compile-cudagraphs-fp16"
-    # A compiled variant's session compiles its source as soon as the reference has run; only the
-    # chosen one is exported (for servers), after profiling, in a session of its own on a GPU.
+    # A compiled variant's session exports it (its options), so its compile starts after the reference.
     compiled = next(jobs for name, _, jobs in runners.sessions if name == "check-torch-compile-cudagraphs-fp16")
-    assert compiled == [("verify-torch-compile-cudagraphs-fp16", "cuda"), ("profile-torch-compile-cudagraphs-fp16",
-                                                                          "cuda")]
-    exports = [(name, gpu, jobs) for name, gpu, jobs in runners.sessions if name.startswith("export-torch-compile")]
-    chosen = "torch-compile-cudagraphs-fp16"
-    assert exports == [(f"export-{chosen}", "0", [(f"export-{chosen}", "cuda")])]
-    assert variants["torch-compile-cudagraphs-fp16"].artifact == "variants/torch-compile-cudagraphs-fp16/model"
-    assert variants["torch-compile-cudagraphs-bf16"].artifact is None
+    assert compiled == [("export-torch-compile-cudagraphs-fp16", "cuda"), ("verify-torch-compile-cudagraphs-fp16",
+                        "cuda"), ("profile-torch-compile-cudagraphs-fp16", "cuda")]
+    assert not any(name.startswith("export-torch-compile") for name, _, _ in runners.sessions)
     # The sessions on one GPU take the same turns there (the reference runs before all, alone); each
     # GPU job ran on the GPU it was placed on.
     shared = [(name, gpu) for name, gpu, _ in runners.sessions if name != "reference"]
@@ -246,70 +241,3 @@ def test_close_candidates_too_slow_to_time_again_are_left_to_the_single_pass(tmp
     assert results.selection is not None and results.selection.rounds == 0
     assert ("the close candidates were not timed again (a call of 1,500 ms: 20 rounds would take longer than "
             "profiling.max_point_s, 20 s)") in results.selection.reason
-
-
-class ComparedRunners(FakeRunners):
-    """The compiled bf16 variant runs within the margin of fp16 in the single pass and wins the
-    comparison; its export fails where `failing` says so."""
-
-    failing: set[str] = set()
-
-    def answer(self, job: Job, placement: Placement) -> JobResult:
-        if job.kind == "compare":
-            return JobResult(job.id, job.kind, "ok", rounds={
-                each.variant: [1.0 if each.variant.endswith("bf16") else 1.1] * 20 for each in job.compared})
-        if job.kind == "export" and job.id in self.failing:
-            return JobResult(job.id, job.kind, "failed", error="torch.export crashed")
-        result = super().answer(job, placement)
-        if job.id == "profile-torch-compile-cudagraphs-bf16":
-            result.profile[0].throughput = 880.0
-        return result
-
-
-class FailingExportRunners(ComparedRunners):
-    failing = {"export-torch-compile-cudagraphs-bf16"}
-
-
-def test_the_close_candidates_are_exported_while_compared_and_the_winner_is_what_is_exported(tmp_path):
-    runners, results = optimize_on(tmp_path, ["0"], ["torch-compile-cudagraphs"], ["fp16", "bf16"],
-                                   runners_type=ComparedRunners)
-    assert results.best == "torch-compile-cudagraphs-bf16" and results.selection.margin is not None
-    exports = sorted(name for name, _, _ in runners.sessions if name.startswith("export-"))
-    assert exports == ["export-torch-compile-cudagraphs-bf16", "export-torch-compile-cudagraphs-fp16"]
-    # They take the GPU's turns, so the comparison times alone once they are done.
-    assert {runners.turns[name] for name in exports} == {runners.turns["compare"]} != {None}
-    assert all(v.artifact == f"variants/{v.name}/model" for v in results.variants)
-
-
-def test_a_winner_whose_export_fails_is_not_chosen_and_the_selection_says_why(tmp_path):
-    _, results = optimize_on(tmp_path, ["0"], ["torch-compile-cudagraphs"], ["fp16", "bf16"],
-                             runners_type=FailingExportRunners)
-    variants = {v.name: v for v in results.variants}
-    assert variants["torch-compile-cudagraphs-bf16"].status == "failed"
-    assert variants["torch-compile-cudagraphs-bf16"].error == "export: torch.export crashed"
-    assert results.best == "torch-compile-cudagraphs-fp16"
-    assert "the export of torch-compile-cudagraphs-bf16 failed" in results.selection.reason
-
-
-class CpuComparedRunners(FakeRunners):
-    """On the CPUs: torch.compile and the trace within the margin, the comparison a tie."""
-
-    def answer(self, job: Job, placement: Placement) -> JobResult:
-        if job.kind == "compare":
-            return JobResult(job.id, job.kind, "ok", rounds={each.variant: [1.0] * 20 for each in job.compared})
-        result = super().answer(job, placement)
-        if job.kind == "profile":
-            result.profile[0].throughput = 900.0 if job.variant == "torch-compile-fp32" else 880.0
-        return result
-
-
-def test_on_the_cpus_the_close_compiled_candidate_is_exported_after_the_comparison_before_a_tie_is_weighed(tmp_path):
-    runners, results = optimize_on(tmp_path, [], ["torchscript-trace", "torch-compile"], ["fp32"],
-                                   runners_type=CpuComparedRunners)
-    order = [name for name, _, _ in runners.sessions]
-    # Built without an export (verified as its source compiled); exported, on the CPUs, once the
-    # comparison has timed alone.
-    assert ("build-torch-compile-fp32", None, [("verify-torch-compile-fp32", "cpu")]) in runners.sessions
-    assert order.index("compare") < order.index("export-torch-compile-fp32")
-    assert runners.turns["export-torch-compile-fp32"] is None
-    assert all(v.artifact for v in results.variants) and results.selection.margin is not None

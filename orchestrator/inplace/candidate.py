@@ -108,7 +108,7 @@ def compile_candidate(module: Any, options: InProcessOptions, captured: Captured
     import torch
 
     # Not frozen, as the runners' compiled variants are not: freezing folds the weights into the graph
-    # as constants, a second copy of them in the user's process, and ran slower (torch_runner.compiled_options).
+    # as constants, a second copy of them in the user's process, and ran slower (torch_runner.export_compiled).
     compiled = variant_loader.compile_module(prepared(module, options), options.compile_mode, freezing=False)
     flat = Flat(compiled, from_data(captured.inputs_structure), captured.inputs, captured.outputs).eval()
     dtype = variant_loader.torch_dtype(options.precision)

@@ -37,7 +37,7 @@ def load_variant(variant: VariantResult, artifact: Path, variants: Path, capture
         model = load_capture(capture, device).to(device, dtype)
         if variant.memory_format == "channels_last":  # as the runner compiled it (torch_runner.in_layout)
             model = model.to(memory_format=torch.channels_last)
-        # The runners' options (torch_runner.compiled_options): the mode, weights not frozen.
+        # The runners' options (torch_runner.export_compiled): the mode, weights not frozen.
         run = cast_inputs(variant_loader.compile_module(model, entry.compile_mode, freezing=False), dtype)
         # A CUDA graph's outputs live in memory its next replay overwrites; the pipeline may still
         # hold them (a text encoder called for the prompt, then for the empty prompt).

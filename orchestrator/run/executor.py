@@ -56,8 +56,8 @@ from runners.contract.protocol import (
 
 # How often a session's runner is looked at: its exit, and the results and turn requests it writes. On
 # a shared GPU every turn passes through these looks (a profile's ready, its result, the next one's
-# ready), so there they are ten times as frequent: at 0.1 s, ResNet-50's 26 profiles on an H100 took
-# 13.9 s, of which an estimated 3 s were the looks.
+# ready), so there they are ten times as frequent: at 0.1 s each look waits 50 ms on average, and
+# ResNet-50's 26 profiles on an H100 pass about 80 of them (an estimate; the gain is unmeasured).
 POLL_S = 0.1
 TURN_POLL_S = 0.01
 

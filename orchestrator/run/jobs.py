@@ -104,13 +104,11 @@ class JobBuilder:
                          profiling=self.config.profiling)
 
     def _variant_inputs(self, variant: Variant) -> JobInputs:
-        fmt = FORMATS[variant.format]
         return JobInputs(
             model=str(self.config.model.path.parent),  # torch.compile variants compile the source
             samples=str(self.workspace.reference / NORMALIZED_SAMPLES),
             reference=str(self.workspace.reference / REFERENCE_OUTPUTS),
-            # A variant exported only once it can be chosen is checked as its source compiled.
-            artifact="" if fmt.exported_when_chosen else str(self.workspace.variant_dir(variant.name) / fmt.artifact),
+            artifact=str(self.workspace.variant_dir(variant.name) / FORMATS[variant.format].artifact),
         )
 
     def calibration(self, variant: Variant) -> str:
@@ -134,9 +132,7 @@ class JobBuilder:
         the verification."""
         conversion = FORMATS[variant.format].conversion
         if conversion is None:
-            exported = not FORMATS[variant.format].exported_when_chosen
-            return [self.verify_job(variant, reference, device, needs, after=f"export-{variant.name}" if exported
-                                    else None)]
+            return [self.verify_job(variant, reference, device, needs, after=f"export-{variant.name}")]
         inputs = replace(self._variant_inputs(variant), artifact="", calibration=self.calibration(variant),
                          export=str(self.workspace.variant_dir(variant.name) / conversion.intermediate))
         convert = self._keyed(self._job(f"convert-{variant.name}", "convert", conversion.runner,
@@ -145,8 +141,7 @@ class JobBuilder:
                               reference, [f"export-{variant.name}"])
         return [convert, self.verify_job(variant, reference, device, [convert.id], after=convert.id)]
 
-    def verify_job(self, variant: Variant, reference: Reference, device: str, needs: list[str],
-                   after: Optional[str]) -> Job:
+    def verify_job(self, variant: Variant, reference: Reference, device: str, needs: list[str], after: str) -> Job:
         tolerances = {spec.name: self.config.tolerances.for_output(spec.name, variant.precision,
                                                                    reference.output_scale.get(spec.name, 1.0))
                       for spec in reference.io.outputs}
@@ -159,7 +154,7 @@ class JobBuilder:
                         device=device, needs=needs, io=reference.io, inputs=self._variant_inputs(variant),
                         tolerances=tolerances, budgets=budgets,
                         batch_sizes=self.config.batch_sizes if FORMATS[variant.format].compiled else None)
-        return self._keyed(job, reference, [after] if after else [])
+        return self._keyed(job, reference, [after])
 
     def compare_job(self, variants: list[Variant], reference: Reference, device: str, batch_size: int,
                     profiling: ProfileSettings) -> Job:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
-from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from pathlib import Path
 from typing import Optional
@@ -101,55 +100,8 @@ class Pipeline:
                                       self.config.latency_budget_ms)
         if best is not None and reference is not None:
             best, selection = self.time_again(variants, best, selection, reference)
-            best, selection = self.export_chosen(variants, best, selection, reference)
         self.recorder.finish(best, selection)
         return reference
-
-    def export_chosen(self, variants: list[Variant], best: str, selection: Selection,
-                      reference: Reference) -> tuple[Optional[str], Selection]:
-        """Export the chosen variant where it is exported only once chosen (`Format.exported_when_chosen`;
-        the close candidates were exported while they were compared). One whose export fails is not
-        chosen: the single pass chooses again among the rest, and says why."""
-        planned = {variant.name: variant for variant in variants}
-        chosen: Optional[str] = best
-        failed = []
-        while chosen is not None:
-            if self.unexported(planned[chosen]):
-                self.export_for_serving([planned[chosen]], reference)
-            if self.recorder.variants[chosen].status == "ok":
-                break
-            failed.append(chosen)
-            chosen, selection = select_best(list(self.recorder.variants.values()), self.config.objective,
-                                            self.config.latency_budget_ms)
-        if failed:
-            selection = selection.model_copy(update=dict(
-                reason=f"{selection.reason} (the export of {', '.join(failed)} failed, which had been chosen)"))
-        return chosen, selection
-
-    def unexported(self, variant: Variant) -> bool:
-        """A verified variant exported only once it can be chosen that has not been yet."""
-        entry = self.recorder.variants[variant.name]
-        return FORMATS[variant.format].exported_when_chosen and entry.status == "ok" and entry.artifact is None
-
-    def export_for_serving(self, variants: list[Variant], reference: Reference) -> None:
-        """Export these variants (exported only once they can be chosen), each in a session of its own,
-        side by side. On a GPU they take part in its turns: a comparison waits for them to finish."""
-        gpu = self.gpus[0] if self.gpus else None
-        placement = Placement(gpu, turns=self.turns.get(gpu)) if gpu is not None else self.shared_cpus()
-
-        def export(variant: Variant) -> None:
-            def on_result(result: JobResult) -> None:
-                self.recorder.on_result(variant, result)
-                if self.recorder.variants[variant.name].status == "ok":
-                    self.recorder.reporter.stage(variant.name, "done", "exported for serving")
-
-            self.recorder.reporter.stage(variant.name, "exporting", "for serving")
-            job = self.jobs.export_job(variant, reference, "cpu" if gpu is None else "cuda")
-            self.sessions.run(f"export-{variant.name}", [job], on_result, placement)
-
-        if variants:
-            with ThreadPoolExecutor(max_workers=len(variants)) as pool:
-                list(pool.map(export, variants))
 
     def time_again(self, variants: list[Variant], best: str, selection: Selection,
                    reference: Reference) -> tuple[str, Selection]:
@@ -177,22 +129,14 @@ class Pipeline:
         job = self.jobs.compare_job([planned[name] for name in close], reference, "cpu" if gpu is None else "cuda",
                                     selection.batch_size, fitted)
         self.recorder.reporter.note(f"timing {len(close)} close candidates again, interleaved: {', '.join(close)}")
-        turns = self.turns.get(gpu) if gpu is not None else None
-        candidates = [planned[name] for name in close]
-        with ThreadPoolExecutor(max_workers=1) as pool:
-            # The candidates are exported for whichever wins, and for a tie's weighing of their
-            # artifacts: where the GPU's turns keep the comparison's timing alone, while it loads them.
-            exporting = pool.submit(self.export_for_serving, [v for v in candidates if turns and self.unexported(v)],
-                                    reference)
-            result = self.sessions.run(COMPARE, [job], lambda result: None, Placement(gpu, turns=turns))[job.id]
-            exporting.result()
+        result = self.sessions.run(COMPARE, [job], lambda result: None, Placement(
+            gpu, turns=self.turns.get(gpu) if gpu is not None else None))[job.id]
         rounds = result.rounds
         if result.status != "ok" or set(rounds) != set(close) or len({len(times) for times in rounds.values()}) != 1 \
                 or not all(math.isfinite(t) and t > 0 for times in rounds.values() for t in times):
             why = result.error or "it timed other candidates, or gave times that are not positive numbers"
             return best, selection.model_copy(update=dict(
                 reason=f"{selection.reason}; the close candidates were not timed again ({why})"))
-        self.export_for_serving([v for v in candidates if self.unexported(v)], reference)
         costs = {name: artifact_cost(self.recorder.variants[name], self.workspace.root) for name in close}
         return confident(best, selection, rounds, costs)
 
@@ -251,10 +195,9 @@ class Pipeline:
     def build(self, variant: Variant, reference: Reference) -> None:
         if self.skipped(variant):
             return
-        deferred = FORMATS[variant.format].exported_when_chosen
-        export = [] if deferred else [self.jobs.export_job(variant, reference, "cpu")]
-        jobs = [*export, *self.jobs.checked_jobs(variant, reference, "cpu", needs=[job.id for job in export])]
-        self.recorder.reporter.stage(variant.name, DOING[jobs[0].kind])
+        export = self.jobs.export_job(variant, reference, "cpu")
+        jobs = [export, *self.jobs.checked_jobs(variant, reference, "cpu", needs=[export.id])]
+        self.recorder.reporter.stage(variant.name, "exporting")
         self.sessions.run(f"build-{variant.name}", jobs, self.on_result_of(variant), self.shared_cpus())
 
     def profile(self, step: Step, reference: Reference, gpu: Optional[str]) -> None:
@@ -285,9 +228,9 @@ class Pipeline:
     def check(self, name: str, variants: list[Variant], reference: Reference, gpu: Optional[str]) -> None:
         to_check = []
         for variant in self.recorder.pending(variants):
-            # A format not exported on the CPUs before: what would skip its export (`skipped` records
+            # A format exported in its check session: what would skip its export (`skipped` records
             # why) is decided here.
-            if FORMATS[variant.format].exported_on_cpus or not self.skipped(variant):
+            if not (FORMATS[variant.format].exported_in_check and self.skipped(variant)):
                 to_check.append(variant)
         variants = to_check
         if not variants:

@@ -3,14 +3,13 @@ profiles them. Pure decisions from the config and the registry (runners/contract
 
 On CPUs, export and verify of a variant share a runner session, variants build in parallel, and
 one exclusive step profiles them all, so nothing competes with what it measures. On GPUs, exports
-run on the CPU cores in parallel (a trace and Torch-TensorRT's program are exported in their check
-session: `Format.exported_in_check`); on the GPUs one session per runner and GPU verifies and
+run on the CPU cores in parallel (a trace, Torch-TensorRT's program and a compiled format are
+exported in their check session: `Format.exported_in_check`); on the GPUs one session per runner and GPU verifies and
 profiles the variants that need no long compile (one CUDA start for many), and each compiled
 variant gets a session of its own
 (`compiled_skip_reason` says which precisions it is built in). GPU sessions share their GPU and
 take turns to profile (orchestrator/run/turns.py), so one variant's compile does not hold up the
-others. A torch.compile variant is exported only once it can be chosen (`Format.exported_when_chosen`:
-orchestrator/run/pipeline.py exports it after profiling).
+others.
 """
 from __future__ import annotations
 
@@ -160,7 +159,7 @@ def plan_steps(variants: list[Variant], on_gpu: bool, gpus: int = 1) -> list[Ste
         builds = [Step(f"build-{v.name}", "build", (v,)) for v in variants]
         return [*builds, Step("profile", "profile", tuple(variants), needs=tuple(b.name for b in builds),
                               exclusive=True)]
-    exports = [Step(f"export-{v.name}", "export", (v,)) for v in variants if FORMATS[v.format].exported_on_cpus]
+    exports = [Step(f"export-{v.name}", "export", (v,)) for v in variants if not FORMATS[v.format].exported_in_check]
     # Variants that need no compile are checked in sessions per runner (one CUDA start for many), so
     # a slow export of one runtime (ONNX) does not hold up the others.
     cheap: dict[str, list[Variant]] = {}
@@ -172,8 +171,8 @@ def plan_steps(variants: list[Variant], on_gpu: bool, gpus: int = 1) -> list[Ste
         parts = max(1, min(gpus, len(vs)))
         chunks = [vs[i::parts] for i in range(parts)]  # dealt out, so each holds a mix of formats
         checks[runner] = [Step(f"check-{runner}" + (f"-{i + 1}" if parts > 1 else ""), "check", tuple(chunk),
-                               needs=tuple(f"export-{v.name}" for v in chunk if FORMATS[v.format].exported_on_cpus),
-                               gpu=True)
+                               needs=tuple(f"export-{v.name}" for v in chunk
+                                           if not FORMATS[v.format].exported_in_check), gpu=True)
                           for i, chunk in enumerate(chunks)]
     compiled = []
     for v in variants:

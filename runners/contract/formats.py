@@ -147,26 +147,13 @@ class Format:
         return next((q for q in self.quantizers if (q.precision, q.method) == (precision, method)), None)
 
     @property
-    def exported_when_chosen(self) -> bool:
-        """Verified and profiled as its source compiled in the runner, and exported (its options and
-        the program a server compiles) only once it can be chosen: after profiling, for the best and
-        the close candidates timed again (orchestrator/run/pipeline.py). torch.export, which only
-        servers need, took 11 to 17 s of each compiled session before its compile could start
-        (ResNet-50 and BERT-base on an H100, docs/performance.md)."""
-        return self.compile_mode is not None
-
-    @property
     def exported_in_check(self) -> bool:
         """On GPUs, exported in its check session instead of on the CPUs before it: a trace, which
         records its device; a program compiled where it runs, which must not be moved there from the
-        CPUs; and AOTInductor, which compiles as it exports, so that its long compile starts as soon as
-        the reference has run, not after a runner's cold start among the other exports."""
-        return (self.traced_on_device or self.compiled_from_program or self.compiled) and not self.exported_when_chosen
-
-    @property
-    def exported_on_cpus(self) -> bool:
-        """Exported in a session of its own on the CPUs, before anything checks it."""
-        return not (self.exported_in_check or self.exported_when_chosen)
+        CPUs; and a compiled format, whose export only fixes its options, so that its long compile
+        starts as soon as the reference has run, not after a runner's cold start among the other
+        exports."""
+        return self.traced_on_device or self.compiled_from_program or self.compiled
 
     @property
     def export_file(self) -> str:

@@ -289,9 +289,8 @@ CALLS_BEFORE_TURN = 3
 
 def compare_result(job: Job, calls: Mapping[str, Callable[[], object]], timing: Timing) -> JobResult:
     """A compare job's result: its candidates (`calls`, each the one synchronous call to time at the
-    job's batch size, loaded before this call) run a few times, so that what compiles compiles while
-    other sessions (the candidates' exports) may still run, then timed interleaved once the job has
-    its turn."""
+    job's batch size, loaded before this call) run a few times, so that what compiles compiles before
+    the turn, which then holds only the timing; then timed interleaved once the job has its turn."""
     for run in calls.values():
         for _ in range(CALLS_BEFORE_TURN):
             run()

@@ -301,26 +301,21 @@ def export_precision(job: Job) -> str:
     return source.precision
 
 
-def compiled_options(job: Job) -> dict[str, Any]:
-    """How a compiled variant compiles, in its runner (load_variant) and in a server (its artifact's
-    options, variant_loader.load_compiled) alike."""
+def export_compiled(job: Job, target: Path) -> JobResult:
+    """A compiled variant's folder: its options and, for a float variant, its program (the variant's
+    precision and layout fixed in it), which a server compiles (variant_loader.load_compiled) where the
+    runner compiles the source (load_variant). A quantized variant compiles its quantized source;
+    whether torchao finds anything to quantize is decided here, before any GPU session. A model
+    torch.export cannot capture compiles its source too, and says so: no server can load it."""
+    target.mkdir(exist_ok=True)
+    precision = export_precision(job)
     # Not frozen (weights folded into the graph as constants), as the hand recipe compiles: frozen,
     # with CUDA graphs in fp16, ResNet-50 ran at 0.92-0.97x of it at batch 64 and BERT-base at 0.88x,
     # at batch 1 0.51-0.82x, alternated in one process on an H100; unfrozen at 1.00x (docs/performance.md).
     # torchao's recipe for quantized weights compiles unfrozen too.
-    return {"mode": FORMATS[job.format_name()].compile_mode, "freezing": False,
-            "automatic_dynamic_shapes": has_non_batch_axes(job.io_spec())}
-
-
-def export_compiled(job: Job, target: Path) -> JobResult:
-    """A compiled variant's folder, exported once the variant can be chosen (`Format.exported_when_chosen`):
-    its options and, for a float variant, its program (the variant's precision and layout fixed in
-    it), which a server compiles (variant_loader.load_compiled) where the runner compiled the source
-    (load_variant). A quantized variant compiles its quantized source. A model torch.export cannot
-    capture compiles its source too, and says so: no server can load it."""
-    target.mkdir(exist_ok=True)
-    precision = export_precision(job)
-    write_text_atomic(target / COMPILED_OPTIONS, json.dumps(compiled_options(job)))
+    options = {"mode": FORMATS[job.format_name()].compile_mode, "freezing": False,
+               "automatic_dynamic_shapes": has_non_batch_axes(job.io_spec())}
+    write_text_atomic(target / COMPILED_OPTIONS, json.dumps(options))
     model = in_layout(load_source(job).to(job.device, torch_dtype(precision)), job)
     if job.precision in QUANTIZED:
         quantizable(model)
@@ -513,16 +508,16 @@ def load_variant(job: Job) -> torch.nn.Module:
     on an H100, for a cause not found yet, while alone it compiles to the module's speed
     (docs/performance.md)."""
     fmt = FORMATS[job.format_name()]
+    folder = Path(job.inputs.artifact)
     if fmt.compile_mode is None:
-        return load(fmt.loader.name, job.inputs.artifact, job.device)
-    options = compiled_options(job)
+        return load(fmt.loader.name, str(folder), job.device)
+    options = json.loads((folder / COMPILED_OPTIONS).read_text())
     if options["mode"] == "reduce-overhead" and not job.device.startswith("cuda"):
         raise Skip("CUDA graphs (mode=reduce-overhead) need a GPU")
     if job.precision in QUANTIZED:
         check_torchao(job)
     model = in_layout(load_source(job).to(job.device, torch_dtype(compute_precision(job.precision))), job)
     if job.precision in QUANTIZED:
-        quantizable(model)
         quantize_module(model, job.precision)
     return compile_module(model, options["mode"], options["freezing"], options["automatic_dynamic_shapes"],
                           inductor_settings(job.precision))
