@@ -41,13 +41,15 @@ class FakeRunners:
         self.sessions: list[tuple[str, str | None, list[tuple[str, str]]]] = []
         self.turns: dict[str, object] = {}  # session -> the turns it takes on its GPU (None: none)
         self.placements: dict[str, Placement] = {}
+        self.prewarmed = 0
         self.lock = threading.Lock()
 
     def expect(self, folders: list, inputs: list, at_once: int) -> None:
         """Warm runners: nothing to start here."""
 
     def prewarm(self, image: str, count: int) -> None:
-        """Warm runners: nothing to start here."""
+        """Warm runners: nothing to start here; how many is recorded."""
+        self.prewarmed = count
 
     def run(self, name: str, image: str, jobs: list[Job], on_result: OnResult,
             placement: Placement) -> dict[str, JobResult]:
@@ -84,15 +86,16 @@ class FakeRunners:
         pass
 
 
-def optimize_on(tmp_path: Path, gpus: list[str], formats: list[str],
+def optimize_on(tmp_path: Path, gpus: list[str], formats: list[str] | None,
                 precisions: list[str] | None = None, gpu_sessions: int = 6,
-                runners_type: type[FakeRunners] = FakeRunners) -> tuple[FakeRunners, RunResults]:
+                runners_type: type[FakeRunners] = FakeRunners,
+                exhaustive: bool = False) -> tuple[FakeRunners, RunResults]:
     model = tmp_path / "model.py"
     model.write_text("def make(): ...\n")
     config = OptimizeConfig(model=ModelRef(path=model, form="factory", factory="make", framework="torch"),
                             workspace=tmp_path / "ws", formats=formats, precisions=precisions,
                             memory_formats=["contiguous"], batch_sizes=[4], gpus="all", jobs=4,
-                            gpu_sessions=gpu_sessions)
+                            gpu_sessions=gpu_sessions, exhaustive=exhaustive)
     workspace = Workspace(config.workspace).create()
     runners = runners_type(workspace)
     results = RunResults(environment=Environment(nav_orch="0", host_python="3.11"))
@@ -163,6 +166,48 @@ def test_on_two_gpus_the_checks_spread_and_only_the_compiled_fp32_waits_for_the_
         assert (runners.turns[name] is None) == (gpu is None) and len(others) == 1, name
     assert {t.placement for t in results.timeline} >= {"GPU 0", "GPU 1"}
     assert all(t.on_placed_gpu for t in results.timeline if t.placement != "CPU" and t.kind != "export")
+
+
+def test_the_default_search_on_a_gpu_leaves_out_what_cannot_win_or_run_and_says_why(tmp_path):
+    """No formats given: the uncompiled ExportedProgram is not built beside the trace and the compiled
+    format, and ONNX is skipped before its export where the runners' ONNX Runtime has no CUDA execution
+    provider (the fake reference reports none)."""
+    runners, results = optimize_on(tmp_path, ["0"], None)
+    variants = {v.name: v for v in results.variants}
+    for precision in ("fp32", "fp16", "bf16"):
+        cut = variants[f"exported-program-{precision}"]
+        assert cut.status == "skipped"
+        assert cut.error == ("not built: on GPUs torchscript-trace and torch-compile-cudagraphs ran faster in every "
+                             "model measured (--formats exported-program or --exhaustive builds it)")
+    for precision in ("fp32", "fp16"):
+        onnx = variants[f"onnx-{precision}"]
+        assert onnx.status == "skipped"
+        assert onnx.error == ("runs on GPUs only with ONNX Runtime's CUDA execution provider (onnxruntime-gpu), "
+                              "which the runners' Python (python) lacks")
+    sessions = [name for name, _, _ in runners.sessions]
+    assert not [name for name in sessions if name.startswith(("export-exported-program", "export-onnx"))]
+    assert sorted(name for name in sessions if name.startswith("export-")) == [
+        "export-torchscript-script-bf16", "export-torchscript-script-fp16", "export-torchscript-script-fp32"]
+    assert variants["torchscript-trace-fp16"].status == "ok"
+    assert results.best == "torch-compile-cudagraphs-fp16"
+
+
+def test_exhaustive_builds_the_uncompiled_program_on_a_gpu(tmp_path):
+    runners, results = optimize_on(tmp_path, ["0"], None, ["fp16"], exhaustive=True)
+    assert {v.name: v.status for v in results.variants}["exported-program-fp16"] == "ok"
+
+
+def test_the_warm_runners_started_beside_the_reference_are_the_exports_on_the_cpus_up_to_jobs(tmp_path):
+    # The script and the program are exported on the CPUs; the trace and the compiled format in
+    # their check sessions, on the GPU.
+    for folder in ("two", "many"):
+        (tmp_path / folder).mkdir()
+    runners, _ = optimize_on(tmp_path / "two", ["0"], ["torchscript-trace", "torchscript-script", "exported-program",
+                                                        "torch-compile-cudagraphs"], ["fp16"])
+    assert runners.prewarmed == 2
+    runners, _ = optimize_on(tmp_path / "many", ["0"], ["torchscript-script", "exported-program"],
+                             ["fp32", "fp16", "bf16"])
+    assert runners.prewarmed == 4  # --jobs, of six exports
 
 
 def test_with_one_session_per_gpu_no_turns_are_taken(tmp_path):

@@ -12,6 +12,7 @@ from orchestrator.run.planning import (
     compiled_skip_reason,
     plan_steps,
     plan_variants,
+    search_cut_reason,
     skip_reason,
     source_skip_reason,
 )
@@ -193,6 +194,35 @@ def test_tensorrt_plans_are_skipped_where_the_image_has_no_torch_for_the_runners
     assert reason.startswith("its runner (tensorrt) needs torch, which nav-orch/tensorflow:25.02")
     assert skip_reason(variant, {"torch": "2.9.0", "tensorrt": "10.13.3"}, "nav-orch/pytorch:25.10",
                        has_gpus=True) is None
+
+
+def test_onnx_runs_on_gpus_only_where_the_runners_onnxruntime_has_its_cuda_provider():
+    variant = Variant("onnx-fp16", "onnx", "fp16")
+    plain = {"onnx": "1.19.0"}  # plain onnxruntime: the reference reports no CUDA provider
+    assert skip_reason(variant, plain, "the runners' Python (python3)", has_gpus=True) == (
+        "runs on GPUs only with ONNX Runtime's CUDA execution provider (onnxruntime-gpu), which the runners' "
+        "Python (python3) lacks")
+    assert skip_reason(variant, plain, "nav-orch/pytorch:cpu", has_gpus=False) is None
+    gpu_image = {**plain, "onnxruntime+cuda": "1.23.2"}
+    assert skip_reason(variant, gpu_image, "nav-orch/pytorch:25.10", has_gpus=True) is None
+
+
+@pytest.mark.parametrize(("searched", "on_gpu", "given", "cut"), [
+    ({"exported-program", "torchscript-trace", "torch-compile-cudagraphs"}, True, False,
+     "torchscript-trace and torch-compile-cudagraphs"),
+    ({"exported-program", "torch-compile-cudagraphs"}, True, False, "torch-compile-cudagraphs"),
+    ({"exported-program", "onnx"}, True, False, None),  # nothing searched that beat it
+    ({"exported-program", "torchscript-trace"}, False, False, None),  # on CPUs it can win
+    ({"exported-program", "torchscript-trace"}, True, True, None),  # asked for
+])
+def test_the_uncompiled_program_is_left_out_of_a_gpu_search_where_a_format_that_beat_it_is_searched(
+        searched, on_gpu, given, cut):
+    variant = Variant("exported-program-fp16", "exported-program", "fp16")
+    reason = search_cut_reason(variant, searched, on_gpu, formats_given=given)
+    assert reason == (None if cut is None else f"not built: on GPUs {cut} ran faster in every model measured "
+                      "(--formats exported-program or --exhaustive builds it)")
+    trace = Variant("torchscript-trace-fp16", "torchscript-trace", "fp16")
+    assert search_cut_reason(trace, searched | {"torch-compile-cudagraphs"}, True, formats_given=False) is None
 
 
 # What the registry allows, written out as the support matrix a user reads (docs/frameworks.md): per framework,

@@ -32,6 +32,7 @@ from orchestrator.run.planning import (
     compiled_skip_reason,
     plan_steps,
     plan_variants,
+    search_cut_reason,
     skip_reason,
     source_skip_reason,
 )
@@ -79,22 +80,26 @@ class Pipeline:
         self.sessions = Sessions(executor, workspace, self.jobs.keys, recorder, recorder.image.tag, force)
         # Sessions sharing a GPU take turns at what they time; a GPU of one session needs none.
         self.turns = {gpu: GpuTurns() for gpu in gpus} if config.gpu_sessions > 1 else {}
+        self.variants = plan_variants(config, bool(gpus))
+        self.searched = {v.format for v in self.variants}
 
     def execute(self, samples: Path) -> Optional[Reference]:
         """Run every step; returns what the reference job established (None for `nav-orch profile`,
         which has no reference)."""
-        variants = plan_variants(self.config, bool(self.gpus))
+        variants = self.variants
         self.recorder.queue(variants)
+        steps = plan_steps(variants, bool(self.gpus), len(self.gpus))
         function = self.config.model.form == "function"
         if not function:  # CPU sessions run in warm runners that see every folder of the run
             given = [self.config.model.path.parent, samples, *filter(None, [self.config.calibration])]
             self.executor.expect(self.jobs.folders(variants), given, self.config.jobs)
-            if not self.gpus:  # started now, beside the reference job
-                self.executor.prewarm(self.recorder.image.tag, self.config.jobs)
+            # Started now, beside the reference job, for the CPU sessions that will run at once.
+            on_cpus = [s for s in steps if s.action in ("build", "export") and self.cut_reason(s.variants[0]) is None]
+            self.executor.prewarm(self.recorder.image.tag, min(self.config.jobs, len(on_cpus)))
         reference = None if function else self.run_reference(samples, self.gpus[0] if self.gpus else None)
         units = [Unit(step.name, partial(self.perform, step, reference, samples),
                       needs=list(step.needs), gpu=step.gpu, exclusive=step.exclusive)
-                 for step in plan_steps(variants, bool(self.gpus), len(self.gpus))]
+                 for step in steps]
         Scheduler(self.gpus, self.config.jobs, self.config.gpu_sessions).run(units, on_abort=self.executor.cancel)
         best, selection = select_best(list(self.recorder.variants.values()), self.config.objective,
                                       self.config.latency_budget_ms)
@@ -185,10 +190,15 @@ class Pipeline:
         image = self.recorder.image
         where = image.tag if image.tag != "local" else f"the runners' Python ({image.id})"
         reason = (source_skip_reason(variant, self.config.model)
-                  or skip_reason(variant, image.versions, where, bool(self.gpus)))
+                  or skip_reason(variant, image.versions, where, bool(self.gpus)) or self.cut_reason(variant))
         if reason is not None:
             self.recorder.skip(variant, reason)
         return reason is not None
+
+    def cut_reason(self, variant: Variant) -> Optional[str]:
+        """Why a variant the run could build is left out of its search (none under --exhaustive)."""
+        return None if self.config.exhaustive else search_cut_reason(
+            variant, self.searched, bool(self.gpus), bool(self.config.formats))
 
     # CPU runs: export and verify share a session per variant; one exclusive step profiles all.
 

@@ -13,7 +13,7 @@ others.
 """
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from typing import Literal, Optional
 
@@ -102,6 +102,8 @@ def skip_reason(variant: Variant, versions: Mapping[str, str], where: str, has_g
         return f"{entry.toolchain.title} is not installed in {where}"
     if entry.gpu_only and not has_gpus:
         return "needs a GPU (this run has none: --gpus)"
+    if has_gpus and entry.gpu_runtime is not None and entry.gpu_runtime.module not in versions:
+        return f"runs on GPUs only with {entry.gpu_runtime.title}, which {where} lacks"
     missing = [package for package in entry.runner_needs if package not in versions]
     if missing:
         return (f"its runner ({entry.runner}) needs {', '.join(missing)}, which {where} does not have (TensorRT "
@@ -129,6 +131,25 @@ def source_skip_reason(variant: Variant, model: ModelRef) -> Optional[str]:
         return None
     return (f"the source is an ExportedProgram in {model.precision}: its graph cannot be cast to {wanted} "
             f"(export it in {wanted}; inplace modules are captured per precision)")
+
+
+def search_cut_reason(variant: Variant, searched: Collection[FormatName], on_gpu: bool,
+                      formats_given: bool) -> Optional[str]:
+    """Why a variant of the default search is not built: on GPUs, a format that ran slower than a
+    format searched beside it in every model measured (`Format.outrun_on_gpus_by`). An ExportedProgram
+    run uncompiled, on H100s (2026-12-07, six runs of ResNet-50 and BERT-base, one pass each; raw records
+    docs/data/h100-*-{unfrozen,export-when-chosen}*-2026-12-07*): against the TorchScript trace of the
+    same precision and layout, 0.35-0.79x at batch 1 and 0.81-0.97x at batch 64 in all 27 pairs, never
+    faster; the compiled variants ran 2.0-2.2x its best at batch 64. Its six exports and verifications
+    cost ResNet-50's run about 12 s of the eager session, and six torch.export processes on the CPUs
+    beside the compiles. Formats the user asked for are all built, as under --exhaustive."""
+    if not on_gpu or formats_given:
+        return None
+    rivals = [name for name in FORMATS[variant.format].outrun_on_gpus_by if name in searched]
+    if not rivals:
+        return None
+    return (f"not built: on GPUs {' and '.join(rivals)} ran faster in every model measured "
+            f"(--formats {variant.format} or --exhaustive builds it)")
 
 
 def compiled_skip_reason(variant: Variant, winner: Optional[Precision], capability: Optional[str],

@@ -75,6 +75,9 @@ class Quantizer:
 
 
 TENSORRT = Toolchain("tensorrt", "TensorRT")
+# Not a module: the runners report ONNX Runtime's version under this key where it has its CUDA
+# execution provider (runners/harness/common.py gpu_runtime_versions); plain onnxruntime has none.
+ONNXRUNTIME_CUDA = Toolchain("onnxruntime+cuda", "ONNX Runtime's CUDA execution provider (onnxruntime-gpu)")
 TORCHAO = Toolchain("torchao", "torchao")
 MODELOPT = Toolchain("modelopt", "TensorRT Model Optimizer")
 # ONNX Runtime's own quantization: dynamic for matmul-heavy models, static (QDQ, calibrated) for
@@ -135,6 +138,12 @@ class Format:
     # Converted from a TensorFlow graph by a tool that reads only plain TensorFlow ops (tf2onnx,
     # TF-TRT): a JAX source must lower to such ops, not to StableHLO.
     plain_tf_ops: bool = False
+    # On GPUs it runs only where the runners report this (ONNX Runtime's CUDA execution provider): a
+    # variant that cannot run there is skipped before its export.
+    gpu_runtime: Optional[Toolchain] = None
+    # On GPUs, left out of the default search where one of these formats is searched: it ran slower
+    # than they did in every model measured (orchestrator/run/planning.py search_cut_reason).
+    outrun_on_gpus_by: tuple[FormatName, ...] = ()
     triton: Optional[TritonServing] = None
     default: bool = True  # searched when --formats is not given (gpu_only ones only on GPUs)
 
@@ -176,10 +185,11 @@ REGISTRY: tuple[Format, ...] = (
     # ONNX Runtime lacks bf16 kernels for most operators.
     Format("onnx", ("torch", "tensorflow", "jax", "onnx"), "onnx", "model.onnx", Loader("onnxruntime", "onnxruntime"),
            precisions=("fp32", "fp16"), framework_precisions=TF_FP32_ONLY, quantizers=ONNX_QUANTIZERS,
-           plain_tf_ops=True,
+           plain_tf_ops=True, gpu_runtime=ONNXRUNTIME_CUDA,
            triton=TritonServing("onnxruntime", "onnxruntime_onnx", "model.onnx", python_backend=True)),
     Format("exported-program", ("torch",), "torch", "model.pt2", Loader("exported-program", "torch"),
-           memory_formats=MEMORY_FORMATS, triton=TritonServing(python_backend=True)),
+           memory_formats=MEMORY_FORMATS, outrun_on_gpus_by=("torchscript-trace", "torch-compile-cudagraphs"),
+           triton=TritonServing(python_backend=True)),
     # AOTInductor: the ExportedProgram compiled ahead of time for its device into a package that loads
     # without compiling. A long compile (36 s for a small MLP on 2 busy CPU cores), so opt-in.
     Format("torch-aoti", ("torch",), "torch", "model.aoti.pt2", Loader("torch-aoti", "torch"), compiled=True,

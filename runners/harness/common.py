@@ -20,7 +20,7 @@ import numpy as np
 
 from runners.contract import nvidia_smi
 from runners.contract.arrays import load_npz, save_npz  # noqa: F401 - the runners import load_npz from here
-from runners.contract.formats import RUNNER_NEEDS, TOOLCHAINS, Toolchain
+from runners.contract.formats import ONNXRUNTIME_CUDA, RUNNER_NEEDS, TOOLCHAINS, Toolchain
 from runners.contract.protocol import (
     NORMALIZED_SAMPLES,
     REFERENCE_OUTPUTS,
@@ -79,15 +79,30 @@ def sharing_a_load(plain: Handlers, loading: dict[str, Callable[[Job, LastLoaded
     return {**plain, **{kind: sharing(handler) for kind, handler in loading.items()}}
 
 
-def base_versions(with_toolchains: bool) -> dict[str, str]:
+def base_versions(with_toolchains: bool, on_gpu: bool = False) -> dict[str, str]:
     """Python, numpy, the packages a format's runner needs where they are installed (found, not
     imported: torch costs seconds), and `with_toolchains` the optional toolchains (runners/contract/formats.py)
     this image has. Those are imported to be found, which would pull torch and TensorRT into every
-    runner process of the CUDA images; the reference job's report is what the host decides from."""
+    runner process of the CUDA images; the reference job's report is what the host decides from.
+    `on_gpu` with them: the GPU runtimes too (gpu_runtime_versions)."""
     present = {package: installed_version(package) for package in RUNNER_NEEDS
                if importlib.util.find_spec(package) is not None}
     return {"python": platform.python_version(), "numpy": np.__version__, **present,
-            **(toolchain_versions(TOOLCHAINS) if with_toolchains else {})}
+            **(toolchain_versions(TOOLCHAINS) if with_toolchains else {}),
+            **(gpu_runtime_versions() if with_toolchains and on_gpu else {})}
+
+
+def gpu_runtime_versions() -> dict[str, str]:
+    """ONNX Runtime's version, keyed `ONNXRUNTIME_CUDA.module`, where it has its CUDA execution
+    provider: without it an ONNX variant cannot run on a GPU (plain onnxruntime, a runners' venv)."""
+    try:
+        if importlib.util.find_spec("onnxruntime") is None:
+            return {}
+        ort = importlib.import_module("onnxruntime")
+        providers = ort.get_available_providers()
+    except Exception:  # noqa: BLE001 - a broken install runs nothing on the GPU, never a failed job
+        return {}
+    return {ONNXRUNTIME_CUDA.module: str(ort.__version__)} if "CUDAExecutionProvider" in providers else {}
 
 
 def installed_version(package: str) -> str:

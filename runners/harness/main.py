@@ -103,7 +103,7 @@ def run_job(job: Job, job_dir: Path, done: dict[str, str], runners: dict[str, Ha
         # results.json shows that each job ran on the GPU it was placed on.
         used = getattr(module, "gpu_uuid", None)
         result.gpu = gpu_info(used=used() if used is not None else None)
-    result.versions = {**base_versions(with_toolchains=job.kind == "reference"),
+    result.versions = {**base_versions(with_toolchains=job.kind == "reference", on_gpu=job.device.startswith("cuda")),
                        **(module.versions() if module else {})}
     return result
 
