@@ -72,7 +72,8 @@ class FakeRunners:
             io = IOSpec(inputs=[TensorSpec("x", "float32", [None, 3])], outputs=[TensorSpec("y", "float32", [None, 2])])
             # An NGC image: Torch-TensorRT's variants are built, not skipped.
             return JobResult(job.id, job.kind, "ok", io=io, fingerprint="model", gpu=gpu,
-                             versions={"torch_tensorrt": "2.9.0", "tensorrt": "10.13.3.9"})
+                             versions={"torch_tensorrt": "2.9.0", "tensorrt": "10.13.3.9"},
+                             memory_formats=["contiguous"])  # no 4-D convolution weights
         if job.kind in ("export", "convert"):
             return JobResult(job.id, job.kind, "ok", artifact="model")
         if job.kind == "verify":
@@ -88,13 +89,13 @@ class FakeRunners:
 
 def optimize_on(tmp_path: Path, gpus: list[str], formats: list[str] | None,
                 precisions: list[str] | None = None, gpu_sessions: int = 6,
-                runners_type: type[FakeRunners] = FakeRunners,
-                exhaustive: bool = False) -> tuple[FakeRunners, RunResults]:
+                runners_type: type[FakeRunners] = FakeRunners, exhaustive: bool = False,
+                memory_formats: tuple[str, ...] = ("contiguous",)) -> tuple[FakeRunners, RunResults]:
     model = tmp_path / "model.py"
     model.write_text("def make(): ...\n")
     config = OptimizeConfig(model=ModelRef(path=model, form="factory", factory="make", framework="torch"),
                             workspace=tmp_path / "ws", formats=formats, precisions=precisions,
-                            memory_formats=["contiguous"], batch_sizes=[4], gpus="all", jobs=4,
+                            memory_formats=list(memory_formats), batch_sizes=[4], gpus="all", jobs=4,
                             gpu_sessions=gpu_sessions, exhaustive=exhaustive)
     workspace = Workspace(config.workspace).create()
     runners = runners_type(workspace)
@@ -190,6 +191,21 @@ def test_the_default_search_on_a_gpu_leaves_out_what_cannot_win_or_run_and_says_
         "export-torchscript-script-bf16", "export-torchscript-script-fp16", "export-torchscript-script-fp32"]
     assert variants["torchscript-trace-fp16"].status == "ok"
     assert results.best == "torch-compile-cudagraphs-fp16"
+
+
+def test_channels_last_variants_of_a_model_its_reference_found_no_convolutions_in_are_skipped_before_export(tmp_path):
+    formats = ["torchscript-script", "torchscript-trace", "torch-compile-cudagraphs"]
+    runners, results = optimize_on(tmp_path, ["0"], formats, ["fp16"], memory_formats=("contiguous", "channels_last"))
+    variants = {v.name: v for v in results.variants}
+    for name in ("torchscript-script-fp16-channels-last", "torchscript-trace-fp16-channels-last",
+                 "torch-compile-cudagraphs-fp16-channels-last"):
+        assert variants[name].status == "skipped"
+        assert variants[name].error == "channels_last changes nothing here: the model has no 4-D convolution weights"
+    ran = [job for _, _, jobs in runners.sessions for job, _ in jobs]
+    assert not [job for job in ran if job.endswith("channels-last")]  # no export, session or compile spent on them
+    assert not [name for name, _, _ in runners.sessions if name.endswith("channels-last")]
+    assert {variants[n].status for n in ("torchscript-script-fp16", "torchscript-trace-fp16",
+                                         "torch-compile-cudagraphs-fp16")} == {"ok"}
 
 
 def test_exhaustive_builds_the_uncompiled_program_on_a_gpu(tmp_path):

@@ -10,6 +10,7 @@ from orchestrator.run.planning import (
     FUNCTION_VARIANT,
     Variant,
     compiled_skip_reason,
+    layout_skip_reason,
     plan_steps,
     plan_variants,
     search_cut_reason,
@@ -205,6 +206,15 @@ def test_onnx_runs_on_gpus_only_where_the_runners_onnxruntime_has_its_cuda_provi
     assert skip_reason(variant, plain, "nav-orch/pytorch:cpu", has_gpus=False) is None
     gpu_image = {**plain, "onnxruntime+cuda": "1.23.2"}
     assert skip_reason(variant, gpu_image, "nav-orch/pytorch:25.10", has_gpus=True) is None
+
+
+def test_a_layout_the_reference_found_changes_nothing_is_skipped_and_one_it_did_not_say_is_left_to_the_runner():
+    channels_last = Variant("torchscript-trace-fp16-channels-last", "torchscript-trace", "fp16", "channels_last")
+    assert layout_skip_reason(channels_last, ("contiguous",)) == (
+        "channels_last changes nothing here: the model has no 4-D convolution weights")
+    assert layout_skip_reason(channels_last, ("contiguous", "channels_last")) is None
+    assert layout_skip_reason(channels_last, None) is None
+    assert layout_skip_reason(Variant("onnx-fp16", "onnx", "fp16"), ("contiguous",)) is None
 
 
 @pytest.mark.parametrize(("searched", "on_gpu", "given", "cut"), [

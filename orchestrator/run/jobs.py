@@ -26,6 +26,7 @@ from runners.contract.protocol import (
     Job,
     JobInputs,
     JobKind,
+    MemoryFormat,
     ProfileSettings,
     TensorSpec,
     Tolerance,
@@ -39,6 +40,7 @@ class Reference:
     io: IOSpec
     output_scale: dict[str, float]  # each output's largest magnitude
     key: str  # the base of every later job's key: the model's fingerprint and the run's inputs
+    memory_formats: Optional[tuple[MemoryFormat, ...]] = None  # the layouts that change the model; None: unknown
 
 
 def declared_io(axes: Optional[DeclaredAxes]) -> Optional[IOSpec]:

@@ -30,6 +30,7 @@ from orchestrator.run.planning import (
     Step,
     Variant,
     compiled_skip_reason,
+    layout_skip_reason,
     plan_steps,
     plan_variants,
     search_cut_reason,
@@ -160,7 +161,8 @@ class Pipeline:
         self.recorder.record_source_profile(result.profile)
         scale = {name: float(np.abs(array).max(initial=0.0))
                  for name, array in reference_outputs(self.workspace).items()}
-        return Reference(io=result.io, output_scale=scale, key=key)
+        memory_formats = tuple(result.memory_formats) if result.memory_formats is not None else None
+        return Reference(io=result.io, output_scale=scale, key=key, memory_formats=memory_formats)
 
     def perform(self, step: Step, reference: Optional[Reference], samples: Path, gpu: Optional[str]) -> None:
         if step.action == "profile-function":
@@ -185,12 +187,13 @@ class Pipeline:
         """CPU sessions run up to `jobs` at a time: each gets its share of the cores."""
         return Placement(threads=max(1, (os.cpu_count() or 1) // self.config.jobs))
 
-    def skipped(self, variant: Variant) -> bool:
-        """Skip a variant the run cannot build before any work is spent on it."""
+    def skipped(self, variant: Variant, reference: Reference) -> bool:
+        """Skip a variant the run cannot build, or need not, before any work is spent on it."""
         image = self.recorder.image
         where = image.tag if image.tag != "local" else f"the runners' Python ({image.id})"
         reason = (source_skip_reason(variant, self.config.model)
-                  or skip_reason(variant, image.versions, where, bool(self.gpus)) or self.cut_reason(variant))
+                  or skip_reason(variant, image.versions, where, bool(self.gpus))
+                  or layout_skip_reason(variant, reference.memory_formats) or self.cut_reason(variant))
         if reason is not None:
             self.recorder.skip(variant, reason)
         return reason is not None
@@ -203,7 +206,7 @@ class Pipeline:
     # CPU runs: export and verify share a session per variant; one exclusive step profiles all.
 
     def build(self, variant: Variant, reference: Reference) -> None:
-        if self.skipped(variant):
+        if self.skipped(variant, reference):
             return
         export = self.jobs.export_job(variant, reference, "cpu")
         jobs = [export, *self.jobs.checked_jobs(variant, reference, "cpu", needs=[export.id])]
@@ -229,7 +232,7 @@ class Pipeline:
     # GPU runs: exports run on the CPUs in parallel; the GPU verifies and profiles.
 
     def export(self, variant: Variant, reference: Reference) -> None:
-        if self.skipped(variant):
+        if self.skipped(variant, reference):
             return
         self.recorder.reporter.stage(variant.name, "exporting")
         self.sessions.run(f"export-{variant.name}", [self.jobs.export_job(variant, reference, "cpu")],
@@ -240,7 +243,7 @@ class Pipeline:
         for variant in self.recorder.pending(variants):
             # A format exported in its check session: what would skip its export (`skipped` records
             # why) is decided here.
-            if not (FORMATS[variant.format].exported_in_check and self.skipped(variant)):
+            if not (FORMATS[variant.format].exported_in_check and self.skipped(variant, reference)):
                 to_check.append(variant)
         variants = to_check
         if not variants:

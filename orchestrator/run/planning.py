@@ -19,7 +19,7 @@ from typing import Literal, Optional
 
 from orchestrator.config import ModelRef, OptimizeConfig
 from runners.contract.formats import FORMATS, FormatName, default_formats, default_memory_formats, default_precisions
-from runners.contract.protocol import QUANTIZED, Framework, MemoryFormat, Precision, Quantization
+from runners.contract.protocol import NO_CHANNELS_LAST, QUANTIZED, Framework, MemoryFormat, Precision, Quantization
 
 REFERENCE = "reference"
 COMPARE = "compare"  # the job and session of confident selection
@@ -115,6 +115,16 @@ def skip_reason(variant: Variant, versions: Mapping[str, str], where: str, has_g
     if quantizer is not None and quantizer.gpu_only and not has_gpus:
         return f"{variant.precision} {variant.format} needs a GPU (this run has none: --gpus)"
     return None
+
+
+def layout_skip_reason(variant: Variant, memory_formats: Optional[Collection[MemoryFormat]]) -> Optional[str]:
+    """Why a variant's layout is not built: it changes nothing in this model, as its reference job
+    reported (`memory_formats`; None where the runner does not say, which then skips it at its export).
+    Said before any export, so a model without 4-D convolution weights (a transformer) spends no CPU
+    on channels_last exports that would all be skipped."""
+    if memory_formats is None or variant.memory_format in memory_formats:
+        return None
+    return NO_CHANNELS_LAST
 
 
 def source_skip_reason(variant: Variant, model: ModelRef) -> Optional[str]:

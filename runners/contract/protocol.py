@@ -67,6 +67,9 @@ QUANTIZED: tuple[Precision, ...] = ("int8", "fp8")
 Quantization = Literal["", "dynamic", "static"]
 # The layout of the model's weights and 4-D inputs where the runner chooses it (torch variants).
 MemoryFormat = Literal["contiguous", "channels_last"]
+# Why a channels_last variant is skipped: said by the host where the reference reported the model's
+# layouts (JobResult.memory_formats), else by the runner at its export.
+NO_CHANNELS_LAST = "channels_last changes nothing here: the model has no 4-D convolution weights"
 # The frameworks a source model comes from: each has a runner image (orchestrator/containers/images.py).
 Framework = Literal["torch", "tensorflow", "jax", "onnx"]
 # The formats of the registry (runners/contract/formats.py), each an entry there.
@@ -356,6 +359,9 @@ class JobResult:
     # Reference jobs: what the source model is (runners/harness/common.py `fingerprint`); every other
     # job's cache key hangs on it.
     fingerprint: Optional[str] = None
+    # Reference jobs: the memory formats that change the model (channels_last only where it has 4-D
+    # convolution weights), so the host skips the others before any export; None: the runner does not say.
+    memory_formats: Optional[list[MemoryFormat]] = None
     duration_s: float = 0.0
     protocol: int = PROTOCOL_VERSION
 

@@ -21,10 +21,12 @@ from runners.contract.formats import FORMATS
 from runners.contract.protocol import (
     COMPILED_OPTIONS,
     COMPILED_PROGRAM,
+    NO_CHANNELS_LAST,
     QUANTIZED,
     IOSpec,
     Job,
     JobResult,
+    MemoryFormat,
     one_line,
     write_text_atomic,
 )
@@ -217,9 +219,14 @@ def in_layout(model: torch.nn.Module, job: Job) -> torch.nn.Module:
     are (a model without them skips the variant rather than measure the same thing twice)."""
     if job.memory_format == "contiguous":
         return model
-    if not any(param.dim() == 4 for param in model.parameters()):
-        raise Skip("channels_last changes nothing here: the model has no 4-D convolution weights")
+    if "channels_last" not in memory_formats_of(model):
+        raise Skip(NO_CHANNELS_LAST)
     return model.to(memory_format=torch.channels_last)
+
+
+def memory_formats_of(model: torch.nn.Module) -> list[MemoryFormat]:
+    """The layouts that change the model: channels_last only where it has 4-D convolution weights."""
+    return ["contiguous", "channels_last"] if any(param.dim() == 4 for param in model.parameters()) else ["contiguous"]
 
 
 def job_tensors(samples: dict[str, np.ndarray], job: Job) -> list[torch.Tensor]:
@@ -244,6 +251,7 @@ def reference(job: Job) -> JobResult:
     with torch.inference_mode():
         outputs = flatten_outputs(model(*to_tensors(samples, job.device, precision)))
         result = save_reference(job, samples, outputs, weights=weight_bytes(model))
+        result.memory_formats = memory_formats_of(model)
 
         def call_at(batch_size: int) -> Callable[[], None]:
             tensors = to_tensors(inputs_at(samples, result.io, batch_size), job.device, precision)
