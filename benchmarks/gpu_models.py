@@ -33,7 +33,7 @@ before it): date, command line, GPU, and for each model `models.<name>` with `be
 (both then timed alternated, 20 rounds of 10 calls each, as nav-orch's confident selection does: the
 median of the baseline's time over nav-orch's per round, above 1 where nav-orch is faster, with its
 order-statistic interval, orchestrator/run/paired.py), `p50_bs1_ms` ({"nav-orch": ms, "baseline":
-ms}), the raw figures and nav-orch's variants. A model whose optimize
+ms}), the raw figures, nav-orch's variants, its selection and its timeline. A model whose optimize
 or measurement failed has `error` instead, and the script exits with status 1.
 
 `--compare-gpus all` (with `--gpus 1`) runs each model's optimize a second time on that many GPUs
@@ -346,7 +346,10 @@ def run_model(args: argparse.Namespace, name: str, record: dict, checkpoint: Cal
     record["gpu"] = record["gpu"] or (gpus[0] if gpus else {})
     entry: dict[str, Any] = {"factory": MODELS[name].factory, "baseline": MODELS[name].baseline,
                              "best": results["best"], "wall_s": wall, "phases": phases(results, wall),
-                             "variants": results["variants"], "jobs": results["jobs"]}
+                             "variants": results["variants"], "jobs": results["jobs"],
+                             # Where the time went and why the choice: the record alone carries them
+                             # (a device call returns few files).
+                             "selection": results.get("selection"), "timeline": results["timeline"]}
     entry["served"] = served_figure(results, big)
     record["models"][name] = entry
     checkpoint()
