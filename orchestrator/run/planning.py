@@ -150,9 +150,10 @@ def search_cut_reason(variant: Variant, searched: Collection[FormatName], on_gpu
     run uncompiled, on H100s (2026-12-07, six runs of ResNet-50 and BERT-base, one pass each; raw records
     docs/data/h100-*-{unfrozen,export-when-chosen}*-2026-12-07*): against the TorchScript trace of the
     same precision and layout, 0.35-0.79x at batch 1 and 0.81-0.97x at batch 64 in all 27 pairs, never
-    faster; the compiled variants ran 2.0-2.2x its best at batch 64. Its six exports and verifications
-    cost ResNet-50's run about 12 s of the eager session, and six torch.export processes on the CPUs
-    beside the compiles. Formats the user asked for are all built, as under --exhaustive."""
+    faster; the compiled variants ran 2.0-2.2x its best at batch 64. Left out, ResNet-50's
+    `optimize --force` took 0.91 and 0.63 of the time with it (two alternated pairs on one H100,
+    docs/performance.md "fewer variants on the CPUs"). Formats the user asked for are all built, as
+    under --exhaustive."""
     if not on_gpu or formats_given:
         return None
     rivals = [name for name in FORMATS[variant.format].outrun_on_gpus_by if name in searched]
