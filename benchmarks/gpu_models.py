@@ -11,8 +11,9 @@ torchvision and transformers are needed only in `--python`, the runners' Python:
 imports no framework.
 
 For each model, in its own folder of `--workspace`:
-1. Times the whole `nav-orch optimize` over every PyTorch format, precision and memory format the
-   GPU host offers (with `--executor local`, the default, the runners are subprocesses of `--python`).
+1. Times the whole `nav-orch optimize` over nav-orch's default search on the GPU (every PyTorch
+   format, precision and memory format the host offers, less the cuts it says why it made; with
+   `--executor local`, the default, the runners are subprocesses of `--python`).
 2. Then, in one process of `--python`, measures nav-orch's chosen variant (its inputs in the
    variant's precision and memory format, as the runner profiles it) and the hand-tuned baseline
    with the same timing loop as the runners (runners/harness/measure.py time_calls: calls synchronized,
