@@ -46,7 +46,7 @@ def test_resume_in_a_project_folder_reuses_every_job_until_the_model_changes(tmp
 
     first = nav_orch(*args, cwd=project)
     assert first.returncode == 0, first.stderr
-    assert read_results(project / "nav-workspace")["jobs"] == {"run": jobs, "reused": 0}
+    assert jobs_but_the_comparison(read_results(project / "nav-workspace")) == {"run": jobs, "reused": 0}
 
     (project / ".git").mkdir()
     (project / ".git" / "index").write_bytes(os.urandom(64))
@@ -57,7 +57,7 @@ def test_resume_in_a_project_folder_reuses_every_job_until_the_model_changes(tmp
     assert second.returncode == 0, second.stderr
     results = read_results(project / "nav-workspace")
     # The reference job always runs: it fingerprints the model, and every other key builds on that.
-    assert results["jobs"] == {"run": 1, "reused": jobs - 1}
+    assert jobs_but_the_comparison(results) == {"run": 1, "reused": jobs - 1}
     fingerprint = results["model_fingerprint"]
     assert fingerprint and len(fingerprint) == 64
 
@@ -65,9 +65,20 @@ def test_resume_in_a_project_folder_reuses_every_job_until_the_model_changes(tmp
     third = nav_orch(*args, cwd=project)
     assert third.returncode == 0, third.stderr
     results = read_results(project / "nav-workspace")
-    assert results["jobs"] == {"run": jobs, "reused": 0}
+    assert jobs_but_the_comparison(results) == {"run": jobs, "reused": 0}
     assert results["model_fingerprint"] != fingerprint
     assert {v["status"] for v in results["variants"]} == {"ok"}
+
+
+def jobs_but_the_comparison(results: dict) -> dict[str, int]:
+    """The run's job counts less its compare job, which runs (or is reused) only where the single pass
+    found the two variants within the margin: a matter of the host's timing, not of the cache."""
+    counts = dict(results["jobs"])
+    if any(entry["job"] == "compare" for entry in results["timeline"]):
+        counts["run"] -= 1
+    elif (results.get("selection") or {}).get("compared"):
+        counts["reused"] -= 1
+    return counts
 
 
 def start_slow_run(workspace: Path) -> subprocess.Popen:
