@@ -1,5 +1,6 @@
 """Which nav-orch containers outlived the run that started them (engine.abandoned), judged by the
-owner label every container gets: host, pid and the process's start time."""
+owner label every container gets: host, pid and the process's start time; and a removal that
+returns only once Docker no longer lists the container."""
 from __future__ import annotations
 
 import os
@@ -7,7 +8,17 @@ import socket
 import subprocess
 import sys
 
-from orchestrator.containers.engine import OWNER_LABEL, RUN_LABEL, abandoned, process_owner, process_start
+import docker.errors
+import pytest
+
+from orchestrator.containers.engine import (
+    OWNER_LABEL,
+    RUN_LABEL,
+    abandoned,
+    process_owner,
+    process_start,
+    remove_container,
+)
 
 
 def labels(owner: str) -> dict[str, str]:
@@ -43,3 +54,41 @@ def test_another_hosts_containers_are_never_judged():
 def test_an_older_nav_orchs_container_is_abandoned_only_once_stopped():
     assert abandoned({RUN_LABEL: "abc"}, running=False)
     assert not abandoned({RUN_LABEL: "abc"}, running=True)
+
+
+class RemovedElsewhere:
+    """A container whose removal another call began: Docker answers 409 until it is gone."""
+
+    def __init__(self, listed_for: int):
+        self.listed_for = listed_for  # reloads that still find it
+        self.reloads = 0
+
+    def remove(self, force: bool) -> None:
+        raise docker.errors.APIError("removal of container abc is already in progress")
+
+    def reload(self) -> None:
+        self.reloads += 1
+        if self.reloads > self.listed_for:
+            raise docker.errors.NotFound("No such container: abc")
+
+
+class Refused(RemovedElsewhere):
+    def remove(self, force: bool) -> None:
+        raise docker.errors.APIError("permission denied")
+
+
+def test_a_removal_already_under_way_is_waited_for_until_docker_no_longer_lists_it():
+    container = RemovedElsewhere(listed_for=3)
+    remove_container(container, wait_s=5, poll_s=0)  # type: ignore[arg-type]
+    assert container.reloads == 4
+
+
+def test_a_removal_that_never_ends_is_waited_for_only_so_long():
+    container = RemovedElsewhere(listed_for=10**9)
+    remove_container(container, wait_s=0.05, poll_s=0.01)  # type: ignore[arg-type]
+    assert 1 <= container.reloads < 100
+
+
+def test_another_docker_error_on_removal_is_raised():
+    with pytest.raises(docker.errors.APIError, match="permission denied"):
+        remove_container(Refused(listed_for=0), wait_s=5, poll_s=0)  # type: ignore[arg-type]

@@ -257,14 +257,29 @@ def container_logs(container: Container) -> str:
         return ""
 
 
-def remove_container(container: Container) -> None:
+# How long a removal that another call began may take before nav-orch gives up waiting on it.
+REMOVAL_WAIT_S = 60.0
+
+
+def remove_container(container: Container, wait_s: float = REMOVAL_WAIT_S, poll_s: float = 0.2) -> None:
+    """Remove the container, and return only once Docker no longer lists it. Where another call
+    (a warm runner's stop, the run's final sweep) began its removal, wait for that one: a run that
+    exits while Docker still removes one of its containers leaves it listed for a while."""
     try:
         container.remove(force=True)
+        return
     except docker.errors.NotFound:
-        pass
+        return
     except docker.errors.APIError as error:
         if "already in progress" not in str(error):
             raise
+    deadline = time.monotonic() + wait_s
+    while time.monotonic() < deadline:
+        try:
+            container.reload()
+        except docker.errors.NotFound:
+            return
+        time.sleep(poll_s)
 
 
 def run_to_exit(client: docker.DockerClient, spec: ContainerSpec, timeout_s: float,
