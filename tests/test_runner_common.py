@@ -1,6 +1,8 @@
 """What every runner shares (runners/harness/common.py): numpy only, so it runs on the host too."""
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 from typing import Optional
 
@@ -138,3 +140,13 @@ def test_variants_loaded_under_the_budget_stay_loaded_and_the_rest_replace_each_
     for name in "aba":
         single.get((name,), load(name, 0))
     assert loads[-3:] == ["a", "b", "a"]
+
+
+def test_a_runner_leaves_with_its_code_after_its_exit_handlers_ran():
+    """runners/harness/main.py `leave`: the interpreter's teardown is skipped, a model's cleanup is not."""
+    script = ("import atexit; from runners.harness.main import leave; "
+              "atexit.register(lambda: print('cleaned up', flush=True)); print('result written'); leave(3)")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          cwd=Path(__file__).resolve().parents[1])
+    assert done.returncode == 3
+    assert done.stdout.splitlines() == ["result written", "cleaned up"]

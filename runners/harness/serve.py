@@ -14,7 +14,6 @@ runner whose host was killed) or after `IDLE_S` without a session.
 """
 from __future__ import annotations
 
-import atexit
 import importlib
 import json
 import os
@@ -89,12 +88,7 @@ def run_session(queue: Path, number: int, session: WarmSession) -> SessionExit:
         except BaseException:  # noqa: BLE001 - the log says what, the exit code that it failed
             traceback.print_exc()
         finally:
-            # A fresh runner's exit handlers run when it ends (a model's cleanup may be one); this
-            # process ends by os._exit, which would skip them.
-            atexit._run_exitfuncs()
-            sys.stdout.flush()
-            sys.stderr.flush()
-            os._exit(code)
+            main_module.leave(code)
     _, status = os.waitpid(pid, 0)
     return SessionExit(code=os.waitstatus_to_exitcode(status), oom_killed=oom_kills() > before)
 
