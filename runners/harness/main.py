@@ -131,9 +131,9 @@ def main(argv: list[str]) -> int:
 def leave(code: int) -> NoReturn:
     """End the runner process once its results are written: its exit handlers run (a model's cleanup
     may be one), the interpreter's teardown does not. The host waits for the process to end before
-    the steps after its session start, and that teardown (torch's modules, CUDA) took 0.45 s after
-    a torch session and 1.3 s after an Inductor compile on a 2-core CPU host, against 0.03-0.06 s
-    this way (docs/performance.md)."""
+    the steps after its session start, and that teardown (torch's modules, CUDA) took 0.5 s after
+    an eager torch session and 1.3 s after an Inductor compile on a 2-core CPU host, against 0.06-0.07 s
+    this way (benchmarks/runner_exit.py, docs/performance.md)."""
     atexit._run_exitfuncs()
     sys.stdout.flush()
     sys.stderr.flush()
