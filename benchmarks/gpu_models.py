@@ -283,13 +283,16 @@ def served_figure(results: dict, big: int) -> Optional[dict[str, Any]]:
 
 def phases(results: dict, wall: float) -> dict[str, Any]:
     """Where a run's time went, from its timeline (results.json): the reference job, then the
-    conversion phase (every export, conversion, verification and profile after it), and which
-    GPUs the jobs ran on, with the runners' evidence that each ran on the GPU it was placed on."""
+    conversion phase (every export, conversion, verification and profile after it), what the
+    timeline does not hold (`outside_jobs_s`: the host's start before the timeline's zero and its
+    end after the last job, the runner processes' exits included), and which GPUs the jobs ran on,
+    with the runners' evidence that each ran on the GPU it was placed on."""
     timeline = results["timeline"]
     reference_end = max((t["end_s"] for t in timeline if t["kind"] == "reference"), default=0.0)
     last_end = max((t["end_s"] for t in timeline), default=0.0)
     on_placed = [t["on_placed_gpu"] for t in timeline if t["placement"] != "CPU"]
     return {"wall_s": wall, "reference_s": reference_end, "conversion_s": last_end - reference_end,
+            "outside_jobs_s": wall - last_end,
             "gpus_used": sorted({t["placement"] for t in timeline if t["placement"] != "CPU"}),
             "gpu_jobs": len(on_placed), "gpu_jobs_on_placed_gpu": on_placed.count(True),
             "gpu_jobs_elsewhere": on_placed.count(False)}
