@@ -10,9 +10,10 @@ For each mode, in fresh processes: "save" builds the pipeline (fp16, the UNet in
 nav-orch's in-process candidate runs it), compiles the UNet's forward ahead of time at the
 pipeline's shapes (fullgraph) and saves it; "load", on an empty Inductor cache folder of its own,
 builds the pipeline again, loads the function and calls it; then the same on the saving process's
-cache folder. Records the seconds of each step, the
-loaded function's first three calls, its output against eager (max abs difference), and its median
-call against eager's, alternated in one process. A mode that fails records its error.
+cache folder; then, on that folder too, twice, the UNet compiled by torch.compile as nav-orch's
+warm reload does today ("dynamo": Dynamo traces it again, Inductor's cache serves the rest). Records
+the seconds of each step, the first three calls, the output against eager (max abs difference),
+and the median call against eager's, alternated in one process. A mode that fails records its error.
 """
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Optional
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -86,28 +88,34 @@ def save(size: str, device: str, mode: str, path: str) -> dict:
             "artifact_bytes": os.path.getsize(path)}
 
 
-def load(size: str, device: str, path: str) -> dict:
+def load(size: str, device: str, mode: str, path: Optional[str]) -> dict:
+    """The saved function loaded from `path`, or where None, the UNet compiled by torch.compile as
+    nav-orch's warm reload does today (Dynamo traces it again; Inductor's cache serves the rest)."""
     import torch
 
     started = time.perf_counter()
     unet, arguments, build_s = pipeline_and_inputs(size, device)
     args, kwargs = arguments
     with torch.inference_mode():
-        with open(path, "rb") as artifact:
-            compiled, load_s = timed(lambda: torch.compiler.load_compiled_function(artifact))
+        if path is None:
+            options = torch._inductor.list_mode_options(mode)
+            compiled, load_s = timed(lambda: torch.compile(run_unet, fullgraph=True, options=options))
+        else:
+            with open(path, "rb") as artifact:
+                compiled, load_s = timed(lambda: torch.compiler.load_compiled_function(artifact))
         calls = [round(timed(lambda: compiled(*args, **kwargs))[1], 3) for _ in range(3)]
         to_fast_s = time.perf_counter() - started
         got = compiled(*args, **kwargs).float()
         expected = run_unet(*args).float()
         difference = (got - expected).abs().max().item()
-        rounds: dict[str, list[float]] = {"aot": [], "eager": []}
-        for _ in range(10):  # alternated: aot, eager, aot, eager ...
-            rounds["aot"].append(timed(lambda: [compiled(*args, **kwargs) for _ in range(5)])[1] / 5)
+        rounds: dict[str, list[float]] = {"compiled": [], "eager": []}
+        for _ in range(10):  # alternated: compiled, eager, compiled, eager ...
+            rounds["compiled"].append(timed(lambda: [compiled(*args, **kwargs) for _ in range(5)])[1] / 5)
             rounds["eager"].append(timed(lambda: [run_unet(*args) for _ in range(5)])[1] / 5)
-    ratios = [e / a for a, e in zip(rounds["aot"], rounds["eager"])]
+    ratios = [e / a for a, e in zip(rounds["compiled"], rounds["eager"])]
     return {"build_s": round(build_s, 2), "load_s": round(load_s, 2), "first_calls_s": calls,
             "to_first_fast_call_s": round(to_fast_s, 2), "max_abs_difference": difference,
-            "aot_ms": round(statistics.median(rounds["aot"]) * 1e3, 3),
+            "compiled_ms": round(statistics.median(rounds["compiled"]) * 1e3, 3),
             "eager_ms": round(statistics.median(rounds["eager"]) * 1e3, 3),
             "speedup_over_eager": {"median": round(statistics.median(ratios), 3),
                                    "range": [round(min(ratios), 3), round(max(ratios), 3)]}}
@@ -132,7 +140,7 @@ def main() -> None:
     parser.add_argument("--modes", default="reduce-overhead,default")
     parser.add_argument("--device", default="cuda", help="cpu: a smoke test of this script (--size tiny)")
     parser.add_argument("--out")
-    parser.add_argument("--step", choices=("save", "load"), help=argparse.SUPPRESS)
+    parser.add_argument("--step", choices=("save", "load", "dynamo"), help=argparse.SUPPRESS)
     parser.add_argument("--mode", help=argparse.SUPPRESS)
     arguments = parser.parse_args()
     folder = Path(arguments.folder)
@@ -140,8 +148,9 @@ def main() -> None:
     if arguments.step == "save":
         print(json.dumps(save(arguments.size, arguments.device, arguments.mode, artifact)))
         return
-    if arguments.step == "load":
-        print(json.dumps(load(arguments.size, arguments.device, artifact)))
+    if arguments.step in ("load", "dynamo"):
+        path = artifact if arguments.step == "load" else None
+        print(json.dumps(load(arguments.size, arguments.device, arguments.mode, path)))
         return
     import torch
 
@@ -153,10 +162,14 @@ def main() -> None:
         common = ["--folder", str(folder), "--size", arguments.size, "--device", arguments.device, "--mode", mode]
         with tempfile.TemporaryDirectory() as saving, tempfile.TemporaryDirectory() as loading:
             saved = in_fresh_process([*common, "--step", "save"], saving)
-            loading_step = [*common, "--step", "load"]
+            loading_step, dynamo_step = [*common, "--step", "load"], [*common, "--step", "dynamo"]
             empty = in_fresh_process(loading_step, loading) if "error" not in saved else {}
             hot = in_fresh_process(loading_step, saving) if "error" not in saved else {}
-        record["modes"][mode] = {"save": saved, "load_on_empty_cache": empty, "load_on_saving_cache": hot}
+            # Twice: the first may find nothing of its own there (aot_compile keys its graphs otherwise).
+            dynamo = in_fresh_process(dynamo_step, saving)
+            dynamo_again = in_fresh_process(dynamo_step, saving)
+        record["modes"][mode] = {"save": saved, "load_on_empty_cache": empty, "load_on_saving_cache": hot,
+                                 "dynamo_on_saving_cache": dynamo, "dynamo_again": dynamo_again}
         print(mode, json.dumps(record["modes"][mode]), flush=True)
     if arguments.out:
         Path(arguments.out).write_text(json.dumps(record, indent=1))
