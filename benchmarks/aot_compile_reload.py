@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Optional
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from inductor_compile_cache import caches_in  # noqa: E402 - a sibling script: the same cache folders
 
 
 def pipeline_and_inputs(size: str, device: str):
@@ -122,10 +123,8 @@ def load(size: str, device: str, mode: str, path: Optional[str]) -> dict:
 
 
 def in_fresh_process(step: list[str], cache: str) -> dict:
-    environment = {**os.environ, "TORCHINDUCTOR_CACHE_DIR": os.path.join(cache, "inductor"),
-                   "TRITON_CACHE_DIR": os.path.join(cache, "triton")}
     started = time.perf_counter()
-    done = subprocess.run([sys.executable, __file__, *step], env=environment, capture_output=True, text=True)
+    done = subprocess.run([sys.executable, __file__, *step], env=caches_in(cache), capture_output=True, text=True)
     wall = round(time.perf_counter() - started, 2)
     if done.returncode != 0:
         lines = [line for line in done.stderr.strip().splitlines() if line.strip()]

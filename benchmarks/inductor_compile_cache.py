@@ -68,11 +68,16 @@ def arrangement(name: str, variants: list[str], sizes: list[int]) -> list[list[s
             for variant in variants for group in groups]
 
 
+def caches_in(folder: str) -> dict[str, str]:
+    """This process's environment with Inductor's and Triton's caches in `folder`."""
+    return {**os.environ, "TORCHINDUCTOR_CACHE_DIR": os.path.join(folder, "inductor"),
+            "TRITON_CACHE_DIR": os.path.join(folder, "triton")}
+
+
 def run_arrangement(commands: list[list[str]]) -> dict:
     """All the commands at once, each on the same fresh caches: the wall time and each one's figures."""
     with tempfile.TemporaryDirectory(prefix="inductor-compare-") as cache:
-        environment = {**os.environ, "TORCHINDUCTOR_CACHE_DIR": os.path.join(cache, "inductor"),
-                       "TRITON_CACHE_DIR": os.path.join(cache, "triton")}
+        environment = caches_in(cache)
         started = time.perf_counter()
         processes = [subprocess.Popen(command, env=environment, stdout=subprocess.PIPE, text=True)
                      for command in commands]

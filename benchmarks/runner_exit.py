@@ -4,10 +4,10 @@ runners/harness/main.py `leave` (exit handlers, then os._exit).
 
     python3 benchmarks/runner_exit.py [--device cuda] [--rounds 3]
 
-Each process loads ResNet-50 (torchvision; without it a small convnet), runs it eagerly and, for "compiled", through
-torch.compile (on a GPU mode="reduce-overhead", as nav-orch's compiled variants), prints the time,
-then ends one way or the other. The rounds alternate the two ways; prints the seconds from that
-print to the process's end, per case and way.
+Each process loads ResNet-50 (torchvision; without it a small convnet), runs it eagerly and, for
+"compiled", through torch.compile (on a GPU mode="reduce-overhead", as nav-orch's compiled
+variants), prints the time, then ends one way or the other. The rounds alternate the two ways;
+prints the seconds from that print to the process's end, per case and way.
 """
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""What every runner shares (runners/harness/common.py): numpy only, so it runs on the host too."""
+"""What every runner shares (runners/harness/common.py; numpy only, so it runs on the host too), and
+how a runner process ends (runners/harness/main.py `leave`)."""
 from __future__ import annotations
 
 import subprocess
